@@ -1,0 +1,224 @@
+"""Meta Conversions API (``POST /{version}/{pixel_id}/events``): body, request, verdicts.
+
+Field names and rules from ``../shared/reference/tiktok-events-api.md`` §7 and Meta's Python
+SDK: ``user_data`` keys ``em``/``ph``/``fn``/``ln``/``zp``/``ct``/``st``/``country`` hashed, as
+lists; ``ph`` is the E.164 digits *without* ``+``; ``client_ip_address``, ``client_user_agent``,
+``fbc``, ``fbp`` raw. The request is form-encoded like the SDK's (``data`` = JSON array,
+``access_token``), so the token never sits in a URL that proxies log.
+
+Meta refuses the *whole request* when any event is older than 7 days (62 for physical_store),
+so the worker expires such events before they reach a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from backchannel.destinations.base import (
+    Outcome,
+    PreparedRequest,
+    Target,
+    Verdict,
+    age_note,
+    retry_after_seconds,
+    shorten,
+)
+from backchannel.events import Conversion
+from backchannel.identity import sha256_hex
+from backchannel.notes import Note
+
+name = "meta"
+DEFAULT_BASE_URL = "https://graph.facebook.com"
+DEFAULT_API_VERSION = "v25.0"
+max_batch = 1000
+MAX_AGE = 7 * 86400  # seconds
+MAX_AGE_PHYSICAL_STORE = 62 * 86400  # seconds
+
+ACTION_SOURCE = {"web": "website", "app": "app", "offline": "physical_store", "crm": "system_generated"}
+#: Graph API error codes that mean "slow down", not "you are wrong"
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80004})
+
+
+def max_age(conversion: Conversion) -> int:
+    return MAX_AGE_PHYSICAL_STORE if conversion.source == "offline" else MAX_AGE
+
+
+def event_name(conversion: Conversion) -> str:
+    spec = conversion.spec
+    return spec.meta_name if spec is not None else conversion.event
+
+
+def fbc(conversion: Conversion) -> str | None:
+    """The ``_fbc`` value, built from fbclid when only the click id is known.
+
+    Format ``fb.{subdomainIndex}.{creationTimeMs}.{fbclid}``, subdomainIndex 1 for values made
+    on a server; the click time is unknown here, so the event time stands in for it.
+    """
+    u = conversion.user
+    if u.fbc:
+        return u.fbc
+    if u.fbclid:
+        return f"fb.1.{conversion.event_time * 1000}.{u.fbclid}"
+    return None
+
+
+def _user_data(conversion: Conversion) -> dict[str, Any]:
+    u = conversion.user
+    data: dict[str, Any] = {}
+    if u.email:
+        data["em"] = list(u.email)
+    if u.phone_digits:
+        data["ph"] = list(u.phone_digits)
+    for key, hashed in (("fn", u.first_name), ("ln", u.last_name), ("zp", u.zip)):
+        if hashed is not None:
+            data[key] = [hashed]
+    for key, plain in (("ct", u.city), ("st", u.state), ("country", u.country)):
+        if plain is not None:
+            data[key] = [sha256_hex(plain)]
+    if u.external_id:
+        data["external_id"] = list(u.external_id)
+    for key, raw in (
+        ("client_ip_address", u.ip),
+        ("client_user_agent", u.user_agent),
+        ("fbc", fbc(conversion)),
+        ("fbp", u.fbp),
+    ):
+        if raw is not None:
+            data[key] = raw
+    return data
+
+
+def _custom_data(conversion: Conversion) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if conversion.value is not None:
+        data["value"] = conversion.value
+    if conversion.currency is not None:
+        data["currency"] = conversion.currency.lower()  # the SDK's normalization
+    if conversion.contents:
+        contents = []
+        for c in conversion.contents:
+            item: dict[str, Any] = {"id": c.id, "quantity": c.quantity}
+            if c.price is not None:
+                item["item_price"] = c.price
+            if c.name is not None:
+                item["title"] = c.name
+            if c.category is not None:
+                item["category"] = c.category
+            if c.brand is not None:
+                item["brand"] = c.brand
+            contents.append(item)
+        data["contents"] = contents
+        data["content_ids"] = [c.id for c in conversion.contents]
+        data["num_items"] = sum(c.quantity for c in conversion.contents)
+    if conversion.content_type is not None:
+        data["content_type"] = conversion.content_type
+    if conversion.order_id is not None:
+        data["order_id"] = conversion.order_id
+    if conversion.query is not None:
+        data["search_string"] = conversion.query
+    return data
+
+
+def event(conversion: Conversion) -> dict[str, Any]:
+    """One element of the ``data`` array."""
+    item: dict[str, Any] = {
+        "event_name": event_name(conversion),
+        "event_time": conversion.event_time,
+        "event_id": conversion.event_id,
+        "action_source": ACTION_SOURCE[conversion.source],
+        "user_data": _user_data(conversion),
+    }
+    custom = _custom_data(conversion)
+    if custom:
+        item["custom_data"] = custom
+    if conversion.page_url is not None:
+        item["event_source_url"] = conversion.page_url
+    if conversion.page_referrer is not None:
+        item["referrer_url"] = conversion.page_referrer
+    if conversion.limited_data_use:
+        # Limited Data Use with geolocation by Meta (country 0, state 0).
+        item["data_processing_options"] = ["LDU"]
+        item["data_processing_options_country"] = 0
+        item["data_processing_options_state"] = 0
+    return item
+
+
+def build_body(batch: Sequence[Conversion], target: Target) -> dict[str, Any]:
+    """The request parameters for ``batch`` (sharing one ``test_event_code``), token excluded."""
+    if not batch:
+        raise ValueError("empty batch")
+    if len(batch) > max_batch:
+        raise ValueError(f"at most {max_batch} events per request")
+    code = batch[0].test_event_code
+    if any(c.test_event_code != code for c in batch):
+        raise ValueError("a batch must share test_event_code")
+    body: dict[str, Any] = {"data": [event(c) for c in batch]}
+    if code is not None:
+        body["test_event_code"] = code
+    return body
+
+
+def prepare(batch: Sequence[Conversion], target: Target) -> PreparedRequest:
+    body = build_body(batch, target)
+    form: dict[str, str] = {"data": orjson.dumps(body["data"]).decode()}
+    if "test_event_code" in body:
+        form["test_event_code"] = body["test_event_code"]
+    form["access_token"] = target.token
+    url = f"{target.base_url.rstrip('/')}/{target.api_version}/{target.pixel}/events"
+    return PreparedRequest(
+        url=url,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        content=urlencode(form).encode(),
+        body=body,
+        count=len(batch),
+    )
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+    """Meta speaks HTTP: 2xx taken, 5xx retry, 4xx refused unless it is a rate limit."""
+    text = shorten(body)
+    try:
+        payload = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    error = payload.get("error") if isinstance(payload.get("error"), dict) else None
+    ref = payload.get("fbtrace_id") or (error or {}).get("fbtrace_id")
+    ref = str(ref) if ref is not None else None
+    if 200 <= status < 300:
+        if "events_received" not in payload:
+            return Outcome(Verdict.RETRY, f"HTTP {status} without events_received",
+                           platform_ref=ref, response=text)
+        return Outcome(Verdict.DELIVERED, f"events_received={payload['events_received']}",
+                       platform_ref=ref, response=text)
+    message = f"HTTP {status}"
+    code = None
+    if error is not None:
+        code = error.get("code")
+        detail = error.get("error_user_msg") or error.get("message") or ""
+        message = f"Meta {code}: {detail}" if detail else f"Meta {code}"
+    wait = retry_after_seconds(headers)
+    if status >= 500 or status in (408, 429) or code in RATE_LIMIT_CODES:
+        return Outcome(Verdict.RETRY, message, platform_ref=ref, retry_after=wait, response=text)
+    if error is not None and error.get("is_transient") is True:
+        return Outcome(Verdict.RETRY, message, platform_ref=ref, retry_after=wait, response=text)
+    return Outcome(Verdict.PERMANENT, message, platform_ref=ref, response=text)
+
+
+def notes(conversion: Conversion, target: Target, now: float) -> list[Note]:
+    found = age_note(conversion, max_age(conversion), now, "Meta")
+    if not target.pixel:
+        found.append(Note("meta.pixel", "no Meta pixel id configured"))
+    if conversion.source == "web":
+        if conversion.page_url is None:
+            found.append(Note("page.url", "Meta requires event_source_url for website events"))
+        if conversion.user.user_agent is None:
+            found.append(
+                Note("user.user_agent", "Meta requires client_user_agent for website events")
+            )
+    return found

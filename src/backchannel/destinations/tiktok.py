@@ -1,0 +1,234 @@
+"""TikTok Events API 2.0 (``POST /open_api/v1.3/event/track/``): body, headers, verdicts.
+
+Field names follow ``../shared/reference/tiktok-events-api.md`` §2 (``phone``, not Meta's ``ph``
+or the legacy ``phone_number``; ``zip_code``; ``ttp`` from the ``_ttp`` cookie). Business errors
+arrive as HTTP 200 with a non-zero ``code`` (§4), so the status alone decides nothing.
+
+Where the reference is unsure we choose and say so:
+- email/phone/external_id go as a string when there is one value and as an array when there
+  are several (RudderStack sends strings; Segment always arrays; arrays are not proven in
+  TikTok's docs, so we use them only when a single string would lose information).
+- the age limit of ``event_time`` is not documented; we apply Meta's 7 days (§3 suggestion).
+- ``20001`` is taken as delivered (RudderStack does so), with TikTok's message kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from backchannel.catalog import EVENTS
+from backchannel.destinations.base import (
+    Outcome,
+    PreparedRequest,
+    Target,
+    Verdict,
+    age_note,
+    retry_after_seconds,
+    shorten,
+)
+from backchannel.events import Conversion
+from backchannel.notes import Note
+
+name = "tiktok"
+PATH = "/open_api/v1.3/event/track/"
+DEFAULT_BASE_URL = "https://business-api.tiktok.com"
+#: events per request on event/track (RudderStack maxBatchSizeV2, citing TikTok's docs)
+max_batch = 1000
+#: not documented by TikTok: we apply Meta's rule until it is (reference §3, §9)
+MAX_AGE = 7 * 86400  # seconds
+
+DELIVERED_CODES = frozenset({0, 20001})
+#: rate limit (40100) and platform-side transient failures
+RETRY_CODES = frozenset({40100, 50000, 50002, 51010})
+#: configuration or payload errors: resending the same request cannot help
+PERMANENT_CODES = frozenset({40001, 40002, 40101, 40105, 40110})
+_BATCH_ROW = re.compile(r"^\s*Batch\.(\d+)\.", re.IGNORECASE)
+
+
+def max_age(conversion: Conversion) -> int:
+    return MAX_AGE
+
+
+def _one_or_many(values: list[str]) -> str | list[str]:
+    return values[0] if len(values) == 1 else list(values)
+
+
+def _user(conversion: Conversion) -> dict[str, Any]:
+    u = conversion.user
+    user: dict[str, Any] = {}
+    if u.email:
+        user["email"] = _one_or_many(u.email)
+    if u.phone:
+        user["phone"] = _one_or_many(u.phone)
+    if u.external_id:
+        user["external_id"] = _one_or_many(u.external_id)
+    for key, value in (
+        ("ttclid", u.ttclid),
+        ("ttp", u.ttp),
+        ("ip", u.ip),
+        ("user_agent", u.user_agent),
+        ("locale", u.locale),
+        ("first_name", u.first_name),
+        ("last_name", u.last_name),
+        ("zip_code", u.zip),
+        ("city", u.city),
+        ("state", u.state),
+        ("country", u.country),
+    ):
+        if value is not None:
+            user[key] = value
+    return user
+
+
+def _properties(conversion: Conversion) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    if conversion.contents:
+        contents = []
+        for c in conversion.contents:
+            item: dict[str, Any] = {"content_id": c.id, "quantity": c.quantity}
+            if c.price is not None:
+                item["price"] = c.price
+            if c.name is not None:
+                item["content_name"] = c.name
+            if c.category is not None:
+                item["content_category"] = c.category
+            if c.brand is not None:
+                item["brand"] = c.brand
+            contents.append(item)
+        props["contents"] = contents
+        props["content_ids"] = [c.id for c in conversion.contents]
+    if conversion.content_type is not None:
+        props["content_type"] = conversion.content_type
+    if conversion.value is not None:
+        props["value"] = conversion.value
+    if conversion.currency is not None:
+        props["currency"] = conversion.currency
+    if conversion.order_id is not None:
+        props["order_id"] = conversion.order_id
+    if conversion.shop_id is not None:
+        props["shop_id"] = conversion.shop_id
+    if conversion.query is not None:
+        props["query"] = conversion.query
+    if conversion.description is not None:
+        props["description"] = conversion.description
+    return props
+
+
+def event(conversion: Conversion) -> dict[str, Any]:
+    """One ``data[]`` item."""
+    item: dict[str, Any] = {
+        "event": conversion.event,
+        "event_time": conversion.event_time,
+        "event_id": conversion.event_id,
+        "user": _user(conversion),
+        "properties": _properties(conversion),
+        "limited_data_use": conversion.limited_data_use,
+    }
+    if conversion.page_url is not None or conversion.page_referrer is not None:
+        page: dict[str, str] = {}
+        if conversion.page_url is not None:
+            page["url"] = conversion.page_url
+        if conversion.page_referrer is not None:
+            page["referrer"] = conversion.page_referrer
+        item["page"] = page
+    return item
+
+
+def event_source_id(source: str, target: Target) -> str:
+    """Pixel code for web; the configured event set / app id for other sources."""
+    if source == "web":
+        return target.pixel
+    return target.source_ids.get(source) or target.pixel
+
+
+def build_body(batch: Sequence[Conversion], target: Target) -> dict[str, Any]:
+    """One request body for ``batch``, which must share ``source`` and ``test_event_code``.
+
+    TikTok applies ``event_source`` and ``test_event_code`` to the whole request, so mixing
+    them would silently send production events as test events (or the reverse).
+    """
+    if not batch:
+        raise ValueError("empty batch")
+    if len(batch) > max_batch:
+        raise ValueError(f"at most {max_batch} events per request")
+    first = batch[0]
+    for conversion in batch:
+        if conversion.source != first.source or conversion.test_event_code != first.test_event_code:
+            raise ValueError("a batch must share source and test_event_code")
+    body: dict[str, Any] = {
+        "event_source": first.source,
+        "event_source_id": event_source_id(first.source, target),
+        "data": [event(c) for c in batch],
+    }
+    if first.test_event_code is not None:
+        body["test_event_code"] = first.test_event_code
+    return body
+
+
+def prepare(batch: Sequence[Conversion], target: Target) -> PreparedRequest:
+    body = build_body(batch, target)
+    return PreparedRequest(
+        url=target.base_url.rstrip("/") + PATH,
+        # The raw token: a "Bearer " prefix is a known cause of 40105 (reference §1).
+        headers={"Access-Token": target.token, "Content-Type": "application/json"},
+        content=orjson.dumps(body),
+        body=body,
+        count=len(batch),
+    )
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+    """Read TikTok's answer: the JSON ``code`` decides, except for real HTTP failures."""
+    text = shorten(body)
+    if status == 429:
+        return Outcome(Verdict.RETRY, "HTTP 429 Too Many Requests",
+                       retry_after=retry_after_seconds(headers), response=text)
+    if status >= 500 or status in (408, 425):
+        return Outcome(Verdict.RETRY, f"HTTP {status}", retry_after=retry_after_seconds(headers),
+                       response=text)
+    if status != 200:
+        return Outcome(Verdict.PERMANENT, f"HTTP {status}", response=text)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # A proxy's HTML page with a 200: nothing says the events were taken.
+        return Outcome(Verdict.RETRY, "HTTP 200 without a JSON body", response=text)
+    if not isinstance(payload, dict) or not isinstance(payload.get("code"), int):
+        return Outcome(Verdict.RETRY, "HTTP 200 without a TikTok code", response=text)
+    code: int = payload["code"]
+    message = str(payload.get("message") or "")
+    ref = payload.get("request_id")
+    ref = str(ref) if ref is not None else None
+    reason = f"TikTok {code}: {message}" if message else f"TikTok {code}"
+    if code in DELIVERED_CODES:
+        return Outcome(Verdict.DELIVERED, reason, platform_ref=ref, response=text)
+    if code in RETRY_CODES or 50000 <= code < 60000:
+        return Outcome(Verdict.RETRY, reason, platform_ref=ref,
+                       retry_after=retry_after_seconds(headers), response=text)
+    bad_index = None
+    match = _BATCH_ROW.match(message)
+    if match is not None:
+        bad_index = int(match.group(1))
+    return Outcome(Verdict.PERMANENT, reason, platform_ref=ref, bad_index=bad_index, response=text)
+
+
+def notes(conversion: Conversion, target: Target, now: float) -> list[Note]:
+    """What would make TikTok drop, mis-file or poorly match this event."""
+    found = age_note(conversion, MAX_AGE, now, "TikTok")
+    if not target.pixel:
+        found.append(Note("tiktok.pixel", "no TikTok pixel code configured"))
+    spec = EVENTS.get(conversion.event)
+    if spec is not None and spec.payment and not conversion.contents:
+        found.append(
+            Note("contents", f"TikTok recommends contents (content_ids) on {conversion.event}")
+        )
+    if conversion.source == "web" and conversion.page_url is None:
+        found.append(Note("page.url", "TikTok recommends page.url on web events"))
+    u = conversion.user
+    if (u.ip is None) != (u.user_agent is None):
+        found.append(Note("user", "TikTok matches best with ip and user_agent together"))
+    return found

@@ -1,0 +1,442 @@
+"""The canonical conversion: its public input shape, its normalized stored shape, its event_id.
+
+Why two shapes: ``ConversionIn`` is what shops send us (lenient where shops are sloppy in
+harmless ways, e.g. ids as numbers, and strict where a mistake would corrupt data, e.g. unknown
+fields or a price that is not a number). ``Conversion`` is what we keep and what destinations
+read: identifiers hashed, time in unix seconds, ids as strings, an event_id always present.
+Nothing with a raw email or phone survives past :func:`normalize`.
+
+event_id formula (the browser snippet's ``bc.eventId`` computes the same)::
+
+    event_id = f"{event}-{order_id}"        # e.g. "CompletePayment-1001"
+
+with ``order_id`` converted to a string and trimmed. Deterministic, so the Pixel on the thank-you
+page and the server send the same id for the same conversion and the platform counts it once;
+the event name is part of it, so ``AddToCart`` and ``CompletePayment`` of one order stay apart.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
+
+from backchannel import catalog
+from backchannel.identity import HashedUser, hash_user
+from backchannel.notes import InvalidConversion, Note
+
+EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]{0,99}$")
+#: Conversions dated further ahead than this are refused: clocks drift, time travel does not.
+MAX_CLOCK_SKEW = 300  # seconds
+#: A unix time larger than this is in milliseconds (it would be the year 33658 in seconds).
+_MILLISECONDS_FLOOR = 10**12
+#: Nothing before 2015 is a conversion anyone can still attribute.
+_EARLIEST = 1_420_070_400  # 2015-01-01T00:00:00Z
+MAX_CONTENTS = 1000
+MAX_ID_LENGTH = 256
+
+
+def _id_to_str(value: object) -> object:
+    """Accept ids as strings or whole numbers; platforms want strings (TikTok 40002 otherwise)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a string or an integer, not a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        raise ValueError("must be a string or an integer")
+    if isinstance(value, str):
+        stripped = value.strip()
+        if not stripped:
+            raise ValueError("must not be empty")
+        return stripped
+    raise ValueError("must be a string or an integer")
+
+
+def _to_str_list(value: object) -> object:
+    """A single identifier or a list of them; numbers become strings."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise ValueError("must be a string, a number, or a list of them")
+        if isinstance(item, float) and item.is_integer():
+            item = int(item)
+        out.append(str(item))
+    if len(out) > 10:
+        raise ValueError("at most 10 values")
+    return out
+
+
+def _scalar_to_str(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("must be a string")
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+_ID_SCHEMA = {"anyOf": [{"type": "string", "maxLength": MAX_ID_LENGTH}, {"type": "integer"}]}
+_IDS_SCHEMA = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "integer"},
+        {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+    ]
+}
+Id = Annotated[
+    str, BeforeValidator(_id_to_str), Field(max_length=MAX_ID_LENGTH), WithJsonSchema(_ID_SCHEMA)
+]
+Ids = Annotated[list[str], BeforeValidator(_to_str_list), WithJsonSchema(_IDS_SCHEMA)]
+ShortText = Annotated[str, Field(max_length=1024)]
+Zip = Annotated[str, BeforeValidator(_scalar_to_str), Field(max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=4096)
+
+
+class ContentIn(_Strict):
+    """One line item. ``price`` is the unit price; the order total goes in ``value``."""
+
+    id: Id
+    name: ShortText | None = None
+    category: ShortText | None = None
+    brand: ShortText | None = None
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+class UserIn(_Strict):
+    """Who converted. Raw values are accepted here and hashed by :func:`normalize`."""
+
+    email: Ids = []
+    phone: Ids = []
+    external_id: Ids = []
+    first_name: ShortText | None = None
+    last_name: ShortText | None = None
+    zip: Zip | None = None
+    city: ShortText | None = None
+    state: ShortText | None = None
+    country: Annotated[str, Field(max_length=64)] | None = None
+    ip: Annotated[str, Field(max_length=64)] | None = None
+    user_agent: Annotated[str, Field(max_length=2048)] | None = None
+    locale: Annotated[str, Field(max_length=64)] | None = None
+    ttclid: Annotated[str, Field(max_length=1024)] | None = None
+    ttp: Annotated[str, Field(max_length=1024)] | None = None
+    fbclid: Annotated[str, Field(max_length=1024)] | None = None
+    fbc: Annotated[str, Field(max_length=1024)] | None = None
+    fbp: Annotated[str, Field(max_length=1024)] | None = None
+
+
+class PageIn(_Strict):
+    url: Annotated[str, Field(max_length=4096)] | None = None
+    referrer: Annotated[str, Field(max_length=4096)] | None = None
+
+
+Source = Literal["web", "app", "offline", "crm"]
+
+
+class ConversionIn(_Strict):
+    """The canonical conversion, as sent to ``POST /v1/events`` and ``backchannel send``."""
+
+    event: Annotated[str, Field(min_length=1, max_length=100)]
+    event_time: int | float | str | None = Field(
+        default=None,
+        description="Unix seconds or ISO-8601 with a timezone; default: when received.",
+    )
+    event_id: Id | None = None
+    order_id: Id | None = None
+    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    currency: Annotated[str, Field(max_length=8)] | None = None
+    contents: Annotated[list[ContentIn], Field(max_length=MAX_CONTENTS)] = []
+    content_type: Literal["product", "product_group"] | None = None
+    source: Source = "web"
+    test_event_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    limited_data_use: bool = False
+    user: UserIn = UserIn()
+    page: PageIn | None = None
+    session_id: Annotated[str, Field(max_length=128)] | None = None
+    shop_id: Id | None = None
+    query: ShortText | None = Field(default=None, description="Search text, for Search events.")
+    description: ShortText | None = None
+
+
+# --- the normalized, storable conversion ---------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Content:
+    id: str
+    quantity: int = 1
+    price: float | None = None
+    name: str | None = None
+    category: str | None = None
+    brand: str | None = None
+
+
+@dataclass(slots=True)
+class Conversion:
+    """A conversion ready to deliver: hashed identity, unix time, string ids, an event_id.
+
+    This is the record kept in the store (serialized with :meth:`to_dict`) and the only input of
+    the destination builders. It contains no plaintext email, phone, name, zip or external id.
+    """
+
+    event: str
+    event_time: int
+    event_id: str
+    #: how the event_id came to be: "given", "derived" (from order_id) or "random"
+    event_id_source: Literal["given", "derived", "random"]
+    user: HashedUser
+    source: Source = "web"
+    order_id: str | None = None
+    value: float | None = None
+    currency: str | None = None
+    contents: list[Content] = field(default_factory=list)
+    content_type: str | None = None
+    test_event_code: str | None = None
+    limited_data_use: bool = False
+    page_url: str | None = None
+    page_referrer: str | None = None
+    session_id: str | None = None
+    shop_id: str | None = None
+    query: str | None = None
+    description: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Conversion:
+        values = dict(data)
+        values["user"] = HashedUser(**values["user"])
+        values["contents"] = [Content(**c) for c in values.get("contents") or []]
+        return cls(**values)
+
+    @property
+    def spec(self) -> catalog.EventSpec | None:
+        return catalog.lookup(self.event)
+
+
+@dataclass(slots=True)
+class Normalized:
+    """The result of :func:`normalize`: the conversion and the warnings worth showing."""
+
+    conversion: Conversion
+    warnings: list[Note]
+
+
+# --- normalization ---------------------------------------------------------------------------------
+
+
+def derive_event_id(order_id: str | int, event: str) -> str:
+    """The deterministic event_id of an order's event; ``bc.eventId`` in bc.js is its twin."""
+    return f"{event}-{str(order_id).strip()}"
+
+
+def validation_notes(error: ValidationError, prefix: str = "") -> list[Note]:
+    """Pydantic's errors as (path, reason) notes, with paths like ``contents[0].price``."""
+    notes: list[Note] = []
+    for item in error.errors(include_url=False):
+        path = prefix
+        for part in item["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            else:
+                path += f".{part}" if path else str(part)
+        reason = item["msg"]
+        if item["type"] == "extra_forbidden":
+            reason = "unknown field"
+        elif reason.startswith("Value error, "):
+            reason = reason[len("Value error, ") :]
+        notes.append(Note(path or "(body)", reason))
+    return notes
+
+
+def parse_input(data: Any) -> ConversionIn:
+    """Validate raw JSON-ish data into a :class:`ConversionIn` or raise InvalidConversion."""
+    if isinstance(data, ConversionIn):
+        return data
+    if not isinstance(data, dict):
+        raise InvalidConversion([Note("(body)", "must be a JSON object")])
+    try:
+        return ConversionIn.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidConversion(validation_notes(exc)) from None
+
+
+def _event_time(raw: int | float | str | None, now: float, notes: list[Note]) -> int:
+    if raw is None:
+        return int(now)
+    if isinstance(raw, str):
+        text = raw.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        else:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                raise InvalidConversion(
+                    [Note("event_time", "not unix seconds or an ISO-8601 date-time")]
+                ) from None
+            if parsed.tzinfo is None:
+                raise InvalidConversion(
+                    [Note("event_time", "ISO-8601 time needs a timezone (e.g. Z or +02:00)")]
+                )
+            seconds = parsed.timestamp()
+    else:
+        seconds = float(raw)
+    if not math.isfinite(seconds):
+        raise InvalidConversion([Note("event_time", "not a finite number")])
+    if seconds >= _MILLISECONDS_FLOOR:
+        seconds /= 1000.0
+        notes.append(Note("event_time", "looked like milliseconds; converted to seconds"))
+    if seconds < _EARLIEST:
+        raise InvalidConversion([Note("event_time", "before 2015-01-01; not a real conversion time")])
+    if seconds > now + MAX_CLOCK_SKEW:
+        raise InvalidConversion(
+            [Note("event_time", f"more than {MAX_CLOCK_SKEW} s in the future")]
+        )
+    return int(seconds)  # floor: both platforms take whole unix seconds
+
+
+def _query_param(url: str | None, name: str) -> str | None:
+    if not url or name not in url:
+        return None
+    try:
+        values = parse_qs(urlsplit(url).query).get(name)
+    except ValueError:
+        return None
+    return values[0] if values and values[0] else None
+
+
+def normalize(
+    data: Any, *, now: float, default_region: str | None = None
+) -> Normalized:
+    """Validate, normalize and hash one conversion.
+
+    ``now`` is passed in (the core reads no clock) and is the receive time. Raises
+    :class:`InvalidConversion` listing every fatal problem; returns warnings for the rest.
+    """
+    conv_in = parse_input(data)
+    notes: list[Note] = []
+    errors: list[Note] = []
+
+    event = conv_in.event.strip()
+    spec = catalog.lookup(event)
+    if EVENT_NAME.match(event) is None:
+        errors.append(Note("event", "must start with a letter and hold letters, digits, _ or spaces"))
+    elif spec is None:
+        hint = catalog.suggest(event)
+        if hint:
+            notes.append(
+                Note("event", f"custom event {event!r}; did you mean the standard {hint!r}?"
+                     " Standard names are case-sensitive")
+            )
+        else:
+            notes.append(
+                Note("event", f"custom event {event!r}: accepted, but TikTok does not optimise"
+                     " ad delivery on custom events")
+            )
+
+    currency: str | None = None
+    if conv_in.currency is not None:
+        currency = conv_in.currency.strip().upper()
+        if currency not in catalog.ISO_4217:
+            errors.append(Note("currency", "not an ISO 4217 currency code"))
+            currency = None
+        elif currency not in catalog.TIKTOK_CURRENCIES:
+            notes.append(
+                Note("currency", f"{currency} is not on TikTok's documented currency list;"
+                     " TikTok may not report its value")
+            )
+    value = conv_in.value
+    if value is not None and value < 0:
+        errors.append(Note("value", "must not be negative"))
+    if spec is not None and spec.payment:
+        if value is None:
+            errors.append(Note("value", f"required for {event}: a number (the order total)"))
+        if conv_in.currency is None:
+            errors.append(Note("currency", f"required for {event}: an ISO 4217 code"))
+    elif value is not None and conv_in.currency is None:
+        errors.append(Note("currency", "required when value is given"))
+
+    try:
+        event_time = _event_time(conv_in.event_time, now, notes)
+    except InvalidConversion as exc:
+        errors.extend(exc.notes)
+        event_time = int(now)
+
+    if errors:
+        raise InvalidConversion(errors)
+
+    if conv_in.event_id is not None:
+        event_id, id_source = conv_in.event_id, "given"
+    elif conv_in.order_id is not None:
+        event_id, id_source = derive_event_id(conv_in.order_id, event), "derived"
+    else:
+        event_id, id_source = uuid.uuid4().hex, "random"
+        notes.append(
+            Note("event_id", "no event_id and no order_id: a random id was used, so the"
+                 " platform cannot deduplicate this event with the browser pixel")
+        )
+
+    user_raw: dict[str, Any] = conv_in.user.model_dump(exclude_none=True)
+    page_url = conv_in.page.url if conv_in.page else None
+    for click_id in ("ttclid", "fbclid"):
+        if not user_raw.get(click_id):
+            found = _query_param(page_url, click_id)
+            if found:
+                user_raw[click_id] = found
+    user = hash_user(user_raw, default_region, notes)
+
+    contents = [
+        Content(
+            id=c.id, quantity=c.quantity, price=c.price, name=c.name,
+            category=c.category, brand=c.brand,
+        )
+        for c in conv_in.contents
+    ]
+    content_type = conv_in.content_type
+    if content_type is None and contents and spec is not None:
+        content_type = spec.default_content_type
+
+    conversion = Conversion(
+        event=event,
+        event_time=event_time,
+        event_id=event_id,
+        event_id_source=id_source,  # type: ignore[arg-type]
+        user=user,
+        source=conv_in.source,
+        order_id=conv_in.order_id,
+        value=value,
+        currency=currency,
+        contents=contents,
+        content_type=content_type,
+        test_event_code=conv_in.test_event_code,
+        limited_data_use=conv_in.limited_data_use,
+        page_url=page_url,
+        page_referrer=conv_in.page.referrer if conv_in.page else None,
+        session_id=conv_in.session_id,
+        shop_id=conv_in.shop_id,
+        query=conv_in.query,
+        description=conv_in.description,
+    )
+    return Normalized(conversion, notes)

@@ -1,0 +1,414 @@
+"""Normalize and hash the identifiers a conversion carries.
+
+Why this module exists: platforms match people on SHA-256 hashes of *normalized* values, and the
+two ways integrations fail are hashing un-normalized text (a stray capital or space makes a hash
+that matches nobody) and letting plaintext slip through. Every identifier goes through exactly
+one rule here, and the same rule serves TikTok and Meta, so the hashes agree across platforms.
+
+The rules (see ``../shared/reference/tiktok-events-api.md`` sections 2.3, 7 and 8):
+
+============  ================================================================================
+field         rule before SHA-256
+============  ================================================================================
+email         trim, lowercase; must look like ``local@domain.tld``
+phone         parsed with ``phonenumbers`` (region: the user's country, else the configured
+              default); TikTok hashes the E.164 form with ``+`` (``+15555555555``), Meta the
+              same digits without ``+`` (``15555555555``)
+external_id   trim, lowercase (Segment's rule; its vector ``testId123`` is reference vector 3)
+first/last    trim, lowercase (Meta SDK ``Normalize`` and RudderStack agree)
+zip           lowercase, drop all whitespace, keep what precedes the first ``-`` (Meta SDK rule;
+              ``94035-1234`` becomes ``94035``, so ZIP+4 and ZIP match each other)
+city, state   lowercase, drop digits, whitespace, ``.``, ``-``, ``(``, ``)`` (Meta SDK rule);
+              TikTok receives them normalized but unhashed, Meta hashed
+country       lowercase ISO 3166-1 alpha-2, letters only; TikTok unhashed, Meta hashed
+============  ================================================================================
+
+A value that already is a SHA-256 hex digest (64 hex characters) is taken as hashed: it is
+lowercased and passed through, never hashed twice. An unusable value is dropped with a
+:class:`Note` naming the field and the reason; it never sinks the conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumber
+from phonenumbers.phonemetadata import PhoneMetadata
+
+from backchannel.notes import Note
+
+SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+_LOCATION_DROP = re.compile(r"[0-9.\s\-()]")
+_WHITESPACE = re.compile(r"\s+")
+_LETTERS_ONLY = re.compile(r"[^a-z]")
+# '+' then digits, the first of them 1-9: the only shape the phone fast path considers.
+_E164_SHAPE = re.compile(r"^\+([1-9][0-9]{6,14})$")
+_PHONE_SEPARATORS = re.compile(r"[\s\-.()/]")
+
+#: Countries we accept in ``user.country``: every region ``phonenumbers`` knows (ISO 3166-1
+#: alpha-2 plus a few territories). A customer lives where a phone number can be issued.
+KNOWN_COUNTRIES: frozenset[str] = frozenset(r.lower() for r in phonenumbers.SUPPORTED_REGIONS)
+
+# Bounds: identifiers longer than this are not identifiers, and hashing megabytes costs time.
+MAX_IDENTIFIER_LENGTH = 512  # characters
+
+
+def sha256_hex(value: str) -> str:
+    """SHA-256 of the UTF-8 bytes, lowercase hex: the one digest both platforms expect."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def is_sha256_hex(value: str) -> bool:
+    """True for a 64-character hex string, i.e. a value the caller already hashed."""
+    return len(value) == 64 and SHA256_HEX.match(value) is not None
+
+
+class Unusable(ValueError):
+    """An identifier that cannot be normalized; the message is the user-facing reason."""
+
+
+# --- per-field normalizers: each returns the exact string that gets hashed ----------------------
+
+
+def normalize_email(raw: str) -> str:
+    """Trim and lowercase; reject what cannot be an address (no ``@``, no dot in the domain)."""
+    value = raw.strip().lower()
+    if not value:
+        raise Unusable("empty")
+    if _EMAIL_SHAPE.match(value) is None:
+        raise Unusable("not an email address (expected local@domain.tld)")
+    return value
+
+
+def normalize_external_id(raw: str) -> str:
+    """Trim and lowercase, so ``User-42`` from the backend and ``user-42`` from a CSV match."""
+    value = raw.strip().lower()
+    if not value:
+        raise Unusable("empty")
+    return value
+
+
+def normalize_name(raw: str) -> str:
+    """Trim and lowercase (the Meta SDK rule, which RudderStack's TikTok mapping shares)."""
+    value = raw.strip().lower()
+    if not value:
+        raise Unusable("empty")
+    return value
+
+
+def normalize_zip(raw: str) -> str:
+    """Lowercase, no whitespace, cut at the first dash: ``'94035-1234'`` -> ``'94035'``."""
+    value = _WHITESPACE.sub("", raw.lower()).split("-", 1)[0]
+    if not value:
+        raise Unusable("empty")
+    return value
+
+
+def normalize_location(raw: str) -> str:
+    """City or state: lowercase, no digits, spaces or ``.-()`` (Meta SDK rule)."""
+    value = _LOCATION_DROP.sub("", raw.strip().lower())
+    if not value:
+        raise Unusable("empty after removing digits, spaces and punctuation")
+    return value
+
+
+def normalize_country(raw: str) -> str:
+    """ISO 3166-1 alpha-2, lowercase: ``' US '`` -> ``'us'``; anything else is refused."""
+    value = _LETTERS_ONLY.sub("", raw.strip().lower())
+    if value not in KNOWN_COUNTRIES:
+        raise Unusable("not an ISO 3166-1 alpha-2 country code")
+    return value
+
+
+def normalize_phone(raw: str, region: str | None) -> str:
+    """Return the E.164 form (``+15555555555``) of a phone number.
+
+    ``region`` (ISO alpha-2, any case) is used for numbers written without a country code.
+    Numbers that ``phonenumbers`` deems impossible (wrong length for their country) are refused:
+    their hash could never match anyone. Validity (an allocated range) is *not* required,
+    because platforms hash what shops have, and test numbers like ``+1 555-555-5555`` are used
+    in the reference vectors.
+    """
+    cleaned = raw.strip()
+    if not cleaned:
+        raise Unusable("empty")
+    if len(cleaned) > 64:
+        raise Unusable("too long for a phone number")
+    region_upper = region.upper() if region else None
+    fast = _fast_e164(_PHONE_SEPARATORS.sub("", cleaned))
+    if fast is not None:
+        return fast
+    return _parsed_e164(cleaned, region_upper)
+
+
+def _fast_e164(compact: str) -> str | None:
+    """E.164 without a full parse, for input already in ``+<country code><number>`` form.
+
+    ``phonenumbers.parse`` costs ~19 µs, most of the core's budget. For a number that already
+    is ``+`` and digits, the only thing a parse could change is a national (trunk) prefix
+    written after the country code (``+44 0 20…`` -> ``+44 20…``). So we take the fast path
+    only when the country's trunk-prefix rule is a plain literal and the number does not start
+    with it, and still ask ``phonenumbers`` whether the length is possible for that country.
+    Anything else falls back to the full parse. A property test checks the two paths agree.
+    """
+    match = _E164_SHAPE.match(compact)
+    if match is None:
+        return None
+    digits = match.group(1)
+    for cc_len in (1, 2, 3):
+        cc = int(digits[:cc_len])
+        if cc in COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return None
+    national = digits[cc_len:]
+    if not national or national[0] == "0" or not _plain_trunk_rule_allows(cc, national):
+        return None
+    number = PhoneNumber(country_code=cc, national_number=int(national))
+    if not phonenumbers.is_possible_number(number):
+        return None  # let the full parse produce the precise reason
+    return "+" + digits
+
+
+@lru_cache(maxsize=1024)
+def _trunk_prefixes(cc: int) -> tuple[str, ...] | None:
+    """Literal trunk prefixes of every region sharing ``cc``; None when any rule is a pattern."""
+    prefixes: list[str] = []
+    for region in COUNTRY_CODE_TO_REGION_CODE.get(cc, ()):
+        meta = PhoneMetadata.metadata_for_region_or_calling_code(cc, region)
+        if meta is None:
+            return None
+        rule = meta.national_prefix_for_parsing
+        if meta.national_prefix_transform_rule:
+            return None
+        if rule:
+            if not rule.isdigit():
+                return None
+            prefixes.append(rule)
+        if meta.national_prefix and meta.national_prefix.isdigit():
+            prefixes.append(meta.national_prefix)
+        elif meta.national_prefix:
+            return None
+    return tuple(prefixes)
+
+
+def _plain_trunk_rule_allows(cc: int, national: str) -> bool:
+    prefixes = _trunk_prefixes(cc)
+    if prefixes is None:
+        return False
+    return not any(national.startswith(p) for p in prefixes)
+
+
+@lru_cache(maxsize=65536)
+def _parsed_e164(cleaned: str, region: str | None) -> str:
+    """Full ``phonenumbers`` parse, cached: repeat customers cost one dict lookup."""
+    try:
+        number = phonenumbers.parse(cleaned, region)
+    except phonenumbers.NumberParseException as exc:
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+            raise Unusable(
+                "no country code (write it as +<country code>…, or give user.country"
+                " or configure a default region)"
+            ) from None
+        raise Unusable("not a phone number") from None
+    if not phonenumbers.is_possible_number(number):
+        raise Unusable("impossible length for its country")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# --- the hashed identity of one conversion ------------------------------------------------------
+
+
+@dataclass(slots=True)
+class HashedUser:
+    """Everything we know about the person, with PII already hashed.
+
+    This is what gets stored and what destinations read. It holds no plaintext email, phone,
+    name, zip or external id: those fields hold 64-hex digests only. The click ids, cookies, IP
+    and user agent stay raw, as both platforms require them unhashed.
+    """
+
+    email: list[str] = field(default_factory=list)
+    #: sha256 of the E.164 form with '+', what TikTok expects
+    phone: list[str] = field(default_factory=list)
+    #: sha256 of the E.164 digits without '+', what Meta expects
+    phone_digits: list[str] = field(default_factory=list)
+    external_id: list[str] = field(default_factory=list)
+    first_name: str | None = None
+    last_name: str | None = None
+    zip: str | None = None
+    #: normalized, not hashed (TikTok sends it raw; Meta's builder hashes it)
+    city: str | None = None
+    state: str | None = None
+    country: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    locale: str | None = None
+    ttclid: str | None = None
+    ttp: str | None = None
+    fbclid: str | None = None
+    fbc: str | None = None
+    fbp: str | None = None
+
+    def hashed_values(self) -> list[str]:
+        """Every value that must be a digest; used by the property tests and the PII audit."""
+        values = [*self.email, *self.phone, *self.phone_digits, *self.external_id]
+        values.extend(v for v in (self.first_name, self.last_name, self.zip) if v is not None)
+        return values
+
+
+RawScalar = str | int | float
+RawField = RawScalar | list[RawScalar] | None
+
+
+def _as_list(value: RawField) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, float) and item.is_integer():
+            item = int(item)
+        out.append(str(item))
+    return out
+
+
+def _hash_one(path: str, raw: str, rule: object, notes: list[Note]) -> str | None:
+    """Hash ``raw`` after ``rule``; pre-hashed values pass through lowercased."""
+    if len(raw) > MAX_IDENTIFIER_LENGTH:
+        notes.append(Note(path, f"longer than {MAX_IDENTIFIER_LENGTH} characters; dropped"))
+        return None
+    stripped = raw.strip()
+    if is_sha256_hex(stripped):
+        return stripped.lower()
+    try:
+        normalized = rule(raw)  # type: ignore[operator]
+    except Unusable as exc:
+        notes.append(Note(path, f"{exc}; dropped"))
+        return None
+    return sha256_hex(normalized)
+
+
+def _hash_many(path: str, raw: RawField, rule: object, notes: list[Note]) -> list[str]:
+    values = _as_list(raw)
+    out: list[str] = []
+    for index, item in enumerate(values):
+        item_path = f"{path}[{index}]" if isinstance(raw, list) else path
+        digest = _hash_one(item_path, item, rule, notes)
+        if digest is not None and digest not in out:
+            out.append(digest)
+    return out
+
+
+def _hash_phones(
+    raw: RawField, region: str | None, notes: list[Note]
+) -> tuple[list[str], list[str]]:
+    plus: list[str] = []
+    digits: list[str] = []
+    values = _as_list(raw)
+    for index, item in enumerate(values):
+        path = f"user.phone[{index}]" if isinstance(raw, list) else "user.phone"
+        stripped = item.strip()
+        if len(stripped) > MAX_IDENTIFIER_LENGTH:
+            notes.append(Note(path, f"longer than {MAX_IDENTIFIER_LENGTH} characters; dropped"))
+            continue
+        if is_sha256_hex(stripped):
+            # We cannot tell which form the caller hashed; both platforms get it as given.
+            digest = stripped.lower()
+            pair = (digest, digest)
+        else:
+            try:
+                e164 = normalize_phone(stripped, region)
+            except Unusable as exc:
+                notes.append(Note(path, f"{exc}; dropped"))
+                continue
+            pair = (sha256_hex(e164), sha256_hex(e164[1:]))
+        if pair[0] not in plus:
+            plus.append(pair[0])
+            digits.append(pair[1])
+    return plus, digits
+
+
+def _plain(path: str, raw: object, rule: object, notes: list[Note]) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return rule(str(raw))  # type: ignore[operator,no-any-return]
+    except Unusable as exc:
+        notes.append(Note(path, f"{exc}; dropped"))
+        return None
+
+
+def _ip(raw: str | None, notes: list[Note]) -> str | None:
+    """Keep a public IP address; a private one is the shop's network, not the shopper."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        notes.append(Note("user.ip", "not an IP address; dropped"))
+        return None
+    if not address.is_global:
+        notes.append(
+            Note("user.ip", "not a public address (send the visitor's IP, not a server's); dropped")
+        )
+        return None
+    return address.compressed
+
+
+def _short_text(path: str, raw: str | None, limit: int, notes: list[Note]) -> str | None:
+    if raw is None:
+        return None
+    value = raw.strip()
+    if not value:
+        return None
+    if len(value) > limit:
+        notes.append(Note(path, f"longer than {limit} characters; dropped"))
+        return None
+    return value
+
+
+def hash_user(
+    raw: dict[str, RawField], default_region: str | None, notes: list[Note]
+) -> HashedUser:
+    """Turn the raw ``user`` object of a conversion into a :class:`HashedUser`.
+
+    ``raw`` holds the already type-checked fields of the canonical input. Problems are
+    appended to ``notes`` (path + reason) and the offending value is dropped.
+    """
+    user = HashedUser()
+    user.country = _plain("user.country", raw.get("country"), normalize_country, notes)
+    region = user.country or default_region
+    user.email = _hash_many("user.email", raw.get("email"), normalize_email, notes)
+    user.phone, user.phone_digits = _hash_phones(raw.get("phone"), region, notes)
+    user.external_id = _hash_many(
+        "user.external_id", raw.get("external_id"), normalize_external_id, notes
+    )
+    for name in ("first_name", "last_name"):
+        value = raw.get(name)
+        if value is not None:
+            setattr(user, name, _hash_one(f"user.{name}", str(value), normalize_name, notes))
+    if raw.get("zip") is not None:
+        user.zip = _hash_one("user.zip", str(raw["zip"]), normalize_zip, notes)
+    user.city = _plain("user.city", raw.get("city"), normalize_location, notes)
+    user.state = _plain("user.state", raw.get("state"), normalize_location, notes)
+    user.ip = _ip(_str_or_none(raw.get("ip")), notes)
+    user.user_agent = _short_text("user.user_agent", _str_or_none(raw.get("user_agent")), 1024, notes)
+    user.locale = _short_text("user.locale", _str_or_none(raw.get("locale")), 35, notes)
+    for name in ("ttclid", "ttp", "fbclid", "fbc", "fbp"):
+        setattr(user, name, _short_text(f"user.{name}", _str_or_none(raw.get(name)), 512, notes))
+    return user
+
+
+def _str_or_none(value: RawField) -> str | None:
+    if value is None or isinstance(value, list):
+        return None
+    return str(value)
