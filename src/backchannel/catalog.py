@@ -36,7 +36,10 @@ _EVENTS = (
     # "placing an order and paying are not the same" (TikTok). Meta has no such event: it is
     # sent as a custom event there rather than as a second Purchase that would double-count.
     EventSpec(
-        "PlaceAnOrder", "PlaceAnOrder", payment=True, meta_custom=True,
+        "PlaceAnOrder",
+        "PlaceAnOrder",
+        payment=True,
+        meta_custom=True,
         default_content_type="product",
     ),
     EventSpec("CompletePayment", "Purchase", payment=True, default_content_type="product"),

@@ -152,10 +152,11 @@ def _fast_e164(compact: str) -> str | None:
 
     ``phonenumbers.parse`` costs ~19 µs, most of the core's budget. For a number that already
     is ``+`` and digits, the only thing a parse could change is a national (trunk) prefix
-    written after the country code (``+44 0 20…`` -> ``+44 20…``). So we take the fast path
-    only when the country's trunk-prefix rule is a plain literal and the number does not start
-    with it, and still ask ``phonenumbers`` whether the length is possible for that country.
-    Anything else falls back to the full parse. A property test checks the two paths agree.
+    written after the country code (``+44 0 20…`` -> ``+44 20…``), which ``phonenumbers``
+    strips using the ``national_prefix_for_parsing`` pattern of the country's main region.
+    So the fast path is taken only when that pattern does not match the start of the national
+    number, and ``phonenumbers`` still judges the length possible. Anything else falls back to
+    the full parse. A property test checks that the two paths agree.
     """
     match = _E164_SHAPE.match(compact)
     if match is None:
@@ -168,7 +169,10 @@ def _fast_e164(compact: str) -> str | None:
     else:
         return None
     national = digits[cc_len:]
-    if not national or national[0] == "0" or not _plain_trunk_rule_allows(cc, national):
+    if not national or national[0] == "0":
+        return None  # leading zeros need the library's italian_leading_zero handling
+    trunk = _trunk_pattern(cc)
+    if trunk is None or trunk.match(national) is not None:
         return None
     number = PhoneNumber(country_code=cc, national_number=int(national))
     if not phonenumbers.is_possible_number(number):
@@ -176,33 +180,22 @@ def _fast_e164(compact: str) -> str | None:
     return "+" + digits
 
 
+_NEVER = re.compile(r"(?!)")
+
+
 @lru_cache(maxsize=1024)
-def _trunk_prefixes(cc: int) -> tuple[str, ...] | None:
-    """Literal trunk prefixes of every region sharing ``cc``; None when any rule is a pattern."""
-    prefixes: list[str] = []
-    for region in COUNTRY_CODE_TO_REGION_CODE.get(cc, ()):
-        meta = PhoneMetadata.metadata_for_region_or_calling_code(cc, region)
-        if meta is None:
-            return None
-        rule = meta.national_prefix_for_parsing
-        if meta.national_prefix_transform_rule:
-            return None
-        if rule:
-            if not rule.isdigit():
-                return None
-            prefixes.append(rule)
-        if meta.national_prefix and meta.national_prefix.isdigit():
-            prefixes.append(meta.national_prefix)
-        elif meta.national_prefix:
-            return None
-    return tuple(prefixes)
+def _trunk_pattern(cc: int) -> re.Pattern[str] | None:
+    """The main region's trunk-prefix pattern for ``cc`` (never-matching if it has none).
 
-
-def _plain_trunk_rule_allows(cc: int, national: str) -> bool:
-    prefixes = _trunk_prefixes(cc)
-    if prefixes is None:
-        return False
-    return not any(national.startswith(p) for p in prefixes)
+    None means "no metadata": always take the full parse.
+    """
+    region = phonenumbers.region_code_for_country_code(cc)
+    meta = PhoneMetadata.metadata_for_region_or_calling_code(cc, region)
+    if meta is None:
+        return None
+    if not meta.national_prefix_for_parsing:
+        return _NEVER
+    return re.compile(meta.national_prefix_for_parsing)
 
 
 @lru_cache(maxsize=65536)
@@ -351,16 +344,22 @@ def _ip(raw: str | None, notes: list[Note]) -> str | None:
     """Keep a public IP address; a private one is the shop's network, not the shopper."""
     if raw is None or not raw.strip():
         return None
+    verdict = _classify_ip(raw.strip())
+    if verdict.startswith("!"):
+        notes.append(Note("user.ip", verdict[1:]))
+        return None
+    return verdict
+
+
+@lru_cache(maxsize=65536)
+def _classify_ip(text: str) -> str:
+    """The compressed public address, or ``!reason``. Cached: ``is_global`` walks ~20 networks."""
     try:
-        address = ipaddress.ip_address(raw.strip())
+        address = ipaddress.ip_address(text)
     except ValueError:
-        notes.append(Note("user.ip", "not an IP address; dropped"))
-        return None
+        return "!not an IP address; dropped"
     if not address.is_global:
-        notes.append(
-            Note("user.ip", "not a public address (send the visitor's IP, not a server's); dropped")
-        )
-        return None
+        return "!not a public address (send the visitor's IP, not a server's); dropped"
     return address.compressed
 
 
@@ -401,7 +400,9 @@ def hash_user(
     user.city = _plain("user.city", raw.get("city"), normalize_location, notes)
     user.state = _plain("user.state", raw.get("state"), normalize_location, notes)
     user.ip = _ip(_str_or_none(raw.get("ip")), notes)
-    user.user_agent = _short_text("user.user_agent", _str_or_none(raw.get("user_agent")), 1024, notes)
+    user.user_agent = _short_text(
+        "user.user_agent", _str_or_none(raw.get("user_agent")), 1024, notes
+    )
     user.locale = _short_text("user.locale", _str_or_none(raw.get("locale")), 35, notes)
     for name in ("ttclid", "ttp", "fbclid", "fbc", "fbp"):
         setattr(user, name, _short_text(f"user.{name}", _str_or_none(raw.get(name)), 512, notes))

@@ -38,7 +38,12 @@ max_batch = 1000
 MAX_AGE = 7 * 86400  # seconds
 MAX_AGE_PHYSICAL_STORE = 62 * 86400  # seconds
 
-ACTION_SOURCE = {"web": "website", "app": "app", "offline": "physical_store", "crm": "system_generated"}
+ACTION_SOURCE = {
+    "web": "website",
+    "app": "app",
+    "offline": "physical_store",
+    "crm": "system_generated",
+}
 #: Graph API error codes that mean "slow down", not "you are wrong"
 RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80004})
 
@@ -192,10 +197,18 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     ref = str(ref) if ref is not None else None
     if 200 <= status < 300:
         if "events_received" not in payload:
-            return Outcome(Verdict.RETRY, f"HTTP {status} without events_received",
-                           platform_ref=ref, response=text)
-        return Outcome(Verdict.DELIVERED, f"events_received={payload['events_received']}",
-                       platform_ref=ref, response=text)
+            return Outcome(
+                Verdict.RETRY,
+                f"HTTP {status} without events_received",
+                platform_ref=ref,
+                response=text,
+            )
+        return Outcome(
+            Verdict.DELIVERED,
+            f"events_received={payload['events_received']}",
+            platform_ref=ref,
+            response=text,
+        )
     message = f"HTTP {status}"
     code = None
     if error is not None:

@@ -185,11 +185,16 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     """Read TikTok's answer: the JSON ``code`` decides, except for real HTTP failures."""
     text = shorten(body)
     if status == 429:
-        return Outcome(Verdict.RETRY, "HTTP 429 Too Many Requests",
-                       retry_after=retry_after_seconds(headers), response=text)
+        return Outcome(
+            Verdict.RETRY,
+            "HTTP 429 Too Many Requests",
+            retry_after=retry_after_seconds(headers),
+            response=text,
+        )
     if status >= 500 or status in (408, 425):
-        return Outcome(Verdict.RETRY, f"HTTP {status}", retry_after=retry_after_seconds(headers),
-                       response=text)
+        return Outcome(
+            Verdict.RETRY, f"HTTP {status}", retry_after=retry_after_seconds(headers), response=text
+        )
     if status != 200:
         return Outcome(Verdict.PERMANENT, f"HTTP {status}", response=text)
     try:
@@ -207,8 +212,13 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     if code in DELIVERED_CODES:
         return Outcome(Verdict.DELIVERED, reason, platform_ref=ref, response=text)
     if code in RETRY_CODES or 50000 <= code < 60000:
-        return Outcome(Verdict.RETRY, reason, platform_ref=ref,
-                       retry_after=retry_after_seconds(headers), response=text)
+        return Outcome(
+            Verdict.RETRY,
+            reason,
+            platform_ref=ref,
+            retry_after=retry_after_seconds(headers),
+            response=text,
+        )
     bad_index = None
     match = _BATCH_ROW.match(message)
     if match is not None:
