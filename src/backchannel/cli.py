@@ -7,6 +7,8 @@ pipelines and cron jobs where a traceback is noise and an exit code is the contr
 
 from __future__ import annotations
 
+import getpass
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -14,11 +16,14 @@ from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
+from rich.console import Console
 
-from backchannel import __version__, config
+from backchannel import __version__, config, credentials
 from backchannel.destinations import Target
 from backchannel.notes import InvalidConversion
 from backchannel.preview import normalize_all, render
+from backchannel.store import Store, open_store
+from backchannel.store.base import Connection
 
 app = typer.Typer(
     name="backchannel",
@@ -108,10 +113,262 @@ def send(
         typer.echo(orjson.dumps(line).decode())
 
 
+def open_configured_store(settings: config.Settings) -> Store:
+    try:
+        return open_store(settings.database_url)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        fail(f"database: {exc}")
+
+
 @app.command()
-def serve() -> None:
-    """Run the ingest API, the delivery worker and the dashboard (SQLite + sandbox by default)."""
-    fail("serve: not built yet (see the serve issue)", 1)
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Ingest and dashboard only; run `worker` apart.")
+    ] = False,
+    no_sandbox: Annotated[
+        bool, typer.Option("--no-sandbox", help="Do not embed the TikTok/Meta sandbox.")
+    ] = False,
+) -> None:
+    """Run the ingest API and the delivery worker (SQLite + local sandbox by default)."""
+    import uvicorn
+
+    from backchannel.web.app import Options, create_app
+
+    settings = load_settings()
+    host = host or settings.host
+    port = port or settings.port
+    store = open_configured_store(settings)
+    try:
+        credentials.load_cipher(settings)
+    except credentials.SecretError as exc:
+        fail(str(exc))
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    base = f"http://{shown_host}:{port}"
+    options = Options(worker=not no_worker, sandbox=not no_sandbox, self_url=base)
+    console = Console(stderr=True)
+    console.print(f"[bold]Backchannel {__version__}[/bold]  database: {settings.database_url}")
+    console.print(f"  ingest API   {base}/v1/events   (OpenAPI: {base}/openapi.json)")
+    console.print(
+        f"  sandbox      {base}/sandbox/_sandbox/tiktok/events"
+        if not no_sandbox
+        else "  sandbox      off"
+    )
+    console.print("  dashboard    not built yet")
+    for name in settings.destinations:
+        connection = store.get_connection(name)
+        if connection is None or not connection.token_encrypted:
+            where = settings.tiktok_base_url if name == "tiktok" else settings.meta_base_url
+            console.print(
+                f"  [bold yellow]{name}: SANDBOX MODE[/bold yellow] - no token set; events go to"
+                f" {where or base + '/sandbox'}, not to the real platform."
+                f" Set one with `backchannel token set {name} --pixel ...`"
+            )
+        else:
+            console.print(
+                f"  {name}: live, pixel {connection.pixel}, token …{connection.token_last4}"
+            )
+    if not store.list_keys():
+        console.print(
+            "  [bold]no API key yet[/bold]: create one with `backchannel keys create --name shop`"
+        )
+    store.close()
+    uvicorn.run(
+        create_app(settings, options),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9000,
+    token: Annotated[
+        str | None, typer.Option(help="Only accept this token (default: any).")
+    ] = None,
+    error_rate: Annotated[float, typer.Option(help="Share of requests answered 5xx.")] = 0.0,
+    rate_limit_rate: Annotated[float, typer.Option(help="Share answered rate-limited.")] = 0.0,
+    latency_ms: Annotated[int, typer.Option(help="Delay added to every answer.")] = 0,
+    timeout_rate: Annotated[float, typer.Option(help="Share of requests that hang.")] = 0.0,
+) -> None:
+    """Run the TikTok and Meta emulators alone (point BACKCHANNEL_*_BASE_URL at it)."""
+    from backchannel.sandbox import SandboxConfig
+    from backchannel.sandbox.faults import faults_from_options
+    from backchannel.sandbox.server import run
+
+    for name, rate in (
+        ("--error-rate", error_rate),
+        ("--rate-limit-rate", rate_limit_rate),
+        ("--timeout-rate", timeout_rate),
+    ):
+        if not 0.0 <= rate <= 1.0:
+            fail(f"{name}: must be between 0 and 1")
+    faults = faults_from_options(
+        error_rate=error_rate,
+        rate_limit_rate=rate_limit_rate,
+        latency_ms=latency_ms,
+        timeout_rate=timeout_rate,
+    )
+    typer.echo(f"sandbox on http://{host}:{port}  (events: /_sandbox/tiktok/events)", err=True)
+    run(host, port, SandboxConfig(token=token), faults)
+
+
+keys_app = typer.Typer(help="Ingest API keys (stored hashed; shown once).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label, e.g. the shop's name.")],
+    scope: Annotated[str, typer.Option(help="ingest, collect or admin.")] = "ingest",
+) -> None:
+    """Create a key and print it once."""
+    if scope not in credentials.KEY_PREFIXES:
+        fail("--scope: must be ingest, collect or admin")
+    if not name.strip():
+        fail("--name: must not be empty")
+    store = open_configured_store(load_settings())
+    key = credentials.new_api_key(scope)
+    store.add_key(
+        name.strip(),
+        scope,
+        credentials.key_display_prefix(key),
+        credentials.key_hash(key),
+        time.time(),
+    )
+    store.audit(time.time(), "cli", "key.create", f"{name} ({scope})")
+    store.close()
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (prefixes only)."""
+    store = open_configured_store(load_settings())
+    for k in store.list_keys():
+        state = "revoked" if k.revoked_at else "active"
+        typer.echo(f"{k.prefix}…\t{k.name}\t{k.scope}\t{state}")
+    store.close()
+
+
+@keys_app.command("revoke")
+def keys_revoke(name_or_prefix: Annotated[str, typer.Argument(help="Key name or prefix.")]) -> None:
+    """Revoke a key; requests with it are refused from now on."""
+    store = open_configured_store(load_settings())
+    count = store.revoke_key(name_or_prefix, time.time())
+    if count == 0:
+        store.close()
+        fail(f"no active key named or prefixed {name_or_prefix!r}", 1)
+    store.audit(time.time(), "cli", "key.revoke", name_or_prefix)
+    store.close()
+    typer.echo(f"revoked {count} key(s)")
+
+
+token_app = typer.Typer(help="Destination access tokens (encrypted at rest).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("set")
+def token_set(
+    destination: Annotated[str, typer.Argument(help="tiktok or meta")],
+    pixel: Annotated[str, typer.Option(help="TikTok pixel code / Meta pixel (dataset) id.")],
+    test_event_code: Annotated[str | None, typer.Option(help="Route to Test Events.")] = None,
+) -> None:
+    """Store a destination's token, read from stdin (never from the command line)."""
+    if destination not in ("tiktok", "meta"):
+        fail("destination: must be tiktok or meta")
+    if not pixel.strip():
+        fail("--pixel: must not be empty")
+    if sys.stdin.isatty():
+        token = getpass.getpass(f"{destination} access token: ")
+    else:
+        token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        fail("token: empty (pipe it on stdin, e.g. `backchannel token set ... < token.txt`)")
+    if token.lower().startswith("bearer "):
+        fail("token: paste the raw token without 'Bearer ' (TikTok answers 40105 to that)")
+    settings = load_settings()
+    try:
+        cipher = credentials.load_cipher(settings)
+    except credentials.SecretError as exc:
+        fail(str(exc))
+    store = open_configured_store(settings)
+    existed = store.get_connection(destination) is not None
+    store.set_connection(
+        Connection(
+            destination,
+            pixel.strip(),
+            credentials.encrypt(cipher, token),
+            token[-4:],
+            test_event_code,
+            time.time(),
+        )
+    )
+    store.audit(
+        time.time(),
+        "cli",
+        "token.replace" if existed else "token.set",
+        f"{destination} pixel {pixel.strip()}",
+    )
+    store.close()
+    typer.echo(f"{destination}: token …{token[-4:]} stored encrypted for pixel {pixel.strip()}")
+
+
+@token_app.command("remove")
+def token_remove(destination: Annotated[str, typer.Argument(help="tiktok or meta")]) -> None:
+    """Forget a destination's token (it goes back to sandbox mode)."""
+    store = open_configured_store(load_settings())
+    if not store.delete_connection(destination):
+        store.close()
+        fail(f"{destination}: no token stored", 1)
+    store.audit(time.time(), "cli", "token.remove", destination)
+    store.close()
+    typer.echo(f"{destination}: token removed")
+
+
+@app.command()
+def replay(
+    event_id: Annotated[str | None, typer.Option("--event-id", help="Re-queue this event.")] = None,
+    all_dead: Annotated[
+        bool, typer.Option("--all-dead", help="Re-queue every dead letter.")
+    ] = False,
+    destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+) -> None:
+    """Re-queue dead letters with their original event_id (so platforms still deduplicate)."""
+    if (event_id is None) == (not all_dead):
+        fail("give exactly one of --event-id ID or --all-dead")
+    if destination is not None and destination not in ("tiktok", "meta"):
+        fail("--destination: must be tiktok or meta")
+    store = open_configured_store(load_settings())
+    count = store.replay(time.time(), event_id=event_id, destination=destination)
+    store.audit(time.time(), "cli", "replay", event_id or "all dead")
+    store.close()
+    if count == 0:
+        fail("no dead letters matched", 1)
+    typer.echo(f"re-queued {count} delivery(ies)")
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    store = open_configured_store(load_settings())
+    store.migrate()
+    store.close()
+    typer.echo("schema up to date")
+
+
+@app.command()
+def status() -> None:
+    """Outbox counts per destination and state."""
+    store = open_configured_store(load_settings())
+    counts = store.outbox_counts()
+    typer.echo(orjson.dumps({"conversions": store.conversion_count(), "outbox": counts}).decode())
+    store.close()
 
 
 def main() -> None:

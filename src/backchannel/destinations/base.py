@@ -45,6 +45,8 @@ class Outcome:
     bad_index: int | None = None
     #: the raw response body, shortened, for dead letters and diagnostics
     response: str = ""
+    #: the refusal concerns our credentials or account, not any row: splitting cannot help
+    whole_request: bool = False
 
 
 @dataclass(slots=True)

@@ -46,6 +46,8 @@ ACTION_SOURCE = {
 }
 #: Graph API error codes that mean "slow down", not "you are wrong"
 RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80004})
+#: token, permission and pixel errors: about the account, not the events
+ACCOUNT_CODES = frozenset({10, 102, 190, 200, 803})
 
 
 def max_age(conversion: Conversion) -> int:
@@ -220,7 +222,13 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         return Outcome(Verdict.RETRY, message, platform_ref=ref, retry_after=wait, response=text)
     if error is not None and error.get("is_transient") is True:
         return Outcome(Verdict.RETRY, message, platform_ref=ref, retry_after=wait, response=text)
-    return Outcome(Verdict.PERMANENT, message, platform_ref=ref, response=text)
+    return Outcome(
+        Verdict.PERMANENT,
+        message,
+        platform_ref=ref,
+        response=text,
+        whole_request=status in (401, 403, 404) or code in ACCOUNT_CODES,
+    )
 
 
 def notes(conversion: Conversion, target: Target, now: float) -> list[Note]:

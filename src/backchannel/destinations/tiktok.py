@@ -46,6 +46,8 @@ DELIVERED_CODES = frozenset({0, 20001})
 RETRY_CODES = frozenset({40100, 50000, 50002, 51010})
 #: configuration or payload errors: resending the same request cannot help
 PERMANENT_CODES = frozenset({40001, 40002, 40101, 40105, 40110})
+#: refusals about the token, pixel or account rather than the events
+ACCOUNT_CODES = frozenset({40001, 40101, 40105, 40110})
 _BATCH_ROW = re.compile(r"^\s*Batch\.(\d+)\.", re.IGNORECASE)
 
 
@@ -196,7 +198,12 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
             Verdict.RETRY, f"HTTP {status}", retry_after=retry_after_seconds(headers), response=text
         )
     if status != 200:
-        return Outcome(Verdict.PERMANENT, f"HTTP {status}", response=text)
+        return Outcome(
+            Verdict.PERMANENT,
+            f"HTTP {status}",
+            response=text,
+            whole_request=status in (401, 403, 404),
+        )
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -223,7 +230,14 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     match = _BATCH_ROW.match(message)
     if match is not None:
         bad_index = int(match.group(1))
-    return Outcome(Verdict.PERMANENT, reason, platform_ref=ref, bad_index=bad_index, response=text)
+    return Outcome(
+        Verdict.PERMANENT,
+        reason,
+        platform_ref=ref,
+        bad_index=bad_index,
+        response=text,
+        whole_request=code in ACCOUNT_CODES,
+    )
 
 
 def notes(conversion: Conversion, target: Target, now: float) -> list[Note]:

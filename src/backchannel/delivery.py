@@ -1,0 +1,263 @@
+"""The delivery worker: claim due outbox rows, send them, record what the platform said.
+
+One :class:`DestinationWorker` per destination, each with its own HTTP client and its own
+loop, so a destination that is down, slow or rate-limiting never delays another. Rows are
+leased, not locked: a worker that dies leaves rows whose lease runs out, and any worker picks
+them up again. A platform that took a batch but whose answer never arrived gets it again; both
+platforms deduplicate on event_id, which is why every event carries one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+
+from backchannel.destinations import DESTINATIONS, Destination, Outcome, Target, Verdict
+from backchannel.events import Conversion
+from backchannel.preview import batches
+from backchannel.store.base import Claimed, Dead
+from backchannel.store.runner import AsyncStore
+
+log = logging.getLogger("backchannel.delivery")
+
+POLL_INTERVAL = 0.5  # seconds between looks at the outbox when nothing woke us
+LEASE = 120.0  # seconds a claimed row stays ours before another worker may take it
+REQUEST_TIMEOUT = httpx.Timeout(15.0, connect=5.0)  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter and a cap; Retry-After wins when it asks for more.
+
+    ``delay(n)`` for the n-th failed attempt is ``min(cap, base * 2**(n-1))`` scaled by a
+    random factor in [0.5, 1] (so a fleet of workers does not retry in lockstep).
+    """
+
+    base: float = 1.0  # seconds
+    cap: float = 300.0  # seconds
+    max_attempts: int = 30
+
+    def delay(self, attempts: int, retry_after: float | None, rng: random.Random) -> float:
+        exponential: float = min(self.cap, self.base * 2.0 ** max(0, attempts - 1))
+        jittered: float = exponential * rng.uniform(0.5, 1.0)
+        if retry_after is not None:
+            return max(jittered, retry_after)
+        return jittered
+
+
+@dataclass(slots=True)
+class DestinationStats:
+    requests: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    expired: int = 0
+    last_error: str | None = None
+    latencies: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Row:
+    claimed: Claimed
+    conversion: Conversion
+
+
+class DestinationWorker:
+    def __init__(
+        self,
+        destination: str,
+        store: AsyncStore,
+        target: Callable[[], Target],
+        *,
+        client: httpx.AsyncClient | None = None,
+        policy: RetryPolicy | None = None,
+        concurrency: int = 2,
+        batch_size: int | None = None,
+        clock: Callable[[], float] = time.time,
+        seed: int | None = None,
+    ) -> None:
+        self.name = destination
+        self.destination: Destination = DESTINATIONS[destination]
+        self.store = store
+        self.target = target
+        self.client = client or httpx.AsyncClient(timeout=REQUEST_TIMEOUT)
+        self.policy = policy or RetryPolicy()
+        self.concurrency = concurrency
+        self.batch_size = min(batch_size or self.destination.max_batch, self.destination.max_batch)
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.stats = DestinationStats()
+        self.wake = asyncio.Event()
+        self._stopping = False
+
+    async def run(self) -> None:
+        """Loop until :meth:`stop`: several lanes claim and send concurrently."""
+        lanes = [asyncio.create_task(self._lane()) for _ in range(self.concurrency)]
+        try:
+            await asyncio.gather(*lanes)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
+
+    async def _lane(self) -> None:
+        while not self._stopping:
+            try:
+                worked = await self.run_once()
+            except Exception:  # a bug or a store outage must not kill delivery for good
+                log.exception("delivery cycle failed", extra={"destination": self.name})
+                worked = False
+            if not worked:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), POLL_INTERVAL)
+
+    async def run_once(self) -> bool:
+        """Claim one batch and deliver it. Returns False when nothing was due."""
+        now = self.clock()
+        claimed = await self.store.run(
+            self.store.store.claim, self.name, self.batch_size, now, LEASE
+        )
+        if not claimed:
+            return False
+        rows = [_Row(c, Conversion.from_dict(orjson.loads(c.payload))) for c in claimed]
+        fresh: list[_Row] = []
+        expired: list[int] = []
+        for row in rows:
+            if now - row.conversion.event_time > self.destination.max_age(row.conversion):
+                expired.append(row.claimed.outbox_id)
+            else:
+                fresh.append(row)
+        if expired:
+            days = self.destination.max_age(rows[0].conversion) // 86400
+            await self.store.run(
+                self.store.store.mark_expired,
+                expired,
+                f"older than {self.name}'s {days}-day window; not sent",
+            )
+            self.stats.expired += len(expired)
+        by_id = {id(r.conversion): r for r in fresh}
+        for group in batches((r.conversion for r in fresh), self.batch_size):
+            await self._deliver([by_id[id(c)] for c in group])
+        return True
+
+    async def _deliver(self, rows: Sequence[_Row]) -> None:
+        target = self.target()
+        request = self.destination.prepare([r.conversion for r in rows], target)
+        outcome = await self._send(request.url, request.headers, request.content)
+        ids = [r.claimed.outbox_id for r in rows]
+        now = self.clock()
+        if outcome.verdict is Verdict.DELIVERED:
+            await self.store.run(self.store.store.mark_delivered, ids, now, outcome.platform_ref)
+            self.stats.delivered += len(ids)
+            return
+        self.stats.last_error = outcome.reason
+        if outcome.verdict is Verdict.RETRY:
+            attempts = max(r.claimed.attempts for r in rows)
+            if attempts >= self.policy.max_attempts:
+                await self._dead(rows, request.body, outcome, f"gave up after {attempts} attempts")
+                return
+            due = now + self.policy.delay(attempts, outcome.retry_after, self.rng)
+            await self.store.run(
+                self.store.store.mark_retry, ids, due, outcome.reason, outcome.response
+            )
+            self.stats.retried += len(ids)
+            log.warning(
+                "delivery will be retried",
+                extra={"destination": self.name, "events": len(ids), "reason": outcome.reason},
+            )
+            return
+        # Permanent: find the rows at fault, keep the others going.
+        if outcome.whole_request or len(rows) == 1:
+            await self._dead(rows, request.body, outcome)
+            return
+        if outcome.bad_index is not None and 0 <= outcome.bad_index < len(rows):
+            bad = rows[outcome.bad_index]
+            await self._dead([bad], request.body, outcome, index_map=[outcome.bad_index])
+            await self._deliver([r for r in rows if r is not bad])
+            return
+        middle = len(rows) // 2  # the platform did not say which row: bisect
+        await self._deliver(rows[:middle])
+        await self._deliver(rows[middle:])
+
+    async def _dead(
+        self,
+        rows: Sequence[_Row],
+        body: dict[str, object],
+        outcome: Outcome,
+        note: str | None = None,
+        index_map: list[int] | None = None,
+    ) -> None:
+        data = body.get("data")
+        items = data if isinstance(data, list) else []
+        indexes = index_map or list(range(len(rows)))
+        dead = [
+            Dead(row.claimed.outbox_id, orjson.dumps(items[i]) if i < len(items) else b"{}")
+            for row, i in zip(rows, indexes, strict=True)
+        ]
+        reason = outcome.reason if note is None else f"{outcome.reason} ({note})"
+        await self.store.run(
+            self.store.store.mark_dead, dead, reason, outcome.response, outcome.platform_ref
+        )
+        self.stats.dead += len(dead)
+        log.warning(
+            "events dead-lettered",
+            extra={"destination": self.name, "events": len(dead), "reason": reason},
+        )
+
+    async def _send(self, url: str, headers: dict[str, str], content: bytes) -> Outcome:
+        self.stats.requests += 1
+        started = time.perf_counter()
+        try:
+            response = await self.client.post(url, content=content, headers=headers)
+        except httpx.TimeoutException:
+            return Outcome(Verdict.RETRY, "timed out waiting for the platform")
+        except httpx.TransportError as exc:
+            return Outcome(Verdict.RETRY, f"connection failed: {type(exc).__name__}")
+        finally:
+            latencies = self.stats.latencies
+            latencies.append(time.perf_counter() - started)
+            if len(latencies) > 1000:
+                del latencies[:500]
+        return self.destination.classify(response.status_code, response.headers, response.content)
+
+
+class Worker:
+    """All destination workers of one process."""
+
+    def __init__(self, workers: list[DestinationWorker], store: AsyncStore) -> None:
+        self.workers = workers
+        self.store = store
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(w.run()) for w in self.workers]
+        self._tasks.append(asyncio.create_task(self._relay_wakeups()))
+
+    async def _relay_wakeups(self) -> None:
+        """Wake the destination workers when ingest commits, instead of waiting for a poll."""
+        while True:
+            await self.store.committed.wait()
+            self.store.committed.clear()
+            for worker in self.workers:
+                worker.wake.set()
+
+    async def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for worker in self.workers:
+            await worker.client.aclose()

@@ -1,0 +1,188 @@
+"""Accepting conversions: parse, validate, normalize, then one durable write.
+
+Why separate from the web layer: the HTTP API, the webhook sources and the CSV import all end
+here, and the rule "answer only after the conversion and its outbox rows are committed" must
+hold for each of them without being written three times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from backchannel.events import Conversion, normalize
+from backchannel.notes import InvalidConversion, Note
+from backchannel.store.base import NewConversion
+from backchannel.store.runner import AsyncStore
+
+MAX_BATCH = 1000  # events per request, the same as both platforms' request limit
+
+
+class BadRequest(ValueError):
+    """The request as a whole is unusable (not JSON, wrong shape, too many events)."""
+
+    def __init__(self, notes: list[Note], status: int = 422) -> None:
+        self.notes = notes
+        self.status = status
+        super().__init__("; ".join(f"{n.path}: {n.reason}" for n in notes))
+
+
+@dataclass(slots=True)
+class EventResult:
+    index: int
+    status: str  # accepted | duplicate | rejected
+    event_id: str | None = None
+    event: str | None = None
+    warnings: list[Note] = field(default_factory=list)
+    errors: list[Note] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "status": self.status}
+        if self.event is not None:
+            out["event"] = self.event
+        if self.event_id is not None:
+            out["event_id"] = self.event_id
+        if self.warnings:
+            out["warnings"] = [n.as_dict() for n in self.warnings]
+        if self.errors:
+            out["errors"] = [n.as_dict() for n in self.errors]
+        return out
+
+
+@dataclass(slots=True)
+class IngestResult:
+    results: list[EventResult]
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for r in self.results if r.status == "accepted")
+
+    @property
+    def duplicates(self) -> int:
+        return sum(1 for r in self.results if r.status == "duplicate")
+
+    @property
+    def rejected(self) -> int:
+        return sum(1 for r in self.results if r.status == "rejected")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "events": [r.as_dict() for r in self.results],
+        }
+
+
+def parse_body(raw: bytes) -> list[Any]:
+    """The events of a request body: one conversion object, or ``{"events": [...]}``."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest([Note("(body)", f"not valid JSON: {exc}")]) from None
+    if not isinstance(document, dict):
+        raise BadRequest(
+            [Note("(body)", 'must be a JSON object (a conversion, or {"events": [...]})')]
+        )
+    if "events" in document and "event" not in document:
+        events = document["events"]
+        extra = sorted(set(document) - {"events"})
+        if extra:
+            raise BadRequest([Note(extra[0], 'unknown field (a batch holds only "events")')])
+        if not isinstance(events, list):
+            raise BadRequest([Note("events", "must be an array of conversions")])
+        if not events:
+            raise BadRequest([Note("events", "must hold at least one conversion")])
+        if len(events) > MAX_BATCH:
+            raise BadRequest(
+                [Note("events", f"at most {MAX_BATCH} conversions per request, got {len(events)}")],
+                status=413,
+            )
+        return events
+    return [document]
+
+
+def prepare(
+    items: list[Any], *, now: float, default_region: str | None
+) -> tuple[list[EventResult], list[tuple[int, Conversion]]]:
+    """Normalize every item; results for all, conversions for the valid ones."""
+    results: list[EventResult] = []
+    good: list[tuple[int, Conversion]] = []
+    for index, item in enumerate(items):
+        try:
+            normalized = normalize(item, now=now, default_region=default_region)
+        except InvalidConversion as exc:
+            results.append(EventResult(index, "rejected", errors=exc.notes))
+            continue
+        c = normalized.conversion
+        results.append(
+            EventResult(index, "accepted", c.event_id, c.event, warnings=normalized.warnings)
+        )
+        good.append((index, c))
+    return results, good
+
+
+def to_record(
+    conversion: Conversion, warnings: list[Note], origin: str, destinations: tuple[str, ...]
+) -> NewConversion:
+    return NewConversion(
+        event=conversion.event,
+        event_id=conversion.event_id,
+        event_time=conversion.event_time,
+        order_id=conversion.order_id,
+        session_id=conversion.session_id,
+        test_event_code=conversion.test_event_code,
+        payload=orjson.dumps(conversion),
+        warnings=orjson.dumps([n.as_dict() for n in warnings]),
+        origin=origin,
+        destinations=destinations,
+    )
+
+
+async def ingest(
+    items: list[Any],
+    store: AsyncStore,
+    *,
+    now: float,
+    default_region: str | None,
+    destinations: tuple[str, ...],
+    partial: bool = False,
+    origin: str = "api",
+) -> IngestResult:
+    """Validate all, then store the good ones in one commit (or none, unless ``partial``).
+
+    Raises :class:`BadRequest` when nothing can be accepted. A conversion whose
+    (event, event_id) is already stored comes back as ``duplicate`` and is not enqueued again.
+    """
+    results, good = prepare(items, now=now, default_region=default_region)
+    rejected = [r for r in results if r.status == "rejected"]
+    if rejected and (not partial or not good):
+        raise InvalidBatch(results)
+    records = [to_record(c, results[index].warnings, origin, destinations) for index, c in good]
+    fresh = await store.ingest(records)
+    for (index, _), is_new in zip(good, fresh, strict=True):
+        if not is_new:
+            results[index].status = "duplicate"
+    return IngestResult(results)
+
+
+class InvalidBatch(ValueError):
+    """Some events are invalid and the caller did not ask for partial acceptance."""
+
+    def __init__(self, results: list[EventResult]) -> None:
+        self.results = results
+        super().__init__(f"{sum(r.status == 'rejected' for r in results)} invalid event(s)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "error": "invalid_events",
+            "message": "no event was accepted: fix the listed fields, or send ?partial=true"
+            " to accept the valid ones",
+            "events": [
+                {"index": r.index, "errors": [n.as_dict() for n in r.errors]}
+                for r in self.results
+                if r.status == "rejected"
+            ],
+        }

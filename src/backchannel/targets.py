@@ -1,0 +1,78 @@
+"""Where each destination sends right now: the real platform, or the local sandbox.
+
+Why it is decided per batch and cached briefly: a token set with ``backchannel token set`` (or
+later from the dashboard) must take effect without a restart, but decrypting it for every
+batch would be waste. A destination with no token goes to the sandbox, loudly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.fernet import MultiFernet
+
+from backchannel.config import Settings
+from backchannel.credentials import decrypt
+from backchannel.destinations import Target
+from backchannel.store.base import Store
+
+REFRESH = 5.0  # seconds a resolved target is reused
+SANDBOX_TOKEN = "sandbox-token"  # noqa: S105 - the sandbox accepts any non-empty token
+
+
+@dataclass(slots=True)
+class Resolved:
+    target: Target
+    sandbox: bool
+
+
+class Targets:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        cipher: MultiFernet,
+        sandbox_url: str | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.cipher = cipher
+        self.sandbox_url = sandbox_url
+        self.clock = clock
+        self._cache: dict[str, tuple[float, Resolved]] = {}
+
+    def resolve(self, destination: str) -> Resolved:
+        cached = self._cache.get(destination)
+        now = self.clock()
+        if cached is not None and now - cached[0] < REFRESH:
+            return cached[1]
+        resolved = self._resolve(destination)
+        self._cache[destination] = (now, resolved)
+        return resolved
+
+    def getter(self, destination: str) -> Callable[[], Target]:
+        return lambda: self.resolve(destination).target
+
+    def _resolve(self, destination: str) -> Resolved:
+        s = self.settings
+        connection = self.store.get_connection(destination)
+        configured_url = s.tiktok_base_url if destination == "tiktok" else s.meta_base_url
+        default_pixel = s.tiktok_pixel if destination == "tiktok" else s.meta_pixel
+        pixel = (connection.pixel if connection else None) or default_pixel or "SANDBOX_PIXEL"
+        token = ""
+        if connection is not None and connection.token_encrypted:
+            token = decrypt(self.cipher, connection.token_encrypted)
+        if token:
+            url = configured_url or (s.tiktok_url if destination == "tiktok" else s.meta_url)
+            sandbox = False
+        elif configured_url:
+            # An explicit base URL without a token: a separately run sandbox (tests, demos).
+            url, token, sandbox = configured_url, SANDBOX_TOKEN, True
+        elif self.sandbox_url:
+            url, token, sandbox = self.sandbox_url, SANDBOX_TOKEN, True
+        else:
+            raise RuntimeError(f"{destination}: no token and no sandbox to send to")
+        return Resolved(Target(url, pixel, token, api_version=s.meta_api_version), sandbox=sandbox)

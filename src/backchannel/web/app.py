@@ -1,0 +1,273 @@
+"""The ASGI application: ingest API, delivery status, health, and the embedded sandbox.
+
+Why the ingest route reads the raw body instead of a typed FastAPI parameter: a batch must be
+answered with *every* bad event and field at once, in our ``{path, reason}`` shape, and with
+partial acceptance on request; FastAPI's automatic validation would stop at its own format.
+The OpenAPI document still describes the exact body, from the same pydantic models.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
+
+from backchannel import __version__, credentials
+from backchannel.config import Settings
+from backchannel.delivery import DestinationWorker, RetryPolicy, Worker
+from backchannel.events import ConversionIn
+from backchannel.ingest import BadRequest, InvalidBatch, ingest, parse_body
+from backchannel.notes import Note
+from backchannel.store import open_store
+from backchannel.store.runner import AsyncStore
+from backchannel.targets import Targets
+
+log = logging.getLogger("backchannel.web")
+
+MAX_BODY = 8 * 1024 * 1024  # bytes; 1000 rich conversions fit in well under half of this
+
+
+@dataclass
+class Options:
+    """How the app runs; `serve` fills it from the settings and its flags."""
+
+    worker: bool = True
+    #: mount the TikTok/Meta emulator under /sandbox and send there while no token is set
+    sandbox: bool = True
+    #: the base URL at which this app is reachable (for the embedded sandbox)
+    self_url: str = "http://127.0.0.1:8000"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    concurrency: int = 2
+
+
+def _error(
+    status: int, notes: list[Note], code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return ORJSONResponse(
+        {"error": code, "errors": [n.as_dict() for n in notes]}, status_code=status, headers=headers
+    )
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise BadRequest([Note("(body)", f"larger than {MAX_BODY} bytes")], status=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadRequest([Note("(body)", f"larger than {MAX_BODY} bytes")], status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
+    opts = options or Options()
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = open_store(settings.database_url)
+        runner = AsyncStore(store)
+        cipher = credentials.load_cipher(settings)
+        sandbox_url = opts.self_url.rstrip("/") + "/sandbox" if opts.sandbox else None
+        targets = Targets(settings, store, cipher, sandbox_url)
+        state.update(store=store, runner=runner, targets=targets)
+        worker = None
+        if opts.worker:
+            worker = Worker(
+                [
+                    DestinationWorker(
+                        name,
+                        runner,
+                        targets.getter(name),
+                        policy=opts.retry,
+                        concurrency=opts.concurrency,
+                    )
+                    for name in settings.destinations
+                ],
+                runner,
+            )
+            worker.start()
+        state["worker"] = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            runner.close()
+
+    app = FastAPI(
+        title="Backchannel",
+        version=__version__,
+        description="Server-side conversion tracking gateway (TikTok Events API, Meta CAPI).",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+
+    def authenticate(request: Request, scope: str) -> JSONResponse | None:
+        header = request.headers.get("authorization", "")
+        kind, _, key = header.partition(" ")
+        if kind.lower() != "bearer" or not key.strip():
+            return _error(
+                401,
+                [Note("Authorization", "missing; send 'Bearer <api key>'")],
+                "unauthorized",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        record = state["store"].find_key(credentials.key_hash(key.strip()))
+        if record is None or record.revoked_at is not None:
+            return _error(
+                401,
+                [Note("Authorization", "unknown or revoked API key")],
+                "unauthorized",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        if record.scope != scope:
+            return _error(
+                403,
+                [Note("Authorization", f"this key is for {record.scope}, not {scope}")],
+                "forbidden",
+            )
+        return None
+
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        summary="Accept one conversion or a batch of up to 1000",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/ConversionIn"},
+                                {"$ref": "#/components/schemas/ConversionBatch"},
+                            ]
+                        }
+                    }
+                },
+            },
+            "parameters": [
+                {
+                    "name": "partial",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "boolean", "default": False},
+                    "description": "Accept the valid events of a batch that has invalid ones.",
+                }
+            ],
+            "responses": {
+                "401": {"description": "Missing or invalid API key"},
+                "413": {"description": "Body or batch too large"},
+                "422": {"description": "Invalid events, each with {path, reason}"},
+            },
+        },
+    )
+    async def post_events(request: Request) -> JSONResponse:
+        denied = authenticate(request, "ingest")
+        if denied is not None:
+            return denied
+        partial = request.query_params.get("partial", "false").lower() in ("1", "true", "yes")
+        try:
+            items = parse_body(await _read_body(request))
+            result = await ingest(
+                items,
+                state["runner"],
+                now=time.time(),
+                default_region=settings.default_region,
+                destinations=settings.destinations,
+                partial=partial,
+            )
+        except BadRequest as exc:
+            return _error(exc.status, exc.notes, "bad_request")
+        except InvalidBatch as exc:
+            return ORJSONResponse(exc.as_dict(), status_code=422)
+        return ORJSONResponse(result.as_dict(), status_code=202)
+
+    @app.get("/v1/events/{event_id}", summary="Delivery status of an event, per destination")
+    async def get_event(event_id: str, request: Request) -> JSONResponse:
+        denied = authenticate(request, "ingest")
+        if denied is not None:
+            return denied
+        rows = state["store"].deliveries(event_id)
+        if not rows:
+            return _error(404, [Note("event_id", "no such event")], "not_found")
+        return ORJSONResponse(
+            {
+                "event_id": event_id,
+                "deliveries": [
+                    {
+                        "event": r.event,
+                        "destination": r.destination,
+                        "status": r.status,
+                        "attempts": r.attempts,
+                        "last_error": r.last_error,
+                        "platform_ref": r.platform_ref,
+                        "delivered_at": r.delivered_at,
+                    }
+                    for r in rows
+                ],
+            }
+        )
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, [Note("(request)", str(exc.detail))], "http_error")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never leak internals (or secrets inside them) to a caller; the log has the trace.
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return _error(500, [Note("(server)", "internal error; nothing was accepted")], "internal")
+
+    if opts.sandbox:
+        from backchannel.sandbox import SandboxConfig
+        from backchannel.sandbox import create_app as create_sandbox
+
+        app.router.routes.append(Mount("/sandbox", app=create_sandbox(SandboxConfig())))
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        conversion = ConversionIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(conversion.pop("$defs", {}))
+        components["ConversionIn"] = conversion
+        components["ConversionBatch"] = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["events"],
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": {"$ref": "#/components/schemas/ConversionIn"},
+                }
+            },
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.state.backchannel = state
+    return app
