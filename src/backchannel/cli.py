@@ -147,7 +147,7 @@ def serve(
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     base = f"http://{shown_host}:{port}"
     options = Options(worker=not no_worker, sandbox=not no_sandbox, self_url=base)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     console.print(f"[bold]Backchannel {__version__}[/bold]  database: {settings.database_url}")
     console.print(f"  ingest API   {base}/v1/events   (OpenAPI: {base}/openapi.json)")
     console.print(

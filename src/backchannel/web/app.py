@@ -15,9 +15,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
@@ -32,6 +33,14 @@ from backchannel.store.runner import AsyncStore
 from backchannel.targets import Targets
 
 log = logging.getLogger("backchannel.web")
+
+
+class ORJSONResponse(JSONResponse):
+    """JSON via orjson: a 1000-event answer serializes several times faster than json."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
 
 MAX_BODY = 8 * 1024 * 1024  # bytes; 1000 rich conversions fit in well under half of this
 
