@@ -1,0 +1,40 @@
+"""What a sandbox instance pretends to be: whose token it takes, which pixels it owns, its clock.
+
+Why a separate module: the platform emulators (``tiktok``, ``meta``) and the app all read it,
+and keeping it apart from ``app`` avoids an import cycle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: TikTok does not document the age limit of event_time (reference §3, §9); Meta's is 7 days.
+DEFAULT_MAX_AGE = 7 * 86400  # seconds
+#: How far ahead of the sandbox clock an event_time may be. Neither platform documents a figure
+#: in the stored material; 5 minutes matches the clock skew our own ingest accepts.
+MAX_FUTURE_SKEW = 300  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """The account the sandbox emulates. ``None`` means "accept anything (non-empty)".
+
+    Leaving ``token`` and the pixels unset lets ``backchannel serve`` deliver to the sandbox
+    before the user has configured anything; setting them lets tests prove that a wrong token
+    or pixel is refused the way the real platform refuses it.
+    """
+
+    #: the access token both emulated platforms accept; None accepts any non-empty token
+    token: str | None = None
+    #: the only TikTok event_source_id this account may write to (else 40001)
+    tiktok_pixel: str | None = None
+    #: the only Meta pixel (dataset) id in the URL this account may write to
+    meta_pixel: str | None = None
+    #: events older than this are refused (Meta: 62 days for action_source physical_store)
+    max_age_seconds: int = DEFAULT_MAX_AGE
+    #: wall clock in unix seconds; injectable so tests can age events and end outages at will
+    clock: Callable[[], float] = time.time
+    #: seed of the fault-injection RNG; None seeds from the OS
+    seed: int | None = None
