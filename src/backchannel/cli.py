@@ -184,6 +184,53 @@ def serve(
 
 
 @app.command()
+def worker() -> None:
+    """Run only the delivery worker (any number of them may share one database)."""
+    import asyncio
+    import signal
+
+    from backchannel.delivery import RetryPolicy, build_worker
+    from backchannel.store.runner import AsyncStore
+    from backchannel.targets import Targets
+
+    settings = load_settings()
+    store = open_configured_store(settings)
+    try:
+        cipher = credentials.load_cipher(settings)
+    except credentials.SecretError as exc:
+        fail(str(exc))
+    targets = Targets(settings, store, cipher, sandbox_url=None)
+    for name in settings.destinations:
+        try:
+            resolved = targets.resolve(name)
+        except RuntimeError as exc:
+            fail(f"{exc}: set a token, or BACKCHANNEL_{name.upper()}_BASE_URL to a sandbox")
+        mode = "SANDBOX" if resolved.sandbox else "live"
+        typer.echo(f"worker: {name} -> {resolved.target.base_url} ({mode})", err=True)
+
+    async def run() -> None:
+        runner = AsyncStore(store)
+        worker = build_worker(
+            settings.destinations,
+            runner,
+            targets.getter,
+            policy=RetryPolicy(base=settings.retry_base, cap=settings.retry_cap),
+            concurrency=settings.delivery_concurrency,
+            lease=settings.lease_seconds,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker.start()
+        await stop.wait()
+        await worker.stop()
+        runner.close()
+
+    asyncio.run(run())
+
+
+@app.command()
 def sandbox(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 9000,

@@ -46,6 +46,13 @@ class Settings:
     destinations: tuple[str, ...] = ("tiktok", "meta")
     #: run the delivery worker inside `serve`
     worker: bool = True
+    #: delivery retry backoff: first delay and cap, in seconds (see delivery.RetryPolicy)
+    retry_base: float = 1.0
+    retry_cap: float = 300.0
+    #: seconds a claimed outbox row stays leased before another worker may take it
+    lease_seconds: float = 120.0
+    #: requests in flight per destination
+    delivery_concurrency: int = 2
     log_level: str = "info"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -70,6 +77,14 @@ _FILE_KEYS = {
 
 def _coerce(name: str, raw: Any) -> Any:
     kind = str(_TYPES[name])
+    if kind == "float":
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: must be a number, got {raw!r}") from None
+        if value <= 0:
+            raise ConfigError(f"{name}: must be positive")
+        return value
     if "int" in kind and "str" not in kind:
         try:
             return int(raw)

@@ -81,6 +81,7 @@ class DestinationWorker:
         policy: RetryPolicy | None = None,
         concurrency: int = 2,
         batch_size: int | None = None,
+        lease: float = LEASE,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
     ) -> None:
@@ -91,6 +92,7 @@ class DestinationWorker:
         self.client = client or httpx.AsyncClient(timeout=REQUEST_TIMEOUT)
         self.policy = policy or RetryPolicy()
         self.concurrency = concurrency
+        self.lease = lease
         self.batch_size = min(batch_size or self.destination.max_batch, self.destination.max_batch)
         self.clock = clock
         self.rng = random.Random(seed)
@@ -127,7 +129,7 @@ class DestinationWorker:
         """Claim one batch and deliver it. Returns False when nothing was due."""
         now = self.clock()
         claimed = await self.store.run(
-            self.store.store.claim, self.name, self.batch_size, now, LEASE
+            self.store.store.claim, self.name, self.batch_size, now, self.lease
         )
         if not claimed:
             return False
@@ -261,3 +263,24 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for worker in self.workers:
             await worker.client.aclose()
+
+
+def build_worker(
+    destinations: Sequence[str],
+    store: AsyncStore,
+    target_for: Callable[[str], Callable[[], Target]],
+    *,
+    policy: RetryPolicy,
+    concurrency: int,
+    lease: float,
+) -> Worker:
+    """The worker for ``serve`` and for ``backchannel worker``: one lane set per destination."""
+    return Worker(
+        [
+            DestinationWorker(
+                name, store, target_for(name), policy=policy, concurrency=concurrency, lease=lease
+            )
+            for name in destinations
+        ],
+        store,
+    )

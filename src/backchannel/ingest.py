@@ -124,6 +124,9 @@ def prepare(
     return results, good
 
 
+_NO_WARNINGS = b"[]"
+
+
 def to_record(
     conversion: Conversion, warnings: list[Note], origin: str, destinations: tuple[str, ...]
 ) -> NewConversion:
@@ -135,7 +138,7 @@ def to_record(
         session_id=conversion.session_id,
         test_event_code=conversion.test_event_code,
         payload=orjson.dumps(conversion),
-        warnings=orjson.dumps([n.as_dict() for n in warnings]),
+        warnings=orjson.dumps([n.as_dict() for n in warnings]) if warnings else _NO_WARNINGS,
         origin=origin,
         destinations=destinations,
     )
