@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+
 from _common import (
     bench_env,
     conversion,
