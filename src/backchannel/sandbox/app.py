@@ -123,9 +123,7 @@ class Sandbox:
 
     # --- the platforms ---------------------------------------------------------------------
 
-    async def _before(
-        self, request: Request, decision: Decision, log: EventLog
-    ) -> Response | None:
+    async def _before(self, request: Request, decision: Decision, log: EventLog) -> Response | None:
         """Latency, outage and pre-accept hangs: faults that need no look at the body."""
         if decision.delay:
             await asyncio.sleep(decision.delay)
@@ -150,8 +148,9 @@ class Sandbox:
             return nginx_page(decision.status)
         request_id = tiktok_request_id()
         if decision.action is Action.RATE_LIMIT:
-            return self._tiktok_reply(log, tiktok.RATE_LIMITED, tiktok.RATE_LIMIT_MESSAGE,
-                                      request_id)
+            return self._tiktok_reply(
+                log, tiktok.RATE_LIMITED, tiktok.RATE_LIMIT_MESSAGE, request_id
+            )
         try:
             accepted = tiktok.check(
                 request.headers.get("access-token"), raw, self.config, self.config.clock()
@@ -179,8 +178,9 @@ class Sandbox:
     def _tiktok_reply(log: EventLog, code: int, message: str, request_id: str) -> Response:
         log.count(str(code))
         # Always HTTP 200: TikTok reports business errors in the body (reference §4).
-        return Response(tiktok.envelope(code, message, request_id), 200,
-                        media_type="application/json")
+        return Response(
+            tiktok.envelope(code, message, request_id), 200, media_type="application/json"
+        )
 
     async def meta_events(self, request: Request) -> Response:
         raw = await request.body()
@@ -207,8 +207,9 @@ class Sandbox:
             accepted = meta.check(version, pixel, params, self.config, self.config.clock())
             bad = first_rejected(accepted.events, decision.reject_event_ids)
             if bad is not None:
-                raise meta.invalid(f"data[{bad}].event_id: {FAULT_REJECTION}",
-                                   "Rejected By Sandbox")
+                raise meta.invalid(
+                    f"data[{bad}].event_id: {FAULT_REJECTION}", "Rejected By Sandbox"
+                )
         except meta.MetaError as exc:
             log.count(str(exc.error.get("code")))
             return self._meta_reply(
