@@ -190,7 +190,7 @@ def worker() -> None:
     import signal
 
     from backchannel.delivery import RetryPolicy, build_worker
-    from backchannel.store.runner import AsyncStore
+    from backchannel.store.runner import AsyncStore, for_store
     from backchannel.targets import Targets
 
     settings = load_settings()
@@ -209,7 +209,7 @@ def worker() -> None:
         typer.echo(f"worker: {name} -> {resolved.target.base_url} ({mode})", err=True)
 
     async def run() -> None:
-        runner = AsyncStore(store)
+        runner = for_store(store)
         worker = build_worker(
             settings.destinations,
             runner,

@@ -52,7 +52,7 @@ class Settings:
     #: seconds a claimed outbox row stays leased before another worker may take it
     lease_seconds: float = 120.0
     #: requests in flight per destination
-    delivery_concurrency: int = 2
+    delivery_concurrency: int = 4
     log_level: str = "info"
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -30,7 +30,7 @@ log = logging.getLogger("backchannel.delivery")
 
 POLL_INTERVAL = 0.5  # seconds between looks at the outbox when nothing woke us
 LEASE = 120.0  # seconds a claimed row stays ours before another worker may take it
-REQUEST_TIMEOUT = httpx.Timeout(15.0, connect=5.0)  # seconds
+REQUEST_TIMEOUT_SECONDS = 15.0  # at most; never more than half the lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,29 @@ class DestinationStats:
     latencies: list[float] = field(default_factory=list)
 
 
+class ParsedCache:
+    """Conversions parsed from their stored JSON, shared by the destinations of a process.
+
+    Draining a backlog, TikTok's and Meta's lanes claim the same conversions moments apart;
+    parsing each once instead of once per destination saves a quarter of delivery's CPU.
+    Bounded FIFO: entries are only useful for those few moments.
+    """
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self._items: dict[int, Conversion] = {}
+
+    def get(self, conversion_id: int, payload: bytes) -> Conversion:
+        found = self._items.get(conversion_id)
+        if found is not None:
+            return found
+        conversion = Conversion.from_dict(orjson.loads(payload))
+        if len(self._items) >= self.size:
+            del self._items[next(iter(self._items))]
+        self._items[conversion_id] = conversion
+        return conversion
+
+
 @dataclass(slots=True)
 class _Row:
     claimed: Claimed
@@ -82,6 +105,7 @@ class DestinationWorker:
         concurrency: int = 2,
         batch_size: int | None = None,
         lease: float = LEASE,
+        cache: ParsedCache | None = None,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
     ) -> None:
@@ -89,16 +113,27 @@ class DestinationWorker:
         self.destination: Destination = DESTINATIONS[destination]
         self.store = store
         self.target = target
-        self.client = client or httpx.AsyncClient(timeout=REQUEST_TIMEOUT)
+        # A request must end well within the lease, or a live worker's rows could be claimed
+        # again (and sent twice) while it still waits for the answer.
+        timeout = min(REQUEST_TIMEOUT_SECONDS, lease / 2)
+        self.client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout))
+        )
         self.policy = policy or RetryPolicy()
         self.concurrency = concurrency
         self.lease = lease
+        self.cache = cache or ParsedCache()
         self.batch_size = min(batch_size or self.destination.max_batch, self.destination.max_batch)
         self.clock = clock
         self.rng = random.Random(seed)
         self.stats = DestinationStats()
         self.wake = asyncio.Event()
         self._stopping = False
+        #: consecutive requests answered "retry": while > 0 the destination is failing, and
+        #: only one lane at a time probes it, after the pause below (a circuit breaker)
+        self.failures = 0
+        self.paused_until = 0.0
+        self._probe = asyncio.Lock()
 
     async def run(self) -> None:
         """Loop until :meth:`stop`: several lanes claim and send concurrently."""
@@ -115,8 +150,22 @@ class DestinationWorker:
 
     async def _lane(self) -> None:
         while not self._stopping:
+            pause = self.paused_until - self.clock()
+            if pause > 0:
+                # The destination is failing: new rows wait for the backoff too, instead of
+                # hammering a platform that is down (or rate-limiting) with fresh requests.
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped(), pause)
+                continue
             try:
-                worked = await self.run_once()
+                if self.failures:
+                    async with self._probe:
+                        worked = (
+                            await self.run_once() if self.clock() >= self.paused_until else True
+                        )
+                else:
+                    worked = await self.run_once()
             except Exception:  # a bug or a store outage must not kill delivery for good
                 log.exception("delivery cycle failed", extra={"destination": self.name})
                 worked = False
@@ -124,6 +173,11 @@ class DestinationWorker:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), POLL_INTERVAL)
+
+    async def _stopped(self) -> None:
+        while not self._stopping:
+            await self.wake.wait()
+            self.wake.clear()
 
     async def run_once(self) -> bool:
         """Claim one batch and deliver it. Returns False when nothing was due."""
@@ -133,7 +187,7 @@ class DestinationWorker:
         )
         if not claimed:
             return False
-        rows = [_Row(c, Conversion.from_dict(orjson.loads(c.payload))) for c in claimed]
+        rows = [_Row(c, self.cache.get(c.conversion_id, c.payload)) for c in claimed]
         fresh: list[_Row] = []
         expired: list[int] = []
         for row in rows:
@@ -161,6 +215,8 @@ class DestinationWorker:
         ids = [r.claimed.outbox_id for r in rows]
         now = self.clock()
         if outcome.verdict is Verdict.DELIVERED:
+            self.failures = 0
+            self.paused_until = 0.0
             await self.store.run(self.store.store.mark_delivered, ids, now, outcome.platform_ref)
             self.stats.delivered += len(ids)
             return
@@ -171,6 +227,11 @@ class DestinationWorker:
                 await self._dead(rows, request.body, outcome, f"gave up after {attempts} attempts")
                 return
             due = now + self.policy.delay(attempts, outcome.retry_after, self.rng)
+            self.failures += 1
+            self.paused_until = max(
+                self.paused_until,
+                now + self.policy.delay(self.failures, outcome.retry_after, self.rng),
+            )
             await self.store.run(
                 self.store.store.mark_retry, ids, due, outcome.reason, outcome.response
             )
@@ -275,10 +336,17 @@ def build_worker(
     lease: float,
 ) -> Worker:
     """The worker for ``serve`` and for ``backchannel worker``: one lane set per destination."""
+    cache = ParsedCache()
     return Worker(
         [
             DestinationWorker(
-                name, store, target_for(name), policy=policy, concurrency=concurrency, lease=lease
+                name,
+                store,
+                target_for(name),
+                policy=policy,
+                concurrency=concurrency,
+                lease=lease,
+                cache=cache,
             )
             for name in destinations
         ],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from typing import Any
-from urllib.parse import parse_qs
 
 import orjson
 import pytest
@@ -236,16 +235,16 @@ class TestBatch:
 
 
 class TestPrepare:
-    def test_form_encoded_with_data_json_and_token(self) -> None:
-        """The request is a form: data = JSON array of events, access_token = the token."""
+    def test_json_body_with_data_test_code_and_token(self) -> None:
+        """The request is JSON: data = the events, test_event_code, access_token = the token."""
         batch = [conv(test_event_code="T1"), conv(event_id="e2", test_event_code="T1")]
         request = meta.prepare(batch, TARGET)
-        assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
-        form = parse_qs(request.content.decode(), strict_parsing=True)
-        assert set(form) == {"data", "test_event_code", "access_token"}
-        assert form["access_token"] == ["EAAB-secret"]
-        assert form["test_event_code"] == ["T1"]
-        assert orjson.loads(form["data"][0]) == request.body["data"]
+        assert request.headers["Content-Type"] == "application/json"
+        sent = orjson.loads(request.content)
+        assert set(sent) == {"data", "test_event_code", "access_token"}
+        assert sent["access_token"] == "EAAB-secret"
+        assert sent["test_event_code"] == "T1"
+        assert sent["data"] == request.body["data"]
         assert request.count == 2
 
     def test_token_not_in_body_or_url(self) -> None:

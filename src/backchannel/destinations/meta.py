@@ -3,8 +3,7 @@
 Field names and rules from ``../shared/reference/tiktok-events-api.md`` §7 and Meta's Python
 SDK: ``user_data`` keys ``em``/``ph``/``fn``/``ln``/``zp``/``ct``/``st``/``country`` hashed, as
 lists; ``ph`` is the E.164 digits *without* ``+``; ``client_ip_address``, ``client_user_agent``,
-``fbc``, ``fbp`` raw. The request is form-encoded like the SDK's (``data`` = JSON array,
-``access_token``), so the token never sits in a URL that proxies log.
+``fbc``, ``fbp`` raw. The token travels in the JSON body, never in a URL that proxies log.
 
 Meta refuses the *whole request* when any event is older than 7 days (62 for physical_store),
 so the worker expires such events before they reach a batch.
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 
@@ -170,16 +168,19 @@ def build_body(batch: Sequence[Conversion], target: Target) -> dict[str, Any]:
 
 
 def prepare(batch: Sequence[Conversion], target: Target) -> PreparedRequest:
+    """A JSON request whose body carries ``data``, ``test_event_code`` and ``access_token``.
+
+    Meta's "Using the API" page shows the request body as JSON and its curl example sends the
+    same parameters as form fields; Graph accepts either. JSON keeps the token out of the URL
+    (proxies log URLs) and costs a fraction of form-encoding: percent-encoding a 1000-event
+    batch in Python took longer than building it.
+    """
     body = build_body(batch, target)
-    form: dict[str, str] = {"data": orjson.dumps(body["data"]).decode()}
-    if "test_event_code" in body:
-        form["test_event_code"] = body["test_event_code"]
-    form["access_token"] = target.token
     url = f"{target.base_url.rstrip('/')}/{target.api_version}/{target.pixel}/events"
     return PreparedRequest(
         url=url,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-        content=urlencode(form).encode(),
+        headers={"Content-Type": "application/json"},
+        content=orjson.dumps({**body, "access_token": target.token}),
         body=body,
         count=len(batch),
     )

@@ -19,15 +19,33 @@ from backchannel.store.base import NewConversion, Store
 
 T = TypeVar("T")
 
+
+def for_store(store: Store) -> AsyncStore:
+    """The right facade for a backend: inline for SQLite, a small pool for PostgreSQL."""
+    from backchannel.store.sqlite import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        return AsyncStore(store, inline=True)
+    return AsyncStore(store, threads=4)
+
 #: most rows one group commit takes; larger groups wait for the next commit
 MAX_GROUP = 5000
 
 
 class AsyncStore:
-    """Async facade: every call runs on one dedicated thread (SQLite wants one writer)."""
+    """Async facade over a synchronous store.
 
-    def __init__(self, store: Store, *, threads: int = 1) -> None:
+    ``inline=True`` (SQLite) runs each call on the event loop's own thread, after yielding
+    once so concurrent requests can join the next group commit. Why not a thread: sqlite3
+    releases the GIL around every row it steps, and a busy event loop then hands it back only
+    every switch interval (5 ms), so a 1000-row statement on a helper thread crawled (a GIL
+    convoy: delivery ran ~35% faster inline). Local SQLite calls are short; network databases
+    (PostgreSQL) use a thread pool, where waiting on the server releases the GIL for real.
+    """
+
+    def __init__(self, store: Store, *, threads: int = 1, inline: bool = False) -> None:
         self.store = store
+        self.inline = inline
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="store"
         )
@@ -38,6 +56,9 @@ class AsyncStore:
         self.committed = asyncio.Event()
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
+        if self.inline:
+            await asyncio.sleep(0)
+            return fn(*args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, *args)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 from backchannel.store.base import (
@@ -27,6 +26,7 @@ from backchannel.store.base import (
     KeyRecord,
     NewConversion,
 )
+from backchannel.store.migrations import load, statements
 
 BUSY_TIMEOUT = 30_000  # milliseconds another process may hold the write lock before we fail
 
@@ -44,13 +44,8 @@ def path_from_url(url: str) -> str:
 
 
 def migrations() -> list[tuple[int, str]]:
-    """(version, sql) of every migration shipped in the package, in order."""
-    folder = resources.files("backchannel.store") / "migrations" / "sqlite"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
-    return sorted(found)
+    """(version, sql) of every SQLite migration shipped in the package, in order."""
+    return load("sqlite")
 
 
 class SqliteStore:
@@ -86,7 +81,7 @@ class SqliteStore:
                 for version, sql in migrations():
                     if version in done:
                         continue
-                    for statement in _statements(sql):
+                    for statement in statements(sql):
                         db.execute(statement)
                     db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
                 db.execute("COMMIT")
@@ -144,61 +139,73 @@ class SqliteStore:
 
     # -- delivery -------------------------------------------------------------------------------
     def claim(self, destination: str, limit: int, now: float, lease: float) -> list[Claimed]:
+        """Expired leases first (a dead worker's rows), then due rows, oldest first.
+
+        Two indexed lookups rather than one ``OR``: with the OR, SQLite scanned every row of
+        the destination, delivered ones included, and claims slowed as history grew.
+        """
+        select = (
+            "SELECT o.id, o.conversion_id, o.attempts + 1, c.payload FROM outbox o"
+            " JOIN conversions c ON c.id = o.conversion_id"
+            " WHERE o.destination = ? AND o.status = ? AND {cond} ORDER BY o.{order}, o.id LIMIT ?"
+        )
         with self._write() as db:
             rows = db.execute(
-                "UPDATE outbox SET status = ?, lease_until = ?, attempts = attempts + 1"
-                " WHERE id IN (SELECT id FROM outbox WHERE destination = ? AND"
-                "   ((status = ? AND due_at <= ?) OR (status = ? AND lease_until < ?))"
-                "   ORDER BY due_at, id LIMIT ?)"
-                " RETURNING id, conversion_id, attempts",
-                (IN_FLIGHT, now + lease, destination, PENDING, now, IN_FLIGHT, now, limit),
+                select.format(cond="o.lease_until < ?", order="lease_until"),
+                (destination, IN_FLIGHT, now, limit),
             ).fetchall()
+            if len(rows) < limit:
+                rows += db.execute(
+                    select.format(cond="o.due_at <= ?", order="due_at"),
+                    (destination, PENDING, now, limit - len(rows)),
+                ).fetchall()
             if not rows:
                 return []
-            by_conversion = {conv: (oid, attempts) for oid, conv, attempts in rows}
-            payloads: dict[int, bytes] = {}
-            ids = list(by_conversion)
+            ids = [row[0] for row in rows]
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                payloads.update(
-                    db.execute(
-                        f"SELECT id, payload FROM conversions WHERE id IN ({marks})",  # noqa: S608
-                        chunk,
-                    ).fetchall()
+                db.execute(
+                    f"UPDATE outbox SET status = ?, lease_until = ?, attempts = attempts + 1"  # noqa: S608
+                    f" WHERE id IN ({marks})",
+                    [IN_FLIGHT, now + lease, *chunk],
                 )
-        claimed = [
-            Claimed(oid, conv, attempts, payloads[conv])
-            for conv, (oid, attempts) in by_conversion.items()
-        ]
-        claimed.sort(key=lambda c: c.outbox_id)
-        return claimed
+        return [Claimed(oid, conv, attempts, payload) for oid, conv, attempts, payload in rows]
+
+    def _update_ids(self, assignments: str, params: Sequence[object], ids: Sequence[int]) -> None:
+        """One UPDATE per 500 ids instead of one per row: a batch is marked in a few steps."""
+        with self._write() as db:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                db.execute(
+                    f"UPDATE outbox SET {assignments} WHERE id IN ({marks})",  # noqa: S608
+                    [*params, *chunk],
+                )
 
     def mark_delivered(self, ids: Sequence[int], now: float, ref: str | None) -> None:
-        with self._write() as db:
-            db.executemany(
-                "UPDATE outbox SET status = ?, delivered_at = ?, platform_ref = ?,"
-                " lease_until = NULL, last_error = NULL WHERE id = ?",
-                [(DELIVERED, now, ref, i) for i in ids],
-            )
+        self._update_ids(
+            "status = ?, delivered_at = ?, platform_ref = ?, lease_until = NULL,"
+            " last_error = NULL",
+            (DELIVERED, now, ref),
+            ids,
+        )
 
     def mark_retry(
         self, ids: Sequence[int], due_at: float, error: str, response: str | None
     ) -> None:
-        with self._write() as db:
-            db.executemany(
-                "UPDATE outbox SET status = ?, due_at = ?, lease_until = NULL, last_error = ?,"
-                " last_response = ? WHERE id = ?",
-                [(PENDING, due_at, error, response, i) for i in ids],
-            )
+        self._update_ids(
+            "status = ?, due_at = ?, lease_until = NULL, last_error = ?, last_response = ?",
+            (PENDING, due_at, error, response),
+            ids,
+        )
 
     def release(self, ids: Sequence[int], due_at: float) -> None:
-        with self._write() as db:
-            db.executemany(
-                "UPDATE outbox SET status = ?, due_at = ?, lease_until = NULL,"
-                " attempts = MAX(attempts - 1, 0) WHERE id = ?",
-                [(PENDING, due_at, i) for i in ids],
-            )
+        self._update_ids(
+            "status = ?, due_at = ?, lease_until = NULL, attempts = MAX(attempts - 1, 0)",
+            (PENDING, due_at),
+            ids,
+        )
 
     def mark_dead(
         self, rows: Sequence[Dead], error: str, response: str | None, ref: str | None
@@ -211,11 +218,7 @@ class SqliteStore:
             )
 
     def mark_expired(self, ids: Sequence[int], reason: str) -> None:
-        with self._write() as db:
-            db.executemany(
-                "UPDATE outbox SET status = ?, lease_until = NULL, last_error = ? WHERE id = ?",
-                [(EXPIRED, reason, i) for i in ids],
-            )
+        self._update_ids("status = ?, lease_until = NULL, last_error = ?", (EXPIRED, reason), ids)
 
     def replay(
         self, now: float, *, event_id: str | None = None, destination: str | None = None
@@ -376,9 +379,3 @@ class _Transaction:
                 self._db.execute("ROLLBACK")
         finally:
             self._lock.release()
-
-
-def _statements(sql: str) -> list[str]:
-    """Split a migration into statements (our migrations hold no ';' inside literals)."""
-    cleaned = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
-    return [s.strip() for s in cleaned.split(";") if s.strip()]

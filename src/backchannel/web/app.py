@@ -29,8 +29,7 @@ from backchannel.events import ConversionIn
 from backchannel.ingest import BadRequest, InvalidBatch, ingest, parse_body
 from backchannel.notes import Note
 from backchannel.store import open_store
-from backchannel.store.base import KeyRecord
-from backchannel.store.runner import AsyncStore
+from backchannel.store.runner import for_store
 from backchannel.targets import Targets
 
 log = logging.getLogger("backchannel.web")
@@ -44,7 +43,6 @@ class ORJSONResponse(JSONResponse):
 
 
 MAX_BODY = 8 * 1024 * 1024  # bytes; 1000 rich conversions fit in well under half of this
-KEY_CACHE_SECONDS = 1.0  # how long a key lookup is reused (bounds revocation delay)
 
 
 @dataclass
@@ -125,7 +123,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.database_url)
-        runner = AsyncStore(store)
+        runner = for_store(store)
         cipher = credentials.load_cipher(settings)
         sandbox_url = opts.self_url.rstrip("/") + "/sandbox" if opts.sandbox else None
         targets = Targets(settings, store, cipher, sandbox_url)
@@ -157,23 +155,6 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         default_response_class=ORJSONResponse,
     )
 
-    key_cache: dict[str, tuple[float, KeyRecord | None]] = {}
-
-    def find_key(digest: str) -> KeyRecord | None:
-        """Key lookups cached for KEY_CACHE_SECONDS: a revocation by another process takes
-        effect within that time (one in this process, at once: it clears the cache)."""
-        now = time.monotonic()
-        hit = key_cache.get(digest)
-        if hit is not None and now - hit[0] < KEY_CACHE_SECONDS:
-            return hit[1]
-        record: KeyRecord | None = state["store"].find_key(digest)
-        if len(key_cache) > 10_000:
-            key_cache.clear()  # bound memory against floods of random keys
-        key_cache[digest] = (now, record)
-        return record
-
-    state["key_cache"] = key_cache
-
     def authenticate(request: Request, scope: str) -> JSONResponse | None:
         header = request.headers.get("authorization", "")
         kind, _, key = header.partition(" ")
@@ -184,7 +165,8 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 "unauthorized",
                 {"WWW-Authenticate": "Bearer"},
             )
-        record = find_key(credentials.key_hash(key.strip()))
+        # Looked up on every request (no cache) so that a revocation is effective at once.
+        record = state["store"].find_key(credentials.key_hash(key.strip()))
         if record is None or record.revoked_at is not None:
             return _error(
                 401,
