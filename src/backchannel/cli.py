@@ -190,7 +190,7 @@ def worker() -> None:
     import signal
 
     from backchannel.delivery import RetryPolicy, build_worker
-    from backchannel.store.runner import AsyncStore, for_store
+    from backchannel.store.runner import for_store
     from backchannel.targets import Targets
 
     settings = load_settings()

@@ -189,20 +189,20 @@ class DestinationWorker:
             return False
         rows = [_Row(c, self.cache.get(c.conversion_id, c.payload)) for c in claimed]
         fresh: list[_Row] = []
-        expired: list[int] = []
+        expired: dict[int, list[int]] = {}  # window (s) -> outbox ids
         for row in rows:
-            if now - row.conversion.event_time > self.destination.max_age(row.conversion):
-                expired.append(row.claimed.outbox_id)
+            window = self.destination.max_age(row.conversion)
+            if now - row.conversion.event_time > window:
+                expired.setdefault(window, []).append(row.claimed.outbox_id)
             else:
                 fresh.append(row)
-        if expired:
-            days = self.destination.max_age(rows[0].conversion) // 86400
+        for window, ids in expired.items():
             await self.store.run(
                 self.store.store.mark_expired,
-                expired,
-                f"older than {self.name}'s {days}-day window; not sent",
+                ids,
+                f"older than {self.name}'s {window // 86400}-day window; not sent",
             )
-            self.stats.expired += len(expired)
+            self.stats.expired += len(ids)
         by_id = {id(r.conversion): r for r in fresh}
         for group in batches((r.conversion for r in fresh), self.batch_size):
             await self._deliver([by_id[id(c)] for c in group])

@@ -302,29 +302,42 @@ def _query_param(url: str | None, name: str) -> str | None:
     return unquote_plus(match.group(1)) or None
 
 
-def normalize(data: Any, *, now: float, default_region: str | None = None) -> Normalized:
-    """Validate, normalize and hash one conversion.
+@dataclass(slots=True)
+class _Checked:
+    event: str
+    spec: catalog.EventSpec | None
+    currency: str | None
+    event_time: int
 
-    ``now`` is passed in (the core reads no clock) and is the receive time. Raises
-    :class:`InvalidConversion` listing every fatal problem; returns warnings for the rest.
+
+def _check_fields(
+    event: str | None,
+    currency_raw: str | None,
+    value: float | None,
+    event_time_raw: int | float | str | None,
+    *,
+    now: float,
+    notes: list[Note],
+    errors: list[Note],
+) -> _Checked:
+    """The rules beyond types: event name, catalog, currency, value, time.
+
+    Runs on validated input, and also on the raw input when type validation failed, so a 422
+    lists every bad field at once instead of revealing them one fix at a time.
     """
-    conv_in = parse_input(data)
-    notes: list[Note] = []
-    errors: list[Note] = []
-
-    event = conv_in.event.strip()
-    spec = catalog.lookup(event)
-    if EVENT_NAME.match(event) is None:
+    name = (event or "").strip()
+    spec = catalog.lookup(name) if event is not None else None
+    if event is not None and EVENT_NAME.match(name) is None:
         errors.append(
             Note("event", "must start with a letter and hold letters, digits, _ or spaces")
         )
-    elif spec is None:
-        hint = catalog.suggest(event)
+    elif event is not None and spec is None:
+        hint = catalog.suggest(name)
         if hint:
             notes.append(
                 Note(
                     "event",
-                    f"custom event {event!r}; did you mean the standard {hint!r}?"
+                    f"custom event {name!r}; did you mean the standard {hint!r}?"
                     " Standard names are case-sensitive",
                 )
             )
@@ -332,14 +345,14 @@ def normalize(data: Any, *, now: float, default_region: str | None = None) -> No
             notes.append(
                 Note(
                     "event",
-                    f"custom event {event!r}: accepted, but TikTok does not optimise"
+                    f"custom event {name!r}: accepted, but TikTok does not optimise"
                     " ad delivery on custom events",
                 )
             )
 
     currency: str | None = None
-    if conv_in.currency is not None:
-        currency = conv_in.currency.strip().upper()
+    if currency_raw is not None:
+        currency = currency_raw.strip().upper()
         if currency not in catalog.ISO_4217:
             errors.append(Note("currency", "not an ISO 4217 currency code"))
             currency = None
@@ -351,25 +364,80 @@ def normalize(data: Any, *, now: float, default_region: str | None = None) -> No
                     " TikTok may not report its value",
                 )
             )
-    value = conv_in.value
     if value is not None and value < 0:
         errors.append(Note("value", "must not be negative"))
     if spec is not None and spec.payment:
         if value is None:
-            errors.append(Note("value", f"required for {event}: a number (the order total)"))
-        if conv_in.currency is None:
-            errors.append(Note("currency", f"required for {event}: an ISO 4217 code"))
-    elif value is not None and conv_in.currency is None:
+            errors.append(Note("value", f"required for {name}: a number (the order total)"))
+        if currency_raw is None:
+            errors.append(Note("currency", f"required for {name}: an ISO 4217 code"))
+    elif value is not None and currency_raw is None:
         errors.append(Note("currency", "required when value is given"))
 
     try:
-        event_time = _event_time(conv_in.event_time, now, notes)
+        event_time = _event_time(event_time_raw, now, notes)
     except InvalidConversion as exc:
         errors.extend(exc.notes)
         event_time = int(now)
+    return _Checked(name, spec, currency, event_time)
 
+
+def _raw_field_errors(data: Any, now: float) -> list[Note]:
+    """:func:`_check_fields` on raw input whose types did not validate (well-typed parts only)."""
+    if not isinstance(data, dict):
+        return []
+
+    def typed(key: str, *kinds: type) -> Any:
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return None
+        return value
+
+    errors: list[Note] = []
+    _check_fields(
+        typed("event", str),
+        typed("currency", str),
+        typed("value", int, float),
+        typed("event_time", int, float, str),
+        now=now,
+        notes=[],
+        errors=errors,
+    )
+    return errors
+
+
+def normalize(data: Any, *, now: float, default_region: str | None = None) -> Normalized:
+    """Validate, normalize and hash one conversion.
+
+    ``now`` is passed in (the core reads no clock) and is the receive time. Raises
+    :class:`InvalidConversion` listing every fatal problem; returns warnings for the rest.
+    """
+    try:
+        conv_in = parse_input(data)
+    except InvalidConversion as exc:
+        reported = {n.path for n in exc.notes}
+        more = [n for n in _raw_field_errors(data, now) if n.path not in reported]
+        raise InvalidConversion(exc.notes + more) from None
+    notes: list[Note] = []
+    errors: list[Note] = []
+    checked = _check_fields(
+        conv_in.event,
+        conv_in.currency,
+        conv_in.value,
+        conv_in.event_time,
+        now=now,
+        notes=notes,
+        errors=errors,
+    )
     if errors:
         raise InvalidConversion(errors)
+    event, spec, currency, event_time = (
+        checked.event,
+        checked.spec,
+        checked.currency,
+        checked.event_time,
+    )
+    value = conv_in.value
 
     order_id = id_text(conv_in.order_id) if conv_in.order_id is not None else None
     if conv_in.event_id is not None:

@@ -207,7 +207,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     # request); its OpenAPI operation is added by openapi() below from INGEST_OPERATION.
     app.router.routes.insert(0, Route("/v1/events", post_events, methods=["POST"]))
 
-    @app.get("/v1/events/{event_id}", summary="Delivery status of an event, per destination")
+    @app.get("/v1/events/{event_id:path}", summary="Delivery status of an event, per destination")
     async def get_event(event_id: str, request: Request) -> JSONResponse:
         denied = authenticate(request, "ingest")
         if denied is not None:
