@@ -6,8 +6,11 @@ by default: tiktok and meta) — the work of one group commit. The figure is the
 rounds of ``--calls`` calls into a store that already holds the previous rounds, each call
 durable (SQLite ``synchronous=FULL``; PostgreSQL with ``fsync`` as the server has it).
 
-    ./dev bench store_insert                      # SQLite only
+    ./dev bench store_insert                                 # SQLite only
     BACKCHANNEL_TEST_POSTGRES_URL=postgresql://… ./dev bench store_insert   # + PostgreSQL
+    # both, with the throwaway PostgreSQL that ./dev test uses:
+    bash -c 'set -euo pipefail; VENV=$PWD/.venv; source scripts/test-services.sh;
+             .venv/bin/python bench/store_insert.py'
 
 With PostgreSQL a fresh database ``bench_store_<pid>`` is created next to the given one and
 dropped at the end (the URL's user needs CREATEDB). Never pass/fail on time: it prints.
@@ -20,7 +23,7 @@ import gc
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,18 +100,20 @@ def measure(
 
 @contextmanager
 def postgres_database(url: str) -> Iterator[str]:
+    """A fresh database next to the one ``url`` names, dropped afterwards; yields its conninfo."""
     import psycopg
+    from psycopg import sql
     from psycopg.conninfo import make_conninfo
 
-    name = f"bench_store_{os.getpid()}"
+    name = sql.Identifier(f"bench_store_{os.getpid()}")
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(name))
     try:
-        yield make_conninfo(url, dbname=name)
+        yield make_conninfo(url, dbname=f"bench_store_{os.getpid()}")
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
 
 
 def main() -> None:
@@ -121,19 +126,17 @@ def main() -> None:
         "--postgres", default=os.environ.get("BACKCHANNEL_TEST_POSTGRES_URL"), help="server URL"
     )
     args = parser.parse_args()
-    run: Callable[[str, Store], None] = lambda label, store: measure(  # noqa: E731
-        label,
-        store,
-        batch=args.batch,
-        calls=args.calls,
-        rounds=args.rounds,
-        destinations=args.destinations,
-    )
+    shape = {
+        "batch": args.batch,
+        "calls": args.calls,
+        "rounds": args.rounds,
+        "destinations": args.destinations,
+    }
     print(f"store insert_conversions: {args.calls} calls per round, one commit each")
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = SqliteStore(Path(tmp) / "bench.db")
         try:
-            run("sqlite", sqlite)
+            measure("sqlite", sqlite, **shape)
         finally:
             sqlite.close()
     if not args.postgres:
@@ -144,7 +147,7 @@ def main() -> None:
     with postgres_database(args.postgres) as url:
         postgres = PostgresStore(url)
         try:
-            run("postgres", postgres)
+            measure("postgres", postgres, **shape)
         finally:
             postgres.close()
 

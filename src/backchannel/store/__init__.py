@@ -13,7 +13,7 @@ def open_store(url: str) -> Store:
         return SqliteStore(path_from_url(url))
     if url.startswith(("postgresql:", "postgres:")):
         try:
-            from backchannel.store.postgres import PostgresStore  # type: ignore[import-not-found]
+            from backchannel.store.postgres import PostgresStore
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ValueError(f"PostgreSQL support is not available: {exc}") from None
         store: Store = PostgresStore(url)

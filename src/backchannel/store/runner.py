@@ -28,6 +28,7 @@ def for_store(store: Store) -> AsyncStore:
         return AsyncStore(store, inline=True)
     return AsyncStore(store, threads=4)
 
+
 #: most rows one group commit takes; larger groups wait for the next commit
 MAX_GROUP = 5000
 

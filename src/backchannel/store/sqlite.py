@@ -185,8 +185,7 @@ class SqliteStore:
 
     def mark_delivered(self, ids: Sequence[int], now: float, ref: str | None) -> None:
         self._update_ids(
-            "status = ?, delivered_at = ?, platform_ref = ?, lease_until = NULL,"
-            " last_error = NULL",
+            "status = ?, delivered_at = ?, platform_ref = ?, lease_until = NULL, last_error = NULL",
             (DELIVERED, now, ref),
             ids,
         )

@@ -1,0 +1,1 @@
+"""The storage contract: every Store backend passes the same tests (SQLite and PostgreSQL)."""

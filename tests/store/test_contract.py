@@ -1,0 +1,604 @@
+"""The Store contract, run against SQLite and PostgreSQL alike (fixture ``store``/``database``).
+
+Why one suite: the ingest API, the worker and the CLI only ever see the protocol, so a backend
+that differs in any observable way (a duplicate enqueued twice, an attempt counted on release,
+a lease boundary off by one) is a bug in production that the other backend's tests would not
+catch. Observations go through the protocol where it can tell; where it cannot (the body kept
+for a dead letter, the audit log) the test reads the database directly.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sqlite3
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+import pytest
+
+from backchannel.store.base import (
+    DEAD,
+    DELIVERED,
+    EXPIRED,
+    IN_FLIGHT,
+    PENDING,
+    Claimed,
+    Connection,
+    Dead,
+    DeliveryRow,
+    KeyRecord,
+    NewConversion,
+    Store,
+)
+
+from .conftest import Database, PostgresDatabase
+from .helpers import BOTH, LEASE, NOW, conversion
+
+#: errors a failed write may raise, per backend
+WRITE_ERRORS = (sqlite3.Error, psycopg.Error)
+
+
+OUTBOX_COLUMNS = (
+    "conversion_id destination status due_at lease_until attempts last_error last_response"
+    " platform_ref sent_body created_at delivered_at"
+).split()
+
+
+def outbox_row(database: Database, outbox_id: int) -> dict[str, Any]:
+    rows = database.rows(
+        "SELECT conversion_id, destination, status, due_at, lease_until, attempts, last_error,"
+        " last_response, platform_ref, sent_body, created_at, delivered_at"
+        " FROM outbox WHERE id = ?",
+        outbox_id,
+    )
+    assert len(rows) == 1
+    row = dict(zip(OUTBOX_COLUMNS, rows[0], strict=True))
+    if row["sent_body"] is not None:
+        row["sent_body"] = bytes(row["sent_body"])
+    return row
+
+
+def outbox_ids(database: Database, destination: str) -> list[int]:
+    return [
+        row[0]
+        for row in database.rows(
+            "SELECT id FROM outbox WHERE destination = ? ORDER BY id", destination
+        )
+    ]
+
+
+def claim_ids(store: Store, destination: str, limit: int = 100, now: float = NOW) -> list[int]:
+    return [c.outbox_id for c in store.claim(destination, limit, now, LEASE)]
+
+
+def ids_of(claimed: Sequence[Claimed]) -> list[int]:
+    return [c.outbox_id for c in claimed]
+
+
+# -- ingest ---------------------------------------------------------------------------------------
+def test_insert_reports_new_and_duplicate_per_item_in_order(store: Store) -> None:
+    a, b, c, d = (conversion(n) for n in "abcd")
+    assert store.insert_conversions([a, b, a, c], NOW) == [True, True, False, True]
+    assert store.insert_conversions([c, d, a], NOW + 1) == [False, True, False]
+    assert store.conversion_count() == 4
+
+
+def test_same_event_id_under_another_event_is_not_a_duplicate(store: Store) -> None:
+    first = conversion(1, event="CompletePayment", event_id="order-1")
+    second = conversion(1, event="Purchase", event_id="order-1")
+    assert store.insert_conversions([first, second], NOW) == [True, True]
+    assert store.conversion_count() == 2
+
+
+def test_insert_enqueues_one_outbox_row_per_destination(store: Store, database: Database) -> None:
+    items = [
+        conversion(1, destinations=BOTH),
+        conversion(2, destinations=("tiktok",)),
+        conversion(3, destinations=()),
+    ]
+    store.insert_conversions(items, NOW)
+    assert store.outbox_counts() == {"tiktok": {PENDING: 2}, "meta": {PENDING: 1}}
+    # a duplicate enqueues nothing, even when it names other destinations
+    store.insert_conversions([conversion(2, destinations=("meta",))], NOW + 5)
+    assert store.outbox_counts() == {"tiktok": {PENDING: 2}, "meta": {PENDING: 1}}
+    for outbox_id in outbox_ids(database, "tiktok") + outbox_ids(database, "meta"):
+        row = outbox_row(database, outbox_id)
+        assert row["status"] == PENDING
+        assert row["due_at"] == NOW
+        assert row["created_at"] == NOW
+        assert row["attempts"] == 0
+        assert row["lease_until"] is None
+
+
+def test_ids_follow_the_batch_order(store: Store, database: Database) -> None:
+    """Equal due times are claimed by id: the batch order must be the delivery order."""
+    items = [conversion(n) for n in (5, 3, 9, 1, 7, 0, 8, 2, 6, 4)] * 2
+    store.insert_conversions(items, NOW)
+    items = items[:10]
+    stored = [row[0] for row in database.rows("SELECT event_id FROM conversions ORDER BY id")]
+    assert stored == [item.event_id for item in items]
+    for destination in BOTH:
+        conversion_ids = [
+            row[0]
+            for row in database.rows(
+                "SELECT conversion_id FROM outbox WHERE destination = ? ORDER BY id", destination
+            )
+        ]
+        event_ids = [
+            database.rows("SELECT event_id FROM conversions WHERE id = ?", cid)[0][0]
+            for cid in conversion_ids
+        ]
+        assert event_ids == [item.event_id for item in items]
+
+
+def test_insert_stores_every_field_as_given(store: Store, database: Database) -> None:
+    payload = b'{"user": {"email": "' + bytes(range(256)) + b'"}}'  # not even UTF-8
+    item = conversion(
+        7,
+        payload=payload,
+        warnings=b'[{"path": "user.phone", "reason": "dropped"}]',
+        session_id="sess-1",
+        test_event_code="TEST123",
+        origin="shopify",
+        event_time=1_799_000_123,
+    )
+    store.insert_conversions([item], NOW + 0.25)
+    rows = database.rows(
+        "SELECT event, event_id, event_time, received_at, origin, order_id, session_id,"
+        " test_event_code, payload, warnings FROM conversions"
+    )
+    assert len(rows) == 1
+    stored = list(rows[0])
+    stored[8], stored[9] = bytes(stored[8]), bytes(stored[9])
+    assert stored == [
+        item.event,
+        item.event_id,
+        1_799_000_123,
+        NOW + 0.25,
+        "shopify",
+        "7",
+        "sess-1",
+        "TEST123",
+        payload,
+        item.warnings,
+    ]
+
+
+def test_empty_insert_writes_nothing(store: Store) -> None:
+    assert store.insert_conversions([], NOW) == []
+    assert store.conversion_count() == 0
+    assert store.outbox_counts() == {}
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        # a value the driver cannot bind: fails on that row, after the rows before it
+        pytest.param(conversion("bad", payload=object()), id="bad-conversion-mid-batch"),
+        # NOT NULL violated in the outbox: fails after every conversion row was written
+        pytest.param(conversion("bad", destinations=("tiktok", None)), id="bad-outbox-row"),
+    ],
+)
+def test_failed_insert_leaves_nothing_behind(store: Store, broken: NewConversion) -> None:
+    """All or nothing: a batch that fails after some rows were written commits none of them."""
+    good = [conversion(n) for n in range(5)]
+    with pytest.raises(WRITE_ERRORS):
+        store.insert_conversions([*good[:3], broken, *good[3:]], NOW)
+    assert store.conversion_count() == 0
+    assert store.outbox_counts() == {}
+    # the store is still usable and the good items were never seen
+    assert store.insert_conversions(good, NOW) == [True] * 5
+    assert store.outbox_counts() == {"tiktok": {PENDING: 5}, "meta": {PENDING: 5}}
+
+
+def test_concurrent_inserts_of_the_same_events_store_each_once(database: Database) -> None:
+    """Two ingest nodes racing on the same keys: every event is new for exactly one of them.
+
+    The second batch holds the shared keys in the opposite order: a backend that locks keys
+    in batch order deadlocks here (and fails one of the batches).
+    """
+    stores = [database.open(), database.open()]
+    batches = [
+        [conversion(n) for n in range(300)],
+        [conversion(n) for n in reversed(range(150, 450))],
+    ]
+    start = threading.Barrier(2)
+
+    def ingest(index: int) -> list[bool]:
+        start.wait()
+        return stores[index].insert_conversions(batches[index], NOW)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(ingest, [0, 1]))
+    new_per_key: dict[str, int] = {}
+    for items, flags in zip(batches, results, strict=True):
+        for item, is_new in zip(items, flags, strict=True):
+            new_per_key[item.event_id] = new_per_key.get(item.event_id, 0) + is_new
+    assert len(new_per_key) == 450
+    assert set(new_per_key.values()) == {1}
+    assert stores[0].outbox_counts() == {"tiktok": {PENDING: 450}, "meta": {PENDING: 450}}
+
+
+# -- claim ----------------------------------------------------------------------------------------
+def test_claim_leases_due_rows_with_their_payload(store: Store, database: Database) -> None:
+    items = [conversion(n) for n in range(3)]
+    store.insert_conversions(items, NOW)
+    claimed = store.claim("tiktok", 10, NOW, LEASE)
+    assert ids_of(claimed) == outbox_ids(database, "tiktok")
+    assert [c.payload for c in claimed] == [item.payload for item in items]
+    assert all(c.attempts == 1 for c in claimed)
+    for c in claimed:
+        row = outbox_row(database, c.outbox_id)
+        assert row["conversion_id"] == c.conversion_id
+        assert row["status"] == IN_FLIGHT
+        assert row["lease_until"] == NOW + LEASE
+        assert row["attempts"] == 1
+    # leased rows are not handed out again while the lease runs; the other destination is intact
+    assert store.claim("tiktok", 10, NOW + 1, LEASE) == []
+    assert store.outbox_counts() == {"tiktok": {IN_FLIGHT: 3}, "meta": {PENDING: 3}}
+
+
+def test_claim_takes_only_its_destination(store: Store, database: Database) -> None:
+    store.insert_conversions(
+        [conversion(1, destinations=("meta",)), conversion(2, destinations=BOTH)], NOW
+    )
+    assert claim_ids(store, "tiktok") == outbox_ids(database, "tiktok")
+    assert len(outbox_ids(database, "tiktok")) == 1
+    assert claim_ids(store, "meta") == outbox_ids(database, "meta")
+    assert claim_ids(store, "nowhere") == []
+
+
+def test_claim_respects_due_at(store: Store) -> None:
+    store.insert_conversions([conversion(n) for n in range(2)], NOW)
+    assert store.claim("tiktok", 10, NOW - 0.001, LEASE) == []  # not due yet
+    first, second = claim_ids(store, "tiktok")  # due exactly now: due
+    store.mark_retry([first], NOW + 30, "HTTP 503", None)
+    store.release([second], NOW + 60)
+    assert claim_ids(store, "tiktok", now=NOW + 29.999) == []
+    assert claim_ids(store, "tiktok", now=NOW + 30) == [first]
+    assert claim_ids(store, "tiktok", now=NOW + 59) == []
+    assert claim_ids(store, "tiktok", now=NOW + 60) == [second]
+
+
+def test_claim_respects_limit_and_takes_earliest_due_first(
+    store: Store, database: Database
+) -> None:
+    store.insert_conversions([conversion(n) for n in range(6)], NOW)
+    ids = outbox_ids(database, "tiktok")
+    assert claim_ids(store, "tiktok", limit=2) == ids[:2]
+    assert claim_ids(store, "tiktok", limit=3) == ids[2:5]
+    assert claim_ids(store, "tiktok", limit=0) == []
+    assert claim_ids(store, "tiktok", limit=100) == ids[5:]
+    # due order across retries: the row due earliest goes first, whatever its id
+    store.mark_retry(ids[:3], NOW + 50, "later", None)
+    store.mark_retry(ids[3:], NOW + 10, "sooner", None)
+    assert claim_ids(store, "tiktok", limit=3, now=NOW + 100) == ids[3:]
+    assert claim_ids(store, "tiktok", limit=3, now=NOW + 100) == ids[:3]
+
+
+def test_expired_lease_is_claimed_again_and_counts_an_attempt(store: Store) -> None:
+    store.insert_conversions([conversion(1)], NOW)
+    (first,) = store.claim("tiktok", 10, NOW, LEASE)
+    assert first.attempts == 1
+    assert store.claim("tiktok", 10, NOW + LEASE, LEASE) == []  # lease_until is not < now yet
+    (again,) = store.claim("tiktok", 10, NOW + LEASE + 0.5, LEASE)
+    assert (again.outbox_id, again.attempts, again.payload) == (
+        first.outbox_id,
+        2,
+        first.payload,
+    )
+    (third,) = store.claim("tiktok", 10, NOW + 2 * LEASE + 1, LEASE)
+    assert third.attempts == 3
+
+
+def test_expired_leases_come_first_then_due_rows_in_claim_order(
+    store: Store, database: Database
+) -> None:
+    """A dead worker's rows (expired leases, oldest lease first) go before due rows.
+
+    The claim returns the rows in that order too, whatever their ids.
+    """
+    store.insert_conversions([conversion(n) for n in ("x", "y", "p")], NOW)
+    x, y, p = outbox_ids(database, "tiktok")
+    assert claim_ids(store, "tiktok", limit=1, now=NOW + 10) == [x]  # lease ends NOW + 130
+    assert claim_ids(store, "tiktok", limit=1, now=NOW + 5) == [y]  # lease ends NOW + 125
+    assert claim_ids(store, "tiktok", limit=2, now=NOW + 200) == [y, x]
+    assert claim_ids(store, "tiktok", limit=2, now=NOW + 200) == [p]
+    # all three leases now end at NOW + 320: equal leases go by id
+    assert claim_ids(store, "tiktok", limit=3, now=NOW + 400) == [x, y, p]
+
+
+def test_release_gives_rows_back_without_counting_the_attempt(
+    store: Store, database: Database
+) -> None:
+    store.insert_conversions([conversion(1)], NOW)
+    (outbox_id,) = claim_ids(store, "tiktok")
+    store.release([outbox_id], NOW + 1)
+    row = outbox_row(database, outbox_id)
+    assert (row["status"], row["attempts"], row["lease_until"], row["due_at"]) == (
+        PENDING,
+        0,
+        None,
+        NOW + 1,
+    )
+    (again,) = store.claim("tiktok", 10, NOW + 1, LEASE)
+    assert again.attempts == 1
+    # the count never goes below zero, even for a row released without a claim
+    store.release([outbox_id], NOW + 2)
+    store.release([outbox_id], NOW + 2)
+    assert outbox_row(database, outbox_id)["attempts"] == 0
+
+
+# -- outcomes -------------------------------------------------------------------------------------
+def test_mark_retry_requeues_with_the_error(store: Store, database: Database) -> None:
+    store.insert_conversions([conversion(1)], NOW)
+    (outbox_id,) = claim_ids(store, "tiktok")
+    store.mark_retry([outbox_id], NOW + 8, "HTTP 429", '{"code": 51010}')
+    row = outbox_row(database, outbox_id)
+    assert row["status"] == PENDING
+    assert row["due_at"] == NOW + 8
+    assert row["lease_until"] is None
+    assert row["attempts"] == 1
+    assert (row["last_error"], row["last_response"]) == ("HTTP 429", '{"code": 51010}')
+    (again,) = store.claim("tiktok", 10, NOW + 8, LEASE)
+    assert again.attempts == 2
+
+
+def test_mark_delivered_is_final(store: Store, database: Database) -> None:
+    store.insert_conversions([conversion(1), conversion(2)], NOW)
+    ids = claim_ids(store, "tiktok")
+    store.mark_retry(ids, NOW, "timed out", None)
+    ids = claim_ids(store, "tiktok")
+    store.mark_delivered(ids, NOW + 3, "req-123")
+    for outbox_id in ids:
+        row = outbox_row(database, outbox_id)
+        assert row["status"] == DELIVERED
+        assert row["delivered_at"] == NOW + 3
+        assert row["platform_ref"] == "req-123"
+        assert row["last_error"] is None
+        assert row["lease_until"] is None
+        assert row["attempts"] == 2
+    assert store.claim("tiktok", 10, NOW + 10 * LEASE, LEASE) == []
+    assert store.outbox_counts()["tiktok"] == {DELIVERED: 2}
+    store.mark_delivered([], NOW, None)  # nothing to do is fine
+
+
+def test_mark_dead_keeps_reason_response_and_each_body(store: Store, database: Database) -> None:
+    store.insert_conversions([conversion(n) for n in range(3)], NOW)
+    ids = claim_ids(store, "tiktok")
+    bodies = [b'{"event": "CompletePayment", "n": %d}' % n for n in range(2)]
+    store.mark_dead(
+        [Dead(ids[0], bodies[0]), Dead(ids[1], bodies[1])],
+        "40002 invalid email",
+        '{"code": 40002}',
+        "req-9",
+    )
+    for outbox_id, body in zip(ids[:2], bodies, strict=True):
+        row = outbox_row(database, outbox_id)
+        assert row["status"] == DEAD
+        assert row["sent_body"] == body
+        assert row["last_error"] == "40002 invalid email"
+        assert row["last_response"] == '{"code": 40002}'
+        assert row["platform_ref"] == "req-9"
+        assert row["lease_until"] is None
+    assert outbox_row(database, ids[2])["status"] == IN_FLIGHT
+    assert store.claim("tiktok", 10, NOW + 10 * LEASE, LEASE)[0].outbox_id == ids[2]
+    assert store.outbox_counts()["tiktok"] == {DEAD: 2, IN_FLIGHT: 1}
+
+
+def test_mark_expired_is_final(store: Store, database: Database) -> None:
+    store.insert_conversions([conversion(1)], NOW)
+    (outbox_id,) = claim_ids(store, "tiktok")
+    store.mark_expired([outbox_id], "older than 7 days")
+    row = outbox_row(database, outbox_id)
+    assert (row["status"], row["last_error"], row["lease_until"]) == (
+        EXPIRED,
+        "older than 7 days",
+        None,
+    )
+    assert store.claim("tiktok", 10, NOW + 10 * LEASE, LEASE) == []
+    assert store.replay(NOW) == 0  # only dead rows are replayed
+
+
+# -- replay ---------------------------------------------------------------------------------------
+def _dead_letters(store: Store, database: Database, n: int) -> None:
+    """n conversions, both destinations dead-lettered; one more delivered on both."""
+    store.insert_conversions([conversion(i) for i in range(n + 1)], NOW)
+    for destination in BOTH:
+        ids = claim_ids(store, destination)
+        store.mark_dead([Dead(i, b"{}") for i in ids[:n]], "refused", None, None)
+        store.mark_delivered(ids[n:], NOW, None)
+
+
+def test_replay_one_event(store: Store, database: Database) -> None:
+    _dead_letters(store, database, 3)
+    assert store.replay(NOW + 100, event_id="CompletePayment-1") == 2  # both destinations
+    assert store.replay(NOW + 100, event_id="CompletePayment-1") == 0  # no longer dead
+    assert store.replay(NOW + 100, event_id="no-such-event") == 0
+    (row,) = store.claim("tiktok", 10, NOW + 100, LEASE)
+    assert row.attempts == 1  # replay starts the count afresh
+    deliveries = {d.destination: d for d in store.deliveries("CompletePayment-1")}
+    assert deliveries["meta"].status == PENDING
+    assert deliveries["meta"].attempts == 0
+    assert deliveries["tiktok"].status == IN_FLIGHT
+
+
+def test_replay_by_destination_and_all(store: Store, database: Database) -> None:
+    _dead_letters(store, database, 3)
+    assert store.replay(NOW + 100, destination="meta") == 3
+    assert store.outbox_counts()["meta"] == {PENDING: 3, DELIVERED: 1}
+    assert store.outbox_counts()["tiktok"] == {DEAD: 3, DELIVERED: 1}
+    assert store.replay(NOW + 100, event_id="CompletePayment-0", destination="tiktok") == 1
+    assert store.replay(NOW + 100) == 2
+    assert store.outbox_counts() == {
+        "tiktok": {PENDING: 3, DELIVERED: 1},
+        "meta": {PENDING: 3, DELIVERED: 1},
+    }
+    assert store.claim("tiktok", 10, NOW + 99, LEASE) == []  # due at the replay time
+    claimed = store.claim("tiktok", 10, NOW + 100, LEASE)
+    assert len(claimed) == 3
+    assert {c.attempts for c in claimed} == {1}
+    assert store.replay(NOW + 200) == 0
+
+
+# -- reading --------------------------------------------------------------------------------------
+def test_outbox_counts_by_destination_and_status(store: Store) -> None:
+    store.insert_conversions([conversion(n) for n in range(5)], NOW)
+    ids = claim_ids(store, "tiktok", limit=4)
+    store.mark_delivered(ids[:1], NOW, None)
+    store.mark_dead([Dead(ids[1], b"{}")], "x", None, None)
+    store.mark_expired(ids[2:3], "old")
+    assert store.outbox_counts() == {
+        "tiktok": {DELIVERED: 1, DEAD: 1, EXPIRED: 1, IN_FLIGHT: 1, PENDING: 1},
+        "meta": {PENDING: 5},
+    }
+
+
+def test_deliveries_of_one_event_id(store: Store) -> None:
+    store.insert_conversions(
+        [
+            conversion(1, event="Purchase", event_id="order-1", destinations=("meta",)),
+            conversion(1, event="CompletePayment", event_id="order-1"),
+            conversion(2, event="CompletePayment", event_id="order-2"),
+        ],
+        NOW,
+    )
+    claimed = store.claim("tiktok", 10, NOW, LEASE)  # order-1 and order-2
+    [tiktok_id] = [c.outbox_id for c in claimed if c.payload == b'{"n": "1"}']
+    store.mark_delivered([tiktok_id], NOW + 2, "ref-1")
+    assert store.deliveries("order-1") == [
+        DeliveryRow("CompletePayment", "order-1", "meta", PENDING, 0, None, None, None),
+        DeliveryRow("CompletePayment", "order-1", "tiktok", DELIVERED, 1, None, "ref-1", NOW + 2),
+        DeliveryRow("Purchase", "order-1", "meta", PENDING, 0, None, None, None),
+    ]
+    assert store.deliveries("unknown") == []
+
+
+def test_wake_hint_moves_when_another_store_commits(store: Store, database: Database) -> None:
+    other = database.open()
+    before = store.wake_hint()
+    assert isinstance(before, int)
+    other.insert_conversions([conversion(1)], NOW)
+    after = store.wake_hint()
+    assert after != before
+    other.replay(NOW)  # nothing to replay: a no-op transaction
+    other.mark_retry(claim_ids(other, "tiktok"), NOW + 1, "e", None)
+    assert store.wake_hint() != after
+
+
+# -- keys, connections, audit ---------------------------------------------------------------------
+def test_api_keys(store: Store) -> None:
+    first = store.add_key("shop", "ingest", "bc_abc", "hash-1", NOW)
+    second = store.add_key("browser", "collect", "bc_def", "hash-2", NOW + 1)
+    third = store.add_key("shop", "admin", "bc_ghi", "hash-3", NOW + 2)
+    assert first < second < third
+    assert store.find_key("hash-2") == KeyRecord(
+        second, "browser", "collect", "bc_def", NOW + 1, None
+    )
+    assert store.find_key("nope") is None
+    assert [k.id for k in store.list_keys()] == [first, second, third]
+    assert store.revoke_key("shop", NOW + 5) == 2  # by name: every key of that name
+    assert store.revoke_key("shop", NOW + 6) == 0  # already revoked
+    assert store.revoke_key("bc_def", NOW + 7) == 1  # by prefix
+    assert store.revoke_key("nobody", NOW + 8) == 0
+    revoked = store.find_key("hash-1")
+    assert revoked is not None
+    assert revoked.revoked_at == NOW + 5
+    assert [k.revoked_at for k in store.list_keys()] == [NOW + 5, NOW + 7, NOW + 5]
+
+
+def test_a_key_hash_is_unique(store: Store) -> None:
+    store.add_key("shop", "ingest", "bc_abc", "same-hash", NOW)
+    with pytest.raises(WRITE_ERRORS):
+        store.add_key("other", "ingest", "bc_xyz", "same-hash", NOW)
+    assert len(store.list_keys()) == 1
+
+
+def test_connections(store: Store) -> None:
+    ciphertext = bytes(range(256)) + b"\x00gAAAAA"  # stored as given, byte for byte
+    tiktok = Connection("tiktok", "PIXEL1", ciphertext, "wxyz", None, NOW)
+    assert store.get_connection("tiktok") is None
+    store.set_connection(tiktok)
+    assert store.get_connection("tiktok") == tiktok
+    replaced = Connection("tiktok", "PIXEL2", b"other", "abcd", "TEST42", NOW + 1)
+    store.set_connection(replaced)
+    assert store.get_connection("tiktok") == replaced
+    store.set_connection(Connection("meta", "123", None, None, None, NOW + 2))
+    assert store.get_connection("meta") == Connection("meta", "123", None, None, None, NOW + 2)
+    assert sorted(store.all_token_ciphertexts()) == [("tiktok", b"other")]
+    store.set_connection(Connection("meta", "123", ciphertext, "1234", None, NOW + 3))
+    assert sorted(store.all_token_ciphertexts()) == [("meta", ciphertext), ("tiktok", b"other")]
+    assert store.delete_connection("tiktok") is True
+    assert store.delete_connection("tiktok") is False
+    assert store.get_connection("tiktok") is None
+    assert store.all_token_ciphertexts() == [("meta", ciphertext)]
+
+
+def test_audit_log(store: Store, database: Database) -> None:
+    store.audit(NOW, "cli", "key.create", "shop (ingest)")
+    store.audit(NOW + 1, "api", "token.set", "tiktok")
+    assert database.rows("SELECT at, actor, action, detail FROM audit_log ORDER BY id") == [
+        (NOW, "cli", "key.create", "shop (ingest)"),
+        (NOW + 1, "api", "token.set", "tiktok"),
+    ]
+
+
+def test_migrate_on_an_open_store_keeps_the_data(store: Store) -> None:
+    store.insert_conversions([conversion(1)], NOW)
+    store.migrate()
+    assert store.conversion_count() == 1
+    assert store.insert_conversions([conversion(1)], NOW) == [False]
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+def test_concurrent_claimers_never_share_a_row_and_miss_none(database: Database) -> None:
+    """Two workers (two stores, as two processes would have) drain 2000 due rows together."""
+    seed = database.open()
+    for offset in range(0, 2000, 500):
+        seed.insert_conversions(
+            [conversion(n, destinations=("tiktok",)) for n in range(offset, offset + 500)], NOW
+        )
+    workers = [database.open(), database.open()]
+    start = threading.Barrier(2)
+
+    def drain(worker: Store) -> list[int]:
+        got: list[int] = []
+        start.wait()
+        while batch := worker.claim("tiktok", 25, NOW, LEASE):
+            got += ids_of(batch)
+        return got
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(drain, workers)
+    assert not set(first) & set(second)
+    assert len(first) + len(second) == 2000
+    assert sorted(first + second) == outbox_ids(database, "tiktok")
+    assert seed.outbox_counts() == {"tiktok": {IN_FLIGHT: 2000}}
+    if database.kind == "postgres":  # SQLite serializes writers; PostgreSQL runs both at once
+        assert first
+        assert second
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+def test_claim_skips_rows_another_transaction_holds(database: Database, store: Store) -> None:
+    """SKIP LOCKED: a claim neither waits for nor takes rows locked by another worker."""
+    assert isinstance(database, PostgresDatabase)
+    store.insert_conversions([conversion(n, destinations=("tiktok",)) for n in range(20)], NOW)
+    ids = outbox_ids(database, "tiktok")
+    holder = psycopg.connect(database.conninfo)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        holder.execute("SELECT id FROM outbox WHERE id = ANY(%s) FOR UPDATE", (ids[:10],))
+        claim = pool.submit(claim_ids, store, "tiktok", 10)
+        try:
+            claimed = claim.result(timeout=20)
+        finally:
+            holder.rollback()  # frees a claim that waited for the locks (the bug under test)
+        assert claimed == ids[10:]
+    finally:
+        pool.shutdown()
+        holder.close()
+    assert claim_ids(store, "tiktok", limit=10) == ids[:10]

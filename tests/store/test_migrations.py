@@ -1,0 +1,294 @@
+"""Migrations: an empty database ends up with exactly the documented schema, on both backends.
+
+Why spell the schema out here: the two migration folders are separate files written in two SQL
+dialects, and nothing else checks that they describe the same tables. Each backend's catalog
+is read back and normalized to one vocabulary (int/text/real/blob, NOT NULL, defaults, keys,
+indexes), then compared with the single description below — so a column added to one
+backend's migration and forgotten in the other fails here, not in production.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from backchannel.store import migrations
+from backchannel.store.postgres import PostgresStore
+
+from .conftest import Database, PostgresDatabase
+
+Column = tuple[str, str, bool, str | None]  # name, type family, NOT NULL, default
+
+EXPECTED_COLUMNS: dict[str, list[Column]] = {
+    "conversions": [
+        ("id", "int", True, None),
+        ("event", "text", True, None),
+        ("event_id", "text", True, None),
+        ("event_time", "int", True, None),
+        ("received_at", "real", True, None),
+        ("origin", "text", True, "'api'"),
+        ("order_id", "text", False, None),
+        ("session_id", "text", False, None),
+        ("test_event_code", "text", False, None),
+        ("payload", "blob", True, None),
+        ("warnings", "blob", False, None),
+    ],
+    "outbox": [
+        ("id", "int", True, None),
+        ("conversion_id", "int", True, None),
+        ("destination", "text", True, None),
+        ("status", "text", True, "'pending'"),
+        ("due_at", "real", True, None),
+        ("lease_until", "real", False, None),
+        ("attempts", "int", True, "0"),
+        ("last_error", "text", False, None),
+        ("last_response", "text", False, None),
+        ("platform_ref", "text", False, None),
+        ("sent_body", "blob", False, None),
+        ("created_at", "real", True, None),
+        ("delivered_at", "real", False, None),
+    ],
+    "api_keys": [
+        ("id", "int", True, None),
+        ("name", "text", True, None),
+        ("scope", "text", True, "'ingest'"),
+        ("prefix", "text", True, None),
+        ("key_hash", "text", True, None),
+        ("created_at", "real", True, None),
+        ("revoked_at", "real", False, None),
+    ],
+    "connections": [
+        ("destination", "text", True, None),
+        ("pixel", "text", True, None),
+        ("token_encrypted", "blob", False, None),
+        ("token_last4", "text", False, None),
+        ("test_event_code", "text", False, None),
+        ("updated_at", "real", True, None),
+    ],
+    "audit_log": [
+        ("id", "int", True, None),
+        ("at", "real", True, None),
+        ("actor", "text", True, None),
+        ("action", "text", True, None),
+        ("detail", "text", False, None),
+    ],
+    "schema_migrations": [
+        ("version", "int", True, None),
+        ("applied_at", "real", True, "<now>"),
+    ],
+}
+EXPECTED_PRIMARY_KEYS = {
+    "conversions": ("id",),
+    "outbox": ("id",),
+    "api_keys": ("id",),
+    "connections": ("destination",),
+    "audit_log": ("id",),
+    "schema_migrations": ("version",),
+}
+EXPECTED_UNIQUE = {
+    ("conversions", ("event", "event_id")),
+    ("outbox", ("conversion_id", "destination")),
+    ("api_keys", ("key_hash",)),
+}
+EXPECTED_FOREIGN_KEYS = {("outbox", ("conversion_id",), "conversions", ("id",))}
+#: name -> (table, columns, partial-index predicate)
+EXPECTED_INDEXES = {
+    "conversions_received": ("conversions", ("received_at",), None),
+    "conversions_order": ("conversions", ("order_id",), "order_id IS NOT NULL"),
+    "outbox_due": ("outbox", ("destination", "status", "due_at"), None),
+}
+
+SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
+POSTGRES_TYPES = {
+    "bigint": "int",
+    "integer": "int",
+    "text": "text",
+    "double precision": "real",
+    "bytea": "blob",
+}
+
+
+@dataclass
+class Schema:
+    columns: dict[str, list[Column]]
+    primary_keys: dict[str, tuple[str, ...]]
+    unique: set[tuple[str, tuple[str, ...]]]
+    foreign_keys: set[tuple[str, tuple[str, ...], str, tuple[str, ...]]]
+    indexes: dict[str, tuple[str, tuple[str, ...], str | None]]
+
+
+def _default(text: str | None) -> str | None:
+    """One spelling per default: ``'x'::text`` -> ``'x'``; the clock -> ``<now>``."""
+    if text is None:
+        return None
+    if "now()" in text or "unixepoch" in text:
+        return "<now>"
+    return re.sub(r"::[a-z ]+$", "", text)
+
+
+def _sqlite_schema(database: Database) -> Schema:
+    tables = [
+        row[0]
+        for row in database.rows(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    schema = Schema({}, {}, set(), set(), {})
+    for table in tables:
+        info = database.rows("SELECT * FROM pragma_table_info(?)", table)
+        schema.columns[table] = [
+            (
+                name,
+                SQLITE_TYPES[kind],
+                bool(notnull or pk),  # a PRIMARY KEY column is never NULL
+                None if pk else _default(default),  # INTEGER PRIMARY KEY: the rowid
+            )
+            for _, name, kind, notnull, default, pk in info
+        ]
+        schema.primary_keys[table] = tuple(
+            name for _, name, *_, pk in sorted(info, key=lambda r: r[5]) if pk
+        )
+        for _, index, unique, origin, partial in database.rows(
+            "SELECT * FROM pragma_index_list(?)", table
+        ):
+            columns = tuple(
+                row[2] for row in database.rows("SELECT * FROM pragma_index_info(?)", index)
+            )
+            if origin == "u":
+                schema.unique.add((table, columns))
+            elif origin == "c":
+                assert not unique, "unique indexes are declared as constraints"
+                predicate = None
+                if partial:
+                    (ddl,) = database.rows(
+                        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", index
+                    )[0]
+                    predicate = ddl.split(" WHERE ", 1)[1].strip()
+                schema.indexes[index] = (table, columns, predicate)
+        foreign: dict[int, list[tuple[str, str, str]]] = {}
+        for fk_id, _, parent, column, parent_column, *_ in database.rows(
+            "SELECT * FROM pragma_foreign_key_list(?)", table
+        ):
+            foreign.setdefault(fk_id, []).append((parent, column, parent_column))
+        for parts in foreign.values():
+            schema.foreign_keys.add(
+                (table, tuple(p[1] for p in parts), parts[0][0], tuple(p[2] for p in parts))
+            )
+    return schema
+
+
+def _postgres_schema(database: Database) -> Schema:
+    schema = Schema({}, {}, set(), set(), {})
+    for table, name, kind, nullable, default in database.rows(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default"
+        " FROM information_schema.columns WHERE table_schema = 'public'"
+        " ORDER BY table_name, ordinal_position"
+    ):
+        if default is not None and default.startswith("nextval("):
+            default = None  # BIGSERIAL: the counterpart of SQLite's INTEGER PRIMARY KEY
+        schema.columns.setdefault(table, []).append(
+            (name, POSTGRES_TYPES[kind], nullable == "NO", _default(default))
+        )
+
+    def columns(table: str, numbers: list[int]) -> tuple[str, ...]:
+        by_number = dict(
+            database.rows(
+                "SELECT attnum, attname FROM pg_attribute WHERE attrelid = ?::regclass",
+                table,
+            )
+        )
+        return tuple(by_number[n] for n in numbers)
+
+    for kind, table, keys, parent, parent_keys in database.rows(
+        "SELECT c.contype::text, c.conrelid::regclass::text, c.conkey,"
+        " c.confrelid::regclass::text, c.confkey FROM pg_constraint c"
+        " JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = 'public'"
+    ):
+        if kind == "p":
+            schema.primary_keys[table] = columns(table, keys)
+        elif kind == "u":
+            schema.unique.add((table, columns(table, keys)))
+        elif kind == "f":
+            schema.foreign_keys.add(
+                (table, columns(table, keys), parent, columns(parent, parent_keys))
+            )
+        else:
+            raise AssertionError(f"unexpected constraint type {kind!r} on {table}")
+    for index, table, keys, predicate in database.rows(
+        "SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text,"
+        " i.indkey::int2[]::int4[], pg_get_expr(i.indpred, i.indrelid)"
+        " FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid"
+        " JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'public'"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
+    ):
+        if predicate is not None:
+            predicate = predicate.removeprefix("(").removesuffix(")")
+        schema.indexes[index] = (table, columns(table, list(keys)), predicate)
+    return schema
+
+
+def read_schema(database: Database) -> Schema:
+    return _sqlite_schema(database) if database.kind == "sqlite" else _postgres_schema(database)
+
+
+def applied(database: Database) -> list[tuple[Any, ...]]:
+    return database.rows("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+
+
+def test_migrations_create_exactly_the_documented_schema(empty_database: Database) -> None:
+    if empty_database.kind == "postgres":
+        assert (
+            empty_database.rows("SELECT tablename FROM pg_tables WHERE schemaname = 'public'") == []
+        )
+    empty_database.open()  # opening an empty database applies every migration
+    schema = read_schema(empty_database)
+    assert schema.columns == EXPECTED_COLUMNS
+    assert schema.primary_keys == EXPECTED_PRIMARY_KEYS
+    assert schema.unique == EXPECTED_UNIQUE
+    assert schema.foreign_keys == EXPECTED_FOREIGN_KEYS
+    assert schema.indexes == EXPECTED_INDEXES
+    versions = [version for version, _ in migrations.load("sqlite")]
+    assert [row[0] for row in applied(empty_database)] == versions
+
+
+def test_migrate_twice_is_a_no_op(empty_database: Database) -> None:
+    store = empty_database.open()
+    schema, versions = read_schema(empty_database), applied(empty_database)
+    store.migrate()
+    store.migrate()
+    empty_database.open()  # and so is opening the migrated database again
+    assert read_schema(empty_database) == schema
+    assert applied(empty_database) == versions
+
+
+def test_both_backends_ship_the_same_migration_versions() -> None:
+    sqlite = [version for version, _ in migrations.load("sqlite")]
+    postgres = [version for version, _ in migrations.load("postgres")]
+    assert sqlite == postgres
+    assert sqlite == sorted(set(sqlite))
+    assert sqlite[0] == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("empty_database", ["postgres"], indirect=True)
+def test_processes_starting_together_migrate_once(empty_database: Database) -> None:
+    """The advisory lock: without it both would try to CREATE TABLE and one would fail."""
+    assert isinstance(empty_database, PostgresDatabase)
+    conninfo = empty_database.conninfo
+    start = threading.Barrier(4)
+
+    def open_store() -> None:
+        start.wait()
+        PostgresStore(conninfo).close()
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for future in [pool.submit(open_store) for _ in range(4)]:
+            future.result(timeout=60)
+    versions = [version for version, _ in migrations.load("postgres")]
+    assert [row[0] for row in applied(empty_database)] == versions
+    assert read_schema(empty_database).columns == EXPECTED_COLUMNS
