@@ -173,4 +173,13 @@ _bc_start_postgres() {
   log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') for tests on 127.0.0.1:$port"
 }
 
+# Chromium (browser leg): tests/browser drive Debian's chromium through Playwright's pip wheel
+# (which ships its own driver; no `playwright install`, no browser download). Without it the
+# browser tests fail, they do not skip.
+_bc_chromium() {
+  apt_install chromium
+  export BACKCHANNEL_TEST_CHROMIUM=${BACKCHANNEL_TEST_CHROMIUM:-/usr/bin/chromium}
+}
+
 _bc_start_postgres
+_bc_chromium

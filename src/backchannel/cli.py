@@ -18,7 +18,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from backchannel import __version__, config, credentials
+from backchannel import __version__, config, credentials, logs
 from backchannel.destinations import Target
 from backchannel.notes import InvalidConversion
 from backchannel.preview import normalize_all, render
@@ -137,6 +137,7 @@ def serve(
     from backchannel.web.app import Options, create_app
 
     settings = load_settings()
+    logs.configure(settings.log_level, settings.log_format)
     host = host or settings.host
     port = port or settings.port
     store = open_configured_store(settings)
@@ -148,7 +149,8 @@ def serve(
     base = f"http://{shown_host}:{port}"
     options = Options(worker=not no_worker, sandbox=not no_sandbox, self_url=base)
     console = Console(stderr=True, soft_wrap=True)
-    console.print(f"[bold]Backchannel {__version__}[/bold]  database: {settings.database_url}")
+    shown_db = logs.safe_url(settings.database_url)
+    console.print(f"[bold]Backchannel {__version__}[/bold]  database: {shown_db}")
     console.print(f"  ingest API   {base}/v1/events   (OpenAPI: {base}/openapi.json)")
     console.print(
         f"  sandbox      {base}/sandbox/_sandbox/tiktok/events"
@@ -180,6 +182,10 @@ def serve(
         port=port,
         log_level="warning",
         access_log=False,
+        log_config=None,  # logs.configure above: JSON or text, redacted
+        # browser leg: X-Forwarded-For is believed only from `trusted_proxies` (web/collect.py);
+        # uvicorn's own handling would trust 127.0.0.1 and rewrite the client address first
+        proxy_headers=False,
     )
 
 
@@ -194,6 +200,7 @@ def worker() -> None:
     from backchannel.targets import Targets
 
     settings = load_settings()
+    logs.configure(settings.log_level, settings.log_format)
     store = open_configured_store(settings)
     try:
         cipher = credentials.load_cipher(settings)
@@ -217,6 +224,8 @@ def worker() -> None:
             policy=RetryPolicy(base=settings.retry_base, cap=settings.retry_cap),
             concurrency=settings.delivery_concurrency,
             lease=settings.lease_seconds,
+            listen_url=settings.listen_url,
+            poll_interval=settings.poll_interval,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -261,6 +270,7 @@ def sandbox(
         timeout_rate=timeout_rate,
     )
     typer.echo(f"sandbox on http://{host}:{port}  (events: /_sandbox/tiktok/events)", err=True)
+    logs.configure("warning")
     run(host, port, SandboxConfig(token=token), faults)
 
 
@@ -416,6 +426,313 @@ def status() -> None:
     counts = store.outbox_counts()
     typer.echo(orjson.dumps({"conversions": store.conversion_count(), "outbox": counts}).decode())
     store.close()
+
+
+# -- sources and ledger: webhook secrets and CSV backfill -----------------------------------------
+source_app = typer.Typer(
+    help="Webhook sources (Shopify, Stripe): signing secrets, encrypted at rest.",
+    no_args_is_help=True,
+)
+app.add_typer(source_app, name="source")
+
+
+def _source_name(source: str) -> str:
+    from backchannel.sources import SOURCES
+
+    name = source.strip().lower()
+    if name not in SOURCES:
+        fail(f"source: must be one of {', '.join(SOURCES)}")
+    return name
+
+
+@source_app.command("set")
+def source_set(source: Annotated[str, typer.Argument(help="shopify or stripe")]) -> None:
+    """Store a source's webhook signing secret, read from stdin (never from the command line).
+
+    Several secrets may be given comma-separated while one is being rotated.
+    """
+    name = _source_name(source)
+    if sys.stdin.isatty():
+        secret = getpass.getpass(f"{name} webhook secret: ")
+    else:
+        secret = sys.stdin.readline()
+    secret = secret.strip()
+    if not secret:
+        fail("secret: empty (pipe it on stdin, e.g. `backchannel source set stripe < s.txt`)")
+    settings = load_settings()
+    try:
+        cipher = credentials.load_cipher(settings)
+    except credentials.SecretError as exc:
+        fail(str(exc))
+    store = open_configured_store(settings)
+    existed = store.get_source_secret(name) is not None
+    store.set_source_secret(name, credentials.encrypt(cipher, secret), time.time())
+    store.audit(time.time(), "cli", "source.replace" if existed else "source.set", name)
+    store.close()
+    overridden = getattr(settings, f"{name}_webhook_secret")
+    typer.echo(f"{name}: webhook secret stored encrypted")
+    if overridden:
+        typer.echo(
+            f"note: BACKCHANNEL_{name.upper()}_WEBHOOK_SECRET is set and wins over the stored one",
+            err=True,
+        )
+
+
+@source_app.command("remove")
+def source_remove(source: Annotated[str, typer.Argument(help="shopify or stripe")]) -> None:
+    """Forget a source's stored webhook secret (its webhooks are then refused with 503)."""
+    name = _source_name(source)
+    store = open_configured_store(load_settings())
+    if not store.delete_source_secret(name):
+        store.close()
+        fail(f"{name}: no webhook secret stored", 1)
+    store.audit(time.time(), "cli", "source.remove", name)
+    store.close()
+    typer.echo(f"{name}: webhook secret removed")
+
+
+@app.command("import")
+def import_csv(
+    file: Annotated[Path, typer.Argument(help="A CSV file of orders with a header row.")],
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="COLUMN=FIELD, e.g. --map 'Order Total=value' (repeatable)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and summarise; store nothing.")
+    ] = False,
+    record_only: Annotated[
+        bool,
+        typer.Option("--record-only", help="Fill the order ledger only; send no conversions."),
+    ] = False,
+    event: Annotated[
+        str, typer.Option(help="The event each order becomes (unless an 'event' column says).")
+    ] = "CompletePayment",
+) -> None:
+    """Backfill orders from a CSV export: every row is checked first; any bad row, nothing stored.
+
+    Good files are written in chunks of 1000 rows, each chunk one transaction. Re-running the
+    same file is safe (the order id makes the event_id; the ledger keeps one row per order),
+    so an interrupted import is completed by running it again. Orders inside a destination's
+    time window (7 days) are enqueued for it; older ones, and all with --record-only, only go
+    to the order ledger (the truth set of the gap report).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from backchannel.destinations import DESTINATIONS
+    from backchannel.ingest import to_record
+    from backchannel.sources import csv_import, ledger
+
+    settings = load_settings()
+    started = time.monotonic()
+    now = time.time()
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        fail(f"{file}: cannot read ({exc.strerror})")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        fail(f"{file}: not UTF-8 text (byte {exc.start}); export the CSV as UTF-8")
+    try:
+        maps = csv_import.parse_maps(mapping or [])
+    except csv_import.MappingError as exc:
+        fail(str(exc))
+    rows_estimate = text.count("\n")
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=rows_estimate < 2000,
+    )
+    with progress:
+        checking = progress.add_task("checking", total=rows_estimate)
+        try:
+            plan = csv_import.plan(
+                text,
+                maps=maps,
+                event=event,
+                now=now,
+                default_region=settings.default_region,
+                progress=lambda n: progress.advance(checking, n),
+            )
+        except csv_import.MappingError as exc:
+            fail(f"{file}: {exc}")
+    if plan.errors:
+        lines = plan.error_lines()
+        for line in lines[:100]:
+            typer.echo(f"error: {line}", err=True)
+        if len(lines) > 100:
+            typer.echo(f"error: … and {len(lines) - 100} more", err=True)
+        bad = len({line for line, _ in plan.errors})
+        typer.echo(f"error: {bad} bad row(s) of {plan.total}: nothing was imported", err=True)
+        if not dry_run:
+            store = open_configured_store(settings)
+            reason = {
+                "error": "invalid_rows",
+                "file": file.name,
+                "rows": plan.total,
+                "bad_rows": bad,
+                "errors": [
+                    {"line": line, **note.as_dict()} for line, note in plan.errors[:100]
+                ],
+            }
+            store.record_rejection("csv", orjson.dumps(reason), time.time())
+            store.close()
+        raise typer.Exit(2)
+
+    utm = ledger.utm_sources(settings.tiktok_utm_sources)
+    send: list[Any] = []
+    record: list[Any] = []
+    for row in plan.rows:
+        conversion = row.conversion
+        targets = (
+            ()
+            if record_only
+            else tuple(
+                name
+                for name in settings.destinations
+                if now - conversion.event_time <= DESTINATIONS[name].max_age(conversion)
+            )
+        )
+        entry = ledger.entry(conversion, "csv", row.signals, utm)
+        assert entry is not None  # every row has an order id and a value
+        if targets:
+            new = to_record(conversion, row.warnings, "csv", targets)
+            new.ledger = entry
+            send.append(new)
+        else:
+            entry.event_id = None  # no conversion was made for it
+            record.append(entry)
+    summary: dict[str, Any] = {
+        "file": str(file),
+        "rows": plan.total,
+        "orders": len(plan.rows),
+        "merged_rows": plan.merged,
+        "to_enqueue": len(send),
+        "ledger_only": len(record),
+        "attributed_tiktok": sum(
+            1 for n in send if n.ledger and n.ledger.attributed_tiktok
+        ) + sum(1 for e in record if e.attributed_tiktok),
+        "dry_run": dry_run,
+    }
+    if dry_run:
+        typer.echo(orjson.dumps(summary).decode())
+        return
+
+    store = open_configured_store(settings)
+    written = new_conversions = new_orders = 0
+    try:
+        with progress:
+            writing = progress.add_task("importing", total=len(send) + len(record))
+            for start in range(0, len(send), csv_import.CHUNK):
+                chunk = send[start : start + csv_import.CHUNK]
+                new_conversions += sum(store.insert_conversions(chunk, time.time()))
+                written += len(chunk)
+                progress.advance(writing, len(chunk))
+            for start in range(0, len(record), csv_import.CHUNK):
+                chunk = record[start : start + csv_import.CHUNK]
+                new_orders += sum(store.record_orders(chunk, time.time()))
+                written += len(chunk)
+                progress.advance(writing, len(chunk))
+    except KeyboardInterrupt:
+        store.close()
+        fail(
+            f"interrupted after {written} of {len(plan.rows)} orders (whole chunks only);"
+            " run the same command again to complete the import",
+            130,
+        )
+    except Exception as exc:
+        store.close()
+        fail(
+            f"database: {type(exc).__name__} after {written} of {len(plan.rows)} orders (whole"
+            " chunks only); run the same command again to complete the import"
+        )
+    store.audit(time.time(), "cli", "import", f"{file.name}: {len(plan.rows)} orders")
+    store.close()
+    elapsed = time.monotonic() - started
+    summary.update(
+        enqueued=new_conversions,
+        duplicates=len(send) - new_conversions,
+        ledger_only_new=new_orders,
+        seconds=round(elapsed, 3),
+        rows_per_second=round(plan.total / elapsed) if elapsed > 0 else None,
+    )
+    typer.echo(orjson.dumps(summary).decode())
+
+
+# -- hardening: admin password, key rotation, doctor -----------------------------------------------
+admin_app = typer.Typer(help="Admin access to the dashboard.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+
+
+@admin_app.command("set-password")
+def admin_set_password() -> None:
+    """Set the admin password (asked twice on a terminal, else one line on stdin; never argv).
+
+    At least 12 characters; stored as an scrypt hash. Every logged-in session ends.
+    """
+    from backchannel.web.auth import PasswordError, check_new_password, set_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("new admin password: ")
+        if getpass.getpass("again: ") != password:
+            fail("password: the two entries differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        check_new_password(password)
+    except PasswordError as exc:
+        fail(f"password: {exc}")
+    store = open_configured_store(load_settings())
+    try:
+        ended = set_password(store, password, time.time())
+    finally:
+        store.close()
+    typer.echo(f"admin password set; {ended} session(s) logged out")
+
+
+@token_app.command("rotate-key")
+def token_rotate_key() -> None:
+    """New encryption key; every stored token and secret re-encrypted in one transaction."""
+    from backchannel.rotation import rotate
+
+    settings = load_settings()
+    store = open_configured_store(settings)
+    try:
+        result = rotate(settings, store)
+    except credentials.SecretError as exc:
+        fail(str(exc), 1)
+    finally:
+        store.close()
+    if result.rewritten or not result.instructions:
+        typer.echo(f"re-encrypted {result.rewritten} secret(s) with the new key")
+    if result.instructions:
+        typer.echo(f"next: {result.instructions}")
+    else:
+        typer.echo(f"{settings.key_file} now holds only the new key")
+    audit_store = open_configured_store(settings)
+    audit_store.audit(time.time(), "cli", "key.rotate", f"{result.rewritten} re-encrypted")
+    audit_store.close()
+
+
+@app.command()
+def doctor(
+    live: Annotated[
+        bool, typer.Option("--live", help="Also contact the real TikTok/Meta endpoints.")
+    ] = False,
+) -> None:
+    """Check configuration, database, key, tokens, destinations and clock; say what to fix."""
+    from backchannel import doctor as checks
+
+    report = checks.run(live=live)
+    for line in report.lines():
+        typer.echo(line)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

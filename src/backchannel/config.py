@@ -40,7 +40,7 @@ class Settings:
     tiktok_pixel: str | None = None
     meta_pixel: str | None = None
     #: key for encrypting tokens at rest; if unset a key file is created (mode 0600)
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)  # never in a log line
     key_file: str = "backchannel.key"
     #: destinations that get an outbox row for every accepted conversion
     destinations: tuple[str, ...] = ("tiktok", "meta")
@@ -53,8 +53,55 @@ class Settings:
     lease_seconds: float = 120.0
     #: requests in flight per destination
     delivery_concurrency: int = 4
+    #: seconds an idle worker waits before looking at the outbox again (PostgreSQL workers
+    #: are also woken by LISTEN/NOTIFY, so this is only the safety net there)
+    poll_interval: float = 0.5
+    #: the URL users reach this gateway at, e.g. https://track.shop.example; when it is https
+    #: the admin session cookie is Secure and named __Host-… even behind a TLS-ending proxy
+    public_url: str | None = None
+    #: rate limits (token buckets, per process): requests/s and burst, per ingest API key on
+    #: /v1/events, and per client IP on the browser collect endpoint
+    ingest_rate: float = 2000.0
+    ingest_burst: float = 4000.0
+    collect_rate: float = 50.0
+    collect_burst: float = 100.0
+    #: hours an admin login stays valid (then the dashboard asks for the password again)
+    admin_session_hours: float = 12.0
+    #: lets Prometheus scrape /metrics with only this bearer token (admin auth works too)
+    metrics_token: str | None = field(default=None, repr=False)
+    #: log lines: "json" (one object per line), "text", or "auto" (json unless a terminal)
+    log_format: str = "auto"
     log_level: str = "info"
+    #: browser leg: origins whose pages may post to /v1/collect ("https://shop.example", comma
+    #: separated; "*" = any); empty = same-origin only (bc.js served from the shop's own domain)
+    collect_origins: tuple[str, ...] = ()
+    #: browser leg: proxies (CIDRs) whose X-Forwarded-For names the visitor; empty = none, the
+    #: connection's address is the visitor's
+    trusted_proxies: tuple[str, ...] = ()
+    #: browser leg: days bc.js keeps ttclid in its first-party cookie; also the stitching window
+    click_cookie_days: int = 7
+    # sources and ledger (Shopify, Stripe, CSV import; see backchannel.sources) ----------------
+    #: utm_source values that mark an order as TikTok-attributed (comma list, any case)
+    tiktok_utm_sources: str = "tiktok,tt,tiktokads"
+    #: the event a Shopify order becomes
+    shopify_event: str = "CompletePayment"
+    #: the events Stripe sign-ups and first subscription payments become
+    stripe_signup_event: str = "CompleteRegistration"
+    stripe_subscribe_event: str = "Subscribe"
+    #: Subscribe's value when set (e.g. the yearly contract value), else the first payment's
+    stripe_contract_value: str | None = None
+    #: seconds a Stripe-Signature timestamp may differ from our clock (Stripe's default: 300)
+    stripe_tolerance: int = 300
+    #: webhook secrets from the environment; they win over `backchannel source set` (stored
+    #: encrypted). Several may be given comma-separated while rotating.
+    shopify_webhook_secret: str | None = field(default=None, repr=False)
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def listen_url(self) -> str | None:
+        """Where workers LISTEN for enqueue notifications: the database, if PostgreSQL."""
+        return self.database_url if self.database_url.startswith("postgres") else None
 
     @property
     def tiktok_url(self) -> str:
@@ -73,6 +120,31 @@ _FILE_KEYS = {
     ("meta", "pixel"): "meta_pixel",
     ("meta", "api_version"): "meta_api_version",
 }
+
+
+# -- browser leg: list settings --------------------------------------------------------------
+_BROWSER_LISTS = ("collect_origins", "trusted_proxies")
+
+
+def _browser_list(name: str, raw: Any) -> tuple[str, ...]:
+    """``collect_origins`` as normalized origins, ``trusted_proxies`` as checked CIDRs."""
+    from backchannel.sessions import normalize_origin, parse_networks
+
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    values = tuple(str(i).strip() for i in items if str(i).strip())
+    if name == "trusted_proxies":
+        try:
+            parse_networks(values)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        return values
+    origins = []
+    for value in values:
+        origin = "*" if value == "*" else normalize_origin(value)
+        if origin is None:
+            raise ConfigError(f"{name}: not an origin (scheme://host[:port]): {value!r}")
+        origins.append(origin)
+    return tuple(origins)
 
 
 def _coerce(name: str, raw: Any) -> Any:
@@ -99,6 +171,8 @@ def _coerce(name: str, raw: Any) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{name}: must be true or false, got {raw!r}")
+    if name in _BROWSER_LISTS:  # browser leg: lists of origins / networks
+        return _browser_list(name, raw)
     if "tuple" in kind:
         items = raw if isinstance(raw, list) else str(raw).split(",")
         values = tuple(str(i).strip() for i in items if str(i).strip())
@@ -140,4 +214,31 @@ def load(env: Mapping[str, str] | None = None, config_path: str | Path | None = 
         if len(region) != 2 or not region.isalpha():
             raise ConfigError("default_region: must be an ISO 3166-1 alpha-2 code such as US")
         settings = replace(settings, default_region=region)
+    if settings.log_format not in ("auto", "json", "text"):
+        raise ConfigError("log_format: must be auto, json or text")
+    if settings.public_url is not None and not settings.public_url.startswith(
+        ("http://", "https://")
+    ):
+        raise ConfigError("public_url: must start with http:// or https://")
+    _check_sources(settings)
+    if settings.click_cookie_days < 1:  # browser leg
+        raise ConfigError("click_cookie_days: must be at least 1")
     return settings
+
+
+def _check_sources(settings: Settings) -> None:
+    """The sources' settings: event names that could be sent, a positive contract value."""
+    import re
+
+    for name in ("shopify_event", "stripe_signup_event", "stripe_subscribe_event"):
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_ ]{0,99}", getattr(settings, name).strip()):
+            raise ConfigError(f"{name}: must be an event name such as CompletePayment")
+    if settings.stripe_contract_value is not None:
+        try:
+            amount = float(settings.stripe_contract_value)
+        except ValueError:
+            raise ConfigError("stripe_contract_value: must be a number") from None
+        if not amount > 0 or amount == float("inf"):
+            raise ConfigError("stripe_contract_value: must be a positive number")
+    if settings.stripe_tolerance <= 0:
+        raise ConfigError("stripe_tolerance: must be a positive number of seconds")

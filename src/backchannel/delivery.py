@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 import orjson
@@ -25,6 +26,12 @@ from backchannel.events import Conversion
 from backchannel.preview import batches
 from backchannel.store.base import Claimed, Dead
 from backchannel.store.runner import AsyncStore
+from backchannel.wakeup import OutboxListener
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Histogram
+
+    from backchannel.metrics import Metrics
 
 log = logging.getLogger("backchannel.delivery")
 
@@ -106,10 +113,21 @@ class DestinationWorker:
         batch_size: int | None = None,
         lease: float = LEASE,
         cache: ParsedCache | None = None,
+        poll_interval: float = POLL_INTERVAL,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.name = destination
+        #: Prometheus children bound to this destination once (a label lookup per batch saved)
+        self._counters: dict[str, Counter] = {}
+        self._latency: Histogram | None = None
+        if metrics is not None:
+            self._counters = {
+                kind: getattr(metrics, kind).labels(destination)
+                for kind in ("delivered", "retried", "dead", "expired")
+            }
+            self._latency = metrics.latency.labels(destination)
         self.destination: Destination = DESTINATIONS[destination]
         self.store = store
         self.target = target
@@ -123,6 +141,7 @@ class DestinationWorker:
         self.concurrency = concurrency
         self.lease = lease
         self.cache = cache or ParsedCache()
+        self.poll_interval = poll_interval
         self.batch_size = min(batch_size or self.destination.max_batch, self.destination.max_batch)
         self.clock = clock
         self.rng = random.Random(seed)
@@ -172,7 +191,7 @@ class DestinationWorker:
             if not worked:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), POLL_INTERVAL)
+                    await asyncio.wait_for(self.wake.wait(), self.poll_interval)
 
     async def _stopped(self) -> None:
         while not self._stopping:
@@ -203,6 +222,7 @@ class DestinationWorker:
                 f"older than {self.name}'s {window // 86400}-day window; not sent",
             )
             self.stats.expired += len(ids)
+            self._count("expired", len(ids))
         by_id = {id(r.conversion): r for r in fresh}
         for group in batches((r.conversion for r in fresh), self.batch_size):
             await self._deliver([by_id[id(c)] for c in group])
@@ -219,6 +239,7 @@ class DestinationWorker:
             self.paused_until = 0.0
             await self.store.run(self.store.store.mark_delivered, ids, now, outcome.platform_ref)
             self.stats.delivered += len(ids)
+            self._count("delivered", len(ids))
             return
         self.stats.last_error = outcome.reason
         if outcome.verdict is Verdict.RETRY:
@@ -236,6 +257,7 @@ class DestinationWorker:
                 self.store.store.mark_retry, ids, due, outcome.reason, outcome.response
             )
             self.stats.retried += len(ids)
+            self._count("retried", len(ids))
             log.warning(
                 "delivery will be retried",
                 extra={"destination": self.name, "events": len(ids), "reason": outcome.reason},
@@ -274,10 +296,16 @@ class DestinationWorker:
             self.store.store.mark_dead, dead, reason, outcome.response, outcome.platform_ref
         )
         self.stats.dead += len(dead)
+        self._count("dead", len(dead))
         log.warning(
             "events dead-lettered",
             extra={"destination": self.name, "events": len(dead), "reason": reason},
         )
+
+    def _count(self, kind: str, n: int) -> None:
+        counter = self._counters.get(kind)
+        if counter is not None:
+            counter.inc(n)
 
     async def _send(self, url: str, headers: dict[str, str], content: bytes) -> Outcome:
         self.stats.requests += 1
@@ -290,7 +318,10 @@ class DestinationWorker:
             return Outcome(Verdict.RETRY, f"connection failed: {type(exc).__name__}")
         finally:
             latencies = self.stats.latencies
-            latencies.append(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            latencies.append(elapsed)
+            if self._latency is not None:
+                self._latency.observe(elapsed)
             if len(latencies) > 1000:
                 del latencies[:500]
         return self.destination.classify(response.status_code, response.headers, response.content)
@@ -299,14 +330,38 @@ class DestinationWorker:
 class Worker:
     """All destination workers of one process."""
 
-    def __init__(self, workers: list[DestinationWorker], store: AsyncStore) -> None:
+    def __init__(
+        self, workers: list[DestinationWorker], store: AsyncStore, listen_url: str | None = None
+    ) -> None:
         self.workers = workers
         self.store = store
+        #: a PostgreSQL URL: listen for enqueue notifications from other processes
+        self.listen_url = listen_url
         self._tasks: list[asyncio.Task[None]] = []
+        self._listener: OutboxListener | None = None
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(w.run()) for w in self.workers]
         self._tasks.append(asyncio.create_task(self._relay_wakeups()))
+        channel = getattr(self.store.store, "notify_channel", None)
+        if self.listen_url and channel:
+            loop = asyncio.get_running_loop()
+
+            def notified(destination: str) -> None:
+                loop.call_soon_threadsafe(self.wake, destination)
+
+            self._listener = OutboxListener(self.listen_url, channel, notified)
+            self._listener.start()
+
+    def wake(self, destination: str = "*") -> None:
+        """Wake the lanes of ``destination`` (``*``: all) to claim at once."""
+        for worker in self.workers:
+            if destination in ("*", worker.name):
+                worker.wake.set()
+
+    def alive(self) -> bool:
+        """True while every loop of this worker runs (asked by the readiness probe)."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def _relay_wakeups(self) -> None:
         """Wake the destination workers when ingest commits, instead of waiting for a poll."""
@@ -317,6 +372,8 @@ class Worker:
                 worker.wake.set()
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
         for worker in self.workers:
             worker.stop()
         for task in self._tasks:
@@ -334,6 +391,9 @@ def build_worker(
     policy: RetryPolicy,
     concurrency: int,
     lease: float,
+    listen_url: str | None = None,
+    poll_interval: float = POLL_INTERVAL,
+    metrics: Metrics | None = None,
 ) -> Worker:
     """The worker for ``serve`` and for ``backchannel worker``: one lane set per destination."""
     cache = ParsedCache()
@@ -347,8 +407,11 @@ def build_worker(
                 concurrency=concurrency,
                 lease=lease,
                 cache=cache,
+                poll_interval=poll_interval,
+                metrics=metrics,
             )
             for name in destinations
         ],
         store,
+        listen_url=listen_url,
     )

@@ -7,17 +7,27 @@ hold for each of them without being written three times.
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from backchannel import stitch
 from backchannel.events import Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
-from backchannel.store.base import NewConversion
+from backchannel.store.base import LedgerEntry, NewConversion
 from backchannel.store.runner import AsyncStore
 
+if TYPE_CHECKING:
+    from backchannel.metrics import Metrics
+
 MAX_BATCH = 1000  # events per request, the same as both platforms' request limit
+
+#: sources and ledger: (input index, normalized conversion) -> the order-ledger row, if an order
+LedgerHook = Callable[[int, Conversion], LedgerEntry | None]
 
 
 class BadRequest(ValueError):
@@ -153,6 +163,9 @@ async def ingest(
     destinations: tuple[str, ...],
     partial: bool = False,
     origin: str = "api",
+    ledger: LedgerHook | None = None,
+    metrics: Metrics | None = None,
+    stitch_window: float | None = stitch.DEFAULT_WINDOW,
 ) -> IngestResult:
     """Validate all, then store the good ones in one commit (or none, unless ``partial``).
 
@@ -162,13 +175,27 @@ async def ingest(
     results, good = prepare(items, now=now, default_region=default_region)
     rejected = [r for r in results if r.status == "rejected"]
     if rejected and (not partial or not good):
+        if metrics is not None:
+            metrics.count_ingest(origin, 0, 0, len(rejected))
         raise InvalidBatch(results)
+    # browser leg: join landing sessions before anything is stored (stitch_window=None: off)
+    provenance = await _stitch(store, good, stitch_window) if stitch_window is not None else []
     records = [to_record(c, results[index].warnings, origin, destinations) for index, c in good]
+    for record, origin_of in zip(records, provenance, strict=False):
+        record.stitched = origin_of.to_json()
+    if ledger is not None:  # sources and ledger: the order row commits with its conversion
+        for (index, c), record in zip(good, records, strict=True):
+            record.ledger = ledger(index, c)
     fresh = await store.ingest(records)
     for (index, _), is_new in zip(good, fresh, strict=True):
         if not is_new:
             results[index].status = "duplicate"
-    return IngestResult(results)
+    if provenance:
+        await _remember_emails(store, good, provenance, now)
+    outcome = IngestResult(results)
+    if metrics is not None:
+        metrics.count_ingest(origin, outcome.accepted, outcome.duplicates, len(rejected))
+    return outcome
 
 
 class InvalidBatch(ValueError):
@@ -189,3 +216,49 @@ class InvalidBatch(ValueError):
                 if r.status == "rejected"
             ],
         }
+
+
+# -- browser leg: stitching -------------------------------------------------------------------
+log = logging.getLogger("backchannel.ingest")
+
+
+async def _stitch(
+    store: AsyncStore, good: list[tuple[int, Conversion]], window: float
+) -> list[stitch.Provenance]:
+    """One batched session lookup for the whole request, then the pure join (stitch.py).
+
+    Never fails the ingest: a lookup error is logged and the conversions go as they came.
+    """
+    conversions = [c for _, c in good]
+    keys = stitch.lookup_keys(conversions)
+    matches = []
+    if keys:
+        try:
+            matches = await store.run(
+                functools.partial(
+                    store.store.find_sessions,
+                    session_ids=keys.session_ids,
+                    ttclids=keys.ttclids,
+                    email_hashes=keys.email_hashes,
+                )
+            )
+        except Exception:
+            log.exception("session lookup failed; conversions stored without stitching")
+    return stitch.stitch_all(conversions, matches, window=window)
+
+
+async def _remember_emails(
+    store: AsyncStore,
+    good: list[tuple[int, Conversion]],
+    provenance: list[stitch.Provenance],
+    now: float,
+) -> None:
+    """Email hashes of conversions that named their session, for later email-only stitching.
+    After the commit and best effort: the conversions are already safe."""
+    pairs = stitch.emails_to_attach([c for _, c in good], provenance)
+    if not pairs:
+        return
+    try:
+        await store.run(store.store.attach_emails, pairs, now)
+    except Exception:
+        log.exception("could not remember the email hashes of stitched sessions")

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from cryptography.fernet import MultiFernet
 
+from backchannel import logs
 from backchannel.config import Settings
-from backchannel.credentials import decrypt
+from backchannel.credentials import SecretError, decrypt, load_cipher
 from backchannel.destinations import Target
 from backchannel.store.base import Store
 
@@ -64,7 +65,8 @@ class Targets:
         pixel = (connection.pixel if connection else None) or default_pixel or "SANDBOX_PIXEL"
         token = ""
         if connection is not None and connection.token_encrypted:
-            token = decrypt(self.cipher, connection.token_encrypted)
+            token = self._decrypt(connection.token_encrypted)
+            logs.register_secret(token)  # never in a log line of this process, whatever its shape
         if token:
             url = configured_url or (s.tiktok_url if destination == "tiktok" else s.meta_url)
             sandbox = False
@@ -76,3 +78,13 @@ class Targets:
         else:
             raise RuntimeError(f"{destination}: no token and no sandbox to send to")
         return Resolved(Target(url, pixel, token, api_version=s.meta_api_version), sandbox=sandbox)
+
+    def _decrypt(self, ciphertext: bytes) -> str:
+        """Decrypt; after `backchannel token rotate-key` rewrote the key file, reload it once."""
+        try:
+            return decrypt(self.cipher, ciphertext)
+        except SecretError:
+            if self.settings.secret_key:
+                raise  # from the environment: only a restart can bring a new key
+            self.cipher = load_cipher(self.settings, create=False)
+            return decrypt(self.cipher, ciphertext)

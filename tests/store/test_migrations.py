@@ -37,6 +37,7 @@ EXPECTED_COLUMNS: dict[str, list[Column]] = {
         ("test_event_code", "text", False, None),
         ("payload", "blob", True, None),
         ("warnings", "blob", False, None),
+        ("stitched", "text", False, None),  # browser leg (0002)
     ],
     "outbox": [
         ("id", "int", True, None),
@@ -82,6 +83,41 @@ EXPECTED_COLUMNS: dict[str, list[Column]] = {
         ("applied_at", "real", True, "<now>"),
     ],
 }
+# browser leg (0002): landing sessions, their email hashes, the Pixel mirror
+EXPECTED_COLUMNS.update(
+    {
+        "landing_sessions": [
+            ("session_id", "text", True, None),
+            ("first_seen", "real", True, None),
+            ("last_seen", "real", True, None),
+            *[
+                (name, "text", False, None)
+                for name in (
+                    "ttclid ttp fbclid fbp fbc utm_source utm_medium utm_campaign utm_content"
+                    " utm_term landing_url referrer last_url ip user_agent browser"
+                    " browser_version os os_version"
+                ).split()
+            ],
+            ("load_time_ms", "int", False, None),
+            ("pixel_status", "text", True, "'absent'"),
+            ("page_views", "int", True, "0"),
+        ],
+        "session_emails": [
+            ("email_hash", "text", True, None),
+            ("session_id", "text", True, None),
+            ("seen_at", "real", True, None),
+        ],
+        "browser_events": [
+            ("id", "int", True, None),
+            ("session_id", "text", True, None),
+            ("event", "text", True, None),
+            ("event_id", "text", False, None),
+            ("at", "real", True, None),
+            ("page_url", "text", False, None),
+            ("pixel_status", "text", False, None),
+        ],
+    }
+)
 EXPECTED_PRIMARY_KEYS = {
     "conversions": ("id",),
     "outbox": ("id",),
@@ -90,6 +126,13 @@ EXPECTED_PRIMARY_KEYS = {
     "audit_log": ("id",),
     "schema_migrations": ("version",),
 }
+EXPECTED_PRIMARY_KEYS.update(  # browser leg (0002)
+    {
+        "landing_sessions": ("session_id",),
+        "session_emails": ("email_hash", "session_id"),
+        "browser_events": ("id",),
+    }
+)
 EXPECTED_UNIQUE = {
     ("conversions", ("event", "event_id")),
     ("outbox", ("conversion_id", "destination")),
@@ -102,6 +145,94 @@ EXPECTED_INDEXES = {
     "conversions_order": ("conversions", ("order_id",), "order_id IS NOT NULL"),
     "outbox_due": ("outbox", ("destination", "status", "due_at"), None),
 }
+EXPECTED_INDEXES.update(  # browser leg (0002): what stitching and the Pixel mirror look up
+    {
+        "landing_sessions_ttclid": ("landing_sessions", ("ttclid",), "ttclid IS NOT NULL"),
+        "landing_sessions_last_seen": ("landing_sessions", ("last_seen",), None),
+        "browser_events_event_id": ("browser_events", ("event_id",), "event_id IS NOT NULL"),
+        "browser_events_session": ("browser_events", ("session_id",), None),
+    }
+)
+
+# sources and ledger (0003): webhook secrets, the order ledger, webhook dedup, rejections
+EXPECTED_COLUMNS.update(
+    {
+        "source_secrets": [
+            ("source", "text", True, None),
+            ("secret_encrypted", "blob", True, None),
+            ("updated_at", "real", True, None),
+        ],
+        "orders": [
+            ("id", "int", True, None),
+            ("source", "text", True, None),
+            ("order_id", "text", True, None),
+            ("order_time", "int", True, None),
+            ("value", "real", False, None),
+            ("currency", "text", False, None),
+            ("event", "text", False, None),
+            ("event_id", "text", False, None),
+            ("session_id", "text", False, None),
+            ("attributed_tiktok", "int", True, "0"),
+            ("evidence", "blob", False, None),
+            ("recorded_at", "real", True, None),
+        ],
+        "source_deliveries": [
+            ("id", "int", True, None),
+            ("source", "text", True, None),
+            ("delivery_id", "text", True, None),
+            ("received_at", "real", True, None),
+            ("status", "text", True, None),
+        ],
+        "ingest_rejections": [
+            ("id", "int", True, None),
+            ("at", "real", True, None),
+            ("source", "text", True, None),
+            ("delivery_id", "text", False, None),
+            ("reason", "blob", True, None),
+        ],
+    }
+)
+EXPECTED_PRIMARY_KEYS.update(  # sources and ledger (0003)
+    {
+        "source_secrets": ("source",),
+        "orders": ("id",),
+        "source_deliveries": ("id",),
+        "ingest_rejections": ("id",),
+    }
+)
+EXPECTED_UNIQUE |= {  # sources and ledger (0003)
+    ("orders", ("source", "order_id")),
+    ("source_deliveries", ("source", "delivery_id")),
+}
+EXPECTED_INDEXES.update(  # sources and ledger (0003)
+    {
+        "orders_time": ("orders", ("order_time",), None),
+        "ingest_rejections_at": ("ingest_rejections", ("at",), None),
+    }
+)
+
+# hardening (0004): the admin password hash and server-side admin sessions
+EXPECTED_COLUMNS.update(
+    {
+        "admin_settings": [
+            ("name", "text", True, None),
+            ("value", "text", True, None),
+            ("updated_at", "real", True, None),
+        ],
+        "admin_sessions": [
+            ("token_hash", "text", True, None),
+            ("csrf_token", "text", True, None),
+            ("created_at", "real", True, None),
+            ("expires_at", "real", True, None),
+        ],
+    }
+)
+EXPECTED_PRIMARY_KEYS.update(  # hardening (0004)
+    {"admin_settings": ("name",), "admin_sessions": ("token_hash",)}
+)
+EXPECTED_INDEXES.update(  # hardening (0004): expired sessions are swept at each login
+    {"admin_sessions_expires": ("admin_sessions", ("expires_at",), None)}
+)
 
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {

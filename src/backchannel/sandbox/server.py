@@ -27,4 +27,5 @@ def run(
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=2,
+        log_config=None,  # logging is configured by the caller (backchannel.logs)
     )

@@ -8,7 +8,7 @@ groups concurrent ingests into one commit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +37,10 @@ class NewConversion:
     warnings: bytes
     origin: str
     destinations: tuple[str, ...]
+    #: sources and ledger: the order-ledger row written in the SAME transaction, if any
+    ledger: LedgerEntry | None = None
+    #: browser leg: where each identifier came from, JSON (see backchannel.stitch.Provenance)
+    stitched: str | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +92,182 @@ class DeliveryRow:
     last_error: str | None
     platform_ref: str | None
     delivered_at: float | None
+
+
+@dataclass(slots=True)
+class AdminSession:
+    """A dashboard login: the cookie holds a random token, the store only its SHA-256."""
+
+    token_hash: str
+    csrf_token: str
+    created_at: float
+    expires_at: float
+
+
+# sources and ledger ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LedgerEntry:
+    """One order or subscription for the order ledger (the truth set of the gap report).
+
+    ``evidence`` is a JSON object naming each TikTok signal and where it was found, e.g.
+    ``{"ttclid": "landing_site"}``; ``attributed_tiktok`` is true when it is not empty.
+    """
+
+    source: str
+    order_id: str
+    order_time: int
+    value: float | None
+    currency: str | None
+    event: str | None
+    event_id: str | None
+    session_id: str | None
+    attributed_tiktok: bool
+    evidence: bytes
+
+
+@dataclass(slots=True)
+class OrderRow:
+    """A ledger row as read back (``recorded_at`` set by the store)."""
+
+    source: str
+    order_id: str
+    order_time: int
+    value: float | None
+    currency: str | None
+    event: str | None
+    event_id: str | None
+    session_id: str | None
+    attributed_tiktok: bool
+    evidence: bytes
+    recorded_at: float
+
+
+@dataclass(slots=True)
+class Rejection:
+    """Input a source refused, for the diagnostics page (no raw body, no PII)."""
+
+    at: float
+    source: str
+    delivery_id: str | None
+    reason: bytes
+
+
+# browser leg ----------------------------------------------------------------------------------
+#: pixel states, weakest first: a session keeps the strongest it reported (see SessionUpdate)
+PIXEL_STATUSES = ("absent", "blocked", "loaded")
+
+
+@dataclass(slots=True)
+class SessionUpdate:
+    """One ``/v1/collect`` message, to be merged into its landing session.
+
+    Merge rules (the same SQL in both backends): first/last seen widen; a click id, cookie, IP
+    or user agent replaces the stored one when present (the newest touch wins, as in
+    last-click attribution); the five UTMs are replaced together when the message has any;
+    ``landing_url``, ``referrer`` and ``load_time_ms`` come from the message flagged
+    ``landing`` (the page that created the session), else from the first message seen;
+    ``pixel_status`` keeps the strongest state (loaded > blocked > absent).
+    """
+
+    session_id: str
+    at: float
+    url: str | None = None
+    referrer: str | None = None
+    landing: bool = False
+    ttclid: str | None = None
+    ttp: str | None = None
+    fbclid: str | None = None
+    fbp: str | None = None
+    fbc: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_content: str | None = None
+    utm_term: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    browser: str | None = None
+    browser_version: str | None = None
+    os: str | None = None
+    os_version: str | None = None
+    load_time_ms: int | None = None
+    pixel_status: str = "absent"
+    page_view: bool = True
+
+    @property
+    def has_utm(self) -> bool:
+        return any(
+            v is not None
+            for v in (
+                self.utm_source,
+                self.utm_medium,
+                self.utm_campaign,
+                self.utm_content,
+                self.utm_term,
+            )
+        )
+
+
+@dataclass(slots=True)
+class BrowserEvent:
+    """One ``ttq.track(event, props, {event_id})`` call seen by bc.js (the Pixel mirror)."""
+
+    session_id: str
+    event: str
+    event_id: str | None
+    at: float
+    page_url: str | None = None
+    pixel_status: str | None = None
+
+
+@dataclass(slots=True)
+class LandingSession:
+    """A ``landing_sessions`` row as read back."""
+
+    session_id: str
+    first_seen: float
+    last_seen: float
+    ttclid: str | None
+    ttp: str | None
+    fbclid: str | None
+    fbp: str | None
+    fbc: str | None
+    utm_source: str | None
+    utm_medium: str | None
+    utm_campaign: str | None
+    utm_content: str | None
+    utm_term: str | None
+    landing_url: str | None
+    referrer: str | None
+    last_url: str | None
+    ip: str | None
+    user_agent: str | None
+    browser: str | None
+    browser_version: str | None
+    os: str | None
+    os_version: str | None
+    load_time_ms: int | None
+    pixel_status: str
+    page_views: int
+
+
+#: the landing_sessions columns, in LandingSession's order (both backends select these)
+SESSION_COLUMNS = (
+    "session_id, first_seen, last_seen, ttclid, ttp, fbclid, fbp, fbc, utm_source, utm_medium,"
+    " utm_campaign, utm_content, utm_term, landing_url, referrer, last_url, ip, user_agent,"
+    " browser, browser_version, os, os_version, load_time_ms, pixel_status, page_views"
+)
+
+
+@dataclass(slots=True)
+class SessionMatch:
+    """A session found for a stitching key: ``kind`` is session_id, ttclid or email."""
+
+    kind: str
+    key: str
+    session: LandingSession
 
 
 class Store(Protocol):
@@ -160,3 +340,111 @@ class Store(Protocol):
     def all_token_ciphertexts(self) -> list[tuple[str, bytes]]: ...
 
     def audit(self, now: float, actor: str, action: str, detail: str) -> None: ...
+
+    # hardening: readiness, admin access, key rotation ---------------------------------------
+    def schema_version(self) -> int:
+        """The highest applied migration (a cheap query: also the readiness probe's ping)."""
+        ...
+
+    def get_admin_setting(self, name: str) -> str | None: ...
+
+    def set_admin_setting(self, name: str, value: str, now: float) -> None: ...
+
+    def create_admin_session(self, session: AdminSession) -> None:
+        """Store a new session (and forget sessions that expired before it was created)."""
+        ...
+
+    def get_admin_session(self, token_hash: str, now: float) -> AdminSession | None:
+        """The session if it exists and has not expired at ``now``."""
+        ...
+
+    def delete_admin_session(self, token_hash: str) -> bool: ...
+
+    def delete_admin_sessions(self) -> int:
+        """Log everyone out (after a password change)."""
+        ...
+
+    def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
+        """Replace EVERY ciphertext the store holds by ``transform(ciphertext)``, in ONE
+        transaction (all or nothing); returns how many were rewritten.
+
+        Used by ``backchannel token rotate-key``. Covers destination tokens and source webhook
+        secrets; any column added later that holds a Fernet ciphertext must be rewritten here
+        (and listed by :meth:`all_ciphertexts`), or rotating the key would strand it.
+        """
+        ...
+
+    def all_ciphertexts(self) -> list[tuple[str, bytes]]:
+        """(label, ciphertext) of every encrypted value: ``token tiktok``, ``source stripe``…"""
+        ...
+
+    # sources and ledger -----------------------------------------------------------------------
+    # Conversions carrying ``NewConversion.ledger`` get their ledger row in the same transaction
+    # as the conversion (inside insert_conversions); these methods cover everything else.
+    def set_source_secret(self, source: str, ciphertext: bytes, now: float) -> None: ...
+
+    def get_source_secret(self, source: str) -> bytes | None: ...
+
+    def delete_source_secret(self, source: str) -> bool: ...
+
+    def record_orders(self, entries: Sequence[LedgerEntry], now: float) -> list[bool]:
+        """Add ledger rows in ONE transaction; per entry, True if new, False if its
+        (source, order_id) was already there (the first row seen is kept)."""
+        ...
+
+    def orders(self, *, source: str | None = None, limit: int = 1000) -> list[OrderRow]:
+        """Ledger rows, newest order first."""
+        ...
+
+    def ledger_counts(self) -> dict[str, dict[str, int]]:
+        """Per source: ``{"orders": n, "attributed_tiktok": m}``."""
+        ...
+
+    def delivery_seen(self, source: str, delivery_id: str) -> bool: ...
+
+    def record_delivery(self, source: str, delivery_id: str, status: str, now: float) -> bool:
+        """Remember a processed webhook delivery; False if it was already recorded."""
+        ...
+
+    def record_rejection(
+        self, source: str, reason: bytes, now: float, delivery_id: str | None = None
+    ) -> None: ...
+
+    def rejections(self, *, source: str | None = None, limit: int = 100) -> list[Rejection]:
+        """Recent rejections, newest first."""
+        ...
+
+    # browser leg ------------------------------------------------------------------------------
+    def record_collect(
+        self, updates: Sequence[SessionUpdate], events: Sequence[BrowserEvent]
+    ) -> None:
+        """Merge session updates (in order; see :class:`SessionUpdate`) and append browser
+        events, all in ONE transaction (collect's group commit batches many page views)."""
+        ...
+
+    def find_sessions(
+        self,
+        *,
+        session_ids: Sequence[str] = (),
+        ttclids: Sequence[str] = (),
+        email_hashes: Sequence[str] = (),
+    ) -> list[SessionMatch]:
+        """The stitching lookup, one indexed query: every session named by id, and for each
+        ttclid and email hash the most recently seen session carrying it."""
+        ...
+
+    def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:
+        """Remember (session_id, email_hash) pairs; pairs already known are left as they are."""
+        ...
+
+    def get_session(self, session_id: str) -> LandingSession | None: ...
+
+    def session_emails(self, session_id: str) -> list[str]:
+        """Email hashes seen on a session, sorted."""
+        ...
+
+    def browser_events(
+        self, *, session_id: str | None = None, event_id: str | None = None
+    ) -> list[BrowserEvent]:
+        """Mirrored Pixel calls of a session or of an event_id, oldest first."""
+        ...

@@ -22,7 +22,7 @@ Needs PostgreSQL 13 or later (``pg_current_snapshot``); developed and tested on 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final
 
 import psycopg
@@ -35,12 +35,21 @@ from backchannel.store.base import (
     EXPIRED,
     IN_FLIGHT,
     PENDING,
+    SESSION_COLUMNS,
+    AdminSession,
+    BrowserEvent,
     Claimed,
     Connection,
     Dead,
     DeliveryRow,
     KeyRecord,
+    LandingSession,
+    LedgerEntry,
     NewConversion,
+    OrderRow,
+    Rejection,
+    SessionMatch,
+    SessionUpdate,
 )
 from backchannel.store.migrations import load
 
@@ -79,15 +88,15 @@ WITH input AS (
     SELECT nextval('conversions_id_seq') AS id, t.*
     FROM unnest(
         %b::text[], %b::text[], %b::int8[], %b::text[], %b::text[], %b::text[], %b::text[],
-        %b::bytea[], %b::bytea[]
+        %b::bytea[], %b::bytea[], %b::text[]
     ) WITH ORDINALITY AS t(event, event_id, event_time, origin, order_id, session_id,
-                           test_event_code, payload, warnings, ord)
+                           test_event_code, payload, warnings, stitched, ord)
     ORDER BY t.ord
 ), inserted AS (
     INSERT INTO conversions (id, event, event_id, event_time, received_at, origin, order_id,
-                             session_id, test_event_code, payload, warnings)
+                             session_id, test_event_code, payload, warnings, stitched)
     SELECT id, event, event_id, event_time, %b, origin, order_id, session_id, test_event_code,
-           payload, warnings
+           payload, warnings, stitched
     FROM input ORDER BY event COLLATE "C", event_id COLLATE "C"
     ON CONFLICT (event, event_id) DO NOTHING
     RETURNING id
@@ -230,6 +239,7 @@ class PostgresStore:
             [i.test_event_code for i in unique],
             [i.payload for i in unique],
             [i.warnings for i in unique],
+            [i.stitched for i in unique],  # browser leg
             now,
             now,
             now,
@@ -247,6 +257,8 @@ class PostgresStore:
                 }
             )
             self._notify(conn, queued)
+            # sources and ledger: order-ledger rows commit with their conversions
+            _insert_ledger(conn, [i.ledger for i in items if i.ledger is not None], now)
         return [
             (item.event, item.event_id) in new and first[(item.event, item.event_id)] == index
             for index, item in enumerate(items)
@@ -491,6 +503,92 @@ class PostgresStore:
                 (now, actor, action, detail),
             )
 
+    # -- hardening: readiness, admin access, key rotation ------------------------------------
+    def schema_version(self) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def get_admin_setting(self, name: str) -> str | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT value FROM admin_settings WHERE name = %s", (name,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_admin_setting(self, name: str, value: str, now: float) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO admin_settings (name, value, updated_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at",
+                (name, value, now),
+            )
+
+    def create_admin_session(self, session: AdminSession) -> None:
+        s = session
+        with self._pool.connection() as conn:
+            conn.execute("DELETE FROM admin_sessions WHERE expires_at <= %s", (s.created_at,))
+            conn.execute(
+                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at)"
+                " VALUES (%s, %s, %s, %s)",
+                (s.token_hash, s.csrf_token, s.created_at, s.expires_at),
+            )
+
+    def get_admin_session(self, token_hash: str, now: float) -> AdminSession | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT token_hash, csrf_token, created_at, expires_at FROM admin_sessions"
+                " WHERE token_hash = %s AND expires_at > %s",
+                (token_hash, now),
+            ).fetchone()
+        return AdminSession(*row) if row else None
+
+    def delete_admin_session(self, token_hash: str) -> bool:
+        with self._pool.connection() as conn:
+            deleted = conn.execute(
+                "DELETE FROM admin_sessions WHERE token_hash = %s", (token_hash,)
+            ).rowcount
+        return deleted == 1
+
+    def delete_admin_sessions(self) -> int:
+        with self._pool.connection() as conn:
+            return conn.execute("DELETE FROM admin_sessions").rowcount
+
+    def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
+        # One transaction; FOR UPDATE keeps a concurrent `token set` from slipping in between.
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT destination, token_encrypted FROM connections"
+                " WHERE token_encrypted IS NOT NULL FOR UPDATE"
+            ).fetchall()
+            for destination, ciphertext in rows:
+                conn.execute(
+                    "UPDATE connections SET token_encrypted = %b WHERE destination = %s",
+                    (transform(bytes(ciphertext)), destination),
+                )
+            secrets = conn.execute(
+                "SELECT source, secret_encrypted FROM source_secrets FOR UPDATE"
+            ).fetchall()
+            for source, ciphertext in secrets:
+                conn.execute(
+                    "UPDATE source_secrets SET secret_encrypted = %b WHERE source = %s",
+                    (transform(bytes(ciphertext)), source),
+                )
+        return len(rows) + len(secrets)
+
+    def all_ciphertexts(self) -> list[tuple[str, bytes]]:
+        with self._pool.connection() as conn:
+            tokens = conn.execute(
+                "SELECT 'token ' || destination, token_encrypted FROM connections"
+                ' WHERE token_encrypted IS NOT NULL ORDER BY destination COLLATE "C"'
+            ).fetchall()
+            secrets = conn.execute(
+                "SELECT 'source ' || source, secret_encrypted FROM source_secrets"
+                ' ORDER BY source COLLATE "C"'
+            ).fetchall()
+        return [(label, bytes(c)) for label, c in [*tokens, *secrets]]
+
     # -- helpers --------------------------------------------------------------------------------
     @staticmethod
     def _notify(conn: psycopg.Connection[tuple[Any, ...]], destinations: Sequence[str]) -> None:
@@ -500,3 +598,337 @@ class PostgresStore:
                 "SELECT pg_notify(%s, d) FROM unnest(%s::text[]) AS d",
                 (NOTIFY_CHANNEL, list(destinations)),
             )
+
+    # -- sources and ledger ---------------------------------------------------------------------
+    def set_source_secret(self, source: str, ciphertext: bytes, now: float) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO source_secrets (source, secret_encrypted, updated_at)"
+                " VALUES (%s, %b, %s) ON CONFLICT (source) DO UPDATE SET"
+                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at",
+                (source, ciphertext, now),
+            )
+
+    def get_source_secret(self, source: str) -> bytes | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT secret_encrypted FROM source_secrets WHERE source = %s", (source,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def delete_source_secret(self, source: str) -> bool:
+        with self._pool.connection() as conn:
+            deleted = conn.execute("DELETE FROM source_secrets WHERE source = %s", (source,))
+            return deleted.rowcount == 1
+
+    def record_orders(self, entries: Sequence[LedgerEntry], now: float) -> list[bool]:
+        with self._pool.connection() as conn:
+            return _insert_ledger(conn, entries, now)
+
+    def orders(self, *, source: str | None = None, limit: int = 1000) -> list[OrderRow]:
+        query = f"SELECT {_ORDER_COLUMNS} FROM orders"  # noqa: S608 - constant column list
+        params: list[object] = []
+        if source is not None:
+            query += " WHERE source = %s"
+            params.append(source)
+        query += " ORDER BY order_time DESC, id DESC LIMIT %s"
+        params.append(limit)
+        with self._pool.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [_order_row(row) for row in rows]
+
+    def ledger_counts(self) -> dict[str, dict[str, int]]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT source, COUNT(*), SUM(attributed_tiktok) FROM orders GROUP BY source"
+            ).fetchall()
+        return {src: {"orders": int(n), "attributed_tiktok": int(a or 0)} for src, n, a in rows}
+
+    def delivery_seen(self, source: str, delivery_id: str) -> bool:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM source_deliveries WHERE source = %s AND delivery_id = %s",
+                (source, delivery_id),
+            ).fetchone()
+        return row is not None
+
+    def record_delivery(self, source: str, delivery_id: str, status: str, now: float) -> bool:
+        with self._pool.connection() as conn:
+            cursor = conn.execute(
+                "INSERT INTO source_deliveries (source, delivery_id, received_at, status)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (source, delivery_id) DO NOTHING",
+                (source, delivery_id, now, status),
+            )
+            return cursor.rowcount == 1
+
+    def record_rejection(
+        self, source: str, reason: bytes, now: float, delivery_id: str | None = None
+    ) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO ingest_rejections (at, source, delivery_id, reason)"
+                " VALUES (%s, %s, %s, %b)",
+                (now, source, delivery_id, reason),
+            )
+
+    def rejections(self, *, source: str | None = None, limit: int = 100) -> list[Rejection]:
+        query = "SELECT at, source, delivery_id, reason FROM ingest_rejections"
+        params: list[object] = []
+        if source is not None:
+            query += " WHERE source = %s"
+            params.append(source)
+        query += " ORDER BY at DESC, id DESC LIMIT %s"
+        params.append(limit)
+        with self._pool.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [Rejection(at, src, delivery, bytes(reason)) for at, src, delivery, reason in rows]
+
+    # -- browser leg ----------------------------------------------------------------------------
+    def record_collect(
+        self, updates: Sequence[SessionUpdate], events: Sequence[BrowserEvent]
+    ) -> None:
+        if not updates and not events:
+            return
+        rows = [
+            (
+                u.session_id,
+                u.at,
+                u.at,
+                u.ttclid,
+                u.ttp,
+                u.fbclid,
+                u.fbp,
+                u.fbc,
+                u.utm_source,
+                u.utm_medium,
+                u.utm_campaign,
+                u.utm_content,
+                u.utm_term,
+                u.url,
+                u.referrer,
+                u.url,
+                u.ip,
+                u.user_agent,
+                u.browser,
+                u.browser_version,
+                u.os,
+                u.os_version,
+                u.load_time_ms,
+                u.pixel_status,
+                1 if u.page_view else 0,
+                *([u.has_utm] * 5),
+                u.landing,
+                u.landing,
+                u.landing,
+            )
+            for u in updates
+        ]
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            # executemany: one statement per update, in order, pipelined in one round trip; a
+            # single multi-row upsert could not merge two updates of one session.
+            if rows:
+                cur.executemany(_UPSERT_SESSION, rows)
+            if events:
+                cur.executemany(
+                    "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
+                    " pixel_status) VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        (e.session_id, e.event, e.event_id, e.at, e.page_url, e.pixel_status)
+                        for e in events
+                    ],
+                )
+
+    def find_sessions(
+        self,
+        *,
+        session_ids: Sequence[str] = (),
+        ttclids: Sequence[str] = (),
+        email_hashes: Sequence[str] = (),
+    ) -> list[SessionMatch]:
+        if not session_ids and not ttclids and not email_hashes:
+            return []
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                _FIND_SESSIONS,
+                (
+                    sorted(set(session_ids)),
+                    sorted(set(ttclids)),
+                    sorted(set(email_hashes)),
+                ),
+            ).fetchall()
+        return [SessionMatch(kind, key, LandingSession(*session)) for kind, key, *session in rows]
+
+    def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:
+        if not pairs:
+            return
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO session_emails (email_hash, session_id, seen_at)"
+                " SELECT e, s, %s FROM unnest(%s::text[], %s::text[]) AS p(s, e)"
+                " ON CONFLICT (email_hash, session_id) DO NOTHING",
+                (now, [s for s, _ in pairs], [e for _, e in pairs]),
+            )
+
+    def get_session(self, session_id: str) -> LandingSession | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {SESSION_COLUMNS} FROM landing_sessions WHERE session_id = %s",  # noqa: S608
+                (session_id,),
+            ).fetchone()
+        return LandingSession(*row) if row else None
+
+    def session_emails(self, session_id: str) -> list[str]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT email_hash FROM session_emails WHERE session_id = %s"
+                ' ORDER BY email_hash COLLATE "C"',
+                (session_id,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def browser_events(
+        self, *, session_id: str | None = None, event_id: str | None = None
+    ) -> list[BrowserEvent]:
+        query = (
+            "SELECT session_id, event, event_id, at, page_url, pixel_status FROM browser_events"
+            " WHERE TRUE"
+        )
+        params: list[object] = []
+        if session_id is not None:
+            query += " AND session_id = %s"
+            params.append(session_id)
+        if event_id is not None:
+            query += " AND event_id = %s"
+            params.append(event_id)
+        with self._pool.connection() as conn:
+            rows = conn.execute(query + " ORDER BY at, id", params).fetchall()
+        return [BrowserEvent(*row) for row in rows]
+
+
+# -- sources and ledger: helpers ------------------------------------------------------------------
+_ORDER_COLUMNS: Final = (
+    "source, order_id, order_time, value, currency, event, event_id, session_id,"
+    " attributed_tiktok, evidence, recorded_at"
+)
+
+# One statement for a whole batch (arrays, like _INSERT_BATCH); RETURNING names the new keys.
+_INSERT_LEDGER: Final = """
+INSERT INTO orders (source, order_id, order_time, value, currency, event, event_id, session_id,
+                    attributed_tiktok, evidence, recorded_at)
+SELECT t.source, t.order_id, t.order_time, t.value, t.currency, t.event, t.event_id,
+       t.session_id, t.attributed_tiktok, t.evidence, %b
+FROM unnest(%b::text[], %b::text[], %b::int8[], %b::float8[], %b::text[], %b::text[],
+            %b::text[], %b::text[], %b::int4[], %b::bytea[]) WITH ORDINALITY
+     AS t(source, order_id, order_time, value, currency, event, event_id, session_id,
+          attributed_tiktok, evidence, ord)
+ORDER BY t.source COLLATE "C", t.order_id COLLATE "C"
+ON CONFLICT (source, order_id) DO NOTHING
+RETURNING source, order_id
+"""
+
+
+def _order_row(row: Sequence[Any]) -> OrderRow:
+    values = list(row)
+    values[8] = bool(values[8])
+    values[9] = bytes(values[9]) if values[9] is not None else b"{}"
+    return OrderRow(*values)
+
+
+def _insert_ledger(
+    conn: psycopg.Connection[tuple[Any, ...]], entries: Sequence[LedgerEntry], now: float
+) -> list[bool]:
+    """Insert ledger rows inside the caller's transaction; the first row per key wins.
+
+    Rows go in key order (as conversions do) so two nodes writing overlapping orders cannot
+    deadlock; repeats of a key within ``entries`` are dropped before the statement.
+    """
+    if not entries:
+        return []
+    first: dict[tuple[str, str], int] = {}
+    for index, e in enumerate(entries):
+        first.setdefault((e.source, e.order_id), index)
+    unique = [entries[i] for i in first.values()]
+    params = (
+        now,
+        [e.source for e in unique],
+        [e.order_id for e in unique],
+        [e.order_time for e in unique],
+        [e.value for e in unique],
+        [e.currency for e in unique],
+        [e.event for e in unique],
+        [e.event_id for e in unique],
+        [e.session_id for e in unique],
+        [int(e.attributed_tiktok) for e in unique],
+        [e.evidence for e in unique],
+    )
+    new = {(src, oid) for src, oid in conn.execute(_INSERT_LEDGER, params)}
+    return [
+        (e.source, e.order_id) in new and first[(e.source, e.order_id)] == index
+        for index, e in enumerate(entries)
+    ]
+
+
+# -- browser leg: statements ---------------------------------------------------------------
+# Session merge rules: see base.SessionUpdate (the same as the SQLite store's statement). The
+# last eight parameters are not columns: "does it carry UTMs" (x5) and "is this the landing
+# message" (x3); they steer the CASEs of the update.
+_UPSERT_SESSION: Final = (
+    "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid, ttp, fbclid,"
+    " fbp, fbc, utm_source, utm_medium, utm_campaign, utm_content, utm_term, landing_url,"
+    " referrer, last_url, ip, user_agent, browser, browser_version, os, os_version,"
+    " load_time_ms, pixel_status, page_views)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+    " %s, %s, %s, %s, %s)"
+    " ON CONFLICT (session_id) DO UPDATE SET"
+    " first_seen = LEAST(landing_sessions.first_seen, excluded.first_seen),"
+    " last_seen = GREATEST(landing_sessions.last_seen, excluded.last_seen),"
+    " ttclid = COALESCE(excluded.ttclid, landing_sessions.ttclid),"
+    " ttp = COALESCE(excluded.ttp, landing_sessions.ttp),"
+    " fbclid = COALESCE(excluded.fbclid, landing_sessions.fbclid),"
+    " fbp = COALESCE(excluded.fbp, landing_sessions.fbp),"
+    " fbc = COALESCE(excluded.fbc, landing_sessions.fbc),"
+    " utm_source = CASE WHEN %s THEN excluded.utm_source ELSE landing_sessions.utm_source END,"
+    " utm_medium = CASE WHEN %s THEN excluded.utm_medium ELSE landing_sessions.utm_medium END,"
+    " utm_campaign = CASE WHEN %s THEN excluded.utm_campaign"
+    " ELSE landing_sessions.utm_campaign END,"
+    " utm_content = CASE WHEN %s THEN excluded.utm_content ELSE landing_sessions.utm_content END,"
+    " utm_term = CASE WHEN %s THEN excluded.utm_term ELSE landing_sessions.utm_term END,"
+    " landing_url = CASE WHEN %s OR landing_sessions.landing_url IS NULL"
+    " THEN COALESCE(excluded.landing_url, landing_sessions.landing_url)"
+    " ELSE landing_sessions.landing_url END,"
+    " referrer = CASE WHEN %s THEN excluded.referrer ELSE landing_sessions.referrer END,"
+    " last_url = COALESCE(excluded.last_url, landing_sessions.last_url),"
+    " ip = COALESCE(excluded.ip, landing_sessions.ip),"
+    " user_agent = COALESCE(excluded.user_agent, landing_sessions.user_agent),"
+    " browser = COALESCE(excluded.browser, landing_sessions.browser),"
+    " browser_version = COALESCE(excluded.browser_version, landing_sessions.browser_version),"
+    " os = COALESCE(excluded.os, landing_sessions.os),"
+    " os_version = COALESCE(excluded.os_version, landing_sessions.os_version),"
+    " load_time_ms = CASE WHEN %s"
+    " THEN COALESCE(excluded.load_time_ms, landing_sessions.load_time_ms)"
+    " ELSE COALESCE(landing_sessions.load_time_ms, excluded.load_time_ms) END,"
+    " pixel_status = CASE WHEN"
+    " (CASE excluded.pixel_status WHEN 'loaded' THEN 2 WHEN 'blocked' THEN 1 ELSE 0 END) >"
+    " (CASE landing_sessions.pixel_status WHEN 'loaded' THEN 2 WHEN 'blocked' THEN 1"
+    " ELSE 0 END)"
+    " THEN excluded.pixel_status ELSE landing_sessions.pixel_status END,"
+    " page_views = landing_sessions.page_views + excluded.page_views"
+)
+
+_SESSION_SELECT: Final = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
+
+# The stitching lookup in one round trip: three indexed arms (primary key, the ttclid index,
+# the session_emails key); DISTINCT ON keeps the most recently seen session per ttclid/email.
+_FIND_SESSIONS: Final = f"""
+SELECT 'session_id'::text, s.session_id, {_SESSION_SELECT}
+FROM landing_sessions s WHERE s.session_id = ANY(%s::text[])
+UNION ALL
+(SELECT DISTINCT ON (s.ttclid) 'ttclid'::text, s.ttclid, {_SESSION_SELECT}
+ FROM landing_sessions s WHERE s.ttclid = ANY(%s::text[])
+ ORDER BY s.ttclid, s.last_seen DESC)
+UNION ALL
+(SELECT DISTINCT ON (e.email_hash) 'email'::text, e.email_hash, {_SESSION_SELECT}
+ FROM session_emails e JOIN landing_sessions s ON s.session_id = e.session_id
+ WHERE e.email_hash = ANY(%s::text[])
+ ORDER BY e.email_hash, s.last_seen DESC)
+"""  # noqa: S608 - constant column list

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from backchannel.store.base import (
     DEAD,
@@ -19,12 +20,21 @@ from backchannel.store.base import (
     EXPIRED,
     IN_FLIGHT,
     PENDING,
+    SESSION_COLUMNS,
+    AdminSession,
+    BrowserEvent,
     Claimed,
     Connection,
     Dead,
     DeliveryRow,
     KeyRecord,
+    LandingSession,
+    LedgerEntry,
     NewConversion,
+    OrderRow,
+    Rejection,
+    SessionMatch,
+    SessionUpdate,
 )
 from backchannel.store.migrations import load, statements
 
@@ -103,8 +113,8 @@ class SqliteStore:
         with self._write() as db:
             insert = (
                 "INSERT OR IGNORE INTO conversions (event, event_id, event_time, received_at,"
-                " origin, order_id, session_id, test_event_code, payload, warnings)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " origin, order_id, session_id, test_event_code, payload, warnings,"
+                " stitched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )
             outbox_rows: list[tuple[int, str, float, float]] = []
             for item in items:
@@ -121,6 +131,7 @@ class SqliteStore:
                         item.test_event_code,
                         item.payload,
                         item.warnings,
+                        item.stitched,
                     ),
                 )
                 if cursor.rowcount == 1:
@@ -135,6 +146,8 @@ class SqliteStore:
                 " VALUES (?, ?, ?, ?)",
                 outbox_rows,
             )
+            # sources and ledger: order-ledger rows commit with their conversions
+            _insert_ledger(db, [i.ledger for i in items if i.ledger is not None], now)
         return results
 
     # -- delivery -------------------------------------------------------------------------------
@@ -352,6 +365,414 @@ class SqliteStore:
                 "INSERT INTO audit_log (at, actor, action, detail) VALUES (?, ?, ?, ?)",
                 (now, actor, action, detail),
             )
+
+    # -- hardening: readiness, admin access, key rotation ------------------------------------
+    def schema_version(self) -> int:
+        with self._read_lock:
+            row = self._reader.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def get_admin_setting(self, name: str) -> str | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT value FROM admin_settings WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_admin_setting(self, name: str, value: str, now: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO admin_settings (name, value, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at",
+                (name, value, now),
+            )
+
+    def create_admin_session(self, session: AdminSession) -> None:
+        s = session
+        with self._write() as db:
+            db.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (s.created_at,))
+            db.execute(
+                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (s.token_hash, s.csrf_token, s.created_at, s.expires_at),
+            )
+
+    def get_admin_session(self, token_hash: str, now: float) -> AdminSession | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT token_hash, csrf_token, created_at, expires_at FROM admin_sessions"
+                " WHERE token_hash = ? AND expires_at > ?",
+                (token_hash, now),
+            ).fetchone()
+        return AdminSession(*row) if row else None
+
+    def delete_admin_session(self, token_hash: str) -> bool:
+        with self._write() as db:
+            return (
+                db.execute(
+                    "DELETE FROM admin_sessions WHERE token_hash = ?", (token_hash,)
+                ).rowcount
+                == 1
+            )
+
+    def delete_admin_sessions(self) -> int:
+        with self._write() as db:
+            return db.execute("DELETE FROM admin_sessions").rowcount
+
+    def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT destination, token_encrypted FROM connections"
+                " WHERE token_encrypted IS NOT NULL"
+            ).fetchall()
+            for destination, ciphertext in rows:
+                db.execute(
+                    "UPDATE connections SET token_encrypted = ? WHERE destination = ?",
+                    (transform(bytes(ciphertext)), destination),
+                )
+            secrets = db.execute("SELECT source, secret_encrypted FROM source_secrets").fetchall()
+            for source, ciphertext in secrets:
+                db.execute(
+                    "UPDATE source_secrets SET secret_encrypted = ? WHERE source = ?",
+                    (transform(bytes(ciphertext)), source),
+                )
+        return len(rows) + len(secrets)
+
+    def all_ciphertexts(self) -> list[tuple[str, bytes]]:
+        with self._read_lock:
+            tokens = self._reader.execute(
+                "SELECT 'token ' || destination, token_encrypted FROM connections"
+                " WHERE token_encrypted IS NOT NULL ORDER BY destination"
+            ).fetchall()
+            secrets = self._reader.execute(
+                "SELECT 'source ' || source, secret_encrypted FROM source_secrets ORDER BY source"
+            ).fetchall()
+        return [(label, bytes(c)) for label, c in [*tokens, *secrets]]
+
+    # -- sources and ledger ---------------------------------------------------------------------
+    def set_source_secret(self, source: str, ciphertext: bytes, now: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO source_secrets (source, secret_encrypted, updated_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (source) DO UPDATE SET"
+                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at",
+                (source, ciphertext, now),
+            )
+
+    def get_source_secret(self, source: str) -> bytes | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT secret_encrypted FROM source_secrets WHERE source = ?", (source,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def delete_source_secret(self, source: str) -> bool:
+        with self._write() as db:
+            deleted = db.execute("DELETE FROM source_secrets WHERE source = ?", (source,))
+            return deleted.rowcount == 1
+
+    def record_orders(self, entries: Sequence[LedgerEntry], now: float) -> list[bool]:
+        with self._write() as db:
+            return _insert_ledger(db, entries, now)
+
+    def orders(self, *, source: str | None = None, limit: int = 1000) -> list[OrderRow]:
+        query = f"SELECT {_ORDER_COLUMNS} FROM orders"  # noqa: S608 - constant column list
+        params: list[object] = []
+        if source is not None:
+            query += " WHERE source = ?"
+            params.append(source)
+        query += " ORDER BY order_time DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._read_lock:
+            rows = self._reader.execute(query, params).fetchall()
+        return [_order_row(row) for row in rows]
+
+    def ledger_counts(self) -> dict[str, dict[str, int]]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT source, COUNT(*), SUM(attributed_tiktok) FROM orders GROUP BY source"
+            ).fetchall()
+        return {src: {"orders": int(n), "attributed_tiktok": int(a or 0)} for src, n, a in rows}
+
+    def delivery_seen(self, source: str, delivery_id: str) -> bool:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT 1 FROM source_deliveries WHERE source = ? AND delivery_id = ?",
+                (source, delivery_id),
+            ).fetchone()
+        return row is not None
+
+    def record_delivery(self, source: str, delivery_id: str, status: str, now: float) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO source_deliveries (source, delivery_id, received_at, status)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (source, delivery_id) DO NOTHING",
+                (source, delivery_id, now, status),
+            )
+            return cursor.rowcount == 1
+
+    def record_rejection(
+        self, source: str, reason: bytes, now: float, delivery_id: str | None = None
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO ingest_rejections (at, source, delivery_id, reason)"
+                " VALUES (?, ?, ?, ?)",
+                (now, source, delivery_id, reason),
+            )
+
+    def rejections(self, *, source: str | None = None, limit: int = 100) -> list[Rejection]:
+        query = "SELECT at, source, delivery_id, reason FROM ingest_rejections"
+        params: list[object] = []
+        if source is not None:
+            query += " WHERE source = ?"
+            params.append(source)
+        query += " ORDER BY at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._read_lock:
+            rows = self._reader.execute(query, params).fetchall()
+        return [Rejection(at, src, delivery, bytes(reason)) for at, src, delivery, reason in rows]
+
+    # -- browser leg ----------------------------------------------------------------------------
+    # Session merge rules: see base.SessionUpdate. Three parameters are not columns: "is this the
+    # landing message" (twice) and "does it carry UTMs"; they steer the CASEs of the update.
+    _UPSERT_SESSION = (
+        "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid, ttp, fbclid,"
+        " fbp, fbc, utm_source, utm_medium, utm_campaign, utm_content, utm_term, landing_url,"
+        " referrer, last_url, ip, user_agent, browser, browser_version, os, os_version,"
+        " load_time_ms, pixel_status, page_views)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (session_id) DO UPDATE SET"
+        " first_seen = MIN(landing_sessions.first_seen, excluded.first_seen),"
+        " last_seen = MAX(landing_sessions.last_seen, excluded.last_seen),"
+        " ttclid = COALESCE(excluded.ttclid, landing_sessions.ttclid),"
+        " ttp = COALESCE(excluded.ttp, landing_sessions.ttp),"
+        " fbclid = COALESCE(excluded.fbclid, landing_sessions.fbclid),"
+        " fbp = COALESCE(excluded.fbp, landing_sessions.fbp),"
+        " fbc = COALESCE(excluded.fbc, landing_sessions.fbc),"
+        " utm_source = CASE WHEN ? THEN excluded.utm_source ELSE landing_sessions.utm_source END,"
+        " utm_medium = CASE WHEN ? THEN excluded.utm_medium ELSE landing_sessions.utm_medium END,"
+        " utm_campaign = CASE WHEN ? THEN excluded.utm_campaign"
+        " ELSE landing_sessions.utm_campaign END,"
+        " utm_content = CASE WHEN ? THEN excluded.utm_content"
+        " ELSE landing_sessions.utm_content END,"
+        " utm_term = CASE WHEN ? THEN excluded.utm_term ELSE landing_sessions.utm_term END,"
+        " landing_url = CASE WHEN ? OR landing_sessions.landing_url IS NULL"
+        " THEN COALESCE(excluded.landing_url, landing_sessions.landing_url)"
+        " ELSE landing_sessions.landing_url END,"
+        " referrer = CASE WHEN ? THEN excluded.referrer ELSE landing_sessions.referrer END,"
+        " last_url = COALESCE(excluded.last_url, landing_sessions.last_url),"
+        " ip = COALESCE(excluded.ip, landing_sessions.ip),"
+        " user_agent = COALESCE(excluded.user_agent, landing_sessions.user_agent),"
+        " browser = COALESCE(excluded.browser, landing_sessions.browser),"
+        " browser_version = COALESCE(excluded.browser_version, landing_sessions.browser_version),"
+        " os = COALESCE(excluded.os, landing_sessions.os),"
+        " os_version = COALESCE(excluded.os_version, landing_sessions.os_version),"
+        " load_time_ms = CASE WHEN ? THEN COALESCE(excluded.load_time_ms,"
+        " landing_sessions.load_time_ms)"
+        " ELSE COALESCE(landing_sessions.load_time_ms, excluded.load_time_ms) END,"
+        " pixel_status = CASE WHEN"
+        " (CASE excluded.pixel_status WHEN 'loaded' THEN 2 WHEN 'blocked' THEN 1 ELSE 0 END) >"
+        " (CASE landing_sessions.pixel_status WHEN 'loaded' THEN 2 WHEN 'blocked' THEN 1"
+        " ELSE 0 END)"
+        " THEN excluded.pixel_status ELSE landing_sessions.pixel_status END,"
+        " page_views = landing_sessions.page_views + excluded.page_views"
+    )
+
+    def record_collect(
+        self, updates: Sequence[SessionUpdate], events: Sequence[BrowserEvent]
+    ) -> None:
+        rows = []
+        for u in updates:
+            utm = u.has_utm
+            rows.append(
+                (
+                    u.session_id,
+                    u.at,
+                    u.at,
+                    u.ttclid,
+                    u.ttp,
+                    u.fbclid,
+                    u.fbp,
+                    u.fbc,
+                    u.utm_source,
+                    u.utm_medium,
+                    u.utm_campaign,
+                    u.utm_content,
+                    u.utm_term,
+                    u.url,
+                    u.referrer,
+                    u.url,
+                    u.ip,
+                    u.user_agent,
+                    u.browser,
+                    u.browser_version,
+                    u.os,
+                    u.os_version,
+                    u.load_time_ms,
+                    u.pixel_status,
+                    1 if u.page_view else 0,
+                    utm,
+                    utm,
+                    utm,
+                    utm,
+                    utm,
+                    u.landing,
+                    u.landing,
+                    u.landing,
+                )
+            )
+        with self._write() as db:
+            if rows:
+                db.executemany(self._UPSERT_SESSION, rows)
+            if events:
+                db.executemany(
+                    "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
+                    " pixel_status) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (e.session_id, e.event, e.event_id, e.at, e.page_url, e.pixel_status)
+                        for e in events
+                    ],
+                )
+
+    def find_sessions(
+        self,
+        *,
+        session_ids: Sequence[str] = (),
+        ttclids: Sequence[str] = (),
+        email_hashes: Sequence[str] = (),
+    ) -> list[SessionMatch]:
+        # One statement: three indexed arms (primary key, the ttclid index, the session_emails
+        # key), the latter two keeping only the most recently seen session per key.
+        columns = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
+        arms: list[str] = []
+        params: list[object] = []
+        ids, clicks, emails = (
+            sorted(set(session_ids)),
+            sorted(set(ttclids)),
+            sorted(set(email_hashes)),
+        )
+        if ids:
+            arms.append(
+                f"SELECT 'session_id', s.session_id, {columns} FROM landing_sessions s"  # noqa: S608
+                f" WHERE s.session_id IN ({','.join('?' * len(ids))})"
+            )
+            params.extend(ids)
+        if clicks:
+            arms.append(
+                f"SELECT 'ttclid', s.ttclid, {columns} FROM landing_sessions s"  # noqa: S608
+                f" WHERE s.ttclid IN ({','.join('?' * len(clicks))}) AND s.last_seen ="
+                " (SELECT MAX(t.last_seen) FROM landing_sessions t WHERE t.ttclid = s.ttclid)"
+            )
+            params.extend(clicks)
+        if emails:
+            arms.append(
+                f"SELECT 'email', e.email_hash, {columns} FROM session_emails e"  # noqa: S608
+                " JOIN landing_sessions s ON s.session_id = e.session_id"
+                f" WHERE e.email_hash IN ({','.join('?' * len(emails))}) AND s.last_seen ="
+                " (SELECT MAX(t.last_seen) FROM session_emails f JOIN landing_sessions t"
+                " ON t.session_id = f.session_id WHERE f.email_hash = e.email_hash)"
+            )
+            params.extend(emails)
+        if not arms:
+            return []
+        with self._read_lock:
+            rows = self._reader.execute(" UNION ALL ".join(arms), params).fetchall()
+        seen: set[tuple[str, str]] = set()
+        matches: list[SessionMatch] = []
+        for kind, key, *session in rows:
+            if (kind, key) in seen and kind != "session_id":
+                continue  # two sessions last seen at the same instant: keep one
+            seen.add((kind, key))
+            matches.append(SessionMatch(kind, key, LandingSession(*session)))
+        return matches
+
+    def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:
+        if not pairs:
+            return
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO session_emails (email_hash, session_id, seen_at)"
+                " VALUES (?, ?, ?)",
+                [(email, session, now) for session, email in pairs],
+            )
+
+    def get_session(self, session_id: str) -> LandingSession | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                f"SELECT {SESSION_COLUMNS} FROM landing_sessions WHERE session_id = ?",  # noqa: S608
+                (session_id,),
+            ).fetchone()
+        return LandingSession(*row) if row else None
+
+    def session_emails(self, session_id: str) -> list[str]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT email_hash FROM session_emails WHERE session_id = ? ORDER BY email_hash",
+                (session_id,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def browser_events(
+        self, *, session_id: str | None = None, event_id: str | None = None
+    ) -> list[BrowserEvent]:
+        query = (
+            "SELECT session_id, event, event_id, at, page_url, pixel_status FROM browser_events"
+            " WHERE 1 = 1"
+        )
+        params: list[object] = []
+        if session_id is not None:
+            query += " AND session_id = ?"
+            params.append(session_id)
+        if event_id is not None:
+            query += " AND event_id = ?"
+            params.append(event_id)
+        with self._read_lock:
+            rows = self._reader.execute(query + " ORDER BY at, id", params).fetchall()
+        return [BrowserEvent(*row) for row in rows]
+
+
+# -- sources and ledger: helpers ------------------------------------------------------------------
+_ORDER_COLUMNS = (
+    "source, order_id, order_time, value, currency, event, event_id, session_id,"
+    " attributed_tiktok, evidence, recorded_at"
+)
+
+
+def _order_row(row: Sequence[Any]) -> OrderRow:
+    values = list(row)
+    values[8] = bool(values[8])
+    values[9] = bytes(values[9]) if values[9] is not None else b"{}"
+    return OrderRow(*values)
+
+
+def _insert_ledger(
+    db: sqlite3.Connection, entries: Sequence[LedgerEntry], now: float
+) -> list[bool]:
+    """Insert ledger rows inside the caller's transaction; the first row per key wins."""
+    results: list[bool] = []
+    for e in entries:
+        cursor = db.execute(
+            "INSERT INTO orders (source, order_id, order_time, value, currency, event, event_id,"
+            " session_id, attributed_tiktok, evidence, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, order_id) DO NOTHING",
+            (
+                e.source,
+                e.order_id,
+                e.order_time,
+                e.value,
+                e.currency,
+                e.event,
+                e.event_id,
+                e.session_id,
+                int(e.attributed_tiktok),
+                e.evidence,
+                now,
+            ),
+        )
+        results.append(cursor.rowcount == 1)
+    return results
 
 
 class _Transaction:

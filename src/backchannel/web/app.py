@@ -27,10 +27,18 @@ from backchannel.config import Settings
 from backchannel.delivery import RetryPolicy, build_worker
 from backchannel.events import ConversionIn
 from backchannel.ingest import BadRequest, InvalidBatch, ingest, parse_body
+from backchannel.logs import RequestIdMiddleware
+from backchannel.metrics import Metrics
 from backchannel.notes import Note
 from backchannel.store import open_store
 from backchannel.store.runner import for_store
 from backchannel.targets import Targets
+from backchannel.web import auth as admin_auth
+from backchannel.web import collect as browser_leg
+from backchannel.web import ops
+from backchannel.web import sources as source_routes
+from backchannel.web.ratelimit import RateLimiter, limited_response
+from backchannel.web.security import SecurityHeadersMiddleware
 
 log = logging.getLogger("backchannel.web")
 
@@ -111,6 +119,7 @@ INGEST_OPERATION: dict[str, Any] = {
         "401": {"description": "Missing or invalid API key"},
         "403": {"description": "The key is not an ingest key"},
         "413": {"description": "Body over 8 MiB or more than 1000 events"},
+        "429": {"description": "Over this key's rate limit; see Retry-After"},
         "422": {"description": "Invalid events, each with a list of {path, reason}"},
     },
 }
@@ -137,6 +146,9 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 policy=opts.retry or RetryPolicy(base=settings.retry_base, cap=settings.retry_cap),
                 concurrency=opts.concurrency or settings.delivery_concurrency,
                 lease=settings.lease_seconds,
+                listen_url=settings.listen_url,
+                poll_interval=settings.poll_interval,
+                metrics=metrics,
             )
             worker.start()
         state["worker"] = worker
@@ -154,6 +166,16 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
     )
+    # hardening: metrics, per-key rate limit, security headers, request ids, admin auth
+    metrics = Metrics()
+    metrics.watch_queue(lambda: state["store"].outbox_counts())
+    ingest_limiter = RateLimiter(settings.ingest_rate, settings.ingest_burst)
+    state.update(metrics=metrics, ingest_limiter=ingest_limiter)
+    https = bool(settings.public_url and settings.public_url.startswith("https://"))
+    app.add_middleware(SecurityHeadersMiddleware, https=https)
+    app.add_middleware(RequestIdMiddleware)
+    auth = admin_auth.install(app, settings, lambda: state["store"])
+    ops.install(app, settings, state, metrics, auth, worker_expected=lambda: opts.worker)
 
     def authenticate(request: Request, scope: str) -> JSONResponse | None:
         header = request.headers.get("authorization", "")
@@ -180,12 +202,18 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 [Note("Authorization", f"this key is for {record.scope}, not {scope}")],
                 "forbidden",
             )
+        request.scope["backchannel.key"] = record  # for the per-key rate limit
         return None
+
+    api_ledger = source_routes.api_ledger(settings)
 
     async def post_events(request: Request) -> JSONResponse:
         denied = authenticate(request, "ingest")
         if denied is not None:
             return denied
+        wait = ingest_limiter.hit(request.scope["backchannel.key"].id)
+        if wait:
+            return limited_response(wait, "Authorization", "for this API key")
         partial = request.query_params.get("partial", "false").lower() in ("1", "true", "yes")
         try:
             items = parse_body(await _read_body(request))
@@ -195,7 +223,10 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 now=time.time(),
                 default_region=settings.default_region,
                 destinations=settings.destinations,
+                stitch_window=settings.click_cookie_days * 86400.0,  # browser leg
                 partial=partial,
+                metrics=metrics,
+                ledger=api_ledger,  # sources and ledger: orders land in the order ledger
             )
         except BadRequest as exc:
             return _error(exc.status, exc.notes, "bad_request")
@@ -206,6 +237,9 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     # A plain Starlette route: the hot path skips FastAPI's dependency machinery (~25 µs a
     # request); its OpenAPI operation is added by openapi() below from INGEST_OPERATION.
     app.router.routes.insert(0, Route("/v1/events", post_events, methods=["POST"]))
+    # sources and ledger: Shopify and Stripe webhooks (backchannel.web.sources)
+    source_routes.install(app, settings, state)
+    browser_leg.install(app, settings)  # browser leg: /bc.js, /v1/collect
 
     @app.get("/v1/events/{event_id:path}", summary="Delivery status of an event, per destination")
     async def get_event(event_id: str, request: Request) -> JSONResponse:

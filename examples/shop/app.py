@@ -1,0 +1,215 @@
+"""A tiny demo shop wired to Backchannel the way a real shop should be.
+
+Pages: ``/`` (landing), ``/product``, ``/checkout`` (a form), ``/thanks?order=N``. Every page
+loads ``/bc.js`` first, then the TikTok Pixel snippet (pointing at a local stand-in of
+``events.js``, since the real one cannot be fetched here).
+
+Why the shop proxies ``/bc.js`` and ``/v1/collect`` to the gateway instead of linking to the
+gateway's own host: a reverse-proxy path on the shop's own domain is what real shops do. The
+script and its beacons are then first-party (bc.js's cookies are the shop's own cookies, not
+third-party ones that Safari and ad blockers drop), the Host header is passed through so the
+gateway's same-origin check needs no configuration, and the visitor's address travels in
+``X-Forwarded-For`` (the gateway trusts it only from ``trusted_proxies``).
+
+The backend posts each order to ``/v1/events`` with the ingest key (never exposed to the
+browser) and the ``_bc_sid`` session cookie it reads from its own request. It sends the email
+but deliberately *not* the IP and user agent: the gateway fills those, and the ttclid and
+``_ttp``, from the landing session (stitching). The thank-you page fires
+``ttq.track('CompletePayment', {...}, {event_id: bc.eventId(order, 'CompletePayment')})``, the
+same id the gateway derives, so TikTok deduplicates the two legs.
+
+``/_pixel/collect`` and ``/_pixel/hits`` record what the Pixel stand-in "sent to TikTok".
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+STATIC = Path(__file__).parent / "static"
+PRODUCT_ID, PRODUCT_NAME, PRICE, CURRENCY = "SKU-TEE-1", "Backchannel Tee", 29.5, "USD"
+#: request headers passed to the gateway (Host too: the same-origin check compares it)
+FORWARD = ("host", "origin", "referer", "user-agent", "content-type", "x-backchannel-key")
+
+PIXEL_SNIPPET = """<script>
+!function (w, d, t) {
+  w.TiktokAnalyticsObject = t; var ttq = w[t] = w[t] || [];
+  ttq.methods = ["page", "track", "identify", "instances", "debug", "on", "off", "once",
+    "ready", "alias", "group", "enableCookie", "disableCookie"];
+  ttq.setAndDefer = function (t, e) { t[e] = function () {
+    t.push([e].concat(Array.prototype.slice.call(arguments, 0))); }; };
+  for (var i = 0; i < ttq.methods.length; i++) ttq.setAndDefer(ttq, ttq.methods[i]);
+  ttq.load = function (e, n) {
+    var i = "{pixel_url}";  // the real snippet: https://analytics.tiktok.com/i18n/pixel/events.js
+    ttq._i = ttq._i || {{}}, ttq._i[e] = [], ttq._i[e]._u = i, ttq._t = ttq._t || {{}},
+    ttq._t[e] = +new Date, ttq._o = ttq._o || {{}}, ttq._o[e] = n || {{}};
+    var o = d.createElement("script"); o.type = "text/javascript"; o.async = !0;
+    o.src = i + "?sdkid=" + e + "&lib=" + t;
+    var a = d.getElementsByTagName("script")[0]; a.parentNode.insertBefore(o, a);
+  };
+  ttq.load("{pixel}"); ttq.page();
+}(window, document, "ttq");
+</script>"""
+
+
+def _page(title: str, body: str, *, site_key: str, pixel: str, pixel_url: str) -> HTMLResponse:
+    snippet = PIXEL_SNIPPET.replace("{pixel_url}", pixel_url).replace("{pixel}", pixel)
+    snippet = snippet.replace("{{", "{").replace("}}", "}")
+    return HTMLResponse(
+        f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} · Demo shop</title>
+<script src="/bc.js" data-key="{html.escape(site_key)}"></script>
+{snippet}
+<style>body{{font:16px system-ui;margin:2rem auto;max-width:40rem}}
+a.button,button{{background:#111;color:#fff;padding:.6rem 1rem;border:0}}</style>
+</head><body><h1>{html.escape(title)}</h1>{body}</body></html>"""
+    )
+
+
+def create_shop(
+    gateway_url: str,
+    *,
+    ingest_key: str,
+    site_key: str,
+    pixel: str = "CDEMOPIXEL",
+    pixel_url: str = "/static/tiktok-pixel.js",
+    first_order: int = 1001,
+) -> Starlette:
+    """The shop app; ``gateway_url`` is where Backchannel listens (reached server-side only)."""
+    orders = itertools.count(first_order)
+    placed: dict[str, dict[str, Any]] = {}
+    pixel_hits: list[dict[str, Any]] = []
+    gateway = httpx.AsyncClient(base_url=gateway_url, timeout=30.0)
+
+    def page(title: str, body: str) -> HTMLResponse:
+        return _page(title, body, site_key=site_key, pixel=pixel, pixel_url=pixel_url)
+
+    async def landing(request: Request) -> Response:
+        return page(
+            "Welcome",
+            "<p>Soft tees, sent by server-side tracking.</p>"
+            '<p><a class="button" id="to-product" href="/product">See the tee</a></p>',
+        )
+
+    async def product(request: Request) -> Response:
+        return page(
+            PRODUCT_NAME,
+            f"<p>{PRICE} {CURRENCY}</p>"
+            '<p><a class="button" id="buy" href="/checkout">Buy now</a></p>',
+        )
+
+    async def checkout(request: Request) -> Response:
+        if request.method == "GET":
+            return page(
+                "Checkout",
+                '<form method="post" action="/checkout">'
+                '<label>Email <input id="email" name="email" type="email" required></label>'
+                '<label>Quantity <input id="quantity" name="quantity" value="2"></label>'
+                '<button id="pay" type="submit">Pay</button></form>',
+            )
+        # a plain urlencoded form, parsed without python-multipart (not a dependency)
+        fields = parse_qs((await request.body()).decode())
+        form = {k: v[0] for k, v in fields.items()}
+        quantity = int(form.get("quantity") or "1")
+        order_id = str(next(orders))
+        value = round(PRICE * quantity, 2)
+        conversion = {
+            "event": "CompletePayment",
+            "order_id": order_id,
+            "value": value,
+            "currency": CURRENCY,
+            "contents": [
+                {"id": PRODUCT_ID, "name": PRODUCT_NAME, "quantity": quantity, "price": PRICE}
+            ],
+            "user": {"email": form.get("email", "")},
+            # bc.js's first-party session cookie: the gateway joins the landing session
+            "session_id": request.cookies.get("_bc_sid"),
+        }
+        response = await gateway.post(
+            "/v1/events", json=conversion, headers={"Authorization": f"Bearer {ingest_key}"}
+        )
+        placed[order_id] = {"status": response.status_code, "answer": response.json()}
+        return RedirectResponse(f"/thanks?order={order_id}", status_code=303)
+
+    async def thanks(request: Request) -> Response:
+        order_id = request.query_params.get("order", "")
+        if order_id not in placed:
+            return HTMLResponse("no such order", status_code=404)
+        data = orjson.dumps({"order": order_id, "currency": CURRENCY, "id": PRODUCT_ID}).decode()
+        return page(
+            "Thank you!",
+            f'<p id="order">Order {html.escape(order_id)} is confirmed.</p>'
+            f"""<script>
+  var order = {data};
+  // The same event_id the gateway derives for this order: the platform counts it once.
+  ttq.track("CompletePayment",
+            {{contents: [{{content_id: order.id, content_type: "product"}}],
+              currency: order.currency}},
+            {{event_id: bc.eventId(order.order, "CompletePayment")}});
+</script>""",
+        )
+
+    async def proxy(request: Request) -> Response:
+        """The reverse-proxy path to Backchannel (what nginx/Caddy would do on a real shop)."""
+        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD}
+        peer = request.client.host if request.client else ""
+        previous = request.headers.get("x-forwarded-for")
+        headers["x-forwarded-for"] = f"{previous}, {peer}" if previous else peer
+        upstream = await gateway.request(
+            request.method,
+            request.url.path,
+            params=request.query_params,
+            content=await request.body(),
+            headers=headers,
+        )
+        keep = {
+            k: v
+            for k, v in upstream.headers.items()
+            if k.lower().startswith("access-control-")
+            or k.lower() in ("content-type", "cache-control", "vary", "retry-after")
+        }
+        return Response(upstream.content, status_code=upstream.status_code, headers=keep)
+
+    async def pixel_collect(request: Request) -> Response:
+        pixel_hits.append(orjson.loads(await request.body()))
+        return Response(status_code=204)
+
+    async def pixel_list(request: Request) -> Response:
+        return JSONResponse({"hits": pixel_hits})
+
+    async def order_list(request: Request) -> Response:
+        return JSONResponse(placed)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/", landing),
+            Route("/product", product),
+            Route("/checkout", checkout, methods=["GET", "POST"]),
+            Route("/thanks", thanks),
+            Route("/bc.js", proxy, methods=["GET"]),
+            Route("/v1/collect", proxy, methods=["POST", "OPTIONS"]),
+            Route("/_pixel/collect", pixel_collect, methods=["POST"]),
+            Route("/_pixel/hits", pixel_list),
+            Route("/_orders", order_list),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,278 @@
+"""``backchannel doctor``: check a deployment and say what to fix.
+
+Checks, in order (a failed check can make later ones moot; they then say so):
+
+* configuration: the file and ``BACKCHANNEL_*`` variables load;
+* database: reachable, and every shipped migration applied (read without migrating: the
+  doctor never changes the database);
+* encryption key: from the environment, or a key file that exists and only its owner reads;
+* tokens: every stored token decrypts with that key;
+* destinations: each one's endpoint answers HTTP — the sandbox or a configured base URL; the
+  real TikTok/Meta endpoints only with ``--live`` (the doctor never talks to a platform unless
+  asked);
+* clock: the skew against the ``Date`` header of those answers (platforms refuse events from
+  the future, and Backchannel refuses conversions more than 5 minutes ahead).
+
+Each check is ✓ (fine), ✗ (with the fix) or – (skipped, with the reason).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from backchannel import config, credentials, logs
+from backchannel.destinations import meta, tiktok
+from backchannel.store import migrations, open_store
+from backchannel.store.base import Store
+from backchannel.store.sqlite import path_from_url
+
+MAX_SKEW = 30.0  # seconds of clock difference tolerated
+HTTP_TIMEOUT = 5.0
+
+
+@dataclass(slots=True)
+class Check:
+    name: str
+    ok: bool | None  # None: skipped
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(slots=True)
+class Report:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(c.ok is False for c in self.checks)
+
+    def add(self, name: str, ok: bool | None, detail: str, fix: str | None = None) -> None:
+        self.checks.append(Check(name, ok, detail, fix))
+
+    def lines(self) -> list[str]:
+        width = max((len(c.name) for c in self.checks), default=0)
+        out = []
+        for c in self.checks:
+            mark = {True: "✓", False: "✗", None: "–"}[c.ok]
+            out.append(f"{mark} {c.name:<{width}}  {c.detail}")
+            if c.ok is False and c.fix:
+                out.append(f"  {' ' * width}  fix: {c.fix}")
+        return out
+
+
+def _schema_version(url: str) -> int:
+    """The applied migration level, read without applying anything."""
+    if url.startswith("sqlite:"):
+        path = Path(path_from_url(url))
+        if not path.exists():
+            raise FileNotFoundError(f"no database file at {path}")
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            db.close()
+        return int(row[0] or 0)
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=int(HTTP_TIMEOUT)) as conn:
+        try:
+            found = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+    return int(found[0] or 0) if found else 0
+
+
+def run(
+    *,
+    live: bool = False,
+    load: Callable[[], config.Settings] = config.load,
+    http: httpx.Client | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Report:
+    report = Report()
+    try:
+        settings = load()
+    except config.ConfigError as exc:
+        report.add(
+            "configuration",
+            False,
+            str(exc),
+            "correct that setting in backchannel.toml or its BACKCHANNEL_* variable",
+        )
+        return report
+    report.add("configuration", True, "loaded")
+
+    # -- database -------------------------------------------------------------------------------
+    store: Store | None = None
+    backend: migrations.Backend = (
+        "sqlite" if settings.database_url.startswith("sqlite") else "postgres"
+    )
+    latest = max(v for v, _ in migrations.load(backend))
+    shown = logs.safe_url(settings.database_url)
+    try:
+        version = _schema_version(settings.database_url)
+    except Exception as exc:
+        report.add(
+            "database",
+            False,
+            f"{shown}: {type(exc).__name__}: {logs.safe_url(str(exc)).splitlines()[0]}",
+            "check BACKCHANNEL_DATABASE_URL, that the server runs and accepts this user;"
+            " for a new SQLite file run `backchannel migrate`",
+        )
+    else:
+        if version < latest:
+            report.add(
+                "database",
+                False,
+                f"{shown}: schema at migration {version}, this version ships {latest}",
+                "run `backchannel migrate` (serve also migrates when it starts)",
+            )
+        else:
+            report.add("database", True, f"{shown}: reachable, migrations current ({version})")
+            try:
+                store = open_store(settings.database_url)
+            except Exception as exc:
+                report.add("database", False, f"cannot open: {type(exc).__name__}")
+
+    # -- key and tokens ---------------------------------------------------------------------------
+    cipher = None
+    if settings.secret_key:
+        try:
+            cipher = credentials.load_cipher(settings, create=False)
+            report.add("encryption key", True, "from BACKCHANNEL_SECRET_KEY")
+        except credentials.SecretError as exc:
+            report.add(
+                "encryption key",
+                False,
+                str(exc),
+                "set BACKCHANNEL_SECRET_KEY to a key made by `Fernet.generate_key()`",
+            )
+    else:
+        path = Path(settings.key_file)
+        if not path.exists():
+            report.add(
+                "encryption key",
+                False,
+                f"{path} does not exist",
+                "start `backchannel serve` once (it creates the key), or set"
+                " BACKCHANNEL_SECRET_KEY; if tokens were stored, restore the old key file",
+            )
+        else:
+            mode = path.stat().st_mode & 0o777
+            try:
+                cipher = credentials.load_cipher(settings, create=False)
+            except credentials.SecretError as exc:
+                fix = f"chmod 600 {path}" if mode & 0o077 else "restore the key file"
+                report.add("encryption key", False, str(exc), fix)
+            else:
+                report.add("encryption key", True, f"{path} (mode {mode:o})")
+    if store is None:
+        report.add("tokens", None, "not checked: no database")
+    elif cipher is None:
+        report.add("tokens", None, "not checked: no usable key")
+    else:
+        stored = store.all_ciphertexts()
+        if not stored:
+            report.add("tokens", True, "none stored (destinations use the sandbox)")
+        for label, ciphertext in stored:
+            kind, _, name = label.partition(" ")
+            again = (
+                f"backchannel token set {name}"
+                if kind == "token"
+                else f"backchannel source set {name}"
+            )
+            try:
+                credentials.decrypt(cipher, ciphertext)
+            except credentials.SecretError:
+                report.add(
+                    label,
+                    False,
+                    "does not decrypt with the configured key",
+                    "restore the key it was stored with (in BACKCHANNEL_SECRET_KEY or the key"
+                    f" file), or store it again: `{again}`",
+                )
+            else:
+                report.add(label, True, "decrypts")
+
+    # -- destinations and clock ------------------------------------------------------------
+    owned = http is None
+    client = http or httpx.Client(timeout=HTTP_TIMEOUT)
+    skews: list[tuple[str, float]] = []
+    try:
+        for name in settings.destinations:
+            configured = settings.tiktok_base_url if name == "tiktok" else settings.meta_base_url
+            default = tiktok.DEFAULT_BASE_URL if name == "tiktok" else meta.DEFAULT_BASE_URL
+            has_token = False
+            if store is not None:
+                connection = store.get_connection(name)
+                has_token = bool(connection and connection.token_encrypted)
+            url = configured or (default if has_token else None)
+            if url is None:
+                report.add(
+                    f"destination {name}",
+                    None,
+                    "embedded sandbox (inside `serve`): nothing to reach",
+                )
+                continue
+            if url.rstrip("/") == default and not live:
+                report.add(
+                    f"destination {name}",
+                    None,
+                    f"{url}: the real platform; checked only with --live",
+                )
+                continue
+            started = time.perf_counter()
+            try:
+                response = client.get(url)
+            except httpx.HTTPError as exc:
+                report.add(
+                    f"destination {name}",
+                    False,
+                    f"{url}: {type(exc).__name__}",
+                    f"is it running and reachable from here? check BACKCHANNEL_{name.upper()}"
+                    "_BASE_URL, DNS, firewall and proxy settings",
+                )
+                continue
+            elapsed = time.perf_counter() - started
+            leg = "sandbox" if not has_token else "live"
+            report.add(
+                f"destination {name}",
+                True,
+                f"{url} ({leg}): answered HTTP {response.status_code} in {elapsed * 1000:.0f} ms",
+            )
+            date = response.headers.get("date")
+            if date:
+                try:
+                    server_time = email.utils.parsedate_to_datetime(date).timestamp()
+                except (TypeError, ValueError):
+                    continue
+                # The Date header is whole seconds, taken somewhere during the round trip.
+                skews.append((name, clock() - elapsed / 2 - server_time))
+    finally:
+        if owned:
+            client.close()
+        if store is not None:
+            store.close()
+    if not skews:
+        report.add("clock", None, "not checked: no destination answered with a Date header")
+    else:
+        name, skew = max(skews, key=lambda item: abs(item[1]))
+        if abs(skew) > MAX_SKEW:
+            report.add(
+                "clock",
+                False,
+                f"{skew:+.0f} s against {name}",
+                "synchronize this machine's clock (NTP: systemd-timesyncd, chrony)",
+            )
+        else:
+            report.add("clock", True, f"within {MAX_SKEW:.0f} s of {name} ({skew:+.1f} s)")
+    return report

@@ -1,0 +1,149 @@
+"""Prometheus metrics: what was ingested, delivered, retried, dead; queue depth; latency.
+
+Why one :class:`Metrics` object per app (its own ``CollectorRegistry``) instead of
+prometheus-client's global default registry: importing this module registers nothing, two
+apps in one test process do not share (or double-register) counters, and the registry holds
+only our series. ``/metrics`` renders :meth:`Metrics.render`.
+
+Series (all prefixed ``backchannel_``):
+
+=====================================  =========================================================
+ingested_total{origin}                 conversions stored (new, not duplicates), by origin
+duplicates_total                       conversions refused as already stored (event, event_id)
+rejected_total                         conversions refused as invalid
+delivered_total{destination}           outbox rows the platform accepted
+retried_total{destination}             outbox rows scheduled for another attempt
+dead_total{destination}                outbox rows dead-lettered (permanent refusal, give-up)
+expired_total{destination}             outbox rows too old for the destination's window
+queue_depth{destination,status}        outbox rows per state, read from the store at scrape
+                                       time (cached 2 s, so a scrape storm costs one query)
+delivery_latency_seconds{destination}  time of one request to the platform (a histogram)
+=====================================  =========================================================
+
+Counters count what *this process* did (Prometheus sums them over processes); the queue
+depth is the database's, the same whichever process is scraped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+NAMESPACE = "backchannel"
+QUEUE_DEPTH_CACHE = 2.0  # seconds
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
+
+
+class QueueDepth(Collector):
+    """``queue_depth{destination,status}`` from ``counts()`` (e.g. ``store.outbox_counts``)."""
+
+    def __init__(
+        self,
+        counts: Callable[[], dict[str, dict[str, int]]],
+        *,
+        cache: float = QUEUE_DEPTH_CACHE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.counts = counts
+        self.cache = cache
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._at = -float("inf")
+        self._value: dict[str, dict[str, int]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            f"{NAMESPACE}_queue_depth",
+            "Outbox rows per destination and delivery state",
+            labels=["destination", "status"],
+        )
+        for destination, statuses in sorted(self._current().items()):
+            for status, count in sorted(statuses.items()):
+                family.add_metric([destination, status], count)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        # Describing without collecting: registering must not query the store.
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_queue_depth",
+            "Outbox rows per destination and delivery state",
+            labels=["destination", "status"],
+        )
+
+    def _current(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            now = self.clock()
+            if now - self._at >= self.cache:
+                self._value = self.counts()
+                self._at = now
+            return self._value
+
+
+class Metrics:
+    """The metrics of one app (or one worker process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.ingested = Counter(
+            "ingested", "Conversions stored", ["origin"], namespace=NAMESPACE, registry=r
+        )
+        self.duplicates = Counter(
+            "duplicates", "Conversions already stored", namespace=NAMESPACE, registry=r
+        )
+        self.rejected = Counter(
+            "rejected", "Conversions refused as invalid", namespace=NAMESPACE, registry=r
+        )
+        self.delivered = Counter(
+            "delivered", "Deliveries accepted", ["destination"], namespace=NAMESPACE, registry=r
+        )
+        self.retried = Counter(
+            "retried",
+            "Deliveries scheduled again",
+            ["destination"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.dead = Counter(
+            "dead", "Deliveries dead-lettered", ["destination"], namespace=NAMESPACE, registry=r
+        )
+        self.expired = Counter(
+            "expired",
+            "Deliveries too old to send",
+            ["destination"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "delivery_latency_seconds",
+            "Time of one request to the platform",
+            ["destination"],
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self._queue_depth: QueueDepth | None = None
+
+    def watch_queue(self, counts: Callable[[], dict[str, dict[str, int]]]) -> None:
+        """Report ``queue_depth`` from ``counts`` (called at most every 2 s, at scrape time)."""
+        if self._queue_depth is not None:
+            self.registry.unregister(self._queue_depth)
+        self._queue_depth = QueueDepth(counts)
+        self.registry.register(self._queue_depth)
+
+    def count_ingest(self, origin: str, new: int, duplicates: int, rejected: int) -> None:
+        if new:
+            self.ingested.labels(origin).inc(new)
+        if duplicates:
+            self.duplicates.inc(duplicates)
+        if rejected:
+            self.rejected.inc(rejected)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

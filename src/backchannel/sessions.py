@@ -1,0 +1,382 @@
+"""The browser leg's pure half: collect payloads, visitor IPs, origins, user agents, event ids.
+
+Why pure: ``/v1/collect`` receives every page view of a shop, from browsers nobody controls. The
+rules that decide what is kept (and what is refused with a ``{path, reason}``) are easiest to
+trust when they are plain functions tested without a server; :mod:`backchannel.web.collect`
+only adds HTTP, the key check and batched writes.
+
+What a collect message is (sent by ``bc.js``, as JSON in a ``text/plain`` body so a
+cross-origin ``sendBeacon`` needs no CORS preflight)::
+
+    {"key": "bc_pub_…",            # the site key (or ?key=… or X-Backchannel-Key)
+     "session_id": "…",            # bc.js's first-party session cookie (_bc_sid)
+     "url": "https://shop/…", "referrer": "…", "landing": true,
+     "ttclid": "…", "ttp": "…", "fbclid": "…", "fbp": "…", "fbc": "…",
+     "utm": {"source": "tiktok", "medium": "…", "campaign": "…", "content": "…", "term": "…"},
+     "load_time_ms": 812, "pixel": "loaded" | "blocked" | "absent",
+     "page_view": true,
+     "events": [{"event": "CompletePayment", "event_id": "CompletePayment-1001",
+                 "at": 1790000000123}]}
+
+No PII is collected: no email, phone or name travels on this path (bc.js never reads forms).
+The visitor's IP and user agent are taken from the request itself (the browser's own
+connection, or ``X-Forwarded-For`` from a trusted proxy), never from the message, so a page
+cannot put words in the browser's mouth, and a shop server can never be mistaken for the
+visitor.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backchannel.events import EVENT_NAME, derive_event_id, validation_notes
+from backchannel.notes import InvalidConversion, Note
+from backchannel.store.base import BrowserEvent, SessionUpdate
+
+#: bytes; a page view is ~1 KiB, a page with a few mirrored Pixel calls ~2 KiB
+MAX_COLLECT_BODY = 16 * 1024
+#: ``bc.js`` makes 22-character base64url ids; other first-party ids are accepted if plain
+SESSION_ID = r"^[A-Za-z0-9_.\-]{8,128}$"
+MAX_EVENTS = 20
+#: browser clocks are wrong; a mirrored event dated further from receive time is re-dated
+MAX_EVENT_SKEW = 24 * 3600.0
+
+Url = Annotated[str, Field(max_length=2048)]
+Ident = Annotated[str, Field(min_length=1, max_length=512)]
+Utm = Annotated[str, Field(max_length=256)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UtmIn(_Strict):
+    source: Utm | None = None
+    medium: Utm | None = None
+    campaign: Utm | None = None
+    content: Utm | None = None
+    term: Utm | None = None
+
+
+class BrowserEventIn(_Strict):
+    event: Annotated[str, Field(min_length=1, max_length=100)]
+    event_id: Annotated[str, Field(max_length=256)] | None = None
+    #: unix milliseconds (Date.now() in the browser)
+    at: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+class CollectIn(_Strict):
+    """One message from bc.js: a page view, mirrored Pixel calls, or both."""
+
+    key: Annotated[str, Field(max_length=128)] | None = None
+    session_id: Annotated[str, Field(pattern=SESSION_ID)]
+    url: Url | None = None
+    referrer: Url | None = None
+    landing: bool = False
+    page_view: bool = True
+    ttclid: Ident | None = None
+    ttp: Ident | None = None
+    fbclid: Ident | None = None
+    fbp: Ident | None = None
+    fbc: Ident | None = None
+    utm: UtmIn | None = None
+    load_time_ms: Annotated[int, Field(ge=0, le=600_000)] | None = None
+    pixel: Literal["loaded", "blocked", "absent"] | None = None
+    events: Annotated[list[BrowserEventIn], Field(max_length=MAX_EVENTS)] = []
+
+
+@dataclass(slots=True)
+class Collected:
+    """A validated message, ready for the store."""
+
+    key: str | None
+    update: SessionUpdate
+    events: list[BrowserEvent]
+
+
+def parse_collect(
+    document: object, *, now: float, ip: str | None, user_agent: str | None
+) -> Collected:
+    """Validate one collect message; raise :class:`InvalidConversion` with every bad field.
+
+    ``ip`` and ``user_agent`` are the visitor's, taken from the request by the caller.
+    """
+    if not isinstance(document, dict):
+        raise InvalidConversion([Note("(body)", "must be a JSON object")])
+    try:
+        message = CollectIn.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidConversion(validation_notes(exc)) from None
+    errors: list[Note] = []
+    for index, item in enumerate(message.events):
+        if EVENT_NAME.match(item.event.strip()) is None:
+            errors.append(
+                Note(
+                    f"events[{index}].event",
+                    "must start with a letter and hold letters, digits, _ or spaces",
+                )
+            )
+    for name in ("url", "referrer"):
+        value = getattr(message, name)
+        if value and not _is_web_url(value):
+            errors.append(Note(name, "must be an http(s) URL"))
+    if errors:
+        raise InvalidConversion(errors)
+    agent = parse_user_agent(user_agent)
+    utm = message.utm or UtmIn()
+    update = SessionUpdate(
+        session_id=message.session_id,
+        at=now,
+        url=message.url,
+        referrer=message.referrer or None,
+        landing=message.landing,
+        ttclid=message.ttclid,
+        ttp=message.ttp,
+        fbclid=message.fbclid,
+        fbp=message.fbp,
+        fbc=message.fbc,
+        utm_source=utm.source or None,
+        utm_medium=utm.medium or None,
+        utm_campaign=utm.campaign or None,
+        utm_content=utm.content or None,
+        utm_term=utm.term or None,
+        ip=ip,
+        user_agent=(user_agent or None) and user_agent[:1024],
+        browser=agent.browser,
+        browser_version=agent.browser_version,
+        os=agent.os,
+        os_version=agent.os_version,
+        load_time_ms=message.load_time_ms,
+        pixel_status=message.pixel or "absent",
+        page_view=message.page_view,
+    )
+    events = [
+        BrowserEvent(
+            session_id=message.session_id,
+            event=item.event.strip(),
+            event_id=item.event_id.strip() if item.event_id else None,
+            at=_event_time(item.at, now),
+            page_url=message.url,
+            pixel_status=message.pixel,
+        )
+        for item in message.events
+    ]
+    return Collected(message.key, update, events)
+
+
+def _is_web_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _event_time(at_ms: float | None, now: float) -> float:
+    """The browser's time of a Pixel call, unless its clock is too far off to believe."""
+    if at_ms is None:
+        return now
+    at = at_ms / 1000.0
+    return at if abs(at - now) <= MAX_EVENT_SKEW else now
+
+
+# --- event ids -----------------------------------------------------------------------------
+
+
+def event_id(order_id: str | int, event: str) -> str:
+    """The event_id the server derives for ``event`` of order ``order_id``.
+
+    The Python twin of ``bc.eventId(orderId, eventName)`` in bc.js: put it in the thank-you
+    page's ``ttq.track(event, props, {event_id})`` when rendering server-side, and the Pixel and
+    the Events API send the same id. ``event`` is trimmed as ingest trims it.
+    """
+    return derive_event_id(order_id, event.strip())
+
+
+# --- the visitor's IP ----------------------------------------------------------------------
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
+    """CIDRs (a bare address is a /32 or /128); raises ValueError naming the bad one."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP network: {value!r}") from None
+    return tuple(networks)
+
+
+def client_ip(
+    peer: str | None,
+    forwarded_for: str | None,
+    trusted: Sequence[Network],
+) -> str | None:
+    """The visitor's address: the connection's, or X-Forwarded-For's when the peer is trusted.
+
+    Why right to left: each proxy appends the address it received the request from, so the
+    right end is written by our own proxies and the left end by whoever sent the request (which
+    may be forged). Walking from the right, skipping trusted proxies, the first address not
+    ours is the client. With no trusted proxies configured, X-Forwarded-For is ignored: any
+    browser could otherwise claim any IP.
+    """
+    address = _address(peer)
+    if address is None:
+        return None
+    if not forwarded_for or not _is_trusted(address, trusted):
+        return address.compressed
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        candidate = _address(hop)
+        if candidate is None:
+            return address.compressed  # garbage in the chain: trust only what we saw
+        if not _is_trusted(candidate, trusted):
+            return candidate.compressed
+        address = candidate
+    return address.compressed
+
+
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not text:
+        return None
+    value = text.strip()
+    if value.startswith("[") and "]" in value:  # [v6]:port
+        value = value[1 : value.index("]")]
+    elif value.count(":") == 1:  # v4:port
+        value = value.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_trusted(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    trusted: Sequence[Network],
+) -> bool:
+    return any(address.version == n.version and address in n for n in trusted)
+
+
+# --- origins -------------------------------------------------------------------------------
+
+
+def normalize_origin(value: str) -> str | None:
+    """``scheme://host[:port]`` lowercased, default ports dropped; None if not an origin."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def origin_allowed(
+    origin: str | None, allowed: Sequence[str], *, own_host: str | None, scheme: str
+) -> bool:
+    """May a page of ``origin`` post to collect?
+
+    ``allowed`` holds normalized origins (``*`` allows any). Empty means same-origin only:
+    the Origin's host must be the host this request was addressed to (the Host header, as
+    a reverse proxy that keeps it forwards it), which is how a shop serving bc.js from its own
+    domain works with no configuration.
+    """
+    if origin is None:
+        return False
+    normalized = normalize_origin(origin)
+    if normalized is None:
+        return False
+    if "*" in allowed:
+        return True
+    if allowed:
+        return normalized in allowed
+    if not own_host:
+        return False
+    return normalized == normalize_origin(f"{scheme}://{own_host}")
+
+
+# --- user agents ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserAgent:
+    browser: str | None = None
+    browser_version: str | None = None
+    os: str | None = None
+    os_version: str | None = None
+
+
+# Order matters: in-app browsers and Chromium derivatives carry "Chrome/" and "Safari/" too,
+# so the most specific tokens are tried first. Only the major version is kept (enough for
+# "Safari 17 loses ttclid" in a gap report; full versions are noise and fingerprinting).
+_BROWSERS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    # musical_ly_<build> is a build number, not a version: only app_version/N is believed
+    (
+        "TikTok in-app",
+        re.compile(r"(?:musical_ly|BytedanceWebview|TikTok)(?:.*?app_version/(\d+))?"),
+    ),
+    ("Instagram in-app", re.compile(r"Instagram (\d+)")),
+    ("Facebook in-app", re.compile(r"(?:FBAV|FBAN|FB_IAB)/?(\d+)?")),
+    ("Samsung Internet", re.compile(r"SamsungBrowser/(\d+)")),
+    ("Edge", re.compile(r"Edg(?:e|A|iOS)?/(\d+)")),
+    ("Opera", re.compile(r"(?:OPR|OPiOS)/(\d+)")),
+    ("Firefox", re.compile(r"(?:Firefox|FxiOS)/(\d+)")),
+    ("Chrome", re.compile(r"(?:HeadlessChrome|Chrome|CriOS|Chromium)/(\d+)")),
+    ("Safari", re.compile(r"Version/(\d+)(?:\.\d+)*(?: Mobile/\S+)? Safari/")),
+)
+_OSES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("iOS", re.compile(r"(?:iPhone|iPad|iPod).*? OS (\d+(?:_\d+)?)")),
+    ("Android", re.compile(r"Android (\d+(?:\.\d+)?)")),
+    ("Windows", re.compile(r"Windows NT (\d+\.\d+)")),
+    ("macOS", re.compile(r"Mac OS X (\d+(?:[_.]\d+)?)")),
+    ("ChromeOS", re.compile(r"CrOS \S+ (\d+)")),
+    ("Linux", re.compile(r"Linux()")),
+)
+
+
+def parse_user_agent(text: str | None) -> UserAgent:
+    """Browser family and major version, OS and version, from a User-Agent header.
+
+    A small table of regular expressions rather than a UA database: the gap report needs
+    the few families that behave differently with tracking (Safari/iOS with ITP, in-app
+    browsers of TikTok/Instagram/Facebook, Firefox with ETP, Chromium), not device models.
+    Unknown agents give ``None`` fields. ``Windows NT 10.0`` is reported as ``10`` (Windows 11
+    sends the same token). iOS/macOS versions use dots (``17_4`` -> ``17.4``).
+    """
+    if not text:
+        return UserAgent()
+    browser = version = os_name = os_version = None
+    for name, pattern in _BROWSERS:
+        match = pattern.search(text)
+        if match:
+            browser, version = name, match.group(1) or None
+            break
+    for name, pattern in _OSES:
+        match = pattern.search(text)
+        if match:
+            os_name = name
+            os_version = (match.group(1) or "").replace("_", ".") or None
+            if name == "Windows" and os_version == "10.0":
+                os_version = "10"
+            break
+    if os_name == "Linux" and "Android" in text:
+        os_name = "Android"
+    return UserAgent(browser, version, os_name, os_version)

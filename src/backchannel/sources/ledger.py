@@ -1,0 +1,136 @@
+"""The order ledger: which orders exist, and which of them TikTok can claim.
+
+Why a ledger apart from the conversions table: the gap report needs the *truth set* — every
+order or subscription that happened, from every source (API, Shopify, Stripe, CSV), whether or
+not a conversion was sent for it (a CSV backfill may only record; an order older than the
+destinations' window is never sent) — and for each, the evidence that TikTok drove it.
+
+Attribution rule (deliberately simple and explainable, since the report shows it): an order is
+*TikTok-attributed* when its landing session or the order itself carries
+
+- a ``ttclid`` (TikTok's click id, appended to ad click URLs), or
+- a ``utm_source`` equal, case-insensitively, to one of the configured TikTok values
+  (``tiktok_utm_sources``, default ``tiktok,tt,tiktokads``).
+
+The evidence is kept as ``{signal: where}``, e.g. ``{"ttclid": "landing_site",
+"utm_source": "landing_site"}``, so the dashboard can say *why* an order counts, not only
+that it does. Only the signal's location is stored, never its value: a ttclid is an
+identifier and the ledger needs none.
+
+Landing sessions: the browser leg stores them; a caller that has looked one up passes its
+signals as ``Signal(kind, value, "landing_session")``. Orders carry their ``session_id`` in the
+ledger, so sessions recorded later can still be joined by the report.
+
+Pure: no I/O; the store writes what :func:`entry` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from backchannel.events import Conversion
+from backchannel.store.base import LedgerEntry
+
+DEFAULT_UTM_SOURCES = "tiktok,tt,tiktokads"
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One attribution signal: ``kind`` is ``ttclid`` or ``utm_source``; ``where`` names the
+    place it was found (``landing_site``, ``note_attributes``, ``page.url``, ``user.ttclid``,
+    ``metadata``, ``csv``, ``landing_session``)."""
+
+    kind: str
+    value: str | None
+    where: str
+
+
+def utm_sources(setting: str | Iterable[str]) -> frozenset[str]:
+    """The configured TikTok ``utm_source`` values, lowercased (a comma list or an iterable)."""
+    items = setting.split(",") if isinstance(setting, str) else setting
+    return frozenset(item.strip().lower() for item in items if item.strip())
+
+
+def url_signals(url: str | None, where: str) -> list[Signal]:
+    """``ttclid`` and ``utm_source`` from a URL or a bare path with a query (Shopify's
+    ``landing_site`` is ``/path?query``)."""
+    if not url or "?" not in url:
+        return []
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return []
+    found: list[Signal] = []
+    for key, value in parse_qsl(query, keep_blank_values=False):
+        if key in ("ttclid", "utm_source") and value.strip():
+            found.append(Signal(key, value.strip(), where))
+    return found
+
+
+def evidence(signals: Iterable[Signal], tiktok_utm: frozenset[str]) -> dict[str, str]:
+    """``{signal: where}`` for the signals that point at TikTok; the first place wins."""
+    result: dict[str, str] = {}
+    for signal in signals:
+        if not signal.value or signal.kind in result:
+            continue
+        if signal.kind == "ttclid" or (
+            signal.kind == "utm_source" and signal.value.strip().lower() in tiktok_utm
+        ):
+            result[signal.kind] = signal.where
+    return result
+
+
+def conversion_signals(
+    conversion: Conversion, *, page_label: str = "page.url", user_label: str = "user.ttclid"
+) -> list[Signal]:
+    """The signals a canonical conversion carries: its page URL's query, then ``user.ttclid``.
+
+    (``normalize`` copies a ttclid found in ``page.url`` into ``user.ttclid``; listing the URL
+    first attributes it to the URL, where it really came from.)
+    """
+    signals = url_signals(conversion.page_url, page_label)
+    signals.append(Signal("ttclid", conversion.user.ttclid, user_label))
+    return signals
+
+
+def entry(
+    conversion: Conversion,
+    source: str,
+    signals: Iterable[Signal],
+    tiktok_utm: frozenset[str],
+    *,
+    event_id: str | None = None,
+) -> LedgerEntry | None:
+    """The ledger row of a conversion that is an order, or None.
+
+    An order is a conversion with an ``order_id`` and a value (payment-like events always have
+    one; a sign-up has neither and is not an order).
+    """
+    if conversion.order_id is None or conversion.value is None:
+        return None
+    found = evidence(signals, tiktok_utm)
+    return LedgerEntry(
+        source=source,
+        order_id=conversion.order_id,
+        order_time=conversion.event_time,
+        value=conversion.value,
+        currency=conversion.currency,
+        event=conversion.event,
+        event_id=conversion.event_id if event_id is None else event_id,
+        session_id=conversion.session_id,
+        attributed_tiktok=bool(found),
+        evidence=orjson.dumps(found),
+    )
+
+
+def api_entry(conversion: Conversion, tiktok_utm: frozenset[str]) -> LedgerEntry | None:
+    """The ledger row for ``POST /v1/events``: payment-like events with an order_id only
+    (an ``AddToCart`` with an order id is not an order)."""
+    spec = conversion.spec
+    if spec is None or not spec.payment:
+        return None
+    return entry(conversion, "api", conversion_signals(conversion), tiktok_utm)

@@ -1,0 +1,269 @@
+"""Shopify order webhooks (``orders/create``, ``orders/paid``): verification and mapping.
+
+Verification: Shopify signs the raw request body with the app's (or the shop's notification)
+webhook secret — ``X-Shopify-Hmac-Sha256`` is base64(HMAC-SHA256(secret, raw body)). We
+recompute it over the exact bytes received and compare in constant time; several secrets may
+be configured while one is rotated. No parsing happens before the signature holds.
+
+Mapping (the order as Shopify documents it in the REST ``Order`` resource, which is the
+webhook body):
+
+=====================================  ======================================================
+Shopify                                canonical conversion
+=====================================  ======================================================
+``id``                                 ``order_id`` (so ``event_id = "{event}-{id}"``; the
+                                       thank-you page pixel derives the same one)
+``processed_at`` / ``created_at``      ``event_time``
+``total_price`` (string), ``currency``  ``value``, ``currency`` — the shop currency, the one
+                                       the shop's own reports use
+``line_items[]``                       ``contents[]``: id = ``variant_id`` (what TikTok's and
+                                       Meta's Shopify catalogs list as the item), else
+                                       ``product_id``, else ``sku``; ``quantity``; unit
+                                       ``price``; ``title``; ``vendor`` as brand
+``email`` / ``contact_email`` /        ``user.email`` (hashed at once by ``normalize``)
+``customer.email``
+``phone`` / ``customer.phone`` /       ``user.phone``, region from the billing country
+address phones
+``customer.id``                        ``user.external_id`` (hashed)
+billing (else shipping) address        first/last name, zip, city, province code, country
+``browser_ip`` / ``client_details``    ``user.ip``, ``user.user_agent``
+``customer_locale``                    ``user.locale``
+``landing_site`` (``/path?query``)     ``page.url`` = ``https://{shop domain}{landing_site}``
+                                       — ``ttclid`` and UTMs travel in it
+``referring_site``                     ``page.referrer``
+``note_attributes[{name, value}]``     ``session_id`` (cart attribute ``_bc_session``,
+                                       ``bc_session_id`` or ``backchannel_session_id``),
+                                       ``ttclid``, ``_ttp``, ``fbclid``, ``_fbp``, ``_fbc``
+=====================================  ======================================================
+
+Both topics map to the same event and event_id, so whichever arrives first is the conversion
+and the other is a duplicate: shops that only subscribe to one topic lose nothing, shops that
+subscribe to both do not double count. Test orders (``"test": true``, Shopify's bogus gateway)
+are ignored: they would teach the ad platform about purchases that never happened.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Any
+
+from backchannel.notes import Note
+from backchannel.sources import Mapped, SourceError
+from backchannel.sources.common import amount, currency, ident, same_digest, text
+from backchannel.sources.ledger import Signal, url_signals
+
+TOPICS = frozenset({"orders/create", "orders/paid"})
+#: cart attributes (note_attributes) that carry the Backchannel landing-session id
+SESSION_ATTRIBUTES = ("_bc_session", "bc_session_id", "backchannel_session_id")
+#: cart attributes copied to the canonical user (the snippet may store them at checkout)
+USER_ATTRIBUTES = {
+    "ttclid": "ttclid",
+    "_ttp": "ttp",
+    "ttp": "ttp",
+    "fbclid": "fbclid",
+    "_fbp": "fbp",
+    "_fbc": "fbc",
+}
+
+
+def signature(body: bytes, secret: str) -> str:
+    """The ``X-Shopify-Hmac-Sha256`` value Shopify sends for ``body``."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def verify(body: bytes, header: str | None, secrets: Sequence[str]) -> None:
+    """Raise :class:`SourceError` (401) unless ``header`` signs ``body`` with one secret."""
+    if not header or not header.strip():
+        raise SourceError(
+            [Note("X-Shopify-Hmac-Sha256", "missing")], status=401, code="bad_signature"
+        )
+    try:
+        given = base64.b64decode(header.strip(), validate=True)
+    except ValueError:
+        raise SourceError(
+            [Note("X-Shopify-Hmac-Sha256", "not base64")], status=401, code="bad_signature"
+        ) from None
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+        if same_digest(expected, given):
+            return
+    raise SourceError(
+        [Note("X-Shopify-Hmac-Sha256", "does not match the body with the configured secret")],
+        status=401,
+        code="bad_signature",
+    )
+
+
+def _attributes(order: dict[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for item in order.get("note_attributes") or []:
+        if isinstance(item, dict):
+            name, value = text(item.get("name")), ident(item.get("value"))
+            if name and value:
+                found.setdefault(name, value)
+    return found
+
+
+def _address(order: dict[str, Any]) -> dict[str, Any]:
+    for key in ("billing_address", "shipping_address"):
+        address = order.get(key)
+        if isinstance(address, dict) and address:
+            return address
+    return {}
+
+
+def _first(*values: Any) -> str | None:
+    for value in values:
+        found = text(value)
+        if found:
+            return found
+    return None
+
+
+def _contents(order: dict[str, Any], errors: list[Note]) -> list[dict[str, Any]]:
+    items = order.get("line_items") or []
+    if not isinstance(items, list):
+        errors.append(Note("line_items", "must be an array"))
+        return []
+    contents: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        path = f"line_items[{index}]"
+        if not isinstance(item, dict):
+            errors.append(Note(path, "must be an object"))
+            continue
+        content_id = (
+            ident(item.get("variant_id")) or ident(item.get("product_id")) or text(item.get("sku"))
+        )
+        if content_id is None:
+            content_id = ident(item.get("id"))
+        if content_id is None:
+            errors.append(Note(path, "no variant_id, product_id, sku or id"))
+            continue
+        quantity = item.get("quantity", 1)
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
+            errors.append(Note(f"{path}.quantity", "must be a whole number >= 0"))
+            continue
+        if quantity == 0:  # a removed line (order edits): nothing was bought
+            continue
+        content: dict[str, Any] = {"id": content_id, "quantity": quantity}
+        if item.get("price") is not None:
+            content["price"] = amount(item["price"], f"{path}.price", errors)
+        for key, target in (("title", "name"), ("vendor", "brand")):
+            value = text(item.get(key))
+            if value:
+                content[target] = value[:1024]
+        contents.append(content)
+    return contents
+
+
+def map_order(
+    order: Any,
+    *,
+    topic: str,
+    shop_domain: str | None,
+    event: str = "CompletePayment",
+) -> Mapped:
+    """Map one order webhook body; raises :class:`SourceError` (422) naming every bad field."""
+    if topic not in TOPICS:
+        raise SourceError(
+            [
+                Note(
+                    "X-Shopify-Topic",
+                    f"unknown topic {topic[:64]!r}; send orders/create or orders/paid",
+                )
+            ],
+            status=400,
+            code="unknown_topic",
+        )
+    if not isinstance(order, dict):
+        raise SourceError([Note("(body)", "must be a JSON object (an order)")])
+    errors: list[Note] = []
+    order_id = ident(order.get("id"))
+    if order_id is None:
+        errors.append(Note("id", "required: the order id"))
+    value = amount(order.get("total_price"), "total_price", errors)
+    code = currency(order.get("currency"), "currency", errors)
+    contents = _contents(order, errors)
+    when = _first(order.get("processed_at"), order.get("created_at"))
+    if errors:
+        raise SourceError(errors)
+    if order.get("test") is True:
+        return Mapped(ignored="test order (Shopify test gateway): not a real purchase")
+
+    customer = order.get("customer") if isinstance(order.get("customer"), dict) else {}
+    assert isinstance(customer, dict)
+    address = _address(order)
+    client = order.get("client_details") if isinstance(order.get("client_details"), dict) else {}
+    assert isinstance(client, dict)
+    attributes = _attributes(order)
+
+    user: dict[str, Any] = {}
+    for key, found in (
+        ("email", _first(order.get("email"), order.get("contact_email"), customer.get("email"))),
+        (
+            "phone",
+            _first(
+                order.get("phone"),
+                customer.get("phone"),
+                address.get("phone"),
+                (order.get("shipping_address") or {}).get("phone")
+                if isinstance(order.get("shipping_address"), dict)
+                else None,
+            ),
+        ),
+        ("external_id", ident(customer.get("id"))),
+        ("first_name", _first(customer.get("first_name"), address.get("first_name"))),
+        ("last_name", _first(customer.get("last_name"), address.get("last_name"))),
+        ("zip", text(address.get("zip"))),
+        ("city", text(address.get("city"))),
+        ("state", text(address.get("province_code"))),
+        ("country", text(address.get("country_code"))),
+        ("ip", _first(order.get("browser_ip"), client.get("browser_ip"))),
+        ("user_agent", text(client.get("user_agent"))),
+        ("locale", text(order.get("customer_locale"))),
+    ):
+        if found:
+            user[key] = found
+    signals: list[Signal] = []
+    for name, field in USER_ATTRIBUTES.items():
+        if attributes.get(name) and field not in user:
+            user[field] = attributes[name]
+            if field == "ttclid":
+                signals.append(Signal("ttclid", attributes[name], "note_attributes"))
+    if attributes.get("utm_source"):
+        signals.append(Signal("utm_source", attributes["utm_source"], "note_attributes"))
+
+    conversion: dict[str, Any] = {
+        "event": event,
+        "order_id": order_id,
+        "value": value,
+        "currency": code,
+        "source": "web",
+        "user": user,
+    }
+    if when:
+        conversion["event_time"] = when
+    if contents:
+        conversion["contents"] = contents
+        conversion["content_type"] = "product"
+    landing = text(order.get("landing_site"))
+    page: dict[str, str] = {}
+    if landing:
+        signals = url_signals(landing, "landing_site") + signals
+        if landing.startswith(("http://", "https://")):
+            page["url"] = landing
+        elif shop_domain and landing.startswith("/"):
+            page["url"] = f"https://{shop_domain}{landing}"
+    referrer = text(order.get("referring_site"))
+    if referrer and referrer.startswith(("http://", "https://")):
+        page["referrer"] = referrer
+    if page:
+        conversion["page"] = page
+    session = next((attributes[n] for n in SESSION_ATTRIBUTES if attributes.get(n)), None)
+    if session:
+        conversion["session_id"] = session[:128]
+    return Mapped(conversion=conversion, signals=signals)

@@ -1,0 +1,465 @@
+"""Admin access: the password, login sessions, CSRF, and the dependencies pages use.
+
+**Password.** One admin password, set with ``backchannel admin set-password`` (read from the
+terminal or stdin, never from argv, at least 12 characters) and stored as an scrypt hash
+(``hashlib.scrypt``, n=2**14, r=8, p=1, 16-byte random salt, 32-byte key: ~16 MiB and tens of
+milliseconds per guess). Why scrypt from the standard library rather than argon2: it is a
+memory-hard KDF that OWASP lists as acceptable, and it needs no compiled dependency. Changing
+the password logs every session out.
+
+**Sessions are server-side rows, not signed cookies.** The cookie holds 256 random bits; the
+store keeps only their SHA-256 with an absolute expiry (``admin_session_hours``) and the
+session's CSRF token. Why: logout and a password change take effect at once (a signed cookie
+stays valid until it expires unless we keep a revocation list, which is a session table with
+extra steps), there is no signing key to manage or rotate, and a copy of the database holds
+no usable session. The lookup is one indexed read per admin request, not on the ingest path.
+
+**Cookie.** ``HttpOnly``, ``SameSite=Strict``, ``Path=/``; ``Secure`` and named
+``__Host-bc_session`` when the request is https or ``public_url`` is https (the ``__Host-``
+prefix makes browsers refuse it unless Secure, host-only and Path=/), else ``bc_session``
+(plain http on localhost, where browsers drop Secure cookies).
+
+**CSRF.** A synchronizer token per session, required on every state-changing request made
+with the session cookie: the ``csrf_token`` form field or the ``X-CSRF-Token`` header
+(:func:`require_csrf`). Requests authenticated with an admin API key (``Authorization:
+Bearer bc_admin_…``) need none: a browser never attaches that header on its own. A cross-site
+``Origin`` is refused as well. The login form has its own token (a double-submit cookie), so
+nobody can log a victim into the attacker's session either.
+
+**Throttling.** Login attempts: 10 per client IP, then one every 6 s (a 429 with
+Retry-After), and 100 failures per minute in total (a spread-out guesser).
+
+How pages use it (the dashboard does the same)::
+
+    @app.get("/admin/x", response_class=HTMLResponse)
+    async def page(admin: Annotated[Admin, Depends(require_admin_page)]) -> HTMLResponse:
+
+    @app.post("/admin/x")
+    async def act(admin: Annotated[Admin, Depends(require_csrf)]) -> Response:
+
+    @app.get("/admin/api/x")           # JSON: session cookie or admin API key
+    async def data(admin: Annotated[Admin, Depends(require_admin)]) -> dict:
+
+Forms must carry ``<input type="hidden" name="csrf_token" value="{admin.csrf_token}">``
+(:func:`csrf_field` renders it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import html
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from backchannel import credentials
+from backchannel.config import Settings
+from backchannel.store.base import AdminSession, Store
+from backchannel.web.ratelimit import RateLimiter, client_ip, limited_response
+
+PASSWORD_SETTING = "password_hash"  # noqa: S105 - the name of a setting, not a password
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+SCRYPT_SALT_BYTES, SCRYPT_KEY_BYTES = 16, 32
+MAX_FORM_BYTES = 16 * 1024
+LOGIN_PER_IP = (10 / 60, 10)  # rate per second, burst
+LOGIN_FAILURES_TOTAL = (100 / 60, 100)
+
+SESSION_COOKIE, SECURE_SESSION_COOKIE = "bc_session", "__Host-bc_session"
+LOGIN_COOKIE, SECURE_LOGIN_COOKIE = "bc_login", "__Host-bc_login"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+
+
+# --- the password -------------------------------------------------------------------------------
+
+
+class PasswordError(ValueError):
+    """A password that may not be set (too short, too long)."""
+
+
+def check_new_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise PasswordError(f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise PasswordError(f"must be at most {MAX_PASSWORD_LENGTH} characters")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def hash_password(password: str) -> str:
+    """``scrypt$n$r$p$salt$key`` (base64 parts): self-describing, so costs can rise later."""
+    salt = secrets.token_bytes(SCRYPT_SALT_BYTES)
+    key = hashlib.scrypt(
+        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=SCRYPT_KEY_BYTES
+    )
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """Constant-time comparison; a malformed stored hash verifies nothing."""
+    try:
+        kind, n, r, p, salt, key = encoded.split("$")
+        if kind != "scrypt":
+            return False
+        expected = base64.b64decode(key)
+        actual = hashlib.scrypt(
+            password.encode(),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+            maxmem=256 * 1024 * 1024,
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def set_password(store: Store, password: str, now: float) -> int:
+    """Store the new hash and end every session; returns how many sessions ended."""
+    check_new_password(password)
+    store.set_admin_setting(PASSWORD_SETTING, hash_password(password), now)
+    ended = store.delete_admin_sessions()
+    store.audit(now, "cli", "admin.password", f"password changed; {ended} session(s) ended")
+    return ended
+
+
+# --- who is asking ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """An authenticated admin: by session (a browser) or by admin API key (a script)."""
+
+    via: str  # "session" | "key"
+    name: str
+    #: the session's CSRF token (None for API-key callers, who need none)
+    csrf_token: str | None = None
+    token_hash: str | None = None
+
+
+class NotAuthenticated(Exception):
+    def __init__(self, html_page: bool, reason: str = "log in, or send an admin API key") -> None:
+        self.html_page = html_page
+        self.reason = reason
+        super().__init__(reason)
+
+
+class CsrfRejected(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AdminAuth:
+    """Everything admin access needs; one per app (``request.app.state.admin_auth``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Callable[[], Store],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self.clock = clock
+        self.session_seconds = settings.admin_session_hours * 3600.0
+        self.https = bool(settings.public_url and settings.public_url.startswith("https://"))
+        self.login_limiter = RateLimiter(*LOGIN_PER_IP)
+        self.failure_limiter = RateLimiter(*LOGIN_FAILURES_TOTAL)
+
+    @property
+    def store(self) -> Store:
+        return self._store()
+
+    # -- cookies ----------------------------------------------------------------------------
+    def secure(self, request: Request) -> bool:
+        return self.https or request.url.scheme == "https"
+
+    def session_cookie(self, request: Request) -> str:
+        return SECURE_SESSION_COOKIE if self.secure(request) else SESSION_COOKIE
+
+    def login_cookie(self, request: Request) -> str:
+        return SECURE_LOGIN_COOKIE if self.secure(request) else LOGIN_COOKIE
+
+    def _set_cookie(
+        self, response: Response, request: Request, name: str, value: str, max_age: int
+    ) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path="/",
+            secure=self.secure(request),
+            httponly=True,
+            samesite="strict",
+        )
+
+    # -- identifying the caller --------------------------------------------------------------
+    def current(self, request: Request) -> Admin | None:
+        """The admin making this request, from an admin API key or a live session cookie."""
+        header = request.headers.get("authorization")
+        if header:
+            kind, _, key = header.partition(" ")
+            if kind.lower() != "bearer" or not key.strip():
+                return None
+            record = self.store.find_key(credentials.key_hash(key.strip()))
+            if record is None or record.revoked_at is not None or record.scope != "admin":
+                return None
+            return Admin("key", record.name)
+        token = request.cookies.get(self.session_cookie(request))
+        if not token:
+            return None
+        session = self.store.get_admin_session(_token_hash(token), self.clock())
+        if session is None:
+            return None
+        return Admin("session", "admin", session.csrf_token, session.token_hash)
+
+    def password_hash(self) -> str | None:
+        return self.store.get_admin_setting(PASSWORD_SETTING)
+
+    # -- the login flow ----------------------------------------------------------------------
+    def login_page(
+        self, request: Request, *, error: str | None = None, status: int = 200
+    ) -> HTMLResponse:
+        token = secrets.token_urlsafe(32)
+        next_path = safe_next(request.query_params.get("next"))
+        if self.password_hash() is None:
+            error = "No admin password is set. Run `backchannel admin set-password` on the server."
+        body = (
+            "<h1>Backchannel admin</h1>"
+            + (f'<p role="alert"><strong>{html.escape(error)}</strong></p>' if error else "")
+            + f'<form method="post" action="/login?next={quote(next_path, safe="/")}">'
+            f'<input type="hidden" name="{CSRF_FIELD}" value="{token}">'
+            '<label>Password <input type="password" name="password" required'
+            ' autocomplete="current-password" autofocus></label> '
+            '<button type="submit">Log in</button></form>'
+        )
+        response = page("Log in", body, status=status)
+        self._set_cookie(response, request, self.login_cookie(request), token, 600)
+        return response
+
+    async def login(self, request: Request) -> Response:
+        ip = client_ip(request)
+        wait = self.login_limiter.hit(ip)
+        if wait:
+            return limited_response(wait, "password", "to log in")
+        if not same_origin(request, self.settings):
+            return page("Forbidden", "<p>Cross-site login refused.</p>", status=403)
+        form = await read_form(request)
+        cookie = request.cookies.get(self.login_cookie(request), "")
+        given = form.get(CSRF_FIELD, "")
+        if not cookie or not given or not hmac.compare_digest(cookie, given):
+            return self.login_page(request, error="The form expired; please try again.", status=403)
+        encoded = self.password_hash()
+        password = form.get("password", "")
+        if encoded is None:
+            return self.login_page(request, status=401)
+        if len(password) > MAX_PASSWORD_LENGTH or not await asyncio.to_thread(
+            verify_password, password, encoded
+        ):
+            wait = self.failure_limiter.hit("*")
+            if wait:
+                return limited_response(wait, "password", "to log in")
+            self.store.audit(self.clock(), f"ip {ip}", "admin.login_failed", "wrong password")
+            return self.login_page(request, error="Wrong password.", status=401)
+        self.login_limiter.reset(ip)
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        self.store.create_admin_session(
+            AdminSession(
+                _token_hash(token), secrets.token_urlsafe(32), now, now + self.session_seconds
+            )
+        )
+        self.store.audit(now, f"ip {ip}", "admin.login", "session started")
+        response = RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+        self._set_cookie(
+            response, request, self.session_cookie(request), token, int(self.session_seconds)
+        )
+        response.delete_cookie(self.login_cookie(request), path="/")
+        return response
+
+    async def logout(self, request: Request, admin: Admin) -> Response:
+        if admin.token_hash is not None:
+            self.store.delete_admin_session(admin.token_hash)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(
+            self.session_cookie(request),
+            path="/",
+            secure=self.secure(request),
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+
+# --- dependencies -------------------------------------------------------------------------------
+
+
+def _auth(request: Request) -> AdminAuth:
+    auth: AdminAuth = request.app.state.admin_auth
+    return auth
+
+
+def require_admin(request: Request) -> Admin:
+    """FastAPI dependency for admin JSON endpoints: a session cookie or an admin API key.
+
+    Unauthenticated: 401 JSON. Safe (GET) requests only; state changes use
+    :func:`require_csrf`.
+    """
+    admin = _auth(request).current(request)
+    if admin is None:
+        raise NotAuthenticated(html_page=False)
+    return admin
+
+
+def require_admin_page(request: Request) -> Admin:
+    """FastAPI dependency for admin HTML pages: redirects to the login page when logged out."""
+    admin = _auth(request).current(request)
+    if admin is None:
+        raise NotAuthenticated(html_page=True)
+    return admin
+
+
+async def require_csrf(request: Request) -> Admin:
+    """FastAPI dependency for every state-changing admin request (POST/PUT/PATCH/DELETE).
+
+    Session callers must send the session's token (``csrf_token`` field or ``X-CSRF-Token``);
+    a cross-site ``Origin`` is refused. Admin API keys need no token.
+    """
+    auth = _auth(request)
+    admin = auth.current(request)
+    if admin is None:
+        raise NotAuthenticated(html_page="text/html" in request.headers.get("accept", ""))
+    if admin.via == "key":
+        return admin
+    if not same_origin(request, auth.settings):
+        raise CsrfRejected("cross-site request refused")
+    given = request.headers.get(CSRF_HEADER)
+    if given is None and request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        given = (await read_form(request)).get(CSRF_FIELD)
+    if not given or admin.csrf_token is None or not hmac.compare_digest(given, admin.csrf_token):
+        raise CsrfRejected("missing or wrong CSRF token; reload the page and try again")
+    return admin
+
+
+def csrf_field(admin: Admin) -> str:
+    """The hidden input every admin form carries."""
+    return (
+        f'<input type="hidden" name="{CSRF_FIELD}" value="{html.escape(admin.csrf_token or "")}">'
+    )
+
+
+async def not_authenticated(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotAuthenticated)
+    if exc.html_page:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(safe_next(target), safe='/')}", 303)
+    return JSONResponse(
+        {"error": "unauthorized", "errors": [{"path": "Authorization", "reason": exc.reason}]},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def csrf_rejected(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CsrfRejected)
+    return JSONResponse(
+        {"error": "forbidden", "errors": [{"path": CSRF_FIELD, "reason": exc.reason}]},
+        status_code=403,
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def safe_next(target: str | None) -> str:
+    """A local path to go to after login; anything else (``//evil``, ``https://…``) -> /admin."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/admin"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/admin"
+    return target
+
+
+def same_origin(request: Request, settings: Settings) -> bool:
+    """False when the browser says the request comes from another site (``Origin``)."""
+    origin = request.headers.get("origin")
+    if origin is None:  # not sent by every browser on same-origin POSTs; the token decides
+        return True
+    allowed = {f"{request.url.scheme}://{request.headers.get('host', '')}"}
+    if settings.public_url:
+        parts = urlsplit(settings.public_url)
+        allowed.add(f"{parts.scheme}://{parts.netloc}")
+    return origin in allowed
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A small ``application/x-www-form-urlencoded`` body as a dict (first value per field)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        return {}
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return {k: v[0] for k, v in parsed.items() if v}
+
+
+def page(title: str, body: str, *, status: int = 200) -> HTMLResponse:
+    """A minimal server-rendered page (no script, no inline style: the CSP forbids both)."""
+    document = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)} · Backchannel</title></head><body>{body}</body></html>"
+    )
+    return HTMLResponse(document, status_code=status)
+
+
+def install(app: Any, settings: Settings, store: Callable[[], Store]) -> AdminAuth:
+    """Attach admin auth to a FastAPI app: state, exception handlers, /login and /logout."""
+    auth = AdminAuth(settings, store)
+    app.state.admin_auth = auth
+    app.add_exception_handler(NotAuthenticated, not_authenticated)
+    app.add_exception_handler(CsrfRejected, csrf_rejected)
+
+    async def login_form(request: Request) -> Response:
+        if auth.current(request) is not None:
+            return RedirectResponse(safe_next(request.query_params.get("next")), 303)
+        return auth.login_page(request)
+
+    async def login(request: Request) -> Response:
+        return await auth.login(request)
+
+    async def logout(request: Request) -> Response:
+        admin = await require_csrf(request)
+        return await auth.logout(request, admin)
+
+    app.add_api_route("/login", login_form, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/login", login, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/logout", logout, methods=["POST"], include_in_schema=False)
+    return auth

@@ -1,0 +1,296 @@
+"""The browser leg over HTTP: ``GET /bc.js`` and ``POST``/``OPTIONS /v1/collect``.
+
+Why the checks run in this order (size, origin, key, payload): the cheapest refusal first.
+Collect receives every page view of a shop, so it must stay cheap and never be a way in:
+
+- 413 over :data:`~backchannel.sessions.MAX_COLLECT_BODY` (16 KiB), checked on the declared
+  length and again while reading;
+- 403 when the page's ``Origin`` (or, lacking it, ``Referer``) is not allowed: the
+  ``collect_origins`` setting, or, when it is empty, the gateway's own host (bc.js served from
+  the shop's domain through its reverse proxy, which keeps the Host header). Allowed origins
+  get CORS headers on every answer and on the preflight;
+- 401 without a valid, unrevoked *site key* (scope ``collect``, ``bc_pub_…``). ``sendBeacon``
+  cannot set headers, so the key may come in the body (``key``), the query string (``?key=``)
+  or ``X-Backchannel-Key``. A site key is publishable: it only lets a page report page views,
+  which is why an ingest key is refused here (it must never sit in a page). Keys are checked
+  against the store and the answer cached for :data:`KEY_CACHE_SECONDS`, so a busy shop costs
+  no key lookup per page view; a revocation takes effect within that time;
+- 422 with ``{path, reason}`` for a bad message; 204 once it is committed.
+
+Nothing here answers 500: a store failure is a 503 (bc.js does not retry; losing a page view
+beats queueing without bound), and anything else unexpected is logged and answered 503 too.
+
+Writes: concurrent messages are merged into one store transaction by :class:`CollectWriter`
+(the same group commit as ingest: whoever arrives while a commit runs shares the next one),
+and each request is answered after the commit that holds it.
+
+The visitor's IP is the connection's, or the first untrusted hop of ``X-Forwarded-For`` when
+the connection comes from a ``trusted_proxies`` network; the user agent is the request's own
+header. Neither is ever taken from the message body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from importlib import resources
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from backchannel import credentials
+from backchannel.config import Settings
+from backchannel.notes import InvalidConversion, Note
+from backchannel.sessions import (
+    MAX_COLLECT_BODY,
+    client_ip,
+    normalize_origin,
+    origin_allowed,
+    parse_collect,
+    parse_networks,
+)
+from backchannel.store.base import BrowserEvent, SessionUpdate
+from backchannel.store.runner import AsyncStore
+from backchannel.web.ratelimit import RateLimiter, limited_response
+
+log = logging.getLogger("backchannel.collect")
+
+KEY_CACHE_SECONDS = 5.0
+KEY_CACHE_SIZE = 1024
+#: session updates one commit takes at most; more wait for the next commit
+MAX_GROUP = 2000
+SCRIPT_CACHE = "public, max-age=300"
+CORS_MAX_AGE = "86400"
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, path: str, reason: str, code: str) -> None:
+        self.status, self.path, self.reason, self.code = status, path, reason, code
+        super().__init__(reason)
+
+
+def _answer(status: int, notes: list[Note], code: str, headers: dict[str, str]) -> Response:
+    body = orjson.dumps({"error": code, "errors": [n.as_dict() for n in notes]})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+_Entry = tuple[list[SessionUpdate], list[BrowserEvent], "asyncio.Future[None]"]
+
+
+class CollectWriter:
+    """Group commit for collect: many page views, one transaction (see module docstring)."""
+
+    def __init__(self, runner: AsyncStore) -> None:
+        self.runner = runner
+        self._pending: deque[_Entry] = deque()
+        self._flushing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, updates: list[SessionUpdate], events: list[BrowserEvent]) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((updates, events, future))
+        if not self._flushing:
+            self._flushing = True
+            self._task = loop.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                group: list[_Entry] = []
+                rows = 0
+                while self._pending and (not group or rows < MAX_GROUP):
+                    entry = self._pending.popleft()
+                    group.append(entry)
+                    rows += len(entry[0]) + len(entry[1])
+                updates = [u for entry in group for u in entry[0]]
+                events = [e for entry in group for e in entry[1]]
+                try:
+                    await self.runner.run(self.runner.store.record_collect, updates, events)
+                except Exception as exc:
+                    for *_, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for *_, future in group:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._flushing = False
+
+
+class KeyCache:
+    """hash -> (valid until, scope-or-None): site keys checked at most every few seconds."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, str | None]] = {}
+
+    def scope(self, key: str, lookup: Any, now: float) -> str | None:
+        digest = credentials.key_hash(key)
+        cached = self._entries.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = lookup(digest)
+        scope = record.scope if record is not None and record.revoked_at is None else None
+        if len(self._entries) >= KEY_CACHE_SIZE:
+            self._entries.clear()
+        self._entries[digest] = (now + KEY_CACHE_SECONDS, scope)
+        return scope
+
+
+def _load_script(click_days: int) -> bytes:
+    text = (resources.files("backchannel.web") / "static" / "bc.js").read_text(encoding="utf-8")
+    return text.replace("__BC_CLICK_DAYS__", str(int(click_days))).encode()
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Add ``/bc.js`` and ``/v1/collect`` to ``app`` (its store lives in app.state)."""
+    script = _load_script(settings.click_cookie_days)
+    # Settings built in code skip config.load's normalization: normalize again here.
+    origins = ("*" if v.strip() == "*" else normalize_origin(v) for v in settings.collect_origins)
+    allowed = tuple(o for o in origins if o)
+    trusted = parse_networks(settings.trusted_proxies)
+    keys = KeyCache()
+    # Per visitor address (the proxy-aware one): collect is public, so a flood from one
+    # address must not crowd out the shop's other visitors or fill the sessions table.
+    limiter = RateLimiter(settings.collect_rate, settings.collect_burst)
+
+    def state() -> dict[str, Any]:
+        value: dict[str, Any] = app.state.backchannel
+        return value
+
+    def writer() -> CollectWriter:
+        s = state()
+        current = s.get("collect_writer")
+        if current is None or current.runner is not s["runner"]:
+            current = s["collect_writer"] = CollectWriter(s["runner"])
+        assert isinstance(current, CollectWriter)
+        return current
+
+    def page_origin(request: Request) -> str | None:
+        origin = request.headers.get("origin")
+        if origin and origin != "null":
+            return origin
+        referer = request.headers.get("referer")
+        return normalize_origin(referer) if referer else None
+
+    def cors(request: Request) -> dict[str, str] | None:
+        """CORS headers for an allowed page origin, or None when the origin is refused."""
+        origin = page_origin(request)
+        own_host = request.headers.get("host")
+        if not origin_allowed(origin, allowed, own_host=own_host, scheme=request.url.scheme):
+            return None
+        assert origin is not None
+        return {
+            "Access-Control-Allow-Origin": normalize_origin(origin) or origin,
+            "Vary": "Origin",
+        }
+
+    async def bc_js(request: Request) -> Response:
+        return Response(
+            script,
+            media_type="application/javascript; charset=utf-8",
+            headers={"Cache-Control": SCRIPT_CACHE, "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def preflight(request: Request) -> Response:
+        headers = cors(request)
+        if headers is None:
+            return _answer(
+                403, [Note("Origin", "this origin may not post to collect")], "forbidden", {}
+            )
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type, X-Backchannel-Key",
+                "Access-Control-Max-Age": CORS_MAX_AGE,
+            }
+        )
+        return Response(status_code=204, headers=headers)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_COLLECT_BODY:
+            raise _Refused(413, "(body)", f"larger than {MAX_COLLECT_BODY} bytes", "too_large")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_COLLECT_BODY:
+                raise _Refused(413, "(body)", f"larger than {MAX_COLLECT_BODY} bytes", "too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def collect(request: Request) -> Response:
+        headers: dict[str, str] = {}
+        try:
+            body = await read_body(request)
+            allowed_headers = cors(request)
+            if allowed_headers is None:
+                raise _Refused(403, "Origin", "this origin may not post to collect", "forbidden")
+            headers = allowed_headers
+            peer = request.client.host if request.client else None
+            visitor = client_ip(peer, request.headers.get("x-forwarded-for"), trusted)
+            wait = limiter.hit(visitor or peer or "unknown")
+            if wait:
+                limited = limited_response(wait, "(request)", "from this address")
+                limited.headers.update(headers)
+                return limited
+            document: object = None
+            parse_error: str | None = None
+            try:
+                document = orjson.loads(body) if body else None
+            except orjson.JSONDecodeError as exc:
+                parse_error = f"not valid JSON: {exc}"
+            key = (
+                request.query_params.get("key")
+                or request.headers.get("x-backchannel-key")
+                or (document.get("key") if isinstance(document, dict) else None)
+            )
+            if not isinstance(key, str) or not key.strip():
+                raise _Refused(401, "key", "missing: send the site key (bc_pub_…)", "unauthorized")
+            now = time.time()
+            scope = keys.scope(key.strip(), state()["store"].find_key, now)
+            if scope is None:
+                raise _Refused(401, "key", "unknown or revoked site key", "unauthorized")
+            if scope != "collect":
+                raise _Refused(
+                    401,
+                    "key",
+                    f"a {scope} key is not a site key; create one with"
+                    " `backchannel keys create --name site --scope collect`",
+                    "unauthorized",
+                )
+            if parse_error is not None:
+                raise _Refused(422, "(body)", parse_error, "bad_request")
+            message = parse_collect(
+                document,
+                now=now,
+                ip=visitor,
+                user_agent=request.headers.get("user-agent"),
+            )
+            # mirrored Pixel calls alone (page_view false) still refresh the session, and
+            # create it if its page view was lost, without counting a page view
+            await writer().write([message.update], message.events)
+        except _Refused as exc:
+            return _answer(exc.status, [Note(exc.path, exc.reason)], exc.code, headers)
+        except InvalidConversion as exc:
+            return _answer(422, exc.notes, "bad_request", headers)
+        except Exception:
+            log.exception("collect failed")
+            headers["Retry-After"] = "5"
+            return _answer(
+                503, [Note("(server)", "temporarily unavailable")], "unavailable", headers
+            )
+        return Response(status_code=204, headers=headers)
+
+    app.router.routes.insert(0, Route("/bc.js", bc_js, methods=["GET", "HEAD"]))
+    app.router.routes.insert(0, Route("/v1/collect", collect, methods=["POST"]))
+    app.router.routes.insert(0, Route("/v1/collect", preflight, methods=["OPTIONS"]))

@@ -1,0 +1,141 @@
+"""Operations endpoints: readiness, Prometheus metrics, and the admin placeholder page.
+
+``/healthz`` (in app.py) says the process answers; ``/readyz`` says it can do its job: the
+database answers within 2 s, its schema has every shipped migration, and — when this process
+runs the delivery worker — the worker's loops are alive. A load balancer takes a node out on
+503 and the body says which check failed (never a connection string or a stack trace).
+
+``/metrics`` is protected. Choice: an admin login or admin API key works, and so does the
+``metrics_token`` setting as a Bearer token (a least-privilege credential for Prometheus'
+``authorization`` option that can read metrics and nothing else). Why not "open on
+loopback": behind a reverse proxy on the same host every request comes from loopback. Why
+protect it at all: outbox counts and per-destination failure rates are business data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from backchannel.config import Settings
+from backchannel.metrics import CONTENT_TYPE, Metrics
+from backchannel.store import migrations
+from backchannel.web.auth import (
+    Admin,
+    AdminAuth,
+    csrf_field,
+    page,
+    require_admin,
+    require_admin_page,
+)
+
+READY_TIMEOUT = 2.0  # seconds the database gets to answer the readiness probe
+
+
+def latest_migration(database_url: str) -> int:
+    backend: migrations.Backend = "sqlite" if database_url.startswith("sqlite") else "postgres"
+    return max(version for version, _ in migrations.load(backend))
+
+
+def install(
+    app: FastAPI,
+    settings: Settings,
+    state: dict[str, Any],
+    metrics: Metrics,
+    auth: AdminAuth,
+    *,
+    worker_expected: Callable[[], bool],
+) -> None:
+    latest = latest_migration(settings.database_url)
+
+    @app.get("/readyz", summary="Readiness: database, migrations, worker")
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        store = state.get("store")
+        if store is None:
+            checks["database"] = "not open yet"
+        else:
+            try:
+                version = await asyncio.wait_for(
+                    asyncio.to_thread(store.schema_version), READY_TIMEOUT
+                )
+            except TimeoutError:
+                checks["database"] = f"no answer within {READY_TIMEOUT:g} s"
+            except Exception as exc:  # whatever the driver raises: the node is not ready
+                checks["database"] = f"unreachable ({type(exc).__name__})"
+            else:
+                checks["database"] = "ok"
+                checks["migrations"] = (
+                    "ok" if version >= latest else f"at {version}, {latest} shipped: run migrate"
+                )
+        if worker_expected():
+            worker = state.get("worker")
+            checks["worker"] = "ok" if worker is not None and worker.alive() else "not running"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        token = settings.metrics_token
+        header = request.headers.get("authorization", "")
+        kind, _, given = header.partition(" ")
+        allowed = bool(
+            token and kind.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+        )
+        if not allowed and auth.current(request) is None:
+            return JSONResponse(
+                {
+                    "error": "unauthorized",
+                    "errors": [
+                        {
+                            "path": "Authorization",
+                            "reason": "send the metrics token or an admin API key as Bearer",
+                        }
+                    ],
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        body = await asyncio.to_thread(metrics.render)  # queue depth reads the store
+        return Response(body, media_type=CONTENT_TYPE)
+
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+
+    @app.get("/admin/api/status", summary="Outbox counts (admin session or admin API key)")
+    async def admin_status(admin: Annotated[Admin, Depends(require_admin)]) -> dict[str, Any]:
+        store = state["store"]
+        return {"conversions": store.conversion_count(), "outbox": store.outbox_counts()}
+
+    @app.get("/admin", include_in_schema=False, response_class=HTMLResponse)
+    async def admin_page(admin: Annotated[Admin, Depends(require_admin_page)]) -> HTMLResponse:
+        store = state["store"]
+        counts: dict[str, dict[str, int]] = store.outbox_counts()
+        statuses = ("pending", "in_flight", "delivered", "dead", "expired")
+        head = "".join(f"<th>{s}</th>" for s in statuses)
+        rows = "".join(
+            f"<tr><th>{html.escape(d)}</th>"
+            + "".join(f"<td>{counts[d].get(s, 0)}</td>" for s in statuses)
+            + "</tr>"
+            for d in sorted(counts)
+        )
+        logout = (
+            f'<form method="post" action="/logout">{csrf_field(admin)}'
+            '<button type="submit">Log out</button></form>'
+            if admin.via == "session"
+            else ""
+        )
+        body = (
+            "<h1>Backchannel</h1>"
+            f"<p>Conversions stored: {store.conversion_count()}</p>"
+            f"<table><thead><tr><th>destination</th>{head}</tr></thead>"
+            f"<tbody>{rows}</tbody></table>{logout}"
+        )
+        return page("Admin", body)

@@ -1,0 +1,259 @@
+"""Webhook routes: ``POST /v1/sources/shopify`` and ``POST /v1/sources/stripe``.
+
+Order of work for every request, and why:
+
+1. Read the **raw** body (bounded): both signatures are over the exact bytes sent, so nothing
+   may parse or re-encode the body first.
+2. Verify the signature against the configured secrets (environment first, else the encrypted
+   ``backchannel source set`` one). No secret configured: 503, so the platform retries until
+   one is set instead of the orders being dropped. Bad or missing signature: 401, nothing
+   stored but a rejection note (no body, no PII) for the diagnostics page.
+3. A delivery id already processed (``X-Shopify-Webhook-Id``, Stripe's ``evt_…`` id): 200 at
+   once. This is only the fast path: correctness does not depend on it, because the order id
+   decides the event_id, so re-processing a delivery stores nothing new either.
+4. Map, then :func:`backchannel.ingest.ingest`: the conversion, its outbox rows and its ledger
+   row are written in ONE transaction (the shared group commit). Only then 200 — acknowledged
+   means committed. The delivery id is recorded after that commit: a crash in between makes
+   the platform retry, and the retry is an idempotent duplicate (never a lost order).
+
+Status codes: malformed JSON 400; an unknown Shopify topic 400 (Shopify only sends topics a
+shop subscribed to this URL, so it is a misconfiguration, and Shopify's failure e-mails tell
+the merchant); missing fields and absurd values (negative totals, unknown currencies) 422
+with every ``{path, reason}``; Stripe event types we do not map 200 ``{"ignored": reason}``
+(Stripe endpoints often receive every type, and 4xx answers would get the endpoint disabled).
+Every 4xx/5xx is recorded in ``ingest_rejections``. A request only ever concerns one order, so
+a bad one never affects its neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from cryptography.fernet import MultiFernet
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.routing import Route
+
+from backchannel import credentials
+from backchannel.config import Settings
+from backchannel.events import Conversion
+from backchannel.ingest import InvalidBatch, LedgerHook, ingest
+from backchannel.notes import Note
+from backchannel.sources import Mapped, SourceError, ledger, shopify, stripe
+from backchannel.sources.common import secrets_of
+from backchannel.store.base import LedgerEntry
+
+log = logging.getLogger("backchannel.sources")
+
+MAX_WEBHOOK_BODY = 2 * 1024 * 1024  # bytes; a 250-line Shopify order is well under 200 KiB
+
+
+class _Response(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def api_ledger(settings: Settings) -> LedgerHook:
+    """The ledger hook of ``POST /v1/events``: payment-like events with an order_id."""
+    utm = ledger.utm_sources(settings.tiktok_utm_sources)
+
+    def hook(index: int, conversion: Conversion) -> LedgerEntry | None:
+        return ledger.api_entry(conversion, utm)
+
+    return hook
+
+
+async def _raw_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_WEBHOOK_BODY:
+        raise SourceError(
+            [Note("(body)", f"larger than {MAX_WEBHOOK_BODY} bytes")], status=413, code="too_large"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_WEBHOOK_BODY:
+            raise SourceError(
+                [Note("(body)", f"larger than {MAX_WEBHOOK_BODY} bytes")],
+                status=413,
+                code="too_large",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise SourceError(
+            [Note("(body)", f"not valid JSON: {exc}")], status=400, code="bad_json"
+        ) from None
+
+
+def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
+    """Add the webhook routes to ``app``; ``state`` is the app's (store, runner) holder."""
+    utm = ledger.utm_sources(settings.tiktok_utm_sources)
+    stripe_events = stripe.Events(
+        signup=settings.stripe_signup_event.strip(),
+        subscribe=settings.stripe_subscribe_event.strip(),
+        contract_value=(
+            float(settings.stripe_contract_value)
+            if settings.stripe_contract_value is not None
+            else None
+        ),
+    )
+    env_secrets = {
+        "shopify": secrets_of(settings.shopify_webhook_secret),
+        "stripe": secrets_of(settings.stripe_webhook_secret),
+    }
+    cipher_box: list[MultiFernet] = []
+
+    async def secrets_for(source: str) -> list[str]:
+        if env_secrets[source]:
+            return env_secrets[source]
+        store = state["store"]
+        ciphertext = await state["runner"].run(store.get_source_secret, source)
+        if ciphertext is None:
+            return []
+        if not cipher_box:
+            cipher_box.append(credentials.load_cipher(settings, create=False))
+        return secrets_of(credentials.decrypt(cipher_box[0], ciphertext))
+
+    async def reject(
+        source: str, error: SourceError, delivery_id: str | None = None
+    ) -> JSONResponse:
+        reason = orjson.dumps(error.as_dict())
+        try:
+            await state["runner"].run(
+                state["store"].record_rejection, source, reason, time.time(), delivery_id
+            )
+        except Exception:  # diagnostics must never turn a 4xx into a 500
+            log.exception("could not record a %s rejection", source)
+        return _Response(error.as_dict(), status_code=error.status)
+
+    async def accept(
+        source: str, mapped: Mapped, delivery_id: str | None, now: float
+    ) -> JSONResponse:
+        runner, store = state["runner"], state["store"]
+        if mapped.ignored is not None or mapped.conversion is None:
+            reason = mapped.ignored or "nothing to record"
+            if delivery_id:
+                await runner.run(store.record_delivery, source, delivery_id, "ignored", now)
+            return _Response({"ignored": reason}, status_code=200)
+
+        signals = mapped.signals
+
+        def hook(index: int, conversion: Conversion) -> LedgerEntry | None:
+            if not mapped.order:
+                return None
+            return ledger.entry(conversion, source, signals, utm)
+
+        try:
+            result = await ingest(
+                [mapped.conversion],
+                runner,
+                now=now,
+                default_region=settings.default_region,
+                destinations=settings.destinations,
+                origin=source,
+                ledger=hook,
+                metrics=state.get("metrics"),
+            )
+        except InvalidBatch as exc:
+            notes = [n for r in exc.results for n in r.errors]
+            return await reject(source, SourceError(notes), delivery_id)
+        if delivery_id:
+            await runner.run(store.record_delivery, source, delivery_id, "processed", time.time())
+        (item,) = result.results
+        return _Response(item.as_dict() | {"source": source}, status_code=200)
+
+    async def shopify_webhook(request: Request) -> JSONResponse:
+        now = time.time()
+        delivery_id = (request.headers.get("x-shopify-webhook-id") or "").strip()[:256] or None
+        try:
+            body = await _raw_body(request)
+            secrets = await secrets_for("shopify")
+            if not secrets:
+                raise SourceError(
+                    [
+                        Note(
+                            "secret",
+                            "no Shopify webhook secret configured: run `backchannel"
+                            " source set shopify` or set BACKCHANNEL_SHOPIFY_WEBHOOK_SECRET",
+                        )
+                    ],
+                    status=503,
+                    code="not_configured",
+                )
+            shopify.verify(body, request.headers.get("x-shopify-hmac-sha256"), secrets)
+            if delivery_id and await state["runner"].run(
+                state["store"].delivery_seen, "shopify", delivery_id
+            ):
+                return _Response({"status": "duplicate", "delivery_id": delivery_id})
+            topic = (request.headers.get("x-shopify-topic") or "").strip()
+            shop = (request.headers.get("x-shopify-shop-domain") or "").strip() or None
+            mapped = shopify.map_order(
+                _json(body), topic=topic, shop_domain=shop, event=settings.shopify_event.strip()
+            )
+        except SourceError as exc:
+            return await reject("shopify", exc, delivery_id)
+        except credentials.SecretError as exc:
+            log.error("shopify webhook secret unusable: %s", exc)
+            return await reject(
+                "shopify",
+                SourceError([Note("secret", str(exc))], status=503, code="not_configured"),
+                delivery_id,
+            )
+        return await accept("shopify", mapped, delivery_id, now)
+
+    async def stripe_webhook(request: Request) -> JSONResponse:
+        now = time.time()
+        delivery_id: str | None = None
+        try:
+            body = await _raw_body(request)
+            secrets = await secrets_for("stripe")
+            if not secrets:
+                raise SourceError(
+                    [
+                        Note(
+                            "secret",
+                            "no Stripe webhook secret configured: run `backchannel"
+                            " source set stripe` or set BACKCHANNEL_STRIPE_WEBHOOK_SECRET",
+                        )
+                    ],
+                    status=503,
+                    code="not_configured",
+                )
+            stripe.verify(
+                body,
+                request.headers.get("stripe-signature"),
+                secrets,
+                now=now,
+                tolerance=settings.stripe_tolerance,
+            )
+            document = _json(body)
+            delivery_id = stripe.event_id(document)
+            if delivery_id and await state["runner"].run(
+                state["store"].delivery_seen, "stripe", delivery_id
+            ):
+                return _Response({"status": "duplicate", "delivery_id": delivery_id})
+            mapped = stripe.map_event(document, stripe_events)
+        except SourceError as exc:
+            return await reject("stripe", exc, delivery_id)
+        except credentials.SecretError as exc:
+            log.error("stripe webhook secret unusable: %s", exc)
+            return await reject(
+                "stripe",
+                SourceError([Note("secret", str(exc))], status=503, code="not_configured"),
+                delivery_id,
+            )
+        return await accept("stripe", mapped, delivery_id, now)
+
+    # Plain Starlette routes, like /v1/events: the raw body is read by the handler itself.
+    app.router.routes.insert(0, Route("/v1/sources/shopify", shopify_webhook, methods=["POST"]))
+    app.router.routes.insert(0, Route("/v1/sources/stripe", stripe_webhook, methods=["POST"]))

@@ -1,0 +1,321 @@
+/*! Backchannel bc.js: the first-party browser leg (https://github.com/…/backchannel).
+ *
+ * Put it in <head>, before the TikTok Pixel snippet, served from the shop's own domain
+ * (a reverse-proxy path to Backchannel), with a publishable site key:
+ *
+ *   <script src="/bc.js" data-key="bc_pub_…"></script>
+ *
+ * On every page it:
+ *   - keeps ttclid (and fbclid) from the landing URL in a first-party cookie (_bc_ttclid,
+ *     _bc_fbclid; lifetime click_cookie_days, default 7) so it survives navigation and
+ *     link-tracking protection on later pages;
+ *   - keeps a first-party session id (_bc_sid, 30 minutes, renewed on every page);
+ *   - reads the Pixel's _ttp and Meta's _fbp/_fbc cookies, the UTMs, the referrer, the page
+ *     load time (Navigation Timing) and whether the TikTok Pixel loaded or was blocked;
+ *   - mirrors ttq.track(event, props, {event_id}) calls, so Backchannel knows which
+ *     conversions the Pixel fired (or tried to);
+ *   - sends it all to /v1/collect with sendBeacon (fetch keepalive as a fallback).
+ *
+ * It reads no form field and no PII. Cookies are SameSite=Lax, and Secure on https.
+ *
+ * API: bc.eventId(orderId, eventName) -> the event_id Backchannel derives for that order
+ *      ("CompletePayment-1001"): pass it to ttq.track(..., {event_id}) on the thank-you page.
+ *      bc.sessionId() -> the session id, for the shop's backend to send with the order.
+ *      bc.pixelStatus() -> "loaded" | "blocked" | "absent".
+ */
+(function (window, document) {
+  "use strict";
+  if (window.bc && window.bc.version) return; // loaded twice: keep the first
+
+  var CLICK_DAYS = Number("__BC_CLICK_DAYS__") || 7; // filled in by the server
+  var SESSION_SECONDS = 30 * 60;
+  var script = document.currentScript;
+  function attr(name) {
+    return (script && script.getAttribute(name)) || null;
+  }
+  var config = window.bcConfig || {};
+  var KEY = attr("data-key") || config.key || "";
+  var ENDPOINT =
+    attr("data-endpoint") ||
+    config.endpoint ||
+    (script && script.src ? new URL("/v1/collect", script.src).href : "/v1/collect");
+  var clickDays = Number(attr("data-click-days") || config.clickDays) || CLICK_DAYS;
+  var secure = window.location.protocol === "https:";
+
+  // --- cookies ----------------------------------------------------------------------------
+  function getCookie(name) {
+    var parts = document.cookie ? document.cookie.split("; ") : [];
+    for (var i = 0; i < parts.length; i++) {
+      var eq = parts[i].indexOf("=");
+      if (parts[i].slice(0, eq) === name) {
+        try {
+          return decodeURIComponent(parts[i].slice(eq + 1)) || null;
+        } catch (e) {
+          return parts[i].slice(eq + 1) || null;
+        }
+      }
+    }
+    return null;
+  }
+  function setCookie(name, value, seconds) {
+    document.cookie =
+      name + "=" + encodeURIComponent(value) + "; Max-Age=" + Math.round(seconds) +
+      "; Path=/; SameSite=Lax" + (secure ? "; Secure" : "");
+  }
+  function randomId() {
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    var text = "";
+    for (var i = 0; i < bytes.length; i++) text += String.fromCharCode(bytes[i]);
+    return window.btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+  function clip(value, max) {
+    if (value === null || value === undefined || value === "") return undefined;
+    value = String(value);
+    return value.length > max ? undefined : value; // a cut identifier would match nobody
+  }
+
+  // --- event ids: the twin of backchannel.events.derive_event_id -------------------------
+  // Python's str.strip() removes exactly these characters (str.isspace); JavaScript's trim()
+  // differs (it keeps U+001C-U+001F and U+0085, and removes U+FEFF), so it is not used.
+  var PY_SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a" +
+    "\\u2028\\u2029\\u202f\\u205f\\u3000";
+  var PY_STRIP = new RegExp("^[" + PY_SPACE + "]+|[" + PY_SPACE + "]+$", "g");
+  function pyStrip(text) {
+    return text.replace(PY_STRIP, "");
+  }
+  function eventId(orderId, eventName) {
+    var id;
+    if (typeof orderId === "string") id = orderId;
+    else if (typeof orderId === "bigint") id = orderId.toString();
+    else if (typeof orderId === "number" && Number.isSafeInteger(orderId)) id = String(orderId);
+    else throw new TypeError("bc.eventId: the order id must be a string or a whole number");
+    if (typeof eventName !== "string") throw new TypeError("bc.eventId: eventName must be a string");
+    return pyStrip(eventName) + "-" + pyStrip(id);
+  }
+
+  // --- the landing: click ids, UTMs, session ----------------------------------------------
+  var query;
+  try {
+    query = new URLSearchParams(window.location.search);
+  } catch (e) {
+    query = { get: function () { return null; } };
+  }
+  var urlTtclid = clip(query.get("ttclid"), 512);
+  var urlFbclid = clip(query.get("fbclid"), 512);
+  if (urlTtclid) setCookie("_bc_ttclid", urlTtclid, clickDays * 86400);
+  if (urlFbclid) setCookie("_bc_fbclid", urlFbclid, clickDays * 86400);
+  var utm = {};
+  var hasUtm = false;
+  ["source", "medium", "campaign", "content", "term"].forEach(function (name) {
+    var value = query.get("utm_" + name);
+    if (value) {
+      utm[name] = value.slice(0, 256);
+      hasUtm = true;
+    }
+  });
+  var sid = getCookie("_bc_sid");
+  var landing = !sid;
+  if (!sid || !/^[A-Za-z0-9_.\-]{8,128}$/.test(sid)) {
+    sid = randomId();
+    landing = true;
+  }
+  setCookie("_bc_sid", sid, SESSION_SECONDS);
+
+  function identifiers(message) {
+    // Read at send time: the Pixel sets _ttp only once it has loaded.
+    message.ttclid = urlTtclid || clip(getCookie("_bc_ttclid"), 512);
+    message.fbclid = urlFbclid || clip(getCookie("_bc_fbclid"), 512);
+    message.ttp = clip(getCookie("_ttp"), 512);
+    message.fbp = clip(getCookie("_fbp"), 512);
+    message.fbc = clip(getCookie("_fbc"), 512);
+    return message;
+  }
+
+  // --- transport --------------------------------------------------------------------------
+  function send(message) {
+    message.key = KEY;
+    message.session_id = sid;
+    message.url = clip(window.location.href.slice(0, 2048), 2048);
+    var body = JSON.stringify(message);
+    // A string body goes as text/plain: no CORS preflight, even cross-origin.
+    try {
+      if (navigator.sendBeacon && navigator.sendBeacon(ENDPOINT, body)) return;
+    } catch (e) { /* fall through to fetch */ }
+    try {
+      window.fetch(ENDPOINT, {
+        method: "POST", body: body, keepalive: true, credentials: "omit",
+        headers: { "Content-Type": "text/plain;charset=UTF-8" },
+      }).catch(function () {});
+    } catch (e) { /* nothing else to try: tracking must never break the page */ }
+  }
+
+  // --- is the TikTok Pixel there, and did it load? ----------------------------------------
+  // Evidence, strongest first: the load/error events of the Pixel's <script> (watched from
+  // the moment it is inserted, which is why bc.js goes before the Pixel snippet); for scripts
+  // that finished before bc.js ran, a Resource Timing entry (browsers record none for a
+  // request an ad blocker cancelled). No evidence of a load by window load = blocked.
+  var pixelScripts = [];
+  function ttqObject() {
+    return window[window.TiktokAnalyticsObject || "ttq"];
+  }
+  function pixelUrls() {
+    var ttq = ttqObject();
+    var urls = [];
+    if (ttq && ttq._i) {
+      for (var code in ttq._i) {
+        if (Object.prototype.hasOwnProperty.call(ttq._i, code) && ttq._i[code]) {
+          var u = ttq._i[code]._u;
+          if (u) urls.push(String(u).split("?")[0]);
+        }
+      }
+    }
+    return urls;
+  }
+  function isPixelUrl(src) {
+    if (!src) return false;
+    if (/\/\/analytics\.tiktok\.com\/i18n\/pixel\//.test(src)) return true;
+    var urls = pixelUrls();
+    for (var i = 0; i < urls.length; i++) {
+      if (src.indexOf(new URL(urls[i], window.location.href).href) === 0) return true;
+    }
+    return false;
+  }
+  function watchScript(el) {
+    if (!el || el.tagName !== "SCRIPT" || !el.src || el.__bcWatched) return;
+    el.__bcWatched = true;
+    var record = { el: el, state: "pending" };
+    el.addEventListener("load", function () { record.state = "loaded"; });
+    el.addEventListener("error", function () { record.state = "error"; });
+    pixelScripts.push(record);
+  }
+  Array.prototype.forEach.call(document.getElementsByTagName("script"), watchScript);
+  if (window.MutationObserver) {
+    new MutationObserver(function (mutations) {
+      mutations.forEach(function (m) {
+        Array.prototype.forEach.call(m.addedNodes, watchScript);
+      });
+    }).observe(document.documentElement, { childList: true, subtree: true });
+  }
+  function pixelStatus() {
+    var ttq = ttqObject();
+    if (!ttq || !pixelUrls().length) return "absent";
+    var seen = false;
+    var waiting = false;
+    for (var i = 0; i < pixelScripts.length; i++) {
+      if (!isPixelUrl(pixelScripts[i].el.src)) continue;
+      seen = true;
+      if (pixelScripts[i].state === "loaded") return "loaded";
+      if (pixelScripts[i].state === "pending") waiting = true;
+    }
+    if (waiting) return undefined; // left before the Pixel's script finished: unknown
+    if (!seen && window.performance && performance.getEntriesByType) {
+      var entries = performance.getEntriesByType("resource");
+      for (var j = 0; j < entries.length; j++) {
+        var e = entries[j];
+        var status = e.responseStatus;
+        if (isPixelUrl(e.name) && e.responseEnd > 0 &&
+            (status === undefined || status === 0 || (status >= 200 && status < 400))) {
+          return "loaded";
+        }
+      }
+    }
+    return "blocked";
+  }
+
+  // --- mirror ttq.track(event, props, {event_id}) ------------------------------------------
+  var pending = [];
+  var mirrored = {};
+  var flushTimer = null;
+  function mirror(name, props, options) {
+    if (typeof name !== "string" || !name) return;
+    var id = (options && (options.event_id || options.eventID)) || (props && props.event_id);
+    id = id === undefined || id === null ? null : String(id);
+    if (id !== null) {
+      if (mirrored[name + "\u0000" + id]) return; // the Pixel replaying its queue
+      mirrored[name + "\u0000" + id] = true;
+    }
+    pending.push({ event: name.slice(0, 100), event_id: id, at: Date.now() });
+    if (flushTimer === null) flushTimer = window.setTimeout(flushEvents, 0);
+  }
+  function flushEvents() {
+    flushTimer = null;
+    if (!pending.length) return;
+    var events = pending.splice(0, 20);
+    send(identifiers({ page_view: false, events: events }));
+    if (pending.length) flushTimer = window.setTimeout(flushEvents, 0);
+  }
+  function wrapTrack(ttq) {
+    if (!ttq || (typeof ttq !== "object" && typeof ttq !== "function") || ttq.__bcMirror) return;
+    var current = ttq.track;
+    function track() {
+      try {
+        mirror(arguments[0], arguments[1], arguments[2]);
+      } catch (e) { /* never break the Pixel */ }
+      return typeof current === "function" ? current.apply(this, arguments) : undefined;
+    }
+    try {
+      Object.defineProperty(ttq, "__bcMirror", { value: true });
+      // The Pixel's stub defines track, and the real library replaces it when it loads:
+      // an accessor keeps our mirror in front of whichever function is current.
+      Object.defineProperty(ttq, "track", {
+        configurable: true,
+        enumerable: true,
+        get: function () { return track; },
+        set: function (fn) { current = fn; },
+      });
+    } catch (e) { /* a frozen ttq: nothing to mirror */ }
+  }
+  (function hookTtq() {
+    var name = window.TiktokAnalyticsObject || "ttq";
+    if (window[name]) return wrapTrack(window[name]);
+    var holder;
+    try {
+      Object.defineProperty(window, name, {
+        configurable: true,
+        enumerable: true,
+        get: function () { return holder; },
+        set: function (value) { holder = value; wrapTrack(value); },
+      });
+    } catch (e) { /* not configurable: the Pixel will not be mirrored */ }
+  })();
+
+  // --- the page view, once the page (and the Pixel's script) finished loading ---------------
+  function loadTime() {
+    var p = window.performance;
+    var nav = p && p.getEntriesByType && p.getEntriesByType("navigation")[0];
+    var ms = nav && nav.loadEventEnd > 0 ? nav.loadEventEnd - nav.startTime : null;
+    if (ms === null && p && p.timing && p.timing.loadEventEnd > 0) {
+      ms = p.timing.loadEventEnd - p.timing.navigationStart;
+    }
+    return ms === null || ms < 0 || ms > 600000 ? undefined : Math.round(ms);
+  }
+  var viewSent = false;
+  function pageView() {
+    if (viewSent) return;
+    viewSent = true;
+    var message = identifiers({
+      page_view: true,
+      landing: landing,
+      referrer: clip((document.referrer || "").slice(0, 2048), 2048),
+      load_time_ms: loadTime(),
+      pixel: pixelStatus(),
+    });
+    if (hasUtm) message.utm = utm;
+    send(message);
+  }
+  if (document.readyState === "complete") window.setTimeout(pageView, 0);
+  else window.addEventListener("load", function () { window.setTimeout(pageView, 0); });
+  window.addEventListener("pagehide", function () {
+    pageView();
+    flushEvents();
+  });
+
+  window.bc = {
+    version: "1",
+    eventId: eventId,
+    sessionId: function () { return sid; },
+    pixelStatus: pixelStatus,
+    flush: function () { pageView(); flushEvents(); },
+  };
+})(window, document);

@@ -1,0 +1,335 @@
+"""The pure half of the browser leg: collect payloads, IPs, origins, user agents, stitching."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from backchannel import stitch
+from backchannel.events import normalize
+from backchannel.notes import InvalidConversion
+from backchannel.sessions import (
+    client_ip,
+    normalize_origin,
+    origin_allowed,
+    parse_collect,
+    parse_networks,
+    parse_user_agent,
+)
+from backchannel.store.base import LandingSession, SessionMatch
+
+NOW = 1_800_000_000.0
+SID = "AbCdEfGhIjKlMnOpQrStUv"
+
+
+def message(**fields: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"key": "bc_pub_x", "session_id": SID, "url": "https://shop.example/"}
+    doc.update(fields)
+    return doc
+
+
+def paths(exc: pytest.ExceptionInfo[InvalidConversion]) -> list[str]:
+    return [n.path for n in exc.value.notes]
+
+
+class TestParseCollect:
+    def test_a_full_page_view(self) -> None:
+        """Every field lands in the session update; IP and UA come from the caller, not the body."""
+        got = parse_collect(
+            message(
+                landing=True,
+                referrer="https://www.tiktok.com/",
+                ttclid="T1",
+                ttp="ttp-1",
+                fbp="fb.1.2.3",
+                utm={"source": "tiktok", "campaign": "spring"},
+                load_time_ms=900,
+                pixel="blocked",
+            ),
+            now=NOW,
+            ip="81.2.69.160",
+            user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36",
+        )
+        u = got.update
+        assert (u.session_id, u.at, u.landing, u.page_view) == (SID, NOW, True, True)
+        assert (u.ttclid, u.ttp, u.fbp, u.utm_source, u.utm_campaign) == (
+            "T1",
+            "ttp-1",
+            "fb.1.2.3",
+            "tiktok",
+            "spring",
+        )
+        assert (u.ip, u.browser, u.browser_version, u.os) == (
+            "81.2.69.160",
+            "Chrome",
+            "126",
+            "Linux",
+        )
+        assert (u.load_time_ms, u.pixel_status) == (900, "blocked")
+        assert got.key == "bc_pub_x"
+        assert got.events == []
+
+    def test_mirrored_events(self) -> None:
+        """Pixel calls become browser events; a wild browser clock is replaced by receive time."""
+        got = parse_collect(
+            message(
+                page_view=False,
+                events=[
+                    {
+                        "event": "CompletePayment",
+                        "event_id": "CompletePayment-1",
+                        "at": NOW * 1000 - 5000,
+                    },
+                    {"event": "AddToCart", "at": 1000},
+                ],
+            ),
+            now=NOW,
+            ip=None,
+            user_agent=None,
+        )
+        assert [(e.event, e.event_id, e.at) for e in got.events] == [
+            ("CompletePayment", "CompletePayment-1", NOW - 5),
+            ("AddToCart", None, NOW),
+        ]
+        assert got.update.page_view is False
+        assert got.update.pixel_status == "absent"
+
+    @pytest.mark.parametrize(
+        ("fields", "path"),
+        [
+            ({"session_id": "short"}, "session_id"),
+            ({"session_id": "has spaces in it"}, "session_id"),
+            ({"url": "javascript:alert(1)"}, "url"),
+            ({"pixel": "maybe"}, "pixel"),
+            ({"email": "a@b.co"}, "email"),  # no PII field exists: unknown fields are refused
+            ({"events": [{"event": "1bad"}]}, "events[0].event"),
+            ({"events": [{"event": "X"}] * 21}, "events"),
+            ({"load_time_ms": -1}, "load_time_ms"),
+            ({"utm": {"source": "x" * 300}}, "utm.source"),
+        ],
+    )
+    def test_bad_fields_name_their_path(self, fields: dict[str, Any], path: str) -> None:
+        """Each invalid message is refused with the offending field's path."""
+        with pytest.raises(InvalidConversion) as exc:
+            parse_collect(message(**fields), now=NOW, ip=None, user_agent=None)
+        assert path in paths(exc)
+
+    def test_not_an_object(self) -> None:
+        """A JSON array is not a message."""
+        with pytest.raises(InvalidConversion) as exc:
+            parse_collect([1], now=NOW, ip=None, user_agent=None)
+        assert paths(exc) == ["(body)"]
+
+
+class TestClientIp:
+    TRUSTED = parse_networks(["10.0.0.0/8", "127.0.0.1"])
+
+    def test_untrusted_peer_ignores_forwarded_for(self) -> None:
+        """A browser cannot claim an address: XFF from an untrusted peer is ignored."""
+        assert client_ip("81.2.69.160", "1.2.3.4", self.TRUSTED) == "81.2.69.160"
+
+    def test_no_trusted_proxies_ignores_forwarded_for(self) -> None:
+        """With no trusted proxies configured the connection's address is the visitor's."""
+        assert client_ip("127.0.0.1", "81.2.69.160", ()) == "127.0.0.1"
+
+    def test_trusted_chain_is_walked_from_the_right(self) -> None:
+        """The first untrusted hop from the right is the client; forged left entries lose."""
+        assert (
+            client_ip("10.0.0.2", "6.6.6.6, 81.2.69.160, 10.0.0.9", self.TRUSTED) == "81.2.69.160"
+        )
+
+    def test_garbage_in_the_chain_falls_back_to_the_peer(self) -> None:
+        """An unparsable hop means the chain cannot be trusted past it."""
+        assert client_ip("10.0.0.2", "81.2.69.160, nonsense", self.TRUSTED) == "10.0.0.2"
+
+    def test_ipv4_mapped_and_ports(self) -> None:
+        """::ffff:a.b.c.d and host:port forms are understood."""
+        assert client_ip("::ffff:127.0.0.1", "[2001:db8::1]:443", self.TRUSTED) == "2001:db8::1"
+
+    def test_bad_network_is_refused(self) -> None:
+        """A trusted_proxies entry that is not a network raises, naming it."""
+        with pytest.raises(ValueError, match="nope"):
+            parse_networks(["nope"])
+
+
+class TestOrigins:
+    def test_normalization(self) -> None:
+        """Origins compare case-insensitively and without default ports."""
+        assert normalize_origin("HTTPS://Shop.Example:443/path") == "https://shop.example"
+        assert normalize_origin("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+        assert normalize_origin("file:///etc") is None
+
+    def test_allow_list(self) -> None:
+        """Listed origins pass, others do not; * passes all."""
+        allowed = ("https://shop.example",)
+        assert origin_allowed("https://shop.example", allowed, own_host=None, scheme="https")
+        assert not origin_allowed("https://evil.example", allowed, own_host=None, scheme="https")
+        assert origin_allowed("https://evil.example", ("*",), own_host=None, scheme="https")
+
+    def test_empty_list_is_same_origin_only(self) -> None:
+        """With no list, only the host the request was addressed to may post."""
+        assert origin_allowed(
+            "http://shop.example:8080", (), own_host="shop.example:8080", scheme="http"
+        )
+        assert not origin_allowed("http://evil.example", (), own_host="shop.example", scheme="http")
+        assert not origin_allowed(None, (), own_host="shop.example", scheme="http")
+
+
+class TestUserAgents:
+    @pytest.mark.parametrize(
+        ("ua", "expected"),
+        [
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15"
+                " (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+                ("Safari", "17", "iOS", "17.4"),
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko)"
+                " Chrome/125.0.6422.113 Mobile Safari/537.36"
+                " musical_ly_2023405010 BytedanceWebview",
+                ("TikTok in-app", None, "Android", "14"),
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
+                " Chrome/126.0.0.0 Safari/537.36 Edg/126.0.2592.68",
+                ("Edge", "126", "Windows", "10"),
+            ),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:127.0) Gecko/20100101"
+                " Firefox/127.0",
+                ("Firefox", "127", "macOS", "10.15"),
+            ),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15"
+                " (KHTML, like Gecko) Mobile/20G75 Instagram 312.0.0.19.104",
+                ("Instagram in-app", "312", "iOS", "16.6"),
+            ),
+            ("curl/8.5.0", (None, None, None, None)),
+        ],
+    )
+    def test_families(self, ua: str, expected: tuple[str | None, ...]) -> None:
+        """Browser family/major version and OS/version for the families the gap report needs."""
+        got = parse_user_agent(ua)
+        assert (got.browser, got.browser_version, got.os, got.os_version) == expected
+
+
+def session(
+    sid: str = "s-1", *, first: float = NOW - 600, last: float = NOW - 60, **f: Any
+) -> LandingSession:
+    values: dict[str, Any] = dict.fromkeys(LandingSession.__slots__)  # type: ignore[attr-defined]
+    values.update(
+        session_id=sid, first_seen=first, last_seen=last, pixel_status="loaded", page_views=3
+    )
+    values.update(f)
+    return LandingSession(**values)
+
+
+def conversion(**fields: Any) -> Any:
+    doc: dict[str, Any] = {
+        "event": "CompletePayment",
+        "order_id": 7,
+        "value": 1,
+        "currency": "USD",
+        "event_time": int(NOW),
+    }
+    doc.update(fields)
+    return normalize(doc, now=NOW).conversion
+
+
+FULL = session(
+    ttclid="T-SESSION",
+    ttp="ttp-s",
+    fbp="fbp-s",
+    ip="81.2.69.160",
+    user_agent="UA-S",
+    landing_url="https://shop.example/?ttclid=T-SESSION",
+    referrer="https://tiktok.com/",
+)
+
+
+class TestStitch:
+    def test_session_fills_what_the_conversion_lacks(self) -> None:
+        """A named session fills ttclid, ttp, fbp, ip, UA and page URL, and says so."""
+        c = conversion(session_id="s-1")
+        [origin] = stitch.stitch_all([c], [SessionMatch("session_id", "s-1", FULL)])
+        assert (c.user.ttclid, c.user.ttp, c.user.fbp, c.user.ip, c.user.user_agent) == (
+            "T-SESSION",
+            "ttp-s",
+            "fbp-s",
+            "81.2.69.160",
+            "UA-S",
+        )
+        assert (c.page_url, c.page_referrer) == (FULL.landing_url, "https://tiktok.com/")
+        assert origin.matched_by == "session_id"
+        assert origin.session_id == "s-1"
+        assert origin.fields == {
+            "ttclid": "session",
+            "ttp": "session",
+            "fbp": "session",
+            "ip": "session",
+            "user_agent": "session",
+            "page_url": "session",
+        }
+
+    def test_the_request_wins_over_the_session(self) -> None:
+        """Identifiers the caller sent are kept and marked 'request'."""
+        c = conversion(
+            session_id="s-1",
+            user={"ttclid": "T-REQ", "ip": "8.8.8.8", "user_agent": "UA-R"},
+            page={"url": "https://shop.example/thanks"},
+        )
+        [origin] = stitch.stitch_all([c], [SessionMatch("session_id", "s-1", FULL)])
+        assert (c.user.ttclid, c.user.ip, c.user.user_agent) == ("T-REQ", "8.8.8.8", "UA-R")
+        assert c.page_url == "https://shop.example/thanks"
+        assert origin.fields["ttclid"] == "request"
+        assert origin.fields["ttp"] == "session"
+        assert origin.fields["page_url"] == "request"
+
+    def test_private_session_ip_is_not_used(self) -> None:
+        """A private/loopback address is a proxy's, never sent as the visitor's."""
+        c = conversion(session_id="s-1")
+        stitch.stitch_all([c], [SessionMatch("session_id", "s-1", session(ip="10.1.2.3"))])
+        assert c.user.ip is None
+
+    def test_ttclid_match_within_the_window(self) -> None:
+        """A conversion carrying only ttclid joins the session that saw the click."""
+        c = conversion(user={"ttclid": "T-SESSION"})
+        [origin] = stitch.stitch_all([c], [SessionMatch("ttclid", "T-SESSION", FULL)])
+        assert origin.matched_by == "ttclid"
+        assert c.session_id == "s-1"
+        assert c.user.ttp == "ttp-s"
+
+    def test_stale_matches_are_ignored(self) -> None:
+        """A session last seen before the click window, or started after the order, is no match."""
+        old = session(last=NOW - 8 * 86400, first=NOW - 9 * 86400, ttp="old")
+        later = session("s-2", first=NOW + 3600, last=NOW + 3600, ttp="later")
+        c = conversion(user={"ttclid": "T", "email": "a@b.co"})
+        [origin] = stitch.stitch_all(
+            [c],
+            [SessionMatch("ttclid", "T", old), SessionMatch("email", c.user.email[0], later)],
+        )
+        assert origin.matched_by is None
+        assert c.user.ttp is None
+
+    def test_email_match_and_no_match(self) -> None:
+        """An email seen on a session joins it; without any match nothing changes."""
+        with_email = conversion(user={"email": "a@b.co"})
+        nothing = conversion(order_id=8)
+        origins = stitch.stitch_all(
+            [with_email, nothing], [SessionMatch("email", with_email.user.email[0], FULL)]
+        )
+        assert [o.matched_by for o in origins] == ["email", None]
+        assert with_email.user.ttclid == "T-SESSION"
+        assert nothing.user.ttclid is None
+        assert origins[1].fields == {}
+
+    def test_lookup_keys_and_emails_to_attach(self) -> None:
+        """Keys are deduplicated; only explicit session matches teach the session an email."""
+        a = conversion(session_id="s-1", user={"email": "a@b.co", "ttclid": "T"})
+        b = conversion(order_id=8, session_id="s-1", user={"email": "a@b.co"})
+        keys = stitch.lookup_keys([a, b])
+        assert (keys.session_ids, keys.ttclids, len(keys.email_hashes)) == (["s-1"], ["T"], 1)
+        origins = stitch.stitch_all([a, b], [SessionMatch("session_id", "s-1", FULL)])
+        assert stitch.emails_to_attach([a, b], origins) == [("s-1", a.user.email[0])]
