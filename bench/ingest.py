@@ -112,29 +112,44 @@ def _ms(text: str) -> float:
 
 
 async def fixed_rate(url: str, key: str, rate: int, seconds: int) -> list[float]:
+    """Open-loop load at ``rate`` req/s; latency measured from each request's *scheduled* time.
+
+    Requests are scheduled on a fixed clock and served by 64 lanes, each with its own
+    one-connection client (httpx's shared pool degrades badly with hundreds of waiting
+    requests, which measured the client, not the server). Latency counts from when a request
+    was due, so time spent waiting for a free lane is included (no coordinated omission).
+    The first two seconds are a warm-up and are not counted.
+    """
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    bodies = [orjson.dumps(conversion(i, "rate")) for i in range(rate * seconds)]
+    warmup = 2 * rate
+    total = rate * seconds + warmup
+    bodies = [orjson.dumps(conversion(i, "rate")) for i in range(total)]
+    queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
     latencies: list[float] = []
     failures = 0
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
 
-        async def one(body: bytes) -> None:
-            nonlocal failures
-            start = time.perf_counter()
-            response = await client.post(url + "/v1/events", content=body, headers=headers)
-            latencies.append(time.perf_counter() - start)
-            if response.status_code != 202:
-                failures += 1
+    async def lane() -> None:
+        nonlocal failures
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=1)) as c:
+            while (item := await queue.get()) is not None:
+                index, due = item
+                response = await c.post(url + "/v1/events", content=bodies[index], headers=headers)
+                if index >= warmup:
+                    latencies.append(time.perf_counter() - due)
+                if response.status_code != 202:
+                    failures += 1
 
-        tasks = []
-        begin = time.perf_counter()
-        for index, body in enumerate(bodies):
-            delay = begin + index / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(body)))
-        await asyncio.gather(*tasks)
+    lanes = [asyncio.create_task(lane()) for _ in range(64)]
+    begin = time.perf_counter() + 0.5
+    for index in range(total):
+        due = begin + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((index, due))
+    for _ in lanes:
+        queue.put_nowait(None)
+    await asyncio.gather(*lanes)
     if failures:
         raise RuntimeError(f"{failures} requests were not accepted")
     return sorted(latencies)

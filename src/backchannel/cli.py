@@ -585,6 +585,18 @@ def import_csv(
         raise typer.Exit(2)
 
     utm = ledger.utm_sources(settings.tiktok_utm_sources)
+    # a session_id column: the landing sessions' signals are ledger evidence too
+    landings: dict[str, ledger.Landing] = {}
+    if any(row.conversion.session_id for row in plan.rows):
+        lookup = open_configured_store(settings)
+        try:
+            landings = csv_import.landings(
+                plan.rows, lambda ids: lookup.find_sessions(session_ids=ids)
+            )
+        except Exception as exc:
+            fail(f"database: {type(exc).__name__} while reading the rows' landing sessions")
+        finally:
+            lookup.close()
     send: list[Any] = []
     record: list[Any] = []
     for row in plan.rows:
@@ -598,7 +610,9 @@ def import_csv(
                 if now - conversion.event_time <= DESTINATIONS[name].max_age(conversion)
             )
         )
-        entry = ledger.entry(conversion, "csv", row.signals, utm)
+        entry = ledger.entry(
+            conversion, "csv", row.signals, utm, landing=landings.get(conversion.session_id or "")
+        )
         assert entry is not None  # every row has an order id and a value
         if targets:
             new = to_record(conversion, row.warnings, "csv", targets)
@@ -733,6 +747,80 @@ def doctor(
         typer.echo(line)
     if report.failed:
         raise typer.Exit(1)
+
+
+# -- retention ---------------------------------------------------------------------------------
+@app.command()
+def purge(
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="The window, e.g. 30d or 12h. Default: retention_days."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be removed; remove nothing.")
+    ] = False,
+) -> None:
+    """Remove landing sessions, IPs and user agents older than the window; keep counts.
+
+    Sessions last seen before the cutoff are counted into session_rollups (for the gap
+    report), then deleted with their email hashes and browser events. Conversions received
+    before it lose their IP and user agent, except those still waiting for delivery.
+    """
+    from datetime import UTC, datetime
+
+    from backchannel import retention
+
+    settings = load_settings()
+    if older_than is None:
+        if settings.retention_days == 0:
+            fail("retention_days is 0 (keep forever); pass --older-than 30d to purge anyway")
+        older_than = f"{settings.retention_days}d"
+    try:
+        window = retention.parse_window(older_than)
+    except ValueError as exc:
+        fail(f"--older-than: {exc}")
+    now = time.time()
+    cutoff = now - window
+    store = open_configured_store(settings)
+    try:
+        report = retention.purge_now(store, cutoff, now, dry_run=dry_run)
+        if not dry_run:
+            store.audit(
+                time.time(),
+                "cli",
+                "purge",
+                f"older than {older_than}: {report.sessions} sessions,"
+                f" {report.conversions_scrubbed} conversions scrubbed",
+            )
+    finally:
+        store.close()
+    when = datetime.fromtimestamp(cutoff, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if dry_run:
+        typer.echo(
+            f"dry run: would purge {report.sessions} landing session(s) last seen before {when}"
+            " (their counts kept in session_rollups)"
+        )
+        typer.echo(
+            f"dry run: would scrub ip and user agent from {report.conversions_scrubbed}"
+            " conversion(s) received before then"
+        )
+    else:
+        typer.echo(
+            f"purged {report.sessions} landing session(s) last seen before {when}, with"
+            f" {report.session_emails} email hash(es) and {report.browser_events} browser"
+            " event(s); their counts are kept in session_rollups"
+        )
+        typer.echo(
+            f"scrubbed ip and user agent from {report.conversions_scrubbed} conversion(s)"
+            " received before then"
+        )
+    if report.conversions_held:
+        kept = "dry run: would keep" if dry_run else "kept"
+        typer.echo(
+            f"{kept} ip and user agent of {report.conversions_held} conversion(s) still waiting"
+            " for delivery (pending or in flight): the platforms need them; a later purge"
+            " scrubs them once delivered"
+        )
 
 
 def main() -> None:

@@ -96,6 +96,9 @@ class Settings:
     #: encrypted). Several may be given comma-separated while rotating.
     shopify_webhook_secret: str | None = field(default=None, repr=False)
     stripe_webhook_secret: str | None = field(default=None, repr=False)
+    #: retention: days landing sessions and conversions' IP / user agent are kept (`serve`
+    #: purges hourly; `backchannel purge`); 0 keeps them forever
+    retention_days: int = 30
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -223,6 +226,8 @@ def load(env: Mapping[str, str] | None = None, config_path: str | Path | None = 
     _check_sources(settings)
     if settings.click_cookie_days < 1:  # browser leg
         raise ConfigError("click_cookie_days: must be at least 1")
+    if settings.retention_days < 0:  # retention
+        raise ConfigError("retention_days: must be 0 (keep forever) or a number of days")
     return settings
 
 

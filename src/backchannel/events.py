@@ -40,6 +40,11 @@ _MILLISECONDS_FLOOR = 10**12
 _EARLIEST = 1_420_070_400  # 2015-01-01T00:00:00Z
 MAX_CONTENTS = 1000
 MAX_ID_LENGTH = 256
+#: consent: the warning an opted-out conversion is accepted with. Why not send it with Meta's
+#: ``opt_out: true``: Meta would still receive the event (it only stops using it for ads
+#: delivery optimisation) and TikTok has no such flag; not sending at all is the stricter
+#: reading of a person's opt-out, and the conversion still counts in our own measurement.
+OPT_OUT_REASON = "recorded for measurement; not sent to any platform"
 
 
 # Ids and identifiers: strings or whole numbers (platforms want strings; :func:`normalize`
@@ -124,6 +129,11 @@ class ConversionIn(_Strict):
     source: Source = "web"
     test_event_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     limited_data_use: bool = False
+    opt_out: bool = Field(
+        default=False,
+        description="The person opted out of sharing: the conversion is recorded for"
+        " measurement (and the order ledger) but sent to no platform.",
+    )
     user: UserIn = UserIn()
     page: PageIn | None = None
     session_id: Annotated[str, Field(max_length=128)] | None = None
@@ -167,6 +177,8 @@ class Conversion:
     content_type: str | None = None
     test_event_code: str | None = None
     limited_data_use: bool = False
+    #: consent: recorded for measurement, never sent (ingest gives it no outbox rows)
+    opt_out: bool = False
     page_url: str | None = None
     page_referrer: str | None = None
     session_id: str | None = None
@@ -492,6 +504,7 @@ def normalize(data: Any, *, now: float, default_region: str | None = None) -> No
         content_type=content_type,
         test_event_code=conv_in.test_event_code,
         limited_data_use=conv_in.limited_data_use,
+        opt_out=conv_in.opt_out,
         page_url=page_url,
         page_referrer=conv_in.page.referrer if conv_in.page else None,
         session_id=conv_in.session_id,
@@ -499,4 +512,6 @@ def normalize(data: Any, *, now: float, default_region: str | None = None) -> No
         query=conv_in.query,
         description=conv_in.description,
     )
+    if conv_in.opt_out:  # consent: say so on the 202 and in `send --dry-run`
+        notes.append(Note("opt_out", OPT_OUT_REASON))
     return Normalized(conversion, notes)

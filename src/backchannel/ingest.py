@@ -18,6 +18,8 @@ import orjson
 from backchannel import stitch
 from backchannel.events import Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
+from backchannel.sources.ledger import Landing
+from backchannel.sources.ledger import landing as session_landing
 from backchannel.store.base import LedgerEntry, NewConversion
 from backchannel.store.runner import AsyncStore
 
@@ -26,8 +28,9 @@ if TYPE_CHECKING:
 
 MAX_BATCH = 1000  # events per request, the same as both platforms' request limit
 
-#: sources and ledger: (input index, normalized conversion) -> the order-ledger row, if an order
-LedgerHook = Callable[[int, Conversion], LedgerEntry | None]
+#: sources and ledger: (input index, normalized conversion, its stitched landing session's
+#: signals or None) -> the order-ledger row, if an order
+LedgerHook = Callable[[int, Conversion, Landing | None], LedgerEntry | None]
 
 
 class BadRequest(ValueError):
@@ -180,12 +183,21 @@ async def ingest(
         raise InvalidBatch(results)
     # browser leg: join landing sessions before anything is stored (stitch_window=None: off)
     provenance = await _stitch(store, good, stitch_window) if stitch_window is not None else []
-    records = [to_record(c, results[index].warnings, origin, destinations) for index, c in good]
+    # consent: an opted-out conversion is stored (and ledgered) but gets no outbox rows
+    records = [
+        to_record(c, results[index].warnings, origin, () if c.opt_out else destinations)
+        for index, c in good
+    ]
     for record, origin_of in zip(records, provenance, strict=False):
         record.stitched = origin_of.to_json()
     if ledger is not None:  # sources and ledger: the order row commits with its conversion
-        for (index, c), record in zip(good, records, strict=True):
-            record.ledger = ledger(index, c)
+        # after stitching: the joined session's signals count too, read from the rows
+        # stitching already fetched (no extra query)
+        landings: list[Landing | None] = [session_landing(p) for p in provenance]
+        if not landings:  # stitching off
+            landings = [None] * len(good)
+        for (index, c), record, landing in zip(good, records, landings, strict=True):
+            record.ledger = ledger(index, c, landing)
     fresh = await store.ingest(records)
     for (index, _), is_new in zip(good, fresh, strict=True):
         if not is_new:

@@ -60,14 +60,24 @@ def batches(conversions: Iterable[Conversion], limit: int) -> list[list[Conversi
 
 
 def render(accepted: Accepted, targets: dict[str, Target], *, now: float) -> list[dict[str, Any]]:
-    """One line per destination request: ``{"destination", "body", "warnings"}``."""
+    """One line per destination request: ``{"destination", "body", "warnings"}``.
+
+    consent: an opted-out conversion is in no request; it gets a line of its own with
+    ``"destination": null``, ``"body": null`` and its warnings (the opt-out one among them).
+    """
     lines: list[dict[str, Any]] = []
-    shared = [n.as_dict() for notes in accepted.warnings.values() for n in notes]
-    many = len(accepted.conversions) > 1
     position = {id(c): i for i, c in enumerate(accepted.conversions)}
+    sendable = [c for c in accepted.conversions if not c.opt_out]
+    shared = [
+        n.as_dict()
+        for index, notes in accepted.warnings.items()
+        if not accepted.conversions[index].opt_out
+        for n in notes
+    ]
+    many = len(accepted.conversions) > 1
     for name, target in targets.items():
         destination = DESTINATIONS[name]
-        for batch in batches(accepted.conversions, destination.max_batch):
+        for batch in batches(sendable, destination.max_batch):
             warnings = list(shared)
             for conversion in batch:
                 prefix = f"[{position[id(conversion)]}]." if many else ""
@@ -80,6 +90,19 @@ def render(accepted: Accepted, targets: dict[str, Target], *, now: float) -> lis
                     "destination": name,
                     "body": destination.build_body(batch, target),
                     "warnings": warnings,
+                }
+            )
+    for conversion in accepted.conversions:  # consent: recorded, sent nowhere
+        if conversion.opt_out:
+            index = position[id(conversion)]
+            lines.append(
+                {
+                    "destination": None,
+                    "event": conversion.event,
+                    "event_id": conversion.event_id,
+                    "opt_out": True,
+                    "body": None,
+                    "warnings": [n.as_dict() for n in accepted.warnings.get(index, [])],
                 }
             )
     return lines

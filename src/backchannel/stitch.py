@@ -58,6 +58,8 @@ class Provenance:
     matched_by: str | None = None
     #: identifier -> "request" | "session"
     fields: dict[str, str] = field(default_factory=dict)
+    #: the session joined (not stored: the order ledger reads its signals, see sources/ledger.py)
+    session: LandingSession | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> str:
         return orjson.dumps(
@@ -160,6 +162,7 @@ def apply(
         return provenance
     provenance.matched_by = matched_by
     provenance.session_id = session.session_id
+    provenance.session = session
     candidates = {
         "ttclid": session.ttclid,
         "ttp": session.ttp,

@@ -556,6 +556,7 @@ class TestServiceEndpoints:
             "source",
             "test_event_code",
             "limited_data_use",
+            "opt_out",  # consent
             "user",
             "page",
             "session_id",

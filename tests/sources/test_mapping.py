@@ -139,6 +139,7 @@ class TestShopifyMapping:
             "content_type": "product",
             "test_event_code": None,
             "limited_data_use": False,
+            "opt_out": False,  # consent: sources never opt out on their own
             "page_url": LANDING,
             "page_referrer": "https://www.tiktok.com/",
             "session_id": "s_2b7c9f41d0",

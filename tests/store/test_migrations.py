@@ -38,6 +38,7 @@ EXPECTED_COLUMNS: dict[str, list[Column]] = {
         ("payload", "blob", True, None),
         ("warnings", "blob", False, None),
         ("stitched", "text", False, None),  # browser leg (0002)
+        ("scrubbed_at", "real", False, None),  # retention (0005)
     ],
     "outbox": [
         ("id", "int", True, None),
@@ -232,6 +233,28 @@ EXPECTED_PRIMARY_KEYS.update(  # hardening (0004)
 )
 EXPECTED_INDEXES.update(  # hardening (0004): expired sessions are swept at each login
     {"admin_sessions_expires": ("admin_sessions", ("expires_at",), None)}
+)
+
+# retention (0005): counts kept from purged landing sessions; which conversions were scrubbed
+_ROLLUP_KEY = (
+    "day",
+    "browser_family",
+    "os",
+    "os_version_major",
+    "load_bucket",
+    "pixel_status",
+    "had_ttclid",
+)
+EXPECTED_COLUMNS["session_rollups"] = [
+    *[(name, "text", True, None) for name in _ROLLUP_KEY[:-1]],
+    ("had_ttclid", "int", True, None),
+    ("sessions", "int", True, None),
+]
+EXPECTED_PRIMARY_KEYS["session_rollups"] = _ROLLUP_KEY
+EXPECTED_INDEXES["conversions_unscrubbed"] = (
+    "conversions",
+    ("received_at",),
+    "scrubbed_at IS NULL",
 )
 
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}

@@ -16,6 +16,10 @@ Columns: a header row is required. A column is used when its header (any case, s
 underscores) names a field of :data:`FIELDS` or one of :data:`ALIASES`; ``--map column=field``
 adds or overrides. Rows repeating an order id (line-item exports) are merged when they agree
 on the order's value and currency, and refused when they do not.
+
+A ``session_id`` column names the row's landing session (bc.js's ``_bc_sid``): the sessions
+named are read with one lookup per :data:`CHUNK` ids (:func:`landings`) and their ttclid and
+``utm_source`` count as ``landing_session`` evidence in the ledger, after the row's own.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from backchannel.events import Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 from backchannel.sources.common import amount, currency
-from backchannel.sources.ledger import Signal, url_signals
+from backchannel.sources.ledger import Landing, Signal, session_signals, url_signals
+from backchannel.store.base import SessionMatch
 
 CHUNK = 1000  # rows per transaction when writing
 
@@ -300,3 +305,23 @@ def plan(
         first_seen[conversion.order_id] = row
         result.rows.append(row)
     return result
+
+
+def landings(
+    rows: Sequence[Row], find: Callable[[list[str]], Iterable[SessionMatch]]
+) -> dict[str, Landing]:
+    """The landing sessions named by the rows' ``session_id`` column, by id, for the ledger.
+
+    ``find`` is ``Store.find_sessions`` by session ids, called once per :data:`CHUNK` ids (no
+    call when no row names a session). A session id nobody recorded adds no evidence.
+    """
+    ids = sorted({row.conversion.session_id for row in rows if row.conversion.session_id})
+    found: dict[str, Landing] = {}
+    for start in range(0, len(ids), CHUNK):
+        for match in find(ids[start : start + CHUNK]):
+            if match.kind == "session_id":
+                session = match.session
+                found[session.session_id] = Landing(
+                    session.session_id, "session_id", tuple(session_signals(session))
+                )
+    return found

@@ -17,9 +17,14 @@ The evidence is kept as ``{signal: where}``, e.g. ``{"ttclid": "landing_site",
 that it does. Only the signal's location is stored, never its value: a ttclid is an
 identifier and the ledger needs none.
 
-Landing sessions: the browser leg stores them; a caller that has looked one up passes its
-signals as ``Signal(kind, value, "landing_session")``. Orders carry their ``session_id`` in the
-ledger, so sessions recorded later can still be joined by the report.
+Landing sessions: the browser leg stores them, and ingest joins a conversion to its session
+(``backchannel.stitch``) before the ledger hook runs. The hook then gets a :class:`Landing`
+made from the session row stitching already read (no extra query): the session's ``ttclid``,
+its ``utm_source`` and its landing URL's query count as ``"landing_session"`` evidence, after
+the order's own signals (``{"utm_source": "landing_site", "ttclid": "landing_session"}``).
+What stitching *filled into* the conversion (``user.ttclid``, ``page.url``) is the session's,
+so it is reported as the session's, never as the order's. Orders carry their ``session_id``
+in the ledger, so sessions recorded later can still be joined by the report.
 
 Pure: no I/O; the store writes what :func:`entry` returns.
 """
@@ -28,14 +33,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
 from backchannel.events import Conversion
-from backchannel.store.base import LedgerEntry
+from backchannel.store.base import LandingSession, LedgerEntry
+
+if TYPE_CHECKING:
+    from backchannel.stitch import Provenance
 
 DEFAULT_UTM_SOURCES = "tiktok,tt,tiktokads"
+#: where the signals of the landing session a conversion was joined to are reported
+LANDING_SESSION = "landing_session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +58,46 @@ class Signal:
     kind: str
     value: str | None
     where: str
+
+
+@dataclass(frozen=True, slots=True)
+class Landing:
+    """What the ledger needs of the landing session ingest joined a conversion to.
+
+    ``signals`` are the session's (``where`` is ``landing_session``); ``filled`` names the
+    conversion's fields the session supplied (``ttclid``, ``page_url``, ...), which are
+    therefore not the order's own signals.
+    """
+
+    session_id: str
+    #: how stitching found it: ``session_id``, ``ttclid`` or ``email``
+    matched_by: str
+    signals: tuple[Signal, ...] = ()
+    filled: frozenset[str] = frozenset()
+
+
+def session_signals(session: LandingSession) -> list[Signal]:
+    """A landing session's signals: its ``ttclid`` and ``utm_source`` as bc.js sent them,
+    then its landing URL's query."""
+    signals = [
+        Signal("ttclid", session.ttclid, LANDING_SESSION),
+        Signal("utm_source", session.utm_source, LANDING_SESSION),
+    ]
+    signals.extend(url_signals(session.landing_url, LANDING_SESSION))
+    return signals
+
+
+def landing(provenance: Provenance) -> Landing | None:
+    """The :class:`Landing` of a stitched conversion, or None when no session was joined."""
+    session = provenance.session
+    if session is None or provenance.matched_by is None:
+        return None
+    return Landing(
+        session_id=session.session_id,
+        matched_by=provenance.matched_by,
+        signals=tuple(session_signals(session)),
+        filled=frozenset(name for name, where in provenance.fields.items() if where == "session"),
+    )
 
 
 def utm_sources(setting: str | Iterable[str]) -> frozenset[str]:
@@ -85,15 +136,21 @@ def evidence(signals: Iterable[Signal], tiktok_utm: frozenset[str]) -> dict[str,
 
 
 def conversion_signals(
-    conversion: Conversion, *, page_label: str = "page.url", user_label: str = "user.ttclid"
+    conversion: Conversion,
+    *,
+    page_label: str = "page.url",
+    user_label: str = "user.ttclid",
+    filled: frozenset[str] = frozenset(),
 ) -> list[Signal]:
     """The signals a canonical conversion carries: its page URL's query, then ``user.ttclid``.
 
     (``normalize`` copies a ttclid found in ``page.url`` into ``user.ttclid``; listing the URL
-    first attributes it to the URL, where it really came from.)
+    first attributes it to the URL, where it really came from.) Fields in ``filled`` came from
+    the landing session (:attr:`Landing.filled`) and are left to :attr:`Landing.signals`.
     """
-    signals = url_signals(conversion.page_url, page_label)
-    signals.append(Signal("ttclid", conversion.user.ttclid, user_label))
+    signals = [] if "page_url" in filled else url_signals(conversion.page_url, page_label)
+    if "ttclid" not in filled:
+        signals.append(Signal("ttclid", conversion.user.ttclid, user_label))
     return signals
 
 
@@ -104,14 +161,18 @@ def entry(
     tiktok_utm: frozenset[str],
     *,
     event_id: str | None = None,
+    landing: Landing | None = None,
 ) -> LedgerEntry | None:
     """The ledger row of a conversion that is an order, or None.
 
     An order is a conversion with an ``order_id`` and a value (payment-like events always have
-    one; a sign-up has neither and is not an order).
+    one; a sign-up has neither and is not an order). ``signals`` are the order's own; the
+    ``landing`` session's come after them, so the order's place wins for a signal both carry.
     """
     if conversion.order_id is None or conversion.value is None:
         return None
+    if landing is not None:
+        signals = [*signals, *landing.signals]
     found = evidence(signals, tiktok_utm)
     return LedgerEntry(
         source=source,
@@ -127,10 +188,13 @@ def entry(
     )
 
 
-def api_entry(conversion: Conversion, tiktok_utm: frozenset[str]) -> LedgerEntry | None:
+def api_entry(
+    conversion: Conversion, tiktok_utm: frozenset[str], *, landing: Landing | None = None
+) -> LedgerEntry | None:
     """The ledger row for ``POST /v1/events``: payment-like events with an order_id only
     (an ``AddToCart`` with an order id is not an order)."""
     spec = conversion.spec
     if spec is None or not spec.payment:
         return None
-    return entry(conversion, "api", conversion_signals(conversion), tiktok_utm)
+    own = conversion_signals(conversion, filled=landing.filled if landing else frozenset())
+    return entry(conversion, "api", own, tiktok_utm, landing=landing)

@@ -8,9 +8,13 @@ groups concurrent ingests into one commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
 
 #: outbox states (see the migration for the state machine)
 PENDING, IN_FLIGHT, DELIVERED, DEAD, EXPIRED = (
@@ -448,3 +452,161 @@ class Store(Protocol):
     ) -> list[BrowserEvent]:
         """Mirrored Pixel calls of a session or of an event_id, oldest first."""
         ...
+
+    # retention --------------------------------------------------------------------------------
+    # See backchannel.retention: the CLI's `purge` and `serve`'s hourly task call these in
+    # bounded chunks, each chunk ONE transaction, until a call returns fewer than ``limit``.
+    def purge_sessions(self, cutoff: float, limit: int) -> PurgeCounts:
+        """Delete up to ``limit`` landing sessions last seen before ``cutoff``, oldest first,
+        with their email hashes and browser events, after adding them to the session rollups
+        (see :func:`rollup_sessions`) in the same transaction. Concurrent callers (several
+        ``serve`` nodes on PostgreSQL) take different sessions: none is counted twice."""
+        ...
+
+    def scrub_conversions(self, cutoff: float, limit: int, now: float) -> int:
+        """Remove ``user.ip`` and ``user.user_agent`` from the payloads (and dead letters'
+        ``sent_body``) of up to ``limit`` conversions received before ``cutoff``, not yet
+        scrubbed, and with no outbox row pending or in flight (those still need them to be
+        delivered); mark them ``scrubbed_at = now``. Returns how many were scrubbed."""
+        ...
+
+    def retention_backlog(self, cutoff: float) -> RetentionBacklog:
+        """What a purge at ``cutoff`` would remove now, and what it would have to keep."""
+        ...
+
+    def session_rollups(self) -> list[SessionRollup]:
+        """The counts kept from purged sessions, sorted by their key."""
+        ...
+
+
+# retention --------------------------------------------------------------------------------------
+#: page-load buckets of the session rollups: (upper bound in ms, label); slower is SLOW_BUCKET
+LOAD_BUCKETS: tuple[tuple[int, str], ...] = ((1000, "<1s"), (2500, "1-2.5s"), (5000, "2.5-5s"))
+SLOW_BUCKET = "5s+"
+#: a rollup value the session did not have (never NULL: NULLs would defeat the unique key)
+UNKNOWN = "unknown"
+#: outbox states whose conversion still needs its IP and user agent
+LIVE_STATUSES = (PENDING, IN_FLIGHT)
+
+
+@dataclass(slots=True)
+class PurgeCounts:
+    """Rows one :meth:`Store.purge_sessions` call deleted."""
+
+    sessions: int = 0
+    session_emails: int = 0
+    browser_events: int = 0
+
+
+@dataclass(slots=True)
+class RetentionBacklog:
+    """Counts for a cutoff: sessions to purge, conversions to scrub, conversions held back."""
+
+    sessions: int
+    #: received before the cutoff, not yet scrubbed, nothing left to deliver
+    conversions: int
+    #: received before the cutoff but with an outbox row pending or in flight: kept whole
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRollup:
+    """How many purged sessions shared one combination of what the gap report breaks down by."""
+
+    day: str  # UTC date of the session's first page view, YYYY-MM-DD
+    browser_family: str
+    os: str
+    os_version_major: str
+    load_bucket: str
+    pixel_status: str
+    had_ttclid: bool
+    sessions: int
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str, str, bool]:
+        return (
+            self.day,
+            self.browser_family,
+            self.os,
+            self.os_version_major,
+            self.load_bucket,
+            self.pixel_status,
+            self.had_ttclid,
+        )
+
+
+def load_bucket(load_time_ms: int | None) -> str:
+    """The rollup bucket of a landing page's load time."""
+    if load_time_ms is None:
+        return UNKNOWN
+    for bound, label in LOAD_BUCKETS:
+        if load_time_ms < bound:
+            return label
+    return SLOW_BUCKET
+
+
+#: what a purge reads of each session: (first_seen, browser, os, os_version, load_time_ms,
+#: pixel_status, had a ttclid)
+PurgedSession = Sequence[Any]
+
+
+def rollup_sessions(rows: Iterable[PurgedSession]) -> list[SessionRollup]:
+    """Count sessions per rollup key (both backends call this: one definition of the buckets),
+    sorted by key so concurrent upserts take their row locks in the same order."""
+    counts: Counter[tuple[str, str, str, str, str, str, bool]] = Counter()
+    for first_seen, browser, os_name, os_version, load_ms, pixel, had_ttclid in rows:
+        day = datetime.fromtimestamp(first_seen, UTC).strftime("%Y-%m-%d")
+        major = os_version.split(".", 1)[0] if os_version else ""
+        counts[
+            (
+                day,
+                browser or UNKNOWN,
+                os_name or UNKNOWN,
+                major or UNKNOWN,
+                load_bucket(load_ms),
+                pixel or "absent",
+                bool(had_ttclid),
+            )
+        ] += 1
+    return [SessionRollup(*key, sessions=n) for key, n in sorted(counts.items())]
+
+
+def scrub_payload(payload: bytes) -> bytes | None:
+    """A stored conversion (``Conversion.to_dict()`` JSON) without ``user.ip`` and
+    ``user.user_agent``; None when it holds neither (nothing to rewrite)."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    user = data.get("user") if isinstance(data, dict) else None
+    if not isinstance(user, dict) or (user.get("ip") is None and user.get("user_agent") is None):
+        return None
+    user["ip"] = None
+    user["user_agent"] = None
+    return orjson.dumps(data)
+
+
+#: where a sent event (a dead letter's ``sent_body``) holds the IP and user agent, per platform
+_SENT_IDENTIFIERS = (
+    ("user", ("ip", "user_agent")),  # TikTok
+    ("user_data", ("client_ip_address", "client_user_agent")),  # Meta
+)
+
+
+def scrub_sent_body(body: bytes) -> bytes | None:
+    """A dead letter's event as sent, without the IP and user agent; None if it had neither."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    changed = False
+    for section, keys in _SENT_IDENTIFIERS:
+        part = data.get(section)
+        if isinstance(part, dict):
+            for key in keys:
+                if key in part:
+                    del part[key]
+                    changed = True
+    return orjson.dumps(data) if changed else None

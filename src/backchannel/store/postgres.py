@@ -34,6 +34,7 @@ from backchannel.store.base import (
     DELIVERED,
     EXPIRED,
     IN_FLIGHT,
+    LIVE_STATUSES,
     PENDING,
     SESSION_COLUMNS,
     AdminSession,
@@ -47,9 +48,15 @@ from backchannel.store.base import (
     LedgerEntry,
     NewConversion,
     OrderRow,
+    PurgeCounts,
     Rejection,
+    RetentionBacklog,
     SessionMatch,
+    SessionRollup,
     SessionUpdate,
+    rollup_sessions,
+    scrub_payload,
+    scrub_sent_body,
 )
 from backchannel.store.migrations import load
 
@@ -804,6 +811,101 @@ class PostgresStore:
             rows = conn.execute(query + " ORDER BY at, id", params).fetchall()
         return [BrowserEvent(*row) for row in rows]
 
+    # -- retention ------------------------------------------------------------------------------
+    def purge_sessions(self, cutoff: float, limit: int) -> PurgeCounts:
+        with self._pool.connection() as conn:
+            rows = conn.execute(_PURGE_SESSIONS, (cutoff, limit)).fetchall()
+            if not rows:
+                return PurgeCounts()
+            ids = [row[0] for row in rows]
+            counts = PurgeCounts(sessions=len(rows))
+            counts.session_emails = conn.execute(
+                "DELETE FROM session_emails WHERE session_id = ANY(%s::text[])", (ids,)
+            ).rowcount
+            counts.browser_events = conn.execute(
+                "DELETE FROM browser_events WHERE session_id = ANY(%s::text[])", (ids,)
+            ).rowcount
+            rollups = rollup_sessions(row[1:] for row in rows)
+            conn.execute(
+                _UPSERT_ROLLUPS,
+                (
+                    [r.day for r in rollups],
+                    [r.browser_family for r in rollups],
+                    [r.os for r in rollups],
+                    [r.os_version_major for r in rollups],
+                    [r.load_bucket for r in rollups],
+                    [r.pixel_status for r in rollups],
+                    [int(r.had_ttclid) for r in rollups],
+                    [r.sessions for r in rollups],
+                ),
+            )
+        return counts
+
+    def scrub_conversions(self, cutoff: float, limit: int, now: float) -> int:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT c.id, c.payload FROM conversions c"
+                " WHERE c.scrubbed_at IS NULL AND c.received_at < %s AND NOT EXISTS"
+                " (SELECT 1 FROM outbox o WHERE o.conversion_id = c.id"
+                " AND o.status = ANY(%s::text[]))"
+                " ORDER BY c.received_at LIMIT %s FOR UPDATE OF c SKIP LOCKED",
+                (cutoff, list(LIVE_STATUSES), limit),
+            ).fetchall()
+            if not rows:
+                return 0
+            ids = [row[0] for row in rows]
+            changed = [(cid, scrub_payload(bytes(payload))) for cid, payload in rows]
+            rewritten = [(cid, body) for cid, body in changed if body is not None]
+            conn.execute(
+                "UPDATE conversions SET scrubbed_at = %s WHERE id = ANY(%s::int8[])", (now, ids)
+            )
+            if rewritten:
+                conn.execute(
+                    "UPDATE conversions AS c SET payload = d.payload"
+                    " FROM unnest(%s::int8[], %b::bytea[]) AS d(id, payload) WHERE c.id = d.id",
+                    ([cid for cid, _ in rewritten], [body for _, body in rewritten]),
+                )
+            bodies: list[tuple[int, bytes]] = []
+            for outbox_id, body in conn.execute(
+                "SELECT id, sent_body FROM outbox WHERE sent_body IS NOT NULL"
+                " AND conversion_id = ANY(%s::int8[])",
+                (ids,),
+            ).fetchall():
+                scrubbed = scrub_sent_body(bytes(body))
+                if scrubbed is not None:
+                    bodies.append((outbox_id, scrubbed))
+            if bodies:
+                conn.execute(
+                    "UPDATE outbox AS o SET sent_body = d.body"
+                    " FROM unnest(%s::int8[], %b::bytea[]) AS d(id, body) WHERE o.id = d.id",
+                    ([i for i, _ in bodies], [b for _, b in bodies]),
+                )
+        return len(rows)
+
+    def retention_backlog(self, cutoff: float) -> RetentionBacklog:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT (SELECT COUNT(*) FROM landing_sessions WHERE last_seen < %(cutoff)s),"
+                " COUNT(*) FILTER (WHERE NOT held), COUNT(*) FILTER (WHERE held) FROM"
+                " (SELECT EXISTS (SELECT 1 FROM outbox o WHERE o.conversion_id = c.id"
+                " AND o.status = ANY(%(live)s::text[])) AS held FROM conversions c"
+                " WHERE c.scrubbed_at IS NULL AND c.received_at < %(cutoff)s) AS t",
+                {"cutoff": cutoff, "live": list(LIVE_STATUSES)},
+            ).fetchone()
+        assert row is not None
+        return RetentionBacklog(int(row[0]), int(row[1]), int(row[2]))
+
+    def session_rollups(self) -> list[SessionRollup]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT day, browser_family, os, os_version_major, load_bucket, pixel_status,"
+                " had_ttclid, sessions FROM session_rollups"
+            ).fetchall()
+        found = [
+            SessionRollup(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7])) for r in rows
+        ]
+        return sorted(found, key=lambda r: r.key)
+
 
 # -- sources and ledger: helpers ------------------------------------------------------------------
 _ORDER_COLUMNS: Final = (
@@ -932,3 +1034,30 @@ UNION ALL
  WHERE e.email_hash = ANY(%s::text[])
  ORDER BY e.email_hash, s.last_seen DESC)
 """  # noqa: S608 - constant column list
+
+
+# -- retention: statements ---------------------------------------------------------------------
+# The oldest sessions past the cutoff, locked with SKIP LOCKED so two nodes purging at once take
+# different ones (a session is rolled up exactly once), deleted in the same statement; RETURNING
+# hands back what the rollup needs.
+_PURGE_SESSIONS: Final = """
+WITH victims AS (
+    SELECT session_id FROM landing_sessions WHERE last_seen < %s
+    ORDER BY last_seen LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM landing_sessions AS s USING victims AS v WHERE s.session_id = v.session_id
+RETURNING s.session_id, s.first_seen, s.browser, s.os, s.os_version, s.load_time_ms,
+          s.pixel_status, s.ttclid IS NOT NULL
+"""
+
+# Upsert-add; the rows arrive sorted by key (rollup_sessions), so concurrent purges lock
+# rollup rows in the same order and cannot deadlock.
+_UPSERT_ROLLUPS: Final = """
+INSERT INTO session_rollups (day, browser_family, os, os_version_major, load_bucket,
+                             pixel_status, had_ttclid, sessions)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                     %s::int4[], %s::int8[])
+ON CONFLICT (day, browser_family, os, os_version_major, load_bucket, pixel_status, had_ttclid)
+DO UPDATE SET sessions = session_rollups.sessions + excluded.sessions
+"""

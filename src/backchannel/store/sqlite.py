@@ -19,6 +19,7 @@ from backchannel.store.base import (
     DELIVERED,
     EXPIRED,
     IN_FLIGHT,
+    LIVE_STATUSES,
     PENDING,
     SESSION_COLUMNS,
     AdminSession,
@@ -32,9 +33,15 @@ from backchannel.store.base import (
     LedgerEntry,
     NewConversion,
     OrderRow,
+    PurgeCounts,
     Rejection,
+    RetentionBacklog,
     SessionMatch,
+    SessionRollup,
     SessionUpdate,
+    rollup_sessions,
+    scrub_payload,
+    scrub_sent_body,
 )
 from backchannel.store.migrations import load, statements
 
@@ -732,6 +739,104 @@ class SqliteStore:
             rows = self._reader.execute(query + " ORDER BY at, id", params).fetchall()
         return [BrowserEvent(*row) for row in rows]
 
+    # -- retention ------------------------------------------------------------------------------
+    def purge_sessions(self, cutoff: float, limit: int) -> PurgeCounts:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT session_id, first_seen, browser, os, os_version, load_time_ms,"
+                " pixel_status, ttclid IS NOT NULL FROM landing_sessions WHERE last_seen < ?"
+                " ORDER BY last_seen LIMIT ?",
+                (cutoff, limit),
+            ).fetchall()
+            if not rows:
+                return PurgeCounts()
+            rollups = rollup_sessions(row[1:] for row in rows)
+            db.executemany(
+                _UPSERT_ROLLUP, [(*r.key[:6], int(r.had_ttclid), r.sessions) for r in rollups]
+            )
+            counts = PurgeCounts(sessions=len(rows))
+            ids = [row[0] for row in rows]
+            # One IN list per 5000 ids: session_emails has no session_id index, so each
+            # statement is one scan of it.
+            for start in range(0, len(ids), 5000):
+                chunk = ids[start : start + 5000]
+                marks = ",".join("?" * len(chunk))
+                counts.session_emails += db.execute(
+                    f"DELETE FROM session_emails WHERE session_id IN ({marks})",  # noqa: S608
+                    chunk,
+                ).rowcount
+                counts.browser_events += db.execute(
+                    f"DELETE FROM browser_events WHERE session_id IN ({marks})",  # noqa: S608
+                    chunk,
+                ).rowcount
+                db.execute(
+                    f"DELETE FROM landing_sessions WHERE session_id IN ({marks})",  # noqa: S608
+                    chunk,
+                )
+        return counts
+
+    def scrub_conversions(self, cutoff: float, limit: int, now: float) -> int:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT c.id, c.payload FROM conversions c"
+                " WHERE c.scrubbed_at IS NULL AND c.received_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM outbox o WHERE o.conversion_id = c.id AND o.status IN (?, ?))"
+                " ORDER BY c.received_at LIMIT ?",
+                (cutoff, *LIVE_STATUSES, limit),
+            ).fetchall()
+            if not rows:
+                return 0
+            rewritten: list[tuple[bytes, float, int]] = []
+            untouched: list[tuple[float, int]] = []
+            for conversion_id, payload in rows:
+                scrubbed = scrub_payload(bytes(payload))
+                if scrubbed is None:
+                    untouched.append((now, conversion_id))
+                else:
+                    rewritten.append((scrubbed, now, conversion_id))
+            db.executemany(
+                "UPDATE conversions SET payload = ?, scrubbed_at = ? WHERE id = ?", rewritten
+            )
+            db.executemany("UPDATE conversions SET scrubbed_at = ? WHERE id = ?", untouched)
+            ids = [row[0] for row in rows]
+            bodies: list[tuple[bytes, int]] = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for outbox_id, body in db.execute(
+                    "SELECT id, sent_body FROM outbox WHERE sent_body IS NOT NULL"  # noqa: S608
+                    f" AND conversion_id IN ({marks})",
+                    chunk,
+                ):
+                    scrubbed = scrub_sent_body(bytes(body))
+                    if scrubbed is not None:
+                        bodies.append((scrubbed, outbox_id))
+            db.executemany("UPDATE outbox SET sent_body = ? WHERE id = ?", bodies)
+        return len(rows)
+
+    def retention_backlog(self, cutoff: float) -> RetentionBacklog:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT (SELECT COUNT(*) FROM landing_sessions WHERE last_seen < ?),"
+                " COALESCE(SUM(1 - held), 0), COALESCE(SUM(held), 0) FROM"
+                " (SELECT EXISTS (SELECT 1 FROM outbox o WHERE o.conversion_id = c.id"
+                " AND o.status IN (?, ?)) AS held FROM conversions c"
+                " WHERE c.scrubbed_at IS NULL AND c.received_at < ?)",
+                (cutoff, *LIVE_STATUSES, cutoff),
+            ).fetchone()
+        return RetentionBacklog(int(row[0]), int(row[1]), int(row[2]))
+
+    def session_rollups(self) -> list[SessionRollup]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT day, browser_family, os, os_version_major, load_bucket, pixel_status,"
+                " had_ttclid, sessions FROM session_rollups"
+            ).fetchall()
+        found = [
+            SessionRollup(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7])) for r in rows
+        ]
+        return sorted(found, key=lambda r: r.key)
+
 
 # -- sources and ledger: helpers ------------------------------------------------------------------
 _ORDER_COLUMNS = (
@@ -799,3 +904,12 @@ class _Transaction:
                 self._db.execute("ROLLBACK")
         finally:
             self._lock.release()
+
+
+# -- retention: statements ----------------------------------------------------------------------
+_UPSERT_ROLLUP = (
+    "INSERT INTO session_rollups (day, browser_family, os, os_version_major, load_bucket,"
+    " pixel_status, had_ttclid, sessions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (day, browser_family, os, os_version_major, load_bucket, pixel_status,"
+    " had_ttclid) DO UPDATE SET sessions = session_rollups.sessions + excluded.sessions"
+)

@@ -8,6 +8,8 @@ The OpenAPI document still describes the exact body, from the same pydantic mode
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount, Route
 
-from backchannel import __version__, credentials
+from backchannel import __version__, credentials, retention
 from backchannel.config import Settings
 from backchannel.delivery import RetryPolicy, build_worker
 from backchannel.events import ConversionIn
@@ -64,6 +66,8 @@ class Options:
     self_url: str = "http://127.0.0.1:8000"
     retry: RetryPolicy | None = None
     concurrency: int | None = None
+    #: retention: seconds between background purges (when settings.retention_days > 0)
+    retention_every: float = retention.HOUR
 
 
 def _error(
@@ -152,9 +156,20 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
             )
             worker.start()
         state["worker"] = worker
+        purger = None
+        if settings.retention_days > 0:  # retention: the hourly purge, in chunks on this loop
+            purger = asyncio.create_task(
+                retention.run_periodically(
+                    store, runner.run, settings.retention_days, every=opts.retention_every
+                )
+            )
         try:
             yield
         finally:
+            if purger is not None:
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
             if worker is not None:
                 await worker.stop()
             runner.close()

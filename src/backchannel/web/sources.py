@@ -57,11 +57,14 @@ class _Response(JSONResponse):
 
 
 def api_ledger(settings: Settings) -> LedgerHook:
-    """The ledger hook of ``POST /v1/events``: payment-like events with an order_id."""
+    """The ledger hook of ``POST /v1/events``: payment-like events with an order_id; the
+    landing session ingest joined the order to counts as evidence too."""
     utm = ledger.utm_sources(settings.tiktok_utm_sources)
 
-    def hook(index: int, conversion: Conversion) -> LedgerEntry | None:
-        return ledger.api_entry(conversion, utm)
+    def hook(
+        index: int, conversion: Conversion, landing: ledger.Landing | None
+    ) -> LedgerEntry | None:
+        return ledger.api_entry(conversion, utm, landing=landing)
 
     return hook
 
@@ -148,10 +151,14 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
 
         signals = mapped.signals
 
-        def hook(index: int, conversion: Conversion) -> LedgerEntry | None:
+        def hook(
+            index: int, conversion: Conversion, landing: ledger.Landing | None
+        ) -> LedgerEntry | None:
             if not mapped.order:
                 return None
-            return ledger.entry(conversion, source, signals, utm)
+            # the order's own signals first, then its landing session's (cart attribute or
+            # metadata session id, or a ttclid/email match, as for /v1/events)
+            return ledger.entry(conversion, source, signals, utm, landing=landing)
 
         try:
             result = await ingest(
@@ -163,6 +170,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 origin=source,
                 ledger=hook,
                 metrics=state.get("metrics"),
+                stitch_window=settings.click_cookie_days * 86400.0,  # as /v1/events
             )
         except InvalidBatch as exc:
             notes = [n for r in exc.results for n in r.errors]
