@@ -65,6 +65,9 @@ class Settings:
     ingest_burst: float = 4000.0
     collect_rate: float = 50.0
     collect_burst: float = 100.0
+    #: per site key on collect: a whole shop's page views (bounds a leaked key's replay)
+    collect_key_rate: float = 1000.0
+    collect_key_burst: float = 2000.0
     #: hours an admin login stays valid (then the dashboard asks for the password again)
     admin_session_hours: float = 12.0
     #: lets Prometheus scrape /metrics with only this bearer token (admin auth works too)

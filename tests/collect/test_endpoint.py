@@ -372,3 +372,31 @@ class TestRateLimit:
         assert limited.json()["errors"][0]["path"] == "(request)"
         other = {"X-Forwarded-For": "81.2.69.161"}
         assert gateway.collect(page(gateway), headers=other).status_code == 204
+
+    def test_one_site_key_over_its_budget_gets_429_from_any_address(
+        self, start: StartGateway
+    ) -> None:
+        """A site key replayed from many addresses is bounded by its own bucket."""
+        gateway = start(
+            collect_key_rate=1.0, collect_key_burst=2.0, trusted_proxies=("127.0.0.1/32",)
+        )
+        answers = [
+            gateway.collect(page(gateway), headers={"X-Forwarded-For": f"81.2.69.{n}"}).status_code
+            for n in range(10, 14)
+        ]
+        assert answers[:2] == [204, 204]
+        assert 429 in answers[2:]
+
+
+class TestRevocation:
+    def test_revoked_site_key_is_refused_on_the_next_message(self, gateway: Gateway) -> None:
+        """Site keys are not cached: a revocation takes effect at once."""
+        assert gateway.collect(page(gateway)).status_code == 204
+        from backchannel.store.sqlite import SqliteStore
+
+        store = SqliteStore(gateway.db)
+        try:
+            assert store.revoke_key("site", 1.0) == 1
+        finally:
+            store.close()
+        assert gateway.collect(page(gateway)).status_code == 401

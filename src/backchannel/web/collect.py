@@ -13,8 +13,9 @@ Collect receives every page view of a shop, so it must stay cheap and never be a
   cannot set headers, so the key may come in the body (``key``), the query string (``?key=``)
   or ``X-Backchannel-Key``. A site key is publishable: it only lets a page report page views,
   which is why an ingest key is refused here (it must never sit in a page). Keys are checked
-  against the store and the answer cached for :data:`KEY_CACHE_SECONDS`, so a busy shop costs
-  no key lookup per page view; a revocation takes effect within that time;
+  against the store on every message (an indexed read, ~20 µs), so a revocation takes effect
+  at once;
+- 429 with Retry-After past the per-address or the per-site-key token bucket;
 - 422 with ``{path, reason}`` for a bad message; 204 once it is committed.
 
 Nothing here answers 500: a store failure is a 503 (bc.js does not retry; losing a page view
@@ -61,8 +62,6 @@ from backchannel.web.ratelimit import RateLimiter, limited_response
 
 log = logging.getLogger("backchannel.collect")
 
-KEY_CACHE_SECONDS = 5.0
-KEY_CACHE_SIZE = 1024
 #: session updates one commit takes at most; more wait for the next commit
 MAX_GROUP = 2000
 SCRIPT_CACHE = "public, max-age=300"
@@ -126,25 +125,6 @@ class CollectWriter:
             self._flushing = False
 
 
-class KeyCache:
-    """hash -> (valid until, scope-or-None): site keys checked at most every few seconds."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, str | None]] = {}
-
-    def scope(self, key: str, lookup: Any, now: float) -> str | None:
-        digest = credentials.key_hash(key)
-        cached = self._entries.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        record = lookup(digest)
-        scope = record.scope if record is not None and record.revoked_at is None else None
-        if len(self._entries) >= KEY_CACHE_SIZE:
-            self._entries.clear()
-        self._entries[digest] = (now + KEY_CACHE_SECONDS, scope)
-        return scope
-
-
 def _load_script(click_days: int) -> bytes:
     text = (resources.files("backchannel.web") / "static" / "bc.js").read_text(encoding="utf-8")
     return text.replace("__BC_CLICK_DAYS__", str(int(click_days))).encode()
@@ -157,10 +137,11 @@ def install(app: FastAPI, settings: Settings) -> None:
     origins = ("*" if v.strip() == "*" else normalize_origin(v) for v in settings.collect_origins)
     allowed = tuple(o for o in origins if o)
     trusted = parse_networks(settings.trusted_proxies)
-    keys = KeyCache()
     # Per visitor address (the proxy-aware one): collect is public, so a flood from one
     # address must not crowd out the shop's other visitors or fill the sessions table.
     limiter = RateLimiter(settings.collect_rate, settings.collect_burst)
+    # Per site key: a leaked (publishable) key replayed from many addresses is bounded too.
+    key_limiter = RateLimiter(settings.collect_key_rate, settings.collect_key_burst)
 
     def state() -> dict[str, Any]:
         value: dict[str, Any] = app.state.backchannel
@@ -257,7 +238,8 @@ def install(app: FastAPI, settings: Settings) -> None:
             if not isinstance(key, str) or not key.strip():
                 raise _Refused(401, "key", "missing: send the site key (bc_pub_…)", "unauthorized")
             now = time.time()
-            scope = keys.scope(key.strip(), state()["store"].find_key, now)
+            record = state()["store"].find_key(credentials.key_hash(key.strip()))
+            scope = record.scope if record is not None and record.revoked_at is None else None
             if scope is None:
                 raise _Refused(401, "key", "unknown or revoked site key", "unauthorized")
             if scope != "collect":
@@ -268,6 +250,12 @@ def install(app: FastAPI, settings: Settings) -> None:
                     " `backchannel keys create --name site --scope collect`",
                     "unauthorized",
                 )
+            assert record is not None
+            wait = key_limiter.hit(record.id)
+            if wait:
+                limited = limited_response(wait, "key", "with this site key")
+                limited.headers.update(headers)
+                return limited
             if parse_error is not None:
                 raise _Refused(422, "(body)", parse_error, "bad_request")
             message = parse_collect(
