@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
+from cryptography.fernet import MultiFernet
 from rich.console import Console
 
 from backchannel import __version__, config, credentials, logs
@@ -45,6 +46,24 @@ def load_settings() -> config.Settings:
         return config.load()
     except config.ConfigError as exc:
         fail(f"configuration: {exc}")
+
+
+def read_secret(field: str, prompt: str, example: str) -> str:
+    """A secret from the terminal (not echoed) or one line of stdin; never from argv, where
+    it would sit in shell history and in every `ps` listing."""
+    raw = getpass.getpass(f"{prompt}: ") if sys.stdin.isatty() else sys.stdin.readline()
+    value = raw.strip()
+    if not value:
+        fail(f"{field}: empty (pipe it on stdin, e.g. `{example}`)")
+    return value
+
+
+def load_cipher_or_fail(settings: config.Settings) -> MultiFernet:
+    """The token cipher, or a one-line error naming the key problem and exit 2."""
+    try:
+        return credentials.load_cipher(settings)
+    except credentials.SecretError as exc:
+        fail(str(exc))
 
 
 def read_json_input(source: str) -> Any:
@@ -141,10 +160,7 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     store = open_configured_store(settings)
-    try:
-        credentials.load_cipher(settings)
-    except credentials.SecretError as exc:
-        fail(str(exc))
+    load_cipher_or_fail(settings)  # fail before serving, not at the first token decrypt
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     base = f"http://{shown_host}:{port}"
     options = Options(worker=not no_worker, sandbox=not no_sandbox, self_url=base)
@@ -202,10 +218,7 @@ def worker() -> None:
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
     store = open_configured_store(settings)
-    try:
-        cipher = credentials.load_cipher(settings)
-    except credentials.SecretError as exc:
-        fail(str(exc))
+    cipher = load_cipher_or_fail(settings)
     targets = Targets(settings, store, cipher, sandbox_url=None)
     for name in settings.destinations:
         try:
@@ -340,20 +353,13 @@ def token_set(
         fail("destination: must be tiktok or meta")
     if not pixel.strip():
         fail("--pixel: must not be empty")
-    if sys.stdin.isatty():
-        token = getpass.getpass(f"{destination} access token: ")
-    else:
-        token = sys.stdin.readline()
-    token = token.strip()
-    if not token:
-        fail("token: empty (pipe it on stdin, e.g. `backchannel token set ... < token.txt`)")
+    token = read_secret(
+        "token", f"{destination} access token", "backchannel token set ... < token.txt"
+    )
     if token.lower().startswith("bearer "):
         fail("token: paste the raw token without 'Bearer ' (TikTok answers 40105 to that)")
     settings = load_settings()
-    try:
-        cipher = credentials.load_cipher(settings)
-    except credentials.SecretError as exc:
-        fail(str(exc))
+    cipher = load_cipher_or_fail(settings)
     store = open_configured_store(settings)
     existed = store.get_connection(destination) is not None
     store.set_connection(
@@ -452,18 +458,11 @@ def source_set(source: Annotated[str, typer.Argument(help="shopify or stripe")])
     Several secrets may be given comma-separated while one is being rotated.
     """
     name = _source_name(source)
-    if sys.stdin.isatty():
-        secret = getpass.getpass(f"{name} webhook secret: ")
-    else:
-        secret = sys.stdin.readline()
-    secret = secret.strip()
-    if not secret:
-        fail("secret: empty (pipe it on stdin, e.g. `backchannel source set stripe < s.txt`)")
+    secret = read_secret(
+        "secret", f"{name} webhook secret", "backchannel source set stripe < s.txt"
+    )
     settings = load_settings()
-    try:
-        cipher = credentials.load_cipher(settings)
-    except credentials.SecretError as exc:
-        fail(str(exc))
+    cipher = load_cipher_or_fail(settings)
     store = open_configured_store(settings)
     existed = store.get_source_secret(name) is not None
     store.set_source_secret(name, credentials.encrypt(cipher, secret), time.time())
@@ -576,9 +575,7 @@ def import_csv(
                 "file": file.name,
                 "rows": plan.total,
                 "bad_rows": bad,
-                "errors": [
-                    {"line": line, **note.as_dict()} for line, note in plan.errors[:100]
-                ],
+                "errors": [{"line": line, **note.as_dict()} for line, note in plan.errors[:100]],
             }
             store.record_rejection("csv", orjson.dumps(reason), time.time())
             store.close()
@@ -628,9 +625,8 @@ def import_csv(
         "merged_rows": plan.merged,
         "to_enqueue": len(send),
         "ledger_only": len(record),
-        "attributed_tiktok": sum(
-            1 for n in send if n.ledger and n.ledger.attributed_tiktok
-        ) + sum(1 for e in record if e.attributed_tiktok),
+        "attributed_tiktok": sum(1 for n in send if n.ledger and n.ledger.attributed_tiktok)
+        + sum(1 for e in record if e.attributed_tiktok),
         "dry_run": dry_run,
     }
     if dry_run:
