@@ -173,7 +173,10 @@ def serve(
         if not no_sandbox
         else "  sandbox      off"
     )
-    console.print("  dashboard    not built yet")
+    console.print(
+        f"  admin        {base}/admin   (password: `backchannel admin set-password`;"
+        " the diagnostics dashboard is not built yet)"
+    )
     for name in settings.destinations:
         connection = store.get_connection(name)
         if connection is None or not connection.token_encrypted:
