@@ -180,28 +180,47 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         (item,) = result.results
         return _Response(item.as_dict() | {"source": source}, status_code=200)
 
+    async def required_secrets(source: str) -> list[str]:
+        """The source's webhook secrets; none configured is a 503 so the platform retries."""
+        found = await secrets_for(source)
+        if not found:
+            raise SourceError(
+                [
+                    Note(
+                        "secret",
+                        f"no {source.capitalize()} webhook secret configured: run `backchannel"
+                        f" source set {source}` or set BACKCHANNEL_{source.upper()}_WEBHOOK_SECRET",
+                    )
+                ],
+                status=503,
+                code="not_configured",
+            )
+        return found
+
+    async def seen_before(source: str, delivery_id: str | None) -> bool:
+        """A redelivery already processed (the fast path; order ids make it idempotent)."""
+        if not delivery_id:
+            return False
+        return bool(await state["runner"].run(state["store"].delivery_seen, source, delivery_id))
+
+    async def unusable_secret(
+        source: str, exc: credentials.SecretError, delivery_id: str | None
+    ) -> JSONResponse:
+        log.error("%s webhook secret unusable: %s", source, exc)
+        return await reject(
+            source,
+            SourceError([Note("secret", str(exc))], status=503, code="not_configured"),
+            delivery_id,
+        )
+
     async def shopify_webhook(request: Request) -> JSONResponse:
         now = time.time()
         delivery_id = (request.headers.get("x-shopify-webhook-id") or "").strip()[:256] or None
         try:
             body = await _raw_body(request)
-            secrets = await secrets_for("shopify")
-            if not secrets:
-                raise SourceError(
-                    [
-                        Note(
-                            "secret",
-                            "no Shopify webhook secret configured: run `backchannel"
-                            " source set shopify` or set BACKCHANNEL_SHOPIFY_WEBHOOK_SECRET",
-                        )
-                    ],
-                    status=503,
-                    code="not_configured",
-                )
+            secrets = await required_secrets("shopify")
             shopify.verify(body, request.headers.get("x-shopify-hmac-sha256"), secrets)
-            if delivery_id and await state["runner"].run(
-                state["store"].delivery_seen, "shopify", delivery_id
-            ):
+            if await seen_before("shopify", delivery_id):
                 return _Response({"status": "duplicate", "delivery_id": delivery_id})
             topic = (request.headers.get("x-shopify-topic") or "").strip()
             shop = (request.headers.get("x-shopify-shop-domain") or "").strip() or None
@@ -211,12 +230,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except SourceError as exc:
             return await reject("shopify", exc, delivery_id)
         except credentials.SecretError as exc:
-            log.error("shopify webhook secret unusable: %s", exc)
-            return await reject(
-                "shopify",
-                SourceError([Note("secret", str(exc))], status=503, code="not_configured"),
-                delivery_id,
-            )
+            return await unusable_secret("shopify", exc, delivery_id)
         return await accept("shopify", mapped, delivery_id, now)
 
     async def stripe_webhook(request: Request) -> JSONResponse:
@@ -224,19 +238,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         delivery_id: str | None = None
         try:
             body = await _raw_body(request)
-            secrets = await secrets_for("stripe")
-            if not secrets:
-                raise SourceError(
-                    [
-                        Note(
-                            "secret",
-                            "no Stripe webhook secret configured: run `backchannel"
-                            " source set stripe` or set BACKCHANNEL_STRIPE_WEBHOOK_SECRET",
-                        )
-                    ],
-                    status=503,
-                    code="not_configured",
-                )
+            secrets = await required_secrets("stripe")
             stripe.verify(
                 body,
                 request.headers.get("stripe-signature"),
@@ -246,20 +248,13 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             )
             document = _json(body)
             delivery_id = stripe.event_id(document)
-            if delivery_id and await state["runner"].run(
-                state["store"].delivery_seen, "stripe", delivery_id
-            ):
+            if await seen_before("stripe", delivery_id):
                 return _Response({"status": "duplicate", "delivery_id": delivery_id})
             mapped = stripe.map_event(document, stripe_events)
         except SourceError as exc:
             return await reject("stripe", exc, delivery_id)
         except credentials.SecretError as exc:
-            log.error("stripe webhook secret unusable: %s", exc)
-            return await reject(
-                "stripe",
-                SourceError([Note("secret", str(exc))], status=503, code="not_configured"),
-                delivery_id,
-            )
+            return await unusable_secret("stripe", exc, delivery_id)
         return await accept("stripe", mapped, delivery_id, now)
 
     # Plain Starlette routes, like /v1/events: the raw body is read by the handler itself.
