@@ -822,6 +822,86 @@ def purge(
         )
 
 
+# -- reports -------------------------------------------------------------------------------------
+report_app = typer.Typer(help="Reports computed from the store.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+REPORT_FORMATS = ("table", "csv", "json")
+
+
+def _parse_day(option: str, value: str) -> Any:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option}: {value!r} is not a date (YYYY-MM-DD)")
+
+
+@report_app.command("gap")
+def report_gap(
+    start: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD (UTC).")],
+    end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (UTC), included.")],
+    switch_on: Annotated[
+        str | None,
+        typer.Option("--switch-on", help="The day the server leg was switched on, YYYY-MM-DD."),
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """The Pixel gap: TikTok-attributed orders the Pixel reported, the server leg recovered,
+    and where the Pixel missed (browser, ad blockers, iOS version, page load time)."""
+    from backchannel import report
+
+    first = _parse_day("--from", start)
+    last = _parse_day("--to", end)
+    if last < first:
+        fail(f"--to: {end} is before --from {start}")
+    switch = _parse_day("--switch-on", switch_on) if switch_on is not None else None
+    if output not in REPORT_FORMATS:
+        fail(f"--format: must be one of {', '.join(REPORT_FORMATS)}")
+    store = open_configured_store(load_settings())
+    try:
+        rows = store.gap_rows(*report.time_range(first, last))
+    finally:
+        store.close()
+    result = report.gap_report(rows, first, last, switch)
+    if output == "json":
+        typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    if output == "csv":
+        typer.echo(report.to_csv(result), nl=False)
+        return
+    from rich.table import Table
+
+    title = f"Gap report {first.isoformat()} – {last.isoformat()}"
+    if switch is not None:
+        title += f" (server leg on since {switch.isoformat()})"
+    table = Table(title=title)
+    for name in ("section", "bucket", "orders (base)", "pixel only", "server delivered"):
+        table.add_column(name, justify="left" if name in ("section", "bucket") else "right")
+    for name in ("deduplicated", "recovered", "coverage", "pixel coverage"):
+        table.add_column(name, justify="right")
+    for section, bucket, t in report.table_rows(result):
+        table.add_row(
+            section,
+            bucket,
+            str(t.orders),
+            str(t.pixel_only),
+            str(t.server_delivered),
+            str(t.deduplicated),
+            str(t.recovered),
+            report.percent(t.coverage),
+            report.percent(t.pixel_coverage),
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{result.ledger_orders} ledger order(s) in range, {result.total.orders} attributed to"
+        " TikTok (the truth set). Every figure is a count of those orders; 'unknown' buckets"
+        " are orders whose landing session is not stored (never seen, or purged)."
+    )
+
+
 def main() -> None:
     app()
 

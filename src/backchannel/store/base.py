@@ -478,6 +478,13 @@ class Store(Protocol):
         """The counts kept from purged sessions, sorted by their key."""
         ...
 
+    # reports ----------------------------------------------------------------------------------
+    def gap_rows(self, start: int, end: int) -> list[GapRow]:
+        """Every ledger order with ``start <= order_time < end``, oldest first, each with what
+        the gap report needs (ONE query: ledger, Pixel mirror, TikTok outbox, landing session).
+        """
+        ...
+
 
 # retention --------------------------------------------------------------------------------------
 #: page-load buckets of the session rollups: (upper bound in ms, label); slower is SLOW_BUCKET
@@ -610,3 +617,71 @@ def scrub_sent_body(body: bytes) -> bytes | None:
                     del part[key]
                     changed = True
     return orjson.dumps(data) if changed else None
+
+
+# reports ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class GapRow:
+    """One ledger order as the gap report reads it: plain facts from the store, no judgement.
+
+    ``pixel_fired``: a browser_events row carries the order's event_id (the Pixel mirror);
+    ``tiktok_delivered``: the order's conversion has a delivered TikTok outbox row;
+    ``has_session``: the order names a session AND that landing session is still stored (the
+    browser fields are None when it is not: never seen, or purged by retention).
+    """
+
+    source: str
+    order_id: str
+    order_time: int
+    attributed_tiktok: bool
+    event_id: str | None
+    session_id: str | None
+    pixel_fired: bool
+    tiktok_delivered: bool
+    has_session: bool
+    browser: str | None
+    os: str | None
+    os_version: str | None
+    load_time_ms: int | None
+    pixel_status: str | None
+
+
+#: the gap report's query, the same text for both backends (``?`` placeholders; PostgreSQL's
+#: side swaps them for ``%s``). EXISTS keeps one row per order however many events matched.
+GAP_ROWS_SQL = """
+SELECT o.source, o.order_id, o.order_time, o.attributed_tiktok, o.event_id, o.session_id,
+       CASE WHEN o.event_id IS NOT NULL AND EXISTS (
+           SELECT 1 FROM browser_events b WHERE b.event_id = o.event_id
+       ) THEN 1 ELSE 0 END,
+       CASE WHEN o.event_id IS NOT NULL AND EXISTS (
+           SELECT 1 FROM conversions c JOIN outbox x ON x.conversion_id = c.id
+           WHERE c.event_id = o.event_id AND c.event = COALESCE(o.event, c.event)
+             AND x.destination = 'tiktok' AND x.status = 'delivered'
+       ) THEN 1 ELSE 0 END,
+       CASE WHEN s.session_id IS NULL THEN 0 ELSE 1 END,
+       s.browser, s.os, s.os_version, s.load_time_ms, s.pixel_status
+FROM orders o
+LEFT JOIN landing_sessions s ON s.session_id = o.session_id
+WHERE o.order_time >= ? AND o.order_time < ?
+ORDER BY o.order_time, o.source, o.order_id
+"""
+
+
+def gap_row(r: Sequence[Any]) -> GapRow:
+    """A GapRow from one row of :data:`GAP_ROWS_SQL` (both backends)."""
+    return GapRow(
+        source=r[0],
+        order_id=r[1],
+        order_time=int(r[2]),
+        attributed_tiktok=bool(r[3]),
+        event_id=r[4],
+        session_id=r[5],
+        pixel_fired=bool(r[6]),
+        tiktok_delivered=bool(r[7]),
+        has_session=bool(r[8]),
+        browser=r[9],
+        os=r[10],
+        os_version=r[11],
+        load_time_ms=None if r[12] is None else int(r[12]),
+        pixel_status=r[13],
+    )

@@ -33,6 +33,7 @@ from backchannel.store.base import (
     DEAD,
     DELIVERED,
     EXPIRED,
+    GAP_ROWS_SQL,
     IN_FLIGHT,
     LIVE_STATUSES,
     PENDING,
@@ -43,6 +44,7 @@ from backchannel.store.base import (
     Connection,
     Dead,
     DeliveryRow,
+    GapRow,
     KeyRecord,
     LandingSession,
     LedgerEntry,
@@ -54,6 +56,7 @@ from backchannel.store.base import (
     SessionMatch,
     SessionRollup,
     SessionUpdate,
+    gap_row,
     rollup_sessions,
     scrub_payload,
     scrub_sent_body,
@@ -905,6 +908,16 @@ class PostgresStore:
             SessionRollup(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7])) for r in rows
         ]
         return sorted(found, key=lambda r: r.key)
+
+    # reports ----------------------------------------------------------------------------------
+    def gap_rows(self, start: int, end: int) -> list[GapRow]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(_GAP_ROWS, (start, end)).fetchall()
+        return [gap_row(r) for r in rows]
+
+
+#: the gap report's query in psycopg's placeholder style
+_GAP_ROWS: Final = GAP_ROWS_SQL.replace("?", "%s")
 
 
 # -- sources and ledger: helpers ------------------------------------------------------------------

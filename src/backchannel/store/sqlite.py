@@ -18,6 +18,7 @@ from backchannel.store.base import (
     DEAD,
     DELIVERED,
     EXPIRED,
+    GAP_ROWS_SQL,
     IN_FLIGHT,
     LIVE_STATUSES,
     PENDING,
@@ -28,6 +29,7 @@ from backchannel.store.base import (
     Connection,
     Dead,
     DeliveryRow,
+    GapRow,
     KeyRecord,
     LandingSession,
     LedgerEntry,
@@ -39,6 +41,7 @@ from backchannel.store.base import (
     SessionMatch,
     SessionRollup,
     SessionUpdate,
+    gap_row,
     rollup_sessions,
     scrub_payload,
     scrub_sent_body,
@@ -836,6 +839,12 @@ class SqliteStore:
             SessionRollup(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7])) for r in rows
         ]
         return sorted(found, key=lambda r: r.key)
+
+    # reports ----------------------------------------------------------------------------------
+    def gap_rows(self, start: int, end: int) -> list[GapRow]:
+        with self._read_lock:
+            rows = self._reader.execute(GAP_ROWS_SQL, (start, end)).fetchall()
+        return [gap_row(r) for r in rows]
 
 
 # -- sources and ledger: helpers ------------------------------------------------------------------
