@@ -27,9 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import orjson
-
 from backchannel.events import normalize
+from backchannel.ingest import to_record
 from backchannel.store.base import NewConversion, Store
 from backchannel.store.sqlite import SqliteStore
 
@@ -59,20 +58,7 @@ def records(start: int, n: int, destinations: tuple[str, ...]) -> list[NewConver
             },
             now=NOW,
         ).conversion
-        out.append(
-            NewConversion(
-                event=conversion.event,
-                event_id=conversion.event_id,
-                event_time=conversion.event_time,
-                order_id=conversion.order_id,
-                session_id=conversion.session_id,
-                test_event_code=conversion.test_event_code,
-                payload=orjson.dumps(conversion),
-                warnings=b"[]",
-                origin="api",
-                destinations=destinations,
-            )
-        )
+        out.append(to_record(conversion, [], "api", destinations))
     return out
 
 
