@@ -91,3 +91,22 @@ class TestGapRows:
 
     def test_empty(self, store: Store) -> None:
         assert store.gap_rows(0, 2**40) == []
+
+
+class TestRead:
+    """The read seam the dashboard's diagnostics use: one portable query, same rows."""
+
+    def test_portable_query_with_placeholders_and_blobs(self, store: Store) -> None:
+        store.insert_conversions([conversion(1), conversion(2)], NOW)
+        rows = store.read(
+            "SELECT event_id, payload, received_at FROM conversions"
+            " WHERE received_at >= ? ORDER BY event_id",
+            (NOW - 1,),
+        )
+        assert [r[0] for r in rows] == [conversion(1).event_id, conversion(2).event_id]
+        assert all(isinstance(r[1], bytes) for r in rows)  # BLOB and BYTEA alike
+        assert rows[0][1] == conversion(1).payload
+        assert store.dialect in ("sqlite", "postgres")
+
+    def test_nothing_matches(self, store: Store) -> None:
+        assert store.read("SELECT id FROM conversions WHERE event = ?", ("none",)) == []

@@ -479,6 +479,20 @@ class Store(Protocol):
         ...
 
     # reports ----------------------------------------------------------------------------------
+    #: "sqlite" or "postgres": which SQL dialect :meth:`read` speaks
+    dialect: str
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only query written once for both backends (``?`` placeholders).
+
+        Why a raw read seam: the dashboard's diagnostics are many small aggregate queries
+        that only read; writing each twice (and a protocol method each) would double the code
+        without adding a guarantee the shared contract tests do not already give. Queries must
+        be portable (no ``%``, no dialect functions unless chosen by :attr:`dialect`); BLOB
+        and BYTEA columns both come back as ``bytes``. Writes never go through here.
+        """
+        ...
+
     def gap_rows(self, start: int, end: int) -> list[GapRow]:
         """Every ledger order with ``start <= order_time < end``, oldest first, each with what
         the gap report needs (ONE query: ledger, Pixel mirror, TikTok outbox, landing session).

@@ -910,6 +910,15 @@ class PostgresStore:
         return sorted(found, key=lambda r: r.key)
 
     # reports ----------------------------------------------------------------------------------
+    dialect = "postgres"
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        # "?" -> "%s": the portable queries contain no other "%" (see Store.read)
+        query = sql.replace("?", "%s")
+        with self._pool.connection() as conn:
+            rows = conn.execute(query, tuple(params)).fetchall()
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+
     def gap_rows(self, start: int, end: int) -> list[GapRow]:
         with self._pool.connection() as conn:
             rows = conn.execute(_GAP_ROWS, (start, end)).fetchall()

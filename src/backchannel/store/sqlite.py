@@ -841,6 +841,13 @@ class SqliteStore:
         return sorted(found, key=lambda r: r.key)
 
     # reports ----------------------------------------------------------------------------------
+    dialect = "sqlite"
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._read_lock:
+            rows: list[tuple[Any, ...]] = self._reader.execute(sql, tuple(params)).fetchall()
+        return rows
+
     def gap_rows(self, start: int, end: int) -> list[GapRow]:
         with self._read_lock:
             rows = self._reader.execute(GAP_ROWS_SQL, (start, end)).fetchall()

@@ -37,7 +37,7 @@ from backchannel.store.runner import for_store
 from backchannel.targets import Targets
 from backchannel.web import auth as admin_auth
 from backchannel.web import collect as browser_leg
-from backchannel.web import ops
+from backchannel.web import dashboard, ops
 from backchannel.web import sources as source_routes
 from backchannel.web.ratelimit import RateLimiter, limited_response
 from backchannel.web.security import SecurityHeadersMiddleware
@@ -191,6 +191,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     auth = admin_auth.install(app, settings, lambda: state["store"])
     ops.install(app, settings, state, metrics, auth, worker_expected=lambda: opts.worker)
+    dashboard.install(app, settings, state)  # the diagnostics pages
 
     def authenticate(request: Request, scope: str) -> JSONResponse | None:
         header = request.headers.get("authorization", "")

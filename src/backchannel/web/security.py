@@ -31,7 +31,7 @@ _ALWAYS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-re
 _HTML = [(b"content-security-policy", CSP.encode()), (b"x-frame-options", b"DENY")]
 _NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 _HSTS = [(b"strict-transport-security", b"max-age=31536000")]
-_PRIVATE_PREFIXES = ("/admin", "/login", "/logout", "/metrics")
+_PRIVATE_PREFIXES = ("/admin", "/reports", "/login", "/logout", "/metrics")
 
 
 class SecurityHeadersMiddleware:

@@ -1,0 +1,25 @@
+"""The diagnostics dashboard: server-rendered pages behind admin auth.
+
+One module per page (or pair of pages), each with an ``install(app, settings, state)`` that
+adds its routes; :func:`install` wires them all. The shell (menu, stylesheet, figures,
+tables) is in :mod:`.layout`. Every page reads the same store as the CLI, through
+``state["store"]``; actions (replay, connections, test orders) are POSTs that need the
+session's CSRF token (:func:`backchannel.web.auth.require_csrf`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.responses import Response
+
+from backchannel.config import Settings
+from backchannel.web.dashboard import layout
+
+
+def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
+    async def stylesheet() -> Response:
+        return layout.stylesheet()
+
+    app.add_api_route(layout.STYLESHEET_PATH, stylesheet, methods=["GET"], include_in_schema=False)

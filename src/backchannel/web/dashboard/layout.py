@@ -1,0 +1,182 @@
+"""The dashboard's page shell: navigation, the stylesheet, and small HTML building blocks.
+
+Why server-rendered HTML with no script: the Content-Security-Policy (``web/security.py``)
+forbids inline script and inline style, a dashboard that shows counts needs neither, and a
+page that works with JavaScript off is one less thing to break. Charts are inline SVG built
+on the server (:mod:`backchannel.charts`); the stylesheet is one static file.
+
+**Reading numbers off a page.** Every figure a test (or a user's script) may want to read is
+rendered as ``<span data-figure="key">123</span>`` with the bare number as its text (no
+thousands separator, no unit): :func:`figure`. The Playwright tests read them with
+``page.locator('[data-figure="key"]')`` and compare with the CLI and the store.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from importlib import resources
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from backchannel.web.auth import Admin, csrf_field
+
+STYLESHEET_PATH = "/static/dashboard.css"
+
+#: (key, path, label) of every dashboard page, in menu order
+NAV: tuple[tuple[str, str, str], ...] = (
+    ("overview", "/admin", "Overview"),
+    ("identifiers", "/admin/identifiers", "Identifiers"),
+    ("dedup", "/admin/dedup", "Dedup"),
+    ("dead", "/admin/dead-letters", "Dead letters"),
+    ("tests", "/admin/test-events", "Test events"),
+    ("gap", "/reports/gap", "Gap report"),
+    ("connections", "/admin/connections", "Connections"),
+)
+
+
+def esc(value: object) -> str:
+    """HTML-escape anything (None renders as an empty string)."""
+    return "" if value is None else html.escape(str(value), quote=True)
+
+
+def figure(key: str, value: int | float | str | None, *, suffix: str = "") -> str:
+    """A number a reader or a test can find: ``<span data-figure="key">value</span>``.
+
+    None renders as an em dash (no number to invent) with ``data-figure`` still present.
+    """
+    text = "—" if value is None else str(value)
+    return f'<span class="figure" data-figure="{esc(key)}">{esc(text)}</span>{esc(suffix)}'
+
+
+def percent(value: float | None) -> str:
+    """``0.625`` -> ``62.5%``; None -> an em dash."""
+    return "—" if value is None else f"{value:.1%}"
+
+
+def when(unix: float | None) -> str:
+    """A unix time as ``2026-11-25 12:00:00 UTC`` (the dashboard speaks UTC, like the CLI)."""
+    if unix is None:
+        return "—"
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    caption: str | None = None,
+    empty: str = "Nothing yet.",
+    test_id: str | None = None,
+) -> str:
+    """A table whose cells are ALREADY-ESCAPED HTML (so cells may hold figures and links)."""
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    if not body:
+        body = f'<tr><td colspan="{len(headers)}" class="empty">{esc(empty)}</td></tr>'
+    head = "".join(f'<th scope="col">{esc(h)}</th>' for h in headers)
+    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
+    tid = f' data-testid="{esc(test_id)}"' if test_id else ""
+    return f"<table{tid}>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def post_button(admin: Admin, action: str, label: str, **fields: str) -> str:
+    """A one-button form that POSTs to ``action`` with the session's CSRF token."""
+    hidden = "".join(
+        f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields.items()
+    )
+    return (
+        f'<form method="post" action="{esc(action)}" class="inline">{csrf_field(admin)}{hidden}'
+        f'<button type="submit">{esc(label)}</button></form>'
+    )
+
+
+def notice(text: str | None, *, kind: str = "info") -> str:
+    """A message box; ``kind`` is info, ok or error (error is announced to screen readers)."""
+    if not text:
+        return ""
+    role = ' role="alert"' if kind == "error" else ' role="status"'
+    return f'<p class="notice {esc(kind)}"{role}>{esc(text)}</p>'
+
+
+# --- date ranges ----------------------------------------------------------------------------------
+DEFAULT_DAYS = 7
+
+
+class RangeError(ValueError):
+    """A bad ``from``/``to`` query parameter; the message names it and says why."""
+
+
+def parse_range(request: Request, *, today: date | None = None) -> tuple[date, date]:
+    """The inclusive UTC day range of ``?from=YYYY-MM-DD&to=YYYY-MM-DD`` (default: last 7
+    days, today included). Raises :class:`RangeError` naming the bad parameter."""
+    today = today or datetime.now(UTC).date()
+    values: dict[str, date] = {}
+    for name in ("from", "to"):
+        raw = request.query_params.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            values[name] = date.fromisoformat(raw)
+        except ValueError:
+            raise RangeError(f"{name}: not a date; use YYYY-MM-DD") from None
+    end = values.get("to", today)
+    start = values.get("from", end - timedelta(days=DEFAULT_DAYS - 1))
+    if start > end:
+        raise RangeError("from: after to")
+    if (end - start).days > 366:
+        raise RangeError("from: the range is longer than 366 days")
+    return start, end
+
+
+def range_form(action: str, start: date, end: date, extra: str = "") -> str:
+    """The GET form that picks a day range (``extra``: more already-escaped inputs)."""
+    return (
+        f'<form method="get" action="{esc(action)}" class="range">'
+        f'<label>From <input type="date" name="from" value="{start.isoformat()}"></label> '
+        f'<label>To <input type="date" name="to" value="{end.isoformat()}"></label> '
+        f'{extra}<button type="submit">Show</button></form>'
+    )
+
+
+# --- the page -----------------------------------------------------------------------------------
+def render(
+    title: str,
+    body: str,
+    admin: Admin,
+    *,
+    active: str,
+    status: int = 200,
+    refresh: int | None = None,
+) -> HTMLResponse:
+    """A whole dashboard page: head, menu (``active`` is a :data:`NAV` key), body, log out.
+
+    ``refresh``: seconds after which the browser reloads the page (a ``<meta>`` refresh:
+    allowed by the CSP, unlike a script), for pages that wait for a delivery.
+    """
+    links = "".join(
+        f'<a href="{path}"{" aria-current=page" if key == active else ""}>{esc(label)}</a>'
+        for key, path, label in NAV
+    )
+    logout = (
+        f'<form method="post" action="/logout" class="inline">{csrf_field(admin)}'
+        '<button type="submit">Log out</button></form>'
+        if admin.via == "session"
+        else ""
+    )
+    meta_refresh = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
+    document = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{meta_refresh}<title>{esc(title)} · Backchannel</title>"
+        f'<link rel="stylesheet" href="{STYLESHEET_PATH}"></head><body>'
+        f'<header><strong class="brand">Backchannel</strong><nav>{links}</nav>{logout}</header>'
+        f"<main><h1>{esc(title)}</h1>{body}</main></body></html>"
+    )
+    return HTMLResponse(document, status_code=status)
+
+
+def stylesheet() -> Response:
+    css = (resources.files("backchannel.web") / "static" / "dashboard.css").read_text("utf-8")
+    return Response(css, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
