@@ -52,6 +52,9 @@ PIXEL_SNIPPET = """<script>
   ttq.setAndDefer = function (t, e) { t[e] = function () {
     t.push([e].concat(Array.prototype.slice.call(arguments, 0))); }; };
   for (var i = 0; i < ttq.methods.length; i++) ttq.setAndDefer(ttq, ttq.methods[i]);
+  ttq.instance = function (t) {
+    for (var e = ttq._i[t] || [], n = 0; n < ttq.methods.length; n++) ttq.setAndDefer(e, ttq.methods[n]);
+    return e; };
   ttq.load = function (e, n) {
     var i = "{pixel_url}";  // the real snippet: https://analytics.tiktok.com/i18n/pixel/events.js
     ttq._i = ttq._i || {{}}, ttq._i[e] = [], ttq._i[e]._u = i, ttq._t = ttq._t || {{}},

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from serve.helpers import sha, wait_for
+from serve.helpers import TIKTOK_PIXEL, sha, wait_for
 
 from .conftest import Stack
 
@@ -114,6 +114,32 @@ class TestPixelLoaded:
             what="bc.js's mirror of the Pixel call",
         )
         assert mirrored == [(seen["session_id"], "CompletePayment", EVENT_ID)]
+
+    def test_pixel_instance_calls_are_mirrored(self, stack: Stack, browser: Any) -> None:
+        """Multi-pixel pages call ttq.instance(code).track(...): bc.js mirrors those too, once,
+        whether the call is queued on the stub (before events.js loads) or made after."""
+        page = browser.new_page()
+        call = "ttq.instance('" + TIKTOK_PIXEL + "').track('AddToCart', {}, {event_id: '%s'});"
+        page.add_init_script(
+            "window.addEventListener('DOMContentLoaded', function () {"
+            + call.replace("%s", "AddToCart-early")
+            + "});"
+        )
+        page.goto(f"{stack.shop_url}/")
+        page.wait_for_load_state("load")
+        late = call.replace("%s", "AddToCart-late")
+        page.evaluate(late + late + "bc.flush()")
+        query = "SELECT event, event_id FROM browser_events WHERE event = ? ORDER BY event_id"
+        rows = wait_for(
+            lambda: rows if len(rows := stack.rows(query, "AddToCart")) >= 2 else None,
+            what="both instance calls mirrored",
+        )
+        assert rows == [("AddToCart", "AddToCart-early"), ("AddToCart", "AddToCart-late")]
+        hits = wait_for(
+            lambda: [h for h in stack.pixel_hits() if h["event"] == "AddToCart"] or None,
+            what="the Pixel stand-in's instance hits",
+        )
+        assert {h["pixel"] for h in hits} == {TIKTOK_PIXEL}  # the page's calls still reach it
 
     def test_session_records_the_landing(self, stack: Stack, browser: Any, tmp_path: Path) -> None:
         """The landing session holds ttclid, UTMs, UA family, load time, and pixel 'loaded'."""

@@ -12,7 +12,8 @@
  *   - keeps a first-party session id (_bc_sid, 30 minutes, renewed on every page);
  *   - reads the Pixel's _ttp and Meta's _fbp/_fbc cookies, the UTMs, the referrer, the page
  *     load time (Navigation Timing) and whether the TikTok Pixel loaded or was blocked;
- *   - mirrors ttq.track(event, props, {event_id}) calls, so Backchannel knows which
+ *   - mirrors ttq.track(event, props, {event_id}) calls (and ttq.instance(code).track on
+ *     multi-pixel pages), so Backchannel knows which
  *     conversions the Pixel fired (or tried to);
  *   - sends it all to /v1/collect with sendBeacon (fetch keepalive as a fallback).
  *
@@ -266,16 +267,40 @@
       });
     } catch (e) { /* a frozen ttq: nothing to mirror */ }
   }
+  // Multi-pixel pages call ttq.instance(pixelCode).track(...): each instance (the stub's
+  // queue array, later the library's object) gets the same mirror, once.
+  function wrapInstance(ttq) {
+    if (!ttq || (typeof ttq !== "object" && typeof ttq !== "function") || ttq.__bcInstance) return;
+    var current = ttq.instance;
+    function instance() {
+      var found = typeof current === "function" ? current.apply(this, arguments) : undefined;
+      try { wrapTrack(found); } catch (e) { /* never break the Pixel */ }
+      return found;
+    }
+    try {
+      Object.defineProperty(ttq, "__bcInstance", { value: true });
+      Object.defineProperty(ttq, "instance", {
+        configurable: true,
+        enumerable: true,
+        get: function () { return instance; },
+        set: function (fn) { current = fn; },
+      });
+    } catch (e) { /* a frozen ttq: instances are not mirrored */ }
+  }
+  function hook(ttq) {
+    wrapTrack(ttq);
+    wrapInstance(ttq);
+  }
   (function hookTtq() {
     var name = window.TiktokAnalyticsObject || "ttq";
-    if (window[name]) return wrapTrack(window[name]);
+    if (window[name]) return hook(window[name]);
     var holder;
     try {
       Object.defineProperty(window, name, {
         configurable: true,
         enumerable: true,
         get: function () { return holder; },
-        set: function (value) { holder = value; wrapTrack(value); },
+        set: function (value) { holder = value; hook(value); },
       });
     } catch (e) { /* not configurable: the Pixel will not be mirrored */ }
   })();
