@@ -20,7 +20,7 @@ class TestSecurityHeaders:
         assert "frame-ancestors 'none'" in csp
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["x-content-type-options"] == "nosniff"
-        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["referrer-policy"] == "same-origin"  # see web/security.py
         assert response.headers["cache-control"] == "no-store"
 
     def test_json_api_gets_nosniff_but_no_framing_policy(self, start_app: StartApp) -> None:

@@ -424,7 +424,7 @@ async def read_form(request: Request) -> dict[str, str]:
     if len(body) > MAX_FORM_BYTES:
         return {}
     try:
-        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
     except (UnicodeDecodeError, ValueError):
         return {}
     return {k: v[0] for k, v in parsed.items() if v}
