@@ -91,11 +91,32 @@ def _root(
 @app.command()
 def send(
     source: Annotated[
-        str, typer.Argument(help="A JSON file with one conversion or an array; - for stdin.")
-    ],
+        str | None,
+        typer.Argument(
+            help="A JSON file with one conversion or an array; - for stdin."
+            " With --test: one conversion (default: a built-in sample order)."
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the bodies; send nothing.")
     ] = False,
+    test: Annotated[
+        bool,
+        typer.Option(
+            "--test",
+            help="Send one TEST conversion through the running gateway and show, per"
+            " destination, what was sent, what the platform answered and which identifiers"
+            " it carried.",
+        ),
+    ] = False,
+    code: Annotated[
+        str | None,
+        typer.Option("--code", help="With --test: the test_event_code (default: Connections)."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="With --test: seconds to wait for delivery.")
+    ] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="With --test: print JSON.")] = False,
     destination: Annotated[
         list[str] | None,
         typer.Option("--destination", "-d", help="tiktok or meta (repeatable). Default: both."),
@@ -103,14 +124,36 @@ def send(
     tiktok_pixel: Annotated[str | None, typer.Option(help="TikTok pixel code to show.")] = None,
     meta_pixel: Annotated[str | None, typer.Option(help="Meta pixel id to show.")] = None,
 ) -> None:
-    """Show exactly what would be sent for a conversion, one JSON line per destination."""
+    """Preview a conversion (--dry-run), or fire a test order through the gateway (--test).
+
+    --dry-run prints exactly what would be sent, one JSON line per destination. --test stores
+    one conversion with a Test Events code in the configured database, waits for the running
+    `serve` or `worker` to deliver it, and prints the side-by-side view (exit 1 if nothing
+    delivered it within --timeout).
+    """
     settings = load_settings()
+    if test:
+        if dry_run:
+            fail("--test and --dry-run: choose one")
+        if destination:
+            fail("--destination: not with --test (event routing decides; see `route show`)")
+        send_test(settings, source, code, timeout, as_json)
+        return
+    for flag, given in (("--code", code is not None), ("--json", as_json)):
+        if given:
+            fail(f"{flag}: only with --test")
     names = destination or ["tiktok", "meta"]
     for name in names:
         if name not in ("tiktok", "meta"):
             fail(f"--destination: unknown destination {name!r} (tiktok or meta)")
     if not dry_run:
-        fail("sending for real needs `backchannel serve`; use --dry-run to preview", 2)
+        fail(
+            "sending for real needs `backchannel serve`; use --dry-run to preview, or --test"
+            " to fire a test order",
+            2,
+        )
+    if source is None:
+        fail("source: give a JSON file or - for stdin")
     document = read_json_input(source)
     items = document if isinstance(document, list) else [document]
     if not items:
@@ -130,6 +173,101 @@ def send(
     chosen = {name: targets[name] for name in dict.fromkeys(names)}
     for line in render(accepted, chosen, now=time.time()):
         typer.echo(orjson.dumps(line).decode())
+
+
+def send_test(
+    settings: config.Settings, source: str | None, code: str | None, timeout: float, as_json: bool
+) -> None:
+    """``send --test``: ingest one test conversion, wait for the worker, print what happened."""
+    import asyncio
+
+    from backchannel import testorder
+    from backchannel.routing import Routes
+    from backchannel.store.runner import for_store
+
+    if not 0 < timeout <= 600:
+        fail("--timeout: must be more than 0 and at most 600 seconds")
+    document = read_json_input(source) if source is not None else None
+    store = open_configured_store(settings)
+    try:
+        connections = {d: store.get_connection(d) for d in settings.destinations}
+        try:
+            if document is None:
+                chosen = testorder.resolve_code(code, connections, settings.destinations)
+                item = testorder.sample_order(chosen)
+            else:
+                own = document.get("test_event_code") if isinstance(document, dict) else None
+                given = code if code is not None else own if isinstance(own, str) else None
+                chosen = testorder.resolve_code(given, connections, settings.destinations)
+                item = testorder.prepare_item(document, chosen, override=code is not None)
+        except testorder.FireError as exc:
+            fail(str(exc))
+        routes = Routes(settings.destinations)
+
+        async def run() -> testorder.Fired:
+            runner = for_store(open_configured_store(settings))  # closed with its threads
+            try:
+                return await testorder.fire(
+                    item,
+                    runner,
+                    now=time.time(),
+                    default_region=settings.default_region,
+                    destinations=settings.destinations,
+                    routes=routes,
+                    stitch_window=settings.click_cookie_days * 86400.0,
+                )
+            finally:
+                runner.close()
+
+        try:
+            fired = asyncio.run(run())
+        except testorder.FireError as exc:
+            fail(str(exc))
+        store.audit(time.time(), "cli", "test.fire", f"{fired.event} {fired.event_id}")
+        delivered = testorder.wait(store, fired.conversion_id, timeout)
+        view = testorder.load_view(store, fired.conversion_id, settings.destinations)
+    finally:
+        store.close()
+    assert view is not None
+    if as_json:
+        typer.echo(
+            orjson.dumps(
+                view.as_dict() | {"warnings": fired.warnings}, option=orjson.OPT_INDENT_2
+            ).decode()
+        )
+    else:
+        print_test_view(view, fired.warnings)
+    if not delivered:
+        fail(
+            f"nothing delivered test event {fired.event_id} within {timeout:g} s: is"
+            " `backchannel serve` or `backchannel worker` running on this database?",
+            1,
+        )
+
+
+def print_test_view(view: Any, warnings: list[dict[str, Any]]) -> None:
+    """The side-by-side view as rich tables, one per destination."""
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    console.print(
+        f"[bold]Test event[/bold] {view.event} {view.event_id}"
+        f"  (conversion {view.conversion_id}, code {view.test_event_code})"
+    )
+    for note in warnings:
+        console.print(f"  warning: {note['path']}: {note['reason']}")
+    for d in view.destinations:
+        table = Table(title=f"{d.destination}: {d.status}", show_lines=True)
+        table.add_column("sent")
+        table.add_column("answered")
+        table.add_column("identifiers")
+        answered = d.answered or d.last_error or ""
+        if d.platform_ref:
+            answered = f"{answered}\nref {d.platform_ref}"
+        idents = "\n".join(f"{i.key}: {i.shown}" for i in d.identifiers)
+        extra = f"test_event_code {d.code_sent}\n" if d.code_sent else ""
+        table.add_row(extra + (d.sent or ""), answered, idents)
+        console.print(table)
 
 
 def open_configured_store(settings: config.Settings) -> Store:
@@ -364,7 +502,10 @@ def token_set(
     settings = load_settings()
     cipher = load_cipher_or_fail(settings)
     store = open_configured_store(settings)
-    existed = store.get_connection(destination) is not None
+    before = store.get_connection(destination)
+    existed = before is not None and before.token_encrypted is not None
+    if test_event_code is None and before is not None:  # keep the one set earlier (dashboard)
+        test_event_code = before.test_event_code
     store.set_connection(
         Connection(
             destination,
@@ -387,14 +528,83 @@ def token_set(
 
 @token_app.command("remove")
 def token_remove(destination: Annotated[str, typer.Argument(help="tiktok or meta")]) -> None:
-    """Forget a destination's token (it goes back to sandbox mode)."""
+    """Forget a destination's token (it goes back to sandbox mode; pixel and test code stay,
+    as when removed on the Connections page)."""
     store = open_configured_store(load_settings())
-    if not store.delete_connection(destination):
+    before = store.get_connection(destination)
+    if before is None or before.token_encrypted is None:
         store.close()
         fail(f"{destination}: no token stored", 1)
+    store.set_connection(
+        Connection(destination, before.pixel, None, None, before.test_event_code, time.time())
+    )
     store.audit(time.time(), "cli", "token.remove", destination)
     store.close()
     typer.echo(f"{destination}: token removed")
+
+
+route_app = typer.Typer(
+    help="Event routing: which events go to which destination (absent: all events).",
+    no_args_is_help=True,
+)
+app.add_typer(route_app, name="route")
+
+
+@route_app.command("show")
+def route_show() -> None:
+    """Print each destination's routed events (the Connections page shows the same)."""
+    from backchannel import routing
+
+    settings = load_settings()
+    store = open_configured_store(settings)
+    try:
+        routes = routing.read(store, settings.destinations)
+    finally:
+        store.close()
+    for name, events in routes.items():
+        typer.echo(f"{name}\t{routing.describe(events)}")
+
+
+@route_app.command("set")
+def route_set(
+    destination: Annotated[str, typer.Argument(help="tiktok or meta")],
+    events: Annotated[
+        list[str], typer.Argument(help="Event names, e.g. Purchase CompletePayment.")
+    ],
+) -> None:
+    """Send only these events to DESTINATION (other events get no outbox row for it)."""
+    from backchannel import routing
+
+    try:
+        routing.check_destination(destination)
+        names = routing.check_events(events)
+    except routing.RouteError as exc:
+        fail(str(exc))
+    store = open_configured_store(load_settings())
+    try:
+        routing.store_route(store, destination, names, time.time())
+        store.audit(time.time(), "cli", "route.set", f"{destination}: {routing.describe(names)}")
+    finally:
+        store.close()
+    typer.echo(f"{destination}: {routing.describe(names)} (running servers apply it within 5 s)")
+
+
+@route_app.command("clear")
+def route_clear(destination: Annotated[str, typer.Argument(help="tiktok or meta")]) -> None:
+    """Send every event to DESTINATION again."""
+    from backchannel import routing
+
+    try:
+        routing.check_destination(destination)
+    except routing.RouteError as exc:
+        fail(str(exc))
+    store = open_configured_store(load_settings())
+    try:
+        routing.store_route(store, destination, None, time.time())
+        store.audit(time.time(), "cli", "route.clear", f"{destination}: all events")
+    finally:
+        store.close()
+    typer.echo(f"{destination}: all events")
 
 
 @app.command()
@@ -523,6 +733,7 @@ def import_csv(
 
     from backchannel.destinations import DESTINATIONS
     from backchannel.ingest import to_record
+    from backchannel.routing import Routes
     from backchannel.sources import csv_import, ledger
 
     settings = load_settings()
@@ -599,6 +810,13 @@ def import_csv(
             lookup.close()
     send: list[Any] = []
     record: list[Any] = []
+    routes = Routes(settings.destinations)  # event routing applies to imports as to the API
+    if not record_only:
+        reader = open_configured_store(settings)
+        try:
+            routes.load(reader)
+        finally:
+            reader.close()
     for row in plan.rows:
         conversion = row.conversion
         targets = (
@@ -606,7 +824,7 @@ def import_csv(
             if record_only
             else tuple(
                 name
-                for name in settings.destinations
+                for name in routes.destinations_for(conversion.event)
                 if now - conversion.event_time <= DESTINATIONS[name].max_age(conversion)
             )
         )
@@ -847,10 +1065,24 @@ def report_gap(
         typer.Option("--switch-on", help="The day the server leg was switched on, YYYY-MM-DD."),
     ] = None,
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    chart_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--chart-dir",
+            help="Also write the charts there as SVG (timeseries, gap, breakdown-<section>).",
+        ),
+    ] = None,
+    chart_format: Annotated[
+        str, typer.Option("--chart-format", help="svg (the only export format).")
+    ] = "svg",
+    pixel_event: Annotated[
+        str,
+        typer.Option("--pixel-event", help="Event of the imported Events Manager counts."),
+    ] = "CompletePayment",
 ) -> None:
     """The Pixel gap: TikTok-attributed orders the Pixel reported, the server leg recovered,
     and where the Pixel missed (browser, ad blockers, iOS version, page load time)."""
-    from backchannel import report
+    from backchannel import charts, report
 
     first = _parse_day("--from", start)
     last = _parse_day("--to", end)
@@ -859,12 +1091,27 @@ def report_gap(
     switch = _parse_day("--switch-on", switch_on) if switch_on is not None else None
     if output not in REPORT_FORMATS:
         fail(f"--format: must be one of {', '.join(REPORT_FORMATS)}")
+    if chart_format.lower() != "svg":
+        fail(
+            f"--chart-format: {chart_format!r} is not supported; charts are exported as SVG"
+            " (any browser opens them; `rsvg-convert -o gap.png gap.svg` makes a PNG)"
+        )
+    if chart_dir is not None and chart_dir.exists() and not chart_dir.is_dir():
+        fail(f"--chart-dir: {chart_dir} exists and is not a directory")
     store = open_configured_store(load_settings())
     try:
-        rows = store.gap_rows(*report.time_range(first, last))
+        result = report.from_store(store, first, last, switch, pixel_event=pixel_event)
     finally:
         store.close()
-    result = report.gap_report(rows, first, last, switch)
+    if chart_dir is not None:
+        try:
+            chart_dir.mkdir(parents=True, exist_ok=True)
+            for name, svg in charts.gap_charts(result).items():
+                path = chart_dir / f"{name}.svg"
+                path.write_text(svg, encoding="utf-8")
+                typer.echo(str(path), err=True)  # stderr: stdout stays the report
+        except OSError as exc:
+            fail(f"--chart-dir: cannot write charts into {chart_dir}: {exc.strerror or exc}")
     if output == "json":
         typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
         return
@@ -900,6 +1147,67 @@ def report_gap(
         " TikTok (the truth set). Every figure is a count of those orders; 'unknown' buckets"
         " are orders whose landing session is not stored (never seen, or purged)."
     )
+    imported = result.pixel_import
+    if imported is not None:
+        console.print(
+            f"Events Manager reported {imported.count} {imported.event} Pixel event(s)"
+            f" (days covered {imported.days_covered} of {imported.days_in_range}) next to the"
+            f" mirror's {result.total.pixel_only}; recovered vs reported:"
+            f" {result.recovered_vs_reported}."
+        )
+
+
+@report_app.command("import-pixel")
+def report_import_pixel(
+    file: Annotated[Path, typer.Argument(help="CSV exported from TikTok Events Manager.")],
+    event: Annotated[
+        str, typer.Option("--event", help="The event these counts are of.")
+    ] = "CompletePayment",
+    date_column: Annotated[
+        str, typer.Option("--date-column", help="Header of the day column.")
+    ] = "date",
+    count_column: Annotated[
+        str, typer.Option("--count-column", help="Header of the count column.")
+    ] = "count",
+    date_format: Annotated[
+        str | None,
+        typer.Option("--date-format", help="strptime format when days are not YYYY-MM-DD."),
+    ] = None,
+) -> None:
+    """Import daily Pixel counts from an Events Manager export, for the gap report's
+    "pixel-only from an export" variant. Every row is checked before anything is written;
+    re-importing a day replaces its count."""
+    from backchannel import report
+
+    if not event.strip():
+        fail("--event: empty")
+    try:
+        text = file.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        fail(f"FILE: cannot read {file}: {exc.strerror or exc}")
+    except UnicodeDecodeError:
+        fail(f"FILE: {file} is not UTF-8 text (export the CSV as UTF-8)")
+    try:
+        parsed = report.parse_pixel_csv(
+            text, date_column=date_column, count_column=count_column, date_format=date_format
+        )
+    except report.PixelCsvError as exc:
+        typer.echo(f"error: {file.name}: nothing imported", err=True)
+        for problem in exc.problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(2) from None
+    store = open_configured_store(load_settings())
+    try:
+        now = time.time()
+        written = store.set_pixel_counts(
+            [(day, event.strip(), count) for day, count in parsed.days], now
+        )
+        store.audit(now, "cli", "pixel_counts.import", f"{file.name}: {written} day(s) of {event}")
+    finally:
+        store.close()
+    first, last = parsed.days[0][0], parsed.days[-1][0]
+    summed = f" ({parsed.rows} rows summed per day)" if parsed.rows != written else ""
+    typer.echo(f"imported {written} day(s) of {event.strip()}, {first} to {last}{summed}")
 
 
 def main() -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import httpx
@@ -230,14 +231,38 @@ class DestinationWorker:
 
     async def _deliver(self, rows: Sequence[_Row]) -> None:
         target = self.target()
-        request = self.destination.prepare([r.conversion for r in rows], target)
+        conversions = [r.conversion for r in rows]
+        # Test events: a batch is all-test or all-production (preview.batches groups by
+        # test_event_code). A test batch goes with THIS destination's own code when its
+        # connection has one; production batches are left alone (no copy, no cost).
+        given = conversions[0].test_event_code
+        test = given is not None
+        if test and target.test_event_code and target.test_event_code != given:
+            conversions = [replace(c, test_event_code=target.test_event_code) for c in conversions]
+        request = self.destination.prepare(conversions, target)
         outcome = await self._send(request.url, request.headers, request.content)
         ids = [r.claimed.outbox_id for r in rows]
         now = self.clock()
         if outcome.verdict is Verdict.DELIVERED:
             self.failures = 0
             self.paused_until = 0.0
-            await self.store.run(self.store.store.mark_delivered, ids, now, outcome.platform_ref)
+            if test:  # what was sent and answered, for the Test events page
+                items = request.body.get("data")
+                sent = [orjson.dumps(item) for item in items] if isinstance(items, list) else None
+                await self.store.run(
+                    functools.partial(
+                        self.store.store.mark_delivered,
+                        ids,
+                        now,
+                        outcome.platform_ref,
+                        sent=sent,
+                        response=outcome.response,
+                    )
+                )
+            else:
+                await self.store.run(
+                    self.store.store.mark_delivered, ids, now, outcome.platform_ref
+                )
             self.stats.delivered += len(ids)
             self._count("delivered", len(ids))
             return

@@ -25,6 +25,7 @@ from backchannel.store.runner import AsyncStore
 
 if TYPE_CHECKING:
     from backchannel.metrics import Metrics
+    from backchannel.routing import Routes
 
 MAX_BATCH = 1000  # events per request, the same as both platforms' request limit
 
@@ -138,6 +139,8 @@ def prepare(
 
 
 _NO_WARNINGS = b"[]"
+#: the warning of a conversion that event routing sends nowhere (it is still stored)
+UNROUTED = "routed to no destination (see Connections)"
 
 
 def to_record(
@@ -169,11 +172,16 @@ async def ingest(
     ledger: LedgerHook | None = None,
     metrics: Metrics | None = None,
     stitch_window: float | None = stitch.DEFAULT_WINDOW,
+    routes: Routes | None = None,
 ) -> IngestResult:
     """Validate all, then store the good ones in one commit (or none, unless ``partial``).
 
     Raises :class:`BadRequest` when nothing can be accepted. A conversion whose
     (event, event_id) is already stored comes back as ``duplicate`` and is not enqueued again.
+
+    ``routes`` (event routing, :mod:`backchannel.routing`): each conversion gets outbox rows
+    only for the destinations its event is routed to (one dict lookup per event); one routed
+    nowhere is still stored (and ledgered) and carries a warning. None: every destination.
     """
     results, good = prepare(items, now=now, default_region=default_region)
     rejected = [r for r in results if r.status == "rejected"]
@@ -184,10 +192,21 @@ async def ingest(
     # browser leg: join landing sessions before anything is stored (stitch_window=None: off)
     provenance = await _stitch(store, good, stitch_window) if stitch_window is not None else []
     # consent: an opted-out conversion is stored (and ledgered) but gets no outbox rows
-    records = [
-        to_record(c, results[index].warnings, origin, () if c.opt_out else destinations)
-        for index, c in good
-    ]
+    if routes is None:
+        records = [
+            to_record(c, results[index].warnings, origin, () if c.opt_out else destinations)
+            for index, c in good
+        ]
+    else:  # event routing: only the destinations this event is routed to
+        if routes.destinations != destinations:
+            raise ValueError("routes were built for other destinations")
+        await routes.ensure_fresh(store)
+        records = []
+        for index, c in good:
+            targets = () if c.opt_out else routes.destinations_for(c.event)
+            if not targets and not c.opt_out:
+                results[index].warnings.append(Note("event", UNROUTED))
+            records.append(to_record(c, results[index].warnings, origin, targets))
     for record, origin_of in zip(records, provenance, strict=False):
         record.stitched = origin_of.to_json()
     if ledger is not None:  # sources and ledger: the order row commits with its conversion

@@ -16,21 +16,49 @@ share), by iOS version and by page-load bucket, from the order's landing session
 whose session is not stored (never seen, or purged by retention) is in the ``unknown`` bucket:
 session rollups count sessions, not orders, so they cannot be joined to an order — the report
 never spreads them over orders by guesswork.
+
+Two additions feed the pictures and the "pixel-only from an export" variant of the method:
+
+- **daily**: the same four counts per UTC day of ``order_time`` (:func:`daily_tallies`), every
+  day of the range present (a zero is a count too); :func:`series` reshapes them per leg for
+  :func:`backchannel.charts.timeseries_svg`;
+- **pixel reported**: when daily counts exported from TikTok Events Manager were imported
+  (``backchannel report import-pixel``), their total over the range is shown next to the
+  mirror's ``pixel_only``, with how many of the range's days the import covers, and
+  ``recovered_vs_reported = deduplicated - pixel_reported``. Without an import these are None:
+  a missing export is not a zero.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from backchannel.store.base import UNKNOWN, GapRow, load_bucket
+from backchannel.store.base import (
+    LOAD_BUCKETS,
+    SLOW_BUCKET,
+    UNKNOWN,
+    GapRow,
+    Store,
+    load_bucket,
+)
 
 #: the breakdowns, in output order
 SECTIONS = ("browser", "pixel_status", "ios_version", "load_time")
+#: the event whose imported Events Manager counts the report reads by default
+PIXEL_EVENT = "CompletePayment"
+#: section -> what its buckets are, for headings and chart titles
+SECTION_TITLES = {
+    "browser": "By browser family",
+    "pixel_status": "By Pixel state (blocked: an ad blocker or tracking protection)",
+    "ios_version": "By iOS version (iOS orders only)",
+    "load_time": "By page-load time",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +115,21 @@ class GapReport:
     after: Tally | None
     #: section -> bucket -> tally, buckets sorted
     breakdowns: dict[str, dict[str, Tally]] = field(default_factory=dict)
+    #: (UTC day, tally of that day's truth-set orders) for every day of the range, in order
+    daily: list[tuple[date, Tally]] = field(default_factory=list)
+    #: counts imported from an Events Manager export (None: nothing imported for the range)
+    pixel_import: PixelImport | None = None
+
+    @property
+    def pixel_reported(self) -> int | None:
+        return self.pixel_import.count if self.pixel_import else None
+
+    @property
+    def recovered_vs_reported(self) -> int | None:
+        """deduplicated - the Pixel count Events Manager reported (None without an import)."""
+        if self.pixel_import is None:
+            return None
+        return self.total.deduplicated - self.pixel_import.count
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,7 +145,53 @@ class GapReport:
                 section: {key: t.as_dict() for key, t in buckets.items()}
                 for section, buckets in self.breakdowns.items()
             },
+            "pixel_reported": self.pixel_reported,
+            "recovered_vs_reported": self.recovered_vs_reported,
+            "pixel_import": self.pixel_import.as_dict() if self.pixel_import else None,
+            "daily": {
+                day.isoformat(): {
+                    "orders": t.orders,
+                    "pixel_only": t.pixel_only,
+                    "server_delivered": t.server_delivered,
+                    "deduplicated": t.deduplicated,
+                }
+                for day, t in self.daily
+            },
         }
+
+
+@dataclass(frozen=True, slots=True)
+class PixelImport:
+    """Daily counts imported from an Events Manager export, summed over the report's range."""
+
+    event: str
+    #: the sum of the imported days' counts
+    count: int
+    #: days of the range that have an imported count / days in the range
+    days_covered: int
+    days_in_range: int
+    #: ISO day -> imported count (the days covered), for the time series
+    by_day: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "days_covered": self.days_covered,
+            "days_in_range": self.days_in_range,
+        }
+
+
+def pixel_import(counts: dict[str, int], start: date, end: date, event: str) -> PixelImport | None:
+    """The import's figures for [start, end] from ``Store.pixel_counts`` (None when empty)."""
+    if not counts:
+        return None
+    return PixelImport(
+        event=event,
+        count=sum(counts.values()),
+        days_covered=len(counts),
+        days_in_range=(end - start).days + 1,
+        by_day=dict(counts),
+    )
 
 
 def _round(value: float | None) -> float | None:
@@ -163,6 +252,20 @@ _BUCKETS = {
 }
 
 
+#: page-load buckets fastest first (their labels do not sort that way: "<1s" sorts last)
+_LOAD_ORDER = {
+    label: i for i, label in enumerate([*(b for _, b in LOAD_BUCKETS), SLOW_BUCKET, UNKNOWN])
+}
+
+
+def reading_order(section: str, buckets: dict[str, Tally]) -> dict[str, Tally]:
+    """The buckets in the order a reader expects (load times fastest first; the rest as the
+    report keeps them, sorted by name) for tables and charts; the JSON keeps sorted keys."""
+    if section != "load_time":
+        return dict(buckets)
+    return dict(sorted(buckets.items(), key=lambda item: (_LOAD_ORDER.get(item[0], 99), item[0])))
+
+
 def breakdown(rows: Sequence[GapRow], section: str) -> dict[str, Tally]:
     key_of = _BUCKETS[section]
     groups: dict[str, list[GapRow]] = {}
@@ -173,10 +276,64 @@ def breakdown(rows: Sequence[GapRow], section: str) -> dict[str, Tally]:
     return {key: tally(groups[key]) for key in sorted(groups)}
 
 
+def days(start: date, end: date) -> list[date]:
+    """Every UTC day of the inclusive range, in order."""
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def daily_tallies(rows: Sequence[GapRow], start: date, end: date) -> list[tuple[date, Tally]]:
+    """The truth set's tally per UTC day of ``order_time``, for EVERY day of [start, end].
+
+    Why every day: a chart or a script that skips empty days draws a line straight across
+    them and hides an outage. Rows outside the range are ignored (the store query already
+    filters them; a caller passing more rows gets no phantom day).
+    """
+    by_day: dict[date, list[GapRow]] = {day: [] for day in days(start, end)}
+    for row in rows:
+        if not row.attributed_tiktok:
+            continue
+        day = datetime.fromtimestamp(row.order_time, UTC).date()
+        if day in by_day:
+            by_day[day].append(row)
+    return [(day, tally(group)) for day, group in by_day.items()]
+
+
+#: the legs of :func:`series`, in drawing order: (key, label)
+LEGS: tuple[tuple[str, str], ...] = (
+    ("orders", "Truth set (ledger)"),
+    ("pixel_only", "Pixel"),
+    ("server_delivered", "Server"),
+    ("deduplicated", "Deduplicated"),
+)
+#: the extra leg of :func:`series` when Events Manager counts were imported
+REPORTED_LEG = "Pixel (Events Manager)"
+
+
+def series(
+    daily: Sequence[tuple[date, Tally]], reported: dict[str, int] | None = None
+) -> dict[str, list[tuple[date, int]]]:
+    """Leg label -> [(day, count)] for the time-series chart; with imported Events Manager
+    counts (``reported``: ISO day -> count) a fifth leg, where a day not imported is 0."""
+    out: dict[str, list[tuple[date, int]]] = {
+        label: [(day, getattr(t, key)) for day, t in daily] for key, label in LEGS
+    }
+    if reported:
+        out[REPORTED_LEG] = [(day, reported.get(day.isoformat(), 0)) for day, _ in daily]
+    return out
+
+
 def gap_report(
-    rows: Sequence[GapRow], start: date, end: date, switch_on: date | None = None
+    rows: Sequence[GapRow],
+    start: date,
+    end: date,
+    switch_on: date | None = None,
+    *,
+    pixel_counts: dict[str, int] | None = None,
+    pixel_event: str = PIXEL_EVENT,
 ) -> GapReport:
-    """The report from the store's rows for [start, end] (both inclusive, UTC days)."""
+    """The report from the store's rows for [start, end] (both inclusive, UTC days).
+
+    ``pixel_counts``: ``Store.pixel_counts`` for the range (ISO day -> count), if any."""
     truth = [r for r in rows if r.attributed_tiktok]
     before = after = None
     if switch_on is not None:
@@ -192,6 +349,8 @@ def gap_report(
         before=before,
         after=after,
         breakdowns={section: breakdown(truth, section) for section in SECTIONS},
+        daily=daily_tallies(rows, start, end),
+        pixel_import=pixel_import(pixel_counts or {}, start, end, pixel_event),
     )
 
 
@@ -235,3 +394,128 @@ def to_csv(report: GapReport) -> str:
 
 def percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
+
+
+# Events Manager import ---------------------------------------------------------------------------
+class PixelCsvError(ValueError):
+    """A CSV that cannot be imported; ``problems`` names each column or line at fault."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class PixelCsv:
+    """A validated Events Manager export: one count per UTC day, days in order."""
+
+    days: list[tuple[str, int]]
+    #: data rows read (more than ``len(days)`` when a day was split over several rows)
+    rows: int
+
+
+_THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+")
+MAX_PROBLEMS = 20  # lines listed in one error; the rest are counted
+
+
+def _delimiter(header: str) -> str:
+    """``,``, ``;`` or tab: exports written for some locales use ``;`` (``,`` is their decimal
+    separator), and a tab-separated "CSV" is common too; the header tells which."""
+    return max((",", ";", "\t"), key=header.count) if header.strip() else ","
+
+
+def _count(raw: str) -> int | None:
+    value = raw.strip().replace("\u00a0", "").replace(" ", "")
+    if _THOUSANDS.fullmatch(value):
+        value = value.replace(",", "")
+    return int(value) if value.isdigit() else None
+
+
+def _day(raw: str, date_format: str | None) -> date | None:
+    value = raw.strip()
+    try:
+        if date_format:
+            return datetime.strptime(value, date_format).date()
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return datetime.fromisoformat(value).date()  # "2026-11-05 00:00:00"
+    except ValueError:
+        return None
+
+
+def parse_pixel_csv(
+    text: str,
+    *,
+    date_column: str = "date",
+    count_column: str = "count",
+    date_format: str | None = None,
+) -> PixelCsv:
+    """Validate a whole export before anything is imported (all or nothing).
+
+    Column names are matched case-insensitively (exports vary by locale, hence the options);
+    dates are ISO (``2026-11-05``, or with a time) unless ``date_format`` (``strptime``) says
+    otherwise; counts are non-negative integers (``1,234`` accepted). Several rows for one
+    day (an export split by another dimension) are summed. Raises :class:`PixelCsvError`
+    naming every missing column, or every bad line by its line number.
+    """
+    text = text.removeprefix("\ufeff")
+    first_line = text.split("\n", 1)[0]
+    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(first_line))
+    header = next(reader, None)
+    if not header or not any(cell.strip() for cell in header):
+        raise PixelCsvError(["the file is empty (expected a header row naming the columns)"])
+    names = [cell.strip().lower() for cell in header]
+    found = ", ".join(cell.strip() for cell in header)
+    missing = [
+        f"{option}: no column {wanted!r} in the header (columns: {found})"
+        for option, wanted in (("--date-column", date_column), ("--count-column", count_column))
+        if wanted.strip().lower() not in names
+    ]
+    if missing:
+        raise PixelCsvError(missing)
+    at_date = names.index(date_column.strip().lower())
+    at_count = names.index(count_column.strip().lower())
+    problems: list[str] = []
+    totals: dict[date, int] = {}
+    rows = 0
+    for cells in reader:
+        if not any(cell.strip() for cell in cells):
+            continue
+        line = reader.line_num
+        rows += 1
+        raw_day = cells[at_date] if at_date < len(cells) else ""
+        raw_count = cells[at_count] if at_count < len(cells) else ""
+        day = _day(raw_day, date_format)
+        count = _count(raw_count)
+        if day is None:
+            expected = date_format or "YYYY-MM-DD"
+            problems.append(f"line {line}: {date_column} {raw_day!r} is not a date ({expected})")
+        if count is None:
+            problems.append(
+                f"line {line}: {count_column} {raw_count!r} is not a non-negative integer"
+            )
+        if day is not None and count is not None:
+            totals[day] = totals.get(day, 0) + count
+    if problems:
+        more = len(problems) - MAX_PROBLEMS
+        shown = problems[:MAX_PROBLEMS] + ([f"and {more} more"] if more > 0 else [])
+        raise PixelCsvError(shown)
+    if not totals:
+        raise PixelCsvError(["the file has a header but no data rows"])
+    return PixelCsv([(d.isoformat(), totals[d]) for d in sorted(totals)], rows)
+
+
+def from_store(
+    store: Store,
+    start: date,
+    end: date,
+    switch_on: date | None = None,
+    *,
+    pixel_event: str = PIXEL_EVENT,
+) -> GapReport:
+    """The gap report read from a store: what the CLI, the page and its downloads all show
+    (two reads: the ledger rows and the imported Events Manager counts)."""
+    rows = store.gap_rows(*time_range(start, end))
+    counts = store.pixel_counts(start.isoformat(), end.isoformat(), pixel_event)
+    return gap_report(rows, start, end, switch_on, pixel_counts=counts, pixel_event=pixel_event)

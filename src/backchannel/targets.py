@@ -77,7 +77,17 @@ class Targets:
             url, token, sandbox = self.sandbox_url, SANDBOX_TOKEN, True
         else:
             raise RuntimeError(f"{destination}: no token and no sandbox to send to")
-        return Resolved(Target(url, pixel, token, api_version=s.meta_api_version), sandbox=sandbox)
+        code = connection.test_event_code if connection is not None else None
+        target = Target(url, pixel, token, api_version=s.meta_api_version, test_event_code=code)
+        return Resolved(target, sandbox=sandbox)
+
+    def invalidate(self, destination: str | None = None) -> None:
+        """Forget the resolved target of ``destination`` (None: all) after its connection
+        changed in this process, so the next batch uses the change at once."""
+        if destination is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(destination, None)
 
     def _decrypt(self, ciphertext: bytes) -> str:
         """Decrypt; after `backchannel token rotate-key` rewrote the key file, reload it once."""

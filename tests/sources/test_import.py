@@ -128,6 +128,14 @@ class TestImport:
             ("1003", None, 0, {}),
         ]
 
+    def test_event_routing_applies_to_imports(self, cli: Cli) -> None:
+        """Meta routed to Purchase only: imported CompletePayment orders get TikTok rows only."""
+        assert cli("route", "set", "meta", "Purchase").returncode == 0
+        summary = cli.summary(cli("import", cli.write("orders.csv", GOOD)))
+        assert summary["enqueued"] == 2
+        assert cli.query("SELECT DISTINCT destination FROM outbox") == [("tiktok",)]
+        assert cli.query("SELECT COUNT(*) FROM outbox") == [(2,)]
+
     def test_rerun_is_idempotent(self, cli: Cli) -> None:
         """Importing the same file again stores nothing new."""
         name = cli.write("orders.csv", GOOD)

@@ -257,6 +257,15 @@ EXPECTED_INDEXES["conversions_unscrubbed"] = (
     "scrubbed_at IS NULL",
 )
 
+# Events Manager counts (0006): daily Pixel counts imported from an export, one per day and event
+EXPECTED_COLUMNS["pixel_counts"] = [
+    ("day", "text", True, None),
+    ("event", "text", True, None),
+    ("count", "int", True, None),
+    ("imported_at", "real", True, None),
+]
+EXPECTED_PRIMARY_KEYS["pixel_counts"] = ("day", "event")
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",

@@ -71,6 +71,11 @@ class Target:
     #: TikTok: event_source_id for non-web sources (offline/crm event set, app id)
     source_ids: Mapping[str, str] = field(default_factory=dict)
     api_version: str = "v25.0"
+    #: this destination's own Test Events code (from its connection). Delivery sends it
+    #: instead of the conversion's code for TEST conversions only (a conversion is a test
+    #: when its ``test_event_code`` is set): Meta's code means nothing to TikTok, and the
+    #: reverse. Production conversions are never touched.
+    test_event_code: str | None = None
 
 
 class Destination(Protocol):

@@ -293,7 +293,19 @@ class Store(Protocol):
         """Lease up to ``limit`` due rows (pending, or in flight with an expired lease)."""
         ...
 
-    def mark_delivered(self, ids: Sequence[int], now: float, ref: str | None) -> None: ...
+    def mark_delivered(
+        self,
+        ids: Sequence[int],
+        now: float,
+        ref: str | None,
+        *,
+        sent: Sequence[bytes] | None = None,
+        response: str | None = None,
+    ) -> None:
+        """Mark rows delivered. Test batches also pass ``sent`` (each row's event as sent,
+        aligned with ``ids``, kept in ``sent_body``) and ``response`` (the platform's answer,
+        in ``last_response``); production deliveries pass neither and store nothing extra."""
+        ...
 
     def mark_retry(
         self, ids: Sequence[int], due_at: float, error: str, response: str | None
@@ -497,6 +509,17 @@ class Store(Protocol):
         """Every ledger order with ``start <= order_time < end``, oldest first, each with what
         the gap report needs (ONE query: ledger, Pixel mirror, TikTok outbox, landing session).
         """
+        ...
+
+    def set_pixel_counts(self, rows: Sequence[tuple[str, str, int]], now: float) -> int:
+        """Upsert daily Events Manager counts, ``(day 'YYYY-MM-DD', event, count)``, in one
+        transaction: a re-imported day replaces its count (imports are idempotent). Returns
+        how many rows were written."""
+        ...
+
+    def pixel_counts(self, start_day: str, end_day: str, event: str) -> dict[str, int]:
+        """Imported counts of ``event`` for the days ``start_day..end_day`` (both included,
+        ISO dates), day -> count; days never imported are absent (not zero)."""
         ...
 
 

@@ -296,14 +296,37 @@ class PostgresStore:
             for oid, conv, attempts, payload, _, _ in rows
         ]
 
-    def mark_delivered(self, ids: Sequence[int], now: float, ref: str | None) -> None:
+    def mark_delivered(
+        self,
+        ids: Sequence[int],
+        now: float,
+        ref: str | None,
+        *,
+        sent: Sequence[bytes] | None = None,
+        response: str | None = None,
+    ) -> None:
         if not ids:
             return
-        with self._pool.connection() as conn:
-            conn.execute(
+        if sent is None and response is None:
+            with self._pool.connection() as conn:
+                conn.execute(
+                    "UPDATE outbox SET status = %s, delivered_at = %s, platform_ref = %s,"
+                    " lease_until = NULL, last_error = NULL WHERE id = ANY(%s::int8[])",
+                    (DELIVERED, now, ref, list(ids)),
+                )
+            return
+        bodies = list(sent) if sent is not None else [None] * len(ids)
+        if len(bodies) != len(ids):
+            raise ValueError("sent must hold one body per id")
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            cur.executemany(
                 "UPDATE outbox SET status = %s, delivered_at = %s, platform_ref = %s,"
-                " lease_until = NULL, last_error = NULL WHERE id = ANY(%s::int8[])",
-                (DELIVERED, now, ref, list(ids)),
+                " lease_until = NULL, last_error = NULL, sent_body = %s, last_response = %s"
+                " WHERE id = %s",
+                [
+                    (DELIVERED, now, ref, body, response, i)
+                    for i, body in zip(ids, bodies, strict=True)
+                ],
             )
 
     def mark_retry(
@@ -923,6 +946,25 @@ class PostgresStore:
         with self._pool.connection() as conn:
             rows = conn.execute(_GAP_ROWS, (start, end)).fetchall()
         return [gap_row(r) for r in rows]
+
+    def set_pixel_counts(self, rows: Sequence[tuple[str, str, int]], now: float) -> int:
+        with self._pool.connection() as conn, conn.cursor() as cursor:  # one transaction
+            cursor.executemany(
+                "INSERT INTO pixel_counts (day, event, count, imported_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (day, event) DO UPDATE"
+                " SET count = excluded.count, imported_at = excluded.imported_at",
+                [(day, event, count, now) for day, event, count in rows],
+            )
+        return len(rows)
+
+    def pixel_counts(self, start_day: str, end_day: str, event: str) -> dict[str, int]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT day, count FROM pixel_counts"
+                " WHERE event = %s AND day >= %s AND day <= %s ORDER BY day",
+                (event, start_day, end_day),
+            ).fetchall()
+        return {str(day): int(count) for day, count in rows}
 
 
 #: the gap report's query in psycopg's placeholder style

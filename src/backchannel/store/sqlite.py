@@ -206,12 +206,36 @@ class SqliteStore:
                     [*params, *chunk],
                 )
 
-    def mark_delivered(self, ids: Sequence[int], now: float, ref: str | None) -> None:
-        self._update_ids(
-            "status = ?, delivered_at = ?, platform_ref = ?, lease_until = NULL, last_error = NULL",
-            (DELIVERED, now, ref),
-            ids,
-        )
+    def mark_delivered(
+        self,
+        ids: Sequence[int],
+        now: float,
+        ref: str | None,
+        *,
+        sent: Sequence[bytes] | None = None,
+        response: str | None = None,
+    ) -> None:
+        if sent is None and response is None:
+            self._update_ids(
+                "status = ?, delivered_at = ?, platform_ref = ?, lease_until = NULL,"
+                " last_error = NULL",
+                (DELIVERED, now, ref),
+                ids,
+            )
+            return
+        bodies = list(sent) if sent is not None else [None] * len(ids)
+        if len(bodies) != len(ids):
+            raise ValueError("sent must hold one body per id")
+        with self._write() as db:
+            db.executemany(
+                "UPDATE outbox SET status = ?, delivered_at = ?, platform_ref = ?,"
+                " lease_until = NULL, last_error = NULL, sent_body = ?, last_response = ?"
+                " WHERE id = ?",
+                [
+                    (DELIVERED, now, ref, body, response, i)
+                    for i, body in zip(ids, bodies, strict=True)
+                ],
+            )
 
     def mark_retry(
         self, ids: Sequence[int], due_at: float, error: str, response: str | None
@@ -852,6 +876,25 @@ class SqliteStore:
         with self._read_lock:
             rows = self._reader.execute(GAP_ROWS_SQL, (start, end)).fetchall()
         return [gap_row(r) for r in rows]
+
+    def set_pixel_counts(self, rows: Sequence[tuple[str, str, int]], now: float) -> int:
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO pixel_counts (day, event, count, imported_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (day, event) DO UPDATE SET count = excluded.count,"
+                " imported_at = excluded.imported_at",
+                [(day, event, count, now) for day, event, count in rows],
+            )
+        return len(rows)
+
+    def pixel_counts(self, start_day: str, end_day: str, event: str) -> dict[str, int]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT day, count FROM pixel_counts WHERE event = ? AND day >= ? AND day <= ?"
+                " ORDER BY day",
+                (event, start_day, end_day),
+            ).fetchall()
+        return {str(day): int(count) for day, count in rows}
 
 
 # -- sources and ledger: helpers ------------------------------------------------------------------

@@ -32,6 +32,7 @@ from backchannel.ingest import BadRequest, InvalidBatch, ingest, parse_body
 from backchannel.logs import RequestIdMiddleware
 from backchannel.metrics import Metrics
 from backchannel.notes import Note
+from backchannel.routing import Routes
 from backchannel.store import open_store
 from backchannel.store.runner import for_store
 from backchannel.targets import Targets
@@ -186,6 +187,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     metrics.watch_queue(lambda: state["store"].outbox_counts())
     ingest_limiter = RateLimiter(settings.ingest_rate, settings.ingest_burst)
     state.update(metrics=metrics, ingest_limiter=ingest_limiter)
+    state["routes"] = Routes(settings.destinations)  # event routing (backchannel.routing)
     https = bool(settings.public_url and settings.public_url.startswith("https://"))
     app.add_middleware(SecurityHeadersMiddleware, https=https)
     app.add_middleware(RequestIdMiddleware)
@@ -243,6 +245,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 partial=partial,
                 metrics=metrics,
                 ledger=api_ledger,  # sources and ledger: orders land in the order ledger
+                routes=state["routes"],  # event routing
             )
         except BadRequest as exc:
             return _error(exc.status, exc.notes, "bad_request")

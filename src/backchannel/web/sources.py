@@ -171,6 +171,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 ledger=hook,
                 metrics=state.get("metrics"),
                 stitch_window=settings.click_cookie_days * 86400.0,  # as /v1/events
+                routes=state.get("routes"),  # event routing, as /v1/events
             )
         except InvalidBatch as exc:
             notes = [n for r in exc.results for n in r.errors]
