@@ -86,7 +86,7 @@ class TestLogin:
             assert "Secure" not in cookie  # plain http: browsers would drop a Secure cookie
             page = client.get("/admin")
             assert page.status_code == 200
-            assert "Conversions stored" in page.text
+            assert 'data-figure="received"' in page.text  # the overview's figures
 
     def test_https_public_url_gives_host_prefixed_secure_cookie(self, start_app: StartApp) -> None:
         """With an https public_url the cookie is __Host-bc_session and Secure."""

@@ -44,4 +44,3 @@ def http(_client: httpx.Client, clock: FakeClock) -> httpx.Client:
     response = _client.post("/_sandbox/reset")
     assert response.status_code == 200
     return _client
-

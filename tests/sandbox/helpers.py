@@ -95,8 +95,10 @@ def post_tiktok(
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Access-Token"] = token
-    payload = content if content is not None else orjson.dumps(
-        body if body is not None else tiktok_body()
+    payload = (
+        content
+        if content is not None
+        else orjson.dumps(body if body is not None else tiktok_body())
     )
     return http.post(path, content=payload, headers=headers)
 

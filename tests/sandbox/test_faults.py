@@ -66,9 +66,7 @@ class TestFaultControl:
 
     def test_all_then_override(self, http: httpx.Client) -> None:
         """'all' sets both; a destination key in the same body overrides it for that one."""
-        snapshot = set_faults(
-            http, {"meta": {"error_rate": 0.5}, "all": {"error_rate": 0.1}}
-        )
+        snapshot = set_faults(http, {"meta": {"error_rate": 0.5}, "all": {"error_rate": 0.1}})
         assert snapshot["tiktok"]["error_rate"] == 0.1
         assert snapshot["meta"]["error_rate"] == 0.5
 
@@ -173,9 +171,7 @@ class TestTikTokFaults:
         assert response.status_code == 504
         assert tiktok_verdict(response) is Verdict.RETRY
 
-    def test_timeout_after_accept_creates_a_duplicate_on_retry(
-        self, http: httpx.Client
-    ) -> None:
+    def test_timeout_after_accept_creates_a_duplicate_on_retry(self, http: httpx.Client) -> None:
         """timeout_after_accept: the events are stored though the client timed out, so a
         naive retry shows up as a duplicate."""
         set_faults(
@@ -301,9 +297,7 @@ class TestStartupFaults:
             ({"hang_seconds": 0}, "hang_seconds"),
         ],
     )
-    def test_out_of_range_options_are_refused(
-        self, options: dict[str, Any], named: str
-    ) -> None:
+    def test_out_of_range_options_are_refused(self, options: dict[str, Any], named: str) -> None:
         """faults_from_options refuses out-of-range values, naming the option."""
         with pytest.raises(ValueError, match=named):
             faults_from_options(**options)

@@ -44,7 +44,10 @@ class TestEventListing:
         assert page["count"] == 2
         assert [e["event_id"] for e in page["events"]] == ["e3", "e3"]
         assert listed(http, "tiktok", event_id="nope") == {
-            "count": 0, "offset": 0, "limit": 100, "events": []
+            "count": 0,
+            "offset": 0,
+            "limit": 100,
+            "events": [],
         }
 
     def test_limit_and_offset(self, http: httpx.Client) -> None:
@@ -66,8 +69,9 @@ class TestEventListing:
         assert event["_pixel"] == META_PIXEL
         assert event["event_name"] == "Purchase"
 
-    @pytest.mark.parametrize("params", [{"limit": "x"}, {"limit": -1}, {"offset": "-2"},
-                                        {"limit": 10_001}])
+    @pytest.mark.parametrize(
+        "params", [{"limit": "x"}, {"limit": -1}, {"offset": "-2"}, {"limit": 10_001}]
+    )
     def test_bad_paging_is_400(self, http: httpx.Client, params: dict[str, Any]) -> None:
         """Non-integer or out-of-range limit/offset is a 400 naming the parameter."""
         response = http.get("/_sandbox/tiktok/events", params=params)
@@ -101,8 +105,11 @@ class TestStats:
         post_tiktok(http)
         post_tiktok(http)
         counters = stats(http, "tiktok")
-        assert (counters["accepted_events"], counters["unique_event_ids"],
-                counters["duplicates"]) == (2, 1, 1)
+        assert (
+            counters["accepted_events"],
+            counters["unique_event_ids"],
+            counters["duplicates"],
+        ) == (2, 1, 1)
 
     def test_duplicates_within_a_batch(self, http: httpx.Client) -> None:
         """A repeated event_id inside one batch is a duplicate too."""
@@ -120,8 +127,12 @@ class TestStats:
         post_meta(http, [meta_event(), meta_event(event_name="Lead")])
         post_meta(http)
         counters = stats(http, "meta")
-        assert (counters["requests"], counters["accepted_events"], counters["unique_event_ids"],
-                counters["duplicates"]) == (2, 3, 2, 1)
+        assert (
+            counters["requests"],
+            counters["accepted_events"],
+            counters["unique_event_ids"],
+            counters["duplicates"],
+        ) == (2, 3, 2, 1)
         assert counters["by_code"] == {"0": 2}
 
     def test_rejected_batches_do_not_count_events(self, http: httpx.Client) -> None:
@@ -161,4 +172,3 @@ class TestMounting:
             assert client.get("/sandbox/_sandbox/meta/stats").json()["accepted_events"] == 1
             assert client.get("/_sandbox/tiktok/events").status_code == 404
             assert client.post("/sandbox/_sandbox/reset").json() == {"ok": True}
-

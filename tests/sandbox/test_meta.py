@@ -96,8 +96,9 @@ class TestRequest:
     def test_json_body_is_accepted(self, http: httpx.Client) -> None:
         """A JSON body with data as an array is accepted too."""
         body = {"data": [meta_event()], "access_token": TOKEN, "test_event_code": "TEST9"}
-        response = http.post(META_PATH, content=orjson.dumps(body),
-                             headers={"Content-Type": "application/json"})
+        response = http.post(
+            META_PATH, content=orjson.dumps(body), headers={"Content-Type": "application/json"}
+        )
         assert response.json()["events_received"] == 1
         assert listed(http, "meta")["events"][0]["_test_event_code"] == "TEST9"
 
@@ -145,7 +146,8 @@ class TestEvents:
         invalid(post_meta(http, [meta_event(event_name=name)]), "data[0].event_name")
 
     @pytest.mark.parametrize(
-        "event_time", [REMOVE, str(START), float(START), START * 1000],
+        "event_time",
+        [REMOVE, str(START), float(START), START * 1000],
         ids=["missing", "string", "float", "milliseconds"],
     )
     def test_event_time_integer_seconds(self, http: httpx.Client, event_time: Any) -> None:
@@ -154,8 +156,10 @@ class TestEvents:
 
     def test_one_old_event_fails_the_whole_request(self, http: httpx.Client) -> None:
         """One event older than 7 days refuses the request; the fresh one is not stored (§7)."""
-        events = [meta_event(event_id="fresh"),
-                  meta_event(event_id="old", event_time=START - 7 * 86400 - 1)]
+        events = [
+            meta_event(event_id="fresh"),
+            meta_event(event_id="old", event_time=START - 7 * 86400 - 1),
+        ]
         message = invalid(post_meta(http, events), "data[1].event_time")
         assert "7 days" in message
         assert stats(http, "meta")["accepted_events"] == 0
@@ -192,8 +196,7 @@ class TestEvents:
 
     def test_website_needs_event_source_url(self, http: httpx.Client) -> None:
         """A website event without event_source_url is refused naming it."""
-        invalid(post_meta(http, [meta_event(event_source_url=REMOVE)]),
-                "data[0].event_source_url")
+        invalid(post_meta(http, [meta_event(event_source_url=REMOVE)]), "data[0].event_source_url")
 
     def test_website_needs_client_user_agent(self, http: httpx.Client) -> None:
         """A website event without client_user_agent is refused naming it."""
@@ -220,8 +223,9 @@ class TestUserData:
     @pytest.mark.parametrize("key", ["em", "ph", "fn", "ln", "zp", "ct", "st", "country"])
     def test_plaintext_is_refused(self, http: httpx.Client, key: str) -> None:
         """Each hashed key with a plaintext value is refused naming key and position."""
-        message = invalid(post_meta(http, with_user_data(**{key: ["Ann"]})),
-                          f"data[0].user_data.{key}[0]")
+        message = invalid(
+            post_meta(http, with_user_data(**{key: ["Ann"]})), f"data[0].user_data.{key}[0]"
+        )
         assert "SHA-256" in message
 
     @pytest.mark.parametrize("key", ["em", "ph", "fn", "ln", "zp", "ct", "st", "country"])
@@ -236,8 +240,7 @@ class TestUserData:
 
     def test_uppercase_hash_is_refused(self, http: httpx.Client) -> None:
         """An uppercase digest is refused."""
-        invalid(post_meta(http, with_user_data(em=[sha("a").upper()])),
-                "data[0].user_data.em[0]")
+        invalid(post_meta(http, with_user_data(em=[sha("a").upper()])), "data[0].user_data.em[0]")
 
     @pytest.mark.parametrize("value", ["user-1", ["user-1", sha("user-2")], sha("x")])
     def test_external_id_raw_or_hashed(self, http: httpx.Client, value: Any) -> None:
@@ -246,8 +249,9 @@ class TestUserData:
 
     def test_tiktok_key_is_refused_with_hint(self, http: httpx.Client) -> None:
         """TikTok's 'email' in user_data is refused and Meta's 'em' suggested."""
-        message = invalid(post_meta(http, with_user_data(email=[sha("a")])),
-                          "data[0].user_data.email")
+        message = invalid(
+            post_meta(http, with_user_data(email=[sha("a")])), "data[0].user_data.email"
+        )
         assert "'em'" in message
 
 
@@ -257,20 +261,48 @@ class TestOurBuilders:
     ) -> None:
         """Bodies from meta.prepare are accepted, classified DELIVERED and listed as sent."""
         raw = [
-            {"event": "CompletePayment", "order_id": 1001, "value": 59.9, "currency": "EUR",
-             "contents": [{"id": 42, "quantity": 2, "price": 29.95}],
-             "user": {"email": "ann@example.com", "phone": "+44 20 7946 0958",
-                      "first_name": "Ann", "last_name": "Lee", "zip": "94035-1234",
-                      "city": "Mountain View", "state": "CA", "country": "US",
-                      "ip": "8.8.8.8", "user_agent": "Mozilla/5.0", "fbclid": "IwAR1",
-                      "fbp": "fb.1.1.2", "external_id": "u1"},
-             "page": {"url": "https://shop.example/thanks", "referrer": "https://x.example"},
-             "limited_data_use": True, "test_event_code": "TEST42"},
-            {"event": "Lead", "order_id": "L1", "source": "crm", "test_event_code": "TEST42",
-             "user": {"email": "b@example.com"}},
-            {"event": "Purchase", "order_id": "S1", "source": "offline", "value": 5,
-             "currency": "USD", "event_time": START - 30 * 86400, "test_event_code": "TEST42",
-             "user": {"phone": "+15555555555"}},
+            {
+                "event": "CompletePayment",
+                "order_id": 1001,
+                "value": 59.9,
+                "currency": "EUR",
+                "contents": [{"id": 42, "quantity": 2, "price": 29.95}],
+                "user": {
+                    "email": "ann@example.com",
+                    "phone": "+44 20 7946 0958",
+                    "first_name": "Ann",
+                    "last_name": "Lee",
+                    "zip": "94035-1234",
+                    "city": "Mountain View",
+                    "state": "CA",
+                    "country": "US",
+                    "ip": "8.8.8.8",
+                    "user_agent": "Mozilla/5.0",
+                    "fbclid": "IwAR1",
+                    "fbp": "fb.1.1.2",
+                    "external_id": "u1",
+                },
+                "page": {"url": "https://shop.example/thanks", "referrer": "https://x.example"},
+                "limited_data_use": True,
+                "test_event_code": "TEST42",
+            },
+            {
+                "event": "Lead",
+                "order_id": "L1",
+                "source": "crm",
+                "test_event_code": "TEST42",
+                "user": {"email": "b@example.com"},
+            },
+            {
+                "event": "Purchase",
+                "order_id": "S1",
+                "source": "offline",
+                "value": 5,
+                "currency": "USD",
+                "event_time": START - 30 * 86400,
+                "test_event_code": "TEST42",
+                "user": {"phone": "+15555555555"},
+            },
         ]
         conversions = [normalize(item, now=START).conversion for item in raw]
         target = Target(base_url=server.url, pixel=META_PIXEL, token=TOKEN)

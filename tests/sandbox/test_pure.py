@@ -23,7 +23,10 @@ class TestPublicApi:
     def test_exports(self) -> None:
         """The package exports exactly what the CLI and tests import."""
         assert sorted(backchannel.sandbox.__all__) == [
-            "Faults", "SandboxConfig", "create_app", "faults_from_options"
+            "Faults",
+            "SandboxConfig",
+            "create_app",
+            "faults_from_options",
         ]
 
 
@@ -34,8 +37,14 @@ class TestFormDecoding:
         encoded = urlencode(form).encode()
         assert parse_form(encoded) == dict(parse_qsl(encoded.decode(), keep_blank_values=True))
 
-    @given(st.lists(st.sampled_from(["%", "%4", "%G1", "%41", "%e9", "=", "+", "&", "a", "\n",
-                                     "\r", "%C3%A9", " "]), max_size=20))
+    @given(
+        st.lists(
+            st.sampled_from(
+                ["%", "%4", "%G1", "%41", "%e9", "=", "+", "&", "a", "\n", "\r", "%C3%A9", " "]
+            ),
+            max_size=20,
+        )
+    )
     def test_matches_the_stdlib_on_malformed_bodies(self, pieces: list[str]) -> None:
         """Malformed escapes and raw line breaks fall back to the stdlib's decoding."""
         body = "".join(pieces).encode()

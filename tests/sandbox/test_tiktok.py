@@ -247,8 +247,9 @@ class TestUser:
     )
     def test_plaintext_identifier_is_refused(self, http: httpx.Client, field: str) -> None:
         """Each hashed field sent in plaintext is a 40002 naming it."""
-        message = invalid_row(post_tiktok(http, with_user(**{field: "Ann Example"})), 0,
-                              f"user.{field}")
+        message = invalid_row(
+            post_tiktok(http, with_user(**{field: "Ann Example"})), 0, f"user.{field}"
+        )
         assert "SHA-256" in message
 
     @pytest.mark.parametrize(
@@ -321,17 +322,32 @@ class TestOurBuilders:
     def _conversions(self, now: float) -> list[Any]:
         raw = [
             {
-                "event": "CompletePayment", "order_id": 1001, "value": 59.9, "currency": "eur",
+                "event": "CompletePayment",
+                "order_id": 1001,
+                "value": 59.9,
+                "currency": "eur",
                 "contents": [{"id": 42, "quantity": 2, "price": 29.95, "name": "Mug"}],
-                "user": {"email": " Ann@Example.com ", "phone": "+44 20 7946 0958",
-                         "external_id": "User-1", "first_name": "Ann", "last_name": "Lee",
-                         "zip": "SW1A 1AA", "city": "London", "country": "GB",
-                         "ip": "8.8.8.8", "user_agent": "Mozilla/5.0", "ttp": "abc"},
+                "user": {
+                    "email": " Ann@Example.com ",
+                    "phone": "+44 20 7946 0958",
+                    "external_id": "User-1",
+                    "first_name": "Ann",
+                    "last_name": "Lee",
+                    "zip": "SW1A 1AA",
+                    "city": "London",
+                    "country": "GB",
+                    "ip": "8.8.8.8",
+                    "user_agent": "Mozilla/5.0",
+                    "ttp": "abc",
+                },
                 "page": {"url": "https://shop.example/thanks?ttclid=E.C.P.xyz"},
                 "limited_data_use": True,
             },
-            {"event": "CompleteRegistration", "event_id": "reg-7",
-             "user": {"email": ["a@example.com", "b@example.com"]}},
+            {
+                "event": "CompleteRegistration",
+                "event_id": "reg-7",
+                "user": {"email": ["a@example.com", "b@example.com"]},
+            },
             {"event": "Search", "query": "mugs", "event_time": now - 3600},
         ]
         return [normalize(item, now=now).conversion for item in raw]
@@ -363,8 +379,13 @@ class TestOurBuilders:
     ) -> None:
         """Builder output for app/offline/crm events is accepted too."""
         conversion = normalize(
-            {"event": "Lead", "order_id": "L1", "source": source,
-             "user": {"email": "a@example.com"}}, now=START
+            {
+                "event": "Lead",
+                "order_id": "L1",
+                "source": source,
+                "user": {"email": "a@example.com"},
+            },
+            now=START,
         ).conversion
         target = Target(base_url=server.url, pixel=TIKTOK_PIXEL, token=TOKEN)
         prepared = tiktok_destination.prepare([conversion], target)

@@ -1,4 +1,7 @@
-"""Operations endpoints: readiness, Prometheus metrics, and the admin placeholder page.
+"""Operations endpoints: readiness, Prometheus metrics, and the admin status JSON.
+
+The admin overview page itself (``GET /admin``) is the dashboard's
+(:mod:`backchannel.web.dashboard.overview`).
 
 ``/healthz`` (in app.py) says the process answers; ``/readyz`` says it can do its job: the
 database answers within 2 s, its schema has every shipped migration, and — when this process
@@ -16,24 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import html
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from backchannel.config import Settings
 from backchannel.metrics import CONTENT_TYPE, Metrics
 from backchannel.store import migrations
-from backchannel.web.auth import (
-    Admin,
-    AdminAuth,
-    csrf_field,
-    page,
-    require_admin,
-    require_admin_page,
-)
+from backchannel.web.auth import Admin, AdminAuth, require_admin
 
 READY_TIMEOUT = 2.0  # seconds the database gets to answer the readiness probe
 
@@ -113,29 +108,3 @@ def install(
     async def admin_status(admin: Annotated[Admin, Depends(require_admin)]) -> dict[str, Any]:
         store = state["store"]
         return {"conversions": store.conversion_count(), "outbox": store.outbox_counts()}
-
-    @app.get("/admin", include_in_schema=False, response_class=HTMLResponse)
-    async def admin_page(admin: Annotated[Admin, Depends(require_admin_page)]) -> HTMLResponse:
-        store = state["store"]
-        counts: dict[str, dict[str, int]] = store.outbox_counts()
-        statuses = ("pending", "in_flight", "delivered", "dead", "expired")
-        head = "".join(f"<th>{s}</th>" for s in statuses)
-        rows = "".join(
-            f"<tr><th>{html.escape(d)}</th>"
-            + "".join(f"<td>{counts[d].get(s, 0)}</td>" for s in statuses)
-            + "</tr>"
-            for d in sorted(counts)
-        )
-        logout = (
-            f'<form method="post" action="/logout">{csrf_field(admin)}'
-            '<button type="submit">Log out</button></form>'
-            if admin.via == "session"
-            else ""
-        )
-        body = (
-            "<h1>Backchannel</h1>"
-            f"<p>Conversions stored: {store.conversion_count()}</p>"
-            f"<table><thead><tr><th>destination</th>{head}</tr></thead>"
-            f"<tbody>{rows}</tbody></table>{logout}"
-        )
-        return page("Admin", body)

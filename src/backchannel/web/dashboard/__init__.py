@@ -15,7 +15,16 @@ from fastapi import FastAPI
 from starlette.responses import Response
 
 from backchannel.config import Settings
-from backchannel.web.dashboard import layout
+from backchannel.web.dashboard import (
+    connections,
+    dead_letters,
+    dedup,
+    gap,
+    identifiers,
+    layout,
+    overview,
+    test_events,
+)
 
 
 def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
@@ -23,3 +32,10 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return layout.stylesheet()
 
     app.add_api_route(layout.STYLESHEET_PATH, stylesheet, methods=["GET"], include_in_schema=False)
+    overview.install(app, settings, state)  # GET /admin, /admin/api/overview
+    dead_letters.install(app, settings, state)  # /admin/dead-letters, replay
+    identifiers.install(app, settings, state)  # /admin/identifiers, /admin/api/identifiers
+    dedup.install(app, settings, state)  # /admin/dedup, /admin/api/dedup
+    connections.install(app, settings, state)  # /admin/connections: pixel, token, routes
+    test_events.install(app, settings, state)  # /admin/test-events, fire a test order
+    gap.install(app, settings, state)  # /reports/gap, its JSON, CSV and SVG charts

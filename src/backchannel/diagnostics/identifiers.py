@@ -1,0 +1,232 @@
+"""Which identifiers each event name carries, and the match quality they earn.
+
+Why from the stored payloads: the payload is exactly what the destinations read (hashed
+identifiers in ``user``), so a share computed from it is what TikTok and Meta receive, not what
+a shop believes it sends. Only production conversions count (a test event is a check, not
+traffic), and an opted-out conversion is counted apart: it is never sent, so its identifiers
+match nothing.
+
+One query reads the latest :data:`CAP` conversions of the range (newest first); the payloads
+are parsed here with orjson, because JSON inside the database is read differently by SQLite
+and PostgreSQL and a portable query must not depend on either. The cap keeps one page view
+bounded on a busy shop; the report says when it applied.
+
+The match-quality estimate and its advice are :func:`backchannel.quality.estimate` (its
+docstring documents the weights), run on the same conversions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import orjson
+
+from backchannel import quality
+from backchannel.report import time_range
+from backchannel.stitch import USER_FIELDS
+from backchannel.store.base import Store
+
+#: at most this many conversions (the latest of the range) are read per report
+CAP = 50_000
+DESTINATIONS = ("tiktok", "meta")
+
+
+@dataclass(frozen=True, slots=True)
+class Identifier:
+    """One column of the identifiers table: its key, how a person reads it, who uses it."""
+
+    key: str
+    label: str
+    #: "both", "tiktok" or "meta": the platforms that match on it
+    platforms: str
+
+
+IDENTIFIERS: tuple[Identifier, ...] = (
+    Identifier("email", "hashed email", "both"),
+    Identifier("phone", "hashed phone", "both"),
+    Identifier("external_id", "external_id", "both"),
+    Identifier("ip_user_agent", "ip + user agent (both)", "both"),
+    Identifier("ttclid", "ttclid", "tiktok"),
+    Identifier("ttp", "_ttp cookie", "tiktok"),
+    Identifier("fbc", "fbc or fbclid", "meta"),
+    Identifier("fbp", "_fbp cookie", "meta"),
+)
+
+_KEYS: tuple[str, ...] = tuple(i.key for i in IDENTIFIERS)
+
+#: the report's SQL, one query for both backends (``?`` placeholders)
+ROWS_SQL = """
+SELECT event, payload, stitched FROM conversions
+WHERE test_event_code IS NULL AND received_at >= ? AND received_at < ?
+ORDER BY received_at DESC, id DESC
+LIMIT ?
+"""
+
+
+def carried(user: Mapping[str, Any]) -> set[str]:
+    """The :data:`IDENTIFIERS` keys a stored ``user`` dict carries (a value, not an empty one).
+
+    IP and user agent count only together: either alone does not identify a browser.
+    """
+    found = {k for k in ("email", "phone", "external_id", "ttclid", "ttp", "fbp") if user.get(k)}
+    if user.get("ip") and user.get("user_agent"):
+        found.add("ip_user_agent")
+    if user.get("fbc") or user.get("fbclid"):
+        found.add("fbc")
+    return found
+
+
+def stitched_from_session(stitched: str | bytes | None) -> bool:
+    """True when stitching filled at least one identifier from the landing session.
+
+    ``conversions.stitched`` is :class:`backchannel.stitch.Provenance` as JSON; the page URL
+    is not an identifier, so it alone does not count.
+    """
+    if not stitched:
+        return False
+    try:
+        provenance = orjson.loads(stitched)
+    except orjson.JSONDecodeError:
+        return False
+    fields = provenance.get("fields") if isinstance(provenance, dict) else None
+    if not isinstance(fields, dict):
+        return False
+    return any(fields.get(name) == "session" for name in USER_FIELDS)
+
+
+def percent(count: int, base: int) -> float | None:
+    """``count`` of ``base`` in percent with one decimal (what the page and the JSON show);
+    None when there is no base (no share to invent)."""
+    return round(100.0 * count / base, 1) if base else None
+
+
+@dataclass(slots=True)
+class EventIdentifiers:
+    """One event name: its base, how many carried each identifier, its quality per platform."""
+
+    event: str
+    #: production, opted-in conversions: the base of every share
+    conversions: int = 0
+    #: opted-out conversions of this name (never sent; not in the base)
+    opted_out: int = 0
+    #: identifier key -> conversions carrying it
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_KEYS, 0))
+    #: conversions with at least one identifier filled from the landing session
+    stitched: int = 0
+    #: destination -> the estimate (absent when the base is 0)
+    quality: dict[str, quality.EventQuality] = field(default_factory=dict)
+
+    def share(self, key: str) -> float | None:
+        return percent(self.counts[key], self.conversions)
+
+    def share_stitched(self) -> float | None:
+        return percent(self.stitched, self.conversions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "conversions": self.conversions,
+            "opted_out": self.opted_out,
+            "identifiers": {
+                k: {"count": n, "percent": percent(n, self.conversions)}
+                for k, n in self.counts.items()
+            },
+            "stitched": {"count": self.stitched, "percent": self.share_stitched()},
+            "quality": {
+                destination: {
+                    "score": q.score,
+                    "advice": [
+                        {
+                            "identifier": a.identifier,
+                            "label": a.label,
+                            "gain": a.gain,
+                            "missing_percent": round(100.0 * a.missing, 1),
+                            "text": str(a),
+                        }
+                        for a in q.advice
+                    ],
+                }
+                for destination, q in self.quality.items()
+            },
+        }
+
+
+@dataclass(slots=True)
+class IdentifiersReport:
+    """The identifiers page for a day range: per event name, most frequent first."""
+
+    start: date
+    end: date
+    #: the base: production, opted-in conversions read
+    conversions: int
+    opted_out: int
+    #: True when the range held more than ``cap`` conversions (only the latest were read)
+    capped: bool
+    cap: int
+    events: list[EventIdentifiers]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "conversions": self.conversions,
+            "opted_out": self.opted_out,
+            "capped": self.capped,
+            "cap": self.cap,
+            "identifiers": [
+                {"key": i.key, "label": i.label, "platforms": i.platforms} for i in IDENTIFIERS
+            ],
+            "weights": quality.WEIGHTS,
+            "events": [e.to_dict() for e in self.events],
+        }
+
+
+def _parse(payload: bytes | str) -> dict[str, Any]:
+    """The stored payload as a dict; an unreadable one carries nothing (and still counts)."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def identifiers_report(
+    store: Store, start: date, end: date, *, cap: int | None = None
+) -> IdentifiersReport:
+    """Read the latest ``cap`` (default :data:`CAP`) production conversions received in
+    ``[start, end]`` (UTC days)."""
+    cap = CAP if cap is None else cap
+    low, high = time_range(start, end)
+    rows = store.read(ROWS_SQL, (low, high, cap + 1))
+    capped = len(rows) > cap
+    per_event: dict[str, EventIdentifiers] = {}
+    sent: list[dict[str, Any]] = []  # what quality.estimate reads: event name and user
+    for event, payload, stitched in rows[:cap]:
+        entry = per_event.setdefault(event, EventIdentifiers(event))
+        data = _parse(payload)
+        if data.get("opt_out"):
+            entry.opted_out += 1
+            continue
+        user = data.get("user")
+        user = user if isinstance(user, dict) else {}
+        entry.conversions += 1
+        for key in carried(user):
+            entry.counts[key] += 1
+        entry.stitched += stitched_from_session(stitched)
+        sent.append({"event": event, "user": user})
+    for destination in DESTINATIONS:
+        for estimate in quality.estimate(sent, destination):
+            per_event[estimate.event].quality[destination] = estimate
+    events = sorted(per_event.values(), key=lambda e: (-e.conversions, -e.opted_out, e.event))
+    return IdentifiersReport(
+        start=start,
+        end=end,
+        conversions=sum(e.conversions for e in events),
+        opted_out=sum(e.opted_out for e in events),
+        capped=capped,
+        cap=cap,
+        events=events,
+    )

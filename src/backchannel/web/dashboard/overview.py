@@ -1,0 +1,246 @@
+"""The Overview page (``GET /admin``) and its JSON twin (``GET /admin/api/overview``).
+
+Both render :func:`backchannel.diagnostics.overview.overview` for the ``?from&to`` day range,
+so a script reading the JSON and a person reading the page see the same figures. Every number
+on the page is a :func:`layout.figure` (``data-figure`` keys listed in :func:`figure_keys`),
+which is how the browser test compares the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from starlette.responses import HTMLResponse, JSONResponse
+
+from backchannel.config import Settings
+from backchannel.diagnostics.overview import ErrorRow, Latency, Overview, overview
+from backchannel.web.auth import Admin, require_admin, require_admin_page
+from backchannel.web.dashboard import layout
+from backchannel.web.dashboard.layout import esc, figure, table, when
+
+PATH = "/admin"
+API_PATH = "/admin/api/overview"
+TEST_EVENTS_PATH = "/admin/test-events"
+
+
+def range_error_json(message: str) -> JSONResponse:
+    """A 400 naming the bad parameter (RangeError messages read ``name: reason``)."""
+    path, _, reason = message.partition(": ")
+    return JSONResponse(
+        {"error": "bad_request", "errors": [{"path": path, "reason": reason or message}]},
+        status_code=400,
+    )
+
+
+def _card(label: str, key: str, value: int | float | None, note: str = "") -> str:
+    small = f"<small>{esc(note)}</small>" if note else ""
+    return f'<div class="card">{esc(label)}{figure(key, value)}{small}</div>'
+
+
+def _cards(data: Overview) -> str:
+    cards = [_card("Received", "received", data.received_total, "production, in range")]
+    for d in data.destinations:
+        cards.append(_card(f"Delivered · {d}", f"delivered.{d}", data.delivered_total(d)))
+    state = []
+    for d in data.destinations:
+        state.append(
+            _card(f"Queue · {d}", f"queue.{d}", data.queue.get(d, 0), "pending + in flight")
+        )
+        state.append(
+            _card(f"Retrying · {d}", f"retrying.{d}", data.retrying.get(d, 0), "pending, tried")
+        )
+        state.append(_card(f"Dead · {d}", f"dead.{d}", data.dead.get(d, 0)))
+        state.append(_card(f"Expired · {d}", f"expired.{d}", data.expired.get(d, 0)))
+    return (
+        f'<h2>Totals</h2><div class="cards" data-testid="totals">{"".join(cards)}</div>'
+        "<h2>Outbox now</h2>"
+        '<p class="muted">The current state of the outbox, whatever the range.</p>'
+        f'<div class="cards" data-testid="outbox-now">{"".join(state)}</div>'
+    )
+
+
+def _series_table(
+    prefix: str, labels: list[str], series: dict[str, list[int]], caption: str, test_id: str
+) -> str:
+    """Rows are buckets, columns event names (a long range adds rows, not columns)."""
+    names = list(series)
+    rows = [
+        [esc(label)] + [figure(f"{prefix}.{name}.{label}", series[name][i]) for name in names]
+        for i, label in enumerate(labels)
+    ]
+    if names:
+        rows.append(
+            ["<strong>total</strong>"]
+            + [figure(f"{prefix}.{name}.total", sum(series[name])) for name in names]
+        )
+    else:
+        rows = []
+    return table(
+        ["bucket", *names], rows, caption=caption, empty="No events in this range.", test_id=test_id
+    )
+
+
+def _chart(labels: list[str], series: dict[str, list[int]]) -> str:
+    """A small bar chart of all events per bucket, as inline SVG (no script, no style)."""
+    totals = [sum(counts[i] for counts in series.values()) for i in range(len(labels))]
+    top = max(totals, default=0)
+    if top == 0:
+        return ""
+    width, height, gap = 640, 120, 1
+    bar = max(1.0, width / len(totals) - gap)
+    bars = "".join(
+        f'<rect x="{i * (bar + gap):.1f}" y="{height - n / top * height:.1f}"'
+        f' width="{bar:.1f}" height="{n / top * height:.1f}">'
+        f"<title>{esc(labels[i])}: {n}</title></rect>"
+        for i, n in enumerate(totals)
+    )
+    return (
+        '<figure class="chart"><svg role="img" aria-label="Received per bucket"'
+        f' viewBox="0 0 {width} {height}" class="bars">{bars}</svg>'
+        f"<figcaption>Received per bucket (max {top})</figcaption></figure>"
+    )
+
+
+def _latency(data: Overview) -> str:
+    rows = []
+    for d in data.destinations:
+        lat: Latency = data.latency[d]
+        rows.append(
+            [
+                esc(d),
+                figure(f"latency.{d}.base", lat.base),
+                figure(f"latency.{d}.p50", lat.p50),
+                figure(f"latency.{d}.p90", lat.p90),
+                figure(f"latency.{d}.p99", lat.p99),
+                figure(f"latency.{d}.max", lat.max),
+            ]
+        )
+    notes = "; ".join(f"{d}: based on {data.latency[d].base} deliveries" for d in data.destinations)
+    return (
+        "<h2>Delivery latency</h2>"
+        '<p class="muted">Seconds from received to delivered, nearest-rank percentiles over the'
+        f" latest deliveries in the range (at most 100000 per destination). {esc(notes)}.</p>"
+        + table(
+            ["destination", "deliveries", "p50 (s)", "p90 (s)", "p99 (s)", "max (s)"],
+            rows,
+            test_id="latency",
+        )
+    )
+
+
+def _errors(rows: list[ErrorRow]) -> str:
+    cells = [
+        [
+            esc(e.destination),
+            esc(e.event),
+            f'<a href="/admin/dead-letters/{e.outbox_id}">{esc(e.event_id)}</a>'
+            if e.status == "dead"
+            else esc(e.event_id),
+            f'<span class="status-{esc(e.status)}">{esc(e.status)}</span>',
+            str(e.attempts),
+            esc(when(e.due_at)),
+            esc(e.error),
+            f"<code>{esc(e.response)}</code>" if e.response else "",
+        ]
+        for e in rows
+    ]
+    return (
+        "<h2>Last errors</h2>"
+        '<p class="muted">The platform\'s own message, newest first (by when the row was due: the'
+        " next try for a retrying row, the last one for a dead or expired row).</p>"
+        + table(
+            ["destination", "event", "event_id", "status", "attempts", "due", "error", "answer"],
+            cells,
+            empty="No errors.",
+            test_id="last-errors",
+        )
+    )
+
+
+def render_overview(data: Overview) -> str:
+    """The page body (everything under the title)."""
+    tests = (
+        f'<p class="notice info" role="status">Production events only. '
+        f"{figure('test_events', data.test_events)}"
+        f" test event{'' if data.test_events == 1 else 's'} in this range — see "
+        f'<a href="{TEST_EVENTS_PATH}">Test events</a>.</p>'
+    )
+    received = _series_table(
+        "received",
+        data.buckets,
+        data.received,
+        f"Received per event name, per {data.bucket} (UTC)",
+        "received",
+    )
+    delivered = "".join(
+        _series_table(
+            f"delivered.{d}",
+            data.buckets,
+            data.delivered.get(d, {}),
+            f"Delivered to {d} per event name, per {data.bucket} (UTC)",
+            f"delivered-{d}",
+        )
+        for d in data.destinations
+    )
+    return (
+        layout.range_form(PATH, data.start, data.end)
+        + tests
+        + _cards(data)
+        + _latency(data)
+        + "<h2>Received</h2>"
+        + _chart(data.buckets, data.received)
+        + received
+        + "<h2>Delivered</h2>"
+        + delivered
+        + _errors(data.last_errors)
+    )
+
+
+def figure_keys(data: Overview) -> dict[str, Any]:
+    """The ``data-figure`` key of every total and latency figure, with the value it shows
+    (the JSON twin's numbers under the page's keys: what the browser test compares)."""
+    keys: dict[str, Any] = {"received": data.received_total, "test_events": data.test_events}
+    for d in data.destinations:
+        keys[f"delivered.{d}"] = data.delivered_total(d)
+        keys[f"queue.{d}"] = data.queue.get(d, 0)
+        keys[f"retrying.{d}"] = data.retrying.get(d, 0)
+        keys[f"dead.{d}"] = data.dead.get(d, 0)
+        keys[f"expired.{d}"] = data.expired.get(d, 0)
+        lat = data.latency[d]
+        for name in ("base", "p50", "p90", "p99", "max"):
+            keys[f"latency.{d}.{name}"] = getattr(lat, name)
+    return keys
+
+
+def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
+    destinations = tuple(settings.destinations)
+
+    async def load(start: date, end: date) -> Overview:
+        return await asyncio.to_thread(overview, state["store"], start, end, destinations)
+
+    @app.get(PATH, include_in_schema=False, response_class=HTMLResponse)
+    async def overview_page(
+        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+    ) -> HTMLResponse:
+        try:
+            start, end = layout.parse_range(request)
+        except layout.RangeError as exc:
+            end = datetime.now(UTC).date()
+            start = end - timedelta(days=layout.DEFAULT_DAYS - 1)
+            body = layout.notice(str(exc), kind="error") + layout.range_form(PATH, start, end)
+            return layout.render("Overview", body, admin, active="overview", status=400)
+        data = await load(start, end)
+        return layout.render("Overview", render_overview(data), admin, active="overview")
+
+    @app.get(API_PATH, summary="Overview figures (admin session or admin API key)")
+    async def overview_json(
+        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+    ) -> JSONResponse:
+        try:
+            start, end = layout.parse_range(request)
+        except layout.RangeError as exc:
+            return range_error_json(str(exc))
+        return JSONResponse((await load(start, end)).to_json())

@@ -1,0 +1,145 @@
+"""Connections and "Fire a test order" as a person does it: Debian's Chromium, a real login.
+
+A real gateway with its worker delivering to a real sandbox (both uvicorn on loopback). The
+browser logs in through the form, pastes a token into the TikTok connection, checks that the
+page shows only its last four characters and that the token is nowhere in the page's HTML,
+routes Meta to purchases only, fires a test order and waits on the auto-refreshing page until
+both destinations say "delivered". Screenshots land in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from hardening import conftest as hardening
+from hardening.conftest import PASSWORD, StartApp
+from serve.helpers import META_PIXEL, TIKTOK_PIXEL
+
+pytestmark = pytest.mark.browser
+
+# the hardening suite's fixtures: a real gateway on loopback with an admin password set
+start_app = hardening.start_app
+stack = hardening.stack
+
+TOKEN = "browserPastedToken0123456789LAST"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def playwright_driver() -> Iterator[Any]:
+    """One Playwright driver for this module (its sync API holds this thread's event loop)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"chromium not found at {CHROMIUM}: install Debian's chromium or set"
+            " BACKCHANNEL_TEST_CHROMIUM",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        yield driver
+
+
+def test_connect_route_and_fire_a_test_order(
+    playwright_driver: Any, start_app: StartApp, tmp_path: Path
+) -> None:
+    """Paste a token (only …LAST shown, never in the HTML), set codes and routes, fire a test
+    order and watch the side-by-side page reach "delivered" for both destinations."""
+    app = start_app(sandbox=True, worker=True)
+    context = playwright_driver.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=CHROMIUM,
+        headless=False,  # --headless=new is in CHROMIUM_ARGS
+        args=CHROMIUM_ARGS,
+    )
+    htmls: list[str] = []
+    try:
+        page = context.new_page()
+        failed: list[str] = []  # every 4xx/5xx the browser met, but the favicon it guesses
+        page.on(
+            "response",
+            lambda r: (
+                failed.append(f"{r.status} {r.url}")
+                if r.status >= 400 and not r.url.endswith("/favicon.ico")
+                else None
+            ),
+        )
+        page.goto(f"{app.url}/admin/connections")
+        assert page.url.startswith(f"{app.url}/login")
+        page.fill('input[name="password"]', PASSWORD)
+        page.click('button[type="submit"]')
+        page.wait_for_url(f"{app.url}/admin/connections")
+        assert page.locator('[data-testid="mode-tiktok"]').inner_text() == "sandbox"
+
+        tiktok = page.locator('[data-testid="connection-tiktok"]')
+        tiktok.locator('input[name="pixel"]').fill(TIKTOK_PIXEL)
+        tiktok.locator('input[name="test_event_code"]').fill("TT_BROWSER_1")
+        tiktok.locator('input[name="token"]').fill(TOKEN)
+        tiktok.locator('button[type="submit"]').click()
+        page.wait_for_url(f"{app.url}/admin/connections?saved=tiktok*")
+        assert page.locator('[data-testid="token-tiktok"]').inner_text() == "…LAST"
+        assert page.locator('[data-testid="mode-tiktok"]').inner_text() == "live"
+        assert (
+            page.locator('[data-testid="connection-tiktok"] input[name="token"]').input_value()
+            == ""
+        )
+        htmls.append(page.content())
+        assert TOKEN not in htmls[-1]
+
+        meta = page.locator('[data-testid="connection-meta"]')
+        meta.locator('input[name="pixel"]').fill(META_PIXEL)
+        meta.locator('input[name="test_event_code"]').fill("META_BROWSER_2")
+        meta.locator('button[type="submit"]').click()
+        page.wait_for_url(f"{app.url}/admin/connections?saved=meta*")
+
+        routes = page.locator('[data-testid="routes-form-meta"]')
+        routes.locator('input[name="all"]').uncheck()
+        routes.locator('input[name="event"][value="CompletePayment"]').check()
+        routes.locator('input[name="event"][value="Purchase"]').check()
+        routes.locator('button[type="submit"]').click()
+        page.wait_for_url(f"{app.url}/admin/connections?saved=meta*")
+        assert (
+            page.locator('[data-testid="routes-meta"]').inner_text() == "CompletePayment, Purchase"
+        )
+        assert page.locator('[data-testid="routes-tiktok"]').inner_text() == "all events"
+        htmls.append(page.content())
+        connections_png = tmp_path / "connections.png"
+        page.screenshot(path=str(connections_png), full_page=True)
+        assert connections_png.read_bytes().startswith(PNG_MAGIC)
+
+        page.click('nav a[href="/admin/test-events"]')
+        page.wait_for_url(f"{app.url}/admin/test-events")
+        page.click('button:has-text("Fire a test order")')
+        page.wait_for_url(f"{app.url}/admin/test-events/*")
+        deadline = time.monotonic() + 30
+        while True:  # the page reloads itself (meta refresh) until every row is final
+            tiktok_status = page.locator('[data-testid="status-tiktok"]').inner_text()
+            meta_status = page.locator('[data-testid="status-meta"]').inner_text()
+            if tiktok_status == meta_status == "delivered":
+                break
+            assert time.monotonic() < deadline, (tiktok_status, meta_status)
+            page.wait_for_timeout(500)
+        assert "TT_BROWSER_1" in page.locator('[data-testid="result-tiktok"]').inner_text()
+        assert "META_BROWSER_2" in page.locator('[data-testid="result-meta"]').inner_text()
+        assert "sha256 …" in page.locator('[data-testid="identifiers-tiktok"]').inner_text()
+        assert '"code": 0' in page.locator('[data-testid="answered-tiktok"]').inner_text()
+        htmls.append(page.content())
+        test_png = tmp_path / "test-order.png"
+        page.screenshot(path=str(test_png), full_page=True)
+        assert test_png.read_bytes().startswith(PNG_MAGIC)
+        assert failed == []
+    finally:
+        context.close()
+    assert not any(TOKEN in html for html in htmls)
+    with httpx.Client(base_url=app.sandbox_url or "", timeout=30) as sandbox:
+        tiktok_events = sandbox.get("/_sandbox/tiktok/events").json()["events"]
+        meta_events = sandbox.get("/_sandbox/meta/events").json()["events"]
+    assert [e["_test_event_code"] for e in tiktok_events] == ["TT_BROWSER_1"]
+    assert [e["_test_event_code"] for e in meta_events] == ["META_BROWSER_2"]
