@@ -8,6 +8,9 @@ every figure.
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 from backchannel.store.base import (
     BrowserEvent,
     GapRow,
@@ -16,6 +19,7 @@ from backchannel.store.base import (
     SessionUpdate,
     Store,
 )
+from backchannel.store.sqlite import SqliteStore
 
 from .helpers import LEASE, NOW, conversion
 
@@ -110,3 +114,23 @@ class TestRead:
 
     def test_nothing_matches(self, store: Store) -> None:
         assert store.read("SELECT id FROM conversions WHERE event = ?", ("none",)) == []
+
+
+def test_sqlite_reports_never_hold_up_ingest_lookups(tmp_path: Path) -> None:
+    """A long dashboard query on SQLite must not block the API-key lookup of every ingest
+    request: reports read on a connection (and lock) of their own. Simulated by holding the
+    reports' lock while another thread looks a key up; it must finish regardless."""
+    store = SqliteStore(tmp_path / "bc.db")
+    try:
+        store.add_key("shop", "ingest", "bc_live_ab", "h" * 64, NOW)
+        found: list[object] = []
+        with store._report_lock:  # a report "in progress"
+            lookup = threading.Thread(target=lambda: found.append(store.find_key("h" * 64)))
+            lookup.start()
+            lookup.join(timeout=5)
+            assert not lookup.is_alive(), "the key lookup waited for the report"
+        assert len(found) == 1
+        assert found[0] is not None
+        assert store.read("SELECT COUNT(*) FROM api_keys") == [(1,)]
+    finally:
+        store.close()

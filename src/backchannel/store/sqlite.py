@@ -86,6 +86,11 @@ class SqliteStore:
         )
         self._reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
         self._read_lock = threading.Lock()
+        # Reports (the dashboard, the gap report) read on a third connection, opened when
+        # first needed: an aggregate over a month of conversions takes up to a second or two,
+        # and on the shared reader it would hold up ingest's API-key and session lookups.
+        self._report: sqlite3.Connection | None = None
+        self._report_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -110,9 +115,23 @@ class SqliteStore:
                 raise
 
     def close(self) -> None:
-        with self._lock, self._read_lock:
+        with self._lock, self._read_lock, self._report_lock:
             self._db.close()
             self._reader.close()
+            if self._report is not None:
+                self._report.close()
+
+    def _report_reader(self) -> sqlite3.Connection:
+        """The reports' own connection (call with ``_report_lock`` held)."""
+        if self._report is None:
+            self._report = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT / 1000,
+            )
+            self._report.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
+        return self._report
 
     def _write(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
@@ -868,13 +887,15 @@ class SqliteStore:
     dialect = "sqlite"
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._read_lock:
-            rows: list[tuple[Any, ...]] = self._reader.execute(sql, tuple(params)).fetchall()
+        with self._report_lock:
+            rows: list[tuple[Any, ...]] = (
+                self._report_reader().execute(sql, tuple(params)).fetchall()
+            )
         return rows
 
     def gap_rows(self, start: int, end: int) -> list[GapRow]:
-        with self._read_lock:
-            rows = self._reader.execute(GAP_ROWS_SQL, (start, end)).fetchall()
+        with self._report_lock:
+            rows = self._report_reader().execute(GAP_ROWS_SQL, (start, end)).fetchall()
         return [gap_row(r) for r in rows]
 
     def set_pixel_counts(self, rows: Sequence[tuple[str, str, int]], now: float) -> int:
@@ -888,12 +909,16 @@ class SqliteStore:
         return len(rows)
 
     def pixel_counts(self, start_day: str, end_day: str, event: str) -> dict[str, int]:
-        with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT day, count FROM pixel_counts WHERE event = ? AND day >= ? AND day <= ?"
-                " ORDER BY day",
-                (event, start_day, end_day),
-            ).fetchall()
+        with self._report_lock:
+            rows = (
+                self._report_reader()
+                .execute(
+                    "SELECT day, count FROM pixel_counts WHERE event = ? AND day >= ? AND day <= ?"
+                    " ORDER BY day",
+                    (event, start_day, end_day),
+                )
+                .fetchall()
+            )
         return {str(day): int(count) for day, count in rows}
 
 
