@@ -292,6 +292,7 @@ def serve(
     import uvicorn
 
     from backchannel.web.app import Options, create_app
+    from backchannel.web.auth import PASSWORD_SETTING
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
@@ -312,9 +313,14 @@ def serve(
         else "  sandbox      off"
     )
     console.print(
-        f"  admin        {base}/admin   (password: `backchannel admin set-password`;"
-        " the diagnostics dashboard is not built yet)"
+        f"  dashboard    {base}/admin   (overview, identifiers, dedup, dead letters,"
+        f" test events, connections) and {base}/reports/gap"
     )
+    if store.get_admin_setting(PASSWORD_SETTING) is None:
+        console.print(
+            "  [bold]no admin password yet[/bold]: set one with"
+            " `backchannel admin set-password` to log in to the dashboard"
+        )
     for name in settings.destinations:
         connection = store.get_connection(name)
         if connection is None or not connection.token_encrypted:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from backchannel import stitch
+from backchannel.destinations import DESTINATIONS
 from backchannel.events import Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 from backchannel.sources.ledger import Landing
@@ -192,21 +193,22 @@ async def ingest(
     # browser leg: join landing sessions before anything is stored (stitch_window=None: off)
     provenance = await _stitch(store, good, stitch_window) if stitch_window is not None else []
     # consent: an opted-out conversion is stored (and ledgered) but gets no outbox rows
-    if routes is None:
-        records = [
-            to_record(c, results[index].warnings, origin, () if c.opt_out else destinations)
-            for index, c in good
-        ]
-    else:  # event routing: only the destinations this event is routed to
+    if routes is not None:  # event routing: only the destinations this event is routed to
         if routes.destinations != destinations:
             raise ValueError("routes were built for other destinations")
         await routes.ensure_fresh(store)
-        records = []
-        for index, c in good:
-            targets = () if c.opt_out else routes.destinations_for(c.event)
-            if not targets and not c.opt_out:
-                results[index].warnings.append(Note("event", UNROUTED))
-            records.append(to_record(c, results[index].warnings, origin, targets))
+    records = []
+    for index, c in good:
+        if c.opt_out:
+            targets: tuple[str, ...] = ()
+        else:
+            targets = destinations if routes is None else routes.destinations_for(c.event)
+            warnings = results[index].warnings
+            if not targets:
+                warnings.append(Note("event", UNROUTED))
+            for name in targets:  # what a platform will refuse: said now, not only later
+                warnings.extend(DESTINATIONS[name].refusals(c))
+        records.append(to_record(c, results[index].warnings, origin, targets))
     for record, origin_of in zip(records, provenance, strict=False):
         record.stitched = origin_of.to_json()
     if ledger is not None:  # sources and ledger: the order row commits with its conversion

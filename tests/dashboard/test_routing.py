@@ -259,3 +259,38 @@ class TestRealApp:
         assert app.sql("SELECT COUNT(*) FROM outbox") == [(0,)]
         stored = orjson.loads(app.sql("SELECT warnings FROM conversions")[0][0])
         assert {"path": "event", "reason": UNROUTED} in stored
+
+
+class TestRefusalsAtIngest:
+    """A web event Meta will refuse (no page URL, no user agent) is accepted with warnings
+    that say so — only when it is routed to Meta, and only for what stitching left missing."""
+
+    async def test_warned_only_for_meta_bound_web_events(self, store: Store) -> None:
+        routing.store_route(store, "meta", ["Purchase"], 1.0)
+        bare = {"email": "a@example.com"}
+        items = [
+            conversion(1, event="Purchase", page=None, user=bare),  # to Meta: warned
+            conversion(2, event="Lead", page=None, user=bare),  # TikTok only: not warned
+            conversion(3, event="Purchase"),  # has both: not warned
+            conversion(4, event="Purchase", page=None, user=bare, source="crm"),  # not web
+        ]
+        result = await ingest(
+            items,
+            AsyncStore(store, inline=True),
+            now=time.time(),
+            default_region=None,
+            destinations=BOTH,
+            routes=Routes(BOTH),
+            stitch_window=None,
+        )
+        events = result.as_dict()["events"]
+        meta_paths = [
+            [w["path"] for w in e.get("warnings", []) if "Meta refuses" in w["reason"]]
+            for e in events
+        ]
+        assert meta_paths == [["page.url", "user.user_agent"], [], [], []]
+        stored = orjson.loads(store.read("SELECT warnings FROM conversions WHERE id = 1")[0][0])
+        assert {
+            "path": "page.url",
+            "reason": "missing: Meta refuses website events without event_source_url",
+        } in stored

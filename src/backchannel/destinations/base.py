@@ -96,6 +96,11 @@ class Destination(Protocol):
 
     def notes(self, conversion: Conversion, target: Target, now: float) -> list[Note]: ...
 
+    def refusals(self, conversion: Conversion) -> list[Note]:
+        """What the platform will refuse in this conversion whatever the target (checked
+        at ingest, after stitching, and returned as warnings with the 202)."""
+        ...
+
 
 def shorten(body: bytes, limit: int = 2000) -> str:
     text = body[:limit].decode("utf-8", errors="replace")

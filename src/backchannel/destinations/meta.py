@@ -232,15 +232,30 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     )
 
 
+def refusals(conversion: Conversion) -> list[Note]:
+    """What Meta refuses outright in this event (reference §7: website events need
+    event_source_url and client_user_agent). Ingest checks it after stitching (the landing
+    session may supply both) so the 202 says the event will be a dead letter at Meta."""
+    if conversion.source != "web":
+        return []
+    found = []
+    if conversion.page_url is None:
+        found.append(
+            Note("page.url", "missing: Meta refuses website events without event_source_url")
+        )
+    if conversion.user.user_agent is None:
+        found.append(
+            Note(
+                "user.user_agent",
+                "missing: Meta refuses website events without client_user_agent",
+            )
+        )
+    return found
+
+
 def notes(conversion: Conversion, target: Target, now: float) -> list[Note]:
     found = age_note(conversion, max_age(conversion), now, "Meta")
     if not target.pixel:
         found.append(Note("meta.pixel", "no Meta pixel id configured"))
-    if conversion.source == "web":
-        if conversion.page_url is None:
-            found.append(Note("page.url", "Meta requires event_source_url for website events"))
-        if conversion.user.user_agent is None:
-            found.append(
-                Note("user.user_agent", "Meta requires client_user_agent for website events")
-            )
+    found.extend(refusals(conversion))
     return found

@@ -240,6 +240,12 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     )
 
 
+def refusals(conversion: Conversion) -> list[Note]:
+    """What TikTok refuses outright that ingest cannot already catch: nothing known (the
+    core's validation covers TikTok's required fields)."""
+    return []
+
+
 def notes(conversion: Conversion, target: Target, now: float) -> list[Note]:
     """What would make TikTok drop, mis-file or poorly match this event."""
     found = age_note(conversion, MAX_AGE, now, "TikTok")
