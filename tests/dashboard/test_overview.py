@@ -344,6 +344,28 @@ class TestOverviewPage:
         assert 'href="/admin/test-events"' in page.text
         assert "based on 3 deliveries" in page.text
 
+    def test_chart_bars_are_the_daily_totals(self, running: Running) -> None:
+        """The over-time chart has one bar per day and leg, valued as the tables' totals."""
+        page = running.http.get("/admin?from=2027-01-13&to=2027-01-14", headers=running.admin)
+        data = running.expected(D0, D1)
+        chart = page.text.split('data-testid="overview-chart"', 1)[1].split("</figure>", 1)[0]
+        bars = re.findall(
+            r'data-label="([^"]+)" data-day="([^"]+)" data-days="1" '
+            r'data-value="(\d+)"',
+            chart,
+        )
+        expected = []
+        for label, counts in [
+            ("Received", data.received),
+            *((f"Delivered to {d}", data.delivered.get(d, {})) for d in data.destinations),
+        ]:
+            for i, day in enumerate(data.buckets):
+                expected.append((label, day, str(sum(c[i] for c in counts.values()))))
+        assert bars == expected
+        assert ("Received", "2027-01-13", "3") in bars  # not vacuous: the seed's figures
+        one_day = running.http.get("/admin?from=2027-01-13&to=2027-01-13", headers=running.admin)
+        assert 'data-testid="overview-chart"' not in one_day.text  # hours: the table only
+
     def test_last_errors_are_escaped_and_cut(self, running: Running) -> None:
         """The platform's answer is shown escaped and at most 500 characters long."""
         page = running.http.get("/admin?from=2027-01-13&to=2027-01-14", headers=running.admin)

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import HTMLResponse, JSONResponse
 
+from backchannel import charts
 from backchannel.config import Settings
 from backchannel.diagnostics.overview import ErrorRow, Latency, Overview, overview
 from backchannel.web.auth import Admin, require_admin, require_admin_page
@@ -44,21 +45,36 @@ def _cards(data: Overview) -> str:
     cards = [_card("Received", "received", data.received_total, "production, in range")]
     for d in data.destinations:
         cards.append(_card(f"Delivered · {d}", f"delivered.{d}", data.delivered_total(d)))
-    state = []
-    for d in data.destinations:
-        state.append(
-            _card(f"Queue · {d}", f"queue.{d}", data.queue.get(d, 0), "pending + in flight")
-        )
-        state.append(
-            _card(f"Retrying · {d}", f"retrying.{d}", data.retrying.get(d, 0), "pending, tried")
-        )
-        state.append(_card(f"Dead · {d}", f"dead.{d}", data.dead.get(d, 0)))
-        state.append(_card(f"Expired · {d}", f"expired.{d}", data.expired.get(d, 0)))
+    rows = [
+        [
+            f"<strong>{esc(d)}</strong>",
+            figure(f"queue.{d}", data.queue.get(d, 0)),
+            figure(f"retrying.{d}", data.retrying.get(d, 0)),
+            figure(f"dead.{d}", data.dead.get(d, 0))
+            + (
+                f' <a href="/admin/dead-letters?destination={esc(d)}">list</a>'
+                if data.dead.get(d, 0)
+                else ""
+            ),
+            figure(f"expired.{d}", data.expired.get(d, 0)),
+        ]
+        for d in data.destinations
+    ]
+    state = table(
+        [
+            "destination",
+            "queue (pending + in flight)",
+            "retrying (pending, tried)",
+            "dead",
+            "expired",
+        ],
+        rows,
+        test_id="outbox-now",
+    )
     return (
         f'<h2>Totals</h2><div class="cards" data-testid="totals">{"".join(cards)}</div>'
         "<h2>Outbox now</h2>"
-        '<p class="muted">The current state of the outbox, whatever the range.</p>'
-        f'<div class="cards" data-testid="outbox-now">{"".join(state)}</div>'
+        '<p class="muted">The current state of the outbox, whatever the range.</p>' + state
     )
 
 
@@ -83,25 +99,22 @@ def _series_table(
     )
 
 
-def _chart(labels: list[str], series: dict[str, list[int]]) -> str:
-    """A small bar chart of all events per bucket, as inline SVG (no script, no style)."""
-    totals = [sum(counts[i] for counts in series.values()) for i in range(len(labels))]
-    top = max(totals, default=0)
-    if top == 0:
+def _chart(data: Overview) -> str:
+    """Received and delivered per day, one strip per leg on one scale, every bar labelled
+    (:func:`backchannel.charts.timeseries_svg`, the gap report's chart). Hour buckets (a
+    one-day range) are read from the tables instead: 24 labelled bars say no more."""
+    if data.bucket != "day" or not data.buckets:
         return ""
-    width, height, gap = 640, 120, 1
-    bar = max(1.0, width / len(totals) - gap)
-    bars = "".join(
-        f'<rect x="{i * (bar + gap):.1f}" y="{height - n / top * height:.1f}"'
-        f' width="{bar:.1f}" height="{n / top * height:.1f}">'
-        f"<title>{esc(labels[i])}: {n}</title></rect>"
-        for i, n in enumerate(totals)
-    )
-    return (
-        '<figure class="chart"><svg role="img" aria-label="Received per bucket"'
-        f' viewBox="0 0 {width} {height}" class="bars">{bars}</svg>'
-        f"<figcaption>Received per bucket (max {top})</figcaption></figure>"
-    )
+    days = [date.fromisoformat(label) for label in data.buckets]
+
+    def per_day(counts: dict[str, list[int]]) -> list[tuple[date, int]]:
+        return [(day, sum(c[i] for c in counts.values())) for i, day in enumerate(days)]
+
+    series = {"Received": per_day(data.received)}
+    for d in data.destinations:
+        series[f"Delivered to {d}"] = per_day(data.delivered.get(d, {}))
+    svg = charts.timeseries_svg(series, "Production conversions per day (UTC)")
+    return f'<figure class="chart" data-testid="overview-chart">{svg}</figure>'
 
 
 def _latency(data: Overview) -> str:
@@ -143,7 +156,9 @@ def _errors(rows: list[ErrorRow]) -> str:
             str(e.attempts),
             esc(when(e.due_at)),
             esc(e.error),
-            f"<code>{esc(e.response)}</code>" if e.response else "",
+            f"<details><summary>answer</summary><code>{esc(e.response)}</code></details>"
+            if e.response
+            else "",
         ]
         for e in rows
     ]
@@ -190,8 +205,8 @@ def render_overview(data: Overview) -> str:
         + tests
         + _cards(data)
         + _latency(data)
+        + _chart(data)
         + "<h2>Received</h2>"
-        + _chart(data.buckets, data.received)
         + received
         + "<h2>Delivered</h2>"
         + delivered
