@@ -129,10 +129,22 @@ class TestAudit:
             processes.append(sandbox)
             wait_http(sandbox_url + "/_sandbox/faults", sandbox)
             transcript.append(
-                cli(env, workdir, "token", "set", "tiktok", "--pixel", TIKTOK_PIXEL, stdin=TOKEN)
+                cli(
+                    env,
+                    workdir,
+                    *("token", "set", "tiktok", "--pixel", TIKTOK_PIXEL),
+                    *("--test-event-code", "AUDIT_TEST"),
+                    stdin=TOKEN,
+                )
             )
             transcript.append(
-                cli(env, workdir, "token", "set", "meta", "--pixel", META_PIXEL, stdin=TOKEN)
+                cli(
+                    env,
+                    workdir,
+                    *("token", "set", "meta", "--pixel", META_PIXEL),
+                    *("--test-event-code", "AUDIT_TEST"),
+                    stdin=TOKEN,
+                )
             )
             key = cli(env, workdir, "keys", "create", "--name", "shop").strip().splitlines()[-1]
             admin_key = (
@@ -221,6 +233,37 @@ class TestAudit:
                 )
                 page = record(browser.get("/admin"))
                 assert 'data-figure="received"' in page.text  # the overview rendered
+                # every dashboard page and JSON twin a person or a script can open
+                for path in (
+                    "/admin/identifiers",
+                    "/admin/dedup",
+                    "/admin/dead-letters",
+                    "/admin/test-events",
+                    "/admin/connections",
+                    "/reports/gap",
+                    "/reports/gap.json",
+                    "/reports/gap.csv",
+                    "/reports/gap/charts/gap.svg",
+                    "/admin/api/identifiers",
+                    "/admin/api/dedup",
+                ):
+                    assert record(browser.get(path)).status_code == 200, path
+                fired = record(
+                    browser.post(
+                        "/admin/test-events/fire",
+                        data={"csrf_token": csrf_from(page.text)},
+                        follow_redirects=True,
+                    )
+                )
+                assert fired.status_code == 200  # followed to the side-by-side page
+                assert "/admin/test-events/" in str(fired.url)
+                seen = fired
+                for _ in range(100):  # until both destinations answered (no meta refresh)
+                    if 'http-equiv="refresh"' not in seen.text:
+                        break
+                    time.sleep(0.2)
+                    seen = record(browser.get(str(fired.url)))
+                assert 'http-equiv="refresh"' not in seen.text
                 record(browser.post("/logout", data={"csrf_token": csrf_from(page.text)}))
             http.close()
 
