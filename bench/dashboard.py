@@ -7,11 +7,10 @@ row for 60 % of them — roughly what a shop doing n orders a month leaves behin
 times, per page, the same data function the page calls (best and median of ``--repeat``
 runs), for the last 7 days and the whole range:
 
-    ./dev bench dashboard                        # SQLite, 200,000 conversions over 30 days
+    ./dev bench dashboard               # SQLite, then PostgreSQL (./dev starts a throwaway
+                                        # server): 200,000 conversions over 30 days
     ./dev bench dashboard --n 50000 --repeat 5
-    # and PostgreSQL, with the throwaway server ./dev test uses:
-    bash -c 'set -euo pipefail; VENV=$PWD/.venv; source scripts/test-services.sh;
-             .venv/bin/python bench/dashboard.py --postgres'
+    .venv/bin/python bench/dashboard.py # SQLite only (no PostgreSQL URL in the environment)
 
 Pages answer off the event loop (a thread), and SQLite reads on a connection of their own,
 so these times are what a dashboard user waits, not what ingest waits. Never pass/fail.
@@ -156,7 +155,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30, help="days they are spread over")
     parser.add_argument("--repeat", type=int, default=3, help="runs per query")
     parser.add_argument(
-        "--postgres", action="store_true", help="also PostgreSQL (BACKCHANNEL_TEST_POSTGRES_URL)"
+        "--postgres",
+        default=os.environ.get("BACKCHANNEL_TEST_POSTGRES_URL"),
+        help="a PostgreSQL server URL (default: BACKCHANNEL_TEST_POSTGRES_URL, which ./dev sets)",
     )
     args = parser.parse_args()
     today = datetime.now(UTC).date()
@@ -167,17 +168,19 @@ def main() -> None:
             measure(f"SQLite, {args.n} conversions", store, args.days, today, args.repeat)
         finally:
             store.close()
-    if args.postgres:
-        from backchannel.store.postgres import PostgresStore
-        from store_insert import postgres_database  # a throwaway database, dropped after
+    if not args.postgres:
+        print("PostgreSQL skipped (set BACKCHANNEL_TEST_POSTGRES_URL or pass --postgres URL)")
+        return
+    from backchannel.store.postgres import PostgresStore
+    from store_insert import postgres_database  # a throwaway database, dropped after
 
-        with postgres_database(os.environ["BACKCHANNEL_TEST_POSTGRES_URL"]) as url:
-            pg = PostgresStore(url)
-            try:
-                seed(pg, args.n, args.days, today)
-                measure(f"PostgreSQL, {args.n} conversions", pg, args.days, today, args.repeat)
-            finally:
-                pg.close()
+    with postgres_database(args.postgres) as url:
+        pg = PostgresStore(url)
+        try:
+            seed(pg, args.n, args.days, today)
+            measure(f"PostgreSQL, {args.n} conversions", pg, args.days, today, args.repeat)
+        finally:
+            pg.close()
 
 
 if __name__ == "__main__":
