@@ -47,8 +47,8 @@ CHUNK = 2000
 
 def seed(store: Store, n: int, days: int, today: date) -> None:
     start = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=days - 1)
-    first = start.timestamp()
-    span = days * 86400.0 - 3600
+    first = start.timestamp() + 3600  # orders are placed a minute before; keep them in range
+    span = days * 86400.0 - 7200
     began = time.perf_counter()
     for base in range(0, n, CHUNK):
         ids = range(base, min(n, base + CHUNK))
