@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from backchannel.store import open_store
-from browser import conftest as chromium
 from dashboard.test_dedup import seed_dedup
 from dashboard.test_identifiers import seed_identifiers
 from hardening import conftest as hardening
@@ -24,8 +23,6 @@ from hardening.conftest import PASSWORD, StartApp
 # fixtures: a gateway with a password set (hardening), Chromium with a fresh profile (browser)
 start_app = hardening.start_app
 stack = hardening.stack
-playwright_driver = chromium.playwright_driver
-browser = chromium.browser
 
 pytestmark = pytest.mark.browser
 QUERY = "from=2027-01-10&to=2027-01-15"

@@ -25,7 +25,6 @@ from backchannel.report import SECTIONS
 from backchannel.store import open_store
 from backchannel.web.app import Options, create_app
 from backchannel.web.auth import set_password
-from browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from dashboard.test_gap_page import CLI_RANGE, PASSWORD, Running, expected_figures
 from report.test_gap import seed
 from serve.helpers import add_key, make_settings
@@ -34,17 +33,6 @@ from support.server import ServerThread
 pytestmark = pytest.mark.browser
 
 QUERY = "from=2026-11-01&to=2026-11-30&switch_on=2026-11-15"
-
-
-# Module scope: Playwright's sync API keeps an event loop on this thread while it runs.
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM} (set BACKCHANNEL_TEST_CHROMIUM)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        yield playwright
 
 
 @pytest.fixture
@@ -63,22 +51,10 @@ def gateway(tmp_path: Path) -> Iterator[Running]:
         yield Running(server.url, settings.database_url, admin_key, http)
 
 
-@pytest.fixture
-def context(driver: Any, tmp_path: Path) -> Iterator[Any]:
-    """A fresh Chromium profile per test."""
-    browser = driver.chromium.launch_persistent_context(
-        str(tmp_path / "profile"), executable_path=CHROMIUM, headless=False, args=CHROMIUM_ARGS
-    )
-    try:
-        yield browser
-    finally:
-        browser.close()
-
-
-def test_form_login_opens_the_gap_report(context: Any, gateway: Running) -> None:
+def test_form_login_opens_the_gap_report(browser: Any, gateway: Running) -> None:
     """Logged out, /reports/gap goes to the login form; the password brings Chromium back to
     the report with the same range."""
-    page = context.new_page()
+    page = browser.new_page()
     page.goto(f"{gateway.url}/reports/gap?{QUERY}")
     assert page.url.startswith(f"{gateway.url}/login")
     page.fill('input[name="password"]', PASSWORD)
@@ -101,12 +77,12 @@ def session_cookie(gateway: Running) -> str:
     return cookie
 
 
-def test_page_numbers_match_the_cli(context: Any, gateway: Running, tmp_path: Path) -> None:
+def test_page_numbers_match_the_cli(browser: Any, gateway: Running, tmp_path: Path) -> None:
     """Every data-figure on the rendered page equals the CLI's JSON at its path; the six
     charts render at a readable size; no CSP violation; a full-page screenshot is saved."""
-    context.add_cookies([{"name": "bc_session", "value": session_cookie(gateway),
+    browser.add_cookies([{"name": "bc_session", "value": session_cookie(gateway),
                           "url": gateway.url}])  # fmt: skip
-    page = context.new_page()
+    page = browser.new_page()
     violations: list[str] = []
     page.on(
         "console",

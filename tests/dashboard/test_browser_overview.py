@@ -10,7 +10,6 @@ checks the row in the store. Screenshots land in ``tmp_path``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +28,6 @@ pytestmark = pytest.mark.browser
 
 RANGE = "from=2027-01-13&to=2027-01-14"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def playwright_driver() -> Iterator[Any]:
-    """One Playwright driver for this module (its sync API holds this thread's event loop)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"chromium not found at {CHROMIUM}: install Debian's chromium or set"
-            " BACKCHANNEL_TEST_CHROMIUM",
-            pytrace=False,
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        yield driver
 
 
 def expected_figures(doc: dict[str, Any]) -> dict[str, Any]:

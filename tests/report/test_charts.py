@@ -9,9 +9,7 @@ none of that depends on coordinates a layout tweak would change.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from datetime import date, timedelta
 from pathlib import Path
@@ -31,7 +29,7 @@ from backchannel.report import (
     time_range,
 )
 from backchannel.store.base import Store
-from backchannel.store.sqlite import SqliteStore
+from report.helpers import RANGE, report_cli
 from report.test_gap import END, EXPECTED_BREAKDOWNS, START, SWITCH, seed
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -254,31 +252,7 @@ class TestDailySeries:
 
 # -- the CLI export -------------------------------------------------------------------------------
 def cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_")}
-    env["BACKCHANNEL_DATABASE_URL"] = f"sqlite:///{db}"
-    return subprocess.run(
-        [sys.executable, "-m", "backchannel.cli", "report", "gap", *args],
-        capture_output=True,
-        text=True,
-        cwd=db.parent,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
-
-@pytest.fixture
-def seeded(tmp_path: Path) -> Path:
-    db = tmp_path / "bc.db"
-    store = SqliteStore(db)
-    try:
-        seed(store)
-    finally:
-        store.close()
-    return db
-
-
-RANGE = ("--from", "2026-11-01", "--to", "2026-11-30", "--switch-on", "2026-11-15")
+    return report_cli(db, "gap", *args)
 
 
 class TestChartExport:

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ import pytest
 
 from backchannel.report import Tally, gap_report, time_range
 from backchannel.store.base import BrowserEvent, LedgerEntry, SessionUpdate, Store
-from backchannel.store.sqlite import SqliteStore
+from report.helpers import RANGE, report_cli
 from store.helpers import LEASE, NOW, conversion
 
 START, END, SWITCH = date(2026, 11, 1), date(2026, 11, 30), date(2026, 11, 15)
@@ -188,31 +186,7 @@ class TestGapReport:
 
 # -- the CLI --------------------------------------------------------------------------------------
 def run(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_")}
-    env["BACKCHANNEL_DATABASE_URL"] = f"sqlite:///{db}"
-    return subprocess.run(
-        [sys.executable, "-m", "backchannel.cli", "report", "gap", *args],
-        capture_output=True,
-        text=True,
-        cwd=db.parent,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
-
-@pytest.fixture
-def seeded(tmp_path: Path) -> Path:
-    db = tmp_path / "bc.db"
-    store = SqliteStore(db)
-    try:
-        seed(store)
-    finally:
-        store.close()
-    return db
-
-
-RANGE = ("--from", "2026-11-01", "--to", "2026-11-30", "--switch-on", "2026-11-15")
+    return report_cli(db, "gap", *args)
 
 
 class TestCli:

@@ -7,9 +7,7 @@ orders in November 2026, 3 reported by the Pixel mirror, 5 deduplicated.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -18,6 +16,7 @@ import pytest
 from backchannel.report import PixelCsvError, from_store, parse_pixel_csv
 from backchannel.store.base import Store
 from backchannel.store.sqlite import SqliteStore
+from report.helpers import RANGE, report_cli
 from report.test_gap import END, START, SWITCH, seed
 
 
@@ -144,31 +143,9 @@ class TestParse:
 
 # -- the CLI --------------------------------------------------------------------------------------
 def cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_")}
-    env["BACKCHANNEL_DATABASE_URL"] = f"sqlite:///{db}"
-    return subprocess.run(
-        [sys.executable, "-m", "backchannel.cli", "report", *args],
-        capture_output=True,
-        text=True,
-        cwd=db.parent,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return report_cli(db, *args)
 
 
-@pytest.fixture
-def seeded(tmp_path: Path) -> Path:
-    db = tmp_path / "bc.db"
-    store = SqliteStore(db)
-    try:
-        seed(store)
-    finally:
-        store.close()
-    return db
-
-
-RANGE = ("--from", "2026-11-01", "--to", "2026-11-30", "--switch-on", "2026-11-15")
 EXPORT = "Date,Event,Count\n2026-11-05,CompletePayment,1\n2026-11-16,CompletePayment,2\n"
 
 
