@@ -11,7 +11,6 @@ hands the cookie to Chromium, then checks everything a reader sees.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,9 @@ import pytest
 
 from backchannel import charts
 from backchannel.report import SECTIONS
-from backchannel.store import open_store
-from backchannel.web.app import Options, create_app
-from backchannel.web.auth import set_password
-from dashboard.test_gap_page import CLI_RANGE, PASSWORD, Running, expected_figures
+from dashboard.helpers import PASSWORD, seeded_gateway
+from dashboard.test_gap_page import CLI_RANGE, Running, expected_figures
 from report.test_gap import seed
-from serve.helpers import add_key, make_settings
-from support.server import ServerThread
 
 pytestmark = pytest.mark.browser
 
@@ -38,17 +33,8 @@ QUERY = "from=2026-11-01&to=2026-11-30&switch_on=2026-11-15"
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Running]:
     """The gap report's seeded SQLite store behind a real gateway, password set."""
-    settings = make_settings(tmp_path)
-    admin_key = add_key(settings, "ops", scope="admin")
-    store = open_store(settings.database_url)
-    try:
-        seed(store)
-        set_password(store, PASSWORD, time.time())
-    finally:
-        store.close()
-    app = create_app(settings, Options(worker=False, sandbox=False))
-    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
-        yield Running(server.url, settings.database_url, admin_key, http)
+    with seeded_gateway(tmp_path, seed) as gw:
+        yield Running(gw.url, gw.settings.database_url, gw.admin_key, gw.http)
 
 
 def test_form_login_opens_the_gap_report(browser: Any, gateway: Running) -> None:

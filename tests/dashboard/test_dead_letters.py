@@ -35,7 +35,7 @@ from backchannel.sandbox import create_app as create_sandbox
 from backchannel.store import open_store
 from backchannel.store.base import Dead, Store
 from backchannel.web.app import Options, create_app
-from backchannel.web.auth import set_password
+from dashboard.helpers import seeded_gateway
 from dashboard.test_overview import DEAD_BODY, HOSTILE_ANSWER, PASSWORD, A, B, by_n, seed
 from serve.helpers import (
     FAST_RETRY,
@@ -172,17 +172,8 @@ def csrf(page: str) -> str:
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Running]:
-    settings = make_settings(tmp_path)
-    admin_key = add_key(settings, "ops", scope="admin")
-    store = open_store(settings.database_url)
-    try:
-        seed(store)
-        set_password(store, PASSWORD, time.time())
-    finally:
-        store.close()
-    app = create_app(settings, Options(worker=False, sandbox=False))
-    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
-        yield Running(server.url, settings, admin_key, http)
+    with seeded_gateway(tmp_path, seed) as gw:
+        yield Running(gw.url, gw.settings, gw.admin_key, gw.http)
 
 
 class TestDeadLetterPages:

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,15 +29,11 @@ from backchannel import charts
 from backchannel.report import SECTIONS, time_range
 from backchannel.store import open_store
 from backchannel.store.base import LedgerEntry, SessionUpdate, Store
-from backchannel.web.app import Options, create_app
-from backchannel.web.auth import set_password
+from dashboard.helpers import seeded_gateway
 from report.test_gap import seed
-from serve.helpers import add_key, make_settings
 from store.conftest import BACKENDS
 from store.helpers import NOW, conversion
-from support.server import ServerThread
 
-PASSWORD = "correct horse battery staple"
 RANGE = {"from": "2026-11-01", "to": "2026-11-30", "switch_on": "2026-11-15"}
 CLI_RANGE = ("--from", "2026-11-01", "--to", "2026-11-30", "--switch-on", "2026-11-15")
 FIGURE = re.compile(r'<span class="figure" data-figure="([^"]+)">([^<]*)</span>')
@@ -88,17 +83,8 @@ class Running:
 
 
 def start(tmp_path: Path, database_url: str, seeder: Any = seed) -> Iterator[Running]:
-    settings = make_settings(tmp_path, database_url=database_url)
-    admin_key = add_key(settings, "ops", scope="admin")
-    store = open_store(database_url)
-    try:
-        seeder(store)
-        set_password(store, PASSWORD, time.time())
-    finally:
-        store.close()
-    app = create_app(settings, Options(worker=False, sandbox=False))
-    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
-        yield Running(server.url, database_url, admin_key, http)
+    with seeded_gateway(tmp_path, seeder, database_url=database_url) as gw:
+        yield Running(gw.url, database_url, gw.admin_key, gw.http)
 
 
 @pytest.fixture

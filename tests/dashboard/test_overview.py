@@ -18,7 +18,6 @@ n     event            received    tiktok                           meta
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -40,16 +39,12 @@ from backchannel.diagnostics.overview import (
 from backchannel.report import time_range
 from backchannel.store import open_store
 from backchannel.store.base import Claimed, Dead, Store
-from backchannel.web.app import Options, create_app
-from backchannel.web.auth import set_password
 from backchannel.web.dashboard.overview import figure_keys
-from serve.helpers import add_key, make_settings
+from dashboard.helpers import PASSWORD, seeded_gateway
 from store.helpers import LEASE, conversion
-from support.server import ServerThread
 
 D0, D1 = date(2027, 1, 13), date(2027, 1, 14)
 DESTINATIONS = ("tiktok", "meta")
-PASSWORD = "correct horse battery staple"
 #: the platform's answer of the retrying row: longer than the 500-character excerpt
 LONG_ANSWER = '{"code": 50000, "message": "' + "x" * 600 + '"}'
 HOSTILE_ANSWER = '{"error": {"message": "<script>alert(1)</script>"}}'
@@ -293,17 +288,8 @@ class Running:
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Running]:
     """A gateway (no worker) on a seeded SQLite store, with an admin key and a password."""
-    settings = make_settings(tmp_path)
-    admin_key = add_key(settings, "ops", scope="admin")
-    store = open_store(settings.database_url)
-    try:
-        seed(store)
-        set_password(store, PASSWORD, time.time())
-    finally:
-        store.close()
-    app = create_app(settings, Options(worker=False, sandbox=False))
-    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
-        yield Running(server.url, settings, admin_key, http)
+    with seeded_gateway(tmp_path, seed) as gw:
+        yield Running(gw.url, gw.settings, gw.admin_key, gw.http)
 
 
 FIGURE = re.compile(r'<span class="figure" data-figure="([^"]+)">([^<]*)</span>')
