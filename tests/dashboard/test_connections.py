@@ -126,6 +126,9 @@ class TestConnections:
         assert text_of(page.text, "code-tiktok") == "TEST111"
         assert 'name=token value=""' in page.text  # never pre-filled
         assert text_of(page.text, "mode-meta") == "sandbox"
+        overview = browser.get("/admin")  # the overview warns about meta only now
+        assert "SANDBOX MODE: meta has no token" in overview.text
+        assert "tiktok and meta" not in overview.text
         pixel, ciphertext, last4, code = connection(running, "tiktok") or ()
         assert (pixel, last4, code) == (TIKTOK_PIXEL, "WXYZ", "TEST111")
         cipher = credentials.load_cipher(running.settings)

@@ -106,6 +106,32 @@ def seed(store: Store) -> None:
     store.mark_dead(
         [Dead(meta[6], b'{"event": "Purchase"}')], "test code refused", '{"error": {}}', None
     )
+    # refused source input: two in the range (newest first on the page), one before it
+    store.record_rejection(
+        "shopify",
+        orjson.dumps(
+            {
+                "error": "unauthorized",
+                "errors": [{"path": "X-Shopify-Hmac-Sha256", "reason": "bad"}],
+            }
+        ),
+        A + 5,
+        delivery_id="wh-1",
+    )
+    store.record_rejection(
+        "csv",
+        orjson.dumps(
+            {
+                "error": "invalid_rows",
+                "errors": [
+                    {"line": 3, "path": "value", "reason": "must not be negative"},
+                    {"line": 4, "path": "currency", "reason": "unknown"},
+                ],
+            }
+        ),
+        B + 5,
+    )
+    store.record_rejection("stripe", b'{"error": "x", "errors": []}', at(date(2027, 1, 10)))
 
 
 # --- the data function, on both backends --------------------------------------------------------
@@ -145,6 +171,11 @@ class TestOverviewFigures:
         }
         assert data.received_total == 4 + 1
         assert data.test_events == 1
+        assert data.refused == 2
+        assert [(r.source, r.delivery_id, r.error, r.summary) for r in data.last_refused] == [
+            ("csv", None, "invalid_rows", "line 3: value: must not be negative (+1 more)"),
+            ("shopify", "wh-1", "unauthorized", "X-Shopify-Hmac-Sha256: bad"),
+        ]
         assert data.delivered == {
             "tiktok": {"CompletePayment": [2, 1]},
             "meta": {"CompletePayment": [1, 0], "ViewContent": [1, 0]},
@@ -329,6 +360,11 @@ class TestOverviewPage:
         assert found["delivered.tiktok.CompletePayment.total"] == "3"
         assert 'href="/admin/test-events"' in page.text
         assert "based on 3 deliveries" in page.text
+        assert found["refused"] == "2"
+        refused = page.text.split('data-testid="refused"', 1)[1].split("</table>", 1)[0]
+        assert "line 3: value: must not be negative (+1 more)" in refused
+        # no token on either destination: the page says events reach no platform
+        assert "SANDBOX MODE: tiktok and meta have no token" in page.text
 
     def test_chart_bars_are_the_daily_totals(self, running: Running) -> None:
         """The over-time chart has one bar per day and leg, valued as the tables' totals."""

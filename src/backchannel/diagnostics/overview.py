@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
+
 from backchannel.report import time_range
 from backchannel.store.base import DEAD, DELIVERED, EXPIRED, IN_FLIGHT, PENDING, Store
 
 LATENCY_CAP = 100_000  # deliveries per destination the latency figures are computed from
-LAST_ERRORS = 20  # rows in the "last errors" table
+LAST_ERRORS = 20  # rows in the "last errors" and "refused input" tables
 RESPONSE_EXCERPT = 500  # characters of the platform's answer shown per error
 DAY, HOUR = 86_400, 3_600  # seconds per bucket
 
@@ -69,6 +71,35 @@ class ErrorRow:
     response: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedRow:
+    """Input a source endpoint or the importer refused (a bad webhook signature, an
+    unmappable order, a CSV file with bad rows): ``summary`` is its first ``path: reason``."""
+
+    at: float
+    source: str
+    delivery_id: str | None
+    error: str
+    summary: str
+
+
+def summarize_refusal(reason: bytes | str) -> tuple[str, str]:
+    """(error code, first "path: reason") of a stored rejection's JSON."""
+    try:
+        doc = orjson.loads(reason)
+    except orjson.JSONDecodeError:
+        return "unreadable", ""
+    if not isinstance(doc, dict):
+        return "unreadable", ""
+    errors = doc.get("errors") or []
+    first = errors[0] if errors and isinstance(errors[0], dict) else {}
+    where = f"line {first['line']}: " if "line" in first else ""
+    summary = f"{where}{first.get('path', '')}: {first.get('reason', '')}" if first else ""
+    if len(errors) > 1:
+        summary += f" (+{len(errors) - 1} more)"
+    return str(doc.get("error", "")), summary
+
+
 @dataclass(slots=True)
 class Overview:
     start: date
@@ -91,6 +122,9 @@ class Overview:
     expired: dict[str, int] = field(default_factory=dict)
     latency: dict[str, Latency] = field(default_factory=dict)
     last_errors: list[ErrorRow] = field(default_factory=list)
+    #: source input refused in the range (webhooks, CSV imports), and the latest of them
+    refused: int = 0
+    last_refused: list[RefusedRow] = field(default_factory=list)
 
     @property
     def received_total(self) -> int:
@@ -118,6 +152,19 @@ class Overview:
             },
             "received": self.received,
             "delivered": self.delivered,
+            "refused": {
+                "total": self.refused,
+                "latest": [
+                    {
+                        "at": r.at,
+                        "source": r.source,
+                        "delivery_id": r.delivery_id,
+                        "error": r.error,
+                        "summary": r.summary,
+                    }
+                    for r in self.last_refused
+                ],
+            },
             "latency": {
                 d: {
                     "base": lat.base,
@@ -227,6 +274,11 @@ LIMIT ?
 
 # Per destination so the (destination, status, due_at) index narrows it; delivered rows never
 # keep an error (mark_delivered clears it), so only the other states are read.
+_REFUSED_COUNT = "SELECT COUNT(*) FROM ingest_rejections WHERE at >= ? AND at < ?"
+_REFUSED = (
+    "SELECT at, source, delivery_id, reason FROM ingest_rejections"
+    " WHERE at >= ? AND at < ? ORDER BY at DESC, id DESC LIMIT ?"
+)
 _ERRORS = """
 SELECT o.id, o.destination, c.event, c.event_id, o.status, o.attempts, o.due_at,
        o.last_error, o.last_response
@@ -323,4 +375,12 @@ def overview(store: Store, start: date, end: date, destinations: Sequence[str]) 
             )
     errors.sort(key=lambda e: (e.due_at, e.outbox_id), reverse=True)
     result.last_errors = errors[:LAST_ERRORS]
+
+    ((refused,),) = store.read(_REFUSED_COUNT, (float(lo), float(hi)))
+    result.refused = int(refused)
+    for at, source, delivery_id, reason in store.read(
+        _REFUSED, (float(lo), float(hi), LAST_ERRORS)
+    ):
+        error, summary = summarize_refusal(reason)
+        result.last_refused.append(RefusedRow(float(at), source, delivery_id, error, summary))
     return result

@@ -175,7 +175,45 @@ def _errors(rows: list[ErrorRow]) -> str:
     )
 
 
-def render_overview(data: Overview) -> str:
+def _refused(data: Overview) -> str:
+    cells = [
+        [
+            esc(when(r.at)),
+            esc(r.source),
+            f"<code>{esc(r.delivery_id)}</code>" if r.delivery_id else "—",
+            esc(r.error),
+            esc(r.summary),
+        ]
+        for r in data.last_refused
+    ]
+    return (
+        "<h2>Refused input</h2>"
+        f'<p class="muted">{figure("refused", data.refused)} webhook deliveries or imports'
+        " refused in this range (bad signature, unmappable order, invalid CSV rows); the"
+        " sender was told why, nothing of them was stored. Newest first.</p>"
+        + table(
+            ["when", "source", "delivery", "error", "first reason"],
+            cells,
+            empty="Nothing refused.",
+            test_id="refused",
+        )
+    )
+
+
+def sandbox_notice(sandboxed: list[str]) -> str:
+    """Said first when a destination sends to the local sandbox: nothing reaches it."""
+    if not sandboxed:
+        return ""
+    names = " and ".join(sandboxed)
+    verb, whose = ("has", "its") if len(sandboxed) == 1 else ("have", "their")
+    return layout.notice(
+        f"SANDBOX MODE: {names} {verb} no token, so {whose} events go to the built-in"
+        " emulator and never reach the platform. Paste the token on the Connections page.",
+        kind="error",
+    )
+
+
+def render_overview(data: Overview, sandboxed: list[str] | None = None) -> str:
     """The page body (everything under the title)."""
     tests = (
         f'<p class="notice info" role="status">Production events only. '
@@ -201,7 +239,8 @@ def render_overview(data: Overview) -> str:
         for d in data.destinations
     )
     return (
-        layout.range_form(PATH, data.start, data.end)
+        sandbox_notice(sandboxed or [])
+        + layout.range_form(PATH, data.start, data.end)
         + tests
         + _cards(data)
         + _latency(data)
@@ -211,13 +250,18 @@ def render_overview(data: Overview) -> str:
         + "<h2>Delivered</h2>"
         + delivered
         + _errors(data.last_errors)
+        + _refused(data)
     )
 
 
 def figure_keys(data: Overview) -> dict[str, Any]:
     """The ``data-figure`` key of every total and latency figure, with the value it shows
     (the JSON twin's numbers under the page's keys: what the browser test compares)."""
-    keys: dict[str, Any] = {"received": data.received_total, "test_events": data.test_events}
+    keys: dict[str, Any] = {
+        "received": data.received_total,
+        "test_events": data.test_events,
+        "refused": data.refused,
+    }
     for d in data.destinations:
         keys[f"delivered.{d}"] = data.delivered_total(d)
         keys[f"queue.{d}"] = data.queue.get(d, 0)
@@ -232,6 +276,17 @@ def figure_keys(data: Overview) -> dict[str, Any]:
 
 def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     destinations = tuple(settings.destinations)
+
+    def sandboxed() -> list[str]:
+        """The destinations sending to the sandbox now (no token), as delivery decides."""
+        found = []
+        for name in destinations:
+            try:
+                if state["targets"].resolve(name).sandbox:
+                    found.append(name)
+            except RuntimeError:  # no token and no sandbox: nothing is delivered at all
+                found.append(name)
+        return found
 
     async def load(start: date, end: date) -> Overview:
         return await asyncio.to_thread(overview, state["store"], start, end, destinations)
@@ -248,7 +303,8 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             body = layout.notice(str(exc), kind="error") + layout.range_form(PATH, start, end)
             return layout.render("Overview", body, admin, active="overview", status=400)
         data = await load(start, end)
-        return layout.render("Overview", render_overview(data), admin, active="overview")
+        body = render_overview(data, sandboxed())
+        return layout.render("Overview", body, admin, active="overview")
 
     @app.get(API_PATH, summary="Overview figures (admin session or admin API key)")
     async def overview_json(
