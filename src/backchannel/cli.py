@@ -737,6 +737,7 @@ def import_csv(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from backchannel import stitch
     from backchannel.destinations import DESTINATIONS
     from backchannel.ingest import to_record
     from backchannel.routing import Routes
@@ -803,13 +804,20 @@ def import_csv(
 
     utm = ledger.utm_sources(settings.tiktok_utm_sources)
     # a session_id column: the landing sessions' signals are ledger evidence too
+    # and the conversions are stitched from them (browser leg), as ingest does
     landings: dict[str, ledger.Landing] = {}
+    provenance: dict[int, str] = {}
     if any(row.conversion.session_id for row in plan.rows):
         lookup = open_configured_store(settings)
         try:
-            landings = csv_import.landings(
+            matches = csv_import.named_sessions(
                 plan.rows, lambda ids: lookup.find_sessions(session_ids=ids)
             )
+            landings = csv_import.landings(matches)
+            named = [row.conversion for row in plan.rows]
+            for index, origin in enumerate(stitch.stitch_all(named, matches)):
+                if origin.matched_by is not None:
+                    provenance[index] = origin.to_json()
         except Exception as exc:
             fail(f"database: {type(exc).__name__} while reading the rows' landing sessions")
         finally:
@@ -823,7 +831,7 @@ def import_csv(
             routes.load(reader)
         finally:
             reader.close()
-    for row in plan.rows:
+    for index, row in enumerate(plan.rows):
         conversion = row.conversion
         targets = (
             ()
@@ -840,6 +848,7 @@ def import_csv(
         assert entry is not None  # every row has an order id and a value
         if targets:
             new = to_record(conversion, row.warnings, "csv", targets)
+            new.stitched = provenance.get(index)
             new.ledger = entry
             send.append(new)
         else:

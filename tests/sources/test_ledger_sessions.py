@@ -179,8 +179,9 @@ class TestCsvImport:
     def test_session_id_column_brings_the_sessions_utm_source(
         self, shop: Gateway, tmp_path: Path
     ) -> None:
-        """`backchannel import` with a session_id column: the named session's UTM counts."""
-        land(shop)
+        """`backchannel import` with a session_id column: the named session's UTM counts,
+        and the conversion is stitched from it like an API conversion naming its session."""
+        land(shop, ttclid="E.C.P.LANDED", ttp="ttp.landed")
         work = tmp_path / "import"
         work.mkdir()
         (work / "orders.csv").write_text(
@@ -204,6 +205,25 @@ class TestCsvImport:
         )
         assert done.returncode == 0, done.stderr
         assert orjson.loads(done.stdout.strip().splitlines()[-1])["attributed_tiktok"] == 2
-        assert evidence(shop, "9001") == (1, {"utm_source": "landing_session"}, SID)
+        landed = {"ttclid": "landing_session", "utm_source": "landing_session"}
+        assert evidence(shop, "9001") == (1, landed, SID)
         assert evidence(shop, "9002") == (0, {}, "Nobody-Knows-This")
-        assert evidence(shop, "9003") == (1, {"utm_source": "column"}, SID)
+        assert evidence(shop, "9003") == (
+            1,
+            {"utm_source": "column", "ttclid": "landing_session"},
+            SID,
+        )
+        rows = shop.query(
+            "SELECT order_id, payload, stitched FROM conversions WHERE origin = 'csv'"
+            " ORDER BY order_id"
+        )
+        stitched = {
+            order: (orjson.loads(payload)["user"], None if how is None else orjson.loads(how))
+            for order, payload, how in rows
+        }
+        user, how = stitched["9001"]
+        assert (user["ttclid"], user["ttp"]) == ("E.C.P.LANDED", "ttp.landed")
+        assert how["matched_by"] == "session_id"
+        assert how["fields"]["ttclid"] == how["fields"]["ttp"] == "session"
+        user, how = stitched["9002"]  # an unknown session: nothing filled, nothing claimed
+        assert (user["ttclid"], how) == (None, None)

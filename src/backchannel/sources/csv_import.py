@@ -18,8 +18,11 @@ adds or overrides. Rows repeating an order id (line-item exports) are merged whe
 on the order's value and currency, and refused when they do not.
 
 A ``session_id`` column names the row's landing session (bc.js's ``_bc_sid``): the sessions
-named are read with one lookup per :data:`CHUNK` ids (:func:`landings`) and their ttclid and
-``utm_source`` count as ``landing_session`` evidence in the ledger, after the row's own.
+named are read with one lookup per :data:`CHUNK` ids (:func:`named_sessions`); their ttclid and
+``utm_source`` count as ``landing_session`` evidence in the ledger, after the row's own, and
+the conversion is stitched from them as an API conversion naming its session would be (the
+identifiers the row lacks — ttclid, _ttp, fbp/fbc, IP, user agent, landing URL — filled in,
+with their provenance stored).
 """
 
 from __future__ import annotations
@@ -307,21 +310,27 @@ def plan(
     return result
 
 
-def landings(
+def named_sessions(
     rows: Sequence[Row], find: Callable[[list[str]], Iterable[SessionMatch]]
-) -> dict[str, Landing]:
-    """The landing sessions named by the rows' ``session_id`` column, by id, for the ledger.
+) -> list[SessionMatch]:
+    """The landing sessions named by the rows' ``session_id`` column.
 
     ``find`` is ``Store.find_sessions`` by session ids, called once per :data:`CHUNK` ids (no
-    call when no row names a session). A session id nobody recorded adds no evidence.
+    call when no row names a session). A session id nobody recorded finds nothing. Only
+    sessions named explicitly are returned: an import never guesses by ttclid or email.
     """
     ids = sorted({row.conversion.session_id for row in rows if row.conversion.session_id})
-    found: dict[str, Landing] = {}
+    found: list[SessionMatch] = []
     for start in range(0, len(ids), CHUNK):
-        for match in find(ids[start : start + CHUNK]):
-            if match.kind == "session_id":
-                session = match.session
-                found[session.session_id] = Landing(
-                    session.session_id, "session_id", tuple(session_signals(session))
-                )
+        found.extend(m for m in find(ids[start : start + CHUNK]) if m.kind == "session_id")
     return found
+
+
+def landings(matches: Iterable[SessionMatch]) -> dict[str, Landing]:
+    """The named sessions as ledger evidence (their ttclid and utm_source), by session id."""
+    return {
+        m.session.session_id: Landing(
+            m.session.session_id, "session_id", tuple(session_signals(m.session))
+        )
+        for m in matches
+    }
