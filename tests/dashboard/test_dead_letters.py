@@ -8,6 +8,7 @@ event, due B, newer).
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from collections.abc import Iterator
@@ -244,6 +245,9 @@ class TestDeadLetterPages:
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
         body = orjson.dumps(DEAD_BODY, option=orjson.OPT_INDENT_2).decode()
         assert body.replace('"', "&quot;") in page.text
+        answer = orjson.dumps(orjson.loads(HOSTILE_ANSWER), option=orjson.OPT_INDENT_2).decode()
+        shown = page.text.split('data-testid="response">', 1)[1].split("</pre>", 1)[0]
+        assert shown == html.escape(answer)  # indented, escaped
         assert 'action="/admin/dead-letters/replay"' in page.text
         assert running.http.get("/admin/dead-letters/abc", headers=running.admin).status_code == 400
         missing = running.http.get("/admin/dead-letters/999999", headers=running.admin)

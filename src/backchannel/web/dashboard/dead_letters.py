@@ -179,11 +179,13 @@ def render_detail(letter: DeadLetter, admin: Admin) -> str:
         if letter.sent_body is not None
         else "(not recorded: the row was never dead-lettered)"
     )
+    # the answer indented when it is JSON (both platforms answer JSON), else as it came
+    answer = pretty(letter.response.encode()) if letter.response else ""
     return (
         f'<p><a href="{PATH}">← all dead letters</a></p>'
         f'<table data-testid="facts"><tbody>{fact_rows}</tbody></table>'
         f'<h2>Reason</h2><p data-testid="reason">{esc(letter.reason) or "—"}</p>'
-        f'<h2>The platform\'s answer</h2><pre data-testid="response">{esc(letter.response)}</pre>'
+        f'<h2>The platform\'s answer</h2><pre data-testid="response">{esc(answer)}</pre>'
         f'<h2>The body sent</h2><pre data-testid="sent-body">{esc(body)}</pre>'
         f"{replay}"
     )
