@@ -218,9 +218,12 @@ class DestinationWorker:
                 fresh.append(row)
         for window, ids in expired.items():
             await self.store.run(
-                self.store.store.mark_expired,
-                ids,
-                f"older than {self.name}'s {window // 86400}-day window; not sent",
+                functools.partial(
+                    self.store.store.mark_expired,
+                    ids,
+                    f"older than {self.name}'s {window // 86400}-day window; not sent",
+                    failed_at=now,
+                )
             )
             self.stats.expired += len(ids)
             self._count("expired", len(ids))
@@ -279,7 +282,14 @@ class DestinationWorker:
                 now + self.policy.delay(self.failures, outcome.retry_after, self.rng),
             )
             await self.store.run(
-                self.store.store.mark_retry, ids, due, outcome.reason, outcome.response
+                functools.partial(
+                    self.store.store.mark_retry,
+                    ids,
+                    due,
+                    outcome.reason,
+                    outcome.response,
+                    failed_at=now,
+                )
             )
             self.stats.retried += len(ids)
             self._count("retried", len(ids))
@@ -318,7 +328,14 @@ class DestinationWorker:
         ]
         reason = outcome.reason if note is None else f"{outcome.reason} ({note})"
         await self.store.run(
-            self.store.store.mark_dead, dead, reason, outcome.response, outcome.platform_ref
+            functools.partial(
+                self.store.store.mark_dead,
+                dead,
+                reason,
+                outcome.response,
+                outcome.platform_ref,
+                failed_at=self.clock(),
+            )
         )
         self.stats.dead += len(dead)
         self._count("dead", len(dead))

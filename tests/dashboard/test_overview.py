@@ -259,6 +259,19 @@ class TestOverviewFigures:
         assert hours[0] == 1
         assert sum(hours) == 1
 
+    def test_last_errors_are_ordered_by_when_they_failed(self, store: Store) -> None:
+        """A retry due tomorrow that failed first comes after a dead letter that failed later:
+        the order is outbox.failed_at, not due_at."""
+        store.insert_conversions([conversion(1), conversion(2)], A)
+        ids = by_n(store.claim("tiktok", 10, A + 1, LEASE))
+        store.mark_retry([ids[1]], A + 86_400, "HTTP 503", None, failed_at=A + 5)
+        store.mark_dead([Dead(ids[2], b"{}")], "40002", None, None, failed_at=A + 9)
+        data = overview(store, D0, D0, DESTINATIONS)
+        assert [(e.event_id, e.due_at) for e in data.last_errors] == [
+            ("CompletePayment-2", A + 9),
+            ("CompletePayment-1", A + 5),
+        ]
+
     def test_empty_store_lists_configured_destinations_with_zeros(self, store: Store) -> None:
         """No data: zeros per configured destination and no latency (None, base 0)."""
         data = overview(store, D0, D1, DESTINATIONS)

@@ -139,7 +139,7 @@ class Gateway:
         """Outbox rows joined with their conversion's event and event_id."""
         sql = (
             "SELECT o.id, c.event, c.event_id, o.destination, o.status, o.attempts,"
-            " o.last_error, o.last_response, o.platform_ref, o.sent_body"
+            " o.last_error, o.last_response, o.platform_ref, o.sent_body, o.failed_at"
             " FROM outbox o JOIN conversions c ON c.id = o.conversion_id"
         )
         params: tuple[Any, ...] = ()
@@ -157,6 +157,7 @@ class Gateway:
             "last_response",
             "platform_ref",
             "sent_body",
+            "failed_at",
         )
         return [
             dict(zip(names, row, strict=True)) for row in self.query(sql + " ORDER BY o.id", params)

@@ -246,10 +246,12 @@ class TestDeadLetters:
         """One refused row of 1000: 999 delivered, 1 dead with TikTok's message and its body."""
         poison = "lead-500"
         d = deploy(faults={"tiktok": {"reject_event_ids": [poison]}})
+        started = time.time()
         post_all(d.gateway, [lead(i) for i in range(1000)])
         settled(d.gateway, "tiktok", {"delivered": 999, "dead": 1})
         dead = row_of(d.gateway, "tiktok", poison)
         assert dead["status"] == "dead"
+        assert started <= dead["failed_at"] <= time.time()  # when the worker dead-lettered it
         assert "40002" in dead["last_error"]
         assert "rejected by sandbox fault injection" in dead["last_error"]
         assert "Batch." in dead["last_response"]

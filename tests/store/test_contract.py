@@ -42,14 +42,14 @@ WRITE_ERRORS = (sqlite3.Error, psycopg.Error)
 
 OUTBOX_COLUMNS = (
     "conversion_id destination status due_at lease_until attempts last_error last_response"
-    " platform_ref sent_body created_at delivered_at"
+    " platform_ref sent_body created_at delivered_at failed_at"
 ).split()
 
 
 def outbox_row(database: Database, outbox_id: int) -> dict[str, Any]:
     rows = database.rows(
         "SELECT conversion_id, destination, status, due_at, lease_until, attempts, last_error,"
-        " last_response, platform_ref, sent_body, created_at, delivered_at"
+        " last_response, platform_ref, sent_body, created_at, delivered_at, failed_at"
         " FROM outbox WHERE id = ?",
         outbox_id,
     )
@@ -400,6 +400,23 @@ def test_mark_expired_is_final(store: Store, database: Database) -> None:
     )
     assert store.claim("tiktok", 10, NOW + 10 * LEASE, LEASE) == []
     assert store.replay(NOW) == 0  # only dead rows are replayed
+
+
+def test_failures_record_when_they_happened(store: Store, database: Database) -> None:
+    """failed_at: set by retry, dead and expired when given, kept when not (the dashboard
+    orders last errors and dead letters by it)."""
+    store.insert_conversions([conversion(n) for n in range(3)], NOW)
+    a, b, c = claim_ids(store, "tiktok")
+    assert outbox_row(database, a)["failed_at"] is None
+    store.mark_retry([a], NOW + 60, "HTTP 503", None, failed_at=NOW + 1)
+    assert outbox_row(database, a)["failed_at"] == NOW + 1
+    store.mark_retry([a], NOW + 90, "HTTP 503", None)  # no time given: the stored one stays
+    assert outbox_row(database, a)["failed_at"] == NOW + 1
+    store.mark_dead([Dead(b, b"{}")], "40002", None, None, failed_at=NOW + 2)
+    store.mark_expired([c], "too old", failed_at=NOW + 3)
+    assert [outbox_row(database, i)["failed_at"] for i in (b, c)] == [NOW + 2, NOW + 3]
+    store.mark_dead([Dead(a, b"{}")], "gave up", None, None, failed_at=NOW + 4)
+    assert outbox_row(database, a)["failed_at"] == NOW + 4
 
 
 # -- replay ---------------------------------------------------------------------------------------

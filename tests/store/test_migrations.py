@@ -269,6 +269,9 @@ EXPECTED_PRIMARY_KEYS["pixel_counts"] = ("day", "event")
 # Diagnostics (0007): delivered rows by delivered_at range (the overview's figures)
 EXPECTED_INDEXES["outbox_delivered"] = ("outbox", ("delivered_at",), "delivered_at IS NOT NULL")
 
+# Diagnostics (0008): when an attempt last failed
+EXPECTED_COLUMNS["outbox"].append(("failed_at", "real", False, None))
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",

@@ -7,9 +7,9 @@ for the dashboard and its JSON twin; replaying goes through :meth:`Store.replay`
 CLI's ``backchannel replay``, so both re-queue the same way (same ``event_id``, attempts
 reset).
 
-"When it died": the outbox keeps no failure timestamp; ``due_at`` is when the row's last try
-was due, and the worker claims due rows at once, so it is within a poll interval of the
-refusal unless the queue was backed up. The list is newest first by that time.
+"When it died": ``outbox.failed_at``, recorded by the worker since migration 0008; a row
+dead-lettered before that falls back to ``due_at``, when its last try was due. The list is
+newest first by that time.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ class DeadLetter:
 
 
 _COLUMNS = """
-SELECT o.id, o.destination, c.event, c.event_id, o.attempts, o.last_error, o.due_at,
+SELECT o.id, o.destination, c.event, c.event_id, o.attempts, o.last_error,
+       COALESCE(o.failed_at, o.due_at),
        CASE WHEN c.test_event_code IS NULL THEN 0 ELSE 1 END
 FROM outbox o JOIN conversions c ON c.id = o.conversion_id
 WHERE o.status = ?"""
@@ -109,7 +110,9 @@ def dead_page(store: Store, *, page: int = 1, destination: str | None = None) ->
     count_sql = "SELECT COUNT(*) FROM outbox o WHERE o.status = ?" + where  # noqa: S608
     ((total,),) = store.read(count_sql, params)
     rows = store.read(
-        _COLUMNS + where + " ORDER BY o.due_at DESC, o.id DESC LIMIT ? OFFSET ?",
+        _COLUMNS
+        + where
+        + " ORDER BY COALESCE(o.failed_at, o.due_at) DESC, o.id DESC LIMIT ? OFFSET ?",
         [*params, PER_PAGE, (page - 1) * PER_PAGE],
     )
     return DeadPage(
@@ -128,8 +131,8 @@ def dead_letter(store: Store, outbox_id: int) -> DeadLetter | None:
     """The outbox row ``outbox_id`` with its conversion, or None if there is none."""
     rows = store.read(
         "SELECT o.id, o.destination, o.status, o.attempts, o.last_error, o.last_response,"
-        " o.sent_body, o.due_at, c.event, c.event_id, c.event_time, c.received_at,"
-        " c.test_event_code"
+        " o.sent_body, COALESCE(o.failed_at, o.due_at), c.event, c.event_id, c.event_time,"
+        " c.received_at, c.test_event_code"
         " FROM outbox o JOIN conversions c ON c.id = o.conversion_id WHERE o.id = ?",
         (outbox_id,),
     )

@@ -54,10 +54,9 @@ class Latency:
 class ErrorRow:
     """One outbox row that carries an error: the platform's own message and answer.
 
-    ``due_at`` is the only time an outbox row keeps about its attempts: for a retrying row it
-    is when the next try is due; for a dead or expired row, when its last try was due (the
-    worker claims due rows at once, so that is within a poll interval of the failure unless
-    the queue was backed up).
+    ``due_at`` is when the attempt failed (``outbox.failed_at``, recorded by the worker since
+    migration 0008); for a row that failed before that, the only time it kept: when its
+    last try was due (the next try, for a retrying row).
     """
 
     outbox_id: int
@@ -280,12 +279,12 @@ _REFUSED = (
     " WHERE at >= ? AND at < ? ORDER BY at DESC, id DESC LIMIT ?"
 )
 _ERRORS = """
-SELECT o.id, o.destination, c.event, c.event_id, o.status, o.attempts, o.due_at,
-       o.last_error, o.last_response
+SELECT o.id, o.destination, c.event, c.event_id, o.status, o.attempts,
+       COALESCE(o.failed_at, o.due_at), o.last_error, o.last_response
 FROM outbox o JOIN conversions c ON c.id = o.conversion_id
 WHERE o.destination = ? AND o.status IN (?, ?, ?, ?) AND o.last_error IS NOT NULL
   AND c.test_event_code IS NULL
-ORDER BY o.due_at DESC, o.id DESC
+ORDER BY COALESCE(o.failed_at, o.due_at) DESC, o.id DESC
 LIMIT ?
 """
 

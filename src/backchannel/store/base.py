@@ -308,18 +308,35 @@ class Store(Protocol):
         ...
 
     def mark_retry(
-        self, ids: Sequence[int], due_at: float, error: str, response: str | None
-    ) -> None: ...
+        self,
+        ids: Sequence[int],
+        due_at: float,
+        error: str,
+        response: str | None,
+        *,
+        failed_at: float | None = None,
+    ) -> None:
+        """Back to pending until ``due_at``. ``failed_at``: when the attempt failed (kept in
+        ``outbox.failed_at`` for the dashboard; None leaves the stored time as it was)."""
+        ...
 
     def release(self, ids: Sequence[int], due_at: float) -> None:
         """Give rows back untried (the attempt is not counted): used when splitting batches."""
         ...
 
     def mark_dead(
-        self, rows: Sequence[Dead], error: str, response: str | None, ref: str | None
+        self,
+        rows: Sequence[Dead],
+        error: str,
+        response: str | None,
+        ref: str | None,
+        *,
+        failed_at: float | None = None,
     ) -> None: ...
 
-    def mark_expired(self, ids: Sequence[int], reason: str) -> None: ...
+    def mark_expired(
+        self, ids: Sequence[int], reason: str, *, failed_at: float | None = None
+    ) -> None: ...
 
     def replay(
         self, now: float, *, event_id: str | None = None, destination: str | None = None

@@ -330,15 +330,22 @@ class PostgresStore:
             )
 
     def mark_retry(
-        self, ids: Sequence[int], due_at: float, error: str, response: str | None
+        self,
+        ids: Sequence[int],
+        due_at: float,
+        error: str,
+        response: str | None,
+        *,
+        failed_at: float | None = None,
     ) -> None:
         if not ids:
             return
         with self._pool.connection() as conn:
             conn.execute(
                 "UPDATE outbox SET status = %s, due_at = %s, lease_until = NULL, last_error = %s,"
-                " last_response = %s WHERE id = ANY(%s::int8[])",
-                (PENDING, due_at, error, response, list(ids)),
+                " last_response = %s, failed_at = COALESCE(%s::float8, failed_at)"
+                " WHERE id = ANY(%s::int8[])",
+                (PENDING, due_at, error, response, failed_at, list(ids)),
             )
 
     def release(self, ids: Sequence[int], due_at: float) -> None:
@@ -352,26 +359,43 @@ class PostgresStore:
             )
 
     def mark_dead(
-        self, rows: Sequence[Dead], error: str, response: str | None, ref: str | None
+        self,
+        rows: Sequence[Dead],
+        error: str,
+        response: str | None,
+        ref: str | None,
+        *,
+        failed_at: float | None = None,
     ) -> None:
         if not rows:
             return
         with self._pool.connection() as conn:
             conn.execute(
                 "UPDATE outbox AS o SET status = %s, lease_until = NULL, last_error = %s,"
-                " last_response = %s, platform_ref = %s, sent_body = d.body"
+                " last_response = %s, platform_ref = %s, sent_body = d.body,"
+                " failed_at = COALESCE(%s::float8, o.failed_at)"
                 " FROM unnest(%s::int8[], %b::bytea[]) AS d(id, body) WHERE o.id = d.id",
-                (DEAD, error, response, ref, [r.outbox_id for r in rows], [r.body for r in rows]),
+                (
+                    DEAD,
+                    error,
+                    response,
+                    ref,
+                    failed_at,
+                    [r.outbox_id for r in rows],
+                    [r.body for r in rows],
+                ),
             )
 
-    def mark_expired(self, ids: Sequence[int], reason: str) -> None:
+    def mark_expired(
+        self, ids: Sequence[int], reason: str, *, failed_at: float | None = None
+    ) -> None:
         if not ids:
             return
         with self._pool.connection() as conn:
             conn.execute(
-                "UPDATE outbox SET status = %s, lease_until = NULL, last_error = %s"
-                " WHERE id = ANY(%s::int8[])",
-                (EXPIRED, reason, list(ids)),
+                "UPDATE outbox SET status = %s, lease_until = NULL, last_error = %s,"
+                " failed_at = COALESCE(%s::float8, failed_at) WHERE id = ANY(%s::int8[])",
+                (EXPIRED, reason, failed_at, list(ids)),
             )
 
     def replay(

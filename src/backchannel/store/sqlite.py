@@ -257,11 +257,18 @@ class SqliteStore:
             )
 
     def mark_retry(
-        self, ids: Sequence[int], due_at: float, error: str, response: str | None
+        self,
+        ids: Sequence[int],
+        due_at: float,
+        error: str,
+        response: str | None,
+        *,
+        failed_at: float | None = None,
     ) -> None:
         self._update_ids(
-            "status = ?, due_at = ?, lease_until = NULL, last_error = ?, last_response = ?",
-            (PENDING, due_at, error, response),
+            "status = ?, due_at = ?, lease_until = NULL, last_error = ?, last_response = ?,"
+            " failed_at = COALESCE(?, failed_at)",
+            (PENDING, due_at, error, response, failed_at),
             ids,
         )
 
@@ -273,17 +280,30 @@ class SqliteStore:
         )
 
     def mark_dead(
-        self, rows: Sequence[Dead], error: str, response: str | None, ref: str | None
+        self,
+        rows: Sequence[Dead],
+        error: str,
+        response: str | None,
+        ref: str | None,
+        *,
+        failed_at: float | None = None,
     ) -> None:
         with self._write() as db:
             db.executemany(
                 "UPDATE outbox SET status = ?, lease_until = NULL, last_error = ?,"
-                " last_response = ?, platform_ref = ?, sent_body = ? WHERE id = ?",
-                [(DEAD, error, response, ref, r.body, r.outbox_id) for r in rows],
+                " last_response = ?, platform_ref = ?, sent_body = ?,"
+                " failed_at = COALESCE(?, failed_at) WHERE id = ?",
+                [(DEAD, error, response, ref, r.body, failed_at, r.outbox_id) for r in rows],
             )
 
-    def mark_expired(self, ids: Sequence[int], reason: str) -> None:
-        self._update_ids("status = ?, lease_until = NULL, last_error = ?", (EXPIRED, reason), ids)
+    def mark_expired(
+        self, ids: Sequence[int], reason: str, *, failed_at: float | None = None
+    ) -> None:
+        self._update_ids(
+            "status = ?, lease_until = NULL, last_error = ?, failed_at = COALESCE(?, failed_at)",
+            (EXPIRED, reason, failed_at),
+            ids,
+        )
 
     def replay(
         self, now: float, *, event_id: str | None = None, destination: str | None = None

@@ -138,8 +138,7 @@ def render_list(data: DeadPage, admin: Admin, known: tuple[str, ...], replayed: 
         + _filter_form(data.destination, known)
         + f"<p>{figure('dead_total', data.total)} dead letters{esc(scope)}; page "
         f"{figure('page', data.page)} of {figure('pages', data.pages)}. {replay_all}</p>"
-        + '<p class="muted">Newest first, by when the last try was due (the outbox keeps no'
-        " separate time of death).</p>"
+        + '<p class="muted">Newest first, by when the platform refused them.</p>'
         + table(
             ["destination", "event", "event_id", "attempts", "reason", "died", ""],
             rows,
@@ -159,7 +158,7 @@ def render_detail(letter: DeadLetter, admin: Admin) -> str:
         ["event_id", f"<code>{esc(letter.event_id)}</code>"],
         ["event time", esc(when(letter.event_time))],
         ["received", esc(when(letter.received_at))],
-        ["last try due", esc(when(letter.died_at))],
+        ["died", esc(when(letter.died_at))],
         ["test event", '<span class="badge test">test</span>' if letter.test_event_code else "no"],
     ]
     fact_rows = "".join(f'<tr><th scope="row">{k}</th><td>{v}</td></tr>' for k, v in facts)

@@ -164,10 +164,10 @@ def _errors(rows: list[ErrorRow]) -> str:
     ]
     return (
         "<h2>Last errors</h2>"
-        '<p class="muted">The platform\'s own message, newest first (by when the row was due: the'
-        " next try for a retrying row, the last one for a dead or expired row).</p>"
+        '<p class="muted">The platform\'s own message, newest first by when the attempt'
+        " failed.</p>"
         + table(
-            ["destination", "event", "event_id", "status", "attempts", "due", "error", "answer"],
+            ["destination", "event", "event_id", "status", "attempts", "failed", "error", "answer"],
             cells,
             empty="No errors.",
             test_id="last-errors",
