@@ -203,6 +203,30 @@ def run(
             else:
                 report.add(label, True, "decrypts")
 
+    # -- dashboard and routing (informational: neither stops delivery) -----------------------
+    if store is not None:
+        from backchannel import routing
+        from backchannel.web.auth import PASSWORD_SETTING
+
+        if store.get_admin_setting(PASSWORD_SETTING) is None:
+            report.add(
+                "dashboard",
+                None,
+                "no admin password: nobody can log in to /admin; set one with"
+                " `backchannel admin set-password`",
+            )
+        else:
+            report.add("dashboard", True, "admin password set")
+        routes = routing.read(store, settings.destinations)
+        limited = {name: events for name, events in routes.items() if events is not None}
+        report.add(
+            "routing",
+            None if limited else True,
+            "; ".join(f"{name}: only {routing.describe(ev)}" for name, ev in limited.items())
+            if limited
+            else "every event goes to every destination",
+        )
+
     # -- destinations and clock ------------------------------------------------------------
     owned = http is None
     client = http or httpx.Client(timeout=HTTP_TIMEOUT)

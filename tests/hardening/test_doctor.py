@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet, MultiFernet
 
-from backchannel import credentials, doctor
+from backchannel import credentials, doctor, routing
 from backchannel.config import Settings
 from backchannel.sandbox import SandboxConfig
 from backchannel.sandbox import create_app as create_sandbox
 from backchannel.store import open_store
 from backchannel.store.base import Connection
+from backchannel.web.auth import set_password
 from support.server import ServerThread
 
 TOKEN = "doctor-token-0123456789"
@@ -68,6 +69,19 @@ class TestDoctor:
         assert checks["destination tiktok"].ok is True
         assert "HTTP" in checks["destination tiktok"].detail
         assert all(TOKEN not in line for line in report.lines())
+        # informational: no admin password yet, every event to every destination
+        assert checks["dashboard"].ok is None
+        assert "backchannel admin set-password" in checks["dashboard"].detail
+        assert checks["routing"].ok is True
+        store = open_store(settings.database_url)
+        try:
+            set_password(store, "correct horse battery staple", time.time())
+            routing.store_route(store, "meta", ["Purchase"], time.time())
+        finally:
+            store.close()
+        checks = by_name(doctor.run(load=lambda: settings))
+        assert (checks["dashboard"].ok, checks["dashboard"].detail) == (True, "admin password set")
+        assert (checks["routing"].ok, checks["routing"].detail) == (None, "meta: only Purchase")
 
     def test_problems_are_named_with_their_fix(self, tmp_path: Path, sandbox_url: str) -> None:
         """Loose key file, undecryptable token, unreachable endpoint, skewed clock: ✗ + fix."""
