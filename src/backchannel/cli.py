@@ -353,16 +353,36 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus /metrics and /healthz of this worker on this port."),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Interface for --metrics-port (non-loopback needs a metrics token).")
+    ] = "127.0.0.1",
+) -> None:
     """Run only the delivery worker (any number of them may share one database)."""
     import asyncio
     import signal
 
     from backchannel.delivery import RetryPolicy, build_worker
+    from backchannel.metrics import Metrics
     from backchannel.store.runner import for_store
     from backchannel.targets import Targets
 
     settings = load_settings()
+    if metrics_port is not None and not (0 < metrics_port < 65536):
+        fail("--metrics-port: must be a port number (1-65535)")
+    if (
+        metrics_port is not None
+        and metrics_host not in ("127.0.0.1", "::1", "localhost")
+        and not settings.metrics_token
+    ):
+        fail(
+            "--metrics-host: serving /metrics beyond loopback needs BACKCHANNEL_METRICS_TOKEN"
+            " (Prometheus sends it as a Bearer token)"
+        )
     logs.configure(settings.log_level, settings.log_format)
     store = open_configured_store(settings)
     cipher = load_cipher_or_fail(settings)
@@ -375,6 +395,10 @@ def worker() -> None:
         mode = "SANDBOX" if resolved.sandbox else "live"
         typer.echo(f"worker: {name} -> {resolved.target.base_url} ({mode})", err=True)
 
+    metrics = Metrics() if metrics_port is not None else None
+    if metrics is not None:
+        metrics.watch_queue(store.outbox_counts)
+
     async def run() -> None:
         runner = for_store(store)
         worker = build_worker(
@@ -386,13 +410,26 @@ def worker() -> None:
             lease=settings.lease_seconds,
             listen_url=settings.listen_url,
             poll_interval=settings.poll_interval,
+            metrics=metrics,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         worker.start()
+        server = None
+        if metrics is not None and metrics_port is not None:
+            from backchannel.web.ops import worker_metrics_server
+
+            server = worker_metrics_server(
+                metrics, worker, settings.metrics_token, metrics_host, metrics_port
+            )
+            serving = asyncio.create_task(server.serve())
+            typer.echo(f"worker: metrics on http://{metrics_host}:{metrics_port}/metrics", err=True)
         await stop.wait()
+        if server is not None:
+            server.should_exit = True
+            await serving
         await worker.stop()
         runner.close()
 

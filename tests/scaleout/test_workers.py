@@ -206,3 +206,39 @@ class TestManyWorkers:
         # survivors (the platform may see them twice: it deduplicates on event_id).
         delivered = [("meta", "delivered", 4000), ("tiktok", "delivered", 4000)]
         wait_until(lambda: outbox() == delivered, 60, f"every outbox row delivered ({outbox()})")
+
+
+class TestWorkerMetrics:
+    def test_standalone_worker_serves_its_own_metrics(self, cluster: Any) -> None:
+        """`worker --metrics-port`: its deliveries and queue on /metrics (the metrics token
+        required), /healthz, and a clean stop on SIGTERM; beyond loopback it needs a token."""
+        c: Cluster = cluster(metrics_token="scrape-me")
+        c.start(nodes=1, workers=0)
+        port = free_port()
+        worker = c.spawn("metrics-worker", "worker", "--metrics-port", str(port))
+        base = f"http://{HOST}:{port}"
+        c.ready(worker, base + "/healthz")
+        c.ingest([f"metric-{i}" for i in range(40)])
+        wait_until(
+            lambda: (
+                c.stats("tiktok")["accepted_events"] == 40
+                and c.stats("meta")["accepted_events"] == 40
+            ),
+            30,
+            "the worker to deliver 40 events",
+        )
+        assert c.http.get(base + "/metrics").status_code == 401
+        text = c.http.get(base + "/metrics", headers={"Authorization": "Bearer scrape-me"}).text
+        for destination in ("tiktok", "meta"):
+            assert f'backchannel_delivered_total{{destination="{destination}"}} 40.0' in text
+        assert "backchannel_queue_depth" in text
+        worker.terminate()
+        assert worker.popen.returncode == 0, worker.log_tail()
+
+        c.env.pop("BACKCHANNEL_METRICS_TOKEN")  # without a token, only loopback is allowed
+        everywhere = "0.0.0.0"  # noqa: S104 - the point: it must be refused without a token
+        exposed = c.spawn(
+            "exposed", "worker", "--metrics-port", str(free_port()), "--metrics-host", everywhere
+        )
+        assert exposed.popen.wait(60) == 2
+        assert "--metrics-host: serving /metrics beyond loopback needs" in exposed.log_tail()

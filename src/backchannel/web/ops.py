@@ -18,8 +18,9 @@ protect it at all: outbox counts and per-destination failure rates are business 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -108,3 +109,57 @@ def install(
     async def admin_status(admin: Annotated[Admin, Depends(require_admin)]) -> dict[str, Any]:
         store = state["store"]
         return {"conversions": store.conversion_count(), "outbox": store.outbox_counts()}
+
+
+def worker_metrics_server(
+    metrics: Metrics, worker: Any, token: str | None, host: str, port: int
+) -> Any:
+    """A small HTTP server for a standalone ``backchannel worker``: ``/metrics`` (the same
+    Prometheus registry ``serve`` exposes: deliveries, retries, dead letters, latency, queue
+    depth) and ``/healthz`` (503 once a worker loop died).
+
+    Why not the whole app: a worker has no admin sessions to log in with and must not serve
+    ingest. ``/metrics`` asks for the metrics token when one is set; without one the CLI only
+    allows a loopback interface (a Prometheus on the same host, or behind a proxy).
+    """
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    async def metrics_endpoint(request: Request) -> Response:
+        if token:
+            kind, _, given = request.headers.get("authorization", "").partition(" ")
+            if kind.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+                return JSONResponse(
+                    {
+                        "error": "unauthorized",
+                        "errors": [{"path": "Authorization", "reason": "send the metrics token"}],
+                    },
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        body = await asyncio.to_thread(metrics.render)
+        return Response(body, media_type=CONTENT_TYPE)
+
+    async def healthz(request: Request) -> JSONResponse:
+        alive = bool(worker.alive())
+        return JSONResponse(
+            {"status": "ok" if alive else "worker stopped"}, status_code=200 if alive else 503
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )
+
+    class Quiet(uvicorn.Server):
+        """Leaves SIGINT/SIGTERM to the worker, which stops this server as it stops itself."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    return Quiet(config)
