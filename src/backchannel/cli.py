@@ -1083,6 +1083,14 @@ def purge(
             f"scrubbed ip and user agent from {report.conversions_scrubbed} conversion(s)"
             " received before then"
         )
+    prefix = "dry run: would delete" if dry_run else "deleted"
+    typer.echo(
+        f"{prefix} {report.rejections} refused-input record(s) and remove the client ip from"
+        f" {report.audit_ips} audit row(s) older than then"
+        if dry_run
+        else f"{prefix} {report.rejections} refused-input record(s) and removed the client ip"
+        f" from {report.audit_ips} audit row(s) older than then"
+    )
     if report.conversions_held:
         kept = "dry run: would keep" if dry_run else "kept"
         typer.echo(

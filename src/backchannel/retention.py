@@ -12,7 +12,9 @@ default 30; 0 keeps everything):
 - conversions received before the cutoff lose ``user.ip`` and ``user.user_agent`` (and a dead
   letter's copy of the event as sent loses them too) — except conversions with an outbox row
   still pending or in flight: they still need both to be delivered, and are scrubbed by the
-  first purge after they are delivered, expire or die.
+  first purge after they are delivered, expire or die;
+- refused-input records (``ingest_rejections``, shown on the dashboard) are deleted, and audit
+  rows keep their action but lose the client IP of a login (``ip (purged)``).
 
 Everything goes in chunks of :data:`CHUNK` rows, each chunk one transaction, yielding to the
 event loop in between: on SQLite the store runs inline on ``serve``'s loop, so one big
@@ -23,6 +25,7 @@ transaction would stall ingest for as long as it took. ``serve`` runs :func:`run
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -69,6 +72,9 @@ class PurgeReport:
     conversions_scrubbed: int = 0
     #: conversions past the cutoff still waiting for delivery: their IP and UA are kept
     conversions_held: int = 0
+    #: refused-input records deleted, and audit rows whose client IP was removed
+    rejections: int = 0
+    audit_ips: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +103,9 @@ async def purge(
         report.sessions = backlog.sessions
         report.conversions_scrubbed = backlog.conversions
         report.conversions_held = backlog.held
+        report.rejections, report.audit_ips = await call(
+            functools.partial(store.purge_diagnostics, cutoff, dry_run=True)
+        )
         return report
     while True:
         counts = await call(store.purge_sessions, cutoff, chunk)
@@ -113,6 +122,7 @@ async def purge(
         if scrubbed < chunk:
             break
     report.conversions_held = (await call(store.retention_backlog, cutoff)).held
+    report.rejections, report.audit_ips = await call(store.purge_diagnostics, cutoff)
     return report
 
 
@@ -142,7 +152,7 @@ async def run_periodically(
         except Exception:
             log.exception("retention purge failed; retrying at the next run")
         else:
-            if report.sessions or report.conversions_scrubbed:
+            if report.sessions or report.conversions_scrubbed or report.rejections:
                 log.info("retention purge", extra={"retention": report.as_dict()})
                 try:
                     detail = (

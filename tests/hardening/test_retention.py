@@ -159,6 +159,7 @@ class TestPurgeCommand:
         assert done.returncode == 0, done.stderr
         assert "would purge 2 landing session(s)" in done.stdout
         assert "would scrub ip and user agent from 2 conversion(s)" in done.stdout
+        assert "would delete 0 refused-input record(s) and remove the client ip from" in done.stdout
         assert "1 conversion(s) still waiting for delivery" in done.stdout
         store = open_store(seeded)
         try:
@@ -177,6 +178,7 @@ class TestPurgeCommand:
         assert "purged 2 landing session(s)" in done.stdout
         assert "1 email hash(es) and 1 browser event(s)" in done.stdout
         assert "scrubbed ip and user agent from 2 conversion(s)" in done.stdout
+        assert "deleted 0 refused-input record(s) and removed the client ip" in done.stdout
         store = open_store(seeded)
         try:
             assert store.get_session("s-old-safari") is None

@@ -263,3 +263,26 @@ class TestRollupBuckets:
             "2.5-5s",
             "5s+",
         ]
+
+
+class TestPurgeDiagnostics:
+    def test_old_rejections_go_and_old_login_ips_are_removed(
+        self, store: Store, database: Database
+    ) -> None:
+        """Past the cutoff: refused-input records deleted, the client IP of audit rows replaced
+        (the action stays); newer rows and other actors untouched; a dry run only counts."""
+        store.record_rejection("shopify", b'{"error": "unauthorized"}', OLD, delivery_id="old")
+        store.record_rejection("stripe", b'{"error": "unauthorized"}', NOW, delivery_id="new")
+        store.audit(OLD, "ip 203.0.113.9", "admin.login_failed", "wrong password")
+        store.audit(OLD, "cli", "token.set", "tiktok pixel P")
+        store.audit(NOW, "ip 203.0.113.10", "admin.login", "session started")
+        assert store.purge_diagnostics(CUTOFF, dry_run=True) == (1, 1)
+        assert len(database.rows("SELECT id FROM ingest_rejections")) == 2
+        assert store.purge_diagnostics(CUTOFF) == (1, 1)
+        assert database.rows("SELECT delivery_id FROM ingest_rejections") == [("new",)]
+        assert database.rows("SELECT actor, action FROM audit_log ORDER BY id") == [
+            ("ip (purged)", "admin.login_failed"),
+            ("cli", "token.set"),
+            ("ip 203.0.113.10", "admin.login"),
+        ]
+        assert store.purge_diagnostics(CUTOFF) == (0, 0)  # a second purge finds nothing

@@ -503,6 +503,13 @@ class Store(Protocol):
         """What a purge at ``cutoff`` would remove now, and what it would have to keep."""
         ...
 
+    def purge_diagnostics(self, cutoff: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """Delete refused-input records (``ingest_rejections``) older than ``cutoff`` and
+        remove the client IP from older audit rows (actor ``ip 1.2.3.4`` becomes
+        ``ip (purged)``; the action stays). Returns (rejections, audit rows) — what it
+        would touch when ``dry_run``."""
+        ...
+
     def session_rollups(self) -> list[SessionRollup]:
         """The counts kept from purged sessions, sorted by their key."""
         ...
@@ -546,6 +553,8 @@ LOAD_BUCKETS: tuple[tuple[int, str], ...] = ((1000, "<1s"), (2500, "1-2.5s"), (5
 SLOW_BUCKET = "5s+"
 #: a rollup value the session did not have (never NULL: NULLs would defeat the unique key)
 UNKNOWN = "unknown"
+#: the actor of an audit row whose client IP retention removed
+PURGED_IP_ACTOR = "ip (purged)"
 #: outbox states whose conversion still needs its IP and user agent
 LIVE_STATUSES = (PENDING, IN_FLIGHT)
 

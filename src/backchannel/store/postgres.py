@@ -37,6 +37,7 @@ from backchannel.store.base import (
     IN_FLIGHT,
     LIVE_STATUSES,
     PENDING,
+    PURGED_IP_ACTOR,
     SESSION_COLUMNS,
     AdminSession,
     BrowserEvent,
@@ -944,6 +945,25 @@ class PostgresStore:
             ).fetchone()
         assert row is not None
         return RetentionBacklog(int(row[0]), int(row[1]), int(row[2]))
+
+    def purge_diagnostics(self, cutoff: float, *, dry_run: bool = False) -> tuple[int, int]:
+        with self._pool.connection() as conn:
+            if dry_run:
+                row = conn.execute(
+                    "SELECT (SELECT COUNT(*) FROM ingest_rejections WHERE at < %s),"
+                    " (SELECT COUNT(*) FROM audit_log"
+                    " WHERE at < %s AND actor LIKE 'ip %%' AND actor <> %s)",
+                    (cutoff, cutoff, PURGED_IP_ACTOR),
+                ).fetchone()
+                assert row is not None
+                return int(row[0]), int(row[1])
+            rejections = conn.execute("DELETE FROM ingest_rejections WHERE at < %s", (cutoff,))
+            audit = conn.execute(
+                "UPDATE audit_log SET actor = %s"
+                " WHERE at < %s AND actor LIKE 'ip %%' AND actor <> %s",
+                (PURGED_IP_ACTOR, cutoff, PURGED_IP_ACTOR),
+            )
+            return rejections.rowcount, audit.rowcount
 
     def session_rollups(self) -> list[SessionRollup]:
         with self._pool.connection() as conn:

@@ -22,6 +22,7 @@ from backchannel.store.base import (
     IN_FLIGHT,
     LIVE_STATUSES,
     PENDING,
+    PURGED_IP_ACTOR,
     SESSION_COLUMNS,
     AdminSession,
     BrowserEvent,
@@ -891,6 +892,24 @@ class SqliteStore:
                 (cutoff, *LIVE_STATUSES, cutoff),
             ).fetchone()
         return RetentionBacklog(int(row[0]), int(row[1]), int(row[2]))
+
+    def purge_diagnostics(self, cutoff: float, *, dry_run: bool = False) -> tuple[int, int]:
+        if dry_run:
+            with self._read_lock:
+                row = self._reader.execute(
+                    "SELECT (SELECT COUNT(*) FROM ingest_rejections WHERE at < ?),"
+                    " (SELECT COUNT(*) FROM audit_log"
+                    " WHERE at < ? AND actor LIKE 'ip %' AND actor != ?)",
+                    (cutoff, cutoff, PURGED_IP_ACTOR),
+                ).fetchone()
+            return int(row[0]), int(row[1])
+        with self._write() as db:
+            rejections = db.execute("DELETE FROM ingest_rejections WHERE at < ?", (cutoff,))
+            audit = db.execute(
+                "UPDATE audit_log SET actor = ? WHERE at < ? AND actor LIKE 'ip %' AND actor != ?",
+                (PURGED_IP_ACTOR, cutoff, PURGED_IP_ACTOR),
+            )
+            return rejections.rowcount, audit.rowcount
 
     def session_rollups(self) -> list[SessionRollup]:
         with self._read_lock:
