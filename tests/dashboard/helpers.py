@@ -30,6 +30,11 @@ class Gateway:
     admin_key: str
     http: httpx.Client
 
+    @property
+    def admin(self) -> dict[str, str]:
+        """Headers that authenticate as the admin key."""
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
 
 @contextmanager
 def seeded_gateway(

@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import httpx
 import orjson
 import pytest
 
-from backchannel.config import Settings
 from backchannel.diagnostics.dead_letters import (
     PER_PAGE,
     dead_count,
@@ -36,7 +34,7 @@ from backchannel.sandbox import create_app as create_sandbox
 from backchannel.store import open_store
 from backchannel.store.base import Dead, Store
 from backchannel.web.app import Options, create_app
-from dashboard.helpers import seeded_gateway
+from dashboard.helpers import Gateway, seeded_gateway
 from dashboard.test_overview import DEAD_BODY, HOSTILE_ANSWER, PASSWORD, A, B, by_n, seed
 from serve.helpers import (
     FAST_RETRY,
@@ -127,16 +125,8 @@ class TestDeadLetterData:
 
 
 # --- over real HTTP -----------------------------------------------------------------------------
-@dataclass
-class Running:
-    url: str
-    settings: Settings
-    admin_key: str
-    http: httpx.Client
-
-    @property
-    def admin(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.admin_key}"}
+class Running(Gateway):
+    """The seeded gateway, with what these tests read back."""
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         store = open_store(self.settings.database_url)

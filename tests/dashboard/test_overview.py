@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ import httpx
 import orjson
 import pytest
 
-from backchannel.config import Settings
 from backchannel.diagnostics.overview import (
     ErrorRow,
     Latency,
@@ -40,7 +38,7 @@ from backchannel.report import time_range
 from backchannel.store import open_store
 from backchannel.store.base import Claimed, Dead, Store
 from backchannel.web.dashboard.overview import figure_keys
-from dashboard.helpers import PASSWORD, seeded_gateway
+from dashboard.helpers import PASSWORD, Gateway, seeded_gateway
 from store.helpers import LEASE, conversion
 
 D0, D1 = date(2027, 1, 13), date(2027, 1, 14)
@@ -310,16 +308,8 @@ class TestOverviewFigures:
 
 
 # --- the page and its JSON twin over real HTTP -------------------------------------------------
-@dataclass
-class Running:
-    url: str
-    settings: Settings
-    admin_key: str
-    http: httpx.Client
-
-    @property
-    def admin(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.admin_key}"}
+class Running(Gateway):
+    """The seeded gateway, with what these tests read back."""
 
     def expected(self, start: date, end: date) -> Any:
         store = open_store(self.settings.database_url)
