@@ -1233,6 +1233,14 @@ def report_import_pixel(
         str | None,
         typer.Option("--date-format", help="strptime format when days are not YYYY-MM-DD."),
     ] = None,
+    event_column: Annotated[
+        str | None,
+        typer.Option(
+            "--event-column",
+            help="Header of the event column, when the export lists several events:"
+            " only the rows of --event are imported.",
+        ),
+    ] = None,
 ) -> None:
     """Import daily Pixel counts from an Events Manager export, for the gap report's
     "pixel-only from an export" variant. Every row is checked before anything is written;
@@ -1249,7 +1257,12 @@ def report_import_pixel(
         fail(f"FILE: {file} is not UTF-8 text (export the CSV as UTF-8)")
     try:
         parsed = report.parse_pixel_csv(
-            text, date_column=date_column, count_column=count_column, date_format=date_format
+            text,
+            date_column=date_column,
+            count_column=count_column,
+            date_format=date_format,
+            event_column=event_column,
+            event=event.strip(),
         )
     except report.PixelCsvError as exc:
         typer.echo(f"error: {file.name}: nothing imported", err=True)
@@ -1267,7 +1280,8 @@ def report_import_pixel(
         store.close()
     first, last = parsed.days[0][0], parsed.days[-1][0]
     summed = f" ({parsed.rows} rows summed per day)" if parsed.rows != written else ""
-    typer.echo(f"imported {written} day(s) of {event.strip()}, {first} to {last}{summed}")
+    other = f"; {parsed.skipped} row(s) of other events left out" if parsed.skipped else ""
+    typer.echo(f"imported {written} day(s) of {event.strip()}, {first} to {last}{summed}{other}")
 
 
 def main() -> None:

@@ -412,6 +412,8 @@ class PixelCsv:
     days: list[tuple[str, int]]
     #: data rows read (more than ``len(days)`` when a day was split over several rows)
     rows: int
+    #: rows of other events, left out (only with an event column)
+    skipped: int = 0
 
 
 _THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+")
@@ -450,8 +452,13 @@ def parse_pixel_csv(
     date_column: str = "date",
     count_column: str = "count",
     date_format: str | None = None,
+    event_column: str | None = None,
+    event: str | None = None,
 ) -> PixelCsv:
     """Validate a whole export before anything is imported (all or nothing).
+
+    With ``event_column`` (an export listing several events), only the rows whose cell in
+    that column is ``event`` are read; the others are counted in :attr:`PixelCsv.skipped`.
 
     Column names are matched case-insensitively (exports vary by locale, hence the options);
     dates are ISO (``2026-11-05``, or with a time) unless ``date_format`` (``strptime``) says
@@ -469,20 +476,32 @@ def parse_pixel_csv(
     found = ", ".join(cell.strip() for cell in header)
     missing = [
         f"{option}: no column {wanted!r} in the header (columns: {found})"
-        for option, wanted in (("--date-column", date_column), ("--count-column", count_column))
+        for option, wanted in (
+            ("--date-column", date_column),
+            ("--count-column", count_column),
+            *((("--event-column", event_column),) if event_column else ()),
+        )
         if wanted.strip().lower() not in names
     ]
     if missing:
         raise PixelCsvError(missing)
     at_date = names.index(date_column.strip().lower())
     at_count = names.index(count_column.strip().lower())
+    at_event = names.index(event_column.strip().lower()) if event_column else None
     problems: list[str] = []
     totals: dict[date, int] = {}
-    rows = 0
+    rows = skipped = 0
+    seen_events: set[str] = set()
     for cells in reader:
         if not any(cell.strip() for cell in cells):
             continue
         line = reader.line_num
+        if at_event is not None:
+            cell = cells[at_event].strip() if at_event < len(cells) else ""
+            seen_events.add(cell)
+            if cell != (event or ""):
+                skipped += 1
+                continue
         rows += 1
         raw_day = cells[at_date] if at_date < len(cells) else ""
         raw_count = cells[at_count] if at_count < len(cells) else ""
@@ -501,9 +520,14 @@ def parse_pixel_csv(
         more = len(problems) - MAX_PROBLEMS
         shown = problems[:MAX_PROBLEMS] + ([f"and {more} more"] if more > 0 else [])
         raise PixelCsvError(shown)
+    if not totals and at_event is not None and skipped:
+        found_events = ", ".join(sorted(seen_events)[:10])
+        raise PixelCsvError(
+            [f"--event: no row of {event!r} in column {event_column!r} (found: {found_events})"]
+        )
     if not totals:
         raise PixelCsvError(["the file has a header but no data rows"])
-    return PixelCsv([(d.isoformat(), totals[d]) for d in sorted(totals)], rows)
+    return PixelCsv([(d.isoformat(), totals[d]) for d in sorted(totals)], rows, skipped)
 
 
 def from_store(

@@ -104,6 +104,32 @@ class TestParse:
         assert parsed.days == [("2026-11-05", 1210), ("2026-11-06", 3)]
         assert parsed.rows == 3
 
+    def test_event_column_keeps_one_event(self) -> None:
+        """--event-column: an export listing several events gives only --event's rows (a bad
+        line of another event is not its problem); no row of it is an error naming what was
+        found."""
+        text = (
+            "date,event,count\n"
+            "2026-11-05,CompletePayment,2\n"
+            "2026-11-05,AddToCart,40\n"
+            "2026-11-06,CompletePayment,3\n"
+            "2026-11-06,ViewContent,not-a-number\n"
+        )
+        parsed = parse_pixel_csv(text, event_column="Event", event="CompletePayment")
+        assert parsed.days == [("2026-11-05", 2), ("2026-11-06", 3)]
+        assert (parsed.rows, parsed.skipped) == (2, 2)
+        with pytest.raises(PixelCsvError) as caught:
+            parse_pixel_csv(text, event_column="event", event="Purchase")
+        assert caught.value.problems == [
+            "--event: no row of 'Purchase' in column 'event'"
+            " (found: AddToCart, CompletePayment, ViewContent)"
+        ]
+        with pytest.raises(PixelCsvError) as missing:
+            parse_pixel_csv("date,count\n2026-11-05,1\n", event_column="event", event="X")
+        assert missing.value.problems == [
+            "--event-column: no column 'event' in the header (columns: date, count)"
+        ]
+
     def test_date_format_option(self) -> None:
         """--date-format reads days that are not ISO (e.g. 05/11/2026, day first)."""
         parsed = parse_pixel_csv("day,count\n05/11/2026,2\n", date_column="day",
@@ -221,6 +247,21 @@ class TestImportCommand:
         assert gap_json(seeded)["pixel_reported"] is None  # the report reads CompletePayment
         other = cli(seeded, "gap", *RANGE, "--format", "json", "--pixel-event", "PlaceAnOrder")
         assert orjson.loads(other.stdout)["pixel_reported"] == 4
+
+    def test_event_column_through_the_cli(self, seeded: Path, tmp_path: Path) -> None:
+        """--event-column imports the chosen event's days and says how many rows it left."""
+        export = tmp_path / "all-events.csv"
+        export.write_text(
+            "Date,Event,Count\n2026-11-05,CompletePayment,1\n2026-11-05,AddToCart,9\n"
+            "2026-11-16,CompletePayment,2\n"
+        )
+        done = cli(seeded, "import-pixel", str(export), "--event-column", "Event")
+        assert done.returncode == 0, done.stderr
+        assert "; 1 row(s) of other events left out" in done.stdout
+        assert stored(seeded) == [
+            ("2026-11-05", "CompletePayment", 1),
+            ("2026-11-16", "CompletePayment", 2),
+        ]
 
     def test_bad_rows_import_nothing(self, seeded: Path, tmp_path: Path) -> None:
         """One bad row: exit 2, every bad line named by number, nothing stored."""
