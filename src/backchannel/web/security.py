@@ -5,7 +5,7 @@ and ``Referrer-Policy: same-origin`` (admin URLs never leak to other sites). Not
 ``no-referrer``: under it Chromium sends ``Origin: null`` on same-origin form POSTs, and the
 login and every CSRF-checked dashboard form were refused as cross-site in a real browser.
 
-HTML responses only (the login page, the admin pages, the dashboard to come): a strict
+HTML responses only (the login page and the dashboard): a strict
 ``Content-Security-Policy`` (``default-src 'self'``, no framing, no plugins, forms post only
 to us) and ``X-Frame-Options: DENY`` for older browsers. They are *not* put on JSON or
 JavaScript: ``/bc.js`` and ``/v1/collect`` are loaded and called cross-origin by shops' pages,
