@@ -20,12 +20,12 @@ import httpx
 import orjson
 import pytest
 
+from backchannel.diagnostics import pretty
 from backchannel.diagnostics.dead_letters import (
     PER_PAGE,
     dead_count,
     dead_letter,
     dead_page,
-    pretty,
 )
 from backchannel.events import normalize
 from backchannel.ingest import to_record

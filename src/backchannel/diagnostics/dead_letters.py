@@ -18,8 +18,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from backchannel.store.base import DEAD, Store
 
 PER_PAGE = 50
@@ -169,13 +167,3 @@ def dead_count(store: Store, event_id: str, destination: str | None = None) -> i
         params.append(destination)
     ((n,),) = store.read(sql, params)
     return int(n)
-
-
-def pretty(body: bytes | None) -> str:
-    """The sent body as indented JSON (keys in the order sent); raw text if it is not JSON."""
-    if body is None:
-        return ""
-    try:
-        return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode()
-    except orjson.JSONDecodeError:
-        return body.decode("utf-8", errors="replace")

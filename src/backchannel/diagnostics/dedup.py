@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from backchannel.diagnostics import percent
 from backchannel.report import time_range
 from backchannel.store.base import DELIVERED, Store
 
@@ -195,11 +196,6 @@ def dedup_row(r: Sequence[Any]) -> DedupRow:
         mismatch=bool(r[8]),
         browser_id=r[9],
     )
-
-
-def percent(count: int, base: int) -> float | None:
-    """``count`` of ``base`` in percent, one decimal; None without a base."""
-    return round(100.0 * count / base, 1) if base else None
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from backchannel import quality
+from backchannel.diagnostics import percent
 from backchannel.report import time_range
 from backchannel.stitch import USER_FIELDS
 from backchannel.store.base import Store
@@ -95,12 +96,6 @@ def stitched_from_session(stitched: str | bytes | None) -> bool:
     if not isinstance(fields, dict):
         return False
     return any(fields.get(name) == "session" for name in USER_FIELDS)
-
-
-def percent(count: int, base: int) -> float | None:
-    """``count`` of ``base`` in percent with one decimal (what the page and the JSON show);
-    None when there is no base (no share to invent)."""
-    return round(100.0 * count / base, 1) if base else None
 
 
 @dataclass(slots=True)

@@ -151,6 +151,11 @@ class Admin:
     csrf_token: str | None = None
     token_hash: str | None = None
 
+    @property
+    def actor(self) -> str:
+        """Who the audit log names for this admin's changes: the session, or the key."""
+        return "admin session" if self.via == "session" else f"admin key {self.name}"
+
 
 class NotAuthenticated(Exception):
     def __init__(self, html_page: bool, reason: str = "log in, or send an admin API key") -> None:

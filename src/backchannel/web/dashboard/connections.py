@@ -56,10 +56,6 @@ class FieldError(ValueError):
     """A refused form field; ``str()`` names it and says why (never quoting a secret)."""
 
 
-def actor(admin: Admin) -> str:
-    return "admin session" if admin.via == "session" else f"key {admin.name}"
-
-
 async def read_fields(request: Request) -> dict[str, list[str]]:
     """The form's fields, every value of each (checkboxes repeat a name). Bounded."""
     body = await request.body()
@@ -339,7 +335,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             )
         try:
             fields = await read_fields(request)
-            who = actor(admin)
+            who = admin.actor
             if action == "save":
                 save_connection(state, settings, destination, fields, who)
             elif action == "remove":

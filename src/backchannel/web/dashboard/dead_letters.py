@@ -19,17 +19,17 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from backchannel.config import Settings
 from backchannel.destinations import DESTINATIONS
+from backchannel.diagnostics import pretty
 from backchannel.diagnostics.dead_letters import (
     DeadLetter,
     DeadPage,
     dead_count,
     dead_letter,
     dead_page,
-    pretty,
 )
 from backchannel.web.auth import Admin, read_form, require_admin, require_admin_page, require_csrf
 from backchannel.web.dashboard import layout
-from backchannel.web.dashboard.layout import esc, figure, post_button, table, when
+from backchannel.web.dashboard.layout import ParamError, esc, figure, post_button, table, when
 
 PATH = "/admin/dead-letters"
 REPLAY_PATH = "/admin/dead-letters/replay"
@@ -38,21 +38,12 @@ MAX_EVENT_ID = 256  # characters; longer is no event_id we could have stored
 MAX_PAGE = 1_000_000
 
 
-class ParamError(ValueError):
-    """A bad query parameter or form field: ``path`` names it, ``reason`` says why."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
 def parse_destination(raw: str | None, known: tuple[str, ...]) -> str | None:
     value = (raw or "").strip()
     if not value:
         return None
     if value not in known:
-        raise ParamError("destination", f"must be one of {', '.join(known)}")
+        raise ParamError(f"destination: must be one of {', '.join(known)}")
     return value
 
 
@@ -62,7 +53,7 @@ def parse_count(name: str, raw: str | None, *, minimum: int, default: int | None
     if not value:
         return default
     if not value.isdigit() or len(value) > 7 or int(value) < minimum:
-        raise ParamError(name, f"must be a whole number of at least {minimum}")
+        raise ParamError(f"{name}: must be a whole number of at least {minimum}")
     return int(value)
 
 
@@ -71,11 +62,6 @@ def list_params(request: Request, known: tuple[str, ...]) -> tuple[int, str | No
     page = parse_count("page", q.get("page"), minimum=1, default=1)
     assert page is not None
     return min(page, MAX_PAGE), parse_destination(q.get("destination"), known)
-
-
-def actor(admin: Admin) -> str:
-    """Who the audit log names: the session, or the admin key by its name."""
-    return "admin session" if admin.via == "session" else f"admin key {admin.name}"
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -179,7 +165,7 @@ def render_detail(letter: DeadLetter, admin: Admin) -> str:
         else "(not recorded: the row was never dead-lettered)"
     )
     # the answer indented when it is JSON (both platforms answer JSON), else as it came
-    answer = pretty(letter.response.encode()) if letter.response else ""
+    answer = pretty(letter.response)
     return (
         f'<p><a href="{PATH}">← all dead letters</a></p>'
         f'<table data-testid="facts"><tbody>{fact_rows}</tbody></table>'
@@ -197,13 +183,6 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     def bad_page(admin: Admin, error: ParamError, status: int = 400) -> HTMLResponse:
         body = layout.notice(str(error), kind="error") + f'<p><a href="{PATH}">Dead letters</a></p>'
         return layout.render("Dead letters", body, admin, active="dead", status=status)
-
-    def bad_json(error: ParamError, status: int = 400) -> JSONResponse:
-        kind = "not_found" if status == 404 else "bad_request"
-        return JSONResponse(
-            {"error": kind, "errors": [{"path": error.path, "reason": error.reason}]},
-            status_code=status,
-        )
 
     @app.get(PATH, include_in_schema=False, response_class=HTMLResponse)
     async def list_page(
@@ -230,7 +209,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         try:
             page, destination = list_params(request, known)
         except ParamError as exc:
-            return bad_json(exc)
+            return layout.bad_request(exc)
         data = await asyncio.to_thread(
             dead_page, state["store"], page=page, destination=destination
         )
@@ -241,10 +220,10 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         outbox_id: str, admin: Annotated[Admin, Depends(require_admin_page)]
     ) -> HTMLResponse:
         if not outbox_id.isdigit() or len(outbox_id) > 18:
-            return bad_page(admin, ParamError("outbox_id", "must be a whole number"))
+            return bad_page(admin, ParamError("outbox_id: must be a whole number"))
         letter = await asyncio.to_thread(dead_letter, state["store"], int(outbox_id))
         if letter is None:
-            return bad_page(admin, ParamError("outbox_id", "no such outbox row"), 404)
+            return bad_page(admin, ParamError("outbox_id: no such outbox row"), 404)
         title = f"Dead letter {letter.outbox_id}"
         return layout.render(title, render_detail(letter, admin), admin, active="dead")
 
@@ -253,7 +232,11 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         form = await read_form(request)
 
         def refuse(error: ParamError, status: int = 400) -> Response:
-            return bad_json(error, status) if admin.via == "key" else bad_page(admin, error, status)
+            return (
+                layout.bad_request(error, status)
+                if admin.via == "key"
+                else bad_page(admin, error, status)
+            )
 
         store = state["store"]
         try:
@@ -261,18 +244,18 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             everything = form.get("all", "").strip()
             event_id = form.get("event_id", "").strip()
             if everything not in ("", "1"):
-                raise ParamError("all", "must be 1 (replay every dead letter)")
+                raise ParamError("all: must be 1 (replay every dead letter)")
             if everything and event_id:
-                raise ParamError("all", "give either event_id or all=1, not both")
+                raise ParamError("all: give either event_id or all=1, not both")
             if not everything and not event_id:
-                raise ParamError("event_id", "required (or all=1 to replay every dead letter)")
+                raise ParamError("event_id: required (or all=1 to replay every dead letter)")
             if len(event_id) > MAX_EVENT_ID:
-                raise ParamError("event_id", f"longer than {MAX_EVENT_ID} characters")
+                raise ParamError(f"event_id: longer than {MAX_EVENT_ID} characters")
         except ParamError as exc:
             return refuse(exc)
         if event_id and not await asyncio.to_thread(dead_count, store, event_id, destination):
             where = f" for {destination}" if destination else ""
-            return refuse(ParamError("event_id", f"no dead letter with this event_id{where}"), 404)
+            return refuse(ParamError(f"event_id: no dead letter with this event_id{where}"), 404)
         now = time.time()
         runner = state["runner"]
         count: int = await runner.run(
@@ -280,7 +263,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         )
         what = f"event_id {event_id}" if event_id else "all dead"
         detail = f"{what}, destination {destination or 'all'}: {count} re-queued"
-        await runner.run(store.audit, now, actor(admin), "replay", detail)
+        await runner.run(store.audit, now, admin.actor, "replay", detail)
         worker = state.get("worker")
         if worker is not None and count:
             worker.wake(destination or "*")

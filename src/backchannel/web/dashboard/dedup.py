@@ -30,9 +30,11 @@ from backchannel.diagnostics.dedup import (
     dedup_report,
 )
 from backchannel.web.auth import Admin, require_admin, require_admin_page
-from backchannel.web.dashboard.identifiers import bad_request, error_page
 from backchannel.web.dashboard.layout import (
+    ParamError,
     RangeError,
+    bad_request,
+    error_page,
     esc,
     figure,
     notice,
@@ -47,10 +49,6 @@ PATH = "/admin/dedup"
 API_PATH = "/admin/api/dedup"
 TITLE = "Dedup"
 ALL = "all"
-
-
-class ParamError(ValueError):
-    """A bad ``status`` or ``page``; the message reads ``"name: reason"``."""
 
 
 def parse_params(request: Request) -> tuple[str | None, int]:

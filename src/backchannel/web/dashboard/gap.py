@@ -35,7 +35,9 @@ from backchannel.config import Settings
 from backchannel.report import SECTION_TITLES, GapReport, Tally
 from backchannel.web.auth import Admin, require_admin, require_admin_page
 from backchannel.web.dashboard.layout import (
+    ParamError,
     RangeError,
+    bad_request,
     esc,
     figure,
     notice,
@@ -56,10 +58,6 @@ DEFAULT_DAYS = 30
 EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 #: an SVG download is a document of its own: nothing in it may load or run anything
 SVG_HEADERS = {"Content-Security-Policy": "default-src 'none'", "Cache-Control": "no-store"}
-
-
-class ParamError(ValueError):
-    """A bad query parameter; the message reads ``"name: reason"`` like RangeError."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +101,6 @@ def parse_query(request: Request, *, today: date | None = None) -> Query:
 def build(store: Any, query: Query) -> GapReport:
     return report.from_store(
         store, query.start, query.end, query.switch_on, pixel_event=query.pixel_event
-    )
-
-
-def bad_request(error: ValueError) -> JSONResponse:
-    """A 400 naming the parameter (the dashboard's JSON error shape)."""
-    name, _, reason = str(error).partition(": ")
-    return JSONResponse(
-        {"error": "bad_request", "errors": [{"path": name, "reason": reason}]}, status_code=400
     )
 
 

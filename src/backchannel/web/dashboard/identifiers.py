@@ -10,7 +10,6 @@ Only hashes ever reach the report, and the page shows shares and scores, never a
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
@@ -27,8 +26,9 @@ from backchannel.diagnostics.identifiers import (
 )
 from backchannel.web.auth import Admin, require_admin, require_admin_page
 from backchannel.web.dashboard.layout import (
-    DEFAULT_DAYS,
     RangeError,
+    bad_request,
+    error_page,
     esc,
     figure,
     notice,
@@ -44,24 +44,6 @@ TITLE = "Identifiers"
 PLATFORM_NAMES = {"tiktok": "TikTok", "meta": "Meta"}
 
 
-def bad_request(error: ValueError) -> JSONResponse:
-    """A 400 naming the parameter: errors read ``"name: reason"`` (see RangeError)."""
-    name, _, reason = str(error).partition(": ")
-    return JSONResponse(
-        {"error": "bad_request", "errors": [{"path": name, "reason": reason}]}, status_code=400
-    )
-
-
-def error_page(title: str, path: str, error: ValueError, admin: Admin, active: str) -> Response:
-    """The page with the error named and a fresh range form (the default range)."""
-    today = datetime.now(UTC).date()
-    body = notice(str(error), kind="error") + range_form(
-        path, today - timedelta(days=DEFAULT_DAYS - 1), today
-    )
-    return render(title, body, admin, active=active, status=400)
-
-
-# --- the page -----------------------------------------------------------------------------------
 def _share_cell(entry: EventIdentifiers, key: str) -> str:
     share = entry.share(key)
     return figure(f"share.{entry.event}.{key}", share, suffix="%" if share is not None else "")

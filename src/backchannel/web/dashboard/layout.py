@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from backchannel.web.auth import Admin, csrf_field
 
@@ -104,8 +104,36 @@ def notice(text: str | None, *, kind: str = "info") -> str:
 DEFAULT_DAYS = 7
 
 
-class RangeError(ValueError):
+class ParamError(ValueError):
+    """A bad query parameter or form field. The message reads ``"name: reason"``, which is
+    how every dashboard error names what to fix (:func:`bad_request` splits it)."""
+
+
+class RangeError(ParamError):
     """A bad ``from``/``to`` query parameter; the message names it and says why."""
+
+
+def bad_request(error: ValueError, status: int = 400) -> JSONResponse:
+    """The dashboard's JSON error: ``{"error", "errors": [{path, reason}]}`` with the
+    parameter named (``not_found`` for a 404)."""
+    message = str(error)
+    path, _, reason = message.partition(": ")
+    return JSONResponse(
+        {
+            "error": "not_found" if status == 404 else "bad_request",
+            "errors": [{"path": path, "reason": reason or message}],
+        },
+        status_code=status,
+    )
+
+
+def error_page(title: str, path: str, error: ValueError, admin: Admin, active: str) -> HTMLResponse:
+    """A range page refused: the error named, and a fresh form with the default range."""
+    today = datetime.now(UTC).date()
+    body = notice(str(error), kind="error") + range_form(
+        path, today - timedelta(days=DEFAULT_DAYS - 1), today
+    )
+    return render(title, body, admin, active=active, status=400)
 
 
 def parse_range(request: Request, *, today: date | None = None) -> tuple[date, date]:

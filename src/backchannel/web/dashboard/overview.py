@@ -9,7 +9,7 @@ which is how the browser test compares the two.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -25,15 +25,6 @@ from backchannel.web.dashboard.layout import esc, figure, table, when
 PATH = "/admin"
 API_PATH = "/admin/api/overview"
 TEST_EVENTS_PATH = "/admin/test-events"
-
-
-def range_error_json(message: str) -> JSONResponse:
-    """A 400 naming the bad parameter (RangeError messages read ``name: reason``)."""
-    path, _, reason = message.partition(": ")
-    return JSONResponse(
-        {"error": "bad_request", "errors": [{"path": path, "reason": reason or message}]},
-        status_code=400,
-    )
 
 
 def _card(label: str, key: str, value: int | float | None, note: str = "") -> str:
@@ -298,10 +289,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         try:
             start, end = layout.parse_range(request)
         except layout.RangeError as exc:
-            end = datetime.now(UTC).date()
-            start = end - timedelta(days=layout.DEFAULT_DAYS - 1)
-            body = layout.notice(str(exc), kind="error") + layout.range_form(PATH, start, end)
-            return layout.render("Overview", body, admin, active="overview", status=400)
+            return layout.error_page("Overview", PATH, exc, admin, "overview")
         data = await load(start, end)
         body = render_overview(data, sandboxed())
         return layout.render("Overview", body, admin, active="overview")
@@ -313,5 +301,5 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         try:
             start, end = layout.parse_range(request)
         except layout.RangeError as exc:
-            return range_error_json(str(exc))
+            return layout.bad_request(exc)
         return JSONResponse((await load(start, end)).to_json())

@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-import orjson
 from fastapi import Depends, FastAPI
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from backchannel import testorder
 from backchannel.config import Settings
+from backchannel.diagnostics import pretty
 from backchannel.store.base import Store
 from backchannel.web.auth import Admin, require_admin_page, require_csrf
 from backchannel.web.dashboard import layout
@@ -27,10 +27,6 @@ from backchannel.web.dashboard.layout import esc
 
 PATH = "/admin/test-events"
 LIST_LIMIT = 100
-
-
-def actor(admin: Admin) -> str:
-    return "admin session" if admin.via == "session" else f"key {admin.name}"
 
 
 def status_cell(status: str) -> str:
@@ -103,16 +99,6 @@ def list_page(
     return layout.render("Test events", body, admin, active="tests", status=status)
 
 
-def pretty(text: str | None) -> str | None:
-    """A JSON answer indented for reading; anything else as it came."""
-    if not text:
-        return None
-    try:
-        return orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
-    except orjson.JSONDecodeError:
-        return text
-
-
 def detail_body(view: testorder.SideBySide) -> str:
     columns = []
     for d in view.destinations:
@@ -175,7 +161,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             )
         except testorder.FireError as exc:
             return list_page(store, settings, admin, message=str(exc), status=400)
-        store.audit(time.time(), actor(admin), "test.fire", f"{fired.event} {fired.event_id}")
+        store.audit(time.time(), admin.actor, "test.fire", f"{fired.event} {fired.event_id}")
         return RedirectResponse(f"{PATH}/{fired.conversion_id}", status_code=303)
 
     async def show_one(
