@@ -72,6 +72,8 @@ MAX_PASSWORD_LENGTH = 1024
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SCRYPT_SALT_BYTES, SCRYPT_KEY_BYTES = 16, 32
 MAX_FORM_BYTES = 16 * 1024
+#: fields of one admin form (the routes form has a checkbox per standard event)
+MAX_FORM_FIELDS = 64
 LOGIN_PER_IP = (10 / 60, 10)  # rate per second, burst
 LOGIN_FAILURES_TOTAL = (100 / 60, 100)
 
@@ -420,19 +422,36 @@ def same_origin(request: Request, settings: Settings) -> bool:
     return origin in allowed
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """A small ``application/x-www-form-urlencoded`` body as a dict (first value per field)."""
+class FormError(ValueError):
+    """An admin form that cannot be read; the message says why."""
+
+
+async def read_form_fields(request: Request) -> dict[str, list[str]]:
+    """A small ``application/x-www-form-urlencoded`` body, every value of each field
+    (checkboxes repeat a name). At most :data:`MAX_FORM_BYTES` and :data:`MAX_FORM_FIELDS`;
+    raises :class:`FormError` otherwise."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        return {}
+        raise FormError(f"larger than {MAX_FORM_BYTES} bytes")
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
-        return {}
+        raise FormError(f"larger than {MAX_FORM_BYTES} bytes")
     try:
-        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
+        return parse_qs(
+            body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
     except (UnicodeDecodeError, ValueError):
+        raise FormError("not a readable form") from None
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The form as a dict, first value per field; empty when it cannot be read (so a CSRF
+    check on it fails closed)."""
+    try:
+        fields = await read_form_fields(request)
+    except FormError:
         return {}
-    return {k: v[0] for k, v in parsed.items() if v}
+    return {k: v[0] for k, v in fields.items() if v}
 
 
 def page(title: str, body: str, *, status: int = 200) -> HTMLResponse:

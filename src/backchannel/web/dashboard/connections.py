@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import time
 from typing import Annotated, Any
-from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI
 from starlette.requests import Request
@@ -29,7 +28,14 @@ from backchannel import credentials, logs, routing
 from backchannel.catalog import EVENTS
 from backchannel.config import Settings
 from backchannel.store.base import Connection, Store
-from backchannel.web.auth import Admin, csrf_field, require_admin_page, require_csrf
+from backchannel.web.auth import (
+    Admin,
+    FormError,
+    csrf_field,
+    read_form_fields,
+    require_admin_page,
+    require_csrf,
+)
 from backchannel.web.dashboard import layout
 from backchannel.web.dashboard.layout import esc
 
@@ -48,8 +54,6 @@ PIXEL_RULES = {
 }
 TEST_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 TOKEN_MIN, TOKEN_MAX = 8, 4096  # characters: both platforms' tokens fit well inside
-MAX_BODY = 16 * 1024  # bytes of a connections form
-MAX_FIELDS = 64  # checkboxes of every standard event, and then some
 
 
 class FieldError(ValueError):
@@ -58,13 +62,10 @@ class FieldError(ValueError):
 
 async def read_fields(request: Request) -> dict[str, list[str]]:
     """The form's fields, every value of each (checkboxes repeat a name). Bounded."""
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise FieldError(f"(form): larger than {MAX_BODY} bytes")
     try:
-        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
-    except (UnicodeDecodeError, ValueError):
-        raise FieldError("(form): not a readable form") from None
+        return await read_form_fields(request)
+    except FormError as exc:
+        raise FieldError(f"(form): {exc}") from None
 
 
 def one(fields: dict[str, list[str]], name: str) -> str:
