@@ -331,6 +331,82 @@ def test_release_gives_rows_back_without_counting_the_attempt(
     assert outbox_row(database, outbox_id)["attempts"] == 0
 
 
+# -- lease tokens: a late worker never overwrites a newer worker's outcome -----------------------
+def test_claims_carry_one_fresh_token_each(store: Store) -> None:
+    """All rows of one claim share a token; two claims never do."""
+    store.insert_conversions([conversion(n) for n in range(4)], NOW)
+    first = store.claim("tiktok", 2, NOW, LEASE)
+    second = store.claim("tiktok", 2, NOW, LEASE)
+    assert len({c.lease for c in first}) == 1
+    assert len({c.lease for c in second}) == 1
+    assert first[0].lease and second[0].lease
+    assert first[0].lease != second[0].lease
+
+
+@pytest.mark.parametrize(
+    "mark", ["delivered", "delivered_sent", "retry", "dead", "expired", "release"]
+)
+def test_a_mark_with_a_stale_lease_changes_nothing(
+    store: Store, database: Database, mark: str
+) -> None:
+    """Worker A's lease runs out, worker B claims and delivers: A's late mark is refused.
+
+    This is the duplicate-send bug of issue 18: without the guard A's late ``mark_retry``
+    returned B's delivered row to pending (sent again), and its late ``mark_delivered``
+    overwrote a row B was still sending.
+    """
+    store.insert_conversions([conversion(1)], NOW)
+    (a,) = store.claim("tiktok", 10, NOW, LEASE)
+    (b,) = store.claim("tiktok", 10, NOW + LEASE + 1, LEASE)  # A's lease ran out
+    assert (a.outbox_id, b.outbox_id) == (a.outbox_id, a.outbox_id)
+    assert store.mark_delivered([b.outbox_id], NOW + LEASE + 2, "ref-b", lease=b.lease) == 1
+    before = outbox_row(database, a.outbox_id)
+    late = NOW + LEASE + 3
+    changed = {
+        "delivered": lambda: store.mark_delivered([a.outbox_id], late, "ref-a", lease=a.lease),
+        "delivered_sent": lambda: store.mark_delivered(
+            [a.outbox_id], late, "ref-a", sent=[b"{}"], response="{}", lease=a.lease
+        ),
+        "retry": lambda: store.mark_retry([a.outbox_id], late, "HTTP 503", None, lease=a.lease),
+        "dead": lambda: store.mark_dead(
+            [Dead(a.outbox_id, b"{}")], "refused", None, None, lease=a.lease
+        ),
+        "expired": lambda: store.mark_expired([a.outbox_id], "too old", lease=a.lease),
+        "release": lambda: store.release([a.outbox_id], late, lease=a.lease),
+    }[mark]()
+    assert changed == 0
+    assert outbox_row(database, a.outbox_id) == before
+    assert before["status"] == DELIVERED
+    assert before["platform_ref"] == "ref-b"
+
+
+def test_a_mark_with_a_stale_lease_cannot_touch_a_row_still_in_flight(
+    store: Store, database: Database
+) -> None:
+    """B holds the row now and is still sending: A's late retry must not make it pending."""
+    store.insert_conversions([conversion(1)], NOW)
+    (a,) = store.claim("tiktok", 10, NOW, LEASE)
+    (b,) = store.claim("tiktok", 10, NOW + LEASE + 1, LEASE)
+    assert store.mark_retry([a.outbox_id], NOW + 500, "late", None, lease=a.lease) == 0
+    row = outbox_row(database, b.outbox_id)
+    assert (row["status"], row["attempts"]) == (IN_FLIGHT, 2)
+    assert store.mark_retry([b.outbox_id], NOW + 500, "HTTP 503", None, lease=b.lease) == 1
+    assert outbox_row(database, b.outbox_id)["status"] == PENDING
+
+
+def test_guarded_marks_count_only_their_own_rows(store: Store) -> None:
+    """A mark over several rows changes those still under its token and says how many."""
+    store.insert_conversions([conversion(n) for n in range(3)], NOW)
+    claimed = store.claim("tiktok", 10, NOW, LEASE)
+    ids = [c.outbox_id for c in claimed]
+    # one row's lease runs out and another worker takes it
+    store.release([ids[0]], NOW, lease=claimed[0].lease)
+    (taken,) = store.claim("tiktok", 1, NOW, LEASE)
+    assert taken.outbox_id == ids[0]
+    assert store.mark_delivered(ids, NOW + 1, None, lease=claimed[0].lease) == 2
+    assert store.mark_delivered([taken.outbox_id], NOW + 1, None, lease=taken.lease) == 1
+
+
 # -- outcomes -------------------------------------------------------------------------------------
 def test_mark_retry_requeues_with_the_error(store: Store, database: Database) -> None:
     store.insert_conversions([conversion(1)], NOW)

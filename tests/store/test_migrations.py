@@ -272,6 +272,9 @@ EXPECTED_INDEXES["outbox_delivered"] = ("outbox", ("delivered_at",), "delivered_
 # Diagnostics (0008): when an attempt last failed
 EXPECTED_COLUMNS["outbox"].append(("failed_at", "real", False, None))
 
+# Delivery (0009): the token of the claim holding an in-flight row; marks are guarded by it
+EXPECTED_COLUMNS["outbox"].append(("lease_token", "text", False, None))
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",

@@ -8,6 +8,7 @@ groups concurrent ingests into one commit.
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,15 @@ class Claimed:
     conversion_id: int
     attempts: int
     payload: bytes
+    #: the token of the claim that leased this row. Every mark made for the claim passes it,
+    #: and a mark whose token no longer matches (the lease ran out and another worker took
+    #: the row) changes nothing: a late worker can never undo a newer worker's outcome.
+    lease: str = ""
+
+
+def new_lease_token() -> str:
+    """A claim's token: random, so two workers (or two claims of one) never share one."""
+    return secrets.token_hex(8)
 
 
 @dataclass(slots=True)
@@ -290,7 +300,15 @@ class Store(Protocol):
 
     # delivery --------------------------------------------------------------------------------
     def claim(self, destination: str, limit: int, now: float, lease: float) -> list[Claimed]:
-        """Lease up to ``limit`` due rows (pending, or in flight with an expired lease)."""
+        """Lease up to ``limit`` due rows (pending, or in flight with an expired lease).
+
+        All rows of one claim share a fresh random token (:attr:`Claimed.lease`), stored with
+        them. The marks below take it as ``lease=``: given, a mark touches only rows that are
+        still in flight under that token, and returns how many it changed, so a worker whose
+        lease ran out (a slow platform, a stalled process) learns that its outcome was not
+        recorded instead of overwriting the outcome of the worker that took the rows over.
+        ``lease=None`` is unguarded: for tools and tests that mark rows they did not claim.
+        """
         ...
 
     def mark_delivered(
@@ -301,7 +319,8 @@ class Store(Protocol):
         *,
         sent: Sequence[bytes] | None = None,
         response: str | None = None,
-    ) -> None:
+        lease: str | None = None,
+    ) -> int:
         """Mark rows delivered. Test batches also pass ``sent`` (each row's event as sent,
         aligned with ``ids``, kept in ``sent_body``) and ``response`` (the platform's answer,
         in ``last_response``); production deliveries pass neither and store nothing extra."""
@@ -315,13 +334,15 @@ class Store(Protocol):
         response: str | None,
         *,
         failed_at: float | None = None,
-    ) -> None:
+        lease: str | None = None,
+    ) -> int:
         """Back to pending until ``due_at``. ``failed_at``: when the attempt failed (kept in
         ``outbox.failed_at`` for the dashboard; None leaves the stored time as it was)."""
         ...
 
-    def release(self, ids: Sequence[int], due_at: float) -> None:
-        """Give rows back untried (the attempt is not counted): used when splitting batches."""
+    def release(self, ids: Sequence[int], due_at: float, *, lease: str | None = None) -> int:
+        """Give rows back untried (the attempt is not counted): used when a cycle runs out of
+        time before sending them, and when a worker shuts down."""
         ...
 
     def mark_dead(
@@ -332,11 +353,17 @@ class Store(Protocol):
         ref: str | None,
         *,
         failed_at: float | None = None,
-    ) -> None: ...
+        lease: str | None = None,
+    ) -> int: ...
 
     def mark_expired(
-        self, ids: Sequence[int], reason: str, *, failed_at: float | None = None
-    ) -> None: ...
+        self,
+        ids: Sequence[int],
+        reason: str,
+        *,
+        failed_at: float | None = None,
+        lease: str | None = None,
+    ) -> int: ...
 
     def replay(
         self, now: float, *, event_id: str | None = None, destination: str | None = None

@@ -58,6 +58,7 @@ from backchannel.store.base import (
     SessionRollup,
     SessionUpdate,
     gap_row,
+    new_lease_token,
     rollup_sessions,
     scrub_payload,
     scrub_sent_body,
@@ -151,7 +152,8 @@ WITH expired AS MATERIALIZED (
     ORDER BY arm, at, id LIMIT %(limit)s
 )
 UPDATE outbox AS o
-SET status = %(in_flight)s, lease_until = %(until)s, attempts = o.attempts + 1
+SET status = %(in_flight)s, lease_until = %(until)s, lease_token = %(token)s,
+    attempts = o.attempts + 1
 FROM picked AS p, conversions AS c
 WHERE o.id = p.id AND c.id = o.conversion_id
 RETURNING o.id, o.conversion_id, o.attempts, c.payload, p.arm, p.at
@@ -279,6 +281,7 @@ class PostgresStore:
     def claim(self, destination: str, limit: int, now: float, lease: float) -> list[Claimed]:
         if limit <= 0:
             return []
+        token = new_lease_token()
         with self._pool.connection() as conn:
             rows = conn.execute(
                 _CLAIM,
@@ -287,15 +290,37 @@ class PostgresStore:
                     "limit": limit,
                     "now": now,
                     "until": now + lease,
+                    "token": token,
                     "pending": PENDING,
                     "in_flight": IN_FLIGHT,
                 },
             ).fetchall()
         rows.sort(key=lambda row: (row[4], row[5], row[0]))  # claim order, as SQLite returns
         return [
-            Claimed(oid, conv, attempts, bytes(payload))
+            Claimed(oid, conv, attempts, bytes(payload), token)
             for oid, conv, attempts, payload, _, _ in rows
         ]
+
+    def _update_ids(
+        self,
+        assignments: str,
+        params: Sequence[object],
+        ids: Sequence[int],
+        lease: str | None,
+    ) -> int:
+        """One UPDATE for all ``ids``; with ``lease``, only rows still in flight under that
+        claim token change (see :meth:`Store.claim`). Returns how many rows changed."""
+        if not ids:
+            return 0
+        guard = " AND status = %s AND lease_token = %s" if lease else ""
+        extra: list[object] = [IN_FLIGHT, lease] if lease else []
+        with self._pool.connection() as conn:
+            cursor = conn.execute(
+                f"UPDATE outbox SET {assignments}, lease_token = NULL"  # noqa: S608
+                f" WHERE id = ANY(%s::int8[]){guard}",
+                [*params, list(ids), *extra],
+            )
+            return cursor.rowcount
 
     def mark_delivered(
         self,
@@ -305,30 +330,33 @@ class PostgresStore:
         *,
         sent: Sequence[bytes] | None = None,
         response: str | None = None,
-    ) -> None:
+        lease: str | None = None,
+    ) -> int:
         if not ids:
-            return
+            return 0
         if sent is None and response is None:
-            with self._pool.connection() as conn:
-                conn.execute(
-                    "UPDATE outbox SET status = %s, delivered_at = %s, platform_ref = %s,"
-                    " lease_until = NULL, last_error = NULL WHERE id = ANY(%s::int8[])",
-                    (DELIVERED, now, ref, list(ids)),
-                )
-            return
+            return self._update_ids(
+                "status = %s, delivered_at = %s, platform_ref = %s, lease_until = NULL,"
+                " last_error = NULL",
+                (DELIVERED, now, ref),
+                ids,
+                lease,
+            )
         bodies = list(sent) if sent is not None else [None] * len(ids)
         if len(bodies) != len(ids):
             raise ValueError("sent must hold one body per id")
-        with self._pool.connection() as conn, conn.cursor() as cur:
-            cur.executemany(
-                "UPDATE outbox SET status = %s, delivered_at = %s, platform_ref = %s,"
-                " lease_until = NULL, last_error = NULL, sent_body = %s, last_response = %s"
-                " WHERE id = %s",
-                [
-                    (DELIVERED, now, ref, body, response, i)
-                    for i, body in zip(ids, bodies, strict=True)
-                ],
+        guard = " AND o.status = %s AND o.lease_token = %s" if lease else ""
+        extra: list[object] = [IN_FLIGHT, lease] if lease else []
+        with self._pool.connection() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox AS o SET status = %s, delivered_at = %s, platform_ref = %s,"  # noqa: S608
+                " lease_until = NULL, lease_token = NULL, last_error = NULL,"
+                " sent_body = d.body, last_response = %s"
+                " FROM unnest(%s::int8[], %b::bytea[]) AS d(id, body)"
+                f" WHERE o.id = d.id{guard}",
+                [DELIVERED, now, ref, response, list(ids), bodies, *extra],
             )
+            return cursor.rowcount
 
     def mark_retry(
         self,
@@ -338,26 +366,23 @@ class PostgresStore:
         response: str | None,
         *,
         failed_at: float | None = None,
-    ) -> None:
-        if not ids:
-            return
-        with self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE outbox SET status = %s, due_at = %s, lease_until = NULL, last_error = %s,"
-                " last_response = %s, failed_at = COALESCE(%s::float8, failed_at)"
-                " WHERE id = ANY(%s::int8[])",
-                (PENDING, due_at, error, response, failed_at, list(ids)),
-            )
+        lease: str | None = None,
+    ) -> int:
+        return self._update_ids(
+            "status = %s, due_at = %s, lease_until = NULL, last_error = %s,"
+            " last_response = %s, failed_at = COALESCE(%s::float8, failed_at)",
+            (PENDING, due_at, error, response, failed_at),
+            ids,
+            lease,
+        )
 
-    def release(self, ids: Sequence[int], due_at: float) -> None:
-        if not ids:
-            return
-        with self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE outbox SET status = %s, due_at = %s, lease_until = NULL,"
-                " attempts = GREATEST(attempts - 1, 0) WHERE id = ANY(%s::int8[])",
-                (PENDING, due_at, list(ids)),
-            )
+    def release(self, ids: Sequence[int], due_at: float, *, lease: str | None = None) -> int:
+        return self._update_ids(
+            "status = %s, due_at = %s, lease_until = NULL, attempts = GREATEST(attempts - 1, 0)",
+            (PENDING, due_at),
+            ids,
+            lease,
+        )
 
     def mark_dead(
         self,
@@ -367,16 +392,20 @@ class PostgresStore:
         ref: str | None,
         *,
         failed_at: float | None = None,
-    ) -> None:
+        lease: str | None = None,
+    ) -> int:
         if not rows:
-            return
+            return 0
+        guard = " AND o.status = %s AND o.lease_token = %s" if lease else ""
+        extra: list[object] = [IN_FLIGHT, lease] if lease else []
         with self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE outbox AS o SET status = %s, lease_until = NULL, last_error = %s,"
-                " last_response = %s, platform_ref = %s, sent_body = d.body,"
+            cursor = conn.execute(
+                "UPDATE outbox AS o SET status = %s, lease_until = NULL, lease_token = NULL,"  # noqa: S608
+                " last_error = %s, last_response = %s, platform_ref = %s, sent_body = d.body,"
                 " failed_at = COALESCE(%s::float8, o.failed_at)"
-                " FROM unnest(%s::int8[], %b::bytea[]) AS d(id, body) WHERE o.id = d.id",
-                (
+                " FROM unnest(%s::int8[], %b::bytea[]) AS d(id, body)"
+                f" WHERE o.id = d.id{guard}",
+                [
                     DEAD,
                     error,
                     response,
@@ -384,20 +413,26 @@ class PostgresStore:
                     failed_at,
                     [r.outbox_id for r in rows],
                     [r.body for r in rows],
-                ),
+                    *extra,
+                ],
             )
+            return cursor.rowcount
 
     def mark_expired(
-        self, ids: Sequence[int], reason: str, *, failed_at: float | None = None
-    ) -> None:
-        if not ids:
-            return
-        with self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE outbox SET status = %s, lease_until = NULL, last_error = %s,"
-                " failed_at = COALESCE(%s::float8, failed_at) WHERE id = ANY(%s::int8[])",
-                (EXPIRED, reason, failed_at, list(ids)),
-            )
+        self,
+        ids: Sequence[int],
+        reason: str,
+        *,
+        failed_at: float | None = None,
+        lease: str | None = None,
+    ) -> int:
+        return self._update_ids(
+            "status = %s, lease_until = NULL, last_error = %s,"
+            " failed_at = COALESCE(%s::float8, failed_at)",
+            (EXPIRED, reason, failed_at),
+            ids,
+            lease,
+        )
 
     def replay(
         self, now: float, *, event_id: str | None = None, destination: str | None = None

@@ -43,6 +43,7 @@ from backchannel.store.base import (
     SessionRollup,
     SessionUpdate,
     gap_row,
+    new_lease_token,
     rollup_sessions,
     scrub_payload,
     scrub_sent_body,
@@ -205,26 +206,45 @@ class SqliteStore:
             if not rows:
                 return []
             ids = [row[0] for row in rows]
+            token = new_lease_token()
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 db.execute(
-                    f"UPDATE outbox SET status = ?, lease_until = ?, attempts = attempts + 1"  # noqa: S608
-                    f" WHERE id IN ({marks})",
-                    [IN_FLIGHT, now + lease, *chunk],
+                    "UPDATE outbox SET status = ?, lease_until = ?, lease_token = ?,"  # noqa: S608
+                    f" attempts = attempts + 1 WHERE id IN ({marks})",
+                    [IN_FLIGHT, now + lease, token, *chunk],
                 )
-        return [Claimed(oid, conv, attempts, payload) for oid, conv, attempts, payload in rows]
+        return [
+            Claimed(oid, conv, attempts, payload, token) for oid, conv, attempts, payload in rows
+        ]
 
-    def _update_ids(self, assignments: str, params: Sequence[object], ids: Sequence[int]) -> None:
-        """One UPDATE per 500 ids instead of one per row: a batch is marked in a few steps."""
+    def _update_ids(
+        self,
+        assignments: str,
+        params: Sequence[object],
+        ids: Sequence[int],
+        lease: str | None,
+    ) -> int:
+        """One UPDATE per 500 ids instead of one per row: a batch is marked in a few steps.
+
+        With ``lease``, only rows still in flight under that claim token change (see
+        :meth:`Store.claim`); returns how many rows changed.
+        """
+        guard, extra = (
+            (" AND status = ? AND lease_token = ?", [IN_FLIGHT, lease]) if lease else ("", [])
+        )
+        changed = 0
         with self._write() as db:
             for start in range(0, len(ids), 500):
                 chunk = list(ids[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                db.execute(
-                    f"UPDATE outbox SET {assignments} WHERE id IN ({marks})",  # noqa: S608
-                    [*params, *chunk],
-                )
+                changed += db.execute(
+                    f"UPDATE outbox SET {assignments}, lease_token = NULL"  # noqa: S608
+                    f" WHERE id IN ({marks}){guard}",
+                    [*params, *chunk, *extra],
+                ).rowcount
+        return changed
 
     def mark_delivered(
         self,
@@ -234,28 +254,32 @@ class SqliteStore:
         *,
         sent: Sequence[bytes] | None = None,
         response: str | None = None,
-    ) -> None:
+        lease: str | None = None,
+    ) -> int:
         if sent is None and response is None:
-            self._update_ids(
+            return self._update_ids(
                 "status = ?, delivered_at = ?, platform_ref = ?, lease_until = NULL,"
                 " last_error = NULL",
                 (DELIVERED, now, ref),
                 ids,
+                lease,
             )
-            return
         bodies = list(sent) if sent is not None else [None] * len(ids)
         if len(bodies) != len(ids):
             raise ValueError("sent must hold one body per id")
+        guard = " AND status = ? AND lease_token = ?" if lease else ""
+        extra = (IN_FLIGHT, lease) if lease else ()
         with self._write() as db:
-            db.executemany(
-                "UPDATE outbox SET status = ?, delivered_at = ?, platform_ref = ?,"
-                " lease_until = NULL, last_error = NULL, sent_body = ?, last_response = ?"
-                " WHERE id = ?",
+            cursor = db.executemany(
+                "UPDATE outbox SET status = ?, delivered_at = ?, platform_ref = ?,"  # noqa: S608
+                " lease_until = NULL, lease_token = NULL, last_error = NULL, sent_body = ?,"
+                f" last_response = ? WHERE id = ?{guard}",
                 [
-                    (DELIVERED, now, ref, body, response, i)
+                    (DELIVERED, now, ref, body, response, i, *extra)
                     for i, body in zip(ids, bodies, strict=True)
                 ],
             )
+            return cursor.rowcount
 
     def mark_retry(
         self,
@@ -265,19 +289,22 @@ class SqliteStore:
         response: str | None,
         *,
         failed_at: float | None = None,
-    ) -> None:
-        self._update_ids(
+        lease: str | None = None,
+    ) -> int:
+        return self._update_ids(
             "status = ?, due_at = ?, lease_until = NULL, last_error = ?, last_response = ?,"
             " failed_at = COALESCE(?, failed_at)",
             (PENDING, due_at, error, response, failed_at),
             ids,
+            lease,
         )
 
-    def release(self, ids: Sequence[int], due_at: float) -> None:
-        self._update_ids(
+    def release(self, ids: Sequence[int], due_at: float, *, lease: str | None = None) -> int:
+        return self._update_ids(
             "status = ?, due_at = ?, lease_until = NULL, attempts = MAX(attempts - 1, 0)",
             (PENDING, due_at),
             ids,
+            lease,
         )
 
     def mark_dead(
@@ -288,22 +315,35 @@ class SqliteStore:
         ref: str | None,
         *,
         failed_at: float | None = None,
-    ) -> None:
+        lease: str | None = None,
+    ) -> int:
+        guard = " AND status = ? AND lease_token = ?" if lease else ""
+        extra = (IN_FLIGHT, lease) if lease else ()
         with self._write() as db:
-            db.executemany(
-                "UPDATE outbox SET status = ?, lease_until = NULL, last_error = ?,"
-                " last_response = ?, platform_ref = ?, sent_body = ?,"
-                " failed_at = COALESCE(?, failed_at) WHERE id = ?",
-                [(DEAD, error, response, ref, r.body, failed_at, r.outbox_id) for r in rows],
+            cursor = db.executemany(
+                "UPDATE outbox SET status = ?, lease_until = NULL, lease_token = NULL,"  # noqa: S608
+                " last_error = ?, last_response = ?, platform_ref = ?, sent_body = ?,"
+                f" failed_at = COALESCE(?, failed_at) WHERE id = ?{guard}",
+                [
+                    (DEAD, error, response, ref, r.body, failed_at, r.outbox_id, *extra)
+                    for r in rows
+                ],
             )
+            return cursor.rowcount
 
     def mark_expired(
-        self, ids: Sequence[int], reason: str, *, failed_at: float | None = None
-    ) -> None:
-        self._update_ids(
+        self,
+        ids: Sequence[int],
+        reason: str,
+        *,
+        failed_at: float | None = None,
+        lease: str | None = None,
+    ) -> int:
+        return self._update_ids(
             "status = ?, lease_until = NULL, last_error = ?, failed_at = COALESCE(?, failed_at)",
             (EXPIRED, reason, failed_at),
             ids,
+            lease,
         )
 
     def replay(
