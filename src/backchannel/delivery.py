@@ -22,23 +22,42 @@ from typing import TYPE_CHECKING
 import httpx
 import orjson
 
-from backchannel.destinations import DESTINATIONS, Destination, Outcome, Target, Verdict
+from backchannel.destinations import (
+    DESTINATIONS,
+    Destination,
+    Outcome,
+    PreparedRequest,
+    Target,
+    Verdict,
+)
 from backchannel.events import Conversion
 from backchannel.preview import batches
 from backchannel.store.base import Claimed, Dead
 from backchannel.store.runner import AsyncStore
-from backchannel.wakeup import OutboxListener
+from backchannel.suspension import (
+    PROBE_AFTER,
+    Suspension,
+    credentials_fingerprint,
+    suspension_key,
+)
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     from backchannel.metrics import Metrics
+    from backchannel.wakeup import OutboxListener
 
 log = logging.getLogger("backchannel.delivery")
 
 POLL_INTERVAL = 0.5  # seconds between looks at the outbox when nothing woke us
 LEASE = 120.0  # seconds a claimed row stays ours before another worker may take it
 REQUEST_TIMEOUT_SECONDS = 15.0  # at most; never more than half the lease
+DEADLINE_SHARE = 0.5  # of the lease: a cycle's sends end by then (the rest is margin for
+#                       the marks and for clock skew between workers' wall clocks)
+MIN_SEND_BUDGET = 1.0  # seconds: with less left in the cycle a request is not started
+PAUSE_RECHECK = 5.0  # seconds between looks at a suspended destination's credentials
+PAUSE_PROBE = PROBE_AFTER  # seconds after which a suspended destination is probed anyway
+GRACE = 20.0  # seconds a stopping worker waits for cycles in flight before releasing rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,8 @@ class DestinationStats:
     retried: int = 0
     dead: int = 0
     expired: int = 0
+    #: rows whose outcome was not recorded because another worker had taken them over
+    lease_lost: int = 0
     last_error: str | None = None
     latencies: list[float] = field(default_factory=list)
 
@@ -101,6 +122,23 @@ class _Row:
     conversion: Conversion
 
 
+@dataclass(slots=True)
+class _Cycle:
+    """One claim's rows on their way: the claim's lease token and the cycle's deadline.
+
+    Why a deadline: a lease is a promise that this worker is done with its rows before
+    ``lease`` seconds pass. httpx's timeouts are per operation (a server that sends a header
+    and then one byte a second never trips them), and bisecting a refused batch sends many
+    requests, so without one deadline for the whole cycle a worker could still be sending
+    after another worker had claimed the same rows. Sends that would end past the deadline
+    are not made: their rows go back untried. The deadline is monotonic, so a wall-clock
+    jump neither shortens nor extends it.
+    """
+
+    lease: str
+    deadline: float
+
+
 class DestinationWorker:
     def __init__(
         self,
@@ -116,6 +154,7 @@ class DestinationWorker:
         cache: ParsedCache | None = None,
         poll_interval: float = POLL_INTERVAL,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         seed: int | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -123,17 +162,20 @@ class DestinationWorker:
         #: Prometheus children bound to this destination once (a label lookup per batch saved)
         self._counters: dict[str, Counter] = {}
         self._latency: Histogram | None = None
+        self._paused_gauge: Gauge | None = None
         if metrics is not None:
             self._counters = {
                 kind: getattr(metrics, kind).labels(destination)
-                for kind in ("delivered", "retried", "dead", "expired")
+                for kind in ("delivered", "retried", "dead", "expired", "lease_lost")
             }
             self._latency = metrics.latency.labels(destination)
+            self._paused_gauge = metrics.paused.labels(destination)
         self.destination: Destination = DESTINATIONS[destination]
         self.store = store
         self.target = target
         # A request must end well within the lease, or a live worker's rows could be claimed
-        # again (and sent twice) while it still waits for the answer.
+        # again (and sent twice) while it still waits for the answer; the cycle deadline
+        # (see _Cycle) bounds the whole cycle, this bounds each wait for bytes.
         timeout = min(REQUEST_TIMEOUT_SECONDS, lease / 2)
         self.client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(5.0, timeout))
@@ -144,7 +186,10 @@ class DestinationWorker:
         self.cache = cache or ParsedCache()
         self.poll_interval = poll_interval
         self.batch_size = min(batch_size or self.destination.max_batch, self.destination.max_batch)
+        #: wall clock: what is stored (due_at, lease_until) and compared with event times
         self.clock = clock
+        #: monotonic clock: durations inside this process (cycle deadlines, pauses)
+        self.monotonic = monotonic
         self.rng = random.Random(seed)
         self.stats = DestinationStats()
         self.wake = asyncio.Event()
@@ -152,11 +197,22 @@ class DestinationWorker:
         #: consecutive requests answered "retry": while > 0 the destination is failing, and
         #: only one lane at a time probes it, after the pause below (a circuit breaker)
         self.failures = 0
+        #: monotonic time before which no lane sends (backoff, or the platform's Retry-After)
         self.paused_until = 0.0
+        #: monotonic time the pause was last extended: a success ends the pause only if its
+        #: request started after that, so a lane whose request was already on its way when
+        #: another lane got a 429 does not clear the platform's Retry-After
+        self._paused_at = 0.0
         self._probe = asyncio.Lock()
+        #: rows claimed and not yet marked, with their lease token: released at shutdown
+        self.held: dict[int, str] = {}
+        #: the platform refused our credentials (see :class:`Suspension`); None when sending
+        self.suspended: Suspension | None = None
+        self._suspension_checked = -1e18
 
     async def run(self) -> None:
         """Loop until :meth:`stop`: several lanes claim and send concurrently."""
+        await self._load_suspension()
         lanes = [asyncio.create_task(self._lane()) for _ in range(self.concurrency)]
         try:
             await asyncio.gather(*lanes)
@@ -165,40 +221,133 @@ class DestinationWorker:
                 lane.cancel()
 
     def stop(self) -> None:
+        """Ask the lanes to finish: each ends its current cycle (marks included), then stops."""
         self._stopping = True
         self.wake.set()
 
+    async def release_held(self) -> int:
+        """Give every row still leased by this worker back at once (shutdown): another worker
+        takes them now instead of after the lease. Guarded by each row's token, so a row whose
+        mark did commit is left alone."""
+        by_lease: dict[str, list[int]] = {}
+        for outbox_id, token in self.held.items():
+            by_lease.setdefault(token, []).append(outbox_id)
+        released = 0
+        now = self.clock()
+        for token, ids in by_lease.items():
+            released += await self.store.run(
+                functools.partial(self.store.store.release, ids, now, lease=token)
+            )
+        self.held.clear()
+        return released
+
     async def _lane(self) -> None:
         while not self._stopping:
-            pause = self.paused_until - self.clock()
+            if self.suspended is not None and not await self._resume_if_fixed():
+                await self._sleep(PAUSE_RECHECK)
+                continue
+            pause = self.paused_until - self.monotonic()
             if pause > 0:
                 # The destination is failing: new rows wait for the backoff too, instead of
                 # hammering a platform that is down (or rate-limiting) with fresh requests.
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopped(), pause)
+                await self._sleep(pause)
                 continue
             try:
                 if self.failures:
                     async with self._probe:
                         worked = (
-                            await self.run_once() if self.clock() >= self.paused_until else True
+                            await self.run_once()
+                            if self.monotonic() >= self.paused_until and self.suspended is None
+                            else True
                         )
                 else:
                     worked = await self.run_once()
             except Exception:  # a bug or a store outage must not kill delivery for good
                 log.exception("delivery cycle failed", extra={"destination": self.name})
                 worked = False
-            if not worked:
+            if not worked and not self._stopping:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the worker is stopped."""
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped(), seconds)
 
     async def _stopped(self) -> None:
         while not self._stopping:
             await self.wake.wait()
             self.wake.clear()
 
+    # -- suspension: the platform refused our credentials --------------------------------------
+    async def _load_suspension(self) -> None:
+        """Pick up a suspension another process (or a previous run) recorded."""
+        raw = await self.store.run(self.store.store.get_admin_setting, suspension_key(self.name))
+        self.suspended = Suspension.parse(raw)
+        self._gauge_paused()
+
+    async def _resume_if_fixed(self) -> bool:
+        """True when the credentials changed since they were refused (resume), or when it is
+        time to probe again; the check reads the target, which re-reads the store every 5 s."""
+        suspended = self.suspended
+        if suspended is None:
+            return True
+        try:
+            fingerprint = credentials_fingerprint(self.target())
+        except Exception:  # no target at all: stay suspended
+            return False
+        wall = self.clock()
+        if fingerprint != suspended.fingerprint or wall - suspended.since >= PAUSE_PROBE:
+            why = "credentials replaced" if fingerprint != suspended.fingerprint else "probe"
+            log.warning(
+                "destination resumed",
+                extra={"destination": self.name, "reason": why},
+            )
+            self.suspended = None
+            self.failures = 0
+            await self.store.run(
+                self.store.store.set_admin_setting, suspension_key(self.name), "", wall
+            )
+            self._gauge_paused()
+            return True
+        # Another process may have resumed it (its lanes saw the new token first).
+        now = self.monotonic()
+        if now - self._suspension_checked >= PAUSE_RECHECK:
+            self._suspension_checked = now
+            raw = await self.store.run(
+                self.store.store.get_admin_setting, suspension_key(self.name)
+            )
+            if Suspension.parse(raw) is None:
+                self.suspended = None
+                self._gauge_paused()
+                return True
+        return False
+
+    async def _suspend(self, target: Target, outcome: Outcome) -> None:
+        suspension = Suspension(
+            reason=outcome.reason, since=self.clock(), fingerprint=credentials_fingerprint(target)
+        )
+        self.suspended = suspension
+        await self.store.run(
+            self.store.store.set_admin_setting,
+            suspension_key(self.name),
+            suspension.dump(),
+            suspension.since,
+        )
+        self._gauge_paused()
+        log.error(
+            "destination paused: the platform refused the credentials; events wait until the"
+            " token is replaced",
+            extra={"destination": self.name, "reason": outcome.reason},
+        )
+
+    def _gauge_paused(self) -> None:
+        if self._paused_gauge is not None:
+            self._paused_gauge.set(1 if self.suspended is not None else 0)
+
+    # -- one cycle -------------------------------------------------------------------------------
     async def run_once(self) -> bool:
         """Claim one batch and deliver it. Returns False when nothing was due."""
         now = self.clock()
@@ -207,115 +356,294 @@ class DestinationWorker:
         )
         if not claimed:
             return False
-        rows = [_Row(c, self.cache.get(c.conversion_id, c.payload)) for c in claimed]
+        cycle = _Cycle(claimed[0].lease, self.monotonic() + self.lease * DEADLINE_SHARE)
+        for c in claimed:
+            self.held[c.outbox_id] = c.lease
+        try:
+            await self._cycle(claimed, cycle, now)
+        finally:
+            # whatever was not marked (a bug, a store error) is given back now, not in 120 s
+            left = [c.outbox_id for c in claimed if c.outbox_id in self.held]
+            if left and not self._stopping:
+                for outbox_id in left:
+                    self.held.pop(outbox_id, None)
+                with contextlib.suppress(Exception):
+                    await self.store.run(
+                        functools.partial(
+                            self.store.store.release,
+                            left,
+                            self.clock() + self.poll_interval,
+                            lease=cycle.lease,
+                        )
+                    )
+        return True
+
+    async def _cycle(self, claimed: Sequence[Claimed], cycle: _Cycle, now: float) -> None:
+        rows: list[_Row] = []
+        unreadable: list[tuple[Claimed, str]] = []
+        for c in claimed:
+            try:
+                rows.append(_Row(c, self.cache.get(c.conversion_id, c.payload)))
+            except Exception as exc:  # a stored payload this version cannot read
+                unreadable.append((c, f"{type(exc).__name__}: {exc}"[:300]))
+        for c, why in unreadable:
+            # Isolated: the other rows of the claim go on; this one can never be sent.
+            await self._mark_dead_local(
+                [c], f"stored event could not be read ({why}); not sent", b"{}", cycle
+            )
         fresh: list[_Row] = []
         expired: dict[int, list[int]] = {}  # window (s) -> outbox ids
+        refused: list[tuple[_Row, str]] = []
         for row in rows:
             window = self.destination.max_age(row.conversion)
             if now - row.conversion.event_time > window:
                 expired.setdefault(window, []).append(row.claimed.outbox_id)
-            else:
-                fresh.append(row)
+                continue
+            known = self.destination.refusals(row.conversion)
+            if known:
+                refused.append((row, "; ".join(f"{n.path}: {n.reason}" for n in known)))
+                continue
+            fresh.append(row)
         for window, ids in expired.items():
-            await self.store.run(
+            changed = await self.store.run(
                 functools.partial(
                     self.store.store.mark_expired,
                     ids,
                     f"older than {self.name}'s {window // 86400}-day window; not sent",
                     failed_at=now,
+                    lease=cycle.lease,
                 )
             )
-            self.stats.expired += len(ids)
-            self._count("expired", len(ids))
+            self._done(ids, changed)
+            self.stats.expired += changed
+            self._count("expired", changed)
+        if refused:
+            await self._refuse_locally(refused, cycle)
         by_id = {id(r.conversion): r for r in fresh}
         for group in batches((r.conversion for r in fresh), self.batch_size):
-            await self._deliver([by_id[id(c)] for c in group])
-        return True
+            await self._deliver([by_id[id(c)] for c in group], cycle)
 
-    async def _deliver(self, rows: Sequence[_Row]) -> None:
+    async def _refuse_locally(self, refused: Sequence[tuple[_Row, str]], cycle: _Cycle) -> None:
+        """Events the platform is known to refuse whatever we do (Meta: a web event without
+        event_source_url or user agent) go to the dead letters without a request: sending
+        them would only cost requests (bisection) and the platform's patience."""
+        target = self.target()
+        for row, why in refused:
+            try:
+                body = self.destination.build_body([row.conversion], target)
+                items = body.get("data")
+                sent = orjson.dumps(items[0]) if isinstance(items, list) and items else b"{}"
+            except Exception:
+                sent = b"{}"
+            await self._mark_dead_local(
+                [row.claimed], f"not sent: {self.name} refuses this event ({why})", sent, cycle
+            )
+
+    async def _mark_dead_local(
+        self, claimed: Sequence[Claimed], reason: str, body: bytes, cycle: _Cycle
+    ) -> None:
+        ids = [c.outbox_id for c in claimed]
+        changed = await self.store.run(
+            functools.partial(
+                self.store.store.mark_dead,
+                [Dead(i, body) for i in ids],
+                reason,
+                None,
+                None,
+                failed_at=self.clock(),
+                lease=cycle.lease,
+            )
+        )
+        self._done(ids, changed)
+        self.stats.dead += changed
+        self._count("dead", changed)
+        log.warning(
+            "events dead-lettered without sending",
+            extra={"destination": self.name, "events": changed, "reason": reason},
+        )
+
+    async def _deliver(self, rows: Sequence[_Row], cycle: _Cycle) -> None:
+        attempt = await self._attempt(rows, cycle)
+        if attempt is None:
+            return
+        request, outcome, started = attempt
+        await self._settle(rows, request, outcome, started, cycle)
+
+    async def _attempt(
+        self, rows: Sequence[_Row], cycle: _Cycle
+    ) -> tuple[PreparedRequest, Outcome, float] | None:
+        """Send ``rows`` as one request; None when the cycle has no time left for it (the
+        rows go back untried) or the destination was suspended meanwhile."""
+        budget = cycle.deadline - self.monotonic()
+        if budget < MIN_SEND_BUDGET or self.suspended is not None or self._stopping:
+            await self._release(rows, cycle)
+            return None
         target = self.target()
         conversions = [r.conversion for r in rows]
         # Test events: a batch is all-test or all-production (preview.batches groups by
         # test_event_code). A test batch goes with THIS destination's own code when its
         # connection has one; production batches are left alone (no copy, no cost).
         given = conversions[0].test_event_code
-        test = given is not None
-        if test and target.test_event_code and target.test_event_code != given:
+        if given is not None and target.test_event_code and target.test_event_code != given:
             conversions = [replace(c, test_event_code=target.test_event_code) for c in conversions]
         request = self.destination.prepare(conversions, target)
-        outcome = await self._send(request.url, request.headers, request.content)
+        started = self.monotonic()
+        outcome = await self._send(request.url, request.headers, request.content, budget)
+        if outcome.whole_request and outcome.verdict is Verdict.PERMANENT:
+            await self._suspend(target, outcome)
+        return request, outcome, started
+
+    async def _release(self, rows: Sequence[_Row], cycle: _Cycle) -> None:
+        ids = [r.claimed.outbox_id for r in rows]
+        changed = await self.store.run(
+            functools.partial(self.store.store.release, ids, self.clock(), lease=cycle.lease)
+        )
+        self._done(ids, changed, expected_changed=False)
+
+    async def _settle(
+        self,
+        rows: Sequence[_Row],
+        request: PreparedRequest,
+        outcome: Outcome,
+        started: float,
+        cycle: _Cycle,
+    ) -> None:
+        """Record what the platform said about ``rows`` (sent as ``request``)."""
         ids = [r.claimed.outbox_id for r in rows]
         now = self.clock()
         if outcome.verdict is Verdict.DELIVERED:
             self.failures = 0
-            self.paused_until = 0.0
-            if test:  # what was sent and answered, for the Test events page
+            if started >= self._paused_at:
+                self.paused_until = 0.0
+            sent = None
+            response = None
+            short = outcome.received is not None and outcome.received < len(rows)
+            if outcome.partial or short:
+                response = outcome.response  # kept: the platform did not take everything
+                log.warning(
+                    "platform reported a partial success; its answer is kept on the rows",
+                    extra={"destination": self.name, "events": len(rows), "reason": outcome.reason},
+                )
+            if rows[0].conversion.test_event_code is not None:
+                # what was sent and answered, for the Test events page
                 items = request.body.get("data")
                 sent = [orjson.dumps(item) for item in items] if isinstance(items, list) else None
-                await self.store.run(
-                    functools.partial(
-                        self.store.store.mark_delivered,
-                        ids,
-                        now,
-                        outcome.platform_ref,
-                        sent=sent,
-                        response=outcome.response,
-                    )
+                response = outcome.response
+            changed = await self.store.run(
+                functools.partial(
+                    self.store.store.mark_delivered,
+                    ids,
+                    now,
+                    outcome.platform_ref,
+                    sent=sent,
+                    response=response,
+                    lease=cycle.lease,
                 )
-            else:
-                await self.store.run(
-                    self.store.store.mark_delivered, ids, now, outcome.platform_ref
-                )
-            self.stats.delivered += len(ids)
-            self._count("delivered", len(ids))
+            )
+            self._done(ids, changed)
+            self.stats.delivered += changed
+            self._count("delivered", changed)
             return
         self.stats.last_error = outcome.reason
         if outcome.verdict is Verdict.RETRY:
-            attempts = max(r.claimed.attempts for r in rows)
-            if attempts >= self.policy.max_attempts:
-                await self._dead(rows, request.body, outcome, f"gave up after {attempts} attempts")
-                return
-            due = now + self.policy.delay(attempts, outcome.retry_after, self.rng)
-            self.failures += 1
-            self.paused_until = max(
-                self.paused_until,
-                now + self.policy.delay(self.failures, outcome.retry_after, self.rng),
-            )
-            await self.store.run(
-                functools.partial(
-                    self.store.store.mark_retry,
-                    ids,
-                    due,
-                    outcome.reason,
-                    outcome.response,
-                    failed_at=now,
-                )
-            )
-            self.stats.retried += len(ids)
-            self._count("retried", len(ids))
-            log.warning(
-                "delivery will be retried",
-                extra={"destination": self.name, "events": len(ids), "reason": outcome.reason},
-            )
+            await self._retry(rows, request, outcome, cycle, now)
+            return
+        if outcome.whole_request:
+            # Our credentials or account, not the events: the destination is suspended and
+            # the rows wait, untried, for a new token (issue: a revoked token used to
+            # dead-letter the whole queue in seconds).
+            await self._release(rows, cycle)
             return
         # Permanent: find the rows at fault, keep the others going.
-        if outcome.whole_request or len(rows) == 1:
-            await self._dead(rows, request.body, outcome)
+        if len(rows) == 1:
+            await self._dead(rows, request.body, outcome, cycle)
             return
         if outcome.bad_index is not None and 0 <= outcome.bad_index < len(rows):
             bad = rows[outcome.bad_index]
-            await self._dead([bad], request.body, outcome, index_map=[outcome.bad_index])
-            await self._deliver([r for r in rows if r is not bad])
+            await self._dead([bad], request.body, outcome, cycle, index_map=[outcome.bad_index])
+            await self._deliver([r for r in rows if r is not bad], cycle)
             return
-        middle = len(rows) // 2  # the platform did not say which row: bisect
-        await self._deliver(rows[:middle])
-        await self._deliver(rows[middle:])
+        # The platform did not say which row: bisect, but stop as soon as both halves get the
+        # same row-less refusal: then it is about the request (or every row), and splitting
+        # further would cost 2n-1 requests for nothing.
+        middle = len(rows) // 2
+        left, right = rows[:middle], rows[middle:]
+        first = await self._attempt(left, cycle)
+        if first is None:
+            await self._release(right, cycle)
+            return
+        second = await self._attempt(right, cycle)
+        if second is None:
+            await self._settle(left, *first, cycle)
+            return
+        if _same_refusal(outcome, first[1]) and _same_refusal(outcome, second[1]):
+            await self._dead(
+                left, first[0].body, first[1], cycle, "the same refusal for every part"
+            )
+            await self._dead(
+                right, second[0].body, second[1], cycle, "the same refusal for every part"
+            )
+            return
+        await self._settle(left, *first, cycle)
+        await self._settle(right, *second, cycle)
+
+    async def _retry(
+        self,
+        rows: Sequence[_Row],
+        request: PreparedRequest,
+        outcome: Outcome,
+        cycle: _Cycle,
+        now: float,
+    ) -> None:
+        # The attempt limit is per row: one row that has failed many times must not take
+        # fresh rows of the same batch to the dead letters with it.
+        spent = [r for r in rows if r.claimed.attempts >= self.policy.max_attempts]
+        again = [r for r in rows if r.claimed.attempts < self.policy.max_attempts]
+        if spent:
+            positions = {id(r): i for i, r in enumerate(rows)}
+            await self._dead(
+                spent,
+                request.body,
+                outcome,
+                cycle,
+                f"gave up after {self.policy.max_attempts} attempts",
+                index_map=[positions[id(r)] for r in spent],
+            )
+        self.failures += 1
+        pause = self.policy.delay(self.failures, outcome.retry_after, self.rng)
+        self.paused_until = max(self.paused_until, self.monotonic() + pause)
+        self._paused_at = self.monotonic()
+        if not again:
+            return
+        ids = [r.claimed.outbox_id for r in again]
+        # rows of one batch share their backoff: the most-tried row sets it
+        attempts = max(r.claimed.attempts for r in again)
+        due = now + self.policy.delay(attempts, outcome.retry_after, self.rng)
+        changed = await self.store.run(
+            functools.partial(
+                self.store.store.mark_retry,
+                ids,
+                due,
+                outcome.reason,
+                outcome.response,
+                failed_at=now,
+                lease=cycle.lease,
+            )
+        )
+        self._done(ids, changed)
+        self.stats.retried += changed
+        self._count("retried", changed)
+        log.warning(
+            "delivery will be retried",
+            extra={"destination": self.name, "events": changed, "reason": outcome.reason},
+        )
 
     async def _dead(
         self,
         rows: Sequence[_Row],
         body: dict[str, object],
         outcome: Outcome,
+        cycle: _Cycle,
         note: str | None = None,
         index_map: list[int] | None = None,
     ) -> None:
@@ -327,7 +655,7 @@ class DestinationWorker:
             for row, i in zip(rows, indexes, strict=True)
         ]
         reason = outcome.reason if note is None else f"{outcome.reason} ({note})"
-        await self.store.run(
+        changed = await self.store.run(
             functools.partial(
                 self.store.store.mark_dead,
                 dead,
@@ -335,25 +663,47 @@ class DestinationWorker:
                 outcome.response,
                 outcome.platform_ref,
                 failed_at=self.clock(),
+                lease=cycle.lease,
             )
         )
-        self.stats.dead += len(dead)
-        self._count("dead", len(dead))
+        self._done([d.outbox_id for d in dead], changed)
+        self.stats.dead += changed
+        self._count("dead", changed)
         log.warning(
             "events dead-lettered",
-            extra={"destination": self.name, "events": len(dead), "reason": reason},
+            extra={"destination": self.name, "events": changed, "reason": reason},
         )
+
+    def _done(self, ids: Sequence[int], changed: int, *, expected_changed: bool = True) -> None:
+        """Forget rows that were marked; count the ones whose lease was lost meanwhile."""
+        for outbox_id in ids:
+            self.held.pop(outbox_id, None)
+        lost = len(ids) - changed
+        if lost > 0 and expected_changed:
+            self.stats.lease_lost += lost
+            self._count("lease_lost", lost)
+            log.warning(
+                "lease lost: another worker took these rows over; our outcome was not recorded",
+                extra={"destination": self.name, "events": lost},
+            )
 
     def _count(self, kind: str, n: int) -> None:
         counter = self._counters.get(kind)
-        if counter is not None:
+        if counter is not None and n:
             counter.inc(n)
 
-    async def _send(self, url: str, headers: dict[str, str], content: bytes) -> Outcome:
+    async def _send(
+        self, url: str, headers: dict[str, str], content: bytes, budget: float
+    ) -> Outcome:
+        """POST and classify. ``budget``: seconds left in the cycle, a TOTAL bound on the
+        request (httpx's own timeouts are per read, not per request)."""
         self.stats.requests += 1
         started = time.perf_counter()
         try:
-            response = await self.client.post(url, content=content, headers=headers)
+            async with asyncio.timeout(budget):
+                response = await self.client.post(url, content=content, headers=headers)
+        except TimeoutError:
+            return Outcome(Verdict.RETRY, "the platform did not answer within the cycle deadline")
         except httpx.TimeoutException:
             return Outcome(Verdict.RETRY, "timed out waiting for the platform")
         except httpx.TransportError as exc:
@@ -367,6 +717,16 @@ class DestinationWorker:
             if len(latencies) > 1000:
                 del latencies[:500]
         return self.destination.classify(response.status_code, response.headers, response.content)
+
+
+def _same_refusal(parent: Outcome, half: Outcome) -> bool:
+    """Both permanent, neither naming a row, with the same reason: a request-level refusal."""
+    return (
+        half.verdict is Verdict.PERMANENT
+        and half.bad_index is None
+        and not half.whole_request
+        and half.reason == parent.reason
+    )
 
 
 class Worker:
@@ -387,6 +747,9 @@ class Worker:
         self._tasks.append(asyncio.create_task(self._relay_wakeups()))
         channel = getattr(self.store.store, "notify_channel", None)
         if self.listen_url and channel:
+            # PostgreSQL only: imported here so the embedded default never needs psycopg
+            from backchannel.wakeup import OutboxListener
+
             loop = asyncio.get_running_loop()
 
             def notified(destination: str) -> None:
@@ -413,15 +776,35 @@ class Worker:
             for worker in self.workers:
                 worker.wake.set()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = GRACE) -> None:
+        """Stop delivering: let each lane finish its cycle in flight for up to ``grace``
+        seconds (sends are bounded by their cycle's deadline), then cancel what is left and
+        give every row still leased back at once, so another worker (or the next start)
+        takes it now rather than when its lease runs out."""
         if self._listener is not None:
             await asyncio.to_thread(self._listener.stop)
         for worker in self.workers:
             worker.stop()
-        for task in self._tasks:
+        lanes = self._tasks[: len(self.workers)]
+        relay = self._tasks[len(self.workers) :]
+        for task in relay:
             task.cancel()
+        if lanes:
+            _, pending = await asyncio.wait(lanes, timeout=max(0.0, grace))
+            for task in pending:
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for worker in self.workers:
+            try:
+                released = await worker.release_held()
+            except Exception:  # the store is gone: the leases will run out instead
+                log.exception("could not release leased rows", extra={"destination": worker.name})
+                continue
+            if released:
+                log.info(
+                    "released leased rows at shutdown",
+                    extra={"destination": worker.name, "events": released},
+                )
             await worker.client.aclose()
 
 

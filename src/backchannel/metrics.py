@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -116,6 +116,20 @@ class Metrics:
         self.expired = Counter(
             "expired",
             "Deliveries too old to send",
+            ["destination"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.lease_lost = Counter(
+            "lease_lost",
+            "Deliveries whose outcome was not recorded: another worker had taken the rows over",
+            ["destination"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.paused = Gauge(
+            "destination_paused",
+            "1 while the platform refuses our credentials and delivery waits for a new token",
             ["destination"],
             namespace=NAMESPACE,
             registry=r,

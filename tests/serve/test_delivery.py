@@ -13,9 +13,11 @@ from typing import Any
 
 import orjson
 
+from backchannel import credentials
 from backchannel.delivery import RetryPolicy
 from backchannel.sandbox import SandboxConfig
 from backchannel.store import open_store
+from backchannel.store.base import Connection
 
 from .helpers import (
     EMAIL_NORMALIZED,
@@ -304,15 +306,13 @@ class TestDeadLetters:
         assert row["platform_ref"] == received["_request_id"]
 
     def test_refusal_naming_no_row_is_bisected(self, deploy: StartDeployment) -> None:
-        """Meta refuses a batch without a row index we use: it is bisected down to the bad row."""
-        d = deploy()
-        events = [lead(i) for i in range(8)]
-        del events[5]["user"]["user_agent"]  # Meta requires client_user_agent on website events
-        post_all(d.gateway, events)
+        """A refusal that names no row is bisected down to the bad row, nothing more."""
+        d = deploy(faults={"meta": {"reject_event_ids": ["lead-5"], "reject_without_row": True}})
+        post_all(d.gateway, [lead(i) for i in range(8)])
         settled(d.gateway, "meta", {"delivered": 7, "dead": 1})
-        settled(d.gateway, "tiktok", {"delivered": 8})  # TikTok does not require it
+        settled(d.gateway, "tiktok", {"delivered": 8})
         dead = row_of(d.gateway, "meta", "lead-5")
-        assert "client_user_agent" in dead["last_error"]
+        assert "rejected by sandbox" in dead["last_error"]
         assert orjson.loads(dead["sent_body"])["event_id"] == "lead-5"
         stats = d.sandbox.stats("meta")
         assert stats["accepted_events"] == 7
@@ -321,22 +321,97 @@ class TestDeadLetters:
         # [6..8) ok; [4] ok; [5] refused and dead. Never more than 1 + 2 * log2(8) requests.
         assert stats["by_code"] == {"100": 4, "0": 3}
 
-    def test_invalid_token_dead_letters_without_splitting(self, deploy: StartDeployment) -> None:
-        """A refused token (TikTok 40105, Meta 190) dead-letters the request in one go."""
+    def test_meta_refusal_naming_a_row_costs_two_requests(self, deploy: StartDeployment) -> None:
+        """Meta's row path (``data[5].…``) is read: that row is dead, the rest go at once."""
+        d = deploy(faults={"meta": {"reject_event_ids": ["lead-5"]}})
+        post_all(d.gateway, [lead(i) for i in range(8)])
+        settled(d.gateway, "meta", {"delivered": 7, "dead": 1})
+        assert row_of(d.gateway, "meta", "lead-5")["status"] == "dead"
+        assert d.sandbox.stats("meta")["by_code"] == {"100": 1, "0": 1}
+
+    def test_the_same_rowless_refusal_from_both_halves_ends_the_split(
+        self, deploy: StartDeployment
+    ) -> None:
+        """When both halves get the parent's row-less refusal, every row is dead after three
+        requests, not 2n-1 (issue 18: 1000 rows took 1999 requests, each event sent 11 times)."""
+        n = 64
+        ids = [f"lead-{i}" for i in range(n)]
+        d = deploy(faults={"tiktok": {"reject_event_ids": ids, "reject_without_row": True}})
+        post_all(d.gateway, [lead(i) for i in range(n)])
+        settled(d.gateway, "tiktok", {"dead": n})
+        settled(d.gateway, "meta", {"delivered": n})
+        assert d.sandbox.stats("tiktok")["by_code"] == {"40002": 3}
+        reasons = {r["last_error"] for r in d.gateway.outbox("tiktok")}
+        assert all("the same refusal for every part" in r for r in reasons), reasons
+
+    def test_known_refusal_is_dead_lettered_without_a_request(
+        self, deploy: StartDeployment
+    ) -> None:
+        """A web event without a user agent, which Meta refuses, never reaches Meta: it is a
+        dead letter at once with the reason and the event as it would have been sent."""
+        events = [lead(i) for i in range(8)]
+        for event in events[:4]:
+            del event["user"]["user_agent"]
+        d = deploy()
+        post_all(d.gateway, events)
+        settled(d.gateway, "meta", {"delivered": 4, "dead": 4})
+        settled(d.gateway, "tiktok", {"delivered": 8})  # TikTok does not require it
+        dead = row_of(d.gateway, "meta", "lead-0")
+        assert "client_user_agent" in dead["last_error"]
+        assert "not sent" in dead["last_error"]
+        assert orjson.loads(dead["sent_body"])["event_id"] == "lead-0"
+        assert d.sandbox.stats("meta")["by_code"] == {"0": 1}
+
+    def test_invalid_token_pauses_the_destination_until_it_is_replaced(
+        self, deploy: StartDeployment
+    ) -> None:
+        """A refused token (TikTok 40105, Meta 190) pauses the destination: one request, the
+        rows stay pending (none dead), /readyz and /metrics say so; a new token resumes it and
+        every event is delivered once."""
         d = deploy(sandbox_config=SandboxConfig(token="right"))
         post_all(d.gateway, [lead(i) for i in range(10)])
-        settled(d.gateway, "tiktok", {"dead": 10})
-        settled(d.gateway, "meta", {"dead": 10})
-        tiktok_rows = d.gateway.outbox("tiktok")
-        assert all("40105" in r["last_error"] for r in tiktok_rows)
-        assert all(r["attempts"] == 1 for r in tiktok_rows)
-        assert [orjson.loads(r["sent_body"])["event_id"] for r in tiktok_rows] == [
-            f"lead-{i}" for i in range(10)
-        ]
-        assert all("190" in r["last_error"] for r in d.gateway.outbox("meta"))
-        time.sleep(0.6)  # one worker poll interval: nothing more may be sent
-        assert d.sandbox.stats("tiktok")["by_code"] == {"40105": 1}
-        assert d.sandbox.stats("meta")["by_code"] == {"190": 1}
+        for destination, code in (("tiktok", "40105"), ("meta", "190")):
+            wait_for(
+                lambda dest=destination: d.sandbox.stats(dest)["requests"] >= 1,
+                what=f"{destination} to be tried",
+            )
+            settled(d.gateway, destination, {"pending": 10})
+            assert d.sandbox.stats(destination)["by_code"] == {code: 1}
+        time.sleep(1.0)  # two worker poll intervals: nothing more may be sent while paused
+        assert d.sandbox.stats("tiktok")["requests"] == 1
+        assert d.sandbox.stats("meta")["requests"] == 1
+        assert all(r["attempts"] == 0 for r in d.gateway.outbox())
+        ready = d.gateway.http.get("/readyz").json()
+        assert "40105" in ready["destinations"]["tiktok"]
+        assert "190" in ready["destinations"]["meta"]
+        set_token(d.gateway, "tiktok", TIKTOK_PIXEL, "right")
+        set_token(d.gateway, "meta", META_PIXEL, "right")
+        settled(d.gateway, "tiktok", {"delivered": 10})
+        settled(d.gateway, "meta", {"delivered": 10})
+        for destination in ("tiktok", "meta"):
+            stats = d.sandbox.stats(destination)
+            assert (stats["unique_event_ids"], stats["duplicates"]) == (10, 0)
+        ready = d.gateway.http.get("/readyz").json()
+        assert ready["destinations"] == {"tiktok": "ok", "meta": "ok"}
+
+
+def set_token(gateway: Gateway, destination: str, pixel: str, token: str) -> None:
+    """Replace a destination's token in the store, as `backchannel token set` does."""
+    cipher = credentials.load_cipher(gateway.settings)
+    store = open_store(gateway.settings.database_url)
+    try:
+        store.set_connection(
+            Connection(
+                destination,
+                pixel,
+                credentials.encrypt(cipher, token),
+                token[-4:],
+                None,
+                time.time(),
+            )
+        )
+    finally:
+        store.close()
 
 
 class TestExpiry:

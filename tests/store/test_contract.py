@@ -339,7 +339,8 @@ def test_claims_carry_one_fresh_token_each(store: Store) -> None:
     second = store.claim("tiktok", 2, NOW, LEASE)
     assert len({c.lease for c in first}) == 1
     assert len({c.lease for c in second}) == 1
-    assert first[0].lease and second[0].lease
+    assert first[0].lease
+    assert second[0].lease
     assert first[0].lease != second[0].lease
 
 

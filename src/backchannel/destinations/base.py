@@ -17,6 +17,7 @@ The modules are pure: they turn conversions into a :class:`PreparedRequest` and 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,8 +46,14 @@ class Outcome:
     bad_index: int | None = None
     #: the raw response body, shortened, for dead letters and diagnostics
     response: str = ""
-    #: the refusal concerns our credentials or account, not any row: splitting cannot help
+    #: the refusal concerns our credentials or account, not any row: splitting cannot help.
+    #: The worker suspends the destination instead of dead-lettering (see suspension.py).
     whole_request: bool = False
+    #: delivered, but the platform says not every event was taken (TikTok 20001, Meta's
+    #: events_received below the batch size): the answer is kept for the dashboard
+    partial: bool = False
+    #: how many events the platform says it took, when it says (Meta's events_received)
+    received: int | None = None
 
 
 @dataclass(slots=True)
@@ -117,6 +124,19 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     except ValueError:
         return None
     return max(0.0, min(seconds, 3600.0))
+
+
+_ROW_PATH = re.compile(r"\b(?:Batch|data)(?:\.(\d+)\.|\[(\d+)\])", re.IGNORECASE)
+
+
+def row_index(message: str) -> int | None:
+    """The batch row a refusal names, from its JSON path: TikTok's ``Batch.3.properties…``,
+    and ``data.3.…`` or ``data[3].…`` (Meta's ``error_user_msg`` in our sandbox; the
+    issue tracker saw both spellings). None when the message names no row."""
+    match = _ROW_PATH.search(message)
+    if match is None:
+        return None
+    return int(match.group(1) or match.group(2))
 
 
 def age_note(conversion: Conversion, max_age: int, now: float, platform: str) -> list[Note]:

@@ -23,6 +23,7 @@ from backchannel.destinations.base import (
     Verdict,
     age_note,
     retry_after_seconds,
+    row_index,
     shorten,
 )
 from backchannel.events import Conversion
@@ -199,36 +200,48 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     ref = payload.get("fbtrace_id") or (error or {}).get("fbtrace_id")
     ref = str(ref) if ref is not None else None
     if 200 <= status < 300:
-        if "events_received" not in payload:
+        received = payload.get("events_received")
+        if isinstance(received, bool) or not isinstance(received, int):
             return Outcome(
                 Verdict.RETRY,
                 f"HTTP {status} without events_received",
                 platform_ref=ref,
                 response=text,
             )
+        # The worker compares ``received`` with the batch size: Meta is all-or-nothing for
+        # invalid events (reference §7), so fewer is unexpected; it is delivered (resending
+        # would duplicate what was taken) and flagged.
         return Outcome(
             Verdict.DELIVERED,
-            f"events_received={payload['events_received']}",
+            f"events_received={received}",
             platform_ref=ref,
             response=text,
+            received=received,
         )
     message = f"HTTP {status}"
     code = None
+    subcode = None
+    detail = ""
     if error is not None:
         code = error.get("code")
-        detail = error.get("error_user_msg") or error.get("message") or ""
+        subcode = error.get("error_subcode")
+        detail = str(error.get("error_user_msg") or error.get("message") or "")
         message = f"Meta {code}: {detail}" if detail else f"Meta {code}"
     wait = retry_after_seconds(headers)
     if status >= 500 or status in (408, 429) or code in RATE_LIMIT_CODES:
         return Outcome(Verdict.RETRY, message, platform_ref=ref, retry_after=wait, response=text)
     if error is not None and error.get("is_transient") is True:
         return Outcome(Verdict.RETRY, message, platform_ref=ref, retry_after=wait, response=text)
+    # 100/33: "Object with ID … does not exist, cannot be loaded due to missing permissions":
+    # the pixel, not an event. Splitting the batch used to cost 2n-1 requests for nothing.
+    whole = status in (401, 403, 404) or code in ACCOUNT_CODES or (code, subcode) == (100, 33)
     return Outcome(
         Verdict.PERMANENT,
         message,
         platform_ref=ref,
         response=text,
-        whole_request=status in (401, 403, 404) or code in ACCOUNT_CODES,
+        bad_index=None if whole else row_index(detail),
+        whole_request=whole,
     )
 
 

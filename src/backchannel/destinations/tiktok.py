@@ -14,7 +14,6 @@ Where the reference is unsure we choose and say so:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ from backchannel.destinations.base import (
     Verdict,
     age_note,
     retry_after_seconds,
+    row_index,
     shorten,
 )
 from backchannel.events import Conversion
@@ -48,7 +48,6 @@ RETRY_CODES = frozenset({40100, 50000, 50002, 51010})
 PERMANENT_CODES = frozenset({40001, 40002, 40101, 40105, 40110})
 #: refusals about the token, pixel or account rather than the events
 ACCOUNT_CODES = frozenset({40001, 40101, 40105, 40110})
-_BATCH_ROW = re.compile(r"^\s*Batch\.(\d+)\.", re.IGNORECASE)
 
 
 def max_age(conversion: Conversion) -> int:
@@ -217,7 +216,12 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     ref = str(ref) if ref is not None else None
     reason = f"TikTok {code}: {message}" if message else f"TikTok {code}"
     if code in DELIVERED_CODES:
-        return Outcome(Verdict.DELIVERED, reason, platform_ref=ref, response=text)
+        # 20001: RudderStack counts it as success; reportedly a partial success (reference
+        # §4), and TikTok names no rows. Delivered (resending would duplicate the events
+        # that were taken), with the answer kept and flagged for the dashboard.
+        return Outcome(
+            Verdict.DELIVERED, reason, platform_ref=ref, response=text, partial=code != 0
+        )
     if code in RETRY_CODES or 50000 <= code < 60000:
         return Outcome(
             Verdict.RETRY,
@@ -226,15 +230,11 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
             retry_after=retry_after_seconds(headers),
             response=text,
         )
-    bad_index = None
-    match = _BATCH_ROW.match(message)
-    if match is not None:
-        bad_index = int(match.group(1))
     return Outcome(
         Verdict.PERMANENT,
         reason,
         platform_ref=ref,
-        bad_index=bad_index,
+        bad_index=None if code in ACCOUNT_CODES else row_index(message),
         response=text,
         whole_request=code in ACCOUNT_CODES,
     )

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from backchannel.sandbox import meta, tiktok
@@ -45,7 +46,7 @@ from backchannel.sandbox.faults import (
     Faults,
     first_rejected,
 )
-from backchannel.sandbox.state import TIMEOUT, EventLog, http_code
+from backchannel.sandbox.state import MALFORMED, TIMEOUT, EventLog, http_code
 
 __all__ = ["Sandbox", "SandboxConfig", "create_app"]
 
@@ -53,6 +54,8 @@ __all__ = ["Sandbox", "SandboxConfig", "create_app"]
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 FAULT_REJECTION = "rejected by sandbox fault injection"
+#: a refusal naming no row, as real platforms sometimes give (the worker must bisect)
+FAULT_REJECTION_NO_ROW = "Invalid parameters: rejected by sandbox fault injection"
 
 #: nginx's own reason phrases, where they differ from the RFC's
 _NGINX_PHRASES = {503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
@@ -76,6 +79,27 @@ def nginx_page(status: int) -> Response:
         "</body>\r\n</html>\r\n"
     )
     return Response(body, status, media_type="text/html")
+
+
+def malformed_answer(kind: str, seconds: float) -> Response:
+    """A 200 whose body says nothing about the events: a truncated JSON object, a proxy's
+    HTML page, nothing at all, or headers followed by one byte a second (which per-read
+    client timeouts never catch). A client must never take any of them for a delivery."""
+    if kind == "stall":
+
+        async def trickle() -> AsyncIterator[bytes]:
+            deadline = time.monotonic() + seconds
+            yield b"{"
+            while time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+                yield b" "
+
+        return StreamingResponse(trickle(), 200, media_type="application/json")
+    if kind == "html":
+        return Response("<html><body>Welcome</body></html>", 200, media_type="text/html")
+    if kind == "empty":
+        return Response(b"", 200, media_type="application/json")
+    return Response(b'{"code": 0, "message": "O', 200, media_type="application/json")
 
 
 async def hang(request: Request, seconds: float) -> None:
@@ -146,6 +170,9 @@ class Sandbox:
         if decision.action is Action.ERROR:
             log.count(http_code(decision.status))
             return nginx_page(decision.status)
+        if decision.action is Action.MALFORMED:
+            log.count(MALFORMED)
+            return malformed_answer(decision.malformed, decision.hang)
         request_id = tiktok_request_id()
         if decision.action is Action.RATE_LIMIT:
             return self._tiktok_reply(
@@ -156,6 +183,8 @@ class Sandbox:
                 request.headers.get("access-token"), raw, self.config, self.config.clock()
             )
             bad = first_rejected(accepted.events, decision.reject_event_ids)
+            if bad is not None and decision.without_row:
+                raise tiktok.TikTokError(tiktok.INVALID_PARAMETER, FAULT_REJECTION_NO_ROW)
             if bad is not None:
                 raise tiktok.row_error(bad, "event_id", FAULT_REJECTION)
         except tiktok.TikTokError as exc:
@@ -189,6 +218,9 @@ class Sandbox:
         early = await self._before(request, decision, log)
         if early is not None:
             return early
+        if decision.action is Action.MALFORMED:
+            log.count(MALFORMED)
+            return malformed_answer(decision.malformed, decision.hang)
         trace = fbtrace_id()
         if decision.action is Action.ERROR:
             log.count(http_code(decision.status))
@@ -206,6 +238,8 @@ class Sandbox:
             )
             accepted = meta.check(version, pixel, params, self.config, self.config.clock())
             bad = first_rejected(accepted.events, decision.reject_event_ids)
+            if bad is not None and decision.without_row:
+                raise meta.invalid(FAULT_REJECTION_NO_ROW, "Rejected By Sandbox")
             if bad is not None:
                 raise meta.invalid(
                     f"data[{bad}].event_id: {FAULT_REJECTION}", "Rejected By Sandbox"

@@ -13,8 +13,12 @@ Per request, the first fault that fires wins, in this order (latency is added to
     rate_limit_next  the next N requests are rate-limited (a "40100 storm")
     rate_limit_rate  random rate limits: TikTok HTTP 200 code 40100, Meta HTTP 403 code 4
     error_rate       random 5xx with ``status`` (TikTok: nginx HTML; Meta: Graph code 2 JSON)
+    malformed_rate   answer HTTP 200 with a body that says nothing: ``malformed`` is
+                     truncated_json, html (a proxy's page), empty, or stall (headers, then
+                     one byte a second for hang_seconds); the events are not stored
     reject_event_ids applied after validation: a batch holding one of these ids is refused,
-                     naming the row (TikTok 40002 ``Batch.i.event_id``; Meta 400 code 100)
+                     naming the row (TikTok 40002 ``Batch.i.event_id``; Meta 400 code 100
+                     ``data[i]…``), or naming no row with ``reject_without_row``
 
 Randomness comes from one ``random.Random`` that can be seeded, so a failing reliability run
 can be replayed exactly.
@@ -29,6 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 DESTINATIONS = ("tiktok", "meta")
+MALFORMED_KINDS = ("truncated_json", "html", "empty", "stall")
 ALL = "all"
 
 
@@ -55,9 +60,17 @@ class Faults:
     outage_seconds: float = 0.0
     #: a batch containing any of these event_ids is refused as invalid
     reject_event_ids: frozenset[str] = field(default_factory=frozenset)
+    #: refuse those batches with a message that names no row (real platforms do that too)
+    reject_without_row: bool = False
+    #: probability (0..1) that a request gets a 200 whose body says nothing (see ``malformed``)
+    malformed_rate: float = 0.0
+    #: the kind of useless 200: truncated_json, html, empty or stall
+    malformed: str = "truncated_json"
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "rate_limit_rate", "timeout_rate"):
+        if self.malformed not in MALFORMED_KINDS:
+            raise ValueError(f"malformed: one of {', '.join(MALFORMED_KINDS)}")
+        for name in ("error_rate", "rate_limit_rate", "timeout_rate", "malformed_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name}: must be between 0 and 1")
@@ -97,7 +110,7 @@ class Faults:
 
 _NO_FAULTS = Faults()
 _INTS = frozenset({"status", "rate_limit_next"})
-_BOOLS = frozenset({"timeout_after_accept"})
+_BOOLS = frozenset({"timeout_after_accept", "reject_without_row"})
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -105,6 +118,10 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{key}: must be a list of strings")
         return frozenset(value)
+    if key == "malformed":
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: must be a string")
+        return value
     if key in _BOOLS:
         if not isinstance(value, bool):
             raise ValueError(f"{key}: must be true or false")
@@ -155,6 +172,7 @@ class Action(enum.Enum):
     TIMEOUT = "timeout"
     RATE_LIMIT = "rate_limit"
     ERROR = "error"
+    MALFORMED = "malformed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +185,8 @@ class Decision:
     status: int = 503
     after_accept: bool = False
     reject_event_ids: frozenset[str] = frozenset()
+    without_row: bool = False
+    malformed: str = ""
 
 
 _PASS = Decision(Action.PROCEED)
@@ -272,7 +292,16 @@ class FaultInjector:
             return Decision(Action.RATE_LIMIT, delay=delay)
         if faults.error_rate and rng.random() < faults.error_rate:
             return Decision(Action.ERROR, delay=delay, status=faults.status)
-        return Decision(Action.PROCEED, delay=delay, reject_event_ids=faults.reject_event_ids)
+        if faults.malformed_rate and rng.random() < faults.malformed_rate:
+            return Decision(
+                Action.MALFORMED, delay=delay, hang=faults.hang_seconds, malformed=faults.malformed
+            )
+        return Decision(
+            Action.PROCEED,
+            delay=delay,
+            reject_event_ids=faults.reject_event_ids,
+            without_row=faults.reject_without_row,
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """The live configuration, with what is left of storms and outages."""

@@ -25,6 +25,8 @@ import orjson
 
 #: by_code key of a request that hung until the client gave up
 TIMEOUT = "timeout"
+#: by_code key of a request answered with a useless 200 (fault injection: malformed)
+MALFORMED = "malformed"
 
 
 def http_code(status: int) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -29,6 +29,8 @@ from starlette.responses import JSONResponse, Response
 from backchannel.config import Settings
 from backchannel.metrics import CONTENT_TYPE, Metrics
 from backchannel.store import migrations
+from backchannel.store.base import Store
+from backchannel.suspension import Suspension, suspension_key
 from backchannel.web.auth import Admin, AdminAuth, require_admin
 
 READY_TIMEOUT = 2.0  # seconds the database gets to answer the readiness probe
@@ -37,6 +39,15 @@ READY_TIMEOUT = 2.0  # seconds the database gets to answer the readiness probe
 def latest_migration(database_url: str) -> int:
     backend: migrations.Backend = "sqlite" if database_url.startswith("sqlite") else "postgres"
     return max(version for version, _ in migrations.load(backend))
+
+
+def destination_states(store: Store, destinations: Sequence[str]) -> dict[str, str]:
+    """``ok``, or ``paused: <the platform's reason>`` per destination (see suspension.py)."""
+    states: dict[str, str] = {}
+    for name in destinations:
+        suspended = Suspension.parse(store.get_admin_setting(suspension_key(name)))
+        states[name] = "ok" if suspended is None else f"paused: {suspended.reason}"
+    return states
 
 
 def install(
@@ -74,10 +85,14 @@ def install(
             worker = state.get("worker")
             checks["worker"] = "ok" if worker is not None and worker.alive() else "not running"
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status_code=200 if ready else 503,
-        )
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        if store is not None and checks.get("database") == "ok":
+            # Informational, not a check: a destination paused for a refused token must not
+            # take the node out of a load balancer, since ingest still works and queues.
+            body["destinations"] = await asyncio.to_thread(
+                destination_states, store, settings.destinations
+            )
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
         token = settings.metrics_token
