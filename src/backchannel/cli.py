@@ -8,6 +8,7 @@ pipelines and cron jobs where a traceback is noise and an exit code is the contr
 from __future__ import annotations
 
 import getpass
+import logging
 import sqlite3
 import sys
 import time
@@ -289,8 +290,7 @@ def serve(
     ] = False,
 ) -> None:
     """Run the ingest API and the delivery worker (SQLite + local sandbox by default)."""
-    import uvicorn
-
+    from backchannel import serving
     from backchannel.web.app import Options, create_app
     from backchannel.web.auth import PASSWORD_SETTING
 
@@ -339,10 +339,11 @@ def serve(
             "  [bold]no API key yet[/bold]: create one with `backchannel keys create --name shop`"
         )
     store.close()
-    uvicorn.run(
+    serving.run(
         create_app(settings, options),
         host=host,
         port=port,
+        grace=settings.shutdown_grace,
         log_level="warning",
         access_log=False,
         log_config=None,  # logs.configure above: JSON or text, redacted
@@ -430,10 +431,11 @@ def worker(
         if server is not None:
             server.should_exit = True
             await serving
-        await worker.stop()
+        await worker.stop(settings.shutdown_grace)
         runner.close()
 
     asyncio.run(run())
+    logging.shutdown()
 
 
 @app.command()

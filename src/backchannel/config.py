@@ -51,6 +51,9 @@ class Settings:
     retry_cap: float = 300.0
     #: seconds a claimed outbox row stays leased before another worker may take it
     lease_seconds: float = 120.0
+    #: seconds `serve` and `worker` take at most to stop on SIGTERM/SIGINT: requests in
+    #: flight are answered and delivery cycles finish, then leased rows are released
+    shutdown_grace: float = 20.0
     #: requests in flight per destination
     delivery_concurrency: int = 4
     #: seconds an idle worker waits before looking at the outbox again (PostgreSQL workers

@@ -54,7 +54,8 @@ LEASE = 120.0  # seconds a claimed row stays ours before another worker may take
 REQUEST_TIMEOUT_SECONDS = 15.0  # at most; never more than half the lease
 DEADLINE_SHARE = 0.5  # of the lease: a cycle's sends end by then (the rest is margin for
 #                       the marks and for clock skew between workers' wall clocks)
-MIN_SEND_BUDGET = 1.0  # seconds: with less left in the cycle a request is not started
+MIN_SEND_BUDGET = 1.0  # seconds (at most a quarter of the cycle): with less left in the
+#                       cycle a request is not started
 PAUSE_RECHECK = 5.0  # seconds between looks at a suspended destination's credentials
 PAUSE_PROBE = PROBE_AFTER  # seconds after which a suspended destination is probed anyway
 GRACE = 20.0  # seconds a stopping worker waits for cycles in flight before releasing rows
@@ -183,6 +184,7 @@ class DestinationWorker:
         self.policy = policy or RetryPolicy()
         self.concurrency = concurrency
         self.lease = lease
+        self.min_send_budget = min(MIN_SEND_BUDGET, lease * DEADLINE_SHARE / 4)
         self.cache = cache or ParsedCache()
         self.poll_interval = poll_interval
         self.batch_size = min(batch_size or self.destination.max_batch, self.destination.max_batch)
@@ -475,7 +477,7 @@ class DestinationWorker:
         """Send ``rows`` as one request; None when the cycle has no time left for it (the
         rows go back untried) or the destination was suspended meanwhile."""
         budget = cycle.deadline - self.monotonic()
-        if budget < MIN_SEND_BUDGET or self.suspended is not None or self._stopping:
+        if budget < self.min_send_budget or self.suspended is not None or self._stopping:
             await self._release(rows, cycle)
             return None
         target = self.target()

@@ -172,7 +172,8 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await purger
             if worker is not None:
-                await worker.stop()
+                # the other half of the grace (serving.py): uvicorn drained requests first
+                await worker.stop(settings.shutdown_grace / 2)
             runner.close()
 
     app = FastAPI(
