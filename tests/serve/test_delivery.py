@@ -321,6 +321,28 @@ class TestDeadLetters:
         # [6..8) ok; [4] ok; [5] refused and dead. Never more than 1 + 2 * log2(8) requests.
         assert stats["by_code"] == {"100": 4, "0": 3}
 
+    def test_a_long_cycle_of_row_refusals_never_sends_an_event_twice(
+        self, deploy: StartDeployment
+    ) -> None:
+        """Issue 18's reproduction: 1000 rows, 200 of them refused one by one by name, 50 ms
+        a request, a 6 s lease, 4 lanes. The cycle outlived its lease, other lanes claimed
+        the same rows, and the 800 good events were accepted twice. Now each cycle stops at
+        its deadline and gives the rest back; every event is sent to completion once."""
+        bad = [f"lead-{i}" for i in range(0, 1000, 5)]
+        d = deploy(
+            faults={"tiktok": {"reject_event_ids": bad, "latency_ms": 50}},
+            lease_seconds=6.0,
+            delivery_concurrency=4,
+        )
+        post_all(d.gateway, [lead(i) for i in range(1000)])
+        wait_for(
+            lambda: (c := d.gateway.counts("tiktok")) == {"delivered": 800, "dead": 200} and c,
+            timeout=120,
+            what=f"tiktok to settle (now {d.gateway.counts('tiktok')})",
+        )
+        stats = d.sandbox.stats("tiktok")
+        assert (stats["accepted_events"], stats["duplicates"]) == (800, 0)
+
     def test_meta_refusal_naming_a_row_costs_two_requests(self, deploy: StartDeployment) -> None:
         """Meta's row path (``data[5].…``) is read: that row is dead, the rest go at once."""
         d = deploy(faults={"meta": {"reject_event_ids": ["lead-5"]}})
