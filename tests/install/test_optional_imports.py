@@ -4,15 +4,14 @@ Why: ``pip install backchannel`` installs only the required dependencies. A modu
 imports psycopg (the postgres extra), resvg_py (the png extra) or a test library at its top
 crashes the embedded default at start-up for every user who did not install them (issue 12:
 web/app.py -> delivery.py -> wakeup.py -> psycopg). The virtualenv the tests run in has all
-of them, so a subprocess hides them with ``blocker/sitecustomize.py`` and imports every module
-under src/backchannel. The only modules allowed to fail are those whose docstring says
-"Needs the ``NAME`` extra", and they must fail on exactly such a blocked library.
+of them, so a subprocess hides them (tests/support/blocked.py) and imports every module under
+src/backchannel. The only modules allowed to fail are those whose docstring says "Needs the
+``NAME`` extra", and they must fail on exactly such a blocked library.
 """
 
 from __future__ import annotations
 
 import ast
-import os
 import re
 import subprocess
 import sys
@@ -22,8 +21,8 @@ import orjson
 import pytest
 
 import backchannel
+from support.blocked import blocked_env
 
-HERE = Path(__file__).parent
 PACKAGE = Path(backchannel.__file__).parent
 
 #: libraries only an extra or the test extra installs (top-level import names)
@@ -58,13 +57,9 @@ print(orjson.dumps(results).decode())
 """
 
 
-def blocked_env() -> dict[str, str]:
+def blocked() -> dict[str, str]:
     """The environment of a subprocess where the blocked libraries cannot be imported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_")}
-    paths = [str(HERE / "blocker"), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    env["BLOCKED_MODULES"] = ",".join(BLOCKED)
-    return env
+    return blocked_env(BLOCKED)
 
 
 def all_modules() -> dict[str, str | None]:
@@ -86,7 +81,7 @@ def test_the_blocker_really_blocks(tmp_path: Path) -> None:
     probe = "import importlib.util, psycopg"
     completed = subprocess.run(
         [sys.executable, "-c", probe],
-        env=blocked_env(),
+        env=blocked(),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -107,7 +102,7 @@ def test_every_module_imports_without_optional_libraries(tmp_path: Path) -> None
     assert {"backchannel.web.app", "backchannel.cli", "backchannel.delivery"} <= set(modules)
     completed = subprocess.run(
         [sys.executable, "-c", IMPORT_ALL, *modules],
-        env=blocked_env(),
+        env=blocked(),
         cwd=tmp_path,
         capture_output=True,
         timeout=300,
@@ -132,7 +127,7 @@ def test_every_module_imports_without_optional_libraries(tmp_path: Path) -> None
 def test_a_postgres_url_without_the_extra_is_one_line_naming_pip(
     tmp_path: Path, command: str
 ) -> None:
-    env = blocked_env()
+    env = blocked()
     env["BACKCHANNEL_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
     completed = subprocess.run(
         [sys.executable, "-m", "backchannel.cli", command],

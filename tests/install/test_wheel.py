@@ -239,3 +239,13 @@ def test_a_postgres_url_names_the_extra(installed: Installed, tmp_path: Path) ->
         assert completed.returncode == 2, completed.stderr
         assert completed.stderr.count("\n") == 1, completed.stderr
         assert "pip install 'backchannel[postgres]'" in completed.stderr
+
+
+def test_png_charts_name_the_extra(installed: Installed, tmp_path: Path) -> None:
+    completed = installed.run(
+        tmp_path, "report", "gap", "--chart-dir", "charts", "--chart-format", "png"
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.count("\n") == 1, completed.stderr
+    assert "pip install 'backchannel[png]'" in completed.stderr
+    assert not (tmp_path / "charts").exists()

@@ -11,10 +11,12 @@ import typer
 from rich.console import Console
 
 from backchannel.cli.common import fail, load_settings, open_configured_store
+from backchannel.extras import MissingExtra, require
 
 report_app = typer.Typer(help="Reports computed from the store.", no_args_is_help=True)
 
 REPORT_FORMATS = ("table", "csv", "json")
+CHART_FORMATS = ("svg", "png")
 
 
 def _parse_day(option: str, value: str) -> Any:
@@ -28,8 +30,17 @@ def _parse_day(option: str, value: str) -> Any:
 
 @report_app.command("gap")
 def report_gap(
-    start: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD (UTC).")],
-    end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (UTC), included.")],
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="First day, YYYY-MM-DD (UTC). Default: 30 days up to --to, as the dashboard.",
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", help="Last day, YYYY-MM-DD (UTC), included. Default: today."),
+    ] = None,
     switch_on: Annotated[
         str | None,
         typer.Option("--switch-on", help="The day the server leg was switched on, YYYY-MM-DD."),
@@ -39,11 +50,15 @@ def report_gap(
         Path | None,
         typer.Option(
             "--chart-dir",
-            help="Also write the charts there as SVG (timeseries, gap, breakdown-<section>).",
+            help="Also write the charts there (timeseries, gap, breakdown-<section>).",
         ),
     ] = None,
     chart_format: Annotated[
-        str, typer.Option("--chart-format", help="svg (the only export format).")
+        str,
+        typer.Option(
+            "--chart-format",
+            help="svg, or png (PNG needs resvg-py: the optional png extra).",
+        ),
     ] = "svg",
     pixel_event: Annotated[
         str,
@@ -52,20 +67,29 @@ def report_gap(
 ) -> None:
     """The Pixel gap: TikTok-attributed orders the Pixel reported, the server leg recovered,
     and where the Pixel missed (browser, ad blockers, iOS version, page load time)."""
+    from datetime import UTC, datetime, timedelta
+
     from backchannel import charts, report
 
-    first = _parse_day("--from", start)
-    last = _parse_day("--to", end)
+    last = _parse_day("--to", end) if end is not None else datetime.now(UTC).date()
+    first = (
+        _parse_day("--from", start)
+        if start is not None
+        else last - timedelta(days=report.DEFAULT_DAYS - 1)
+    )
     if last < first:
-        fail(f"--to: {end} is before --from {start}")
+        fail(f"--to: {last} is before --from {first}")
     switch = _parse_day("--switch-on", switch_on) if switch_on is not None else None
     if output not in REPORT_FORMATS:
         fail(f"--format: must be one of {', '.join(REPORT_FORMATS)}")
-    if chart_format.lower() != "svg":
-        fail(
-            f"--chart-format: {chart_format!r} is not supported; charts are exported as SVG"
-            " (any browser opens them; `rsvg-convert -o gap.png gap.svg` makes a PNG)"
-        )
+    chart_format = chart_format.lower()
+    if chart_format not in CHART_FORMATS:
+        fail(f"--chart-format: must be one of {', '.join(CHART_FORMATS)}, not {chart_format!r}")
+    if chart_format == "png" and chart_dir is not None:
+        try:  # before any work: a missing extra is one line naming the pip command
+            require("resvg_py", "png", "--chart-format png")
+        except MissingExtra as exc:
+            fail(str(exc))
     if chart_dir is not None and chart_dir.exists() and not chart_dir.is_dir():
         fail(f"--chart-dir: {chart_dir} exists and is not a directory")
     store = open_configured_store(load_settings())
@@ -77,8 +101,11 @@ def report_gap(
         try:
             chart_dir.mkdir(parents=True, exist_ok=True)
             for name, svg in charts.gap_charts(result).items():
-                path = chart_dir / f"{name}.svg"
-                path.write_text(svg, encoding="utf-8")
+                path = chart_dir / f"{name}.{chart_format}"
+                if chart_format == "png":
+                    path.write_bytes(charts.to_png(svg))
+                else:
+                    path.write_text(svg, encoding="utf-8")
                 typer.echo(str(path), err=True)  # stderr: stdout stays the report
         except OSError as exc:
             fail(f"--chart-dir: cannot write charts into {chart_dir}: {exc.strerror or exc}")
