@@ -29,6 +29,7 @@ import httpx
 
 from backchannel import config, credentials, logs
 from backchannel.destinations import meta, tiktok
+from backchannel.extras import MissingExtra, require
 from backchannel.store import migrations, open_store
 from backchannel.store.base import Store
 from backchannel.store.sqlite import path_from_url
@@ -81,7 +82,7 @@ def _schema_version(url: str) -> int:
         finally:
             db.close()
         return int(row[0] or 0)
-    import psycopg
+    psycopg = require("psycopg", "postgres", "a postgresql:// database URL")
 
     with psycopg.connect(url, connect_timeout=int(HTTP_TIMEOUT)) as conn:
         try:
@@ -125,7 +126,9 @@ def run(
             "database",
             False,
             f"{shown}: {type(exc).__name__}: {logs.safe_url(str(exc)).splitlines()[0]}",
-            "check BACKCHANNEL_DATABASE_URL, that the server runs and accepts this user;"
+            f"pip install 'backchannel[{exc.extra}]'"
+            if isinstance(exc, MissingExtra)
+            else "check BACKCHANNEL_DATABASE_URL, that the server runs and accepts this user;"
             " for a new SQLite file run `backchannel migrate`",
         )
     else:

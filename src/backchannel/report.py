@@ -52,6 +52,8 @@ from backchannel.store.base import (
 SECTIONS = ("browser", "pixel_status", "ios_version", "load_time")
 #: the event whose imported Events Manager counts the report reads by default
 PIXEL_EVENT = "CompletePayment"
+#: days a gap report covers when no range is given (the dashboard page and `report gap`)
+DEFAULT_DAYS = 30
 #: section -> what its buckets are, for headings and chart titles
 SECTION_TITLES = {
     "browser": "By browser family",

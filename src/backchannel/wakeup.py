@@ -13,9 +13,6 @@ import logging
 import threading
 from collections.abc import Callable
 
-import psycopg
-from psycopg import sql
-
 log = logging.getLogger("backchannel.wakeup")
 
 RECONNECT_DELAY = 2.0  # seconds between attempts after the listening connection drops
@@ -40,6 +37,11 @@ class OutboxListener:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        # imported here, not at the top: delivery imports this module on every install, and
+        # the driver comes only with the postgres extra (a listener only runs on PostgreSQL)
+        import psycopg
+        from psycopg import sql
+
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:

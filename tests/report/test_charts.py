@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from datetime import date, timedelta
 from pathlib import Path
@@ -31,6 +32,7 @@ from backchannel.report import (
 from backchannel.store.base import Store
 from report.helpers import RANGE, report_cli
 from report.test_gap import END, EXPECTED_BREAKDOWNS, START, SWITCH, seed
+from support.blocked import blocked_env
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -279,12 +281,65 @@ class TestChartExport:
         assert values[("blocked", "Pixel")] == "0"
         assert values[("blocked", "Deduplicated")] == "1"
 
-    def test_png_is_refused_with_the_supported_format(self, seeded: Path, tmp_path: Path) -> None:
-        """--chart-format png: exit 2, the message says SVG is what is exported."""
-        done = cli(seeded, *RANGE, "--chart-dir", str(tmp_path / "c"), "--chart-format", "png")
+    def test_png_has_the_signature_and_each_chart_its_own_pixel_size(
+        self, seeded: Path, tmp_path: Path
+    ) -> None:
+        """--chart-format png: one PNG per chart, as wide and tall as the SVG says (the PNG's
+        IHDR chunk, read byte by byte), with the labels drawn (more ink than the bars alone)."""
+        as_svg, as_png = tmp_path / "svg", tmp_path / "png"
+        assert cli(seeded, *RANGE, "--chart-dir", str(as_svg)).returncode == 0
+        done = cli(seeded, *RANGE, "--format", "json", "--chart-dir", str(as_png),
+                   "--chart-format", "PNG")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert orjson.loads(done.stdout)["total"]["deduplicated"] == 5
+        names = {"timeseries", "gap", *(f"breakdown-{s}" for s in SECTIONS)}
+        assert {p.name for p in as_png.iterdir()} == {f"{n}.png" for n in names}
+        assert sorted(done.stderr.split()) == sorted(str(as_png / f"{n}.png") for n in names)
+        for name in names:
+            png = (as_png / f"{name}.png").read_bytes()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n"
+            assert png[12:16] == b"IHDR"
+            width, height = int.from_bytes(png[16:20]), int.from_bytes(png[20:24])
+            svg = parse((as_svg / f"{name}.svg").read_text("utf-8"))
+            expected = (math.ceil(float(svg.get("width", "0"))),
+                        math.ceil(float(svg.get("height", "0"))))  # fmt: skip
+            assert (width, height) == expected, name
+            assert width == charts.WIDTH
+
+    def test_png_draws_the_labels(self) -> None:
+        """The figures are text next to the bars: a PNG without them would mislead. The same
+        chart with its texts removed must rasterize to fewer bytes (less to compress)."""
+        svg = charts.gap_bar_svg(Tally(8, 3, 3, 5), "The Pixel gap")
+        bare = ET.tostring(parse(svg), encoding="unicode")
+        root = parse(svg)
+        for text in list(root.iter(f"{SVG}text")):
+            text.text = ""
+        unlabelled = ET.tostring(root, encoding="unicode")
+        assert len(charts.to_png(bare)) > len(charts.to_png(unlabelled)) * 1.5
+
+    def test_png_without_the_extra_names_the_pip_command(
+        self, seeded: Path, tmp_path: Path
+    ) -> None:
+        """Without resvg-py (the png extra): exit 2, one line naming the pip command, nothing
+        written. The extra is blocked in the subprocess (tests/support/blocked.py)."""
+        env = blocked_env(["resvg_py"])
+        env["BACKCHANNEL_DATABASE_URL"] = f"sqlite:///{seeded}"
+        out = tmp_path / "c"
+        done = subprocess.run(
+            [sys.executable, "-m", "backchannel.cli", "report", "gap", *RANGE,
+             "--chart-dir", str(out), "--chart-format", "png"],
+            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120, check=False,
+        )  # fmt: skip
         assert done.returncode == 2
-        assert done.stderr.startswith("error: --chart-format: ")
-        assert "SVG" in done.stderr
+        assert done.stderr.startswith("error: --chart-format png needs the png extra")
+        assert done.stderr.count("\n") == 1
+        assert "pip install 'backchannel[png]'" in done.stderr
+        assert not out.exists()
+
+    def test_an_unknown_chart_format_is_refused(self, seeded: Path, tmp_path: Path) -> None:
+        done = cli(seeded, *RANGE, "--chart-dir", str(tmp_path / "c"), "--chart-format", "gif")
+        assert done.returncode == 2
+        assert done.stderr.startswith("error: --chart-format: must be one of svg, png")
         assert not (tmp_path / "c").exists()
 
     def test_chart_dir_that_is_a_file_is_refused(self, seeded: Path, tmp_path: Path) -> None:

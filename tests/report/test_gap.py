@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import pytest
 
 from backchannel.report import Tally, gap_report, time_range
 from backchannel.store.base import BrowserEvent, LedgerEntry, SessionUpdate, Store
+from backchannel.store.sqlite import SqliteStore
 from report.helpers import RANGE, report_cli
 from store.helpers import LEASE, NOW, conversion
 
@@ -246,6 +247,43 @@ class TestCli:
         assert done.returncode == 0, done.stderr
         assert "truth set" in done.stdout
         assert "9 ledger order(s) in range, 8 attributed" in done.stdout
+
+    def test_no_range_is_the_last_30_days_as_on_the_dashboard(self, tmp_path: Path) -> None:
+        """Without --from/--to: today and the 29 days before it (UTC), the gap page's default;
+        --to alone ends the 30 days there."""
+        today = datetime.now(UTC).date()
+        days = {1: today, 2: today - timedelta(days=29), 3: today - timedelta(days=30)}
+        db = tmp_path / "recent.db"
+        store = SqliteStore(db)
+        try:
+            items = []
+            for n, day in days.items():
+                item = conversion(n, event_time=at(day))
+                item.ledger = LedgerEntry(
+                    source="shopify", order_id=str(n), order_time=at(day), value=10.0,
+                    currency="USD", event="CompletePayment", event_id=f"CompletePayment-{n}",
+                    session_id=None, attributed_tiktok=True, evidence=b'{"ttclid": "x"}',
+                )  # fmt: skip
+                items.append(item)
+            assert store.insert_conversions(items, NOW) == [True] * 3
+        finally:
+            store.close()
+        done = run(db, "--format", "json")
+        assert done.returncode == 0, done.stderr
+        data = orjson.loads(done.stdout)
+        assert (data["from"], data["to"]) == (
+            (today - timedelta(days=29)).isoformat(),
+            today.isoformat(),
+        )
+        assert data["ledger_orders"] == 2  # today and 29 days ago; not 30 days ago
+        ended = today - timedelta(days=1)
+        done = run(db, "--to", ended.isoformat(), "--format", "json")
+        data = orjson.loads(done.stdout)
+        assert (data["from"], data["to"]) == (
+            (ended - timedelta(days=29)).isoformat(),
+            ended.isoformat(),
+        )
+        assert data["ledger_orders"] == 2  # 29 and 30 days ago
 
     @pytest.mark.parametrize(
         ("args", "message"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from backchannel.extras import require
 from backchannel.store.base import Store
 
 
@@ -12,10 +13,11 @@ def open_store(url: str) -> Store:
 
         return SqliteStore(path_from_url(url))
     if url.startswith(("postgresql:", "postgres:")):
-        try:
-            from backchannel.store.postgres import PostgresStore
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ValueError(f"PostgreSQL support is not available: {exc}") from None
+        # the driver comes with the postgres extra; without it, one line naming the pip command
+        for module in ("psycopg", "psycopg_pool"):
+            require(module, "postgres", "a postgresql:// database URL")
+        from backchannel.store.postgres import PostgresStore
+
         store: Store = PostgresStore(url)
         return store
     raise ValueError(f"unsupported database URL {url!r} (sqlite:///… or postgresql://…)")

@@ -17,6 +17,8 @@ that does not loses nothing, the rows are claimed at its next poll. Payloads of 
 tokens are never part of a notification, a log line or an error raised here.
 
 Needs PostgreSQL 13 or later (``pg_current_snapshot``); developed and tested on 15.
+Needs the ``postgres`` extra (psycopg and psycopg_pool): :func:`backchannel.store.open_store`
+imports this module only for a ``postgresql://`` URL, after checking the extra is installed.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ JSON_PATH = "/reports/gap.json"
 CSV_PATH = "/reports/gap.csv"
 CHART_PATH = "/reports/gap/charts/{name}.svg"
 TITLE = "Gap report"
-DEFAULT_DAYS = 30
+DEFAULT_DAYS = report.DEFAULT_DAYS  # `backchannel report gap` has the same default
 #: TikTok event names are identifiers (CompletePayment, PlaceAnOrder, ...)
 EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 #: an SVG download is a document of its own: nothing in it may load or run anything

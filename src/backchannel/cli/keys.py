@@ -1,0 +1,60 @@
+"""``keys``: ingest, collect and admin API keys."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from backchannel import credentials
+from backchannel.cli.common import fail, load_settings, open_configured_store
+
+keys_app = typer.Typer(help="Ingest API keys (stored hashed; shown once).", no_args_is_help=True)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label, e.g. the shop's name.")],
+    scope: Annotated[str, typer.Option(help="ingest, collect or admin.")] = "ingest",
+) -> None:
+    """Create a key and print it once."""
+    if scope not in credentials.KEY_PREFIXES:
+        fail("--scope: must be ingest, collect or admin")
+    if not name.strip():
+        fail("--name: must not be empty")
+    store = open_configured_store(load_settings())
+    key = credentials.new_api_key(scope)
+    store.add_key(
+        name.strip(),
+        scope,
+        credentials.key_display_prefix(key),
+        credentials.key_hash(key),
+        time.time(),
+    )
+    store.audit(time.time(), "cli", "key.create", f"{name} ({scope})")
+    store.close()
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (prefixes only)."""
+    store = open_configured_store(load_settings())
+    for k in store.list_keys():
+        state = "revoked" if k.revoked_at else "active"
+        typer.echo(f"{k.prefix}…\t{k.name}\t{k.scope}\t{state}")
+    store.close()
+
+
+@keys_app.command("revoke")
+def keys_revoke(name_or_prefix: Annotated[str, typer.Argument(help="Key name or prefix.")]) -> None:
+    """Revoke a key; requests with it are refused from now on."""
+    store = open_configured_store(load_settings())
+    count = store.revoke_key(name_or_prefix, time.time())
+    if count == 0:
+        store.close()
+        fail(f"no active key named or prefixed {name_or_prefix!r}", 1)
+    store.audit(time.time(), "cli", "key.revoke", name_or_prefix)
+    store.close()
+    typer.echo(f"revoked {count} key(s)")

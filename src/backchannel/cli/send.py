@@ -1,0 +1,202 @@
+"""``send``: preview what would be sent (--dry-run), or fire a test order (--test)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+
+from backchannel import config
+from backchannel.cli.common import (
+    fail,
+    load_settings,
+    open_configured_store,
+    read_json_input,
+)
+from backchannel.destinations import Target
+from backchannel.notes import InvalidConversion
+from backchannel.preview import normalize_all, render
+
+
+def send(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="A JSON file with one conversion or an array; - for stdin."
+            " With --test: one conversion (default: a built-in sample order)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the bodies; send nothing.")
+    ] = False,
+    test: Annotated[
+        bool,
+        typer.Option(
+            "--test",
+            help="Send one TEST conversion through the running gateway and show, per"
+            " destination, what was sent, what the platform answered and which identifiers"
+            " it carried.",
+        ),
+    ] = False,
+    code: Annotated[
+        str | None,
+        typer.Option("--code", help="With --test: the test_event_code (default: Connections)."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="With --test: seconds to wait for delivery.")
+    ] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="With --test: print JSON.")] = False,
+    destination: Annotated[
+        list[str] | None,
+        typer.Option("--destination", "-d", help="tiktok or meta (repeatable). Default: both."),
+    ] = None,
+    tiktok_pixel: Annotated[str | None, typer.Option(help="TikTok pixel code to show.")] = None,
+    meta_pixel: Annotated[str | None, typer.Option(help="Meta pixel id to show.")] = None,
+) -> None:
+    """Preview a conversion (--dry-run), or fire a test order through the gateway (--test).
+
+    --dry-run prints exactly what would be sent, one JSON line per destination. --test stores
+    one conversion with a Test Events code in the configured database, waits for the running
+    `serve` or `worker` to deliver it, and prints the side-by-side view (exit 1 if nothing
+    delivered it within --timeout).
+    """
+    settings = load_settings()
+    if test:
+        if dry_run:
+            fail("--test and --dry-run: choose one")
+        if destination:
+            fail("--destination: not with --test (event routing decides; see `route show`)")
+        send_test(settings, source, code, timeout, as_json)
+        return
+    for flag, given in (("--code", code is not None), ("--json", as_json)):
+        if given:
+            fail(f"{flag}: only with --test")
+    names = destination or ["tiktok", "meta"]
+    for name in names:
+        if name not in ("tiktok", "meta"):
+            fail(f"--destination: unknown destination {name!r} (tiktok or meta)")
+    if not dry_run:
+        fail(
+            "sending for real needs `backchannel serve`; use --dry-run to preview, or --test"
+            " to fire a test order",
+            2,
+        )
+    if source is None:
+        fail("source: give a JSON file or - for stdin")
+    document = read_json_input(source)
+    items = document if isinstance(document, list) else [document]
+    if not items:
+        fail("input: an empty array holds no conversion")
+    try:
+        accepted = normalize_all(items, now=time.time(), default_region=settings.default_region)
+    except InvalidConversion as exc:
+        fail("; ".join(f"{n.path}: {n.reason}" for n in exc.notes))
+    targets = {
+        "tiktok": Target(settings.tiktok_url, tiktok_pixel or settings.tiktok_pixel or ""),
+        "meta": Target(
+            settings.meta_url,
+            meta_pixel or settings.meta_pixel or "",
+            api_version=settings.meta_api_version,
+        ),
+    }
+    chosen = {name: targets[name] for name in dict.fromkeys(names)}
+    for line in render(accepted, chosen, now=time.time()):
+        typer.echo(orjson.dumps(line).decode())
+
+
+def send_test(
+    settings: config.Settings, source: str | None, code: str | None, timeout: float, as_json: bool
+) -> None:
+    """``send --test``: ingest one test conversion, wait for the worker, print what happened."""
+    import asyncio
+
+    from backchannel import testorder
+    from backchannel.routing import Routes
+    from backchannel.store.runner import for_store
+
+    if not 0 < timeout <= 600:
+        fail("--timeout: must be more than 0 and at most 600 seconds")
+    document = read_json_input(source) if source is not None else None
+    store = open_configured_store(settings)
+    try:
+        connections = {d: store.get_connection(d) for d in settings.destinations}
+        try:
+            if document is None:
+                chosen = testorder.resolve_code(code, connections, settings.destinations)
+                item = testorder.sample_order(chosen)
+            else:
+                own = document.get("test_event_code") if isinstance(document, dict) else None
+                given = code if code is not None else own if isinstance(own, str) else None
+                chosen = testorder.resolve_code(given, connections, settings.destinations)
+                item = testorder.prepare_item(document, chosen, override=code is not None)
+        except testorder.FireError as exc:
+            fail(str(exc))
+        routes = Routes(settings.destinations)
+
+        async def run() -> testorder.Fired:
+            runner = for_store(open_configured_store(settings))  # closed with its threads
+            try:
+                return await testorder.fire(
+                    item,
+                    runner,
+                    now=time.time(),
+                    default_region=settings.default_region,
+                    destinations=settings.destinations,
+                    routes=routes,
+                    stitch_window=settings.click_cookie_days * 86400.0,
+                )
+            finally:
+                runner.close()
+
+        try:
+            fired = asyncio.run(run())
+        except testorder.FireError as exc:
+            fail(str(exc))
+        store.audit(time.time(), "cli", "test.fire", f"{fired.event} {fired.event_id}")
+        delivered = testorder.wait(store, fired.conversion_id, timeout)
+        view = testorder.load_view(store, fired.conversion_id, settings.destinations)
+    finally:
+        store.close()
+    assert view is not None
+    if as_json:
+        typer.echo(
+            orjson.dumps(
+                view.as_dict() | {"warnings": fired.warnings}, option=orjson.OPT_INDENT_2
+            ).decode()
+        )
+    else:
+        print_test_view(view, fired.warnings)
+    if not delivered:
+        fail(
+            f"nothing delivered test event {fired.event_id} within {timeout:g} s: is"
+            " `backchannel serve` or `backchannel worker` running on this database?",
+            1,
+        )
+
+
+def print_test_view(view: Any, warnings: list[dict[str, Any]]) -> None:
+    """The side-by-side view as rich tables, one per destination."""
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    console.print(
+        f"[bold]Test event[/bold] {view.event} {view.event_id}"
+        f"  (conversion {view.conversion_id}, code {view.test_event_code})"
+    )
+    for note in warnings:
+        console.print(f"  warning: {note['path']}: {note['reason']}")
+    for d in view.destinations:
+        table = Table(title=f"{d.destination}: {d.status}", show_lines=True)
+        table.add_column("sent")
+        table.add_column("answered")
+        table.add_column("identifiers")
+        answered = d.answered or d.last_error or ""
+        if d.platform_ref:
+            answered = f"{answered}\nref {d.platform_ref}"
+        idents = "\n".join(f"{i.key}: {i.shown}" for i in d.identifiers)
+        extra = f"test_event_code {d.code_sent}\n" if d.code_sent else ""
+        table.add_row(extra + (d.sent or ""), answered, idents)
+        console.print(table)
