@@ -12,7 +12,19 @@ from typing import Annotated
 import typer
 
 from backchannel import __version__
-from backchannel.cli import admin, keys, outbox, report, route, send, serve, sources, token, upkeep
+from backchannel.cli import (
+    admin,
+    backups,
+    keys,
+    outbox,
+    report,
+    route,
+    send,
+    serve,
+    sources,
+    token,
+    upkeep,
+)
 
 app = typer.Typer(
     name="backchannel",
@@ -41,6 +53,8 @@ app.command()(serve.migrate)
 app.command()(outbox.status)
 app.command("import")(sources.import_csv)
 app.command()(upkeep.doctor)
+app.command()(backups.backup)
+app.command()(backups.restore)
 app.command()(upkeep.purge)
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(token.token_app, name="token")

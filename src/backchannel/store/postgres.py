@@ -80,6 +80,11 @@ POOL_MIN, POOL_MAX = 1, 8
 #: seconds to wait for the server when the store opens (then the error says why it failed)
 CONNECT_TIMEOUT: Final = 10
 
+#: seconds a call waits for a pooled connection before failing with PoolTimeout. While the
+#: server is down no connection comes, and ingest answers 503 only once this has passed:
+#: psycopg_pool's default (30 s) kept clients hanging for half a minute per request.
+POOL_WAIT: Final = 5.0
+
 _CREATE_SCHEMA_MIGRATIONS: Final = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
     " applied_at DOUBLE PRECISION NOT NULL DEFAULT EXTRACT(EPOCH FROM now()))"
@@ -191,6 +196,7 @@ class PostgresStore:
             kwargs={"application_name": "backchannel", "connect_timeout": CONNECT_TIMEOUT},
             # A connection broken by a server restart is replaced instead of failing a call.
             check=ConnectionPool.check_connection,
+            timeout=POOL_WAIT,
             name="backchannel",
             open=False,
         )

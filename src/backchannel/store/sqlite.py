@@ -8,12 +8,14 @@ their own connection.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from backchannel.store import inuse
 from backchannel.store.base import (
     DEAD,
     DELIVERED,
@@ -73,13 +75,24 @@ def migrations() -> list[tuple[int, str]]:
 class SqliteStore:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(
+        # Held while open, so `backchannel restore` can tell a live store (store/inuse.py).
+        self._inuse = inuse.hold_shared(self.path) if self.path != ":memory:" else None
+        try:
+            self._open(synchronous)
+        except BaseException:
+            if self._inuse is not None:
+                inuse.release(self._inuse)
+            raise
+
+    def _open(self, synchronous: str) -> None:
+        db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT / 1000
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
+        self._db = db
         self._lock = threading.Lock()
         self.migrate()
         # Reads get their own connection: under WAL they never wait for the writer's commit.
@@ -122,6 +135,9 @@ class SqliteStore:
             self._reader.close()
             if self._report is not None:
                 self._report.close()
+            if self._inuse is not None:
+                inuse.release(self._inuse)
+                self._inuse = None
 
     def _report_reader(self) -> sqlite3.Connection:
         """The reports' own connection (call with ``_report_lock`` held)."""
@@ -1044,7 +1060,15 @@ def _insert_ledger(
 
 
 class _Transaction:
-    """``with store._write() as db``: BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error."""
+    """``with store._write() as db``: BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error.
+
+    Why the care on the way out: when a write or the COMMIT itself fails with SQLITE_FULL or
+    an I/O error, SQLite may already have rolled the transaction back (then a ROLLBACK raises
+    "no transaction is active" and would hide the real error), or may have left it open (then
+    the next BEGIN fails with "cannot start a transaction within a transaction" and the store
+    would stay broken after the disk has room again). So roll back only what is open, and
+    after a failed COMMIT make sure nothing stays open: the next write starts clean.
+    """
 
     def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
         self._db = db
@@ -1062,11 +1086,20 @@ class _Transaction:
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
         try:
             if kind is None:
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback_if_open()
+                    raise
             else:
-                self._db.execute("ROLLBACK")
+                self._rollback_if_open()
         finally:
             self._lock.release()
+
+    def _rollback_if_open(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the error that brought us here wins
+                self._db.execute("ROLLBACK")
 
 
 # -- retention: statements ----------------------------------------------------------------------

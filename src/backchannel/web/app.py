@@ -33,7 +33,7 @@ from backchannel.logs import RequestIdMiddleware
 from backchannel.metrics import Metrics
 from backchannel.notes import Note
 from backchannel.routing import Routes
-from backchannel.store import open_store
+from backchannel.store import open_store, unavailable
 from backchannel.store.runner import for_store
 from backchannel.targets import Targets
 from backchannel.web import auth as admin_auth
@@ -93,6 +93,17 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def unavailable_response(why: str) -> JSONResponse:
+    """503 + Retry-After: nothing was committed and the same request will work later (disk
+    full, database down); a 500 would tell the client its request is at fault."""
+    return _error(
+        503,
+        [Note("(server)", f"{why}; nothing was accepted, retry later")],
+        "unavailable",
+        {"Retry-After": str(unavailable.RETRY_AFTER)},
+    )
+
+
 INGEST_OPERATION: dict[str, Any] = {
     "summary": "Accept one conversion or a batch of up to 1000",
     "operationId": "post_events",
@@ -126,6 +137,7 @@ INGEST_OPERATION: dict[str, Any] = {
         "413": {"description": "Body over 8 MiB or more than 1000 events"},
         "429": {"description": "Over this key's rate limit; see Retry-After"},
         "422": {"description": "Invalid events, each with a list of {path, reason}"},
+        "503": {"description": "Database unavailable (disk full, server down); see Retry-After"},
     },
 }
 
@@ -227,6 +239,16 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     api_ledger = source_routes.api_ledger(settings)
 
     async def post_events(request: Request) -> JSONResponse:
+        try:
+            return await accept_events(request)
+        except Exception as exc:
+            why = unavailable.reason(exc)
+            if why is None:
+                raise
+            log.warning("ingest refused: %s (%s)", why, type(exc).__name__)
+            return unavailable_response(why)
+
+    async def accept_events(request: Request) -> JSONResponse:
         denied = authenticate(request, "ingest")
         if denied is not None:
             return denied
@@ -297,6 +319,10 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        why = unavailable.reason(exc)  # webhooks, status, dashboard: the same 503 as ingest
+        if why is not None:
+            log.warning("request refused: %s (%s)", why, type(exc).__name__)
+            return unavailable_response(why)
         # Never leak internals (or secrets inside them) to a caller; the log has the trace.
         log.exception("unhandled error", extra={"path": request.url.path})
         return _error(500, [Note("(server)", "internal error; nothing was accepted")], "internal")
