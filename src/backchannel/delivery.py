@@ -58,6 +58,7 @@ MIN_SEND_BUDGET = 1.0  # seconds (at most a quarter of the cycle): with less lef
 #                       cycle a request is not started
 PAUSE_RECHECK = 5.0  # seconds between looks at a suspended destination's credentials
 PAUSE_PROBE = PROBE_AFTER  # seconds after which a suspended destination is probed anyway
+MARK_SHARE = 0.9  # of the lease: until then a mark that failed (database restarting) is retried
 GRACE = 20.0  # seconds a stopping worker waits for cycles in flight before releasing rows
 
 
@@ -138,6 +139,9 @@ class _Cycle:
 
     lease: str
     deadline: float
+    #: monotonic time until which a failed mark is retried: close to the lease's end, after
+    #: which another worker may hold the rows and the guarded mark could not land anyway
+    mark_by: float = 0.0
 
 
 class DestinationWorker:
@@ -358,7 +362,12 @@ class DestinationWorker:
         )
         if not claimed:
             return False
-        cycle = _Cycle(claimed[0].lease, self.monotonic() + self.lease * DEADLINE_SHARE)
+        started = self.monotonic()
+        cycle = _Cycle(
+            claimed[0].lease,
+            started + self.lease * DEADLINE_SHARE,
+            started + self.lease * MARK_SHARE,
+        )
         for c in claimed:
             self.held[c.outbox_id] = c.lease
         try:
@@ -407,14 +416,15 @@ class DestinationWorker:
                 continue
             fresh.append(row)
         for window, ids in expired.items():
-            changed = await self.store.run(
+            changed = await self._mark(
+                cycle,
                 functools.partial(
                     self.store.store.mark_expired,
                     ids,
                     f"older than {self.name}'s {window // 86400}-day window; not sent",
                     failed_at=now,
                     lease=cycle.lease,
-                )
+                ),
             )
             self._done(ids, changed)
             self.stats.expired += changed
@@ -445,7 +455,8 @@ class DestinationWorker:
         self, claimed: Sequence[Claimed], reason: str, body: bytes, cycle: _Cycle
     ) -> None:
         ids = [c.outbox_id for c in claimed]
-        changed = await self.store.run(
+        changed = await self._mark(
+            cycle,
             functools.partial(
                 self.store.store.mark_dead,
                 [Dead(i, body) for i in ids],
@@ -454,7 +465,7 @@ class DestinationWorker:
                 None,
                 failed_at=self.clock(),
                 lease=cycle.lease,
-            )
+            ),
         )
         self._done(ids, changed)
         self.stats.dead += changed
@@ -497,8 +508,8 @@ class DestinationWorker:
 
     async def _release(self, rows: Sequence[_Row], cycle: _Cycle) -> None:
         ids = [r.claimed.outbox_id for r in rows]
-        changed = await self.store.run(
-            functools.partial(self.store.store.release, ids, self.clock(), lease=cycle.lease)
+        changed = await self._mark(
+            cycle, functools.partial(self.store.store.release, ids, self.clock(), lease=cycle.lease)
         )
         self._done(ids, changed, expected_changed=False)
 
@@ -531,7 +542,8 @@ class DestinationWorker:
                 items = request.body.get("data")
                 sent = [orjson.dumps(item) for item in items] if isinstance(items, list) else None
                 response = outcome.response
-            changed = await self.store.run(
+            changed = await self._mark(
+                cycle,
                 functools.partial(
                     self.store.store.mark_delivered,
                     ids,
@@ -540,7 +552,7 @@ class DestinationWorker:
                     sent=sent,
                     response=response,
                     lease=cycle.lease,
-                )
+                ),
             )
             self._done(ids, changed)
             self.stats.delivered += changed
@@ -621,7 +633,8 @@ class DestinationWorker:
         # rows of one batch share their backoff: the most-tried row sets it
         attempts = max(r.claimed.attempts for r in again)
         due = now + self.policy.delay(attempts, outcome.retry_after, self.rng)
-        changed = await self.store.run(
+        changed = await self._mark(
+            cycle,
             functools.partial(
                 self.store.store.mark_retry,
                 ids,
@@ -630,7 +643,7 @@ class DestinationWorker:
                 outcome.response,
                 failed_at=now,
                 lease=cycle.lease,
-            )
+            ),
         )
         self._done(ids, changed)
         self.stats.retried += changed
@@ -657,7 +670,8 @@ class DestinationWorker:
             for row, i in zip(rows, indexes, strict=True)
         ]
         reason = outcome.reason if note is None else f"{outcome.reason} ({note})"
-        changed = await self.store.run(
+        changed = await self._mark(
+            cycle,
             functools.partial(
                 self.store.store.mark_dead,
                 dead,
@@ -666,7 +680,7 @@ class DestinationWorker:
                 outcome.platform_ref,
                 failed_at=self.clock(),
                 lease=cycle.lease,
-            )
+            ),
         )
         self._done([d.outbox_id for d in dead], changed)
         self.stats.dead += changed
@@ -675,6 +689,30 @@ class DestinationWorker:
             "events dead-lettered",
             extra={"destination": self.name, "events": changed, "reason": reason},
         )
+
+    async def _mark(self, cycle: _Cycle, mark: Callable[[], int]) -> int:
+        """Record an outcome, retrying while the database is unreachable.
+
+        Why: the platform has answered; if the mark is lost (PostgreSQL restarting, a full
+        disk) the rows stay leased and the whole batch is sent again once the lease runs out
+        (a restart test saw thousands of duplicates). The mark is retried with a short backoff
+        until it lands or the lease is nearly over; it is guarded by the lease token, so a
+        retry after another worker took the rows changes nothing.
+        """
+        pause = 0.1
+        while True:
+            try:
+                return await self.store.run(mark)
+            except Exception:
+                if self.monotonic() + pause >= cycle.mark_by:
+                    raise
+                log.warning(
+                    "could not record a delivery outcome; retrying",
+                    extra={"destination": self.name},
+                    exc_info=True,
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     def _done(self, ids: Sequence[int], changed: int, *, expected_changed: bool = True) -> None:
         """Forget rows that were marked; count the ones whose lease was lost meanwhile."""
