@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backchannel.events import EVENT_NAME, derive_event_id, validation_notes
+from backchannel.events import EVENT_NAME, derive_event_id, is_web_url, validation_notes
 from backchannel.notes import InvalidConversion, Note
 from backchannel.store.base import BrowserEvent, SessionUpdate
 
@@ -125,7 +125,7 @@ def parse_collect(
             )
     for name in ("url", "referrer"):
         value = getattr(message, name)
-        if value and not _is_web_url(value):
+        if value and not is_web_url(value):
             errors.append(Note(name, "must be an http(s) URL"))
     if errors:
         raise InvalidConversion(errors)
@@ -169,14 +169,6 @@ def parse_collect(
         for item in message.events
     ]
     return Collected(message.key, update, events)
-
-
-def _is_web_url(value: str) -> bool:
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _event_time(at_ms: float | None, now: float) -> float:
