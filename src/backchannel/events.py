@@ -450,6 +450,11 @@ def _boolean_numbers(data: Any) -> list[Note]:
     ]
 
 
+def has_control(value: object) -> bool:
+    """Does this string hold a C0 control character or DEL (see :data:`_CONTROL`)?"""
+    return isinstance(value, str) and _CONTROL.search(value) is not None
+
+
 def is_web_url(value: str) -> bool:
     """An absolute http(s) URL: what a page URL or referrer can be (not ``javascript:``)."""
     try:
@@ -468,7 +473,7 @@ def _text_errors(conv_in: ConversionIn) -> list[Note]:
     errors: list[Note] = []
 
     def strict(path: str, value: object) -> None:
-        if isinstance(value, str) and _CONTROL.search(value):
+        if has_control(value):
             errors.append(Note(path, CONTROL_REASON))
 
     def text(path: str, value: str | None) -> None:

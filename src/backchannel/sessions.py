@@ -36,7 +36,14 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backchannel.events import EVENT_NAME, derive_event_id, is_web_url, validation_notes
+from backchannel.events import (
+    CONTROL_REASON,
+    EVENT_NAME,
+    derive_event_id,
+    has_control,
+    is_web_url,
+    validation_notes,
+)
 from backchannel.notes import InvalidConversion, Note
 from backchannel.store.base import BrowserEvent, SessionUpdate
 
@@ -114,7 +121,7 @@ def parse_collect(
         message = CollectIn.model_validate(document)
     except ValidationError as exc:
         raise InvalidConversion(validation_notes(exc)) from None
-    errors: list[Note] = []
+    errors = _control_errors(message)
     for index, item in enumerate(message.events):
         if EVENT_NAME.match(item.event.strip()) is None:
             errors.append(
@@ -169,6 +176,22 @@ def parse_collect(
         for item in message.events
     ]
     return Collected(message.key, update, events)
+
+
+_TEXT_FIELDS = ("url", "referrer", "ttclid", "ttp", "fbclid", "fbp", "fbc")
+_UTM_FIELDS = ("source", "medium", "campaign", "content", "term")
+
+
+def _control_errors(message: CollectIn) -> list[Note]:
+    """Control characters in any stored string: a 422 naming it, never a database error
+    (PostgreSQL text cannot hold U+0000) that fails every page view sharing the commit."""
+    found = [n for n in _TEXT_FIELDS if has_control(getattr(message, n))]
+    if message.utm is not None:
+        found += [f"utm.{n}" for n in _UTM_FIELDS if has_control(getattr(message.utm, n))]
+    found += [
+        f"events[{i}].event_id" for i, e in enumerate(message.events) if has_control(e.event_id)
+    ]
+    return [Note(path, CONTROL_REASON) for path in found]
 
 
 def _event_time(at_ms: float | None, now: float) -> float:

@@ -115,6 +115,28 @@ class TestParseCollect:
             parse_collect(message(**fields), now=NOW, ip=None, user_agent=None)
         assert path in paths(exc)
 
+    @pytest.mark.parametrize(
+        ("fields", "path"),
+        [
+            ({"ttclid": "T\x00"}, "ttclid"),
+            ({"ttp": "a\nb"}, "ttp"),
+            ({"fbp": "fb.1.\x1f"}, "fbp"),
+            ({"fbclid": "x\x7f"}, "fbclid"),
+            ({"fbc": "\x00"}, "fbc"),
+            ({"url": "https://shop.example/\x00"}, "url"),
+            ({"referrer": "https://t.example/\x00x"}, "referrer"),
+            ({"utm": {"campaign": "spring\x00"}}, "utm.campaign"),
+            ({"events": [{"event": "Lead", "event_id": "L-\x00"}]}, "events[0].event_id"),
+        ],
+    )
+    def test_control_characters_are_refused(self, fields: dict[str, Any], path: str) -> None:
+        """U+0000 and other control characters are a 422 naming the field (PostgreSQL text
+        cannot hold NUL: it failed the whole group commit of page views)."""
+        with pytest.raises(InvalidConversion) as exc:
+            parse_collect(message(**fields), now=NOW, ip=None, user_agent=None)
+        assert path in paths(exc)
+        assert any("control character" in n.reason for n in exc.value.notes)
+
     def test_not_an_object(self) -> None:
         """A JSON array is not a message."""
         with pytest.raises(InvalidConversion) as exc:

@@ -36,6 +36,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -57,7 +58,7 @@ from backchannel.sessions import (
     parse_networks,
 )
 from backchannel.store.base import BrowserEvent, SessionUpdate
-from backchannel.store.runner import AsyncStore
+from backchannel.store.runner import AsyncStore, settle_group
 from backchannel.web.ratelimit import RateLimiter, limited_response
 
 log = logging.getLogger("backchannel.collect")
@@ -100,6 +101,13 @@ class CollectWriter:
             self._task = loop.create_task(self._flush())
         await future
 
+    def _record(self, pairs: Sequence[tuple[list[SessionUpdate], list[BrowserEvent]]]) -> None:
+        """One transaction for the messages ``pairs`` (updates, events)."""
+        self.runner.store.record_collect(
+            [u for updates, _ in pairs for u in updates],
+            [e for _, events in pairs for e in events],
+        )
+
     async def _flush(self) -> None:
         try:
             while self._pending:
@@ -109,18 +117,13 @@ class CollectWriter:
                     entry = self._pending.popleft()
                     group.append(entry)
                     rows += len(entry[0]) + len(entry[1])
-                updates = [u for entry in group for u in entry[0]]
-                events = [e for entry in group for e in entry[1]]
-                try:
-                    await self.runner.run(self.runner.store.record_collect, updates, events)
-                except Exception as exc:
-                    for *_, future in group:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for *_, future in group:
-                    if not future.done():
-                        future.set_result(None)
+                # one failing message fails alone (runner.settle_group): the others commit
+                await settle_group(
+                    self.runner.run,
+                    self._record,
+                    [(((updates, events),), future) for updates, events, future in group],
+                    lambda result, start, stop: None,
+                )
         finally:
             self._flushing = False
 
