@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -276,6 +276,40 @@ def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def public_address(
+    scheme: str,
+    host: str | None,
+    peer: str | None,
+    headers: Mapping[str, str],
+    trusted: Sequence[Network],
+) -> tuple[str, str | None]:
+    """(scheme, host) the page reached us at: the connection's, or a trusted proxy's word.
+
+    Why: behind a TLS-terminating proxy the connection is http and the page is https, so the
+    same-origin check of collect refused every page view. ``X-Forwarded-Proto`` (``http`` or
+    ``https``) and ``X-Forwarded-Host`` are read only when the connection comes from a
+    ``trusted_proxies`` network: from anyone else they are the client's say-so. When a
+    header holds a list (proxies that append), the last entry is the one our own proxy
+    wrote. ``headers`` is looked up by lowercase name (Starlette's are case-blind).
+    """
+    address = _address(peer)
+    if address is None or not _is_trusted(address, trusted):
+        return scheme, host
+    proto = _last(headers.get("x-forwarded-proto"))
+    if proto is not None and proto.lower() in ("http", "https"):
+        scheme = proto.lower()
+    forwarded_host = _last(headers.get("x-forwarded-host"))
+    if forwarded_host:
+        host = forwarded_host
+    return scheme, host
+
+
+def _last(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value.rsplit(",", 1)[-1].strip() or None
 
 
 def _is_trusted(

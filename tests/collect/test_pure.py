@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -16,6 +16,7 @@ from backchannel.sessions import (
     parse_collect,
     parse_networks,
     parse_user_agent,
+    public_address,
 )
 from backchannel.store.base import LandingSession, SessionMatch
 
@@ -355,3 +356,28 @@ class TestStitch:
         assert (keys.session_ids, keys.ttclids, len(keys.email_hashes)) == (["s-1"], ["T"], 1)
         origins = stitch.stitch_all([a, b], [SessionMatch("session_id", "s-1", FULL)])
         assert stitch.emails_to_attach([a, b], origins) == [("s-1", a.user.email[0])]
+
+
+class TestPublicAddress:
+    TRUSTED = parse_networks(["10.0.0.0/8"])
+    HEADERS: ClassVar[dict[str, str]] = {
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "shop.example",
+    }
+
+    def test_trusted_proxy_is_believed(self) -> None:
+        """From a trusted proxy: its scheme and host."""
+        got = public_address("http", "gw:8000", "10.1.2.3", self.HEADERS, self.TRUSTED)
+        assert got == ("https", "shop.example")
+
+    def test_anyone_else_is_not(self) -> None:
+        """From an untrusted peer: the connection's own scheme and Host."""
+        got = public_address("http", "gw:8000", "81.2.69.160", self.HEADERS, self.TRUSTED)
+        assert got == ("http", "gw:8000")
+
+    def test_lists_take_our_proxys_entry_and_junk_is_ignored(self) -> None:
+        """Appended lists: the last entry; a scheme other than http(s) changes nothing."""
+        appended = {"x-forwarded-proto": "http, https"}
+        assert public_address("http", "h", "10.0.0.1", appended, self.TRUSTED)[0] == "https"
+        junk = {"x-forwarded-proto": "gopher"}
+        assert public_address("http", "h", "10.0.0.1", junk, self.TRUSTED)[0] == "http"

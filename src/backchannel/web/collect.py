@@ -56,6 +56,7 @@ from backchannel.sessions import (
     origin_allowed,
     parse_collect,
     parse_networks,
+    public_address,
 )
 from backchannel.store.base import BrowserEvent, SessionUpdate
 from backchannel.store.runner import AsyncStore, settle_group
@@ -168,8 +169,11 @@ def install(app: FastAPI, settings: Settings) -> None:
     def cors(request: Request) -> dict[str, str] | None:
         """CORS headers for an allowed page origin, or None when the origin is refused."""
         origin = page_origin(request)
-        own_host = request.headers.get("host")
-        if not origin_allowed(origin, allowed, own_host=own_host, scheme=request.url.scheme):
+        peer = request.client.host if request.client else None
+        scheme, own_host = public_address(  # behind a TLS proxy: its X-Forwarded-Proto
+            request.url.scheme, request.headers.get("host"), peer, request.headers, trusted
+        )
+        if not origin_allowed(origin, allowed, own_host=own_host, scheme=scheme):
             return None
         assert origin is not None
         return {
