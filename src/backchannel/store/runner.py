@@ -114,6 +114,18 @@ class AsyncStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, *args)
 
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """A short read or write from a request handler (key lookup, session, audit row).
+
+        SQLite: inline, without :meth:`run`'s yield (nothing to group; an indexed read takes
+        ~20 µs). PostgreSQL: on the pool, never on the loop: a lock or a slow server must
+        hold up only the requests that need the answer, not ``/healthz`` and everyone else.
+        """
+        if self.inline:
+            return fn(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
     async def ingest(self, items: Sequence[NewConversion]) -> list[bool]:
         """Store ``items`` durably; resolves only after the commit that holds them."""
         loop = asyncio.get_running_loop()

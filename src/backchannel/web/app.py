@@ -191,11 +191,11 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     https = bool(settings.public_url and settings.public_url.startswith("https://"))
     app.add_middleware(SecurityHeadersMiddleware, https=https)
     app.add_middleware(RequestIdMiddleware)
-    auth = admin_auth.install(app, settings, lambda: state["store"])
+    auth = admin_auth.install(app, settings, lambda: state["store"], lambda: state["runner"])
     ops.install(app, settings, state, metrics, auth, worker_expected=lambda: opts.worker)
     dashboard.install(app, settings, state)  # the diagnostics pages
 
-    def authenticate(request: Request, scope: str) -> JSONResponse | None:
+    async def authenticate(request: Request, scope: str) -> JSONResponse | None:
         header = request.headers.get("authorization", "")
         kind, _, key = header.partition(" ")
         if kind.lower() != "bearer" or not key.strip():
@@ -206,7 +206,9 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 {"WWW-Authenticate": "Bearer"},
             )
         # Looked up on every request (no cache) so that a revocation is effective at once.
-        record = state["store"].find_key(credentials.key_hash(key.strip()))
+        # On the runner: PostgreSQL lookups must never block the event loop.
+        runner = state["runner"]
+        record = await runner.call(runner.store.find_key, credentials.key_hash(key.strip()))
         if record is None or record.revoked_at is not None:
             return _error(
                 401,
@@ -226,7 +228,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     api_ledger = source_routes.api_ledger(settings)
 
     async def post_events(request: Request) -> JSONResponse:
-        denied = authenticate(request, "ingest")
+        denied = await authenticate(request, "ingest")
         if denied is not None:
             return denied
         wait = ingest_limiter.hit(request.scope["backchannel.key"].id)
@@ -262,10 +264,11 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
 
     @app.get("/v1/events/{event_id:path}", summary="Delivery status of an event, per destination")
     async def get_event(event_id: str, request: Request) -> JSONResponse:
-        denied = authenticate(request, "ingest")
+        denied = await authenticate(request, "ingest")
         if denied is not None:
             return denied
-        rows = state["store"].deliveries(event_id)
+        runner = state["runner"]
+        rows = await runner.call(runner.store.deliveries, event_id)
         if not rows:
             return _error(404, [Note("event_id", "no such event")], "not_found")
         return ORJSONResponse(

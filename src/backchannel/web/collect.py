@@ -245,7 +245,8 @@ def install(app: FastAPI, settings: Settings) -> None:
             if not isinstance(key, str) or not key.strip():
                 raise _Refused(401, "key", "missing: send the site key (bc_pub_…)", "unauthorized")
             now = time.time()
-            record = state()["store"].find_key(credentials.key_hash(key.strip()))
+            runner = state()["runner"]  # PostgreSQL: on the pool, never on the loop
+            record = await runner.call(runner.store.find_key, credentials.key_hash(key.strip()))
             scope = record.scope if record is not None and record.revoked_at is None else None
             if scope is None:
                 raise _Refused(401, "key", "unknown or revoked site key", "unauthorized")
