@@ -159,7 +159,12 @@ def send(
     if not items:
         fail("input: an empty array holds no conversion")
     try:
-        accepted = normalize_all(items, now=time.time(), default_region=settings.default_region)
+        accepted = normalize_all(
+            items,
+            now=time.time(),
+            default_region=settings.default_region,
+            strip_params=settings.strip_params,
+        )
     except InvalidConversion as exc:
         fail("; ".join(f"{n.path}: {n.reason}" for n in exc.notes))
     targets = {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backchannel.destinations import meta, tiktok
+from backchannel.urls import DEFAULT_STRIP_PARAMS
 
 ENV_PREFIX = "BACKCHANNEL_"
 CONFIG_FILE = "backchannel.toml"
@@ -102,12 +103,20 @@ class Settings:
     #: retention: days landing sessions and conversions' IP / user agent are kept (`serve`
     #: purges hourly; `backchannel purge`); 0 keeps them forever
     retention_days: int = 30
+    #: query parameter names removed from page URLs and referrers at ingest and collect
+    #: (besides any parameter whose value is an email or phone; see backchannel.urls)
+    url_strip_params: tuple[str, ...] = DEFAULT_STRIP_PARAMS
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def listen_url(self) -> str | None:
         """Where workers LISTEN for enqueue notifications: the database, if PostgreSQL."""
         return self.database_url if self.database_url.startswith("postgres") else None
+
+    @property
+    def strip_params(self) -> frozenset[str]:
+        """``url_strip_params`` as the lookup set normalize and collect use."""
+        return frozenset(n.strip().lower() for n in self.url_strip_params)
 
     @property
     def tiktok_url(self) -> str:
@@ -179,6 +188,9 @@ def _coerce(name: str, raw: Any) -> Any:
         raise ConfigError(f"{name}: must be true or false, got {raw!r}")
     if name in _BROWSER_LISTS:  # browser leg: lists of origins / networks
         return _browser_list(name, raw)
+    if name == "url_strip_params":  # names, compared without case; empty = values only
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        return tuple(str(i).strip().lower() for i in items if str(i).strip())
     if "tuple" in kind:
         items = raw if isinstance(raw, list) else str(raw).split(",")
         values = tuple(str(i).strip() for i in items if str(i).strip())

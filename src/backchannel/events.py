@@ -30,6 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from backchannel import catalog
 from backchannel.identity import HashedUser, hash_user
 from backchannel.notes import InvalidConversion, Note
+from backchannel.urls import DEFAULT_STRIP_PARAMS, strip_note, strip_pii
+
+#: query parameter names removed from page URLs unless configured otherwise (urls.py)
+DEFAULT_STRIP = frozenset(DEFAULT_STRIP_PARAMS)
 
 EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]{0,99}$")
 #: Conversions dated further ahead than this are refused: clocks drift, time travel does not.
@@ -331,6 +335,15 @@ def _query_param(url: str | None, name: str) -> str | None:
     return unquote_plus(match.group(1)) or None
 
 
+def _stripped(path: str, url: str | None, names: frozenset[str], notes: list[Note]) -> str | None:
+    if url is None:
+        return None
+    cleaned, removed = strip_pii(url, names)
+    if removed:
+        notes.append(Note(path, strip_note(removed)))
+    return cleaned
+
+
 @dataclass(slots=True)
 class _Checked:
     event: str
@@ -509,11 +522,19 @@ def _text_errors(conv_in: ConversionIn) -> list[Note]:
     return errors
 
 
-def normalize(data: Any, *, now: float, default_region: str | None = None) -> Normalized:
+def normalize(
+    data: Any,
+    *,
+    now: float,
+    default_region: str | None = None,
+    strip_params: frozenset[str] = DEFAULT_STRIP,
+) -> Normalized:
     """Validate, normalize and hash one conversion.
 
     ``now`` is passed in (the core reads no clock) and is the receive time. Raises
     :class:`InvalidConversion` listing every fatal problem; returns warnings for the rest.
+    ``strip_params``: parameter names removed from ``page.url``/``page.referrer`` besides
+    those whose value is an email or phone (:mod:`backchannel.urls`).
     """
     booleans = _boolean_numbers(data)
     try:
@@ -569,6 +590,11 @@ def normalize(data: Any, *, now: float, default_region: str | None = None) -> No
             if found:
                 user_raw[click_id] = found
     user = hash_user(user_raw, default_region, notes)
+    # after the click ids were read: personal data in the URLs never goes further
+    page_url = _stripped("page.url", page_url, strip_params, notes)
+    page_referrer = _stripped(
+        "page.referrer", conv_in.page.referrer if conv_in.page else None, strip_params, notes
+    )
 
     contents = [
         Content(
@@ -602,7 +628,7 @@ def normalize(data: Any, *, now: float, default_region: str | None = None) -> No
         limited_data_use=conv_in.limited_data_use,
         opt_out=conv_in.opt_out,
         page_url=page_url,
-        page_referrer=conv_in.page.referrer if conv_in.page else None,
+        page_referrer=page_referrer,
         session_id=conv_in.session_id,
         shop_id=id_text(conv_in.shop_id) if conv_in.shop_id is not None else None,
         query=conv_in.query,

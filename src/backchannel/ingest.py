@@ -17,7 +17,7 @@ import orjson
 
 from backchannel import stitch
 from backchannel.destinations import DESTINATIONS
-from backchannel.events import Conversion, normalize
+from backchannel.events import DEFAULT_STRIP, Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 from backchannel.sources.ledger import Landing
 from backchannel.sources.ledger import landing as session_landing
@@ -120,14 +120,20 @@ def parse_body(raw: bytes) -> list[Any]:
 
 
 def prepare(
-    items: list[Any], *, now: float, default_region: str | None
+    items: list[Any],
+    *,
+    now: float,
+    default_region: str | None,
+    strip_params: frozenset[str] = DEFAULT_STRIP,
 ) -> tuple[list[EventResult], list[tuple[int, Conversion]]]:
     """Normalize every item; results for all, conversions for the valid ones."""
     results: list[EventResult] = []
     good: list[tuple[int, Conversion]] = []
     for index, item in enumerate(items):
         try:
-            normalized = normalize(item, now=now, default_region=default_region)
+            normalized = normalize(
+                item, now=now, default_region=default_region, strip_params=strip_params
+            )
         except InvalidConversion as exc:
             results.append(EventResult(index, "rejected", errors=exc.notes))
             continue
@@ -174,6 +180,7 @@ async def ingest(
     metrics: Metrics | None = None,
     stitch_window: float | None = stitch.DEFAULT_WINDOW,
     routes: Routes | None = None,
+    strip_params: frozenset[str] = DEFAULT_STRIP,
 ) -> IngestResult:
     """Validate all, then store the good ones in one commit (or none, unless ``partial``).
 
@@ -184,7 +191,9 @@ async def ingest(
     only for the destinations its event is routed to (one dict lookup per event); one routed
     nowhere is still stored (and ledgered) and carries a warning. None: every destination.
     """
-    results, good = prepare(items, now=now, default_region=default_region)
+    results, good = prepare(
+        items, now=now, default_region=default_region, strip_params=strip_params
+    )
     rejected = [r for r in results if r.status == "rejected"]
     if rejected and (not partial or not good):
         if metrics is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backchannel.destinations import DESTINATIONS, Target
-from backchannel.events import Conversion, normalize
+from backchannel.events import DEFAULT_STRIP, Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 
 
@@ -23,7 +23,13 @@ class Accepted:
     warnings: dict[int, list[Note]]
 
 
-def normalize_all(items: Sequence[Any], *, now: float, default_region: str | None) -> Accepted:
+def normalize_all(
+    items: Sequence[Any],
+    *,
+    now: float,
+    default_region: str | None,
+    strip_params: frozenset[str] = DEFAULT_STRIP,
+) -> Accepted:
     """Normalize every item; raise one InvalidConversion naming ``[i].path`` for all bad ones."""
     conversions: list[Conversion] = []
     warnings: dict[int, list[Note]] = {}
@@ -32,7 +38,9 @@ def normalize_all(items: Sequence[Any], *, now: float, default_region: str | Non
     for index, item in enumerate(items):
         prefix = f"[{index}]." if many else ""
         try:
-            result = normalize(item, now=now, default_region=default_region)
+            result = normalize(
+                item, now=now, default_region=default_region, strip_params=strip_params
+            )
         except InvalidConversion as exc:
             errors.extend(Note(prefix + n.path, n.reason) for n in exc.notes)
             continue

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backchannel.events import (
     CONTROL_REASON,
+    DEFAULT_STRIP,
     EVENT_NAME,
     derive_event_id,
     has_control,
@@ -46,6 +47,7 @@ from backchannel.events import (
 )
 from backchannel.notes import InvalidConversion, Note
 from backchannel.store.base import BrowserEvent, SessionUpdate
+from backchannel.urls import strip_pii
 
 #: bytes; a page view is ~1 KiB, a page with a few mirrored Pixel calls ~2 KiB
 MAX_COLLECT_BODY = 16 * 1024
@@ -109,11 +111,20 @@ class Collected:
 
 
 def parse_collect(
-    document: object, *, now: float, ip: str | None, user_agent: str | None
+    document: object,
+    *,
+    now: float,
+    ip: str | None,
+    user_agent: str | None,
+    strip_params: frozenset[str] = DEFAULT_STRIP,
 ) -> Collected:
     """Validate one collect message; raise :class:`InvalidConversion` with every bad field.
 
     ``ip`` and ``user_agent`` are the visitor's, taken from the request by the caller.
+    ``url`` and ``referrer`` lose query parameters holding an email or phone, or named in
+    ``strip_params`` (:mod:`backchannel.urls`): the landing URL is stored and later
+    forwarded with conversions stitched to the session. Silently, unlike ingest: bc.js
+    reads no answer, and the page is not at fault.
     """
     if not isinstance(document, dict):
         raise InvalidConversion([Note("(body)", "must be a JSON object")])
@@ -136,13 +147,15 @@ def parse_collect(
             errors.append(Note(name, "must be an http(s) URL"))
     if errors:
         raise InvalidConversion(errors)
+    url = strip_pii(message.url, strip_params)[0] if message.url else message.url
+    referrer = strip_pii(message.referrer, strip_params)[0] if message.referrer else None
     agent = parse_user_agent(user_agent)
     utm = message.utm or UtmIn()
     update = SessionUpdate(
         session_id=message.session_id,
         at=now,
-        url=message.url,
-        referrer=message.referrer or None,
+        url=url,
+        referrer=referrer or None,
         landing=message.landing,
         ttclid=message.ttclid,
         ttp=message.ttp,
@@ -170,7 +183,7 @@ def parse_collect(
             event=item.event.strip(),
             event_id=item.event_id.strip() if item.event_id else None,
             at=_event_time(item.at, now),
-            page_url=message.url,
+            page_url=url,
             pixel_status=message.pixel,
         )
         for item in message.events

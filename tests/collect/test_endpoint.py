@@ -274,6 +274,26 @@ class TestForwardedFor:
         assert gateway.session("ip") == "127.0.0.1"
 
 
+class TestPersonalDataInUrls:
+    def test_landing_url_and_referrer_lose_emails_and_phones(self, gateway: Gateway) -> None:
+        """Issue 18.9: the stored landing URL, referrer and mirrored-event URL keep the click
+        id and UTMs but no email or phone from the query."""
+        url = SHOP + "/?email=jane%40example.com&phone=%2B14155552671&ttclid=T1&utm_source=tt"
+        body = page(
+            gateway,
+            url=url,
+            landing=True,
+            referrer="https://mail.example/open?to=jane@example.com",
+            events=[{"event": "Lead", "event_id": "L-1"}],
+        )
+        assert gateway.collect(body).status_code == 204
+        assert gateway.session("landing_url") == SHOP + "/?ttclid=T1&utm_source=tt"
+        assert gateway.session("referrer") == "https://mail.example/open"
+        assert gateway.rows("SELECT page_url FROM browser_events") == [
+            (SHOP + "/?ttclid=T1&utm_source=tt",)
+        ]
+
+
 class TestTlsProxy:
     """Behind a TLS-terminating proxy (the documented setup) the page is https://shop while
     the proxy speaks http to the gateway: the same-origin check must read the proxy's

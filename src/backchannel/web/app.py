@@ -248,6 +248,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 metrics=metrics,
                 ledger=api_ledger,  # sources and ledger: orders land in the order ledger
                 routes=state["routes"],  # event routing
+                strip_params=settings.strip_params,  # personal data out of page URLs
             )
         except BadRequest as exc:
             return _error(exc.status, exc.notes, "bad_request")

@@ -141,6 +141,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     origins = ("*" if v.strip() == "*" else normalize_origin(v) for v in settings.collect_origins)
     allowed = tuple(o for o in origins if o)
     trusted = parse_networks(settings.trusted_proxies)
+    strip_params = settings.strip_params
     # Per visitor address (the proxy-aware one): collect is public, so a flood from one
     # address must not crowd out the shop's other visitors or fill the sessions table.
     limiter = RateLimiter(settings.collect_rate, settings.collect_burst)
@@ -271,6 +272,7 @@ def install(app: FastAPI, settings: Settings) -> None:
                 now=now,
                 ip=visitor,
                 user_agent=request.headers.get("user-agent"),
+                strip_params=strip_params,  # personal data out of the stored URLs
             )
             # mirrored Pixel calls alone (page_view false) still refresh the session, and
             # create it if its page view was lost, without counting a page view
