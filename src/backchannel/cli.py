@@ -168,7 +168,11 @@ def send(
     except InvalidConversion as exc:
         fail("; ".join(f"{n.path}: {n.reason}" for n in exc.notes))
     targets = {
-        "tiktok": Target(settings.tiktok_url, tiktok_pixel or settings.tiktok_pixel or ""),
+        "tiktok": Target(
+            settings.tiktok_url,
+            tiktok_pixel or settings.tiktok_pixel or "",
+            source_ids=settings.tiktok_source_ids,  # non-web events' event_source_id
+        ),
         "meta": Target(
             settings.meta_url,
             meta_pixel or settings.meta_pixel or "",
@@ -889,7 +893,7 @@ def import_csv(
         )
         assert entry is not None  # every row has an order id and a value
         if targets:
-            new = to_record(conversion, row.warnings, "csv", targets)
+            new = to_record(conversion, row.warnings, "csv", targets, settings.tiktok_source_ids)
             new.stitched = provenance.get(index)
             new.ledger = entry
             send.append(new)

@@ -40,6 +40,11 @@ class Settings:
     #: pixel codes can also be set with `backchannel token set`; these are fallbacks
     tiktok_pixel: str | None = None
     meta_pixel: str | None = None
+    #: TikTok event_source_id of non-web events: offline event set, CRM event set, app id.
+    #: Unset: such events are never sent to TikTok (dead-lettered at ingest, with a warning)
+    tiktok_offline_event_set: str | None = None
+    tiktok_crm_event_set: str | None = None
+    tiktok_app_id: str | None = None
     #: key for encrypting tokens at rest; if unset a key file is created (mode 0600)
     secret_key: str | None = field(default=None, repr=False)  # never in a log line
     key_file: str = "backchannel.key"
@@ -114,6 +119,16 @@ class Settings:
         return self.database_url if self.database_url.startswith("postgres") else None
 
     @property
+    def tiktok_source_ids(self) -> dict[str, str]:
+        """TikTok ``event_source_id`` per non-web source, for those configured."""
+        ids = {
+            "offline": self.tiktok_offline_event_set,
+            "crm": self.tiktok_crm_event_set,
+            "app": self.tiktok_app_id,
+        }
+        return {source: value.strip() for source, value in ids.items() if value and value.strip()}
+
+    @property
     def strip_params(self) -> frozenset[str]:
         """``url_strip_params`` as the lookup set normalize and collect use."""
         return frozenset(n.strip().lower() for n in self.url_strip_params)
@@ -131,6 +146,9 @@ _TYPES = {f.name: f.type for f in fields(Settings)}
 _FILE_KEYS = {
     ("tiktok", "base_url"): "tiktok_base_url",
     ("tiktok", "pixel"): "tiktok_pixel",
+    ("tiktok", "offline_event_set"): "tiktok_offline_event_set",
+    ("tiktok", "crm_event_set"): "tiktok_crm_event_set",
+    ("tiktok", "app_id"): "tiktok_app_id",
     ("meta", "base_url"): "meta_base_url",
     ("meta", "pixel"): "meta_pixel",
     ("meta", "api_version"): "meta_api_version",

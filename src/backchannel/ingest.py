@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from backchannel import stitch
-from backchannel.destinations import DESTINATIONS
+from backchannel.destinations import DESTINATIONS, tiktok
 from backchannel.events import DEFAULT_STRIP, Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 from backchannel.sources.ledger import Landing
@@ -151,8 +151,26 @@ UNROUTED = "routed to no destination (see Connections)"
 
 
 def to_record(
-    conversion: Conversion, warnings: list[Note], origin: str, destinations: tuple[str, ...]
+    conversion: Conversion,
+    warnings: list[Note],
+    origin: str,
+    destinations: tuple[str, ...],
+    tiktok_source_ids: Mapping[str, str] | None = None,
 ) -> NewConversion:
+    """The store row of ``conversion`` with an outbox row per destination.
+
+    A non-web conversion whose TikTok event source id is not in ``tiktok_source_ids``
+    (``Settings.tiktok_source_ids``; None: none configured) gets a dead TikTok row with the
+    reason, and a warning saying so in ``warnings`` (see tiktok.missing_source_id for why
+    this and not a 422 or a later failure).
+    """
+    refused: dict[str, str] = {}
+    if "tiktok" in destinations:
+        reason = tiktok.missing_source_id(conversion, tiktok_source_ids or {})
+        if reason is not None:
+            refused["tiktok"] = reason
+            destinations = tuple(d for d in destinations if d != "tiktok")
+            warnings.append(Note("source", f"not sent to TikTok: {reason}"))
     return NewConversion(
         event=conversion.event,
         event_id=conversion.event_id,
@@ -164,6 +182,7 @@ def to_record(
         warnings=orjson.dumps([n.as_dict() for n in warnings]) if warnings else _NO_WARNINGS,
         origin=origin,
         destinations=destinations,
+        refused=refused,
     )
 
 
@@ -181,6 +200,7 @@ async def ingest(
     stitch_window: float | None = stitch.DEFAULT_WINDOW,
     routes: Routes | None = None,
     strip_params: frozenset[str] = DEFAULT_STRIP,
+    tiktok_source_ids: Mapping[str, str] | None = None,
 ) -> IngestResult:
     """Validate all, then store the good ones in one commit (or none, unless ``partial``).
 
@@ -217,7 +237,7 @@ async def ingest(
                 warnings.append(Note("event", UNROUTED))
             for name in targets:  # what a platform will refuse: said now, not only later
                 warnings.extend(DESTINATIONS[name].refusals(c))
-        records.append(to_record(c, results[index].warnings, origin, targets))
+        records.append(to_record(c, results[index].warnings, origin, targets, tiktok_source_ids))
     for record, origin_of in zip(records, provenance, strict=False):
         record.stitched = origin_of.to_json()
     if ledger is not None:  # sources and ledger: the order row commits with its conversion
