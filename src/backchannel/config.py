@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backchannel.destinations import meta, tiktok
+from backchannel.urls import DEFAULT_STRIP_PARAMS
 
 ENV_PREFIX = "BACKCHANNEL_"
 CONFIG_FILE = "backchannel.toml"
@@ -39,6 +40,11 @@ class Settings:
     #: pixel codes can also be set with `backchannel token set`; these are fallbacks
     tiktok_pixel: str | None = None
     meta_pixel: str | None = None
+    #: TikTok event_source_id of non-web events: offline event set, CRM event set, app id.
+    #: Unset: such events are never sent to TikTok (dead-lettered at ingest, with a warning)
+    tiktok_offline_event_set: str | None = None
+    tiktok_crm_event_set: str | None = None
+    tiktok_app_id: str | None = None
     #: key for encrypting tokens at rest; if unset a key file is created (mode 0600)
     secret_key: str | None = field(default=None, repr=False)  # never in a log line
     key_file: str = "backchannel.key"
@@ -105,12 +111,30 @@ class Settings:
     #: retention: days landing sessions and conversions' IP / user agent are kept (`serve`
     #: purges hourly; `backchannel purge`); 0 keeps them forever
     retention_days: int = 30
+    #: query parameter names removed from page URLs and referrers at ingest and collect
+    #: (besides any parameter whose value is an email or phone; see backchannel.urls)
+    url_strip_params: tuple[str, ...] = DEFAULT_STRIP_PARAMS
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def listen_url(self) -> str | None:
         """Where workers LISTEN for enqueue notifications: the database, if PostgreSQL."""
         return self.database_url if self.database_url.startswith("postgres") else None
+
+    @property
+    def tiktok_source_ids(self) -> dict[str, str]:
+        """TikTok ``event_source_id`` per non-web source, for those configured."""
+        ids = {
+            "offline": self.tiktok_offline_event_set,
+            "crm": self.tiktok_crm_event_set,
+            "app": self.tiktok_app_id,
+        }
+        return {source: value.strip() for source, value in ids.items() if value and value.strip()}
+
+    @property
+    def strip_params(self) -> frozenset[str]:
+        """``url_strip_params`` as the lookup set normalize and collect use."""
+        return frozenset(n.strip().lower() for n in self.url_strip_params)
 
     @property
     def tiktok_url(self) -> str:
@@ -125,6 +149,9 @@ _TYPES = {f.name: f.type for f in fields(Settings)}
 _FILE_KEYS = {
     ("tiktok", "base_url"): "tiktok_base_url",
     ("tiktok", "pixel"): "tiktok_pixel",
+    ("tiktok", "offline_event_set"): "tiktok_offline_event_set",
+    ("tiktok", "crm_event_set"): "tiktok_crm_event_set",
+    ("tiktok", "app_id"): "tiktok_app_id",
     ("meta", "base_url"): "meta_base_url",
     ("meta", "pixel"): "meta_pixel",
     ("meta", "api_version"): "meta_api_version",
@@ -182,6 +209,9 @@ def _coerce(name: str, raw: Any) -> Any:
         raise ConfigError(f"{name}: must be true or false, got {raw!r}")
     if name in _BROWSER_LISTS:  # browser leg: lists of origins / networks
         return _browser_list(name, raw)
+    if name == "url_strip_params":  # names, compared without case; empty = values only
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        return tuple(str(i).strip().lower() for i in items if str(i).strip())
     if "tuple" in kind:
         items = raw if isinstance(raw, list) else str(raw).split(",")
         values = tuple(str(i).strip() for i in items if str(i).strip())

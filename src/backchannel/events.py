@@ -23,19 +23,34 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from backchannel import catalog
 from backchannel.identity import HashedUser, hash_user
 from backchannel.notes import InvalidConversion, Note
+from backchannel.urls import DEFAULT_STRIP_PARAMS, strip_note, strip_pii
+
+#: query parameter names removed from page URLs unless configured otherwise (urls.py)
+DEFAULT_STRIP = frozenset(DEFAULT_STRIP_PARAMS)
 
 EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]{0,99}$")
 #: Conversions dated further ahead than this are refused: clocks drift, time travel does not.
 MAX_CLOCK_SKEW = 300  # seconds
 #: A unix time larger than this is in milliseconds (it would be the year 33658 in seconds).
 _MILLISECONDS_FLOOR = 10**12
+#: ... and past these, in microseconds or nanoseconds (both would be after the year 5000 in
+#: the next coarser unit). Those are refused with their unit named, not converted: nothing
+#: sends them on purpose, and "in the future" would send the sender looking for a clock bug.
+_MICROSECONDS_FLOOR = 10**14
+_NANOSECONDS_FLOOR = 10**17
+#: C0 controls and DEL: never part of an id, a code, a click id or a URL. PostgreSQL text
+#: cannot hold U+0000 at all (a 500 before this check, and a failed group commit for every
+#: request sharing it); the others make ids that print differently from what they match.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_REASON = "must not contain control characters (U+0000-U+001F, U+007F)"
+NUL_REASON = "must not contain U+0000 (NUL)"
 #: Nothing before 2015 is a conversion anyone can still attribute.
 _EARLIEST = 1_420_070_400  # 2015-01-01T00:00:00Z
 MAX_CONTENTS = 1000
@@ -127,7 +142,9 @@ class ConversionIn(_Strict):
     contents: Annotated[list[ContentIn], Field(max_length=MAX_CONTENTS)] = []
     content_type: Literal["product", "product_group"] | None = None
     source: Source = "web"
-    test_event_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    test_event_code: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="Test Events code; blank or whitespace means none."
+    )
     limited_data_use: bool = False
     opt_out: bool = Field(
         default=False,
@@ -289,6 +306,10 @@ def _event_time(raw: int | float | str | None, now: float, notes: list[Note]) ->
         seconds = float(raw)
     if not math.isfinite(seconds):
         raise InvalidConversion([Note("event_time", "not a finite number")])
+    if seconds >= _NANOSECONDS_FLOOR:
+        raise InvalidConversion([Note("event_time", "looks like nanoseconds; send unix seconds")])
+    if seconds >= _MICROSECONDS_FLOOR:
+        raise InvalidConversion([Note("event_time", "looks like microseconds; send unix seconds")])
     if seconds >= _MILLISECONDS_FLOOR:
         seconds /= 1000.0
         notes.append(Note("event_time", "looked like milliseconds; converted to seconds"))
@@ -312,6 +333,15 @@ def _query_param(url: str | None, name: str) -> str | None:
     if match is None:
         return None
     return unquote_plus(match.group(1)) or None
+
+
+def _stripped(path: str, url: str | None, names: frozenset[str], notes: list[Note]) -> str | None:
+    if url is None:
+        return None
+    cleaned, removed = strip_pii(url, names)
+    if removed:
+        notes.append(Note(path, strip_note(removed)))
+    return cleaned
 
 
 @dataclass(slots=True)
@@ -418,20 +448,103 @@ def _raw_field_errors(data: Any, now: float) -> list[Note]:
     return errors
 
 
-def normalize(data: Any, *, now: float, default_region: str | None = None) -> Normalized:
+_NUMBERS = ("value", "event_time")
+
+
+def _boolean_numbers(data: Any) -> list[Note]:
+    """``true``/``false`` where a number belongs. Pydantic's lax mode reads them as 1/0, which
+    would store a 1.00 order or a conversion in January 1970; one dict lookup per field."""
+    if not isinstance(data, dict):
+        return []
+    return [
+        Note(name, "must be a number, not true/false")
+        for name in _NUMBERS
+        if isinstance(data.get(name), bool)
+    ]
+
+
+def has_control(value: object) -> bool:
+    """Does this string hold a C0 control character or DEL (see :data:`_CONTROL`)?"""
+    return isinstance(value, str) and _CONTROL.search(value) is not None
+
+
+def is_web_url(value: str) -> bool:
+    """An absolute http(s) URL: what a page URL or referrer can be (not ``javascript:``)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _text_errors(conv_in: ConversionIn) -> list[Note]:
+    """Control characters in ids, codes, click ids and URLs; NUL in free text; URL schemes.
+
+    Why here and not in the store: every input path (API, webhooks, CSV, ``send``) ends in
+    :func:`normalize`, and a 422 naming the field beats a database error for the whole group.
+    """
+    errors: list[Note] = []
+
+    def strict(path: str, value: object) -> None:
+        if has_control(value):
+            errors.append(Note(path, CONTROL_REASON))
+
+    def text(path: str, value: str | None) -> None:
+        if value is not None and "\x00" in value:
+            errors.append(Note(path, NUL_REASON))
+
+    for name in ("event_id", "order_id", "session_id", "shop_id", "currency"):
+        strict(name, getattr(conv_in, name))
+    strict("test_event_code", (conv_in.test_event_code or "").strip())  # blank is no code
+    text("query", conv_in.query)
+    text("description", conv_in.description)
+    for index, item in enumerate(conv_in.contents):
+        strict(f"contents[{index}].id", item.id)
+        for name in ("name", "category", "brand"):
+            text(f"contents[{index}].{name}", getattr(item, name))
+    user = conv_in.user
+    for name in ("ip", "locale", "ttclid", "ttp", "fbclid", "fbc", "fbp", "country", "zip"):
+        strict(f"user.{name}", getattr(user, name))
+    for name in ("email", "phone", "external_id"):
+        value = getattr(user, name)
+        for item in value if isinstance(value, list) else [value]:
+            text(f"user.{name}", item if isinstance(item, str) else None)
+    for name in ("first_name", "last_name", "city", "state", "user_agent"):
+        text(f"user.{name}", getattr(user, name))
+    if conv_in.page is not None:
+        for name in ("url", "referrer"):
+            value = getattr(conv_in.page, name)
+            if value is None:
+                continue
+            strict(f"page.{name}", value)
+            if not is_web_url(value):
+                errors.append(Note(f"page.{name}", "must be an http(s) URL"))
+    return errors
+
+
+def normalize(
+    data: Any,
+    *,
+    now: float,
+    default_region: str | None = None,
+    strip_params: frozenset[str] = DEFAULT_STRIP,
+) -> Normalized:
     """Validate, normalize and hash one conversion.
 
     ``now`` is passed in (the core reads no clock) and is the receive time. Raises
     :class:`InvalidConversion` listing every fatal problem; returns warnings for the rest.
+    ``strip_params``: parameter names removed from ``page.url``/``page.referrer`` besides
+    those whose value is an email or phone (:mod:`backchannel.urls`).
     """
+    booleans = _boolean_numbers(data)
     try:
         conv_in = parse_input(data)
     except InvalidConversion as exc:
         reported = {n.path for n in exc.notes}
-        more = [n for n in _raw_field_errors(data, now) if n.path not in reported]
+        more = [n for n in booleans + _raw_field_errors(data, now) if n.path not in reported]
         raise InvalidConversion(exc.notes + more) from None
     notes: list[Note] = []
-    errors: list[Note] = []
+    errors: list[Note] = booleans + _text_errors(conv_in)
     checked = _check_fields(
         conv_in.event,
         conv_in.currency,
@@ -441,6 +554,9 @@ def normalize(data: Any, *, now: float, default_region: str | None = None) -> No
         notes=notes,
         errors=errors,
     )
+    if booleans:  # one note per field: "not true/false" says all there is to say
+        named = {n.path for n in booleans}
+        errors = booleans + [n for n in errors[len(booleans) :] if n.path not in named]
     if errors:
         raise InvalidConversion(errors)
     event, spec, currency, event_time = (
@@ -474,6 +590,11 @@ def normalize(data: Any, *, now: float, default_region: str | None = None) -> No
             if found:
                 user_raw[click_id] = found
     user = hash_user(user_raw, default_region, notes)
+    # after the click ids were read: personal data in the URLs never goes further
+    page_url = _stripped("page.url", page_url, strip_params, notes)
+    page_referrer = _stripped(
+        "page.referrer", conv_in.page.referrer if conv_in.page else None, strip_params, notes
+    )
 
     contents = [
         Content(
@@ -502,11 +623,12 @@ def normalize(data: Any, *, now: float, default_region: str | None = None) -> No
         currency=currency,
         contents=contents,
         content_type=content_type,
-        test_event_code=conv_in.test_event_code,
+        # blank or whitespace: no code (a test event would never reach production figures)
+        test_event_code=(conv_in.test_event_code or "").strip() or None,
         limited_data_use=conv_in.limited_data_use,
         opt_out=conv_in.opt_out,
         page_url=page_url,
-        page_referrer=conv_in.page.referrer if conv_in.page else None,
+        page_referrer=page_referrer,
         session_id=conv_in.session_id,
         shop_id=id_text(conv_in.shop_id) if conv_in.shop_id is not None else None,
         query=conv_in.query,

@@ -358,6 +358,8 @@ def _classify_ip(text: str) -> str:
         address = ipaddress.ip_address(text)
     except ValueError:
         return "!not an IP address; dropped"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:8.8.8.8 is the IPv4 visitor 8.8.8.8
     if not address.is_global:
         return "!not a public address (send the visitor's IP, not a server's); dropped"
     return address.compressed

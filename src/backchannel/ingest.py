@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from backchannel import stitch
-from backchannel.destinations import DESTINATIONS
-from backchannel.events import Conversion, normalize
+from backchannel.destinations import DESTINATIONS, tiktok
+from backchannel.events import DEFAULT_STRIP, Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 from backchannel.sources.ledger import Landing
 from backchannel.sources.ledger import landing as session_landing
@@ -120,14 +120,20 @@ def parse_body(raw: bytes) -> list[Any]:
 
 
 def prepare(
-    items: list[Any], *, now: float, default_region: str | None
+    items: list[Any],
+    *,
+    now: float,
+    default_region: str | None,
+    strip_params: frozenset[str] = DEFAULT_STRIP,
 ) -> tuple[list[EventResult], list[tuple[int, Conversion]]]:
     """Normalize every item; results for all, conversions for the valid ones."""
     results: list[EventResult] = []
     good: list[tuple[int, Conversion]] = []
     for index, item in enumerate(items):
         try:
-            normalized = normalize(item, now=now, default_region=default_region)
+            normalized = normalize(
+                item, now=now, default_region=default_region, strip_params=strip_params
+            )
         except InvalidConversion as exc:
             results.append(EventResult(index, "rejected", errors=exc.notes))
             continue
@@ -145,8 +151,26 @@ UNROUTED = "routed to no destination (see Connections)"
 
 
 def to_record(
-    conversion: Conversion, warnings: list[Note], origin: str, destinations: tuple[str, ...]
+    conversion: Conversion,
+    warnings: list[Note],
+    origin: str,
+    destinations: tuple[str, ...],
+    tiktok_source_ids: Mapping[str, str] | None = None,
 ) -> NewConversion:
+    """The store row of ``conversion`` with an outbox row per destination.
+
+    A non-web conversion whose TikTok event source id is not in ``tiktok_source_ids``
+    (``Settings.tiktok_source_ids``; None: none configured) gets a dead TikTok row with the
+    reason, and a warning saying so in ``warnings`` (see tiktok.missing_source_id for why
+    this and not a 422 or a later failure).
+    """
+    refused: dict[str, str] = {}
+    if "tiktok" in destinations:
+        reason = tiktok.missing_source_id(conversion, tiktok_source_ids or {})
+        if reason is not None:
+            refused["tiktok"] = reason
+            destinations = tuple(d for d in destinations if d != "tiktok")
+            warnings.append(Note("source", f"not sent to TikTok: {reason}"))
     return NewConversion(
         event=conversion.event,
         event_id=conversion.event_id,
@@ -158,6 +182,7 @@ def to_record(
         warnings=orjson.dumps([n.as_dict() for n in warnings]) if warnings else _NO_WARNINGS,
         origin=origin,
         destinations=destinations,
+        refused=refused,
     )
 
 
@@ -174,6 +199,8 @@ async def ingest(
     metrics: Metrics | None = None,
     stitch_window: float | None = stitch.DEFAULT_WINDOW,
     routes: Routes | None = None,
+    strip_params: frozenset[str] = DEFAULT_STRIP,
+    tiktok_source_ids: Mapping[str, str] | None = None,
 ) -> IngestResult:
     """Validate all, then store the good ones in one commit (or none, unless ``partial``).
 
@@ -184,7 +211,9 @@ async def ingest(
     only for the destinations its event is routed to (one dict lookup per event); one routed
     nowhere is still stored (and ledgered) and carries a warning. None: every destination.
     """
-    results, good = prepare(items, now=now, default_region=default_region)
+    results, good = prepare(
+        items, now=now, default_region=default_region, strip_params=strip_params
+    )
     rejected = [r for r in results if r.status == "rejected"]
     if rejected and (not partial or not good):
         if metrics is not None:
@@ -208,7 +237,7 @@ async def ingest(
                 warnings.append(Note("event", UNROUTED))
             for name in targets:  # what a platform will refuse: said now, not only later
                 warnings.extend(DESTINATIONS[name].refusals(c))
-        records.append(to_record(c, results[index].warnings, origin, targets))
+        records.append(to_record(c, results[index].warnings, origin, targets, tiktok_source_ids))
     for record, origin_of in zip(records, provenance, strict=False):
         record.stitched = origin_of.to_json()
     if ledger is not None:  # sources and ledger: the order row commits with its conversion

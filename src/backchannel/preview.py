@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backchannel.destinations import DESTINATIONS, Target
-from backchannel.events import Conversion, normalize
+from backchannel.destinations import DESTINATIONS, Target, tiktok
+from backchannel.events import DEFAULT_STRIP, Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 
 
@@ -23,7 +23,13 @@ class Accepted:
     warnings: dict[int, list[Note]]
 
 
-def normalize_all(items: Sequence[Any], *, now: float, default_region: str | None) -> Accepted:
+def normalize_all(
+    items: Sequence[Any],
+    *,
+    now: float,
+    default_region: str | None,
+    strip_params: frozenset[str] = DEFAULT_STRIP,
+) -> Accepted:
     """Normalize every item; raise one InvalidConversion naming ``[i].path`` for all bad ones."""
     conversions: list[Conversion] = []
     warnings: dict[int, list[Note]] = {}
@@ -32,7 +38,9 @@ def normalize_all(items: Sequence[Any], *, now: float, default_region: str | Non
     for index, item in enumerate(items):
         prefix = f"[{index}]." if many else ""
         try:
-            result = normalize(item, now=now, default_region=default_region)
+            result = normalize(
+                item, now=now, default_region=default_region, strip_params=strip_params
+            )
         except InvalidConversion as exc:
             errors.extend(Note(prefix + n.path, n.reason) for n in exc.notes)
             continue
@@ -77,7 +85,27 @@ def render(accepted: Accepted, targets: dict[str, Target], *, now: float) -> lis
     many = len(accepted.conversions) > 1
     for name, target in targets.items():
         destination = DESTINATIONS[name]
-        for batch in batches(sendable, destination.max_batch):
+        # a non-web event without its TikTok event source id is never built (ingest
+        # dead-letters it): a line of its own, body null, the reason among its warnings
+        held = [
+            c
+            for c in sendable
+            if name == "tiktok" and tiktok.missing_source_id(c, target.source_ids) is not None
+        ]
+        for conversion in held:
+            prefix = f"[{position[id(conversion)]}]." if many else ""
+            lines.append(
+                {
+                    "destination": name,
+                    "body": None,
+                    "warnings": [
+                        {"path": prefix + n.path, "reason": n.reason}
+                        for n in destination.notes(conversion, target, now)
+                    ],
+                }
+            )
+        ready = [c for c in sendable if not any(c is h for h in held)]
+        for batch in batches(ready, destination.max_batch):
             warnings = list(shared)
             for conversion in batch:
                 prefix = f"[{position[id(conversion)]}]." if many else ""

@@ -29,16 +29,25 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backchannel.events import EVENT_NAME, derive_event_id, validation_notes
+from backchannel.events import (
+    CONTROL_REASON,
+    DEFAULT_STRIP,
+    EVENT_NAME,
+    derive_event_id,
+    has_control,
+    is_web_url,
+    validation_notes,
+)
 from backchannel.notes import InvalidConversion, Note
 from backchannel.store.base import BrowserEvent, SessionUpdate
+from backchannel.urls import strip_pii
 
 #: bytes; a page view is ~1 KiB, a page with a few mirrored Pixel calls ~2 KiB
 MAX_COLLECT_BODY = 16 * 1024
@@ -102,11 +111,20 @@ class Collected:
 
 
 def parse_collect(
-    document: object, *, now: float, ip: str | None, user_agent: str | None
+    document: object,
+    *,
+    now: float,
+    ip: str | None,
+    user_agent: str | None,
+    strip_params: frozenset[str] = DEFAULT_STRIP,
 ) -> Collected:
     """Validate one collect message; raise :class:`InvalidConversion` with every bad field.
 
     ``ip`` and ``user_agent`` are the visitor's, taken from the request by the caller.
+    ``url`` and ``referrer`` lose query parameters holding an email or phone, or named in
+    ``strip_params`` (:mod:`backchannel.urls`): the landing URL is stored and later
+    forwarded with conversions stitched to the session. Silently, unlike ingest: bc.js
+    reads no answer, and the page is not at fault.
     """
     if not isinstance(document, dict):
         raise InvalidConversion([Note("(body)", "must be a JSON object")])
@@ -114,7 +132,7 @@ def parse_collect(
         message = CollectIn.model_validate(document)
     except ValidationError as exc:
         raise InvalidConversion(validation_notes(exc)) from None
-    errors: list[Note] = []
+    errors = _control_errors(message)
     for index, item in enumerate(message.events):
         if EVENT_NAME.match(item.event.strip()) is None:
             errors.append(
@@ -125,17 +143,19 @@ def parse_collect(
             )
     for name in ("url", "referrer"):
         value = getattr(message, name)
-        if value and not _is_web_url(value):
+        if value and not is_web_url(value):
             errors.append(Note(name, "must be an http(s) URL"))
     if errors:
         raise InvalidConversion(errors)
+    url = strip_pii(message.url, strip_params)[0] if message.url else message.url
+    referrer = strip_pii(message.referrer, strip_params)[0] if message.referrer else None
     agent = parse_user_agent(user_agent)
     utm = message.utm or UtmIn()
     update = SessionUpdate(
         session_id=message.session_id,
         at=now,
-        url=message.url,
-        referrer=message.referrer or None,
+        url=url,
+        referrer=referrer or None,
         landing=message.landing,
         ttclid=message.ttclid,
         ttp=message.ttp,
@@ -163,7 +183,7 @@ def parse_collect(
             event=item.event.strip(),
             event_id=item.event_id.strip() if item.event_id else None,
             at=_event_time(item.at, now),
-            page_url=message.url,
+            page_url=url,
             pixel_status=message.pixel,
         )
         for item in message.events
@@ -171,12 +191,20 @@ def parse_collect(
     return Collected(message.key, update, events)
 
 
-def _is_web_url(value: str) -> bool:
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+_TEXT_FIELDS = ("url", "referrer", "ttclid", "ttp", "fbclid", "fbp", "fbc")
+_UTM_FIELDS = ("source", "medium", "campaign", "content", "term")
+
+
+def _control_errors(message: CollectIn) -> list[Note]:
+    """Control characters in any stored string: a 422 naming it, never a database error
+    (PostgreSQL text cannot hold U+0000) that fails every page view sharing the commit."""
+    found = [n for n in _TEXT_FIELDS if has_control(getattr(message, n))]
+    if message.utm is not None:
+        found += [f"utm.{n}" for n in _UTM_FIELDS if has_control(getattr(message.utm, n))]
+    found += [
+        f"events[{i}].event_id" for i, e in enumerate(message.events) if has_control(e.event_id)
+    ]
+    return [Note(path, CONTROL_REASON) for path in found]
 
 
 def _event_time(at_ms: float | None, now: float) -> float:
@@ -261,6 +289,40 @@ def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def public_address(
+    scheme: str,
+    host: str | None,
+    peer: str | None,
+    headers: Mapping[str, str],
+    trusted: Sequence[Network],
+) -> tuple[str, str | None]:
+    """(scheme, host) the page reached us at: the connection's, or a trusted proxy's word.
+
+    Why: behind a TLS-terminating proxy the connection is http and the page is https, so the
+    same-origin check of collect refused every page view. ``X-Forwarded-Proto`` (``http`` or
+    ``https``) and ``X-Forwarded-Host`` are read only when the connection comes from a
+    ``trusted_proxies`` network: from anyone else they are the client's say-so. When a
+    header holds a list (proxies that append), the last entry is the one our own proxy
+    wrote. ``headers`` is looked up by lowercase name (Starlette's are case-blind).
+    """
+    address = _address(peer)
+    if address is None or not _is_trusted(address, trusted):
+        return scheme, host
+    proto = _last(headers.get("x-forwarded-proto"))
+    if proto is not None and proto.lower() in ("http", "https"):
+        scheme = proto.lower()
+    forwarded_host = _last(headers.get("x-forwarded-host"))
+    if forwarded_host:
+        host = forwarded_host
+    return scheme, host
+
+
+def _last(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value.rsplit(",", 1)[-1].strip() or None
 
 
 def _is_trusted(

@@ -78,7 +78,15 @@ class Targets:
         else:
             raise RuntimeError(f"{destination}: no token and no sandbox to send to")
         code = connection.test_event_code if connection is not None else None
-        target = Target(url, pixel, token, api_version=s.meta_api_version, test_event_code=code)
+        source_ids = s.tiktok_source_ids if destination == "tiktok" else {}
+        target = Target(
+            url,
+            pixel,
+            token,
+            source_ids=source_ids,
+            api_version=s.meta_api_version,
+            test_event_code=code,
+        )
         return Resolved(target, sandbox=sandbox)
 
     def invalidate(self, destination: str | None = None) -> None:

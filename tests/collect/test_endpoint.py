@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import orjson
@@ -272,6 +272,64 @@ class TestForwardedFor:
         headers = {"X-Forwarded-For": "81.2.69.160"}
         assert gateway.collect(page(gateway), headers=headers).status_code == 204
         assert gateway.session("ip") == "127.0.0.1"
+
+
+class TestPersonalDataInUrls:
+    def test_landing_url_and_referrer_lose_emails_and_phones(self, gateway: Gateway) -> None:
+        """Issue 18.9: the stored landing URL, referrer and mirrored-event URL keep the click
+        id and UTMs but no email or phone from the query."""
+        url = SHOP + "/?email=jane%40example.com&phone=%2B14155552671&ttclid=T1&utm_source=tt"
+        body = page(
+            gateway,
+            url=url,
+            landing=True,
+            referrer="https://mail.example/open?to=jane@example.com",
+            events=[{"event": "Lead", "event_id": "L-1"}],
+        )
+        assert gateway.collect(body).status_code == 204
+        assert gateway.session("landing_url") == SHOP + "/?ttclid=T1&utm_source=tt"
+        assert gateway.session("referrer") == "https://mail.example/open"
+        assert gateway.rows("SELECT page_url FROM browser_events") == [
+            (SHOP + "/?ttclid=T1&utm_source=tt",)
+        ]
+
+
+class TestTlsProxy:
+    """Behind a TLS-terminating proxy (the documented setup) the page is https://shop while
+    the proxy speaks http to the gateway: the same-origin check must read the proxy's
+    X-Forwarded-Proto (and X-Forwarded-Host), but only from a trusted proxy (issue 18.3)."""
+
+    PROXY: ClassVar[dict[str, str]] = {"Host": "shop.example", "X-Forwarded-Proto": "https"}
+
+    def test_trusted_proxy_https_page_is_same_origin(self, start: StartGateway) -> None:
+        """Origin https://shop.example, Host shop.example, X-Forwarded-Proto https: 204."""
+        gateway = start(collect_origins=(), trusted_proxies=("127.0.0.1/32",))
+        response = gateway.collect(page(gateway), origin=SHOP, headers=self.PROXY)
+        assert response.status_code == 204, response.text
+        assert response.headers["access-control-allow-origin"] == SHOP
+
+    def test_trusted_proxy_forwarded_host(self, start: StartGateway) -> None:
+        """A proxy that rewrote Host names the page's host in X-Forwarded-Host: 204."""
+        gateway = start(collect_origins=(), trusted_proxies=("127.0.0.1/32",))
+        headers = {
+            "Host": "backchannel:8000",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "shop.example",
+        }
+        assert gateway.collect(page(gateway), origin=SHOP, headers=headers).status_code == 204
+
+    def test_untrusted_peer_forwarded_headers_are_ignored(self, start: StartGateway) -> None:
+        """From a peer outside trusted_proxies the headers are ignored: still 403."""
+        gateway = start(collect_origins=(), trusted_proxies=("10.0.0.0/8",))
+        assert gateway.collect(page(gateway), origin=SHOP, headers=self.PROXY).status_code == 403
+        forged = {**self.PROXY, "Host": "127.0.0.1", "X-Forwarded-Host": "shop.example"}
+        assert gateway.collect(page(gateway), origin=SHOP, headers=forged).status_code == 403
+
+    def test_proxy_saying_http_keeps_an_https_page_out(self, start: StartGateway) -> None:
+        """The trusted proxy's own word wins: X-Forwarded-Proto http is not https."""
+        gateway = start(collect_origins=(), trusted_proxies=("127.0.0.1/32",))
+        headers = {"Host": "shop.example", "X-Forwarded-Proto": "http"}
+        assert gateway.collect(page(gateway), origin=SHOP, headers=headers).status_code == 403
 
 
 def order(n: int, **fields: Any) -> dict[str, Any]:

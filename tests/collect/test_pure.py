@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -16,6 +16,7 @@ from backchannel.sessions import (
     parse_collect,
     parse_networks,
     parse_user_agent,
+    public_address,
 )
 from backchannel.store.base import LandingSession, SessionMatch
 
@@ -114,6 +115,28 @@ class TestParseCollect:
         with pytest.raises(InvalidConversion) as exc:
             parse_collect(message(**fields), now=NOW, ip=None, user_agent=None)
         assert path in paths(exc)
+
+    @pytest.mark.parametrize(
+        ("fields", "path"),
+        [
+            ({"ttclid": "T\x00"}, "ttclid"),
+            ({"ttp": "a\nb"}, "ttp"),
+            ({"fbp": "fb.1.\x1f"}, "fbp"),
+            ({"fbclid": "x\x7f"}, "fbclid"),
+            ({"fbc": "\x00"}, "fbc"),
+            ({"url": "https://shop.example/\x00"}, "url"),
+            ({"referrer": "https://t.example/\x00x"}, "referrer"),
+            ({"utm": {"campaign": "spring\x00"}}, "utm.campaign"),
+            ({"events": [{"event": "Lead", "event_id": "L-\x00"}]}, "events[0].event_id"),
+        ],
+    )
+    def test_control_characters_are_refused(self, fields: dict[str, Any], path: str) -> None:
+        """U+0000 and other control characters are a 422 naming the field (PostgreSQL text
+        cannot hold NUL: it failed the whole group commit of page views)."""
+        with pytest.raises(InvalidConversion) as exc:
+            parse_collect(message(**fields), now=NOW, ip=None, user_agent=None)
+        assert path in paths(exc)
+        assert any("control character" in n.reason for n in exc.value.notes)
 
     def test_not_an_object(self) -> None:
         """A JSON array is not a message."""
@@ -333,3 +356,28 @@ class TestStitch:
         assert (keys.session_ids, keys.ttclids, len(keys.email_hashes)) == (["s-1"], ["T"], 1)
         origins = stitch.stitch_all([a, b], [SessionMatch("session_id", "s-1", FULL)])
         assert stitch.emails_to_attach([a, b], origins) == [("s-1", a.user.email[0])]
+
+
+class TestPublicAddress:
+    TRUSTED = parse_networks(["10.0.0.0/8"])
+    HEADERS: ClassVar[dict[str, str]] = {
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "shop.example",
+    }
+
+    def test_trusted_proxy_is_believed(self) -> None:
+        """From a trusted proxy: its scheme and host."""
+        got = public_address("http", "gw:8000", "10.1.2.3", self.HEADERS, self.TRUSTED)
+        assert got == ("https", "shop.example")
+
+    def test_anyone_else_is_not(self) -> None:
+        """From an untrusted peer: the connection's own scheme and Host."""
+        got = public_address("http", "gw:8000", "81.2.69.160", self.HEADERS, self.TRUSTED)
+        assert got == ("http", "gw:8000")
+
+    def test_lists_take_our_proxys_entry_and_junk_is_ignored(self) -> None:
+        """Appended lists: the last entry; a scheme other than http(s) changes nothing."""
+        appended = {"x-forwarded-proto": "http, https"}
+        assert public_address("http", "h", "10.0.0.1", appended, self.TRUSTED)[0] == "https"
+        junk = {"x-forwarded-proto": "gopher"}
+        assert public_address("http", "h", "10.0.0.1", junk, self.TRUSTED)[0] == "http"

@@ -407,3 +407,82 @@ class TestStoredShape:
         """No contents, no content_type invented."""
         result = norm(event="Purchase", value=1, currency="USD")
         assert result.conversion.content_type is None
+
+
+class TestInputHardening:
+    """Issue 18 items 2 and 11: input the API used to take in a misleading way."""
+
+    def test_boolean_value_refused(self) -> None:
+        """``"value": true`` is not the number 1: refused at value."""
+        notes = rejection(event="Purchase", event_id="e", value=True, currency="USD")
+        assert paths(notes) == ["value"]
+        assert "number" in notes[0].reason
+
+    def test_boolean_event_time_refused(self) -> None:
+        """``"event_time": true`` is not 1 s after the epoch: refused at event_time."""
+        notes = rejection(event="Lead", event_id="e", event_time=True)
+        assert paths(notes) == ["event_time"]
+        assert "number" in notes[0].reason
+
+    def test_boolean_refusals_join_type_errors(self) -> None:
+        """A boolean value is listed with the other bad fields of the same conversion."""
+        notes = rejection(event="Lead", event_id="e", value=False, currency="USD", source="moon")
+        assert sorted(paths(notes)) == ["source", "value"]
+
+    def test_microseconds_named_as_such(self) -> None:
+        """A microsecond timestamp is refused saying so, not 'in the future'."""
+        notes = rejection(event="Lead", event_id="e", event_time=(NOW - 60) * 1_000_000)
+        assert paths(notes) == ["event_time"]
+        assert "looks like microseconds; send unix seconds" in notes[0].reason
+
+    def test_nanoseconds_named_as_such(self) -> None:
+        """A nanosecond timestamp is refused saying so."""
+        notes = rejection(event="Lead", event_id="e", event_time=(NOW - 60) * 10**9)
+        assert "looks like nanoseconds; send unix seconds" in notes[0].reason
+
+    @pytest.mark.parametrize("field", ["url", "referrer"])
+    @pytest.mark.parametrize(
+        "bad", ["javascript:alert(1)", "data:text/html,x", "shop.example/thanks", "ftp://x/y"]
+    )
+    def test_page_urls_must_be_http(self, field: str, bad: str) -> None:
+        """page.url and page.referrer must be http(s) URLs, as collect requires."""
+        notes = rejection(event="Lead", event_id="e", page={field: bad})
+        assert notes == [Note(f"page.{field}", "must be an http(s) URL")]
+
+    @pytest.mark.parametrize("blank", ["", "   ", "\t"])
+    def test_blank_test_event_code_is_absent(self, blank: str) -> None:
+        """A blank test_event_code is no test code: the conversion is production."""
+        assert norm(test_event_code=blank).conversion.test_event_code is None
+
+    def test_test_event_code_trimmed(self) -> None:
+        """A test code with stray spaces is trimmed."""
+        assert norm(test_event_code=" TEST123 ").conversion.test_event_code == "TEST123"
+
+    @pytest.mark.parametrize(
+        "field", ["event_id", "order_id", "session_id", "test_event_code", "shop_id"]
+    )
+    @pytest.mark.parametrize("char", ["\x00", "\x1f", "\n", "\x7f"])
+    def test_control_characters_refused_in_ids(self, field: str, char: str) -> None:
+        """U+0000 and other control characters in an id are a 422 naming the field."""
+        notes = rejection(event="Lead", **{field: f"abc{char}def"})
+        assert paths(notes) == [field]
+        assert "control character" in notes[0].reason
+
+    @pytest.mark.parametrize(
+        ("data", "path"),
+        [
+            ({"contents": [{"id": "S\x00"}]}, "contents[0].id"),
+            ({"user": {"ttclid": "T\x00"}}, "user.ttclid"),
+            ({"page": {"url": "https://shop.example/\x00"}}, "page.url"),
+            ({"description": "nul \x00 inside"}, "description"),
+            ({"contents": [{"id": "S", "name": "Tee\x00"}]}, "contents[0].name"),
+        ],
+    )
+    def test_control_characters_refused_elsewhere(self, data: dict[str, Any], path: str) -> None:
+        """Nested ids, click ids, URLs and free text refuse U+0000 too, by path."""
+        notes = rejection(event="Lead", event_id="e", **data)
+        assert path in paths(notes)
+
+    def test_tab_in_free_text_is_fine(self) -> None:
+        """Free text may hold tabs and newlines; only NUL is refused there."""
+        assert norm(description="line one\nline\ttwo").conversion.description is not None

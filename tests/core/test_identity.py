@@ -347,3 +347,14 @@ class TestUnusableNeverSinks:
         assert result.conversion.user.email == []
         assert result.conversion.user.external_id == [sha("ok")]
         assert [n.path for n in result.warnings] == ["user.email"]
+
+
+def test_ipv4_mapped_address_is_unmapped() -> None:
+    """``::ffff:8.8.8.8`` is the IPv4 visitor 8.8.8.8, sent as such (as collect does)."""
+    result = norm({"ip": "::ffff:8.8.8.8"})
+    assert result.conversion.user.ip == "8.8.8.8"
+
+
+def test_ipv4_mapped_private_address_is_dropped() -> None:
+    """A mapped private address is still private."""
+    assert norm({"ip": "::ffff:10.0.0.1"}).conversion.user.ip is None

@@ -323,11 +323,30 @@ class TestBody:
             ],
         }
 
-    def test_source_without_configured_id_uses_pixel(self) -> None:
-        """An offline event with no configured event set falls back to the pixel code."""
-        body = tiktok.build_body([conv(source="offline")], TARGET)
-        assert body["event_source"] == "offline"
-        assert body["event_source_id"] == "CPIXEL123"
+    @pytest.mark.parametrize(
+        ("source", "setting"),
+        [
+            ("offline", "BACKCHANNEL_TIKTOK_OFFLINE_EVENT_SET"),
+            ("crm", "BACKCHANNEL_TIKTOK_CRM_EVENT_SET"),
+            ("app", "BACKCHANNEL_TIKTOK_APP_ID"),
+        ],
+    )
+    def test_source_without_configured_id_is_never_sent_with_the_pixel(
+        self, source: str, setting: str
+    ) -> None:
+        """Issue 18.10: a non-web event with no configured id is not built with the web
+        pixel code (TikTok would file it under the wrong event source); the reason names
+        the setting, and notes() warns the same way (send --dry-run)."""
+        assert tiktok.missing_source_id(conv(source=source), TARGET.source_ids) is not None
+        with pytest.raises(tiktok.MissingEventSource) as info:
+            tiktok.build_body([conv(source=source)], TARGET)
+        assert setting in str(info.value)
+        notes = tiktok.notes(conv(source=source), TARGET, NOW)
+        assert any(n.path == "source" and setting in n.reason for n in notes)
+
+    def test_web_needs_no_event_set(self) -> None:
+        """Web events go with the pixel code; nothing is missing."""
+        assert tiktok.missing_source_id(conv(source="web"), {}) is None
 
     def test_field_names(self) -> None:
         """User keys are phone (not phone_number), zip_code, ttp and ttclid."""
@@ -498,6 +517,10 @@ class TestClassify:
         assert classify(401, b"unauthorized").verdict is Verdict.PERMANENT
 
 
+#: crm events (no page.url note) with their event set configured (no source note)
+CRM_TARGET = dataclasses.replace(TARGET, source_ids={"crm": "CRMSET9"})
+
+
 class TestNotes:
     def test_clean_web_event_has_no_notes(self) -> None:
         """A web Lead with page.url, ip and user_agent draws no TikTok notes."""
@@ -520,9 +543,9 @@ class TestNotes:
     def test_payment_without_contents(self) -> None:
         """A payment event without contents gets a contents recommendation."""
         c = conv(event="Purchase", value=1, currency="USD", source="crm")
-        assert [n.path for n in tiktok.notes(c, TARGET, NOW)] == ["contents"]
+        assert [n.path for n in tiktok.notes(c, CRM_TARGET, NOW)] == ["contents"]
 
     def test_ip_without_user_agent(self) -> None:
         """ip without user_agent draws a 'user' note."""
         c = conv(source="crm", user={"ip": "8.8.8.8"})
-        assert [n.path for n in tiktok.notes(c, TARGET, NOW)] == ["user"]
+        assert [n.path for n in tiktok.notes(c, CRM_TARGET, NOW)] == ["user"]

@@ -20,8 +20,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
+import orjson
 import pytest
 
 from .conftest import PASSWORD, csrf_from
@@ -31,6 +33,9 @@ N = 6
 EMAILS = [f"Audit.Person{i}@Recognisable-Example.com" for i in range(N)]
 PHONES = [f"+1 415 555 {2610 + i}" for i in range(N)]
 TIKTOK_PIXEL, META_PIXEL = "CAUDITPIXEL", "112233445566"
+#: identifiers that arrive only inside URLs (a thank-you page linked with ?email=…&phone=…)
+URL_EMAIL, URL_PHONE = "Url.Person@Recognisable-Example.com", "+1 415 555 2699"
+URL_QUERY = f"email={quote(URL_EMAIL)}&phone={quote(URL_PHONE)}&ttclid=E.C.P.9"
 
 
 def forms_of(email: str, phone: str) -> list[str]:
@@ -183,6 +188,32 @@ class TestAudit:
                 }
                 for i in range(N)
             ]
+            # personal data inside URLs: page.url and page.referrer at ingest, the landing
+            # URL and referrer of a page view at collect
+            events[0]["page"] = {
+                "url": f"https://shop.example/thanks?{URL_QUERY}",
+                "referrer": f"https://mail.example/open?to={quote(URL_EMAIL)}",
+            }
+            site_key = (
+                cli(env, workdir, "keys", "create", "--name", "site", "--scope", "collect")
+                .strip()
+                .splitlines()[-1]
+            )
+            page_view = {
+                "key": site_key,
+                "session_id": "AuditSession-0001",
+                "url": f"{url}/landing?{URL_QUERY}",
+                "referrer": f"https://mail.example/?tel={quote(URL_PHONE)}",
+                "landing": True,
+            }
+            collected = record(
+                http.post(
+                    "/v1/collect",
+                    content=orjson.dumps(page_view),
+                    headers={"Origin": url, "Content-Type": "text/plain"},
+                )
+            )
+            assert collected.status_code == 204, collected.text
             accepted = record(http.post("/v1/events", json={"events": events[:3]}, headers=auth))
             assert accepted.status_code == 202, accepted.text
             for item in events[3:]:
@@ -281,8 +312,9 @@ class TestAudit:
             "database files": stored.decode("latin-1"),
         }
         needles = [TOKEN]
-        for email, phone in zip(EMAILS, PHONES, strict=True):
+        for email, phone in zip([*EMAILS, URL_EMAIL], [*PHONES, URL_PHONE], strict=True):
             needles.extend(forms_of(email, phone))
+            needles.extend({quote(email), quote(phone), quote(email.lower())})
         found = [
             f"{needle!r} in {where}"
             for where, text in haystacks.items()

@@ -7,6 +7,7 @@ each run under uvicorn in a :class:`ServerThread`, and tests speak HTTP to them 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,6 +21,7 @@ from backchannel.delivery import RetryPolicy
 from backchannel.sandbox import SandboxConfig
 from backchannel.sandbox import create_app as create_sandbox
 from backchannel.web.app import Options, create_app
+from store.conftest import BACKENDS, POSTGRES_ENV, PostgresServer, pg_server, pg_template
 from support.server import ServerThread
 
 from .helpers import (
@@ -34,6 +36,40 @@ from .helpers import (
     db_path,
     make_settings,
 )
+
+__all__ = ["pg_server", "pg_template"]  # re-exported: the store suite's PostgreSQL fixtures
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of each backend, as a ``database_url`` setting."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/bc.db"
+        return
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    template: str = request.getfixturevalue("pg_template")
+    conninfo = server.create(template)
+    try:
+        yield psycopg_url(conninfo)
+    finally:
+        server.drop(conninfo)
+
+
+def psycopg_url(conninfo: str) -> str:
+    """The server URL with this conninfo's database (open_store picks the backend by URL)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    return (
+        os.environ[POSTGRES_ENV].rsplit("/", 1)[0] + "/" + str(conninfo_to_dict(conninfo)["dbname"])
+    )
+
+
+@pytest.fixture
+def backend_gateway(tmp_path: Path, stack: ExitStack, database_url: str) -> Gateway:
+    """The ingest API alone (no worker, no sandbox) on each backend; ``Gateway.query`` reads
+    SQLite files only, so tests of both backends speak HTTP."""
+    settings = make_settings(tmp_path, database_url=database_url)
+    return _start_gateway(stack, settings, Options(worker=False, sandbox=False))
 
 
 @pytest.fixture

@@ -47,8 +47,11 @@ class Cli:
     database_url: str
     secret_key: str
 
-    def __call__(self, *args: str, stdin: str | bytes = b"") -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, stdin: str | bytes = b"", env_extra: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_")}
+        env.update(env_extra or {})
         env["BACKCHANNEL_DATABASE_URL"] = self.database_url
         env["BACKCHANNEL_SECRET_KEY"] = self.secret_key
         data = stdin.encode() if isinstance(stdin, str) else stdin
@@ -315,6 +318,33 @@ class TestSendDryRun:
         assert meta["data"][0]["user_data"]["ph"] == [sha(PHONE_DIGITS)]
         assert EMAIL_NORMALIZED not in result.stdout
         assert "access_token" not in result.stdout
+
+    CRM = orjson.dumps(
+        {"event": "CompleteRegistration", "event_id": "signup-1", "source": "crm",
+         "user": {"email": EMAIL}}
+    )  # fmt: skip
+
+    def test_crm_event_without_event_set_is_not_built_for_tiktok(self, cli: Cli) -> None:
+        """Issue 18.10: no TikTok body with the pixel code for a CRM event lacking its event
+        set; the TikTok line says why (null body), Meta's body is there."""
+        result = cli("send", "--dry-run", "-", stdin=self.CRM)
+        assert result.returncode == 0, result.stderr
+        lines = {
+            line["destination"]: line for line in map(orjson.loads, result.stdout.splitlines())
+        }
+        assert lines["tiktok"]["body"] is None
+        reasons = [w["reason"] for w in lines["tiktok"]["warnings"] if w["path"] == "source"]
+        assert any("BACKCHANNEL_TIKTOK_CRM_EVENT_SET" in r for r in reasons)
+        assert lines["meta"]["body"] is not None
+
+    def test_crm_event_with_event_set_goes_with_it(self, cli: Cli) -> None:
+        """With BACKCHANNEL_TIKTOK_CRM_EVENT_SET set, that id is the event_source_id."""
+        env = {"BACKCHANNEL_TIKTOK_CRM_EVENT_SET": "CRMSET42"}
+        result = cli("send", "--dry-run", "--destination", "tiktok", "-", stdin=self.CRM,
+                     env_extra=env)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        body = orjson.loads(result.stdout)["body"]
+        assert (body["event_source"], body["event_source_id"]) == ("crm", "CRMSET42")
 
     def test_destination_limits_the_output(self, cli: Cli) -> None:
         """`--destination tiktok` prints only the TikTok line."""

@@ -112,6 +112,24 @@ def test_insert_enqueues_one_outbox_row_per_destination(store: Store, database: 
         assert row["lease_until"] is None
 
 
+def test_refused_destinations_get_a_dead_row_with_the_reason(
+    store: Store, database: Database
+) -> None:
+    """A destination that cannot take a conversion (TikTok without the event set of its
+    source) gets its outbox row dead at once, reason kept, never claimed; replay re-queues
+    it once the setting exists. The other destinations are pending as usual."""
+    reason = "no TikTok CRM event set configured"
+    item = conversion(1, destinations=("meta",), refused={"tiktok": reason})
+    assert store.insert_conversions([item], NOW) == [True]
+    assert store.outbox_counts() == {"tiktok": {DEAD: 1}, "meta": {PENDING: 1}}
+    dead = outbox_row(database, outbox_ids(database, "tiktok")[0])
+    assert dead["last_error"] == reason
+    assert dead["failed_at"] == NOW
+    assert store.claim("tiktok", 10, NOW, LEASE) == []
+    assert store.replay(NOW + 1, destination="tiktok") == 1
+    assert [c.conversion_id for c in store.claim("tiktok", 10, NOW + 1, LEASE)] != []
+
+
 def test_ids_follow_the_batch_order(store: Store, database: Database) -> None:
     """Equal due times are claimed by id: the batch order must be the delivery order."""
     items = [conversion(n) for n in (5, 3, 9, 1, 7, 0, 8, 2, 6, 4)] * 2

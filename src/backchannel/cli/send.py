@@ -91,11 +91,20 @@ def send(
     if not items:
         fail("input: an empty array holds no conversion")
     try:
-        accepted = normalize_all(items, now=time.time(), default_region=settings.default_region)
+        accepted = normalize_all(
+            items,
+            now=time.time(),
+            default_region=settings.default_region,
+            strip_params=settings.strip_params,
+        )
     except InvalidConversion as exc:
         fail("; ".join(f"{n.path}: {n.reason}" for n in exc.notes))
     targets = {
-        "tiktok": Target(settings.tiktok_url, tiktok_pixel or settings.tiktok_pixel or ""),
+        "tiktok": Target(
+            settings.tiktok_url,
+            tiktok_pixel or settings.tiktok_pixel or "",
+            source_ids=settings.tiktok_source_ids,  # non-web events' event_source_id
+        ),
         "meta": Target(
             settings.meta_url,
             meta_pixel or settings.meta_pixel or "",

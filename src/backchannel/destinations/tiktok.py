@@ -139,11 +139,52 @@ def event(conversion: Conversion) -> dict[str, Any]:
     return item
 
 
+#: the setting that holds each non-web source's event_source_id (reference §2.1: offline
+#: event set, CRM event set, TikTok app id)
+SOURCE_SETTINGS = {
+    "offline": "BACKCHANNEL_TIKTOK_OFFLINE_EVENT_SET",
+    "crm": "BACKCHANNEL_TIKTOK_CRM_EVENT_SET",
+    "app": "BACKCHANNEL_TIKTOK_APP_ID",
+}
+
+
+class MissingEventSource(ValueError):
+    """A non-web event whose event_source_id is not configured: it cannot be sent."""
+
+
+def missing_source_id(conversion: Conversion, source_ids: Mapping[str, str]) -> str | None:
+    """Why TikTok cannot take this conversion here (no id for its source), or None.
+
+    Why never the pixel code instead: TikTok files an event under ``event_source_id``
+    (reference §2.1: the pixel for web; the offline or CRM event set, or the app id,
+    otherwise). A CRM sign-up sent with the web pixel is mis-filed, and TikTok reports no
+    error for it, so it could only be found in the platform's figures.
+
+    Ingest checks this and gives such a conversion a dead TikTok outbox row at once, with
+    this reason (and a warning in the 202), rather than refusing it with a 422 or letting
+    delivery fail later: the other destinations still get it, the caller learns at once,
+    and ``backchannel replay --all-dead`` sends it once the setting exists (a refused event
+    would come back as a duplicate of nothing; a row left pending could only fail or stall).
+    """
+    if conversion.source == "web" or source_ids.get(conversion.source):
+        return None
+    setting = SOURCE_SETTINGS.get(conversion.source, "the event source id")
+    return (
+        f"TikTok needs the {conversion.source} event source id for source"
+        f" {conversion.source!r} (set {setting}); never sent with the web pixel code"
+    )
+
+
 def event_source_id(source: str, target: Target) -> str:
-    """Pixel code for web; the configured event set / app id for other sources."""
+    """Pixel code for web; the configured event set / app id for other sources (no
+    fallback to the pixel: see :func:`missing_source_id`)."""
     if source == "web":
         return target.pixel
-    return target.source_ids.get(source) or target.pixel
+    found = target.source_ids.get(source)
+    if not found:
+        setting = SOURCE_SETTINGS.get(source, "the event source id")
+        raise MissingEventSource(f"no TikTok event source id for {source!r}: set {setting}")
+    return found
 
 
 def build_body(batch: Sequence[Conversion], target: Target) -> dict[str, Any]:
@@ -256,6 +297,9 @@ def notes(conversion: Conversion, target: Target, now: float) -> list[Note]:
         found.append(
             Note("contents", f"TikTok recommends contents (content_ids) on {conversion.event}")
         )
+    missing = missing_source_id(conversion, target.source_ids)
+    if missing is not None:
+        found.append(Note("source", missing))
     if conversion.source == "web" and conversion.page_url is None:
         found.append(Note("page.url", "TikTok recommends page.url on web events"))
     u = conversion.user

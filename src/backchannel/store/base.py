@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -46,6 +46,10 @@ class NewConversion:
     ledger: LedgerEntry | None = None
     #: browser leg: where each identifier came from, JSON (see backchannel.stitch.Provenance)
     stitched: str | None = None
+    #: destinations that cannot take this conversion (destination -> reason): their outbox
+    #: row is stored dead at once with the reason, so it shows among the dead letters and
+    #: ``replay`` sends it once the cause is fixed (e.g. TikTok without a CRM event set)
+    refused: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

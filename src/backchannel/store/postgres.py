@@ -120,11 +120,14 @@ WITH input AS (
     ON CONFLICT (event, event_id) DO NOTHING
     RETURNING id
 ), queued AS (
-    INSERT INTO outbox (conversion_id, destination, due_at, created_at)
-    SELECT input.id, d.destination, %b, %b
+    INSERT INTO outbox (conversion_id, destination, due_at, created_at, status, last_error,
+                        failed_at)
+    SELECT input.id, d.destination, %b, %b, COALESCE(d.status, 'pending'), d.error,
+           CASE WHEN d.status IS NULL THEN NULL ELSE %b END
     FROM inserted
     JOIN input USING (id)
-    JOIN unnest(%b::int8[], %b::text[]) WITH ORDINALITY AS d(item, destination, k)
+    JOIN unnest(%b::int8[], %b::text[], %b::text[], %b::text[])
+         WITH ORDINALITY AS d(item, destination, status, error, k)
       ON d.item = input.ord
     ORDER BY input.ord, d.k
 )
@@ -246,10 +249,19 @@ class PostgresStore:
         unique = [items[i] for i in first.values()]
         dest_item: list[int] = []
         dest_name: list[str] = []
+        dest_status: list[str | None] = []  # None: pending; DEAD: refused (NewConversion)
+        dest_error: list[str | None] = []
         for ordinal, item in enumerate(unique, start=1):
             for destination in item.destinations:
                 dest_item.append(ordinal)
                 dest_name.append(destination)
+                dest_status.append(None)
+                dest_error.append(None)
+            for destination, reason in item.refused.items():
+                dest_item.append(ordinal)
+                dest_name.append(destination)
+                dest_status.append(DEAD)
+                dest_error.append(reason)
         params = (
             [i.event for i in unique],
             [i.event_id for i in unique],
@@ -264,8 +276,11 @@ class PostgresStore:
             now,
             now,
             now,
+            now,
             dest_item,
             dest_name,
+            dest_status,
+            dest_error,
         )
         with self._pool.connection() as conn:
             new = {(event, event_id) for event, event_id in conn.execute(_INSERT_BATCH, params)}

@@ -4,6 +4,12 @@ Why group commit: a durable commit costs an fsync (milliseconds), and every ackn
 event needs one. Requests that arrive while a commit is in progress wait for the next one and
 share it, so 500 concurrent single-event requests cost a handful of fsyncs, not 500 — and a
 request is still only answered after *its* rows are on disk.
+
+Why a failed group is retried member by member (:func:`settle_group`): one request whose rows
+the database refuses (validation missed something, a constraint, a driver that cannot bind a
+value) must fail alone. The group's transaction rolled back as a whole, so nothing of it was
+stored and each member can be committed on its own; the cost (one commit per member) is paid
+only when a group fails, which should be never.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import concurrent.futures
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from backchannel.store.base import NewConversion, Store
 
@@ -31,6 +37,51 @@ def for_store(store: Store) -> AsyncStore:
 
 #: most rows one group commit takes; larger groups wait for the next commit
 MAX_GROUP = 5000
+
+R = TypeVar("R")
+
+
+async def settle_group(
+    run: Callable[..., Any],
+    write: Callable[[Sequence[Any]], Any],
+    members: Sequence[tuple[Sequence[Any], asyncio.Future[R]]],
+    split: Callable[[Any, int, int], R],
+) -> bool:
+    """Commit ``members`` together; when that fails, each alone, so only a bad one fails.
+
+    ``members`` are (items, future) pairs; ``write(all_items)`` is the store call (run through
+    ``run``); ``split(result, start, stop)`` is a member's share of the result. Returns True
+    when anything was committed.
+    """
+    flat = [item for items, _ in members for item in items]
+    try:
+        result = await run(write, flat)
+    except Exception as exc:
+        if len(members) == 1:
+            _fail(members[0][1], exc)
+            return False
+        committed = False
+        for items, future in members:  # the group rolled back: nothing of it is stored
+            try:
+                alone = await run(write, list(items))
+            except Exception as own:
+                _fail(future, own)
+                continue
+            committed = True
+            if not future.done():
+                future.set_result(split(alone, 0, len(items)))
+        return committed
+    offset = 0
+    for items, future in members:
+        if not future.done():
+            future.set_result(split(result, offset, offset + len(items)))
+        offset += len(items)
+    return True
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 class AsyncStore:
@@ -63,6 +114,18 @@ class AsyncStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, *args)
 
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """A short read or write from a request handler (key lookup, session, audit row).
+
+        SQLite: inline, without :meth:`run`'s yield (nothing to group; an indexed read takes
+        ~20 µs). PostgreSQL: on the pool, never on the loop: a lock or a slow server must
+        hold up only the requests that need the answer, not ``/healthz`` and everyone else.
+        """
+        if self.inline:
+            return fn(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
     async def ingest(self, items: Sequence[NewConversion]) -> list[bool]:
         """Store ``items`` durably; resolves only after the commit that holds them."""
         loop = asyncio.get_running_loop()
@@ -82,20 +145,13 @@ class AsyncStore:
                     entry = self._pending.popleft()
                     group.append(entry)
                     rows += len(entry[0])
-                flat = [item for items, _ in group for item in items]
-                try:
-                    results = await self.run(self.store.insert_conversions, flat, time.time())
-                except Exception as exc:  # the whole group failed: nothing was committed
-                    for _, future in group:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                offset = 0
-                for items, future in group:
-                    if not future.done():
-                        future.set_result(results[offset : offset + len(items)])
-                    offset += len(items)
-                self.committed.set()
+                if await settle_group(
+                    self.run,
+                    lambda rows: self.store.insert_conversions(rows, time.time()),
+                    group,
+                    lambda result, start, stop: result[start:stop],
+                ):
+                    self.committed.set()
         finally:
             self._flushing = False
 

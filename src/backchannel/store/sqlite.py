@@ -164,6 +164,7 @@ class SqliteStore:
                 " stitched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )
             outbox_rows: list[tuple[int, str, float, float]] = []
+            dead_rows: list[tuple[int, str, str, float, float, str, float]] = []
             for item in items:
                 cursor = db.execute(
                     insert,
@@ -185,6 +186,10 @@ class SqliteStore:
                     conversion_id = cursor.lastrowid
                     assert conversion_id is not None
                     outbox_rows.extend((conversion_id, d, now, now) for d in item.destinations)
+                    dead_rows.extend(
+                        (conversion_id, d, DEAD, now, now, reason, now)
+                        for d, reason in item.refused.items()
+                    )
                     results.append(True)
                 else:
                     results.append(False)
@@ -193,6 +198,12 @@ class SqliteStore:
                 " VALUES (?, ?, ?, ?)",
                 outbox_rows,
             )
+            if dead_rows:  # destinations that cannot take it: dead at once, reason kept
+                db.executemany(
+                    "INSERT INTO outbox (conversion_id, destination, status, due_at, created_at,"
+                    " last_error, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    dead_rows,
+                )
             # sources and ledger: order-ledger rows commit with their conversions
             _insert_ledger(db, [i.ledger for i in items if i.ledger is not None], now)
         return results

@@ -204,11 +204,11 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     https = bool(settings.public_url and settings.public_url.startswith("https://"))
     app.add_middleware(SecurityHeadersMiddleware, https=https)
     app.add_middleware(RequestIdMiddleware)
-    auth = admin_auth.install(app, settings, lambda: state["store"])
+    auth = admin_auth.install(app, settings, lambda: state["store"], lambda: state["runner"])
     ops.install(app, settings, state, metrics, auth, worker_expected=lambda: opts.worker)
     dashboard.install(app, settings, state)  # the diagnostics pages
 
-    def authenticate(request: Request, scope: str) -> JSONResponse | None:
+    async def authenticate(request: Request, scope: str) -> JSONResponse | None:
         header = request.headers.get("authorization", "")
         kind, _, key = header.partition(" ")
         if kind.lower() != "bearer" or not key.strip():
@@ -219,7 +219,9 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 {"WWW-Authenticate": "Bearer"},
             )
         # Looked up on every request (no cache) so that a revocation is effective at once.
-        record = state["store"].find_key(credentials.key_hash(key.strip()))
+        # On the runner: PostgreSQL lookups must never block the event loop.
+        runner = state["runner"]
+        record = await runner.call(runner.store.find_key, credentials.key_hash(key.strip()))
         if record is None or record.revoked_at is not None:
             return _error(
                 401,
@@ -249,7 +251,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
             return unavailable_response(why)
 
     async def accept_events(request: Request) -> JSONResponse:
-        denied = authenticate(request, "ingest")
+        denied = await authenticate(request, "ingest")
         if denied is not None:
             return denied
         wait = ingest_limiter.hit(request.scope["backchannel.key"].id)
@@ -269,6 +271,8 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 metrics=metrics,
                 ledger=api_ledger,  # sources and ledger: orders land in the order ledger
                 routes=state["routes"],  # event routing
+                strip_params=settings.strip_params,  # personal data out of page URLs
+                tiktok_source_ids=settings.tiktok_source_ids,  # non-web TikTok events
             )
         except BadRequest as exc:
             return _error(exc.status, exc.notes, "bad_request")
@@ -285,10 +289,11 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
 
     @app.get("/v1/events/{event_id:path}", summary="Delivery status of an event, per destination")
     async def get_event(event_id: str, request: Request) -> JSONResponse:
-        denied = authenticate(request, "ingest")
+        denied = await authenticate(request, "ingest")
         if denied is not None:
             return denied
-        rows = state["store"].deliveries(event_id)
+        runner = state["runner"]
+        rows = await runner.call(runner.store.deliveries, event_id)
         if not rows:
             return _error(404, [Note("event_id", "no such event")], "not_found")
         return ORJSONResponse(

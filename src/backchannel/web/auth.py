@@ -55,7 +55,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 from starlette.requests import Request
@@ -64,6 +64,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from backchannel import credentials
 from backchannel.config import Settings
 from backchannel.store.base import AdminSession, Store
+from backchannel.store.runner import AsyncStore
 from backchannel.web.ratelimit import RateLimiter, client_ip, limited_response
 
 PASSWORD_SETTING = "password_hash"  # noqa: S105 - the name of a setting, not a password
@@ -84,6 +85,9 @@ CSRF_FIELD = "csrf_token"
 
 
 # --- the password -------------------------------------------------------------------------------
+
+
+T = TypeVar("T")
 
 
 class PasswordError(ValueError):
@@ -184,9 +188,11 @@ class AdminAuth:
         settings: Settings,
         store: Callable[[], Store],
         clock: Callable[[], float] = time.time,
+        runner: Callable[[], AsyncStore] | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
+        self._runner = runner
         self.clock = clock
         self.session_seconds = settings.admin_session_hours * 3600.0
         self.https = bool(settings.public_url and settings.public_url.startswith("https://"))
@@ -196,6 +202,13 @@ class AdminAuth:
     @property
     def store(self) -> Store:
         return self._store()
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """A store call from a request handler: through the runner when there is one, so a
+        PostgreSQL lock or a slow server never blocks the event loop (SQLite stays inline)."""
+        if self._runner is None:
+            return fn(*args)
+        return await self._runner().call(fn, *args)
 
     # -- cookies ----------------------------------------------------------------------------
     def secure(self, request: Request) -> bool:
@@ -221,35 +234,36 @@ class AdminAuth:
         )
 
     # -- identifying the caller --------------------------------------------------------------
-    def current(self, request: Request) -> Admin | None:
+    async def current(self, request: Request) -> Admin | None:
         """The admin making this request, from an admin API key or a live session cookie."""
         header = request.headers.get("authorization")
         if header:
             kind, _, key = header.partition(" ")
             if kind.lower() != "bearer" or not key.strip():
                 return None
-            record = self.store.find_key(credentials.key_hash(key.strip()))
+            record = await self.call(self.store.find_key, credentials.key_hash(key.strip()))
             if record is None or record.revoked_at is not None or record.scope != "admin":
                 return None
             return Admin("key", record.name)
         token = request.cookies.get(self.session_cookie(request))
         if not token:
             return None
-        session = self.store.get_admin_session(_token_hash(token), self.clock())
+        session = await self.call(self.store.get_admin_session, _token_hash(token), self.clock())
         if session is None:
             return None
         return Admin("session", "admin", session.csrf_token, session.token_hash)
 
-    def password_hash(self) -> str | None:
-        return self.store.get_admin_setting(PASSWORD_SETTING)
+    async def password_hash(self) -> str | None:
+        encoded: str | None = await self.call(self.store.get_admin_setting, PASSWORD_SETTING)
+        return encoded
 
     # -- the login flow ----------------------------------------------------------------------
-    def login_page(
+    async def login_page(
         self, request: Request, *, error: str | None = None, status: int = 200
     ) -> HTMLResponse:
         token = secrets.token_urlsafe(32)
         next_path = safe_next(request.query_params.get("next"))
-        if self.password_hash() is None:
+        if await self.password_hash() is None:
             error = "No admin password is set. Run `backchannel admin set-password` on the server."
         body = (
             "<h1>Backchannel admin</h1>"
@@ -275,28 +289,33 @@ class AdminAuth:
         cookie = request.cookies.get(self.login_cookie(request), "")
         given = form.get(CSRF_FIELD, "")
         if not cookie or not given or not hmac.compare_digest(cookie, given):
-            return self.login_page(request, error="The form expired; please try again.", status=403)
-        encoded = self.password_hash()
+            return await self.login_page(
+                request, error="The form expired; please try again.", status=403
+            )
+        encoded = await self.password_hash()
         password = form.get("password", "")
         if encoded is None:
-            return self.login_page(request, status=401)
+            return await self.login_page(request, status=401)
         if len(password) > MAX_PASSWORD_LENGTH or not await asyncio.to_thread(
             verify_password, password, encoded
         ):
             wait = self.failure_limiter.hit("*")
             if wait:
                 return limited_response(wait, "password", "to log in")
-            self.store.audit(self.clock(), f"ip {ip}", "admin.login_failed", "wrong password")
-            return self.login_page(request, error="Wrong password.", status=401)
+            await self.call(
+                self.store.audit, self.clock(), f"ip {ip}", "admin.login_failed", "wrong password"
+            )
+            return await self.login_page(request, error="Wrong password.", status=401)
         self.login_limiter.reset(ip)
         token = secrets.token_urlsafe(32)
         now = self.clock()
-        self.store.create_admin_session(
+        await self.call(
+            self.store.create_admin_session,
             AdminSession(
                 _token_hash(token), secrets.token_urlsafe(32), now, now + self.session_seconds
-            )
+            ),
         )
-        self.store.audit(now, f"ip {ip}", "admin.login", "session started")
+        await self.call(self.store.audit, now, f"ip {ip}", "admin.login", "session started")
         response = RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
         self._set_cookie(
             response, request, self.session_cookie(request), token, int(self.session_seconds)
@@ -306,7 +325,7 @@ class AdminAuth:
 
     async def logout(self, request: Request, admin: Admin) -> Response:
         if admin.token_hash is not None:
-            self.store.delete_admin_session(admin.token_hash)
+            await self.call(self.store.delete_admin_session, admin.token_hash)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(
             self.session_cookie(request),
@@ -326,21 +345,21 @@ def _auth(request: Request) -> AdminAuth:
     return auth
 
 
-def require_admin(request: Request) -> Admin:
+async def require_admin(request: Request) -> Admin:
     """FastAPI dependency for admin JSON endpoints: a session cookie or an admin API key.
 
     Unauthenticated: 401 JSON. Safe (GET) requests only; state changes use
     :func:`require_csrf`.
     """
-    admin = _auth(request).current(request)
+    admin = await _auth(request).current(request)
     if admin is None:
         raise NotAuthenticated(html_page=False)
     return admin
 
 
-def require_admin_page(request: Request) -> Admin:
+async def require_admin_page(request: Request) -> Admin:
     """FastAPI dependency for admin HTML pages: redirects to the login page when logged out."""
-    admin = _auth(request).current(request)
+    admin = await _auth(request).current(request)
     if admin is None:
         raise NotAuthenticated(html_page=True)
     return admin
@@ -353,7 +372,7 @@ async def require_csrf(request: Request) -> Admin:
     a cross-site ``Origin`` is refused. Admin API keys need no token.
     """
     auth = _auth(request)
-    admin = auth.current(request)
+    admin = await auth.current(request)
     if admin is None:
         raise NotAuthenticated(html_page="text/html" in request.headers.get("accept", ""))
     if admin.via == "key":
@@ -464,17 +483,25 @@ def page(title: str, body: str, *, status: int = 200) -> HTMLResponse:
     return HTMLResponse(document, status_code=status)
 
 
-def install(app: Any, settings: Settings, store: Callable[[], Store]) -> AdminAuth:
-    """Attach admin auth to a FastAPI app: state, exception handlers, /login and /logout."""
-    auth = AdminAuth(settings, store)
+def install(
+    app: Any,
+    settings: Settings,
+    store: Callable[[], Store],
+    runner: Callable[[], AsyncStore] | None = None,
+) -> AdminAuth:
+    """Attach admin auth to a FastAPI app: state, exception handlers, /login and /logout.
+
+    ``runner``: the app's store runner, through which every store call of a request goes
+    (PostgreSQL on its pool, off the event loop)."""
+    auth = AdminAuth(settings, store, runner=runner)
     app.state.admin_auth = auth
     app.add_exception_handler(NotAuthenticated, not_authenticated)
     app.add_exception_handler(CsrfRejected, csrf_rejected)
 
     async def login_form(request: Request) -> Response:
-        if auth.current(request) is not None:
+        if await auth.current(request) is not None:
             return RedirectResponse(safe_next(request.query_params.get("next")), 303)
-        return auth.login_page(request)
+        return await auth.login_page(request)
 
     async def login(request: Request) -> Response:
         return await auth.login(request)

@@ -36,6 +36,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -55,9 +56,10 @@ from backchannel.sessions import (
     origin_allowed,
     parse_collect,
     parse_networks,
+    public_address,
 )
 from backchannel.store.base import BrowserEvent, SessionUpdate
-from backchannel.store.runner import AsyncStore
+from backchannel.store.runner import AsyncStore, settle_group
 from backchannel.web.ratelimit import RateLimiter, limited_response
 
 log = logging.getLogger("backchannel.collect")
@@ -100,6 +102,13 @@ class CollectWriter:
             self._task = loop.create_task(self._flush())
         await future
 
+    def _record(self, pairs: Sequence[tuple[list[SessionUpdate], list[BrowserEvent]]]) -> None:
+        """One transaction for the messages ``pairs`` (updates, events)."""
+        self.runner.store.record_collect(
+            [u for updates, _ in pairs for u in updates],
+            [e for _, events in pairs for e in events],
+        )
+
     async def _flush(self) -> None:
         try:
             while self._pending:
@@ -109,18 +118,13 @@ class CollectWriter:
                     entry = self._pending.popleft()
                     group.append(entry)
                     rows += len(entry[0]) + len(entry[1])
-                updates = [u for entry in group for u in entry[0]]
-                events = [e for entry in group for e in entry[1]]
-                try:
-                    await self.runner.run(self.runner.store.record_collect, updates, events)
-                except Exception as exc:
-                    for *_, future in group:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for *_, future in group:
-                    if not future.done():
-                        future.set_result(None)
+                # one failing message fails alone (runner.settle_group): the others commit
+                await settle_group(
+                    self.runner.run,
+                    self._record,
+                    [(((updates, events),), future) for updates, events, future in group],
+                    lambda result, start, stop: None,
+                )
         finally:
             self._flushing = False
 
@@ -137,6 +141,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     origins = ("*" if v.strip() == "*" else normalize_origin(v) for v in settings.collect_origins)
     allowed = tuple(o for o in origins if o)
     trusted = parse_networks(settings.trusted_proxies)
+    strip_params = settings.strip_params
     # Per visitor address (the proxy-aware one): collect is public, so a flood from one
     # address must not crowd out the shop's other visitors or fill the sessions table.
     limiter = RateLimiter(settings.collect_rate, settings.collect_burst)
@@ -165,8 +170,11 @@ def install(app: FastAPI, settings: Settings) -> None:
     def cors(request: Request) -> dict[str, str] | None:
         """CORS headers for an allowed page origin, or None when the origin is refused."""
         origin = page_origin(request)
-        own_host = request.headers.get("host")
-        if not origin_allowed(origin, allowed, own_host=own_host, scheme=request.url.scheme):
+        peer = request.client.host if request.client else None
+        scheme, own_host = public_address(  # behind a TLS proxy: its X-Forwarded-Proto
+            request.url.scheme, request.headers.get("host"), peer, request.headers, trusted
+        )
+        if not origin_allowed(origin, allowed, own_host=own_host, scheme=scheme):
             return None
         assert origin is not None
         return {
@@ -238,7 +246,8 @@ def install(app: FastAPI, settings: Settings) -> None:
             if not isinstance(key, str) or not key.strip():
                 raise _Refused(401, "key", "missing: send the site key (bc_pub_…)", "unauthorized")
             now = time.time()
-            record = state()["store"].find_key(credentials.key_hash(key.strip()))
+            runner = state()["runner"]  # PostgreSQL: on the pool, never on the loop
+            record = await runner.call(runner.store.find_key, credentials.key_hash(key.strip()))
             scope = record.scope if record is not None and record.revoked_at is None else None
             if scope is None:
                 raise _Refused(401, "key", "unknown or revoked site key", "unauthorized")
@@ -263,6 +272,7 @@ def install(app: FastAPI, settings: Settings) -> None:
                 now=now,
                 ip=visitor,
                 user_agent=request.headers.get("user-agent"),
+                strip_params=strip_params,  # personal data out of the stored URLs
             )
             # mirrored Pixel calls alone (page_view false) still refresh the session, and
             # create it if its page view was lost, without counting a page view

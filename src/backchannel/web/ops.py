@@ -101,7 +101,7 @@ def install(
         allowed = bool(
             token and kind.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
         )
-        if not allowed and auth.current(request) is None:
+        if not allowed and await auth.current(request) is None:
             return JSONResponse(
                 {
                     "error": "unauthorized",
