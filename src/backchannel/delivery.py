@@ -499,12 +499,52 @@ class DestinationWorker:
         given = conversions[0].test_event_code
         if given is not None and target.test_event_code and target.test_event_code != given:
             conversions = [replace(c, test_event_code=target.test_event_code) for c in conversions]
-        request = self.destination.prepare(conversions, target)
+        try:
+            request = self.destination.prepare(conversions, target)
+        except Exception as exc:  # a row the platform's body cannot express (configuration)
+            await self._unbuildable(rows, conversions, target, cycle, exc)
+            return None
         started = self.monotonic()
         outcome = await self._send(request.url, request.headers, request.content, budget)
         if outcome.whole_request and outcome.verdict is Verdict.PERMANENT:
             await self._suspend(target, outcome)
         return request, outcome, started
+
+    async def _unbuildable(
+        self,
+        rows: Sequence[_Row],
+        conversions: Sequence[Conversion],
+        target: Target,
+        cycle: _Cycle,
+        error: Exception,
+    ) -> None:
+        """The request could not be built (e.g. a TikTok CRM event while no CRM event set id
+        is configured): the rows that cannot be built alone are dead letters with the reason,
+        so ``replay`` sends them once the configuration is fixed; the others go on. Before,
+        the error left the whole claim leased and retried every lease, forever."""
+        good: list[_Row] = []
+        for row, conversion in zip(rows, conversions, strict=True):
+            try:
+                self.destination.prepare([conversion], target)
+            except Exception as exc:
+                await self._mark_dead_local(
+                    [row.claimed],
+                    f"not sent: the {self.name} request cannot be built ({exc})",
+                    b"{}",
+                    cycle,
+                )
+            else:
+                good.append(row)
+        if len(good) == len(rows):  # each row builds alone: send them one by one
+            log.error(
+                "a batch could not be built though each row can",
+                extra={"destination": self.name, "reason": str(error)},
+            )
+            for row in good:
+                await self._deliver([row], cycle)
+            return
+        if good:
+            await self._deliver(good, cycle)
 
     async def _release(self, rows: Sequence[_Row], cycle: _Cycle) -> None:
         ids = [r.claimed.outbox_id for r in rows]

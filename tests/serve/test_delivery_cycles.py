@@ -219,3 +219,26 @@ def test_a_wall_clock_jump_does_not_stretch_pauses_or_deadlines(
     assert row["status"] == "delivered"
     assert worker.stats.lease_lost == 0
     wait_for(lambda: sandbox.stats("tiktok")["accepted_events"] == 1, what="one delivery")
+
+
+def test_a_row_whose_request_cannot_be_built_is_a_dead_letter_not_a_stuck_lease(
+    gateway: Gateway, sandbox: Sandbox, make_worker: Callable[..., DestinationWorker]
+) -> None:
+    """A TikTok CRM event replayed while no CRM event set id is configured: the request
+    cannot be built, so that row is a dead letter with the reason (it used to stay leased and
+    be claimed again every lease); the web event claimed with it is delivered."""
+    crm = lead(1, source="crm")
+    post_all(gateway, [crm, lead(2)])
+    assert outbox(gateway, "tiktok")["lead-1"]["status"] == "dead"  # refused at ingest
+    store = open_store(gateway.settings.database_url)
+    try:
+        assert store.replay(time.time(), event_id="lead-1") == 1
+    finally:
+        store.close()
+    once(make_worker())
+    rows = outbox(gateway, "tiktok")
+    assert rows["lead-1"]["status"] == "dead"
+    assert "cannot be built" in rows["lead-1"]["last_error"]
+    assert "CRM" in rows["lead-1"]["last_error"].upper()
+    assert rows["lead-2"]["status"] == "delivered"
+    assert gateway.query("SELECT COUNT(*) FROM outbox WHERE status = 'in_flight'") == [(0,)]
