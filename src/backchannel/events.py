@@ -117,6 +117,23 @@ class UserIn(_Strict):
     fbclid: Annotated[str, Field(max_length=1024)] | None = None
     fbc: Annotated[str, Field(max_length=1024)] | None = None
     fbp: Annotated[str, Field(max_length=1024)] | None = None
+    ga_client_id: Annotated[str, Field(max_length=128)] | None = Field(
+        default=None,
+        description="GA4 client id: the _ga cookie (GA1.1.123.456) or the id itself (123.456).",
+    )
+    gclid: Annotated[str, Field(max_length=1024)] | None = None
+    gbraid: Annotated[str, Field(max_length=1024)] | None = None
+    wbraid: Annotated[str, Field(max_length=1024)] | None = None
+
+
+ConsentState = Literal["granted", "denied"]
+
+
+class ConsentIn(_Strict):
+    """What the person agreed to (Google's consent signals; EU user consent policy)."""
+
+    ad_user_data: ConsentState | None = None
+    ad_personalization: ConsentState | None = None
 
 
 class PageIn(_Strict):
@@ -152,6 +169,7 @@ class ConversionIn(_Strict):
         " measurement (and the order ledger) but sent to no platform.",
     )
     user: UserIn = UserIn()
+    consent: ConsentIn | None = None
     page: PageIn | None = None
     session_id: Annotated[str, Field(max_length=128)] | None = None
     shop_id: AnyId | None = None
@@ -170,6 +188,15 @@ class Content:
     name: str | None = None
     category: str | None = None
     brand: str | None = None
+
+
+@dataclass(slots=True)
+class Consent:
+    """``granted``, ``denied`` or None (not said) per signal; destinations that take consent
+    (Google Ads' ``consent``) send what was said and nothing when nothing was."""
+
+    ad_user_data: str | None = None
+    ad_personalization: str | None = None
 
 
 @dataclass(slots=True)
@@ -202,6 +229,7 @@ class Conversion:
     shop_id: str | None = None
     query: str | None = None
     description: str | None = None
+    consent: Consent | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +239,8 @@ class Conversion:
         values = dict(data)
         values["user"] = HashedUser(**values["user"])
         values["contents"] = [Content(**c) for c in values.get("contents") or []]
+        consent = values.get("consent")
+        values["consent"] = Consent(**consent) if consent else None
         return cls(**values)
 
     @property
@@ -322,7 +352,9 @@ def _event_time(raw: int | float | str | None, now: float, notes: list[Note]) ->
     return int(seconds)  # floor: both platforms take whole unix seconds
 
 
-_QUERY_PARAM = {name: re.compile(rf"[?&]{name}=([^&#]+)") for name in ("ttclid", "fbclid")}
+#: click ids a landing URL carries, read into ``user`` when the caller did not send them
+URL_CLICK_IDS = ("ttclid", "fbclid", "gclid", "gbraid", "wbraid")
+_QUERY_PARAM = {name: re.compile(rf"[?&]{name}=([^&#]+)") for name in URL_CLICK_IDS}
 
 
 def _query_param(url: str | None, name: str) -> str | None:
@@ -503,7 +535,10 @@ def _text_errors(conv_in: ConversionIn) -> list[Note]:
         for name in ("name", "category", "brand"):
             text(f"contents[{index}].{name}", getattr(item, name))
     user = conv_in.user
-    for name in ("ip", "locale", "ttclid", "ttp", "fbclid", "fbc", "fbp", "country", "zip"):
+    for name in (
+        "ip", "locale", "ttclid", "ttp", "fbclid", "fbc", "fbp", "country", "zip",
+        "ga_client_id", "gclid", "gbraid", "wbraid",
+    ):  # fmt: skip
         strict(f"user.{name}", getattr(user, name))
     for name in ("email", "phone", "external_id"):
         value = getattr(user, name)
@@ -520,6 +555,12 @@ def _text_errors(conv_in: ConversionIn) -> list[Note]:
             if not is_web_url(value):
                 errors.append(Note(f"page.{name}", "must be an http(s) URL"))
     return errors
+
+
+def _consent(given: ConsentIn | None) -> Consent | None:
+    if given is None or (given.ad_user_data is None and given.ad_personalization is None):
+        return None
+    return Consent(given.ad_user_data, given.ad_personalization)
 
 
 def normalize(
@@ -584,7 +625,7 @@ def normalize(
 
     user_raw: dict[str, Any] = {k: v for k, v in conv_in.user.__dict__.items() if v is not None}
     page_url = conv_in.page.url if conv_in.page else None
-    for click_id in ("ttclid", "fbclid"):
+    for click_id in URL_CLICK_IDS:
         if not user_raw.get(click_id):
             found = _query_param(page_url, click_id)
             if found:
@@ -633,6 +674,7 @@ def normalize(
         shop_id=id_text(conv_in.shop_id) if conv_in.shop_id is not None else None,
         query=conv_in.query,
         description=conv_in.description,
+        consent=_consent(conv_in.consent),
     )
     if conv_in.opt_out:  # consent: say so on the 202 and in `send --dry-run`
         notes.append(Note("opt_out", OPT_OUT_REASON))

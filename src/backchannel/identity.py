@@ -86,6 +86,37 @@ def normalize_email(raw: str) -> str:
     return value
 
 
+#: the email domains whose local part Google ignores dots in (docs/platforms/ga4.md §user data,
+#: google_ads.md §identifiers: "remove dots before the @ of gmail.com and googlemail.com")
+GOOGLE_DOTLESS_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+
+def normalize_email_google(raw: str) -> str:
+    """Google's email form: the common rule, then no dots before the ``@`` of gmail.com and
+    googlemail.com addresses (only those: other providers treat dots as significant)."""
+    value = normalize_email(raw)
+    local, _, domain = value.rpartition("@")
+    if domain in GOOGLE_DOTLESS_DOMAINS:
+        return local.replace(".", "") + "@" + domain
+    return value
+
+
+#: ``_ga`` cookie (``GA1.1.1234567890.1700000000``) or the bare client id it holds
+_GA_COOKIE = re.compile(r"GA\d+\.\d+\.(\d+\.\d+)")
+_GA_CLIENT_ID = re.compile(r"\d+\.\d+")
+
+
+def normalize_ga_client_id(raw: str) -> str:
+    """The GA4 ``client_id``: the last two fields of the ``_ga`` cookie, or the id itself."""
+    value = raw.strip()
+    match = _GA_COOKIE.fullmatch(value)
+    if match is not None:
+        return match.group(1)
+    if _GA_CLIENT_ID.fullmatch(value) is not None:
+        return value
+    raise Unusable("not a GA client id (expected the _ga cookie GA1.1.123.456 or 123.456)")
+
+
 def normalize_external_id(raw: str) -> str:
     """Trim and lowercase, so ``User-42`` from the backend and ``user-42`` from a CSV match."""
     value = raw.strip().lower()
@@ -228,6 +259,11 @@ class HashedUser:
     """
 
     email: list[str] = field(default_factory=list)
+    #: the same addresses under a platform's own email rule, keyed by the rule's name, where
+    #: a platform normalizes differently (``google``: gmail dots removed). Computed from the
+    #: raw address at ingest, since the raw address is never kept; a pre-hashed address is
+    #: taken as already in each platform's form.
+    email_forms: dict[str, list[str]] = field(default_factory=dict)
     #: sha256 of the E.164 form with '+', what TikTok expects
     phone: list[str] = field(default_factory=list)
     #: sha256 of the E.164 digits without '+', what Meta expects
@@ -248,10 +284,17 @@ class HashedUser:
     fbclid: str | None = None
     fbc: str | None = None
     fbp: str | None = None
+    #: Google: GA4 client id (from the ``_ga`` cookie), Google Ads click ids
+    ga_client_id: str | None = None
+    gclid: str | None = None
+    gbraid: str | None = None
+    wbraid: str | None = None
 
     def hashed_values(self) -> list[str]:
         """Every value that must be a digest; used by the property tests and the PII audit."""
         values = [*self.email, *self.phone, *self.phone_digits, *self.external_id]
+        for form in self.email_forms.values():
+            values.extend(form)
         values.extend(v for v in (self.first_name, self.last_name, self.zip) if v is not None)
         return values
 
@@ -389,6 +432,11 @@ def hash_user(
     user.country = _plain("user.country", raw.get("country"), normalize_country, notes)
     region = user.country or default_region
     user.email = _hash_many("user.email", raw.get("email"), normalize_email, notes)
+    if user.email:
+        ignored: list[Note] = []  # the common rule already reported any unusable address
+        google = _hash_many("user.email", raw.get("email"), normalize_email_google, ignored)
+        if google != user.email:
+            user.email_forms["google"] = google
     user.phone, user.phone_digits = _hash_phones(raw.get("phone"), region, notes)
     user.external_id = _hash_many(
         "user.external_id", raw.get("external_id"), normalize_external_id, notes
@@ -406,9 +454,16 @@ def hash_user(
         "user.user_agent", _str_or_none(raw.get("user_agent")), 1024, notes
     )
     user.locale = _short_text("user.locale", _str_or_none(raw.get("locale")), 35, notes)
-    for name in ("ttclid", "ttp", "fbclid", "fbc", "fbp"):
+    for name in CLICK_AND_COOKIE_FIELDS:
         setattr(user, name, _short_text(f"user.{name}", _str_or_none(raw.get(name)), 512, notes))
+    user.ga_client_id = _plain(
+        "user.ga_client_id", _str_or_none(raw.get("ga_client_id")), normalize_ga_client_id, notes
+    )
     return user
+
+
+#: click ids and first-party cookies kept as given (platforms take them unhashed)
+CLICK_AND_COOKIE_FIELDS = ("ttclid", "ttp", "fbclid", "fbc", "fbp", "gclid", "gbraid", "wbraid")
 
 
 def _str_or_none(value: RawField) -> str | None:
