@@ -387,8 +387,14 @@ class TestOurBuilders:
             },
             now=START,
         ).conversion
-        target = Target(base_url=server.url, pixel=TIKTOK_PIXEL, token=TOKEN)
+        target = Target(
+            base_url=server.url,
+            pixel=TIKTOK_PIXEL,
+            token=TOKEN,
+            source_ids={source: f"{source.upper()}-EVENT-SET-1"},
+        )
         prepared = tiktok_destination.prepare([conversion], target)
+        assert prepared.body["event_source_id"] == f"{source.upper()}-EVENT-SET-1"
         response = http.post(prepared.url, content=prepared.content, headers=prepared.headers)
         assert response.json()["code"] == 0, response.json()
 

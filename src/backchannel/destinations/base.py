@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,13 +83,96 @@ class Target:
     #: when its ``test_event_code`` is set): Meta's code means nothing to TikTok, and the
     #: reverse. Production conversions are never touched.
     test_event_code: str | None = None
+    #: the connection's other values, by :class:`Credential` key: plain ones (an OAuth
+    #: client id, conversion actions…) and, decrypted, secret ones (a refresh token…)
+    settings: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    #: an OAuth access token the worker obtained through the destination's :class:`OAuth`
+    access_token: str = ""
+    #: True while the destination has no credentials and delivers to the local sandbox
+    sandbox: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One value a connection of a destination needs, as the destination declares it.
+
+    The Connections page renders one field per credential, the CLI's ``token set`` and
+    ``connect`` take them, the store keeps them (secrets encrypted), and :class:`Target`
+    hands them back to the destination's request builder. ``key`` ``pixel`` (the account's
+    public id: a pixel code, a measurement id, a customer id) and ``token`` (its main
+    secret) keep the columns every connection has; any other key is stored with the rest.
+    """
+
+    key: str
+    label: str
+    #: stored encrypted, write-only on the page, never logged or shown (last 4 only)
+    secret: bool = False
+    #: a value must match this whole (re.fullmatch); None: any non-empty text
+    pattern: str | None = None
+    #: what a valid value looks like, shown beside the field and in the error
+    hint: str = ""
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class OAuth:
+    """A destination that sends with short-lived access tokens (Google Ads): how to get one.
+
+    The worker calls :attr:`request` with the target (client id/secret, refresh token) and
+    sends it; :attr:`parse` reads the answer into (access token, seconds it lives) or raises
+    :class:`OAuthError`. The worker caches the token until shortly before it expires and
+    fetches a new one once when the platform answers 401.
+    """
+
+    request: Callable[[Target], PreparedRequest]
+    parse: Callable[[int, bytes], tuple[str, float]]
+
+
+class OAuthError(Exception):
+    """The token endpoint refused (a revoked refresh token, a wrong client): ``permanent``
+    means the credentials must be replaced; otherwise it may work on a later try."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
 
 
 class Destination(Protocol):
-    """A platform. Only its module knows the platform's field names."""
+    """A platform. Only its module knows the platform's field names.
 
+    A destination is one module in ``backchannel/destinations/`` that declares the module
+    attributes below (found by :mod:`backchannel.destinations`, no list to edit) and one
+    emulator in ``backchannel/sandbox/``. Everything else (config, CLI, routing, the
+    dashboard, doctor, test orders, metrics) iterates the registry.
+    """
+
+    #: the name used everywhere: settings, CLI, routes, metrics labels, outbox rows
     name: str
+    #: how people call it: "TikTok", "Google Ads"
+    display_name: str
+    #: the registry's order (dashboards list destinations in it)
+    ORDER: int
     max_batch: int
+    #: the platform's production endpoint root (a configured base URL or the sandbox
+    #: replaces it while there are no credentials)
+    DEFAULT_BASE_URL: str
+    #: True: gets outbox rows with no configuration, delivered to the sandbox until a
+    #: token is set (TikTok, Meta). False: off until connected (credentials stored).
+    ON_BY_DEFAULT: bool
+    #: what a connection of it needs, in the order the page shows them
+    CREDENTIALS: tuple[Credential, ...]
+    #: the email form it hashes with: "" for the common rule, else a key of
+    #: ``HashedUser.email_forms`` (e.g. "google")
+    EMAIL_FORM: str
+    #: quality.py weights of the identifiers it matches on (sum 10); keys of quality.LABELS
+    QUALITY_WEIGHTS: Mapping[str, float]
+    #: where its body keeps the identifiers (test orders show that part side by side)
+    IDENTIFIER_SECTION: str
+    #: the browser Pixel's call bc.js mirrors for the dedup page, e.g. "ttq.track"
+    PIXEL_CALL: str
+    #: access tokens from an OAuth refresh flow, or None
+    OAUTH: OAuth | None
 
     def max_age(self, conversion: Conversion) -> int:
         """Seconds after event_time during which the platform still takes the event."""

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from backchannel.destinations.base import (
+    Credential,
     Outcome,
     PreparedRequest,
     Target,
@@ -31,6 +32,31 @@ from backchannel.identity import sha256_hex
 from backchannel.notes import Note
 
 name = "meta"
+display_name = "Meta"
+ORDER = 20
+ON_BY_DEFAULT = True  # delivered to the sandbox until a token is set
+CREDENTIALS = (
+    Credential(
+        "pixel",
+        "Pixel (dataset) ID",
+        pattern=r"[0-9]{6,20}",
+        hint="a Meta pixel (dataset) id is 6 to 20 digits",
+    ),
+    Credential("token", "Conversions API access token", secret=True),
+)
+EMAIL_FORM = ""  # the common rule: trim, lowercase
+#: quality.py: what it matches on, weighted (sum 10)
+QUALITY_WEIGHTS = {
+    "email": 3.0,
+    "phone": 3.0,
+    "click_id": 1.5,
+    "external_id": 1.0,
+    "browser_id": 0.5,
+    "ip_user_agent": 1.0,
+}
+IDENTIFIER_SECTION = "user_data"
+PIXEL_CALL = "fbq"
+OAUTH = None
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v25.0"
 max_batch = 1000

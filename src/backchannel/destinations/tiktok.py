@@ -21,6 +21,7 @@ import orjson
 
 from backchannel.catalog import EVENTS
 from backchannel.destinations.base import (
+    Credential,
     Outcome,
     PreparedRequest,
     Target,
@@ -34,6 +35,31 @@ from backchannel.events import Conversion
 from backchannel.notes import Note
 
 name = "tiktok"
+display_name = "TikTok"
+ORDER = 10
+ON_BY_DEFAULT = True  # delivered to the sandbox until a token is set
+CREDENTIALS = (
+    Credential(
+        "pixel",
+        "Pixel code",
+        pattern=r"[A-Z0-9]{10,40}",
+        hint="a TikTok pixel code is 10 to 40 capital letters and digits",
+    ),
+    Credential("token", "Events API access token", secret=True),
+)
+EMAIL_FORM = ""  # the common rule: trim, lowercase
+#: quality.py: what it matches on, weighted (sum 10)
+QUALITY_WEIGHTS = {
+    "email": 3.0,
+    "phone": 3.0,
+    "click_id": 2.0,
+    "external_id": 1.0,
+    "browser_id": 0.5,
+    "ip_user_agent": 0.5,
+}
+IDENTIFIER_SECTION = "user"
+PIXEL_CALL = "ttq.track"
+OAUTH = None
 PATH = "/open_api/v1.3/event/track/"
 DEFAULT_BASE_URL = "https://business-api.tiktok.com"
 #: events per request on event/track (RudderStack maxBatchSizeV2, citing TikTok's docs)

@@ -23,29 +23,29 @@ counts as ``"0"``: the events were taken, only the answer was lost).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Mapping
-from http import HTTPStatus
+import functools
+import importlib
+import pkgutil
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from backchannel.sandbox import meta, tiktok
-from backchannel.sandbox.common import fbtrace_id, tiktok_request_id
 from backchannel.sandbox.config import SandboxConfig
-from backchannel.sandbox.faults import (
-    ALL,
-    Action,
-    Decision,
-    FaultInjector,
-    Faults,
-    first_rejected,
+from backchannel.sandbox.emulator import (
+    Context,
+    Emulator,
+    Handler,
+    hang,
+    json_response,
+    malformed_answer,
+    nginx_page,
 )
+from backchannel.sandbox.faults import ALL, Action, Decision, FaultInjector, Faults
 from backchannel.sandbox.state import MALFORMED, TIMEOUT, EventLog, http_code
 
 __all__ = ["Sandbox", "SandboxConfig", "create_app"]
@@ -53,70 +53,24 @@ __all__ = ["Sandbox", "SandboxConfig", "create_app"]
 #: default and largest page of GET /_sandbox/{destination}/events
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-FAULT_REJECTION = "rejected by sandbox fault injection"
-#: a refusal naming no row, as real platforms sometimes give (the worker must bisect)
-FAULT_REJECTION_NO_ROW = "Invalid parameters: rejected by sandbox fault injection"
-
-#: nginx's own reason phrases, where they differ from the RFC's
-_NGINX_PHRASES = {503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 
 
-def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status, headers, media_type="application/json")
+@functools.cache
+def emulators() -> dict[str, Emulator]:
+    """Every module of this package that declares ``EMULATOR`` (see emulator.py), by name,
+    in the destinations' display order. Looked up on first use, not at import: the package's
+    other modules (server.py) import this one."""
+    found: dict[str, Emulator] = {}
+    package = importlib.import_module("backchannel.sandbox")
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"backchannel.sandbox.{info.name}")
+        emulator = getattr(module, "EMULATOR", None)
+        if isinstance(emulator, Emulator):
+            found[emulator.name] = emulator
+    from backchannel.destinations import NAMES
 
-
-def nginx_page(status: int) -> Response:
-    """The HTML error page an nginx in front of an API returns (reference §4: "502 with an
-    nginx HTML body"): what a client sees when the platform's edge, not its API, fails."""
-    try:
-        phrase = _NGINX_PHRASES.get(status) or HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    title = f"{status} {phrase}"
-    body = (
-        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-        "</body>\r\n</html>\r\n"
-    )
-    return Response(body, status, media_type="text/html")
-
-
-def malformed_answer(kind: str, seconds: float) -> Response:
-    """A 200 whose body says nothing about the events: a truncated JSON object, a proxy's
-    HTML page, nothing at all, or headers followed by one byte a second (which per-read
-    client timeouts never catch). A client must never take any of them for a delivery."""
-    if kind == "stall":
-
-        async def trickle() -> AsyncIterator[bytes]:
-            deadline = time.monotonic() + seconds
-            yield b"{"
-            while time.monotonic() < deadline:
-                await asyncio.sleep(1.0)
-                yield b" "
-
-        return StreamingResponse(trickle(), 200, media_type="application/json")
-    if kind == "html":
-        return Response("<html><body>Welcome</body></html>", 200, media_type="text/html")
-    if kind == "empty":
-        return Response(b"", 200, media_type="application/json")
-    return Response(b'{"code": 0, "message": "O', 200, media_type="application/json")
-
-
-async def hang(request: Request, seconds: float) -> None:
-    """Hold the answer for ``seconds``, or until the client hangs up.
-
-    Once the client has timed out and closed the connection there is nobody left to answer,
-    so the request ends there instead of occupying the server (and its shutdown) for the rest
-    of ``hang_seconds``. The body has been read already, so the next message can only be the
-    disconnect.
-    """
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(disconnected(), seconds)
+    order = {name: i for i, name in enumerate(NAMES)}
+    return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
 def _initial_faults(faults: Faults | Mapping[str, Faults] | None) -> dict[str, Faults]:
@@ -135,15 +89,46 @@ class Sandbox:
     ) -> None:
         self.config = config
         self.logs: dict[str, EventLog] = {
-            "tiktok": EventLog("event"),
-            "meta": EventLog("event_name"),
+            name: EventLog(emulator.event_field) for name, emulator in emulators().items()
         }
-        self.faults = FaultInjector(_initial_faults(faults), config.clock, config.seed)
+        #: each platform's own state (issued OAuth tokens…), cleared by reset
+        self.states: dict[str, dict[str, Any]] = {name: {} for name in emulators()}
+        self.faults = FaultInjector(
+            _initial_faults(faults), config.clock, config.seed, destinations=tuple(emulators())
+        )
 
     def reset(self) -> None:
         for log in self.logs.values():
             log.clear()
+        for state in self.states.values():
+            state.clear()
         self.faults.restore()
+
+    def endpoint(self, emulator: Emulator) -> Handler:
+        """The route handler of one platform: shared faults first, then the platform."""
+        log = self.logs[emulator.name]
+        state = self.states[emulator.name]
+
+        async def serve(request: Request) -> Response:
+            decision = self.faults.decide(emulator.name)
+            early = await self._before(request, decision, log)
+            if early is not None:
+                return early
+            return await emulator.handle(request, Context(self.config, log, decision, state))
+
+        return serve  # type: ignore[return-value]
+
+    def side_route(self, emulator: Emulator, handler: Handler) -> Any:
+        """A platform route that is not an event endpoint (no faults), e.g. OAuth."""
+        log = self.logs[emulator.name]
+        state = self.states[emulator.name]
+
+        async def serve(request: Request) -> Response:
+            return await handler(
+                request, Context(self.config, log, Decision(Action.PROCEED), state)
+            )
+
+        return serve
 
     # --- the platforms ---------------------------------------------------------------------
 
@@ -158,119 +143,10 @@ class Sandbox:
             log.count(TIMEOUT)
             await hang(request, decision.hang)
             return nginx_page(504)
+        if decision.action is Action.MALFORMED:
+            log.count(MALFORMED)
+            return malformed_answer(decision.malformed, decision.hang)
         return None
-
-    async def tiktok_track(self, request: Request) -> Response:
-        raw = await request.body()
-        log = self.logs["tiktok"]
-        decision = self.faults.decide("tiktok")
-        early = await self._before(request, decision, log)
-        if early is not None:
-            return early
-        if decision.action is Action.ERROR:
-            log.count(http_code(decision.status))
-            return nginx_page(decision.status)
-        if decision.action is Action.MALFORMED:
-            log.count(MALFORMED)
-            return malformed_answer(decision.malformed, decision.hang)
-        request_id = tiktok_request_id()
-        if decision.action is Action.RATE_LIMIT:
-            return self._tiktok_reply(
-                log, tiktok.RATE_LIMITED, tiktok.RATE_LIMIT_MESSAGE, request_id
-            )
-        try:
-            accepted = tiktok.check(
-                request.headers.get("access-token"), raw, self.config, self.config.clock()
-            )
-            bad = first_rejected(accepted.events, decision.reject_event_ids)
-            if bad is not None and decision.without_row:
-                raise tiktok.TikTokError(tiktok.INVALID_PARAMETER, FAULT_REJECTION_NO_ROW)
-            if bad is not None:
-                raise tiktok.row_error(bad, "event_id", FAULT_REJECTION)
-        except tiktok.TikTokError as exc:
-            return self._tiktok_reply(log, exc.code, exc.message, request_id)
-        log.store(
-            accepted.events,
-            raw=raw,
-            field="data",
-            pixel=accepted.pixel,
-            test_event_code=accepted.test_event_code,
-            received_at=self.config.clock(),
-            request_id=request_id,
-        )
-        response = self._tiktok_reply(log, tiktok.OK, "OK", request_id)
-        if decision.action is Action.TIMEOUT:  # after_accept: the answer is what gets lost
-            await hang(request, decision.hang)
-        return response
-
-    @staticmethod
-    def _tiktok_reply(log: EventLog, code: int, message: str, request_id: str) -> Response:
-        log.count(str(code))
-        # Always HTTP 200: TikTok reports business errors in the body (reference §4).
-        return Response(
-            tiktok.envelope(code, message, request_id), 200, media_type="application/json"
-        )
-
-    async def meta_events(self, request: Request) -> Response:
-        raw = await request.body()
-        log = self.logs["meta"]
-        decision = self.faults.decide("meta")
-        early = await self._before(request, decision, log)
-        if early is not None:
-            return early
-        if decision.action is Action.MALFORMED:
-            log.count(MALFORMED)
-            return malformed_answer(decision.malformed, decision.hang)
-        trace = fbtrace_id()
-        if decision.action is Action.ERROR:
-            log.count(http_code(decision.status))
-            body = meta.error_body(meta.transient_error(), trace)
-            return self._meta_reply(decision.status, body, trace)
-        if decision.action is Action.RATE_LIMIT:
-            status, error = meta.rate_limit_error()
-            log.count(str(error["code"]))
-            return self._meta_reply(status, meta.error_body(error, trace), trace)
-        version = request.path_params["version"]
-        pixel = request.path_params["pixel_id"]
-        try:
-            params = meta.parse_params(
-                raw, request.headers.get("content-type", ""), dict(request.query_params)
-            )
-            accepted = meta.check(version, pixel, params, self.config, self.config.clock())
-            bad = first_rejected(accepted.events, decision.reject_event_ids)
-            if bad is not None and decision.without_row:
-                raise meta.invalid(FAULT_REJECTION_NO_ROW, "Rejected By Sandbox")
-            if bad is not None:
-                raise meta.invalid(
-                    f"data[{bad}].event_id: {FAULT_REJECTION}", "Rejected By Sandbox"
-                )
-        except meta.MetaError as exc:
-            log.count(str(exc.error.get("code")))
-            return self._meta_reply(
-                exc.status, meta.error_body(exc.error, trace), trace, exc.headers
-            )
-        log.store(
-            accepted.events,
-            raw=accepted.raw_data,
-            field=None,
-            pixel=accepted.pixel,
-            test_event_code=accepted.test_event_code,
-            received_at=self.config.clock(),
-            request_id=trace,
-        )
-        log.count("0")
-        response = self._meta_reply(200, meta.success_body(len(accepted.events), trace), trace)
-        if decision.action is Action.TIMEOUT:  # after_accept
-            await hang(request, decision.hang)
-        return response
-
-    @staticmethod
-    def _meta_reply(
-        status: int, body: bytes, trace: str, headers: Mapping[str, str] | None = None
-    ) -> Response:
-        # Graph repeats the trace id in a header, which is what proxies and logs keep.
-        all_headers = {"x-fb-trace-id": trace, **(headers or {})}
-        return Response(body, status, all_headers, media_type="application/json")
 
     # --- inspection and control ------------------------------------------------------------
 
@@ -280,40 +156,42 @@ class Sandbox:
     async def list_events(self, request: Request) -> Response:
         log = self._log(request)
         if log is None:
-            return _json({"error": "unknown destination (use tiktok or meta)"}, 404)
+            known = " or ".join(emulators())
+            return json_response({"error": f"unknown destination (use {known})"}, 404)
         try:
             offset = _int_param(request, "offset", 0, maximum=None)
             limit = _int_param(request, "limit", DEFAULT_LIMIT, maximum=MAX_LIMIT)
         except ValueError as exc:
-            return _json({"error": str(exc)}, 400)
+            return json_response({"error": str(exc)}, 400)
         total, events = log.page(
             event_id=request.query_params.get("event_id"), offset=offset, limit=limit
         )
-        return _json({"count": total, "offset": offset, "limit": limit, "events": events})
+        return json_response({"count": total, "offset": offset, "limit": limit, "events": events})
 
     async def stats(self, request: Request) -> Response:
         log = self._log(request)
         if log is None:
-            return _json({"error": "unknown destination (use tiktok or meta)"}, 404)
-        return _json(log.stats())
+            known = " or ".join(emulators())
+            return json_response({"error": f"unknown destination (use {known})"}, 404)
+        return json_response(log.stats())
 
     async def reset_all(self, request: Request) -> Response:
         self.reset()
-        return _json({"ok": True})
+        return json_response({"ok": True})
 
     async def faults_endpoint(self, request: Request) -> Response:
         if request.method == "POST":
             try:
                 payload = orjson.loads(await request.body())
             except orjson.JSONDecodeError:
-                return _json({"error": "body must be JSON"}, 400)
+                return json_response({"error": "body must be JSON"}, 400)
             try:
                 self.faults.apply_json(payload)
             except ValueError as exc:
-                return _json({"error": str(exc)}, 400)
+                return json_response({"error": str(exc)}, 400)
         elif request.method == "DELETE":
             self.faults.clear()
-        return _json(self.faults.snapshot())
+        return json_response(self.faults.snapshot())
 
 
 def _int_param(request: Request, name: str, default: int, *, maximum: int | None) -> int:
@@ -340,13 +218,18 @@ def create_app(
     """
     sandbox = Sandbox(config or SandboxConfig(), faults)
     routes = [
-        Route(tiktok.PATH, sandbox.tiktok_track, methods=["POST"]),
         Route("/_sandbox/reset", sandbox.reset_all, methods=["POST"]),
         Route("/_sandbox/faults", sandbox.faults_endpoint, methods=["GET", "POST", "DELETE"]),
         Route("/_sandbox/{destination}/events", sandbox.list_events, methods=["GET"]),
         Route("/_sandbox/{destination}/stats", sandbox.stats, methods=["GET"]),
-        Route(meta.PATH, sandbox.meta_events, methods=["POST"]),
     ]
+    # Platform routes after the inspection ones: Meta's /{version}/{pixel_id}/events would
+    # otherwise also match /_sandbox/tiktok/events.
+    for emulator in emulators().values():
+        for path, methods, handler in emulator.extra:
+            routes.append(Route(path, sandbox.side_route(emulator, handler), methods=list(methods)))
+        for path, methods in emulator.routes:
+            routes.append(Route(path, sandbox.endpoint(emulator), methods=list(methods)))
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox
     return app

@@ -30,6 +30,9 @@ class SandboxConfig:
     token: str | None = None
     #: the only TikTok event_source_id this account may write to (else 40001)
     tiktok_pixel: str | None = None
+    #: the event sets / app ids non-web TikTok events may name as event_source_id (offline
+    #: and CRM event sets, app ids); None accepts any
+    tiktok_event_sets: frozenset[str] | None = None
     #: the only Meta pixel (dataset) id in the URL this account may write to
     meta_pixel: str | None = None
     #: events older than this are refused (Meta: 62 days for action_source physical_store)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+#: the platforms when no list is given (the sandbox app passes every emulator's name)
 DESTINATIONS = ("tiktok", "meta")
 MALFORMED_KINDS = ("truncated_json", "html", "empty", "stall")
 ALL = "all"
@@ -209,7 +210,9 @@ class FaultInjector:
         initial: Mapping[str, Faults],
         clock: Callable[[], float],
         seed: int | None = None,
+        destinations: tuple[str, ...] = DESTINATIONS,
     ) -> None:
+        self.destinations = destinations
         self._clock = clock
         self._initial = dict(initial)
         self._seed = seed
@@ -220,17 +223,17 @@ class FaultInjector:
     def restore(self) -> None:
         """Back to the faults the sandbox started with (e.g. the CLI's flags), RNG reseeded."""
         self._rng.seed(self._seed)
-        self._slots = {name: _Slot() for name in DESTINATIONS}
+        self._slots = {name: _Slot() for name in self.destinations}
         for name, faults in self._initial.items():
             self.configure(name, faults)
 
     def clear(self) -> None:
         """No faults anywhere."""
-        self._slots = {name: _Slot() for name in DESTINATIONS}
+        self._slots = {name: _Slot() for name in self.destinations}
 
     def configure(self, destination: str, faults: Faults) -> None:
         """Replace the faults of ``destination`` ("tiktok", "meta" or "all")."""
-        names = DESTINATIONS if destination == ALL else (destination,)
+        names = self.destinations if destination == ALL else (destination,)
         faults = faults if faults.active else _NO_FAULTS  # keeps decide()'s fast path exact
         now = self._clock()
         for name in names:
@@ -253,7 +256,7 @@ class FaultInjector:
         for key, value in payload.items():
             if key == "seed":
                 continue
-            if key != ALL and key not in DESTINATIONS:
+            if key != ALL and key not in self.destinations:
                 raise ValueError(f"{key}: unknown destination (use tiktok, meta or all)")
             try:
                 parsed.append((key, Faults.from_json(value)))

@@ -24,14 +24,26 @@ Meta refuses the whole request when any event is invalid or too old (§7), so do
 from __future__ import annotations
 
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 
-from backchannel.sandbox.common import MILLISECONDS_FLOOR, is_number, is_sha256
+from backchannel.sandbox.common import MILLISECONDS_FLOOR, fbtrace_id, is_number, is_sha256
 from backchannel.sandbox.config import MAX_FUTURE_SKEW, SandboxConfig
+from backchannel.sandbox.emulator import (
+    FAULT_REJECTION,
+    FAULT_REJECTION_NO_ROW,
+    Context,
+    Emulator,
+    hang,
+)
+from backchannel.sandbox.faults import Action, first_rejected
+from backchannel.sandbox.state import http_code
 
 PATH = "/{version}/{pixel_id}/events"
 MAX_EVENTS = 1000  # events per request (reference §7)
@@ -466,3 +478,66 @@ def _check_custom(at: str, custom: Any) -> None:
         type(content_ids) is not list or any(type(c) is not str for c in content_ids)
     ):
         raise invalid(f"{at}.custom_data.content_ids: must be a list of strings")
+
+
+# --- the HTTP endpoint --------------------------------------------------------------------
+
+
+async def handle(request: Request, ctx: Context) -> Response:
+    """``POST /{version}/{pixel_id}/events`` as Graph answers it."""
+    raw = await request.body()
+    log, decision, config = ctx.log, ctx.decision, ctx.config
+    trace = fbtrace_id()
+    if decision.action is Action.ERROR:
+        log.count(http_code(decision.status))
+        body = error_body(transient_error(), trace)
+        return _reply(decision.status, body, trace)
+    if decision.action is Action.RATE_LIMIT:
+        status, error = rate_limit_error()
+        log.count(str(error["code"]))
+        return _reply(status, error_body(error, trace), trace)
+    version = request.path_params["version"]
+    pixel = request.path_params["pixel_id"]
+    try:
+        params = parse_params(
+            raw, request.headers.get("content-type", ""), dict(request.query_params)
+        )
+        accepted = check(version, pixel, params, config, config.clock())
+        bad = first_rejected(accepted.events, decision.reject_event_ids)
+        if bad is not None and decision.without_row:
+            raise invalid(FAULT_REJECTION_NO_ROW, "Rejected By Sandbox")
+        if bad is not None:
+            raise invalid(f"data[{bad}].event_id: {FAULT_REJECTION}", "Rejected By Sandbox")
+    except MetaError as exc:
+        log.count(str(exc.error.get("code")))
+        return _reply(exc.status, error_body(exc.error, trace), trace, exc.headers)
+    log.store(
+        accepted.events,
+        raw=accepted.raw_data,
+        field=None,
+        pixel=accepted.pixel,
+        test_event_code=accepted.test_event_code,
+        received_at=config.clock(),
+        request_id=trace,
+    )
+    log.count("0")
+    response = _reply(200, success_body(len(accepted.events), trace), trace)
+    if decision.action is Action.TIMEOUT:  # after_accept
+        await hang(request, decision.hang)
+    return response
+
+
+def _reply(
+    status: int, body: bytes, trace: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    # Graph repeats the trace id in a header, which is what proxies and logs keep.
+    all_headers = {"x-fb-trace-id": trace, **(headers or {})}
+    return Response(body, status, all_headers, media_type="application/json")
+
+
+EMULATOR = Emulator(
+    name="meta",
+    routes=((PATH, ("POST",)),),
+    event_field="event_name",
+    handle=handle,
+)

@@ -26,9 +26,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 
-from backchannel.sandbox.common import MILLISECONDS_FLOOR, is_number, is_sha256, plural_days
+from backchannel.sandbox.common import (
+    MILLISECONDS_FLOOR,
+    is_number,
+    is_sha256,
+    plural_days,
+    tiktok_request_id,
+)
 from backchannel.sandbox.config import MAX_FUTURE_SKEW, SandboxConfig
+from backchannel.sandbox.emulator import (
+    FAULT_REJECTION,
+    FAULT_REJECTION_NO_ROW,
+    Context,
+    Emulator,
+    hang,
+    nginx_page,
+)
+from backchannel.sandbox.faults import Action, first_rejected
+from backchannel.sandbox.state import EventLog, http_code
 
 PATH = "/open_api/v1.3/event/track/"
 MAX_EVENTS = 1000  # events per request (reference §3)
@@ -183,7 +201,12 @@ def check(token: str | None, raw: bytes, config: SandboxConfig, now: float) -> A
         raise TikTokError(INVALID_PARAMETER, "event_source_id: Missing data for required field")
     if type(pixel) is not str or not pixel:
         raise TikTokError(INVALID_PARAMETER, "event_source_id: Not a valid string")
-    if config.tiktok_pixel is not None and pixel != config.tiktok_pixel:
+    allowed = (
+        (None if config.tiktok_pixel is None else {config.tiktok_pixel})
+        if source == "web"
+        else config.tiktok_event_sets  # offline/CRM event sets, app ids
+    )
+    if allowed is not None and pixel not in allowed:
         # The real 40001 wording (reference §4).
         raise TikTokError(
             NO_PERMISSION,
@@ -367,3 +390,54 @@ def _check_strings(index: int, path: str, values: Any) -> None:
     for position, one in enumerate(values):
         if type(one) is not str:
             raise row_error(index, f"{path}.{position}", "Not a valid string")
+
+
+# --- the HTTP endpoint --------------------------------------------------------------------
+
+
+async def handle(request: Request, ctx: Context) -> Response:
+    """``POST /open_api/v1.3/event/track/`` as TikTok answers it."""
+    raw = await request.body()
+    log, decision, config = ctx.log, ctx.decision, ctx.config
+    if decision.action is Action.ERROR:
+        log.count(http_code(decision.status))
+        return nginx_page(decision.status)
+    request_id = tiktok_request_id()
+    if decision.action is Action.RATE_LIMIT:
+        return _reply(log, RATE_LIMITED, RATE_LIMIT_MESSAGE, request_id)
+    try:
+        accepted = check(request.headers.get("access-token"), raw, config, config.clock())
+        bad = first_rejected(accepted.events, decision.reject_event_ids)
+        if bad is not None and decision.without_row:
+            raise TikTokError(INVALID_PARAMETER, FAULT_REJECTION_NO_ROW)
+        if bad is not None:
+            raise row_error(bad, "event_id", FAULT_REJECTION)
+    except TikTokError as exc:
+        return _reply(log, exc.code, exc.message, request_id)
+    log.store(
+        accepted.events,
+        raw=raw,
+        field="data",
+        pixel=accepted.pixel,
+        test_event_code=accepted.test_event_code,
+        received_at=config.clock(),
+        request_id=request_id,
+    )
+    response = _reply(log, OK, "OK", request_id)
+    if decision.action is Action.TIMEOUT:  # after_accept: the answer is what gets lost
+        await hang(request, decision.hang)
+    return response
+
+
+def _reply(log: EventLog, code: int, message: str, request_id: str) -> Response:
+    log.count(str(code))
+    # Always HTTP 200: TikTok reports business errors in the body (reference §4).
+    return Response(envelope(code, message, request_id), 200, media_type="application/json")
+
+
+EMULATOR = Emulator(
+    name="tiktok",
+    routes=((PATH, ("POST",)),),
+    event_field="event",
+    handle=handle,
+)
