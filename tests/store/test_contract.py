@@ -648,6 +648,34 @@ def test_connections(store: Store) -> None:
     assert store.all_token_ciphertexts() == [("meta", ciphertext)]
 
 
+def test_connections_keep_a_destinations_other_settings_and_secrets(store: Store) -> None:
+    """Destinations as plug-ins: the values a destination declares besides pixel and token
+    are stored, plain ones as they are and secret ones as the one ciphertext given; both
+    are replaced with the connection, and rotation sees the secrets' ciphertext."""
+    secrets = b"gAAAAA-secrets\x00\xff"
+    google = Connection(
+        "google_ads",
+        "1234567890",
+        b"developer",
+        "oper",
+        None,
+        NOW,
+        {"client_id": "cid.apps", "conversion_actions": "Purchase=customers/1/conversionActions/2"},
+        secrets,
+    )
+    store.set_connection(google)
+    assert store.get_connection("google_ads") == google
+    assert ("secrets google_ads", secrets) in store.all_ciphertexts()
+    assert store.reencrypt_secrets(lambda c: c + b"!") == 2  # token and secrets
+    again = store.get_connection("google_ads")
+    assert again is not None
+    assert (again.token_encrypted, again.secrets_encrypted) == (b"developer!", secrets + b"!")
+    store.set_connection(Connection("google_ads", "1234567890", None, None, None, NOW + 1))
+    bare = store.get_connection("google_ads")
+    assert bare is not None
+    assert (bare.settings, bare.secrets_encrypted) == ({}, None)
+
+
 def test_audit_log(store: Store, database: Database) -> None:
     store.audit(NOW, "cli", "key.create", "shop (ingest)")
     store.audit(NOW + 1, "api", "token.set", "tiktok")

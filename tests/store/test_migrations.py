@@ -275,6 +275,12 @@ EXPECTED_COLUMNS["outbox"].append(("failed_at", "real", False, None))
 # Delivery (0009): the token of the claim holding an in-flight row; marks are guarded by it
 EXPECTED_COLUMNS["outbox"].append(("lease_token", "text", False, None))
 
+# Destinations as plug-ins (0010): a connection's other declared values
+EXPECTED_COLUMNS["connections"] += [
+    ("settings", "text", False, None),
+    ("secrets_encrypted", "blob", False, None),
+]
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",

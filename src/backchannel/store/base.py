@@ -66,6 +66,14 @@ class Claimed:
     lease: str = ""
 
 
+def connection_settings(raw: str | None) -> dict[str, str]:
+    """The stored JSON of a connection's plain settings (NULL: none)."""
+    if not raw:
+        return {}
+    data = orjson.loads(raw)
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def new_lease_token() -> str:
     """A claim's token: random, so two workers (or two claims of one) never share one."""
     return secrets.token_hex(8)
@@ -96,6 +104,10 @@ class Connection:
     token_last4: str | None
     test_event_code: str | None
     updated_at: float
+    #: the destination's other plain values, by Credential key
+    settings: dict[str, str] = field(default_factory=dict)
+    #: the destination's other secret values: one Fernet ciphertext of a JSON object
+    secrets_encrypted: bytes | None = None
 
 
 @dataclass(slots=True)

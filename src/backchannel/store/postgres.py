@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -59,6 +60,7 @@ from backchannel.store.base import (
     SessionMatch,
     SessionRollup,
     SessionUpdate,
+    connection_settings,
     gap_row,
     new_lease_token,
     rollup_sessions,
@@ -564,10 +566,12 @@ class PostgresStore:
         with self._pool.connection() as conn:
             conn.execute(
                 "INSERT INTO connections (destination, pixel, token_encrypted, token_last4,"
-                " test_event_code, updated_at) VALUES (%s, %s, %b, %s, %s, %s)"
+                " test_event_code, updated_at, settings, secrets_encrypted)"
+                " VALUES (%s, %s, %b, %s, %s, %s, %s, %b)"
                 " ON CONFLICT (destination) DO UPDATE SET pixel = excluded.pixel,"
                 " token_encrypted = excluded.token_encrypted, token_last4 = excluded.token_last4,"
-                " test_event_code = excluded.test_event_code, updated_at = excluded.updated_at",
+                " test_event_code = excluded.test_event_code, updated_at = excluded.updated_at,"
+                " settings = excluded.settings, secrets_encrypted = excluded.secrets_encrypted",
                 (
                     c.destination,
                     c.pixel,
@@ -575,6 +579,8 @@ class PostgresStore:
                     c.token_last4,
                     c.test_event_code,
                     c.updated_at,
+                    orjson.dumps(c.settings).decode() if c.settings else None,
+                    c.secrets_encrypted,
                 ),
             )
 
@@ -582,12 +588,13 @@ class PostgresStore:
         with self._pool.connection() as conn:
             row = conn.execute(
                 "SELECT destination, pixel, token_encrypted, token_last4, test_event_code,"
-                " updated_at FROM connections WHERE destination = %s",
+                " updated_at, settings, secrets_encrypted FROM connections"
+                " WHERE destination = %s",
                 (destination,),
             ).fetchone()
         if row is None:
             return None
-        destination, pixel, token, last4, test_code, updated_at = row
+        destination, pixel, token, last4, test_code, updated_at, settings, secrets = row
         return Connection(
             destination,
             pixel,
@@ -595,6 +602,8 @@ class PostgresStore:
             last4,
             test_code,
             updated_at,
+            connection_settings(settings),
+            None if secrets is None else bytes(secrets),
         )
 
     def delete_connection(self, destination: str) -> bool:
@@ -683,6 +692,15 @@ class PostgresStore:
                     "UPDATE connections SET token_encrypted = %b WHERE destination = %s",
                     (transform(bytes(ciphertext)), destination),
                 )
+            extras = conn.execute(
+                "SELECT destination, secrets_encrypted FROM connections"
+                " WHERE secrets_encrypted IS NOT NULL FOR UPDATE"
+            ).fetchall()
+            for destination, ciphertext in extras:
+                conn.execute(
+                    "UPDATE connections SET secrets_encrypted = %b WHERE destination = %s",
+                    (transform(bytes(ciphertext)), destination),
+                )
             secrets = conn.execute(
                 "SELECT source, secret_encrypted FROM source_secrets FOR UPDATE"
             ).fetchall()
@@ -691,7 +709,7 @@ class PostgresStore:
                     "UPDATE source_secrets SET secret_encrypted = %b WHERE source = %s",
                     (transform(bytes(ciphertext)), source),
                 )
-        return len(rows) + len(secrets)
+        return len(rows) + len(extras) + len(secrets)
 
     def all_ciphertexts(self) -> list[tuple[str, bytes]]:
         with self._pool.connection() as conn:
@@ -699,11 +717,15 @@ class PostgresStore:
                 "SELECT 'token ' || destination, token_encrypted FROM connections"
                 ' WHERE token_encrypted IS NOT NULL ORDER BY destination COLLATE "C"'
             ).fetchall()
+            extras = conn.execute(
+                "SELECT 'secrets ' || destination, secrets_encrypted FROM connections"
+                ' WHERE secrets_encrypted IS NOT NULL ORDER BY destination COLLATE "C"'
+            ).fetchall()
             secrets = conn.execute(
                 "SELECT 'source ' || source, secret_encrypted FROM source_secrets"
                 ' ORDER BY source COLLATE "C"'
             ).fetchall()
-        return [(label, bytes(c)) for label, c in [*tokens, *secrets]]
+        return [(label, bytes(c)) for label, c in [*tokens, *extras, *secrets]]
 
     # -- helpers --------------------------------------------------------------------------------
     @staticmethod

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from backchannel.store import inuse
 from backchannel.store.base import (
     DEAD,
@@ -44,6 +46,7 @@ from backchannel.store.base import (
     SessionMatch,
     SessionRollup,
     SessionUpdate,
+    connection_settings,
     gap_row,
     new_lease_token,
     rollup_sessions,
@@ -460,10 +463,12 @@ class SqliteStore:
         with self._write() as db:
             db.execute(
                 "INSERT INTO connections (destination, pixel, token_encrypted, token_last4,"
-                " test_event_code, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " test_event_code, updated_at, settings, secrets_encrypted)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (destination) DO UPDATE SET pixel = excluded.pixel,"
                 " token_encrypted = excluded.token_encrypted, token_last4 = excluded.token_last4,"
-                " test_event_code = excluded.test_event_code, updated_at = excluded.updated_at",
+                " test_event_code = excluded.test_event_code, updated_at = excluded.updated_at,"
+                " settings = excluded.settings, secrets_encrypted = excluded.secrets_encrypted",
                 (
                     c.destination,
                     c.pixel,
@@ -471,6 +476,8 @@ class SqliteStore:
                     c.token_last4,
                     c.test_event_code,
                     c.updated_at,
+                    orjson.dumps(c.settings).decode() if c.settings else None,
+                    c.secrets_encrypted,
                 ),
             )
 
@@ -478,10 +485,22 @@ class SqliteStore:
         with self._read_lock:
             row = self._reader.execute(
                 "SELECT destination, pixel, token_encrypted, token_last4, test_event_code,"
-                " updated_at FROM connections WHERE destination = ?",
+                " updated_at, settings, secrets_encrypted FROM connections WHERE destination = ?",
                 (destination,),
             ).fetchone()
-        return Connection(*row) if row else None
+        if row is None:
+            return None
+        destination, pixel, token, last4, test_code, updated_at, settings, secrets = row
+        return Connection(
+            destination,
+            pixel,
+            token,
+            last4,
+            test_code,
+            updated_at,
+            connection_settings(settings),
+            secrets,
+        )
 
     def delete_connection(self, destination: str) -> bool:
         with self._write() as db:
@@ -572,13 +591,22 @@ class SqliteStore:
                     "UPDATE connections SET token_encrypted = ? WHERE destination = ?",
                     (transform(bytes(ciphertext)), destination),
                 )
+            extras = db.execute(
+                "SELECT destination, secrets_encrypted FROM connections"
+                " WHERE secrets_encrypted IS NOT NULL"
+            ).fetchall()
+            for destination, ciphertext in extras:
+                db.execute(
+                    "UPDATE connections SET secrets_encrypted = ? WHERE destination = ?",
+                    (transform(bytes(ciphertext)), destination),
+                )
             secrets = db.execute("SELECT source, secret_encrypted FROM source_secrets").fetchall()
             for source, ciphertext in secrets:
                 db.execute(
                     "UPDATE source_secrets SET secret_encrypted = ? WHERE source = ?",
                     (transform(bytes(ciphertext)), source),
                 )
-        return len(rows) + len(secrets)
+        return len(rows) + len(extras) + len(secrets)
 
     def all_ciphertexts(self) -> list[tuple[str, bytes]]:
         with self._read_lock:
@@ -586,10 +614,14 @@ class SqliteStore:
                 "SELECT 'token ' || destination, token_encrypted FROM connections"
                 " WHERE token_encrypted IS NOT NULL ORDER BY destination"
             ).fetchall()
+            extras = self._reader.execute(
+                "SELECT 'secrets ' || destination, secrets_encrypted FROM connections"
+                " WHERE secrets_encrypted IS NOT NULL ORDER BY destination"
+            ).fetchall()
             secrets = self._reader.execute(
                 "SELECT 'source ' || source, secret_encrypted FROM source_secrets ORDER BY source"
             ).fetchall()
-        return [(label, bytes(c)) for label, c in [*tokens, *secrets]]
+        return [(label, bytes(c)) for label, c in [*tokens, *extras, *secrets]]
 
     # -- sources and ledger ---------------------------------------------------------------------
     def set_source_secret(self, source: str, ciphertext: bytes, now: float) -> None:
