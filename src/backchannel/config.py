@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from backchannel import destinations as registry
 from backchannel.destinations import meta, tiktok
 from backchannel.urls import DEFAULT_STRIP_PARAMS
 
@@ -48,8 +49,12 @@ class Settings:
     #: key for encrypting tokens at rest; if unset a key file is created (mode 0600)
     secret_key: str | None = field(default=None, repr=False)  # never in a log line
     key_file: str = "backchannel.key"
-    #: destinations that get an outbox row for every accepted conversion
-    destinations: tuple[str, ...] = ("tiktok", "meta")
+    #: destinations on without a connection (they deliver to the local sandbox until a
+    #: token is set); any other destination is on once it is connected (credentials stored)
+    destinations: tuple[str, ...] = registry.ON_BY_DEFAULT
+    #: base URLs of destinations other than TikTok and Meta, by name, from
+    #: BACKCHANNEL_<NAME>_BASE_URL or [<name>] base_url (e.g. a separately run sandbox)
+    destination_urls: Mapping[str, str] = field(default_factory=dict)
     #: run the delivery worker inside `serve`
     worker: bool = True
     #: delivery retry backoff: first delay and cap, in seconds (see delivery.RetryPolicy)
@@ -136,6 +141,23 @@ class Settings:
         """``url_strip_params`` as the lookup set normalize and collect use."""
         return frozenset(n.strip().lower() for n in self.url_strip_params)
 
+    def base_url_for(self, destination: str) -> str | None:
+        """The base URL configured for ``destination`` (None: the platform, or the sandbox
+        while it has no credentials)."""
+        if destination == "tiktok":
+            return self.tiktok_base_url
+        if destination == "meta":
+            return self.meta_base_url
+        return self.destination_urls.get(destination)
+
+    def pixel_for(self, destination: str) -> str | None:
+        """A pixel configured by setting rather than on the connection (TikTok, Meta)."""
+        if destination == "tiktok":
+            return self.tiktok_pixel
+        if destination == "meta":
+            return self.meta_pixel
+        return None
+
     @property
     def tiktok_url(self) -> str:
         return self.tiktok_base_url or tiktok.DEFAULT_BASE_URL
@@ -215,17 +237,28 @@ def _coerce(name: str, raw: Any) -> Any:
     if "tuple" in kind:
         items = raw if isinstance(raw, list) else str(raw).split(",")
         values = tuple(str(i).strip() for i in items if str(i).strip())
-        unknown = [v for v in values if v not in ("tiktok", "meta")]
+        unknown = [v for v in values if v not in registry.NAMES]
         if unknown:
-            raise ConfigError(f"{name}: unknown destination(s) {', '.join(unknown)}")
+            raise ConfigError(
+                f"{name}: unknown destination(s) {', '.join(unknown)}"
+                f" (known: {', '.join(registry.NAMES)})"
+            )
         return values
     return None if raw is None else str(raw)
+
+
+def _url(name: str, raw: Any) -> str:
+    text = str(raw).strip().rstrip("/")
+    if not text.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}: must start with http:// or https://")
+    return text
 
 
 def load(env: Mapping[str, str] | None = None, config_path: str | Path | None = None) -> Settings:
     """Build the settings from the file (if any) and the environment."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    urls: dict[str, str] = {}
     path = Path(config_path or env.get(ENV_PREFIX + "CONFIG") or CONFIG_FILE)
     if path.exists():
         try:
@@ -236,17 +269,27 @@ def load(env: Mapping[str, str] | None = None, config_path: str | Path | None = 
             if isinstance(value, dict):
                 for sub, sub_value in value.items():
                     target = _FILE_KEYS.get((key, sub))
+                    if target is None and sub == "base_url" and key in registry.NAMES:
+                        urls[key] = _url(f"[{key}] base_url", sub_value)
+                        continue
                     if target is None:
                         raise ConfigError(f"{path}: unknown setting [{key}] {sub}")
                     values[target] = _coerce(target, sub_value)
-            elif key in _TYPES and key != "extra":
+            elif key in _TYPES and key not in ("extra", "destination_urls"):
                 values[key] = _coerce(key, value)
             else:
                 raise ConfigError(f"{path}: unknown setting {key}")
     for name in _TYPES:
         env_value = env.get(ENV_PREFIX + name.upper())
-        if env_value is not None and name != "extra":
+        if env_value is not None and name not in ("extra", "destination_urls"):
             values[name] = _coerce(name, env_value)
+    for destination in registry.NAMES:
+        if destination in ("tiktok", "meta"):
+            continue  # their own fields above
+        variable = f"{ENV_PREFIX}{destination.upper()}_BASE_URL"
+        if env.get(variable):
+            urls[destination] = _url(variable, env[variable])
+    values["destination_urls"] = urls
     settings = replace(Settings(), **values)
     if settings.default_region is not None:
         region = settings.default_region.strip().upper()

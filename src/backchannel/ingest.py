@@ -223,7 +223,7 @@ async def ingest(
     provenance = await _stitch(store, good, stitch_window) if stitch_window is not None else []
     # consent: an opted-out conversion is stored (and ledgered) but gets no outbox rows
     if routes is not None:  # event routing: only the destinations this event is routed to
-        if routes.destinations != destinations:
+        if routes.always != tuple(destinations):
             raise ValueError("routes were built for other destinations")
         await routes.ensure_fresh(store)
     records = []

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from backchannel import destinations as registry
 from backchannel.catalog import EVENTS, suggest
 from backchannel.events import EVENT_NAME
 from backchannel.store.base import Store
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 REFRESH = 5.0  # seconds routes read from the store are reused
 PREFIX = "route."
 MAX_EVENTS = 100  # names per destination: a route is a short allow-list, not a catalog
-KNOWN_DESTINATIONS = ("tiktok", "meta")
+KNOWN_DESTINATIONS = registry.NAMES
 #: answers memoized per Routes; custom event names are unbounded, the memo is not
 MEMO_SIZE = 1024
 
@@ -49,7 +50,8 @@ def setting_name(destination: str) -> str:
 def check_destination(destination: str) -> str:
     if destination not in KNOWN_DESTINATIONS:
         raise RouteError(
-            f"destination: unknown destination {destination!r} ({' or '.join(KNOWN_DESTINATIONS)})"
+            f"destination: unknown destination {destination!r}"
+            f" (known: {', '.join(KNOWN_DESTINATIONS)})"
         )
     return destination
 
@@ -101,6 +103,16 @@ def parse(raw: str | None) -> frozenset[str] | None:
     return frozenset(v for v in value if isinstance(v, str))
 
 
+def active_destinations(store: Store, always: Sequence[str]) -> tuple[str, ...]:
+    """The destinations that get outbox rows now, in registry order: ``always`` (the
+    ``destinations`` setting: TikTok and Meta by default, sandbox until a token is set) and
+    every other destination once it is connected. A destination connected later gets only
+    what arrives from then on (``backchannel backfill`` queues the past on request)."""
+    return tuple(
+        name for name in registry.NAMES if name in always or store.get_connection(name) is not None
+    )
+
+
 def read(
     store: Store, destinations: Sequence[str] = KNOWN_DESTINATIONS
 ) -> dict[str, list[str] | None]:
@@ -133,7 +145,10 @@ class Routes:
         clock: Callable[[], float] = time.monotonic,
         refresh: float = REFRESH,
     ) -> None:
-        self.destinations = tuple(destinations)
+        #: the ``destinations`` setting: on whether connected or not
+        self.always = tuple(destinations)
+        #: what gets rows now: ``always`` plus the connected destinations (refreshed)
+        self.destinations = self.always
         self.clock = clock
         self.refresh = refresh
         self._allowed: dict[str, frozenset[str] | None] = dict.fromkeys(self.destinations)
@@ -149,6 +164,7 @@ class Routes:
 
     def load(self, store: Store) -> None:
         """Read the settings now (synchronously: the CLI, pages, tests)."""
+        self.destinations = active_destinations(store, self.always)
         self.apply({d: parse(store.get_admin_setting(setting_name(d))) for d in self.destinations})
 
     async def ensure_fresh(self, runner: AsyncStore) -> None:

@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
 from cryptography.fernet import MultiFernet
 
+from backchannel import destinations as registry
 from backchannel import logs
 from backchannel.config import Settings
 from backchannel.credentials import SecretError, decrypt, load_cipher
@@ -59,16 +61,21 @@ class Targets:
 
     def _resolve(self, destination: str) -> Resolved:
         s = self.settings
+        spec = registry.get(destination)
         connection = self.store.get_connection(destination)
-        configured_url = s.tiktok_base_url if destination == "tiktok" else s.meta_base_url
-        default_pixel = s.tiktok_pixel if destination == "tiktok" else s.meta_pixel
+        configured_url = s.base_url_for(destination)
+        default_pixel = s.pixel_for(destination)
         pixel = (connection.pixel if connection else None) or default_pixel or "SANDBOX_PIXEL"
         token = ""
         if connection is not None and connection.token_encrypted:
             token = self._decrypt(connection.token_encrypted)
             logs.register_secret(token)  # never in a log line of this process, whatever its shape
+        secrets: dict[str, str] = {}
+        if connection is not None and connection.secrets_encrypted:
+            secrets = self._secrets(connection.secrets_encrypted)
+        settings = dict(connection.settings) if connection is not None else {}
         if token:
-            url = configured_url or (s.tiktok_url if destination == "tiktok" else s.meta_url)
+            url = configured_url or spec.DEFAULT_BASE_URL
             sandbox = False
         elif configured_url:
             # An explicit base URL without a token: a separately run sandbox (tests, demos).
@@ -77,6 +84,15 @@ class Targets:
             url, token, sandbox = self.sandbox_url, SANDBOX_TOKEN, True
         else:
             raise RuntimeError(f"{destination}: no token and no sandbox to send to")
+        if sandbox:  # the sandbox takes any non-empty value for what was not configured
+            for credential in spec.CREDENTIALS:
+                if credential.key in ("pixel", "token"):
+                    continue
+                bucket = secrets if credential.secret else settings
+                bucket.setdefault(credential.key, f"sandbox-{credential.key}")
+        if spec.OAUTH is not None and url != spec.DEFAULT_BASE_URL:
+            # An OAuth destination pointed elsewhere (the sandbox) gets its tokens there too.
+            settings.setdefault("token_url", url.rstrip("/") + "/token")
         code = connection.test_event_code if connection is not None else None
         source_ids = s.tiktok_source_ids if destination == "tiktok" else {}
         target = Target(
@@ -86,8 +102,19 @@ class Targets:
             source_ids=source_ids,
             api_version=s.meta_api_version,
             test_event_code=code,
+            settings=settings,
+            secrets=secrets,
+            sandbox=sandbox,
         )
         return Resolved(target, sandbox=sandbox)
+
+    def _secrets(self, ciphertext: bytes) -> dict[str, str]:
+        """A connection's other secrets: one ciphertext of a JSON object."""
+        values = orjson.loads(self._decrypt(ciphertext))
+        secrets = {str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else {}
+        for value in secrets.values():
+            logs.register_secret(value)
+        return secrets
 
     def invalidate(self, destination: str | None = None) -> None:
         """Forget the resolved target of ``destination`` (None: all) after its connection

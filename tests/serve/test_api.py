@@ -557,6 +557,7 @@ class TestServiceEndpoints:
             "test_event_code",
             "limited_data_use",
             "opt_out",  # consent
+            "consent",  # Google's consent signals
             "user",
             "page",
             "session_id",

@@ -96,6 +96,7 @@ class TestShopifyMapping:
             "event_id_source": "derived",
             "user": {
                 "email": [sha("jon@example.com")],  # order.email wins over customer.email
+                "email_forms": {},  # not a gmail address: Google's form is the same
                 "phone": [sha("+16135550142")],  # customer.phone (order.phone is null)
                 "phone_digits": [sha("16135550142")],
                 "external_id": [sha("115310627314723954")],
@@ -113,6 +114,10 @@ class TestShopifyMapping:
                 "fbclid": None,
                 "fbc": None,
                 "fbp": None,
+                "ga_client_id": None,
+                "gclid": None,
+                "gbraid": None,
+                "wbraid": None,
             },
             "source": "web",
             "order_id": "820982911946154508",
@@ -146,6 +151,7 @@ class TestShopifyMapping:
             "shop_id": None,
             "query": None,
             "description": None,
+            "consent": None,
         }
 
     def test_documented_order_gives_this_exact_tiktok_body(self) -> None:
