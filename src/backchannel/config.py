@@ -143,20 +143,20 @@ class Settings:
 
     def base_url_for(self, destination: str) -> str | None:
         """The base URL configured for ``destination`` (None: the platform, or the sandbox
-        while it has no credentials)."""
-        if destination == "tiktok":
-            return self.tiktok_base_url
-        if destination == "meta":
-            return self.meta_base_url
-        return self.destination_urls.get(destination)
+        while it has no credentials): ``<name>_base_url`` where a setting of that name
+        exists (TikTok, Meta), else BACKCHANNEL_<NAME>_BASE_URL."""
+        own: str | None = getattr(self, f"{destination}_base_url", None)
+        return own or self.destination_urls.get(destination)
 
     def pixel_for(self, destination: str) -> str | None:
-        """A pixel configured by setting rather than on the connection (TikTok, Meta)."""
-        if destination == "tiktok":
-            return self.tiktok_pixel
-        if destination == "meta":
-            return self.meta_pixel
-        return None
+        """A pixel configured by setting (``<name>_pixel``) rather than on the connection."""
+        pixel: str | None = getattr(self, f"{destination}_pixel", None)
+        return pixel
+
+    @property
+    def source_ids(self) -> dict[str, dict[str, str]]:
+        """Per destination, the event source ids of non-web sources (only TikTok has them)."""
+        return {tiktok.name: self.tiktok_source_ids}
 
     @property
     def tiktok_url(self) -> str:
@@ -168,15 +168,12 @@ class Settings:
 
 
 _TYPES = {f.name: f.type for f in fields(Settings)}
+#: ``[<destination>] key`` in backchannel.toml for every ``<destination>_key`` setting
 _FILE_KEYS = {
-    ("tiktok", "base_url"): "tiktok_base_url",
-    ("tiktok", "pixel"): "tiktok_pixel",
-    ("tiktok", "offline_event_set"): "tiktok_offline_event_set",
-    ("tiktok", "crm_event_set"): "tiktok_crm_event_set",
-    ("tiktok", "app_id"): "tiktok_app_id",
-    ("meta", "base_url"): "meta_base_url",
-    ("meta", "pixel"): "meta_pixel",
-    ("meta", "api_version"): "meta_api_version",
+    (destination, name[len(destination) + 1 :]): name
+    for destination in registry.NAMES
+    for name in _TYPES
+    if name.startswith(destination + "_")
 }
 
 
@@ -284,8 +281,8 @@ def load(env: Mapping[str, str] | None = None, config_path: str | Path | None = 
         if env_value is not None and name not in ("extra", "destination_urls"):
             values[name] = _coerce(name, env_value)
     for destination in registry.NAMES:
-        if destination in ("tiktok", "meta"):
-            continue  # their own fields above
+        if f"{destination}_base_url" in _TYPES:
+            continue  # a setting of its own, read above
         variable = f"{ENV_PREFIX}{destination.upper()}_BASE_URL"
         if env.get(variable):
             urls[destination] = _url(variable, env[variable])

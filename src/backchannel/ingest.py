@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from backchannel import stitch
-from backchannel.destinations import DESTINATIONS, tiktok
+from backchannel.destinations import DESTINATIONS
 from backchannel.events import DEFAULT_STRIP, Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 from backchannel.sources.ledger import Landing
@@ -155,22 +155,25 @@ def to_record(
     warnings: list[Note],
     origin: str,
     destinations: tuple[str, ...],
-    tiktok_source_ids: Mapping[str, str] | None = None,
+    source_ids: Mapping[str, Mapping[str, str]] | None = None,
 ) -> NewConversion:
     """The store row of ``conversion`` with an outbox row per destination.
 
-    A non-web conversion whose TikTok event source id is not in ``tiktok_source_ids``
-    (``Settings.tiktok_source_ids``; None: none configured) gets a dead TikTok row with the
-    reason, and a warning saying so in ``warnings`` (see tiktok.missing_source_id for why
-    this and not a 422 or a later failure).
+    A destination that cannot take the conversion as configured (``unsendable``: TikTok
+    without the event source id of a non-web source; ``source_ids`` is
+    ``Settings.source_ids``) gets a dead row with the reason, and a warning saying so in
+    ``warnings`` (see tiktok.missing_source_id for why this and not a 422 or a later
+    failure).
     """
     refused: dict[str, str] = {}
-    if "tiktok" in destinations:
-        reason = tiktok.missing_source_id(conversion, tiktok_source_ids or {})
+    for name in destinations:
+        destination = DESTINATIONS[name]
+        reason = destination.unsendable(conversion, (source_ids or {}).get(name, {}))
         if reason is not None:
-            refused["tiktok"] = reason
-            destinations = tuple(d for d in destinations if d != "tiktok")
-            warnings.append(Note("source", f"not sent to TikTok: {reason}"))
+            refused[name] = reason
+            warnings.append(Note("source", f"not sent to {destination.display_name}: {reason}"))
+    if refused:
+        destinations = tuple(d for d in destinations if d not in refused)
     return NewConversion(
         event=conversion.event,
         event_id=conversion.event_id,
@@ -200,7 +203,7 @@ async def ingest(
     stitch_window: float | None = stitch.DEFAULT_WINDOW,
     routes: Routes | None = None,
     strip_params: frozenset[str] = DEFAULT_STRIP,
-    tiktok_source_ids: Mapping[str, str] | None = None,
+    source_ids: Mapping[str, Mapping[str, str]] | None = None,
 ) -> IngestResult:
     """Validate all, then store the good ones in one commit (or none, unless ``partial``).
 
@@ -237,7 +240,7 @@ async def ingest(
                 warnings.append(Note("event", UNROUTED))
             for name in targets:  # what a platform will refuse: said now, not only later
                 warnings.extend(DESTINATIONS[name].refusals(c))
-        records.append(to_record(c, results[index].warnings, origin, targets, tiktok_source_ids))
+        records.append(to_record(c, results[index].warnings, origin, targets, source_ids))
     for record, origin_of in zip(records, provenance, strict=False):
         record.stitched = origin_of.to_json()
     if ledger is not None:  # sources and ledger: the order row commits with its conversion

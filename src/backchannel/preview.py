@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backchannel.destinations import DESTINATIONS, Target, tiktok
+from backchannel.destinations import DESTINATIONS, Target
 from backchannel.events import DEFAULT_STRIP, Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 
@@ -87,11 +87,7 @@ def render(accepted: Accepted, targets: dict[str, Target], *, now: float) -> lis
         destination = DESTINATIONS[name]
         # a non-web event without its TikTok event source id is never built (ingest
         # dead-letters it): a line of its own, body null, the reason among its warnings
-        held = [
-            c
-            for c in sendable
-            if name == "tiktok" and tiktok.missing_source_id(c, target.source_ids) is not None
-        ]
+        held = [c for c in sendable if destination.unsendable(c, target.source_ids) is not None]
         for conversion in held:
             prefix = f"[{position[id(conversion)]}]." if many else ""
             lines.append(

@@ -30,37 +30,36 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from backchannel.destinations import DESTINATIONS
+
+#: per destination, from what each declares (``QUALITY_WEIGHTS``), in registry order
 WEIGHTS: dict[str, dict[str, float]] = {
-    "tiktok": {
-        "email": 3.0,
-        "phone": 3.0,
-        "click_id": 2.0,
-        "external_id": 1.0,
-        "browser_id": 0.5,
-        "ip_user_agent": 0.5,
-    },
-    "meta": {
-        "email": 3.0,
-        "phone": 3.0,
-        "click_id": 1.5,
-        "external_id": 1.0,
-        "browser_id": 0.5,
-        "ip_user_agent": 1.0,
-    },
+    name: dict(destination.QUALITY_WEIGHTS) for name, destination in DESTINATIONS.items()
 }
 
 LABELS = {
     "email": "hashed email",
     "phone": "hashed phone",
-    "click_id": "click id (ttclid / fbclid)",
+    "click_id": "click id (the platform's own)",
     "external_id": "external_id",
-    "browser_id": "browser id (_ttp / _fbp)",
+    "browser_id": "browser id (the platform's first-party cookie)",
     "ip_user_agent": "ip + user agent",
 }
 
 
+def label(key: str, destination: str) -> str:
+    """How advice names an identifier for one destination: its own click id and cookie."""
+    spec = DESTINATIONS[destination]
+    if key == "click_id":
+        return f"click id ({spec.CLICK_ID_LABEL})"
+    if key == "browser_id":
+        return f"browser id ({spec.BROWSER_ID_LABEL})"
+    return LABELS[key]
+
+
 def identifiers(user: Mapping[str, Any], destination: str) -> set[str]:
-    """Which weighted identifiers a stored conversion's ``user`` carries for ``destination``."""
+    """Which weighted identifiers a stored conversion's ``user`` carries for ``destination``:
+    the common ones, and the click id and browser id fields that destination declares."""
     found: set[str] = set()
     if user.get("email"):
         found.add("email")
@@ -70,16 +69,11 @@ def identifiers(user: Mapping[str, Any], destination: str) -> set[str]:
         found.add("external_id")
     if user.get("ip") and user.get("user_agent"):
         found.add("ip_user_agent")
-    if destination == "tiktok":
-        if user.get("ttclid"):
-            found.add("click_id")
-        if user.get("ttp"):
-            found.add("browser_id")
-    else:
-        if user.get("fbc") or user.get("fbclid"):
-            found.add("click_id")
-        if user.get("fbp"):
-            found.add("browser_id")
+    spec = DESTINATIONS[destination]
+    if any(user.get(name) for name in spec.CLICK_IDS):
+        found.add("click_id")
+    if any(user.get(name) for name in spec.BROWSER_IDS):
+        found.add("browser_id")
     return found
 
 
@@ -123,7 +117,7 @@ def estimate(conversions: Iterable[Mapping[str, Any]], destination: str) -> list
         shares = {k: carried[name][k] / total for k in weights}
         score = sum(weights[k] * shares[k] for k in weights)
         advice = [
-            Advice(k, LABELS[k], round(weights[k] * (1 - shares[k]), 2), 1 - shares[k])
+            Advice(k, label(k, destination), round(weights[k] * (1 - shares[k]), 2), 1 - shares[k])
             for k in weights
             if shares[k] < 1
         ]

@@ -94,7 +94,7 @@ class Targets:
             # An OAuth destination pointed elsewhere (the sandbox) gets its tokens there too.
             settings.setdefault("token_url", url.rstrip("/") + "/token")
         code = connection.test_event_code if connection is not None else None
-        source_ids = s.tiktok_source_ids if destination == "tiktok" else {}
+        source_ids = s.source_ids.get(destination, {})
         target = Target(
             url,
             pixel,

@@ -107,7 +107,7 @@ def test_identifiers_page_matches_its_json(
                 assert gain == f"{estimate['advice'][0]['gain']:.1f}"
             checked += 2
     assert checked >= 30
-    assert page.get_by_text("add click id (ttclid / fbclid): +").count() >= 1
+    assert page.get_by_text("add click id (ttclid): +").count() >= 1
     # the stylesheet loaded (the CSP allows no inline style): the header is a flex row
     assert page.locator("header").evaluate("e => getComputedStyle(e).display") == "flex"
     page.screenshot(path=str(tmp_path / "identifiers.png"), full_page=True)

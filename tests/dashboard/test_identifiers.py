@@ -175,7 +175,7 @@ class TestReport:
             ("browser_id", 0.17),
             ("ip_user_agent", 0.17),
         ]
-        assert str(tiktok.advice[0]) == "add click id (ttclid / fbclid): +1.3"
+        assert str(tiktok.advice[0]) == "add click id (ttclid): +1.3"
         assert [(a.identifier, a.gain) for a in meta.advice] == [
             ("email", 1.0),
             ("phone", 1.0),
@@ -218,7 +218,7 @@ class TestReport:
         assert cp["stitched"] == {"count": 1, "percent": 33.3}
         assert cp["quality"]["tiktok"]["score"] == 5.67
         assert cp["quality"]["tiktok"]["advice"][0]["text"] == (
-            "add click id (ttclid / fbclid): +1.3"
+            "add click id (ttclid): +1.3"
         )
         assert data["weights"]["tiktok"]["email"] == 3.0
         assert (data["from"], data["to"]) == ("2027-01-10", "2027-01-15")
@@ -296,7 +296,7 @@ class TestHttp:
         assert shown["gain.meta.CompletePayment"] == "1.0"
         assert shown["score.tiktok.Lead"] == "2.0"
         assert shown["gain.tiktok.Lead"] == "3.0"
-        assert "add click id (ttclid / fbclid): +" in page.text
+        assert "add click id (ttclid): +" in page.text
         assert "Weights" in page.text
         # hashes and raw identifiers never reach the page
         assert sha("a@b.co") not in page.text

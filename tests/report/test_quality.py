@@ -76,7 +76,7 @@ class TestEstimate:
         assert advice["external_id"] == 1.0
         assert str(result.advice[0]) in (
             "add hashed phone: +1.5",
-            "add click id (ttclid / fbclid): +1.5",
+            "add click id (ttclid): +1.5",  # TikTok: its own click id
         )
         assert "email" not in advice
 

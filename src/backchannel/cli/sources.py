@@ -210,7 +210,7 @@ def import_csv(
         )
         assert entry is not None  # every row has an order id and a value
         if targets:
-            new = to_record(conversion, row.warnings, "csv", targets, settings.tiktok_source_ids)
+            new = to_record(conversion, row.warnings, "csv", targets, settings.source_ids)
             new.stitched = provenance.get(index)
             new.ledger = entry
             send.append(new)

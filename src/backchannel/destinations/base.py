@@ -169,6 +169,12 @@ class Destination(Protocol):
     QUALITY_WEIGHTS: Mapping[str, float]
     #: where its body keeps the identifiers (test orders show that part side by side)
     IDENTIFIER_SECTION: str
+    #: the ``user`` fields holding its click id (any one counts) and its first-party browser
+    #: id, and how the identifiers page names them; empty when it takes none
+    CLICK_IDS: tuple[str, ...]
+    CLICK_ID_LABEL: str
+    BROWSER_IDS: tuple[str, ...]
+    BROWSER_ID_LABEL: str
     #: the browser Pixel's call bc.js mirrors for the dedup page, e.g. "ttq.track"
     PIXEL_CALL: str
     #: access tokens from an OAuth refresh flow, or None
@@ -189,6 +195,12 @@ class Destination(Protocol):
     def refusals(self, conversion: Conversion) -> list[Note]:
         """What the platform will refuse in this conversion whatever the target (checked
         at ingest, after stitching, and returned as warnings with the 202)."""
+        ...
+
+    def unsendable(self, conversion: Conversion, source_ids: Mapping[str, str]) -> str | None:
+        """Why this installation cannot send the conversion here at all (TikTok: no event
+        source id for a non-web source), or None. Ingest stores such a row dead at once,
+        with this reason, so ``replay`` sends it once the setting exists."""
         ...
 
 

@@ -55,6 +55,10 @@ QUALITY_WEIGHTS = {
     "ip_user_agent": 1.0,
 }
 IDENTIFIER_SECTION = "user_data"
+CLICK_IDS = ("fbc", "fbclid")
+CLICK_ID_LABEL = "fbc or fbclid"
+BROWSER_IDS = ("fbp",)
+BROWSER_ID_LABEL = "_fbp cookie"
 PIXEL_CALL = "fbq"
 OAUTH = None
 DEFAULT_BASE_URL = "https://graph.facebook.com"
@@ -290,6 +294,11 @@ def refusals(conversion: Conversion) -> list[Note]:
             )
         )
     return found
+
+
+def unsendable(conversion: Conversion, source_ids: Mapping[str, str]) -> str | None:
+    """Meta takes every source under the one pixel (action_source says which)."""
+    return None
 
 
 def notes(conversion: Conversion, target: Target, now: float) -> list[Note]:

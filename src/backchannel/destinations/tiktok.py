@@ -58,6 +58,10 @@ QUALITY_WEIGHTS = {
     "ip_user_agent": 0.5,
 }
 IDENTIFIER_SECTION = "user"
+CLICK_IDS = ("ttclid",)
+CLICK_ID_LABEL = "ttclid"
+BROWSER_IDS = ("ttp",)
+BROWSER_ID_LABEL = "_ttp cookie"
 PIXEL_CALL = "ttq.track"
 OAUTH = None
 PATH = "/open_api/v1.3/event/track/"
@@ -176,6 +180,11 @@ SOURCE_SETTINGS = {
 
 class MissingEventSource(ValueError):
     """A non-web event whose event_source_id is not configured: it cannot be sent."""
+
+
+def unsendable(conversion: Conversion, source_ids: Mapping[str, str]) -> str | None:
+    """See :func:`missing_source_id`."""
+    return missing_source_id(conversion, source_ids)
 
 
 def missing_source_id(conversion: Conversion, source_ids: Mapping[str, str]) -> str | None:

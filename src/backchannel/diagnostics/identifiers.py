@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from backchannel import destinations as registry
 from backchannel import quality
 from backchannel.diagnostics import percent
 from backchannel.report import time_range
@@ -32,7 +33,7 @@ from backchannel.store.base import Store
 
 #: at most this many conversions (the latest of the range) are read per report
 CAP = 50_000
-DESTINATIONS = ("tiktok", "meta")
+DESTINATIONS = registry.NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +42,32 @@ class Identifier:
 
     key: str
     label: str
-    #: "both", "tiktok" or "meta": the platforms that match on it
+    #: "all", or the destination that matches on it
     platforms: str
+    #: the ``user`` fields that count (any one): the identifier's own key by default
+    fields: tuple[str, ...] = ()
 
 
-IDENTIFIERS: tuple[Identifier, ...] = (
-    Identifier("email", "hashed email", "both"),
-    Identifier("phone", "hashed phone", "both"),
-    Identifier("external_id", "external_id", "both"),
-    Identifier("ip_user_agent", "ip + user agent (both)", "both"),
-    Identifier("ttclid", "ttclid", "tiktok"),
-    Identifier("ttp", "_ttp cookie", "tiktok"),
-    Identifier("fbc", "fbc or fbclid", "meta"),
-    Identifier("fbp", "_fbp cookie", "meta"),
-)
+def _identifiers() -> tuple[Identifier, ...]:
+    """The common identifiers, then each destination's click id and browser id as it
+    declares them (keyed by the first field; a field two destinations share, once)."""
+    found: dict[str, Identifier] = {
+        "email": Identifier("email", "hashed email", "all"),
+        "phone": Identifier("phone", "hashed phone", "all"),
+        "external_id": Identifier("external_id", "external_id", "all"),
+        "ip_user_agent": Identifier("ip_user_agent", "ip + user agent (both)", "all"),
+    }
+    for name, spec in registry.DESTINATIONS.items():
+        for fields, label in (
+            (spec.CLICK_IDS, spec.CLICK_ID_LABEL),
+            (spec.BROWSER_IDS, spec.BROWSER_ID_LABEL),
+        ):
+            if fields and fields[0] not in found:
+                found[fields[0]] = Identifier(fields[0], label, name, fields)
+    return tuple(found.values())
+
+
+IDENTIFIERS: tuple[Identifier, ...] = _identifiers()
 
 _KEYS: tuple[str, ...] = tuple(i.key for i in IDENTIFIERS)
 
@@ -72,11 +85,12 @@ def carried(user: Mapping[str, Any]) -> set[str]:
 
     IP and user agent count only together: either alone does not identify a browser.
     """
-    found = {k for k in ("email", "phone", "external_id", "ttclid", "ttp", "fbp") if user.get(k)}
+    found = {k for k in ("email", "phone", "external_id") if user.get(k)}
     if user.get("ip") and user.get("user_agent"):
         found.add("ip_user_agent")
-    if user.get("fbc") or user.get("fbclid"):
-        found.add("fbc")
+    for identifier in IDENTIFIERS:
+        if identifier.fields and any(user.get(f) for f in identifier.fields):
+            found.add(identifier.key)
     return found
 
 
@@ -162,6 +176,15 @@ class IdentifiersReport:
     capped: bool
     cap: int
     events: list[EventIdentifiers]
+    #: the destinations estimated (the active ones, in registry order)
+    destinations: tuple[str, ...] = DESTINATIONS
+
+    @property
+    def identifiers(self) -> tuple[Identifier, ...]:
+        """The columns: the common identifiers and those of the destinations shown."""
+        return tuple(
+            i for i in IDENTIFIERS if i.platforms == "all" or i.platforms in self.destinations
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -171,10 +194,11 @@ class IdentifiersReport:
             "opted_out": self.opted_out,
             "capped": self.capped,
             "cap": self.cap,
+            "destinations": list(self.destinations),
             "identifiers": [
-                {"key": i.key, "label": i.label, "platforms": i.platforms} for i in IDENTIFIERS
+                {"key": i.key, "label": i.label, "platforms": i.platforms} for i in self.identifiers
             ],
-            "weights": quality.WEIGHTS,
+            "weights": {d: quality.WEIGHTS[d] for d in self.destinations},
             "events": [e.to_dict() for e in self.events],
         }
 
@@ -189,7 +213,12 @@ def _parse(payload: bytes | str) -> dict[str, Any]:
 
 
 def identifiers_report(
-    store: Store, start: date, end: date, *, cap: int | None = None
+    store: Store,
+    start: date,
+    end: date,
+    *,
+    cap: int | None = None,
+    destinations: tuple[str, ...] = DESTINATIONS,
 ) -> IdentifiersReport:
     """Read the latest ``cap`` (default :data:`CAP`) production conversions received in
     ``[start, end]`` (UTC days)."""
@@ -212,7 +241,7 @@ def identifiers_report(
             entry.counts[key] += 1
         entry.stitched += stitched_from_session(stitched)
         sent.append({"event": event, "user": user})
-    for destination in DESTINATIONS:
+    for destination in destinations:
         for estimate in quality.estimate(sent, destination):
             per_event[estimate.event].quality[destination] = estimate
     events = sorted(per_event.values(), key=lambda e: (-e.conversions, -e.opted_out, e.event))
@@ -224,4 +253,5 @@ def identifiers_report(
         capped=capped,
         cap=cap,
         events=events,
+        destinations=destinations,
     )

@@ -272,7 +272,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 ledger=api_ledger,  # sources and ledger: orders land in the order ledger
                 routes=state["routes"],  # event routing
                 strip_params=settings.strip_params,  # personal data out of page URLs
-                tiktok_source_ids=settings.tiktok_source_ids,  # non-web TikTok events
+                source_ids=settings.source_ids,  # non-web events (TikTok event sets)
             )
         except BadRequest as exc:
             return _error(exc.status, exc.notes, "bad_request")

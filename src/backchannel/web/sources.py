@@ -173,7 +173,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 stitch_window=settings.click_cookie_days * 86400.0,  # as /v1/events
                 routes=state.get("routes"),  # event routing, as /v1/events
                 strip_params=settings.strip_params,  # personal data out of page URLs
-                tiktok_source_ids=settings.tiktok_source_ids,  # non-web TikTok events
+                source_ids=settings.source_ids,  # non-web events (TikTok event sets)
             )
         except InvalidBatch as exc:
             notes = [n for r in exc.results for n in r.errors]

@@ -10,6 +10,7 @@ Only hashes ever reach the report, and the page shows shares and scores, never a
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
@@ -18,12 +19,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from backchannel import quality
 from backchannel.config import Settings
+from backchannel.destinations import display_name
 from backchannel.diagnostics.identifiers import (
-    IDENTIFIERS,
     EventIdentifiers,
     IdentifiersReport,
     identifiers_report,
 )
+from backchannel.routing import active_destinations
 from backchannel.web.auth import Admin, require_admin, require_admin_page
 from backchannel.web.dashboard.layout import (
     RangeError,
@@ -41,7 +43,6 @@ from backchannel.web.dashboard.layout import (
 PATH = "/admin/identifiers"
 API_PATH = "/admin/api/identifiers"
 TITLE = "Identifiers"
-PLATFORM_NAMES = {"tiktok": "TikTok", "meta": "Meta"}
 
 
 def _share_cell(entry: EventIdentifiers, key: str) -> str:
@@ -66,13 +67,15 @@ def _quality_cells(entry: EventIdentifiers, destination: str) -> list[str]:
     return [score, advice]
 
 
-def _weights_table() -> str:
+def _weights_table(destinations: tuple[str, ...]) -> str:
     rows = [
-        [esc(quality.LABELS[k]), esc(quality.WEIGHTS["tiktok"][k]), esc(quality.WEIGHTS["meta"][k])]
-        for k in quality.WEIGHTS["tiktok"]
+        [esc(quality.LABELS[k]), *(esc(quality.WEIGHTS[d].get(k, 0.0)) for d in destinations)]
+        for k in quality.LABELS
     ]
     return table(
-        ["identifier", "TikTok", "Meta"], rows, caption="Weights (each column adds up to 10)"
+        ["identifier", *(display_name(d) for d in destinations)],
+        rows,
+        caption="Weights (each column adds up to 10)",
     )
 
 
@@ -93,13 +96,14 @@ def page_body(report: IdentifiersReport) -> str:
         + figure("opted_out", report.opted_out)
         + " opted-out conversions are counted apart: they are never sent).</p>"
     )
-    headers = ["event", "conversions", *(i.label for i in IDENTIFIERS), "stitched from session"]
+    columns = report.identifiers
+    headers = ["event", "conversions", *(i.label for i in columns), "stitched from session"]
     rows = [
         [
             esc(e.event),
             figure(f"conversions.{e.event}", e.conversions)
             + (f' <small class="muted">+{e.opted_out} opted out</small>' if e.opted_out else ""),
-            *(_share_cell(e, i.key) for i in IDENTIFIERS),
+            *(_share_cell(e, i.key) for i in columns),
             figure(
                 f"stitched.{e.event}",
                 e.share_stitched(),
@@ -113,8 +117,13 @@ def page_body(report: IdentifiersReport) -> str:
         table(
             headers,
             rows,
-            caption="Share of each event name's conversions carrying the identifier"
-            " (ttclid and _ttp matter to TikTok, fbc/fbclid and _fbp to Meta)",
+            caption="Share of each event name's conversions carrying the identifier ("
+            + "; ".join(
+                f"{i.label} matters to {display_name(i.platforms)}"
+                for i in columns
+                if i.platforms != "all"
+            )
+            + ")",
             empty="No production conversions in this range.",
             test_id="identifiers",
         )
@@ -123,15 +132,17 @@ def page_body(report: IdentifiersReport) -> str:
     quality_rows = [
         [
             esc(e.event),
-            *_quality_cells(e, "tiktok"),
-            *_quality_cells(e, "meta"),
+            *(cell for d in report.destinations for cell in _quality_cells(e, d)),
         ]
         for e in report.events
         if e.conversions
     ]
     parts.append(
         table(
-            ["event", "TikTok", "what raises it most", "Meta", "what raises it most"],
+            [
+                "event",
+                *(h for d in report.destinations for h in (display_name(d), "what raises it most")),
+            ],
             quality_rows,
             empty="No production conversions in this range.",
             test_id="quality",
@@ -144,12 +155,17 @@ def page_body(report: IdentifiersReport) -> str:
         " weight times the share of conversions lacking it: what the score would gain if every"
         " conversion carried it. IP and user agent count only together.</p>"
     )
-    parts.append(_weights_table())
+    parts.append(_weights_table(report.destinations))
     return "".join(parts)
 
 
 def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     """Add the Identifiers page and its JSON twin."""
+
+    def _report(start: date, end: date) -> IdentifiersReport:
+        store = state["store"]
+        active = active_destinations(store, settings.destinations)
+        return identifiers_report(store, start, end, destinations=active)
 
     async def identifiers_page(
         request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
@@ -158,7 +174,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             start, end = parse_range(request)
         except RangeError as exc:
             return error_page(TITLE, PATH, exc, admin, "identifiers")
-        report = await asyncio.to_thread(identifiers_report, state["store"], start, end)
+        report = await asyncio.to_thread(_report, start, end)
         return render(TITLE, page_body(report), admin, active="identifiers")
 
     async def identifiers_api(
@@ -168,7 +184,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             start, end = parse_range(request)
         except RangeError as exc:
             return bad_request(exc)
-        report = await asyncio.to_thread(identifiers_report, state["store"], start, end)
+        report = await asyncio.to_thread(_report, start, end)
         return JSONResponse(report.to_dict())
 
     app.add_api_route(
