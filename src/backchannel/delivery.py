@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING
 import httpx
 import orjson
 
+from backchannel import logs
 from backchannel.destinations import (
     DESTINATIONS,
     Destination,
+    OAuthError,
     Outcome,
     PreparedRequest,
     Target,
@@ -59,6 +61,7 @@ MIN_SEND_BUDGET = 1.0  # seconds (at most a quarter of the cycle): with less lef
 PAUSE_RECHECK = 5.0  # seconds between looks at a suspended destination's credentials
 PAUSE_PROBE = PROBE_AFTER  # seconds after which a suspended destination is probed anyway
 MARK_SHARE = 0.9  # of the lease: until then a mark that failed (database restarting) is retried
+WATCH_EVERY = 5.0  # seconds between looks for newly connected destinations
 GRACE = 20.0  # seconds a stopping worker waits for cycles in flight before releasing rows
 
 
@@ -212,6 +215,8 @@ class DestinationWorker:
         self._probe = asyncio.Lock()
         #: rows claimed and not yet marked, with their lease token: released at shutdown
         self.held: dict[int, str] = {}
+        #: the OAuth access token in use: (credentials fingerprint, token, monotonic expiry)
+        self._access: tuple[str, str, float] | None = None
         #: the platform refused our credentials (see :class:`Suspension`); None when sending
         self.suspended: Suspension | None = None
         self._suspension_checked = -1e18
@@ -432,7 +437,8 @@ class DestinationWorker:
         if refused:
             await self._refuse_locally(refused, cycle)
         by_id = {id(r.conversion): r for r in fresh}
-        for group in batches((r.conversion for r in fresh), self.batch_size):
+        key = self.destination.batch_key
+        for group in batches((r.conversion for r in fresh), self.batch_size, key):
             await self._deliver([by_id[id(c)] for c in group], cycle)
 
     async def _refuse_locally(self, refused: Sequence[tuple[_Row, str]], cycle: _Cycle) -> None:
@@ -443,7 +449,7 @@ class DestinationWorker:
         for row, why in refused:
             try:
                 body = self.destination.build_body([row.conversion], target)
-                items = body.get("data")
+                items = self.destination.body_items(body)
                 sent = orjson.dumps(items[0]) if isinstance(items, list) and items else b"{}"
             except Exception:
                 sent = b"{}"
@@ -499,6 +505,12 @@ class DestinationWorker:
         given = conversions[0].test_event_code
         if given is not None and target.test_event_code and target.test_event_code != given:
             conversions = [replace(c, test_event_code=target.test_event_code) for c in conversions]
+        if self.destination.OAUTH is not None:
+            authorized = await self._authorize(target, cycle)
+            if authorized is None:
+                await self._release(rows, cycle)
+                return None
+            target = authorized
         try:
             request = self.destination.prepare(conversions, target)
         except Exception as exc:  # a row the platform's body cannot express (configuration)
@@ -506,9 +518,58 @@ class DestinationWorker:
             return None
         started = self.monotonic()
         outcome = await self._send(request.url, request.headers, request.content, budget)
+        if outcome.reauthorize and self.destination.OAUTH is not None:
+            # The access token was refused (expired early, revoked): one new token, one more
+            # try, before the refusal counts as a failure.
+            self._access = None
+            authorized = await self._authorize(target, cycle)
+            budget = cycle.deadline - self.monotonic()
+            if authorized is not None and budget >= self.min_send_budget:
+                request = self.destination.prepare(conversions, authorized)
+                started = self.monotonic()
+                outcome = await self._send(request.url, request.headers, request.content, budget)
         if outcome.whole_request and outcome.verdict is Verdict.PERMANENT:
             await self._suspend(target, outcome)
         return request, outcome, started
+
+    async def _authorize(self, target: Target, cycle: _Cycle) -> Target | None:
+        """``target`` with a live OAuth access token: the cached one while it lives (until
+        a minute before it expires), else a new one from the token endpoint. None when none
+        could be had now (the rows wait); a refused refresh token suspends the destination."""
+        oauth = self.destination.OAUTH
+        assert oauth is not None
+        fingerprint = credentials_fingerprint(target)
+        now = self.monotonic()
+        cached = self._access
+        if cached is not None and cached[0] == fingerprint and cached[2] > now:
+            return replace(target, access_token=cached[1])
+        budget = cycle.deadline - now
+        if budget < self.min_send_budget:
+            return None
+        request = oauth.request(target)
+        try:
+            async with asyncio.timeout(budget):
+                response = await self.client.post(
+                    request.url, content=request.content, headers=request.headers
+                )
+            token, lifetime = oauth.parse(response.status_code, response.content)
+        except OAuthError as exc:
+            outcome = Outcome(Verdict.PERMANENT, f"OAuth: {exc}", whole_request=True)
+            if exc.permanent:
+                await self._suspend(target, outcome)
+            else:
+                self.stats.last_error = outcome.reason
+            log.warning(
+                "could not get an access token",
+                extra={"destination": self.name, "reason": str(exc)},
+            )
+            return None
+        except (TimeoutError, httpx.TransportError) as exc:
+            self.stats.last_error = f"OAuth: {type(exc).__name__}"
+            return None
+        logs.register_secret(token)  # never in a log line of this process
+        self._access = (fingerprint, token, now + max(0.0, lifetime - 60.0))
+        return replace(target, access_token=token)
 
     async def _unbuildable(
         self,
@@ -564,6 +625,25 @@ class DestinationWorker:
         """Record what the platform said about ``rows`` (sent as ``request``)."""
         ids = [r.claimed.outbox_id for r in rows]
         now = self.clock()
+        positions = list(range(len(rows)))  # each row's place in the request's items
+        if outcome.verdict is Verdict.DELIVERED and outcome.failed_rows:
+            # Partial failure (Google Ads): the named rows are refused for good, the rest
+            # were taken; both are recorded now, nothing is sent again.
+            failed = [i for i in sorted(outcome.failed_rows) if 0 <= i < len(rows)]
+            for index in failed:
+                await self._dead(
+                    [rows[index]],
+                    request.body,
+                    replace(outcome, verdict=Verdict.PERMANENT, reason=outcome.failed_rows[index]),
+                    cycle,
+                    index_map=[index],
+                )
+            positions = [i for i in positions if i not in set(failed)]
+            if not positions:
+                return
+            rows = [rows[i] for i in positions]
+            ids = [r.claimed.outbox_id for r in rows]
+            outcome = replace(outcome, failed_rows={})
         if outcome.verdict is Verdict.DELIVERED:
             self.failures = 0
             if started >= self._paused_at:
@@ -579,8 +659,8 @@ class DestinationWorker:
                 )
             if rows[0].conversion.test_event_code is not None:
                 # what was sent and answered, for the Test events page
-                items = request.body.get("data")
-                sent = [orjson.dumps(item) for item in items] if isinstance(items, list) else None
+                items = self.destination.body_items(request.body)
+                sent = [orjson.dumps(items[i]) for i in positions] if items else None
                 response = outcome.response
             changed = await self._mark(
                 cycle,
@@ -702,7 +782,7 @@ class DestinationWorker:
         note: str | None = None,
         index_map: list[int] | None = None,
     ) -> None:
-        data = body.get("data")
+        data = self.destination.body_items(body)
         items = data if isinstance(data, list) else []
         indexes = index_map or list(range(len(rows)))
         dead = [
@@ -810,21 +890,43 @@ def _same_refusal(parent: Outcome, half: Outcome) -> bool:
 
 
 class Worker:
-    """All destination workers of one process."""
+    """All destination workers of one process.
+
+    With ``active`` (the destinations that get rows now) and ``spawn``, a destination
+    connected while the process runs gets its lanes within ``watch_every`` seconds; lanes
+    are not kept for destinations that are off (each idle lane claims on every commit).
+    """
 
     def __init__(
-        self, workers: list[DestinationWorker], store: AsyncStore, listen_url: str | None = None
+        self,
+        workers: list[DestinationWorker],
+        store: AsyncStore,
+        listen_url: str | None = None,
+        *,
+        spawn: Callable[[str], DestinationWorker] | None = None,
+        active: Callable[[], Sequence[str]] | None = None,
+        watch_every: float = WATCH_EVERY,
     ) -> None:
         self.workers = workers
         self.store = store
         #: a PostgreSQL URL: listen for enqueue notifications from other processes
         self.listen_url = listen_url
-        self._tasks: list[asyncio.Task[None]] = []
+        self.spawn = spawn
+        self.active = active
+        self.watch_every = watch_every
+        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._others: list[asyncio.Task[None]] = []
         self._listener: OutboxListener | None = None
 
+    @property
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        return [*self._lanes.values(), *self._others]
+
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(w.run()) for w in self.workers]
-        self._tasks.append(asyncio.create_task(self._relay_wakeups()))
+        self._lanes = {w.name: asyncio.create_task(w.run()) for w in self.workers}
+        self._others = [asyncio.create_task(self._relay_wakeups())]
+        if self.spawn is not None and self.active is not None:
+            self._others.append(asyncio.create_task(self._watch()))
         channel = getattr(self.store.store, "notify_channel", None)
         if self.listen_url and channel:
             # PostgreSQL only: imported here so the embedded default never needs psycopg
@@ -837,6 +939,28 @@ class Worker:
 
             self._listener = OutboxListener(self.listen_url, channel, notified)
             self._listener.start()
+
+    async def _watch(self) -> None:
+        """Start lanes for destinations connected since (every ``watch_every`` seconds)."""
+        spawn, active = self.spawn, self.active
+        if spawn is None or active is None:
+            return
+        while True:
+            await asyncio.sleep(self.watch_every)
+            try:
+                names = await self.store.run(active)
+            except Exception:  # the store is away: look again next time
+                log.warning("could not read the active destinations", exc_info=True)
+                continue
+            for name in names:
+                if name not in self._lanes:
+                    worker = spawn(name)
+                    self.workers.append(worker)
+                    self._lanes[name] = asyncio.create_task(worker.run())
+                    log.info(
+                        "delivery started for a newly connected destination",
+                        extra={"destination": name},
+                    )
 
     def wake(self, destination: str = "*") -> None:
         """Wake the lanes of ``destination`` (``*``: all) to claim at once."""
@@ -865,9 +989,8 @@ class Worker:
             await asyncio.to_thread(self._listener.stop)
         for worker in self.workers:
             worker.stop()
-        lanes = self._tasks[: len(self.workers)]
-        relay = self._tasks[len(self.workers) :]
-        for task in relay:
+        lanes = list(self._lanes.values())
+        for task in self._others:
             task.cancel()
         if lanes:
             _, pending = await asyncio.wait(lanes, timeout=max(0.0, grace))
@@ -899,24 +1022,29 @@ def build_worker(
     listen_url: str | None = None,
     poll_interval: float = POLL_INTERVAL,
     metrics: Metrics | None = None,
+    active: Callable[[], Sequence[str]] | None = None,
 ) -> Worker:
-    """The worker for ``serve`` and for ``backchannel worker``: one lane set per destination."""
+    """The worker for ``serve`` and for ``backchannel worker``: one lane set per destination
+    in ``destinations``, and more as ``active`` names newly connected ones."""
     cache = ParsedCache()
+
+    def spawn(name: str) -> DestinationWorker:
+        return DestinationWorker(
+            name,
+            store,
+            target_for(name),
+            policy=policy,
+            concurrency=concurrency,
+            lease=lease,
+            cache=cache,
+            poll_interval=poll_interval,
+            metrics=metrics,
+        )
+
     return Worker(
-        [
-            DestinationWorker(
-                name,
-                store,
-                target_for(name),
-                policy=policy,
-                concurrency=concurrency,
-                lease=lease,
-                cache=cache,
-                poll_interval=poll_interval,
-                metrics=metrics,
-            )
-            for name in destinations
-        ],
+        [spawn(name) for name in destinations],
         store,
         listen_url=listen_url,
+        spawn=spawn,
+        active=active,
     )

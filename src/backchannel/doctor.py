@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from backchannel import config, credentials, logs
-from backchannel.destinations import meta, tiktok
+from backchannel import destinations as registry
 from backchannel.extras import MissingExtra, require
 from backchannel.store import migrations, open_store
 from backchannel.store.base import Store
@@ -235,9 +235,14 @@ def run(
     client = http or httpx.Client(timeout=HTTP_TIMEOUT)
     skews: list[tuple[str, float]] = []
     try:
-        for name in settings.destinations:
-            configured = settings.tiktok_base_url if name == "tiktok" else settings.meta_base_url
-            default = tiktok.DEFAULT_BASE_URL if name == "tiktok" else meta.DEFAULT_BASE_URL
+        names = (
+            routing.active_destinations(store, settings.destinations)
+            if store is not None
+            else settings.destinations
+        )
+        for name in names:
+            configured = settings.base_url_for(name)
+            default = registry.get(name).DEFAULT_BASE_URL
             has_token = False
             if store is not None:
                 connection = store.get_connection(name)

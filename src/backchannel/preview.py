@@ -7,7 +7,7 @@ must come from the same builders the worker uses, never from a parallel re-imple
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +56,17 @@ def group_key(conversion: Conversion) -> tuple[str, str | None]:
     return (conversion.source, conversion.test_event_code)
 
 
-def batches(conversions: Iterable[Conversion], limit: int) -> list[list[Conversion]]:
-    """Split into request-sized groups that each share :func:`group_key`, order kept."""
-    groups: dict[tuple[str, str | None], list[list[Conversion]]] = {}
+def batches(
+    conversions: Iterable[Conversion],
+    limit: int,
+    key: Callable[[Conversion], str] | None = None,
+) -> list[list[Conversion]]:
+    """Split into request-sized groups that each share :func:`group_key` (and ``key``: a
+    destination's own, e.g. GA4's one client id per request), order kept."""
+    groups: dict[tuple[str, str | None, str], list[list[Conversion]]] = {}
     for conversion in conversions:
-        chunks = groups.setdefault(group_key(conversion), [[]])
+        own = key(conversion) if key is not None else ""
+        chunks = groups.setdefault((*group_key(conversion), own), [[]])
         if len(chunks[-1]) >= limit:
             chunks.append([])
         chunks[-1].append(conversion)
@@ -101,7 +107,7 @@ def render(accepted: Accepted, targets: dict[str, Target], *, now: float) -> lis
                 }
             )
         ready = [c for c in sendable if not any(c is h for h in held)]
-        for batch in batches(ready, destination.max_batch):
+        for batch in batches(ready, destination.max_batch, destination.batch_key):
             warnings = list(shared)
             for conversion in batch:
                 prefix = f"[{position[id(conversion)]}]." if many else ""

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from backchannel import stitch
+from backchannel.destinations import DESTINATIONS
 from backchannel.ingest import BadRequest, InvalidBatch, ingest
 from backchannel.routing import Routes
 from backchannel.store.base import DEAD, DELIVERED, EXPIRED, Connection, Store
@@ -40,8 +41,8 @@ NOT_ROUTED = "not routed"
 #: a user agent that says what it is (Meta requires one on website events)
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) BackchannelTestOrder/1.0"
 POLL = 0.2  # seconds between looks at the outbox while waiting
-#: where each platform's sent event keeps its identifiers
-IDENTIFIER_SECTIONS = {"tiktok": "user", "meta": "user_data"}
+#: where each platform's sent event keeps its identifiers (each destination declares it)
+IDENTIFIER_SECTIONS = {name: d.IDENTIFIER_SECTION for name, d in DESTINATIONS.items()}
 
 
 class FireError(ValueError):

@@ -60,10 +60,12 @@ def serve(
             "  [bold]no admin password yet[/bold]: set one with"
             " `backchannel admin set-password` to log in to the dashboard"
         )
-    for name in settings.destinations:
+    from backchannel.routing import active_destinations
+
+    for name in active_destinations(store, settings.destinations):
         connection = store.get_connection(name)
         if connection is None or not connection.token_encrypted:
-            where = settings.tiktok_base_url if name == "tiktok" else settings.meta_base_url
+            where = settings.base_url_for(name)
             console.print(
                 f"  [bold yellow]{name}: SANDBOX MODE[/bold yellow] - no token set; events go to"
                 f" {where or base + '/sandbox'}, not to the real platform."
@@ -126,7 +128,9 @@ def worker(
     store = open_configured_store(settings)
     cipher = load_cipher_or_fail(settings)
     targets = Targets(settings, store, cipher, sandbox_url=None)
-    for name in settings.destinations:
+    from backchannel.routing import active_destinations
+
+    for name in active_destinations(store, settings.destinations):
         try:
             resolved = targets.resolve(name)
         except RuntimeError as exc:
@@ -141,7 +145,7 @@ def worker(
     async def run() -> None:
         runner = for_store(store)
         worker = build_worker(
-            settings.destinations,
+            active_destinations(store, settings.destinations),
             runner,
             targets.getter,
             policy=RetryPolicy(base=settings.retry_base, cap=settings.retry_cap),
@@ -150,6 +154,7 @@ def worker(
             listen_url=settings.listen_url,
             poll_interval=settings.poll_interval,
             metrics=metrics,
+            active=lambda: active_destinations(store, settings.destinations),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

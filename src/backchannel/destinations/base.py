@@ -46,6 +46,12 @@ class Outcome:
     bad_index: int | None = None
     #: the raw response body, shortened, for dead letters and diagnostics
     response: str = ""
+    #: delivered except these rows (index in the batch -> the platform's message), each
+    #: refused for good: Google Ads' partial failure names them
+    failed_rows: Mapping[int, str] = field(default_factory=dict)
+    #: the platform refused the OAuth access token (expired, revoked): the worker gets a
+    #: new one and sends once more before counting a failure
+    reauthorize: bool = False
     #: the refusal concerns our credentials or account, not any row: splitting cannot help.
     #: The worker suspends the destination instead of dead-lettering (see suspension.py).
     whole_request: bool = False
@@ -179,6 +185,17 @@ class Destination(Protocol):
     PIXEL_CALL: str
     #: access tokens from an OAuth refresh flow, or None
     OAUTH: OAuth | None
+
+    def body_items(self, body: Mapping[str, Any]) -> list[Any]:
+        """The per-event items of a body it built, in batch order (TikTok's and Meta's
+        ``data``, GA4's ``events``, Google Ads' ``conversions``): what dead letters and test
+        orders keep as "the event as sent"."""
+        ...
+
+    def batch_key(self, conversion: Conversion) -> str:
+        """What every event of one request must share besides source and test code (GA4:
+        the client id, one per request); "" when nothing."""
+        ...
 
     def max_age(self, conversion: Conversion) -> int:
         """Seconds after event_time during which the platform still takes the event."""

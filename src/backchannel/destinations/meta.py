@@ -79,6 +79,17 @@ RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80004})
 ACCOUNT_CODES = frozenset({10, 102, 190, 200, 803})
 
 
+def body_items(body: Mapping[str, Any]) -> list[Any]:
+    """The body's ``data[]`` items."""
+    items = body.get("data")
+    return items if isinstance(items, list) else []
+
+
+def batch_key(conversion: Conversion) -> str:
+    """Nothing beyond source and test code: any events share a request."""
+    return ""
+
+
 def max_age(conversion: Conversion) -> int:
     return MAX_AGE_PHYSICAL_STORE if conversion.source == "offline" else MAX_AGE
 

@@ -80,6 +80,17 @@ PERMANENT_CODES = frozenset({40001, 40002, 40101, 40105, 40110})
 ACCOUNT_CODES = frozenset({40001, 40101, 40105, 40110})
 
 
+def body_items(body: Mapping[str, Any]) -> list[Any]:
+    """The body's ``data[]`` items."""
+    items = body.get("data")
+    return items if isinstance(items, list) else []
+
+
+def batch_key(conversion: Conversion) -> str:
+    """Nothing beyond source and test code: any events share a request."""
+    return ""
+
+
 def max_age(conversion: Conversion) -> int:
     return MAX_AGE
 

@@ -32,7 +32,7 @@ from backchannel.ingest import BadRequest, InvalidBatch, ingest, parse_body
 from backchannel.logs import RequestIdMiddleware
 from backchannel.metrics import Metrics
 from backchannel.notes import Note
-from backchannel.routing import Routes
+from backchannel.routing import Routes, active_destinations
 from backchannel.store import open_store, unavailable
 from backchannel.store.runner import for_store
 from backchannel.targets import Targets
@@ -157,7 +157,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         worker = None
         if opts.worker:
             worker = build_worker(
-                settings.destinations,
+                active_destinations(store, settings.destinations),
                 runner,
                 targets.getter,
                 policy=opts.retry or RetryPolicy(base=settings.retry_base, cap=settings.retry_cap),
@@ -166,6 +166,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 listen_url=settings.listen_url,
                 poll_interval=settings.poll_interval,
                 metrics=metrics,
+                active=lambda: active_destinations(store, settings.destinations),
             )
             worker.start()
         state["worker"] = worker

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 
 from backchannel.config import Settings
 from backchannel.metrics import CONTENT_TYPE, Metrics
+from backchannel.routing import active_destinations
 from backchannel.store import migrations
 from backchannel.store.base import Store
 from backchannel.suspension import Suspension, suspension_key
@@ -90,7 +91,7 @@ def install(
             # Informational, not a check: a destination paused for a refused token must not
             # take the node out of a load balancer, since ingest still works and queues.
             body["destinations"] = await asyncio.to_thread(
-                destination_states, store, settings.destinations
+                lambda: destination_states(store, active_destinations(store, settings.destinations))
             )
         return JSONResponse(body, status_code=200 if ready else 503)
 

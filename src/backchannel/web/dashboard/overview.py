@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from backchannel import charts
 from backchannel.config import Settings
 from backchannel.diagnostics.overview import ErrorRow, Latency, Overview, overview
+from backchannel.routing import active_destinations
 from backchannel.web.auth import Admin, require_admin, require_admin_page
 from backchannel.web.dashboard import layout
 from backchannel.web.dashboard.layout import esc, figure, table, when
@@ -266,12 +267,14 @@ def figure_keys(data: Overview) -> dict[str, Any]:
 
 
 def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
-    destinations = tuple(settings.destinations)
+    def active() -> tuple[str, ...]:
+        """The destinations getting rows now: the setting's and every connected one."""
+        return active_destinations(state["store"], settings.destinations)
 
     def sandboxed() -> list[str]:
         """The destinations sending to the sandbox now (no token), as delivery decides."""
         found = []
-        for name in destinations:
+        for name in active():
             try:
                 if state["targets"].resolve(name).sandbox:
                     found.append(name)
@@ -280,7 +283,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return found
 
     async def load(start: date, end: date) -> Overview:
-        return await asyncio.to_thread(overview, state["store"], start, end, destinations)
+        return await asyncio.to_thread(lambda: overview(state["store"], start, end, active()))
 
     @app.get(PATH, include_in_schema=False, response_class=HTMLResponse)
     async def overview_page(

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from backchannel import testorder
 from backchannel.config import Settings
 from backchannel.diagnostics import pretty
+from backchannel.routing import active_destinations
 from backchannel.store.base import Store
 from backchannel.web.auth import Admin, require_admin_page, require_csrf
 from backchannel.web.dashboard import layout
@@ -60,7 +61,7 @@ def list_page(
             ids,
         ):
             per.setdefault(int(cid), {})[str(destination)] = str(state)
-    destinations = list(settings.destinations)
+    destinations = list(active_destinations(store, settings.destinations))
     table_rows = []
     for cid, received_at, event, event_id, code in rows:
         found = per.get(int(cid), {})
@@ -148,14 +149,15 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     async def fire(request: Request, admin: Annotated[Admin, Depends(require_csrf)]) -> Response:
         store: Store = state["store"]
         try:
-            connections = {d: store.get_connection(d) for d in settings.destinations}
-            code = testorder.resolve_code(None, connections, settings.destinations)
+            active = active_destinations(store, settings.destinations)
+            connections = {d: store.get_connection(d) for d in active}
+            code = testorder.resolve_code(None, connections, active)
             fired = await testorder.fire(
                 testorder.sample_order(code),
                 state["runner"],
                 now=time.time(),
                 default_region=settings.default_region,
-                destinations=settings.destinations,
+                destinations=settings.destinations,  # what routes were built for
                 routes=state.get("routes"),
                 stitch_window=settings.click_cookie_days * 86400.0,
             )
@@ -176,7 +178,9 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 message="conversion_id: not a conversion number",
                 status=404,
             )
-        view = testorder.load_view(store, int(conversion_id), settings.destinations)
+        view = testorder.load_view(
+            store, int(conversion_id), active_destinations(store, settings.destinations)
+        )
         if view is None:
             return list_page(
                 store,
