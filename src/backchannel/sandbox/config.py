@@ -35,6 +35,10 @@ class SandboxConfig:
     tiktok_event_sets: frozenset[str] | None = None
     #: the only Meta pixel (dataset) id in the URL this account may write to
     meta_pixel: str | None = None
+    #: the only GA4 measurement id (``G-…``) the API secret writes to; None accepts any
+    ga4_measurement_id: str | None = None
+    #: the GA4 Measurement Protocol API secret; None accepts any non-empty one
+    ga4_api_secret: str | None = None
     #: events older than this are refused (Meta: 62 days for action_source physical_store)
     max_age_seconds: int = DEFAULT_MAX_AGE
     #: wall clock in unix seconds; injectable so tests can age events and end outages at will
