@@ -54,6 +54,10 @@ class Outcome:
     partial: bool = False
     #: how many events the platform says it took, when it says (Meta's events_received)
     received: int | None = None
+    #: delivered except these rows, each refused for good with the platform's message
+    #: (row index in the batch -> message): Google Ads' partial failures. The other rows
+    #: were taken; resending a listed row as it is cannot succeed.
+    failed_rows: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
