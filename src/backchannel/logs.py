@@ -49,7 +49,8 @@ _HEADER = re.compile(
     r"(\"?'?\s*[:=]\s*\"?'?)([^\"'\n]+)"
 )
 _ASSIGNMENT = re.compile(
-    r"(?i)\b(access_token|token|secret|secret_key|password|passwd|api_key|metrics_token)"
+    r"(?i)\b(access_token|token|secret|secret_key|password|passwd|api_key|metrics_token"
+    r"|api_secret|client_secret|refresh_token|developer[_-]token)"
     r"(\"?'?\s*[:=]\s*\"?'?)([^\s\"'&,;}]+)"
 )
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^:/@\s]+:)[^@\s]+@")

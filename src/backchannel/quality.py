@@ -119,7 +119,7 @@ def estimate(conversions: Iterable[Mapping[str, Any]], destination: str) -> list
         advice = [
             Advice(k, label(k, destination), round(weights[k] * (1 - shares[k]), 2), 1 - shares[k])
             for k in weights
-            if shares[k] < 1
+            if shares[k] < 1 and weights[k] > 0  # an identifier it ignores is no advice
         ]
         advice.sort(key=lambda a: (-a.gain, a.identifier))
         results.append(EventQuality(name, destination, total, shares, round(score, 2), advice))

@@ -292,6 +292,13 @@ def identifiers(destination: str, sent: bytes | None) -> list[Identifier]:
     section = (
         body.get(IDENTIFIER_SECTIONS.get(destination, "user")) if isinstance(body, dict) else None
     )
+    if isinstance(section, list):  # Google Ads: userIdentifiers, one object per identifier
+        merged: dict[str, Any] = {}
+        for part in section:
+            if isinstance(part, dict):
+                for k, v in part.items():
+                    merged.setdefault(str(k), []).append(v)
+        section = {k: v[0] if len(v) == 1 else v for k, v in merged.items()}
     if not isinstance(section, dict):
         return []
     return [

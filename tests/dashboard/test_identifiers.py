@@ -217,9 +217,7 @@ class TestReport:
         assert cp["identifiers"]["ttclid"] == {"count": 1, "percent": 33.3}
         assert cp["stitched"] == {"count": 1, "percent": 33.3}
         assert cp["quality"]["tiktok"]["score"] == 5.67
-        assert cp["quality"]["tiktok"]["advice"][0]["text"] == (
-            "add click id (ttclid): +1.3"
-        )
+        assert cp["quality"]["tiktok"]["advice"][0]["text"] == ("add click id (ttclid): +1.3")
         assert data["weights"]["tiktok"]["email"] == 3.0
         assert (data["from"], data["to"]) == ("2027-01-10", "2027-01-15")
 

@@ -171,6 +171,19 @@ def records(stream: io.StringIO) -> list[dict[str, Any]]:
 
 
 class TestLogs:
+    def test_query_string_secrets_of_every_destination_are_redacted(self) -> None:
+        """GA4's api_secret rides in the URL (ga4.md §2); OAuth secrets in form bodies: a
+        logged URL or body keeps none of them, even one never registered."""
+        line = (
+            "POST https://www.google-analytics.com/mp/collect?measurement_id=G-ABC123"
+            "&api_secret=SeCrEt123456 grant_type=refresh_token&client_secret=cs-98765"
+            "&refresh_token=1//rt-abcdef developer-token: dt-123456"
+        )
+        text = logs.scrub(line)
+        for secret in ("SeCrEt123456", "cs-98765", "1//rt-abcdef", "dt-123456"):
+            assert secret not in text
+        assert "measurement_id=G-ABC123" in text
+
     def test_secrets_and_pii_are_redacted_everywhere(self, captured: io.StringIO) -> None:
         """Tokens, keys, Authorization, emails and phones vanish from message, extras, traceback."""
         logs.register_secret(TOKEN)

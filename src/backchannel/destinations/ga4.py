@@ -111,6 +111,12 @@ QUALITY_WEIGHTS = {
 }
 IDENTIFIER_SECTION = "user_data"
 PIXEL_CALL = "gtag"
+#: GA4 takes no click id here (``gclid`` is a reserved parameter name, ga4.md §12); its
+#: browser id is the ``_ga`` client id, which every event needs
+CLICK_IDS: tuple[str, ...] = ()
+CLICK_ID_LABEL = "none"
+BROWSER_IDS = ("ga_client_id",)
+BROWSER_ID_LABEL = "_ga client id"
 OAUTH = None
 DEFAULT_BASE_URL = "https://www.google-analytics.com"
 PATH = "/mp/collect"
@@ -190,6 +196,17 @@ _CAMEL_ACRONYM = re.compile(r"(?<=[A-Z])(?=[A-Z][a-z])")
 _SEPARATORS = re.compile(r"[\s_]+")
 #: "Event at index: [3] …": how the validation server names an event (§10)
 _EVENT_INDEX = re.compile(r"Event at index: \[(\d+)\]")
+
+
+def body_items(body: Mapping[str, Any]) -> list[Any]:
+    """The body's ``events[]``."""
+    items = body.get("events")
+    return items if isinstance(items, list) else []
+
+
+def unsendable(conversion: Conversion, source_ids: Mapping[str, str]) -> str | None:
+    """GA4 takes every source under the stream (no event source ids)."""
+    return None
 
 
 def max_age(conversion: Conversion) -> int:

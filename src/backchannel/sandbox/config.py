@@ -39,6 +39,17 @@ class SandboxConfig:
     ga4_measurement_id: str | None = None
     #: the GA4 Measurement Protocol API secret; None accepts any non-empty one
     ga4_api_secret: str | None = None
+    #: Google Ads: the only customer id the upload path may name (10 digits); None: any
+    google_ads_customer_id: str | None = None
+    #: Google Ads: the ``developer-token`` header it takes; None: any non-empty one
+    google_ads_developer_token: str | None = None
+    #: Google Ads OAuth: the client id, client secret and refresh token ``POST /token``
+    #: takes (refresh_token grant); None: any non-empty value
+    google_ads_client_id: str | None = None
+    google_ads_client_secret: str | None = None
+    google_ads_refresh_token: str | None = None
+    #: seconds an access token from ``POST /token`` lives (Google: 3600); tests shorten it
+    google_ads_token_lifetime: float = 3600.0
     #: events older than this are refused (Meta: 62 days for action_source physical_store)
     max_age_seconds: int = DEFAULT_MAX_AGE
     #: wall clock in unix seconds; injectable so tests can age events and end outages at will

@@ -1,0 +1,65 @@
+"""Every registered destination declares the whole seam, and has an emulator.
+
+Why a test: the registry is discovered, and modules are cast to the Destination protocol,
+so mypy cannot see a missing declaration; a destination missing one would fail only when a
+page or the worker first asks for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import get_type_hints
+
+import pytest
+
+from backchannel import destinations as registry
+from backchannel.destinations.base import Credential, Destination
+from backchannel.quality import LABELS
+from backchannel.sandbox.app import emulators
+
+ATTRIBUTES = sorted(name for name in get_type_hints(Destination) if not name.startswith("_"))
+METHODS = sorted(
+    name
+    for name, member in inspect.getmembers(Destination, inspect.isfunction)
+    if not name.startswith("_")
+)
+
+
+@pytest.mark.parametrize("name", registry.NAMES)
+class TestEveryDestination:
+    def test_declares_every_attribute_and_function(self, name: str) -> None:
+        module = registry.DESTINATIONS[name]
+        missing = [a for a in ATTRIBUTES + METHODS if not hasattr(module, a)]
+        assert missing == []
+        assert all(callable(getattr(module, m)) for m in METHODS)
+
+    def test_declarations_are_well_formed(self, name: str) -> None:
+        d = registry.DESTINATIONS[name]
+        assert d.name == name
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", name)
+        assert d.display_name
+        assert d.DEFAULT_BASE_URL.startswith("https://")
+        keys = [c.key for c in d.CREDENTIALS]
+        assert all(isinstance(c, Credential) for c in d.CREDENTIALS)
+        assert keys[:1] == ["pixel"]
+        assert "token" in keys
+        assert len(set(keys)) == len(keys)
+        for credential in d.CREDENTIALS:
+            if credential.pattern is not None:
+                re.compile(credential.pattern)
+        assert set(d.QUALITY_WEIGHTS) <= set(LABELS)
+        assert sum(d.QUALITY_WEIGHTS.values()) == pytest.approx(10.0)
+        assert d.EMAIL_FORM in ("", "google")
+        assert d.max_batch >= 1
+
+    def test_has_an_emulator(self, name: str) -> None:
+        """One destination = one module + one emulator (the sandbox stands in for it)."""
+        assert name in emulators()
+
+
+def test_the_registry_is_in_declared_order_and_tiktok_meta_are_on_by_default() -> None:
+    orders = [registry.DESTINATIONS[n].ORDER for n in registry.NAMES]
+    assert orders == sorted(orders)
+    assert registry.ON_BY_DEFAULT == ("tiktok", "meta")
+    assert {"tiktok", "meta", "ga4", "google_ads"} <= set(registry.NAMES)
