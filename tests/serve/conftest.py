@@ -18,6 +18,7 @@ import pytest
 
 from backchannel.config import Settings
 from backchannel.delivery import RetryPolicy
+from backchannel.destinations import NAMES
 from backchannel.sandbox import SandboxConfig
 from backchannel.sandbox import create_app as create_sandbox
 from backchannel.web.app import Options, create_app
@@ -122,6 +123,8 @@ def deploy(tmp_path: Path, stack: ExitStack) -> StartDeployment:
             "meta_base_url": server.url,
             "tiktok_pixel": TIKTOK_PIXEL,
             "meta_pixel": META_PIXEL,
+            # every other destination too (they are off until connected)
+            "destination_urls": {n: server.url for n in NAMES if n not in ("tiktok", "meta")},
         }
         values.update(settings_overrides)
         settings = make_settings(tmp_path, **values)
