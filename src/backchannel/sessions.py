@@ -12,7 +12,7 @@ cross-origin ``sendBeacon`` needs no CORS preflight)::
      "session_id": "…",            # bc.js's first-party session cookie (_bc_sid)
      "url": "https://shop/…", "referrer": "…", "landing": true,
      "ttclid": "…", "ttp": "…", "fbclid": "…", "fbp": "…", "fbc": "…",
-     "utm": {"source": "tiktok", "medium": "…", "campaign": "…", "content": "…", "term": "…"},
+     "utm": {"source": "…", "medium": "…", "campaign": "…", "content": "…", "term": "…"},
      "load_time_ms": 812, "pixel": "loaded" | "blocked" | "absent",
      "page_view": true,
      "events": [{"event": "CompletePayment", "event_id": "CompletePayment-1001",

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from backchannel.destinations import meta, tiktok
 from backchannel.diagnostics import percent
 from backchannel.report import time_range
 from backchannel.store.base import DELIVERED, Store
@@ -75,8 +76,7 @@ ROWS_SQL = f"""
 SELECT c.order_id, c.event, c.event_id, c.received_at, c.session_id,
        (SELECT x.status FROM outbox x
          WHERE x.conversion_id = c.id AND x.destination = 'tiktok'),
-       (SELECT x.status FROM outbox x
-         WHERE x.conversion_id = c.id AND x.destination = 'meta'),
+       (SELECT COUNT(*) FROM outbox x WHERE x.conversion_id = c.id),
        CASE WHEN EXISTS (
            SELECT 1 FROM browser_events b WHERE b.event_id = c.event_id
        ) THEN 1 ELSE 0 END,
@@ -84,7 +84,8 @@ SELECT c.order_id, c.event, c.event_id, c.received_at, c.session_id,
            SELECT 1 FROM browser_events b WHERE {_OTHER_ID}
        ) THEN 1 ELSE 0 END,
        (SELECT MIN(b.event_id) FROM browser_events b
-         WHERE c.session_id IS NOT NULL AND {_OTHER_ID})
+         WHERE c.session_id IS NOT NULL AND {_OTHER_ID}),
+       c.id
 FROM conversions c
 WHERE c.test_event_code IS NULL AND c.order_id IS NOT NULL
   AND c.received_at >= ? AND c.received_at < ?
@@ -102,9 +103,11 @@ class DedupRow:
     event_id: str
     received_at: float
     session_id: str | None
-    #: the TikTok / Meta outbox status; None when no row exists (opted out or not routed)
+    #: the TikTok outbox status (the Pixel mirror watches TikTok's Pixel, so the verdict is
+    #: TikTok's); None when no row exists (opted out or not routed)
     tiktok: str | None
-    meta: str | None
+    #: how many destinations have a row for it (0: opted out or routed nowhere)
+    outbox_rows: int
     #: a mirrored browser event carries exactly this event_id
     same_id: bool
     #: the landing session holds a browser event of this name with another (or no) event_id,
@@ -112,6 +115,13 @@ class DedupRow:
     mismatch: bool
     #: the smallest such other event_id (None: the browser sent none)
     browser_id: str | None
+    conversion_id: int = 0
+    #: every destination's status, filled for the rows of the page shown
+    statuses: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def meta(self) -> str | None:
+        return self.statuses.get(meta.name)
 
     @property
     def browser_seen(self) -> bool:
@@ -122,7 +132,7 @@ class DedupRow:
     @property
     def sent(self) -> bool:
         """It has an outbox row: some platform is meant to receive it."""
-        return self.tiktok is not None or self.meta is not None
+        return self.outbox_rows > 0
 
     @property
     def server_delivered(self) -> bool:
@@ -169,8 +179,9 @@ class DedupRow:
             "event_id": self.event_id,
             "received_at": self.received_at,
             "session_id": self.session_id,
-            "tiktok": self.tiktok,
-            "meta": self.meta,
+            tiktok.name: self.tiktok,  # the verdict's destination, kept for API users
+            meta.name: self.meta,
+            "destinations": dict(self.statuses),
             "browser_seen": self.browser_seen,
             "same_event_id": self.same_id,
             "mismatch": self.mismatch,
@@ -191,11 +202,26 @@ def dedup_row(r: Sequence[Any]) -> DedupRow:
         received_at=float(r[3]),
         session_id=r[4],
         tiktok=r[5],
-        meta=r[6],
+        outbox_rows=int(r[6] or 0),
         same_id=bool(r[7]),
         mismatch=bool(r[8]),
         browser_id=r[9],
+        conversion_id=int(r[10]),
     )
+
+
+def fill_statuses(store: Store, rows: Sequence[DedupRow]) -> None:
+    """Every destination's outbox status of the rows shown (one query for the page)."""
+    if not rows:
+        return
+    by_id = {r.conversion_id: r for r in rows}
+    marks = ",".join("?" * len(by_id))
+    for conversion_id, destination, status in store.read(
+        f"SELECT conversion_id, destination, status FROM outbox"  # noqa: S608 - only ?s
+        f" WHERE conversion_id IN ({marks})",
+        list(by_id),
+    ):
+        by_id[int(conversion_id)].statuses[str(destination)] = str(status)
 
 
 @dataclass(slots=True)
@@ -278,5 +304,10 @@ def dedup_report(
         page=page,
         matching=len(kept),
         pages=max(1, math.ceil(len(kept) / PAGE_SIZE)),
-        rows=kept[first : first + PAGE_SIZE],
+        rows=_shown(store, kept[first : first + PAGE_SIZE]),
     )
+
+
+def _shown(store: Store, rows: list[DedupRow]) -> list[DedupRow]:
+    fill_statuses(store, rows)
+    return rows

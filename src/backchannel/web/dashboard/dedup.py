@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from backchannel.config import Settings
+from backchannel.destinations import display_name, tiktok
 from backchannel.diagnostics.dedup import (
     LABELS,
     MAX_PAGE,
@@ -45,6 +46,8 @@ from backchannel.web.dashboard.layout import (
     when,
 )
 
+#: the verdict is TikTok's (the Pixel mirror watches its Pixel); others are listed under it
+TIKTOK = tiktok.name
 PATH = "/admin/dedup"
 API_PATH = "/admin/api/dedup"
 TITLE = "Dedup"
@@ -83,7 +86,11 @@ def _summary(report: DedupReport) -> str:
 
 def _row(row: DedupRow) -> list[str]:
     tiktok = row.tiktok or "not sent"
-    meta = row.meta or "not sent"
+    others = "".join(
+        f'<br><small class="muted">{esc(display_name(d))}: {esc(state)}</small>'
+        for d, state in row.statuses.items()
+        if d != TIKTOK
+    )
     verdict = esc(row.advice)
     if row.verdict == MISMATCH:
         verdict = f'<strong class="bad">{verdict}</strong>'
@@ -96,7 +103,7 @@ def _row(row: DedupRow) -> list[str]:
         f"<code>{esc(row.event_id)}</code>",
         browser,
         f'<span class="status-{esc(tiktok.replace(" ", "_"))}">TikTok: {esc(tiktok)}</span>'
-        f'<br><small class="muted">Meta: {esc(meta)}</small>',
+        + others,
         f'<span data-verdict="{esc(row.verdict)}">{verdict}</span>',
         esc(when(row.received_at)),
     ]
