@@ -349,6 +349,26 @@ def test_release_gives_rows_back_without_counting_the_attempt(
     assert outbox_row(database, outbox_id)["attempts"] == 0
 
 
+def test_enqueue_adds_a_pending_row_once_per_destination(store: Store, database: Database) -> None:
+    """Backfill: conversions stored without a GA4 row get one, due now; a second call, or a
+    conversion that already has a row, adds nothing; unknown ids are ignored."""
+    store.insert_conversions([conversion(n, destinations=("tiktok",)) for n in range(3)], NOW)
+    ids = [int(r[0]) for r in database.rows("SELECT id FROM conversions ORDER BY id")]
+    assert store.enqueue("ga4", ids[:2], NOW + 5) == 2
+    assert store.enqueue("ga4", [*ids, 999_999], NOW + 6) == 1
+    assert store.enqueue("tiktok", ids, NOW + 7) == 0
+    rows = database.rows(
+        "SELECT conversion_id, status, due_at, attempts FROM outbox"
+        " WHERE destination = 'ga4' ORDER BY conversion_id"
+    )
+    assert rows == [
+        (ids[0], PENDING, NOW + 5, 0),
+        (ids[1], PENDING, NOW + 5, 0),
+        (ids[2], PENDING, NOW + 6, 0),
+    ]
+    assert [c.outbox_id for c in store.claim("ga4", 10, NOW + 6, LEASE)] != []
+
+
 # -- lease tokens: a late worker never overwrites a newer worker's outcome -----------------------
 def test_claims_carry_one_fresh_token_each(store: Store) -> None:
     """All rows of one claim share a token; two claims never do."""

@@ -14,6 +14,7 @@ import typer
 from backchannel import __version__
 from backchannel.cli import (
     admin,
+    backfill,
     backups,
     keys,
     outbox,
@@ -49,6 +50,7 @@ app.command()(serve.serve)
 app.command()(serve.worker)
 app.command()(serve.sandbox)
 app.command()(outbox.replay)
+app.command()(backfill.backfill)
 app.command()(serve.migrate)
 app.command()(outbox.status)
 app.command("import")(sources.import_csv)

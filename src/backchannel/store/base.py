@@ -381,6 +381,11 @@ class Store(Protocol):
         lease: str | None = None,
     ) -> int: ...
 
+    def enqueue(self, destination: str, conversion_ids: Sequence[int], now: float) -> int:
+        """Give stored conversions a pending outbox row for ``destination`` (backfill), due
+        now; a conversion that already has one is left alone. Returns how many were added."""
+        ...
+
     def replay(
         self, now: float, *, event_id: str | None = None, destination: str | None = None
     ) -> int:

@@ -459,6 +459,19 @@ class PostgresStore:
             lease,
         )
 
+    def enqueue(self, destination: str, conversion_ids: Sequence[int], now: float) -> int:
+        if not conversion_ids:
+            return 0
+        with self._pool.connection() as conn:
+            added = conn.execute(
+                "INSERT INTO outbox (conversion_id, destination, due_at, created_at)"
+                " SELECT id, %s, %s, %s FROM conversions WHERE id = ANY(%s::int8[])"
+                " ON CONFLICT (conversion_id, destination) DO NOTHING",
+                (destination, now, now, list(conversion_ids)),
+            ).rowcount
+            self._notify(conn, [destination] if added else [])
+        return added
+
     def replay(
         self, now: float, *, event_id: str | None = None, destination: str | None = None
     ) -> int:

@@ -376,6 +376,20 @@ class SqliteStore:
             lease,
         )
 
+    def enqueue(self, destination: str, conversion_ids: Sequence[int], now: float) -> int:
+        added = 0
+        with self._write() as db:
+            for start in range(0, len(conversion_ids), 500):
+                chunk = list(conversion_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                added += db.execute(
+                    "INSERT INTO outbox (conversion_id, destination, due_at, created_at)"  # noqa: S608
+                    f" SELECT id, ?, ?, ? FROM conversions WHERE id IN ({marks})"
+                    " ON CONFLICT (conversion_id, destination) DO NOTHING",
+                    [destination, now, now, *chunk],
+                ).rowcount
+        return added
+
     def replay(
         self, now: float, *, event_id: str | None = None, destination: str | None = None
     ) -> int:
