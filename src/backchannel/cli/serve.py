@@ -63,7 +63,7 @@ def serve(
     for name in settings.destinations:
         connection = store.get_connection(name)
         if connection is None or not connection.token_encrypted:
-            where = settings.tiktok_base_url if name == "tiktok" else settings.meta_base_url
+            where = settings.base_url_for(name)
             console.print(
                 f"  [bold yellow]{name}: SANDBOX MODE[/bold yellow] - no token set; events go to"
                 f" {where or base + '/sandbox'}, not to the real platform."
