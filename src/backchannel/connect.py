@@ -18,7 +18,7 @@ Messages name the field (the credential's key) and the reason, and never quote a
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -241,7 +241,3 @@ def split_assignment(raw: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise CredentialError(f"--set {raw.partition('=')[0]!s}: expected KEY=VALUE")
     return key.strip(), value
-
-
-def describe_keys(keys: Sequence[str]) -> str:
-    return ", ".join(keys) if keys else "-"
