@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from backchannel.destinations import DESTINATIONS, Target
+from backchannel import destinations as registry
+from backchannel.destinations import Target
 from backchannel.events import DEFAULT_STRIP, Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 
@@ -90,7 +91,7 @@ def render(accepted: Accepted, targets: dict[str, Target], *, now: float) -> lis
     ]
     many = len(accepted.conversions) > 1
     for name, target in targets.items():
-        destination = DESTINATIONS[name]
+        destination = registry.get(name)
         # a non-web event without its TikTok event source id is never built (ingest
         # dead-letters it): a line of its own, body null, the reason among its warnings
         held = [c for c in sendable if destination.unsendable(c, target.source_ids) is not None]

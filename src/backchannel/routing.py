@@ -48,10 +48,9 @@ def setting_name(destination: str) -> str:
 
 
 def check_destination(destination: str) -> str:
-    if destination not in KNOWN_DESTINATIONS:
+    if destination not in registry.DESTINATIONS:  # the registry as it is now, not at import
         raise RouteError(
-            f"destination: unknown destination {destination!r}"
-            f" (known: {', '.join(KNOWN_DESTINATIONS)})"
+            f"destination: unknown destination {destination!r} (known: {', '.join(registry.NAMES)})"
         )
     return destination
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from dashboard import standin_destination as standin
 from hardening import conftest as hardening
 from hardening.conftest import PASSWORD, StartApp
 from serve.helpers import META_PIXEL, TIKTOK_PIXEL
@@ -127,3 +128,70 @@ def test_connect_route_and_fire_a_test_order(
         meta_events = sandbox.get("/_sandbox/meta/events").json()["events"]
     assert [e["_test_event_code"] for e in tiktok_events] == ["TT_BROWSER_1"]
     assert [e["_test_event_code"] for e in meta_events] == ["META_BROWSER_2"]
+
+
+@pytest.mark.parametrize("destination", standin.with_extras())
+def test_fill_and_save_a_destination_with_extras(
+    playwright_driver: Any,
+    start_app: StartApp,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    destination: str,
+) -> None:
+    """The generated form of a destination with more than pixel and token (Google Ads once it
+    is registered, else the test-only stand-in): fill every declared field, save, see it live
+    with the plain values shown and the secrets only as "set", save again with the secret
+    fields left empty (kept), and find no secret in any page."""
+    spec = standin.use(monkeypatch, destination)
+    app = start_app(sandbox=True)
+    values = {c.key: standin.sample(c, salt="B") for c in spec.CREDENTIALS}
+    secrets = [values[c.key] for c in spec.CREDENTIALS if c.secret]
+    context = playwright_driver.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=CHROMIUM,
+        headless=False,  # --headless=new is in CHROMIUM_ARGS
+        args=CHROMIUM_ARGS,
+    )
+    htmls: list[str] = []
+    try:
+        page = context.new_page()
+        page.goto(f"{app.url}/admin/connections")
+        page.fill('input[name="password"]', PASSWORD)
+        page.click('button[type="submit"]')
+        page.wait_for_url(f"{app.url}/admin/connections")
+        mode = page.locator(f'[data-testid="mode-{spec.name}"]')
+        assert mode.inner_text() == "off — not connected"
+        form = page.locator(f'[data-testid="connection-{spec.name}"]')
+        for credential in spec.CREDENTIALS:
+            field = form.locator(f'[name="{credential.key}"]')
+            assert field.get_attribute("type") == ("password" if credential.secret else "text")
+            field.fill(values[credential.key])
+        form.locator('button[type="submit"]').click()
+        page.wait_for_url(f"{app.url}/admin/connections?saved={spec.name}*")
+        assert mode.inner_text() == "live"
+        assert page.locator(f'[data-testid="token-{spec.name}"]').inner_text() == (
+            "…" + values["token"][-4:]
+        )
+        for credential in spec.CREDENTIALS:
+            if credential.key in ("pixel", "token"):
+                continue
+            shown = page.locator(f'[data-testid="setting-{spec.name}-{credential.key}"]')
+            assert shown.inner_text() == ("set" if credential.secret else values[credential.key])
+            field = form.locator(f'[name="{credential.key}"]')
+            assert field.input_value() == ("" if credential.secret else values[credential.key])
+        htmls.append(page.content())
+
+        form.locator('button[type="submit"]').click()  # secrets left empty: kept
+        page.wait_for_url(f"{app.url}/admin/connections?saved={spec.name}*")
+        assert mode.inner_text() == "live"
+        htmls.append(page.content())
+        page.screenshot(path=str(tmp_path / "extras.png"), full_page=True)
+    finally:
+        context.close()
+    for html in htmls:
+        assert not any(secret in html for secret in secrets)
+    target = app.asgi.state.backchannel["targets"].resolve(spec.name).target
+    assert target.token == values["token"]
+    assert dict(target.secrets) == {
+        c.key: values[c.key] for c in spec.CREDENTIALS if c.secret and c.key != "token"
+    }

@@ -6,17 +6,21 @@ back, whatever the form did (saved, refused, replaced, removed).
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import orjson
 import pytest
 
 from backchannel import credentials
+from backchannel import destinations as registry
 from backchannel.catalog import EVENTS
 from backchannel.store import open_store
+from dashboard import standin_destination as standin
 from hardening import conftest as hardening
 from hardening.conftest import App, StartApp, csrf_from
 from serve.helpers import META_PIXEL, TIKTOK_PIXEL
@@ -327,3 +331,177 @@ class TestCliInterop:
         ) == [("cli", "token.set"), ("cli", "token.remove")]
         assert not browser.leaked(TOKEN)
         browser.close()
+
+
+# -- forms generated from what each destination declares ----------------------------------------
+def form_of(html: str, destination: str) -> str:
+    match = re.search(
+        rf'<form[^>]*data-testid="connection-{re.escape(destination)}">(.*?)</form>', html, re.S
+    )
+    assert match, destination
+    return match.group(1)
+
+
+@pytest.fixture(params=standin.with_extras())
+def extras_destination(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A destination with more than pixel and token: Google Ads once registered, else the
+    test-only stand-in (registered for the one test)."""
+    return standin.use(monkeypatch, request.param)
+
+
+def unescape(text: str) -> str:
+    return html.unescape(text)
+
+
+class TestDeclaredForms:
+    def test_every_registered_destination_has_its_generated_form(
+        self, monkeypatch: pytest.MonkeyPatch, running: App
+    ) -> None:
+        """One form per registered destination (the stand-in too: iterating the registry
+        covers destinations added later), one field per credential with its declared label
+        and hint; secrets are password inputs that are never pre-filled; others say "off"."""
+        standin.register(monkeypatch)
+        browser = Browser(running)
+        page = browser.get()
+        assert page.status_code == 200
+        for name, spec in registry.DESTINATIONS.items():
+            form = unescape(form_of(page.text, name))
+            assert f'data-testid="routes-form-{name}"' in page.text
+            assert "name=test_event_code" in form
+            for credential in spec.CREDENTIALS:
+                assert credential.label in form, (name, credential.key)
+                assert credential.hint in form, (name, credential.key)
+                if credential.secret:
+                    assert f'type=password name={credential.key} value=""' in form
+                else:
+                    assert re.search(rf"name={credential.key}[ >]", form), (name, credential.key)
+            mode = text_of(page.text, f"mode-{name}")
+            expected = "sandbox" if spec.ON_BY_DEFAULT else "off — not connected"
+            assert mode == expected, name
+        browser.close()
+
+    def test_extras_are_stored_plain_and_encrypted_and_kept_when_left_empty(
+        self, extras_destination: Any, running: App, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Saving a destination with extras: plain ones in settings, secret ones in ONE
+        encrypted JSON blob (no secret anywhere in the SQLite files, the audit log, the
+        logs or a response); saving again with the secret fields empty keeps them; replacing
+        one keeps the others; Disconnect forgets everything and turns it off."""
+        caplog.set_level(logging.DEBUG)
+        spec = extras_destination
+        name = spec.name
+        browser = Browser(running)
+        values = {c.key: standin.sample(c) for c in spec.CREDENTIALS}
+        secrets = {k: v for k, v in values.items() if spec_credential(spec, k).secret}
+        plain = {
+            k: v for k, v in values.items() if not spec_credential(spec, k).secret and k != "pixel"
+        }
+        saved = browser.post(f"{PATH}/{name}", {**values, "test_event_code": "X_CODE"})
+        assert saved.status_code == 303, unescape(saved.text)
+        page = browser.get()
+        assert text_of(page.text, f"mode-{name}") == "live"
+        assert text_of(page.text, f"token-{name}") == "…" + values["token"][-4:]
+        for key, value in plain.items():
+            assert text_of(page.text, f"setting-{name}-{key}") == value
+            assert f'name={key} value="{value}"' in page.text  # plain values pre-filled
+        for key in secrets:
+            if key != "token":
+                assert text_of(page.text, f"setting-{name}-{key}") == "set"
+        [(pixel, token_ct, settings_json, blob, code)] = running.sql(
+            "SELECT pixel, token_encrypted, settings, secrets_encrypted, test_event_code"
+            " FROM connections WHERE destination = ?",
+            name,
+        )
+        assert (pixel, code) == (values["pixel"], "X_CODE")
+        assert orjson.loads(settings_json) == plain
+        cipher = credentials.load_cipher(running.settings)
+        assert credentials.decrypt(cipher, bytes(token_ct)) == values["token"]
+        extra_secrets = {k: v for k, v in secrets.items() if k != "token"}
+        assert orjson.loads(credentials.decrypt(cipher, bytes(blob))) == extra_secrets
+        target = running.asgi.state.backchannel["targets"].resolve(name).target
+        assert dict(target.secrets) == extra_secrets
+        assert {k: target.settings[k] for k in plain} == plain
+
+        # again, every secret field empty: all kept (the same ciphertexts)
+        kept = browser.post(
+            f"{PATH}/{name}", {**values, **dict.fromkeys(secrets, ""), "test_event_code": ""}
+        )
+        assert kept.status_code == 303, unescape(kept.text)
+        [(token_ct2, blob2)] = running.sql(
+            "SELECT token_encrypted, secrets_encrypted FROM connections WHERE destination = ?",
+            name,
+        )
+        assert (bytes(token_ct2), bytes(blob2)) == (bytes(token_ct), bytes(blob))
+
+        # one secret replaced: the others kept
+        first = next(iter(extra_secrets))
+        new_value = standin.sample(spec_credential(spec, first), salt="2")
+        replaced = browser.post(
+            f"{PATH}/{name}", {**values, **dict.fromkeys(secrets, ""), first: new_value}
+        )
+        assert replaced.status_code == 303, unescape(replaced.text)
+        [(blob3,)] = running.sql(
+            "SELECT secrets_encrypted FROM connections WHERE destination = ?", name
+        )
+        assert orjson.loads(credentials.decrypt(cipher, bytes(blob3))) == {
+            **extra_secrets,
+            first: new_value,
+        }
+
+        audits = running.sql(
+            "SELECT action, detail FROM audit_log WHERE detail LIKE ? ORDER BY id", name + "%"
+        )
+        assert [a for a, _ in audits] == ["token.set", "connection.update", "connection.update"]
+        assert audits[2][1].endswith(f"secrets {first}")
+        disconnect = browser.post(f"{PATH}/{name}/remove-token", {})
+        assert disconnect.status_code == 303
+        page = browser.get()
+        assert text_of(page.text, f"mode-{name}") == "off — not connected"
+        assert running.sql("SELECT COUNT(*) FROM connections WHERE destination = ?", name) == [(0,)]
+        assert running.sql("SELECT action FROM audit_log ORDER BY id DESC LIMIT 1") == [
+            ("token.remove",)
+        ]
+
+        every_row = repr(running.sql("SELECT * FROM audit_log"))
+        raw = b"".join(p.read_bytes() for p in running_files(running))
+        for secret in [*secrets.values(), new_value]:
+            assert not browser.leaked(secret), secret
+            assert secret not in every_row
+            assert secret not in caplog.text
+            assert secret.encode() not in raw
+        browser.close()
+
+    def test_required_pattern_and_secret_errors_name_the_field(
+        self, extras_destination: Any, running: App
+    ) -> None:
+        """A destination that is off until connected needs every required value (the error
+        names the first missing one); a value not matching its pattern is refused with the
+        declared hint; nothing is stored, nothing audited, never a 500."""
+        spec = extras_destination
+        name = spec.name
+        browser = Browser(running)
+        values = {c.key: standin.sample(c) for c in spec.CREDENTIALS}
+        only_pixel = browser.post(f"{PATH}/{name}", {"pixel": values["pixel"]})
+        assert only_pixel.status_code == 400
+        assert "token: required" in unescape(only_pixel.text)
+        for credential in spec.CREDENTIALS:
+            if credential.pattern is None:
+                continue
+            bad = browser.post(f"{PATH}/{name}", {**values, credential.key: "?no-match?"})
+            assert bad.status_code == 400, credential.key
+            assert f"{credential.key}: {credential.hint}" in unescape(bad.text)
+        for credential in spec.CREDENTIALS:
+            if credential.required and credential.key not in ("pixel", "token"):
+                missing = browser.post(f"{PATH}/{name}", {**values, credential.key: ""})
+                assert missing.status_code == 400, credential.key
+                assert f"{credential.key}: required" in unescape(missing.text)
+        assert connection(running, name) is None
+        assert running.sql("SELECT COUNT(*) FROM audit_log WHERE detail LIKE ?", name + "%") == [
+            (0,)
+        ]
+        assert not any(browser.leaked(v) for k, v in values.items() if k != "pixel")
+        browser.close()
+
+
+def spec_credential(spec: Any, key: str) -> Any:
+    return next(c for c in spec.CREDENTIALS if c.key == key)

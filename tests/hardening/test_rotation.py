@@ -46,8 +46,8 @@ class TestKeyFile:
         """After rotate-key, tokens decrypt with the new key file and not with the old key."""
         db = f"sqlite:///{tmp_path}/bc.db"
         env = {"BACKCHANNEL_DATABASE_URL": db}
-        for destination in ("tiktok", "meta"):
-            done = cli(tmp_path, env, "token", "set", destination, "--pixel", "P1", stdin=TOKEN)
+        for destination, pixel in (("tiktok", "CROTATEPIXEL1"), ("meta", "1234567")):
+            done = cli(tmp_path, env, "token", "set", destination, "--pixel", pixel, stdin=TOKEN)
             assert done.returncode == 0, done.stderr
         key_file = tmp_path / "backchannel.key"
         old_key = key_file.read_text().strip()
@@ -135,10 +135,8 @@ class TestEnvironmentKey:
             "BACKCHANNEL_DATABASE_URL": f"sqlite:///{tmp_path}/bc.db",
             "BACKCHANNEL_SECRET_KEY": key,
         }
-        assert (
-            cli(tmp_path, env, "token", "set", "tiktok", "--pixel", "P", stdin=TOKEN).returncode
-            == 0
-        )
+        pixel = ("--pixel", "CROTATEPIXEL1")
+        assert cli(tmp_path, env, "token", "set", "tiktok", *pixel, stdin=TOKEN).returncode == 0
         done = cli(tmp_path, env, "token", "rotate-key")
         assert done.returncode == 0, done.stderr
         assert "BACKCHANNEL_SECRET_KEY=<new key>,<current key>" in done.stdout

@@ -281,7 +281,12 @@ def test_with_key_keeps_the_fernet_key_beside_the_backup(tmp_path: Path) -> None
     }
     env["BACKCHANNEL_DATABASE_URL"] = "sqlite:///bc.db"
     token = subprocess.run(
-        [sys.executable, "-m", "backchannel.cli", "token", "set", "tiktok", "--pixel", "PIX1"],
+        [
+            sys.executable,
+            "-m",
+            "backchannel.cli",
+            *("token", "set", "tiktok", "--pixel", "CBACKUP001"),
+        ],
         env=env,
         cwd=old_home,
         input="secret-token-1234\n",

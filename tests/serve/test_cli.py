@@ -195,7 +195,7 @@ class TestToken:
 
     def test_set_reads_stdin_and_stores_it_encrypted(self, cli: Cli) -> None:
         """`token set tiktok --pixel P` reads stdin, stores only ciphertext, shows only …WXYZ."""
-        result = cli("token", "set", "tiktok", "--pixel", "CPIXEL1", stdin=self.TOKEN + "\n")
+        result = cli("token", "set", "tiktok", "--pixel", "CPIXEL0001", stdin=self.TOKEN + "\n")
         assert result.returncode == 0, result.stderr
         assert "WXYZ" in result.stdout
         assert self.TOKEN not in result.stdout + result.stderr
@@ -208,7 +208,7 @@ class TestToken:
         finally:
             store.close()
         assert connection is not None
-        assert connection.pixel == "CPIXEL1"
+        assert connection.pixel == "CPIXEL0001"
         assert connection.token_last4 == "WXYZ"
         assert connection.token_encrypted is not None
         cipher = credentials.load_cipher(Settings(secret_key=cli.secret_key))
@@ -216,7 +216,7 @@ class TestToken:
 
     def test_bearer_prefixed_token_is_refused(self, cli: Cli) -> None:
         """A token pasted as 'Bearer x' is refused (exit 2) and nothing is stored."""
-        result = cli("token", "set", "tiktok", "--pixel", "CPIXEL1", stdin="Bearer abc123\n")
+        result = cli("token", "set", "tiktok", "--pixel", "CPIXEL0001", stdin="Bearer abc123\n")
         assert_clean_failure(result)
         assert "Bearer" in result.stderr
         if cli.db_file.exists():
@@ -228,7 +228,7 @@ class TestToken:
 
     def test_empty_token_and_bad_destination_are_refused(self, cli: Cli) -> None:
         """An empty stdin or an unknown destination exits 2 with an error line."""
-        assert_clean_failure(cli("token", "set", "tiktok", "--pixel", "P", stdin="\n"))
+        assert_clean_failure(cli("token", "set", "tiktok", "--pixel", "CPIXEL0001", stdin="\n"))
         assert_clean_failure(cli("token", "set", "snapchat", "--pixel", "P", stdin="tok\n"))
 
     def test_token_set_is_what_the_worker_sends(
@@ -237,10 +237,10 @@ class TestToken:
         """Tokens and pixels stored with the CLI are used: a sandbox taking only them accepts."""
         secret = Fernet.generate_key().decode()
         run = Cli(tmp_path, f"sqlite:///{tmp_path}/bc.db", secret)
-        for destination, pixel in (("tiktok", "CLIPIXEL"), ("meta", "424242")):
+        for destination, pixel in (("tiktok", "CLIPIXEL01"), ("meta", "424242")):
             result = run("token", "set", destination, "--pixel", pixel, stdin="tok-right\n")
             assert result.returncode == 0, result.stderr
-        config = SandboxConfig(token="tok-right", tiktok_pixel="CLIPIXEL", meta_pixel="424242")
+        config = SandboxConfig(token="tok-right", tiktok_pixel="CLIPIXEL01", meta_pixel="424242")
         d = deploy(sandbox_config=config, secret_key=secret)
         assert d.gateway.post(conversion(55)).status_code == 202
         for destination in ("tiktok", "meta"):
@@ -249,7 +249,7 @@ class TestToken:
                 what=f"{destination} delivered with the stored token",
             )
             [event] = d.sandbox.events(destination)
-            assert event["_pixel"] in ("CLIPIXEL", "424242")
+            assert event["_pixel"] in ("CLIPIXEL01", "424242")
             assert d.sandbox.stats(destination)["rejected_requests"] == 0
 
 

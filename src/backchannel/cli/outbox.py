@@ -8,6 +8,7 @@ from typing import Annotated
 import orjson
 import typer
 
+from backchannel import destinations as registry
 from backchannel.cli.common import fail, load_settings, open_configured_store
 
 
@@ -21,8 +22,11 @@ def replay(
     """Re-queue dead letters with their original event_id (so platforms still deduplicate)."""
     if (event_id is None) == (not all_dead):
         fail("give exactly one of --event-id ID or --all-dead")
-    if destination is not None and destination not in ("tiktok", "meta"):
-        fail("--destination: must be tiktok or meta")
+    if destination is not None and destination not in registry.DESTINATIONS:
+        fail(
+            f"--destination: unknown destination {destination!r}"
+            f" (known: {', '.join(registry.NAMES)})"
+        )
     store = open_configured_store(load_settings())
     count = store.replay(time.time(), event_id=event_id, destination=destination)
     store.audit(time.time(), "cli", "replay", event_id or "all dead")

@@ -9,6 +9,8 @@ import typer
 
 from backchannel.cli.common import fail, load_settings, open_configured_store
 
+DESTINATION_HELP = "A registered destination (`token show` lists them)."
+
 route_app = typer.Typer(
     help="Event routing: which events go to which destination (absent: all events).",
     no_args_is_help=True,
@@ -32,7 +34,7 @@ def route_show() -> None:
 
 @route_app.command("set")
 def route_set(
-    destination: Annotated[str, typer.Argument(help="tiktok or meta")],
+    destination: Annotated[str, typer.Argument(help=DESTINATION_HELP)],
     events: Annotated[
         list[str], typer.Argument(help="Event names, e.g. Purchase CompletePayment.")
     ],
@@ -55,7 +57,7 @@ def route_set(
 
 
 @route_app.command("clear")
-def route_clear(destination: Annotated[str, typer.Argument(help="tiktok or meta")]) -> None:
+def route_clear(destination: Annotated[str, typer.Argument(help=DESTINATION_HELP)]) -> None:
     """Send every event to DESTINATION again."""
     from backchannel import routing
 

@@ -9,16 +9,18 @@ import orjson
 import typer
 from rich.console import Console
 
-from backchannel import config
+from backchannel import config, credentials
+from backchannel import destinations as registry
 from backchannel.cli.common import (
     fail,
     load_settings,
     open_configured_store,
     read_json_input,
 )
-from backchannel.destinations import Target
+from backchannel.destinations import Target, meta, tiktok
 from backchannel.notes import InvalidConversion
 from backchannel.preview import normalize_all, render
+from backchannel.store import Store
 
 
 def send(
@@ -51,7 +53,12 @@ def send(
     as_json: Annotated[bool, typer.Option("--json", help="With --test: print JSON.")] = False,
     destination: Annotated[
         list[str] | None,
-        typer.Option("--destination", "-d", help="tiktok or meta (repeatable). Default: both."),
+        typer.Option(
+            "--destination",
+            "-d",
+            help="A registered destination (repeatable). Default: the `destinations` setting's"
+            " and every connected one.",
+        ),
     ] = None,
     tiktok_pixel: Annotated[str | None, typer.Option(help="TikTok pixel code to show.")] = None,
     meta_pixel: Annotated[str | None, typer.Option(help="Meta pixel id to show.")] = None,
@@ -74,10 +81,11 @@ def send(
     for flag, given in (("--code", code is not None), ("--json", as_json)):
         if given:
             fail(f"{flag}: only with --test")
-    names = destination or ["tiktok", "meta"]
-    for name in names:
-        if name not in ("tiktok", "meta"):
-            fail(f"--destination: unknown destination {name!r} (tiktok or meta)")
+    for name in destination or ():
+        if name not in registry.DESTINATIONS:
+            fail(
+                f"--destination: unknown destination {name!r} (known: {', '.join(registry.NAMES)})"
+            )
     if not dry_run:
         fail(
             "sending for real needs `backchannel serve`; use --dry-run to preview, or --test"
@@ -99,21 +107,83 @@ def send(
         )
     except InvalidConversion as exc:
         fail("; ".join(f"{n.path}: {n.reason}" for n in exc.notes))
-    targets = {
-        "tiktok": Target(
-            settings.tiktok_url,
-            tiktok_pixel or settings.tiktok_pixel or "",
-            source_ids=settings.tiktok_source_ids,  # non-web events' event_source_id
-        ),
-        "meta": Target(
-            settings.meta_url,
-            meta_pixel or settings.meta_pixel or "",
-            api_version=settings.meta_api_version,
-        ),
-    }
-    chosen = {name: targets[name] for name in dict.fromkeys(names)}
+    pixels = {tiktok.name: tiktok_pixel, meta.name: meta_pixel}
+    chosen = dry_run_targets(settings, destination, pixels)
     for line in render(accepted, chosen, now=time.time()):
         typer.echo(orjson.dumps(line).decode())
+
+
+def dry_run_targets(
+    settings: config.Settings, names: list[str] | None, pixels: dict[str, str | None]
+) -> dict[str, Target]:
+    """The target of each destination a dry run shows (default: the active ones).
+
+    With a readable store (an existing database, its key) a destination's target is what the
+    worker would use (:class:`~backchannel.targets.Targets`: its connection's pixel, settings
+    and secrets); otherwise, or where that cannot be resolved, a minimal one from the settings
+    (base URL, configured pixel). The bodies never hold a secret either way.
+    """
+    from dataclasses import replace
+
+    from backchannel.routing import active_destinations
+    from backchannel.targets import Targets
+
+    store = readable_store(settings)
+    try:
+        if names:
+            chosen = list(dict.fromkeys(names))
+        elif store is not None:
+            chosen = list(active_destinations(store, settings.destinations))
+        else:
+            chosen = [n for n in registry.NAMES if n in settings.destinations]
+        resolver = None
+        if store is not None:
+            try:
+                cipher = credentials.load_cipher(settings, create=False)
+            except credentials.SecretError:
+                cipher = None
+            if cipher is not None:
+                resolver = Targets(settings, store, cipher, sandbox_url=None)
+        targets: dict[str, Target] = {}
+        for name in chosen:
+            target = None
+            if resolver is not None:
+                try:
+                    target = resolver.resolve(name).target
+                except Exception:  # no token and no sandbox URL: the minimal one
+                    target = None
+            if target is None:
+                spec = registry.get(name)
+                target = Target(
+                    settings.base_url_for(name) or spec.DEFAULT_BASE_URL,
+                    settings.pixel_for(name) or "",
+                    source_ids=settings.source_ids.get(name, {}),
+                    api_version=settings.meta_api_version,
+                )
+            if pixels.get(name):
+                target = replace(target, pixel=pixels[name] or "")
+            targets[name] = target
+        return targets
+    finally:
+        if store is not None:
+            store.close()
+
+
+def readable_store(settings: config.Settings) -> Store | None:
+    """The configured store when it already exists (a dry run never creates a database)."""
+    from pathlib import Path
+
+    from backchannel.store import open_store
+
+    url = settings.database_url
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:///")
+        if path in ("", ":memory:") or not Path(path).exists():
+            return None
+    try:
+        return open_store(url)
+    except Exception:  # unreachable or not migrated: preview without it
+        return None
 
 
 def send_test(

@@ -1,4 +1,11 @@
-"""``token``: destination access tokens, and the key that encrypts them."""
+"""``token``: a destination's credentials (token, account id, other declared values), and the
+key that encrypts them.
+
+Every destination declares what a connection needs (``CREDENTIALS``); ``token set`` takes
+exactly those and checks them as the Connections page does (:mod:`backchannel.connect`).
+Secrets are read from stdin (or the terminal, not echoed), never from argv, where they would
+sit in shell history and in every ``ps`` listing.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from backchannel import credentials
+from backchannel import connect, credentials
+from backchannel import destinations as registry
 from backchannel.cli.common import (
     fail,
     load_cipher_or_fail,
@@ -15,69 +23,244 @@ from backchannel.cli.common import (
     open_configured_store,
     read_secret,
 )
-from backchannel.store.base import Connection
+from backchannel.connect import PIXEL, TOKEN, CredentialError
 
-token_app = typer.Typer(help="Destination access tokens (encrypted at rest).", no_args_is_help=True)
+token_app = typer.Typer(
+    help="Destination credentials: tokens and other secrets (encrypted at rest).",
+    no_args_is_help=True,
+)
+
+#: not the list itself: the pinned help must not change whenever a destination is added
+NAMES_HELP = "A registered destination (`token show` lists them)."
+
+
+def destination_or_fail(name: str) -> registry.Destination:
+    try:
+        return connect.spec(name)
+    except CredentialError as exc:
+        fail(str(exc))
+
+
+def options_or_fail(
+    spec: registry.Destination, pixel: str | None, assignments: list[str], secret_names: list[str]
+) -> connect.Change:
+    """``--pixel``, ``--set`` and ``--secret`` checked against what ``spec`` declares."""
+    change = connect.Change(keep_test_event_code=True)
+    try:
+        if pixel is not None:
+            change.pixel = connect.check(connect.declared(spec, PIXEL), pixel)
+        for raw in assignments:
+            key, value = connect.split_assignment(raw)
+            credential = connect.declared(spec, key)
+            if key in (PIXEL, TOKEN):
+                raise CredentialError(
+                    f"{key}: not with --set ("
+                    + ("use --pixel" if key == PIXEL else "the token is the first line of stdin")
+                    + ")"
+                )
+            if credential.secret:
+                raise CredentialError(
+                    f"{key}: a secret: name it with --secret {key} and pipe it on stdin"
+                    " (never on the command line)"
+                )
+            if key in change.plain:
+                raise CredentialError(f"{key}: given twice")
+            if not value.strip() and credential.required:
+                raise CredentialError(f"{key}: required (an empty value removes optional ones)")
+            change.plain[key] = connect.check(credential, value) if value.strip() else None
+        for key in secret_names:
+            credential = connect.declared(spec, key)
+            if key == TOKEN:
+                raise CredentialError("token: always the first line of stdin; not with --secret")
+            if not credential.secret:
+                raise CredentialError(f"{key}: not a secret: give it with --set {key}=VALUE")
+            if key in change.secrets:
+                raise CredentialError(f"{key}: given twice")
+            change.secrets[key] = ""  # read from stdin once everything else is checked
+    except CredentialError as exc:
+        fail(str(exc))
+    return change
+
+
+def read_value(spec: registry.Destination, key: str) -> str:
+    credential = connect.declared(spec, key)
+    value = read_secret(
+        key,
+        f"{spec.display_name} {credential.label}",
+        f"backchannel token set {spec.name} ... < secrets.txt",
+    )
+    try:
+        return connect.check(credential, value)
+    except CredentialError as exc:
+        fail(str(exc))
 
 
 @token_app.command("set")
 def token_set(
-    destination: Annotated[str, typer.Argument(help="tiktok or meta")],
-    pixel: Annotated[str, typer.Option(help="TikTok pixel code / Meta pixel (dataset) id.")],
+    destination: Annotated[str, typer.Argument(help=NAMES_HELP)],
+    pixel: Annotated[
+        str | None,
+        typer.Option(
+            help="The account's public id (pixel code, pixel/dataset id, customer id...);"
+            " required the first time, kept when not given."
+        ),
+    ] = None,
     test_event_code: Annotated[str | None, typer.Option(help="Route to Test Events.")] = None,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="A plain (not secret) value the destination declares (repeatable);"
+            " KEY= removes an optional one.",
+        ),
+    ] = None,
+    secret_names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            metavar="KEY",
+            help="A secret the destination declares besides the token (repeatable): its"
+            " value is read from stdin, one line each, after the token's line, in the order"
+            " of the --secret options.",
+        ),
+    ] = None,
+    keep_token: Annotated[
+        bool,
+        typer.Option(
+            "--keep-token",
+            help="Keep the stored token: stdin holds only the --secret lines.",
+        ),
+    ] = False,
 ) -> None:
-    """Store a destination's token, read from stdin (never from the command line)."""
-    if destination not in ("tiktok", "meta"):
-        fail("destination: must be tiktok or meta")
-    if not pixel.strip():
-        fail("--pixel: must not be empty")
-    token = read_secret(
-        "token", f"{destination} access token", "backchannel token set ... < token.txt"
-    )
-    if token.lower().startswith("bearer "):
-        fail("token: paste the raw token without 'Bearer ' (TikTok answers 40105 to that)")
+    """Store a destination's credentials; secrets are read from stdin (never from argv).
+
+    Stdin holds one value per line: the token first (unless --keep-token), then one line per
+    --secret KEY, in the order given. On a terminal each is asked for, not echoed. Values not
+    given are kept; the first time, every required value must be given. `token show NAME`
+    lists what a destination takes.
+
+    \b
+    printf '%s\\n' "$TOKEN" | backchannel token set tiktok --pixel C4ABCDEF0123456789
+    printf '%s\\n%s\\n%s\\n' "$DEV" "$SECRET" "$REFRESH" | backchannel token set NAME \\
+        --pixel 1234567890 --set client_id=ID --secret client_secret --secret refresh_token
+    """
+    spec = destination_or_fail(destination)
+    change = options_or_fail(spec, pixel, assignments or [], secret_names or [])
+    if test_event_code is not None:
+        try:
+            change.test_event_code = connect.check_test_code(test_event_code)
+        except CredentialError as exc:
+            fail(str(exc))
     settings = load_settings()
     cipher = load_cipher_or_fail(settings)
+    if not keep_token:
+        change.token = read_value(spec, TOKEN)
+    for key in list(change.secrets):
+        change.secrets[key] = read_value(spec, key)
     store = open_configured_store(settings)
-    before = store.get_connection(destination)
-    existed = before is not None and before.token_encrypted is not None
-    if test_event_code is None and before is not None:  # keep the one set earlier (dashboard)
-        test_event_code = before.test_event_code
-    store.set_connection(
-        Connection(
-            destination,
-            pixel.strip(),
-            credentials.encrypt(cipher, token),
-            token[-4:],
-            test_event_code,
-            time.time(),
-        )
+    try:
+        before = store.get_connection(destination)
+        if keep_token and (before is None or before.token_encrypted is None):
+            fail("--keep-token: no token stored yet")
+        now = time.time()
+        try:
+            saved = connect.merge(spec, before, change, cipher, now)
+        except CredentialError as exc:
+            fail(str(exc))
+        store.set_connection(saved.connection)
+        store.audit(now, "cli", saved.action, saved.detail)
+    finally:
+        store.close()
+    connection = saved.connection
+    said = f"{destination}: "
+    said += (
+        f"token …{connection.token_last4} stored encrypted"
+        if change.token
+        else f"token …{connection.token_last4} kept"
     )
-    store.audit(
-        time.time(),
-        "cli",
-        "token.replace" if existed else "token.set",
-        f"{destination} pixel {pixel.strip()}",
-    )
-    store.close()
-    typer.echo(f"{destination}: token …{token[-4:]} stored encrypted for pixel {pixel.strip()}")
+    said += f" for pixel {connection.pixel}"
+    changed = list(change.plain)
+    if changed:
+        said += f"; settings {', '.join(changed)}"
+    if change.secrets:
+        said += f"; secrets {', '.join(change.secrets)} stored encrypted"
+    typer.echo(said)
+
+
+@token_app.command("show")
+def token_show(
+    destinations: Annotated[
+        list[str] | None, typer.Argument(help="Destinations to show (default: all registered).")
+    ] = None,
+) -> None:
+    """What each destination takes and what is stored: plain values, the token's last four
+    characters, and only whether each other secret is set (never a secret)."""
+    names = destinations or list(registry.NAMES)
+    specs = [destination_or_fail(name) for name in names]
+    settings = load_settings()
+    store = open_configured_store(settings)
+    try:
+        for spec in specs:
+            connection = store.get_connection(spec.name)
+            if connection is not None and connection.token_encrypted is not None:
+                status = "live"
+            elif connection is not None or spec.name in settings.destinations:
+                status = "sandbox (no token)"
+            else:
+                status = "off — not connected"
+            typer.echo(f"{spec.name} ({spec.display_name}): {status}")
+            secret_keys: tuple[str, ...] = ()
+            if connection is not None and connection.secrets_encrypted:
+                try:
+                    cipher = credentials.load_cipher(settings, create=False)
+                    secret_keys = connect.secret_keys(cipher, connection)
+                except (CredentialError, credentials.SecretError) as exc:
+                    typer.echo(f"  (stored secrets unreadable: {exc})")
+            for credential in spec.CREDENTIALS:
+                key = credential.key
+                if key == PIXEL:
+                    shown = connection.pixel if connection else settings.pixel_for(spec.name) or ""
+                elif key == TOKEN:
+                    last4 = connection.token_last4 if connection else None
+                    shown = f"…{last4}" if last4 else ""
+                elif credential.secret:
+                    shown = "set" if key in secret_keys else ""
+                else:
+                    shown = connection.settings.get(key, "") if connection else ""
+                kind = "secret" if credential.secret else "plain"
+                optional = "" if credential.required else ", optional"
+                value = shown.replace("\n", "; ") if shown else "not set"
+                typer.echo(f"  {key} ({credential.label}; {kind}{optional}): {value}")
+            code = connection.test_event_code if connection else None
+            typer.echo(f"  test_event_code: {code or 'not set'}")
+    finally:
+        store.close()
 
 
 @token_app.command("remove")
-def token_remove(destination: Annotated[str, typer.Argument(help="tiktok or meta")]) -> None:
-    """Forget a destination's token (it goes back to sandbox mode; pixel and test code stay,
-    as when removed on the Connections page)."""
+def token_remove(destination: Annotated[str, typer.Argument(help=NAMES_HELP)]) -> None:
+    """Forget a destination's secrets. One on by default goes back to sandbox mode (pixel,
+    test code and plain values stay, as when removed on the Connections page); any other
+    is disconnected (everything stored for it is forgotten; it gets no more events)."""
+    spec = destination_or_fail(destination)
     store = open_configured_store(load_settings())
-    before = store.get_connection(destination)
-    if before is None or before.token_encrypted is None:
+    try:
+        before = store.get_connection(destination)
+        if before is None or (
+            spec.ON_BY_DEFAULT and before.token_encrypted is None and not before.secrets_encrypted
+        ):
+            fail(f"{destination}: no token stored", 1)
+        now = time.time()
+        after = connect.without_secrets(spec, before, now)
+        if after is None:
+            store.delete_connection(destination)
+        else:
+            store.set_connection(after)
+        store.audit(now, "cli", "token.remove", destination)
+    finally:
         store.close()
-        fail(f"{destination}: no token stored", 1)
-    store.set_connection(
-        Connection(destination, before.pixel, None, None, before.test_event_code, time.time())
-    )
-    store.audit(time.time(), "cli", "token.remove", destination)
-    store.close()
-    typer.echo(f"{destination}: token removed")
+    typer.echo(f"{destination}: " + ("token removed" if after else "disconnected"))
 
 
 @token_app.command("rotate-key")

@@ -42,8 +42,8 @@ CREDENTIALS = (
     Credential(
         "pixel",
         "Pixel code",
-        pattern=r"[A-Z0-9]{10,40}",
-        hint="a TikTok pixel code is 10 to 40 capital letters and digits",
+        pattern=r"[A-Z0-9]{6,64}",
+        hint="a TikTok pixel code is 6 to 64 upper-case letters and digits (e.g. C4ABCD…)",
     ),
     Credential("token", "Events API access token", secret=True),
 )

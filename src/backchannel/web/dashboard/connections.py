@@ -1,14 +1,18 @@
-"""The Connections page: pixel, token, Test Events code and event routing per destination.
+"""The Connections page: one section per registered destination, generated from what it
+declares (``CREDENTIALS``: label, hint, pattern, required, secret), plus its Test Events code
+and its event routing.
 
 The same settings ``backchannel token set|remove`` and ``backchannel route`` write, so either
-may change what the other shows.
+may change what the other shows; both check values with :mod:`backchannel.connect`.
 
-**The token is write-only.** It is typed into a password input that is never pre-filled;
-once stored (Fernet-encrypted, :func:`backchannel.credentials.encrypt`) the page shows only
-its last four characters and when it was set. No response, log line, audit entry or error
-message ever holds it: a refused form is answered with the page as it was, naming the field
-and the reason, never echoing what was typed. Setting, replacing and removing it are audited
-(``token.set`` / ``token.replace`` / ``token.remove``).
+**Secrets are write-only.** The token and every other secret a destination declares are
+typed into password inputs that are never pre-filled; left empty, the stored value is kept.
+Once stored (Fernet-encrypted: the token in its column, the other secrets as one ciphertext of
+a JSON object) the page shows only the token's last four characters and when it was set, and
+for the others only that they are set. No response, log line, audit entry or error message
+ever holds one: a refused form is answered with the page as it was, naming the field and the
+reason, never echoing what was typed. Setting, replacing and removing are audited
+(``token.set`` / ``token.replace`` / ``connection.update`` / ``token.remove``; names only).
 
 A change is applied at once in this process (the cached target and routes are dropped) and
 within 5 s in others (``Targets`` and ``Routes`` reload that often).
@@ -16,7 +20,6 @@ within 5 s in others (``Targets`` and ``Routes`` reload that often).
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Annotated, Any
 
@@ -24,9 +27,12 @@ from fastapi import Depends, FastAPI
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from backchannel import credentials, logs, routing
+from backchannel import connect, credentials, routing
+from backchannel import destinations as registry
 from backchannel.catalog import EVENTS
 from backchannel.config import Settings
+from backchannel.connect import PIXEL, TOKEN, CredentialError
+from backchannel.destinations import Credential, Destination
 from backchannel.store.base import Connection, Store
 from backchannel.web.auth import (
     Admin,
@@ -40,24 +46,13 @@ from backchannel.web.dashboard import layout
 from backchannel.web.dashboard.layout import esc
 
 PATH = "/admin/connections"
-LABELS = {"tiktok": "TikTok", "meta": "Meta"}
-PIXEL_LABELS = {"tiktok": "Pixel code", "meta": "Pixel (dataset) ID"}
-#: pixel shapes. The reference does not spell them out; these are the shapes both platforms
-#: show in their Events Managers: TikTok pixel codes are upper-case letters and digits
-#: ("C4ABCDEF…", about 20), Meta pixel (dataset) ids are digits (15-16 today).
-PIXEL_RULES = {
-    "tiktok": (
-        re.compile(r"[A-Z0-9]{6,64}"),
-        "a TikTok pixel code is 6 to 64 upper-case letters and digits (e.g. C4ABCD…)",
-    ),
-    "meta": (re.compile(r"[0-9]{6,20}"), "a Meta pixel (dataset) id is 6 to 20 digits"),
-}
-TEST_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-TOKEN_MIN, TOKEN_MAX = 8, 4096  # characters: both platforms' tokens fit well inside
+#: the form's own fields: a destination's credential keys must not be one of these
+RESERVED_FIELDS = ("csrf_token", "test_event_code")
+PIXEL_MAXLENGTH = 64
+OFF = "off — not connected"
 
-
-class FieldError(ValueError):
-    """A refused form field; ``str()`` names it and says why (never quoting a secret)."""
+#: a refused form field; ``str()`` names it and says why (never quoting a secret)
+FieldError = CredentialError
 
 
 async def read_fields(request: Request) -> dict[str, list[str]]:
@@ -73,38 +68,6 @@ def one(fields: dict[str, list[str]], name: str) -> str:
     return values[0].strip()
 
 
-def check_pixel(destination: str, pixel: str) -> str:
-    pattern, rule = PIXEL_RULES[destination]
-    if not pixel:
-        raise FieldError("pixel: required")
-    if pattern.fullmatch(pixel) is None:
-        raise FieldError(f"pixel: {rule}")
-    return pixel
-
-
-def check_test_code(code: str) -> str | None:
-    if not code:
-        return None
-    if TEST_CODE.fullmatch(code) is None:
-        raise FieldError("test_event_code: 1 to 64 letters, digits, '_' or '-'")
-    return code
-
-
-def check_token(token: str) -> str | None:
-    """None when left empty (keep the stored one). Messages never include the token."""
-    if not token:
-        return None
-    if token.lower().startswith("bearer "):
-        raise FieldError(
-            "token: paste the raw token without 'Bearer ' (TikTok answers 40105 to that)"
-        )
-    if any(ch.isspace() for ch in token):
-        raise FieldError("token: must not contain spaces or line breaks")
-    if not TOKEN_MIN <= len(token) <= TOKEN_MAX:
-        raise FieldError(f"token: must be {TOKEN_MIN} to {TOKEN_MAX} characters")
-    return token
-
-
 def token_set_at(store: Store, destination: str) -> float | None:
     """When the stored token was last set or replaced (from the audit log)."""
     rows = store.read(
@@ -115,25 +78,93 @@ def token_set_at(store: Store, destination: str) -> float | None:
 
 
 # -- the page ---------------------------------------------------------------------------------
-def mode_of(state: dict[str, Any], destination: str) -> str:
+def mode_of(
+    state: dict[str, Any], settings: Settings, destination: str, connection: Connection | None
+) -> str:
+    """sandbox / live while the destination gets rows; "off — not connected" otherwise."""
+    if destination not in settings.destinations and connection is None:
+        return OFF
     try:
         return "sandbox" if state["targets"].resolve(destination).sandbox else "live"
     except Exception as exc:  # no sandbox and no token, or a key that does not decrypt
         return f"unavailable ({type(exc).__name__})"
 
 
+def field_label(credential: Credential, note: str = "") -> str:
+    """The label text, its hint and an optional note, escaped."""
+    parts = [p for p in (credential.hint, note) if p]
+    if not credential.required and credential.key != TOKEN:
+        parts.append("optional")
+    extra = f" <span class=muted>({esc('; '.join(parts))})</span>" if parts else ""
+    return esc(credential.label) + extra
+
+
+def credential_input(
+    credential: Credential,
+    destination: str,
+    connection: Connection | None,
+    pixel: str,
+    secret_keys: tuple[str, ...],
+) -> str:
+    """One ``<label>`` with its input: secrets never pre-filled, plain values pre-filled."""
+    key = credential.key
+    if key == PIXEL:
+        required = " required" if credential.required else ""
+        return (
+            f"<label>{field_label(credential)} <input type=text name={PIXEL}"
+            f' value="{esc(pixel)}"{required} maxlength={PIXEL_MAXLENGTH} autocomplete=off>'
+            "</label>"
+        )
+    if credential.secret:
+        stored = (
+            connection is not None and connection.token_encrypted is not None
+            if key == TOKEN
+            else key in secret_keys
+        )
+        note = "leave empty to keep the stored one" if stored else "none stored yet"
+        return (
+            f"<label>{field_label(credential, note)} <input type=password name={esc(key)}"
+            f' value="" autocomplete=new-password maxlength={connect.SECRET_MAX}></label>'
+        )
+    value = connect.plain_values(connection).get(key, "")
+    required = " required" if credential.required else ""
+    if "\n" in value:  # a multi-line value (one item per line) would lose its breaks in <input>
+        control = (
+            f"<textarea name={esc(key)} rows=4 maxlength={connect.PLAIN_MAX}{required}>"
+            f"{esc(value)}</textarea>"
+        )
+    else:
+        control = (
+            f'<input type=text name={esc(key)} value="{esc(value)}"{required}'
+            f" maxlength={connect.PLAIN_MAX} autocomplete=off>"
+        )
+    return f"<label>{field_label(credential)} {control}</label>"
+
+
+def known_secret_keys(settings: Settings, connection: Connection | None) -> tuple[str, ...]:
+    """Which secret extras are stored (names only); empty when they do not decrypt."""
+    if connection is None or not connection.secrets_encrypted:
+        return ()
+    try:
+        return connect.secret_keys(credentials.load_cipher(settings, create=False), connection)
+    except (CredentialError, credentials.SecretError):
+        return ()
+
+
 def section(
     state: dict[str, Any],
+    settings: Settings,
     admin: Admin,
-    destination: str,
+    spec: Destination,
     routes: list[str] | None,
-    default_pixel: str | None = None,
 ) -> str:
     store: Store = state["store"]
-    label = LABELS[destination]
+    destination = spec.name
+    label = spec.display_name
     connection = store.get_connection(destination)
-    mode = mode_of(state, destination)
+    mode = mode_of(state, settings, destination, connection)
     has_token = connection is not None and connection.token_encrypted is not None
+    secret_keys = known_secret_keys(settings, connection)
     if has_token and connection is not None:
         set_at = token_set_at(store, destination) or connection.updated_at
         token_text = (
@@ -143,48 +174,76 @@ def section(
     else:
         token_text = f'<span data-testid="token-{destination}">not set</span>'
     # no connection yet: the pixel from the configuration (BACKCHANNEL_*_PIXEL), as Targets uses
-    pixel = connection.pixel if connection is not None else (default_pixel or "")
+    pixel = connection.pixel if connection is not None else (settings.pixel_for(destination) or "")
     code = (connection.test_event_code if connection is not None else None) or ""
     mode_class = "ok" if mode == "live" else "warn"
+    facts = []
+    for credential in spec.CREDENTIALS:
+        key = credential.key
+        if key == PIXEL:
+            facts.append(
+                f"<dt>{esc(credential.label)}</dt>"
+                f'<dd data-testid="pixel-{destination}">{esc(pixel) or "—"}</dd>'
+            )
+        elif key == TOKEN:
+            facts.append(f"<dt>{esc(credential.label)}</dt><dd>{token_text}</dd>")
+        else:
+            if credential.secret:
+                shown = "set" if key in secret_keys else "not set"
+            else:
+                shown = connect.plain_values(connection).get(key) or "—"
+            facts.append(
+                f"<dt>{esc(credential.label)}</dt>"
+                f'<dd data-testid="setting-{destination}-{esc(key)}">{esc(shown)}</dd>'
+            )
+    if mode == "sandbox":
+        note = (
+            " <span class=muted>(no token: events go to the local sandbox, not to"
+            f" {esc(label)})</span>"
+        )
+    elif mode == OFF:
+        note = " <span class=muted>(save its values below to send to it)</span>"
+    else:
+        note = ""
     summary = (
         "<dl class=facts>"
         f'<dt>Mode</dt><dd><strong class="{mode_class}" data-testid="mode-{destination}">'
-        f"{esc(mode)}</strong>"
-        + (
-            " <span class=muted>(no token: events go to the local sandbox, not to"
-            f" {esc(label)})</span>"
-            if mode == "sandbox"
-            else ""
-        )
-        + "</dd>"
-        f"<dt>{esc(PIXEL_LABELS[destination])}</dt>"
-        f'<dd data-testid="pixel-{destination}">{esc(pixel) or "—"}</dd>'
-        f"<dt>Access token</dt><dd>{token_text}</dd>"
-        f'<dt>Test event code</dt><dd data-testid="code-{destination}">{esc(code) or "—"}</dd>'
+        f"{esc(mode)}</strong>{note}</dd>"
+        + "".join(facts)
+        + f'<dt>Test event code</dt><dd data-testid="code-{destination}">{esc(code) or "—"}</dd>'
         f'<dt>Events sent</dt><dd data-testid="routes-{destination}">'
         f"{esc(routing.describe(routes))}</dd></dl>"
     )
+    inputs = []
+    for credential in spec.CREDENTIALS:
+        inputs.append(credential_input(credential, destination, connection, pixel, secret_keys))
+        if credential.key == PIXEL:  # the test code right after the pixel, as always
+            inputs.append(
+                "<label>Test event code <span class=muted>(from Events Manager → Test Events;"
+                " sent instead of the conversion's code for test events)</span>"
+                f' <input type=text name=test_event_code value="{esc(code)}" maxlength=64'
+                " autocomplete=off></label>"
+            )
     save = (
         f'<form method="post" action="{PATH}/{destination}" class="stacked"'
         f' data-testid="connection-{destination}">{csrf_field(admin)}'
-        f"<label>{esc(PIXEL_LABELS[destination])} <input type=text name=pixel"
-        f' value="{esc(pixel)}" required maxlength=64 autocomplete=off></label>'
-        "<label>Test event code <span class=muted>(from Events Manager → Test Events;"
-        " sent instead of the conversion's code for test events)</span>"
-        f' <input type=text name=test_event_code value="{esc(code)}" maxlength=64'
-        " autocomplete=off></label>"
-        "<label>Events API access token <span class=muted>("
-        + ("leave empty to keep the stored one" if has_token else "none stored yet")
-        + ')</span> <input type=password name=token value="" autocomplete=new-password'
-        f" maxlength={TOKEN_MAX}></label>"
-        f"<button type=submit>Save {esc(label)}</button></form>"
+        + "".join(inputs)
+        + f"<button type=submit>Save {esc(label)}</button></form>"
     )
-    remove = (
-        layout.post_button(admin, f"{PATH}/{destination}/remove-token", "Remove the token")
-        + " <span class=muted>(keeps pixel and code; back to sandbox mode)</span>"
-        if has_token
-        else ""
-    )
+    if spec.ON_BY_DEFAULT:
+        remove = (
+            layout.post_button(admin, f"{PATH}/{destination}/remove-token", "Remove the token")
+            + " <span class=muted>(keeps pixel and code; back to sandbox mode)</span>"
+            if has_token or secret_keys
+            else ""
+        )
+    else:
+        remove = (
+            layout.post_button(admin, f"{PATH}/{destination}/remove-token", "Disconnect")
+            + " <span class=muted>(forgets every value stored for it; it gets no events)</span>"
+            if connection is not None
+            else ""
+        )
     chosen = set(routes or ())
     boxes = "".join(
         f'<label><input type=checkbox name=event value="{esc(name)}"'
@@ -220,29 +279,49 @@ def page(
     status: int = 200,
 ) -> HTMLResponse:
     store: Store = state["store"]
-    routes = routing.read(store)
+    routes = routing.read(store, registry.NAMES)
     intro = (
-        "<p class=muted>Paste the pixel and the Events API token from each platform's Events"
-        " Manager. The token is stored encrypted and never shown again (only its last four"
-        " characters). Without a token a destination is in <strong>sandbox mode</strong>:"
-        " events go to the built-in emulator. The CLI sets the same things:"
+        "<p class=muted>Paste each platform's account id and secrets from its Events Manager"
+        " or API settings. Secrets are stored encrypted and never shown again (the token's"
+        " last four characters only). Without a token a destination that is on by default is in"
+        " <strong>sandbox mode</strong>: events go to the built-in emulator; any other"
+        " destination is off until connected. The CLI sets the same things:"
         " <code>backchannel token set</code>, <code>backchannel route set</code>.</p>"
-    )
-    destinations = [d for d in routing.KNOWN_DESTINATIONS if d in settings.destinations] or list(
-        routing.KNOWN_DESTINATIONS
     )
     body = (
         layout.notice(message, kind=kind)
         + intro
         + "".join(
-            section(state, admin, d, routes.get(d), getattr(settings, f"{d}_pixel", None))
-            for d in destinations
+            section(state, settings, admin, spec, routes.get(name))
+            for name, spec in registry.DESTINATIONS.items()
         )
     )
     return layout.render("Connections", body, admin, active="connections", status=status)
 
 
 # -- the actions ------------------------------------------------------------------------------
+def change_from_form(spec: Destination, fields: dict[str, list[str]]) -> connect.Change:
+    """The form as a :class:`connect.Change`, every field checked (nothing written yet)."""
+    change = connect.Change()
+    for credential in spec.CREDENTIALS:
+        key = credential.key
+        raw = one(fields, key)
+        if key == PIXEL:
+            if raw or credential.required:
+                change.pixel = connect.check(credential, raw)
+        elif credential.secret:
+            if raw:  # empty: keep the stored one (write-only field)
+                value = connect.check(credential, raw)
+                if key == TOKEN:
+                    change.token = value
+                else:
+                    change.secrets[key] = value
+        else:
+            change.plain[key] = connect.check(credential, raw) if raw else None
+    change.test_event_code = connect.check_test_code(one(fields, "test_event_code"))
+    return change
+
+
 def save_connection(
     state: dict[str, Any],
     settings: Settings,
@@ -251,42 +330,46 @@ def save_connection(
     who: str,
 ) -> str:
     """Validate everything first, then write; returns the message to show."""
-    pixel = check_pixel(destination, one(fields, "pixel"))
-    code = check_test_code(one(fields, "test_event_code"))
-    token = check_token(one(fields, "token"))
+    spec = connect.spec(destination)
+    change = change_from_form(spec, fields)
     store: Store = state["store"]
     existing = store.get_connection(destination)
     now = time.time()
-    if token is not None:
-        logs.register_secret(token)  # never in a log line of this process, whatever happens
-        ciphertext: bytes | None = credentials.encrypt(credentials.load_cipher(settings), token)
-        last4: str | None = token[-4:]
-    else:
-        ciphertext = existing.token_encrypted if existing is not None else None
-        last4 = existing.token_last4 if existing is not None else None
-    store.set_connection(Connection(destination, pixel, ciphertext, last4, code, now))
-    detail = f"{destination} pixel {pixel}"
-    if token is not None:
-        replaced = existing is not None and existing.token_encrypted is not None
-        store.audit(now, who, "token.replace" if replaced else "token.set", detail)
-    else:
-        store.audit(now, who, "connection.update", detail + f" test_event_code {code or '-'}")
+    try:
+        cipher = credentials.load_cipher(settings)
+    except credentials.SecretError as exc:
+        raise FieldError(f"(key): {exc}") from None
+    saved = connect.merge(spec, existing, change, cipher, now)
+    store.set_connection(saved.connection)
+    store.audit(now, who, saved.action, saved.detail)
     state["targets"].invalidate(destination)
-    return f"{LABELS[destination]} saved" + (f" (token …{last4} stored encrypted)" if token else "")
+    state["routes"].invalidate()  # a destination that is not on by default is on once stored
+    last4 = saved.connection.token_last4
+    return f"{spec.display_name} saved" + (
+        f" (token …{last4} stored encrypted)" if change.token else ""
+    )
 
 
 def remove_token(state: dict[str, Any], destination: str, who: str) -> str:
+    spec = connect.spec(destination)
     store: Store = state["store"]
     existing = store.get_connection(destination)
-    if existing is None or existing.token_encrypted is None:
+    if existing is None or (
+        spec.ON_BY_DEFAULT and existing.token_encrypted is None and not existing.secrets_encrypted
+    ):
         raise FieldError("token: none stored")
     now = time.time()
-    store.set_connection(
-        Connection(destination, existing.pixel, None, None, existing.test_event_code, now)
-    )
+    after = connect.without_secrets(spec, existing, now)
+    if after is None:
+        store.delete_connection(destination)
+    else:
+        store.set_connection(after)
     store.audit(now, who, "token.remove", destination)
     state["targets"].invalidate(destination)
-    return f"{LABELS[destination]}: token removed; back to sandbox mode"
+    state["routes"].invalidate()
+    if after is None:
+        return f"{spec.display_name}: disconnected; it gets no events"
+    return f"{spec.display_name}: token removed; back to sandbox mode"
 
 
 def save_routes(
@@ -310,18 +393,18 @@ def save_routes(
         routing.store_route(store, destination, names, now)
         store.audit(now, who, "route.set", f"{destination}: {routing.describe(names)}")
     state["routes"].invalidate()
-    return f"{LABELS[destination]}: {routing.describe(names)}"
+    return f"{registry.display_name(destination)}: {routing.describe(names)}"
 
 
 def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     def known(destination: str) -> bool:
-        return destination in LABELS
+        return destination in registry.DESTINATIONS
 
     async def show(
         request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
     ) -> HTMLResponse:
         saved = request.query_params.get("saved", "")
-        message = f"{LABELS[saved]}: saved." if saved in LABELS else None
+        message = f"{registry.display_name(saved)}: saved." if known(saved) else None
         return page(state, settings, admin, message=message, kind="ok")
 
     async def act(request: Request, destination: str, admin: Admin, action: str) -> Response:
@@ -330,7 +413,8 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 state,
                 settings,
                 admin,
-                message=f"destination: unknown destination {destination!r} (tiktok or meta)",
+                message=f"destination: unknown destination {destination!r}"
+                f" (known: {', '.join(registry.NAMES)})",
                 kind="error",
                 status=404,
             )
