@@ -95,6 +95,15 @@ def refusals(conversion: Conversion) -> list[Note]:
     return []
 
 
+def body_items(body: Mapping[str, Any]) -> list[Any]:
+    items = body.get("data")
+    return items if isinstance(items, list) else []
+
+
+def batch_key(conversion: Conversion) -> str:
+    return ""
+
+
 def unsendable(conversion: Conversion, source_ids: Mapping[str, str]) -> str | None:
     return None
 

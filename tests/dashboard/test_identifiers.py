@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 import pytest
 
-from backchannel.diagnostics.identifiers import IDENTIFIERS, identifiers_report
+from backchannel.diagnostics.identifiers import identifiers_report
 from backchannel.events import Conversion
 from backchannel.identity import HashedUser
 from backchannel.store import open_store
@@ -136,8 +136,13 @@ class TestReport:
         assert [e.event for e in report.events] == ["CompletePayment", "Lead", "Subscribe"]
         cp, lead, sub = report.events
         assert (cp.conversions, cp.opted_out) == (3, 1)
-        assert {i.key: cp.share(i.key) for i in IDENTIFIERS} == CP_SHARES
+        # the columns: the common identifiers and TikTok's and Meta's (the default
+        # destinations); Google's fields are counted too, and carried by none of these
+        shown = report.identifiers
+        assert {i.key: cp.share(i.key) for i in shown} == CP_SHARES
         assert cp.counts == {
+            "ga_client_id": 0,
+            "gclid": 0,
             "email": 2,
             "phone": 2,
             "external_id": 1,
@@ -148,7 +153,7 @@ class TestReport:
             "fbp": 2,
         }
         assert (lead.conversions, lead.opted_out) == (2, 0)
-        assert {i.key: lead.share(i.key) for i in IDENTIFIERS} == LEAD_SHARES
+        assert {i.key: lead.share(i.key) for i in shown} == LEAD_SHARES
         # an event name seen only opted out: no base, so no share and no score
         assert (sub.conversions, sub.opted_out) == (0, 1)
         assert sub.share("email") is None

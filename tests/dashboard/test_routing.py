@@ -87,10 +87,13 @@ class TestRules:
 class TestStored:
     def test_round_trip_and_clear(self, store: Store) -> None:
         """store_route writes route.<destination>; read and Routes.load see it; None clears."""
-        assert routing.read(store) == {"tiktok": None, "meta": None}
+        assert routing.read(store, ("tiktok", "meta")) == {"tiktok": None, "meta": None}
         routing.store_route(store, "meta", ["Purchase", "CompletePayment"], 1.0)
         assert store.get_admin_setting("route.meta") == '["Purchase","CompletePayment"]'
-        assert routing.read(store) == {"tiktok": None, "meta": ["CompletePayment", "Purchase"]}
+        assert routing.read(store, ("tiktok", "meta")) == {
+            "tiktok": None,
+            "meta": ["CompletePayment", "Purchase"],
+        }
         routes = Routes(BOTH)
         routes.load(store)
         assert routes.destinations_for("Lead") == ("tiktok",)

@@ -33,7 +33,8 @@ from backchannel.store.base import Store
 
 #: at most this many conversions (the latest of the range) are read per report
 CAP = 50_000
-DESTINATIONS = registry.NAMES
+#: what the report estimates unless told: the destinations on with no connection
+DESTINATIONS = registry.ON_BY_DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,8 @@ class EventIdentifiers:
     def share_stitched(self) -> float | None:
         return percent(self.stitched, self.conversions)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """``keys``: the identifiers shown (the report's columns; all when None)."""
         return {
             "event": self.event,
             "conversions": self.conversions,
@@ -142,6 +144,7 @@ class EventIdentifiers:
             "identifiers": {
                 k: {"count": n, "percent": percent(n, self.conversions)}
                 for k, n in self.counts.items()
+                if keys is None or k in keys
             },
             "stitched": {"count": self.stitched, "percent": self.share_stitched()},
             "quality": {
@@ -199,7 +202,7 @@ class IdentifiersReport:
                 {"key": i.key, "label": i.label, "platforms": i.platforms} for i in self.identifiers
             ],
             "weights": {d: quality.WEIGHTS[d] for d in self.destinations},
-            "events": [e.to_dict() for e in self.events],
+            "events": [e.to_dict(tuple(i.key for i in self.identifiers)) for e in self.events],
         }
 
 
