@@ -56,6 +56,7 @@ BROWSER_IDS: tuple[str, ...] = ()
 BROWSER_ID_LABEL = ""
 PIXEL_CALL = "standin.track"
 OAUTH = None
+TEST_EVENT_CODES = True
 
 
 def max_age(conversion: Conversion) -> int:

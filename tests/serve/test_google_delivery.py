@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from backchannel import credentials
+from backchannel import credentials, testorder
 from backchannel.sandbox import SandboxConfig
 from backchannel.store import open_store
 from backchannel.store.base import Connection
@@ -195,3 +195,30 @@ class TestGoogleAdsDelivery:
         assert orjson.loads(dead[0]["sent_body"])["orderId"] == "G6"
         assert d.sandbox.stats("google_ads")["requests"] == 1
         assert sorted(r["orderId"] for r in d.sandbox.events("google_ads")) == ["G5", "G7"]
+
+
+class TestTestOrders:
+    def test_a_test_order_reaches_four_destinations_each_its_own_way(
+        self, deploy: StartDeployment
+    ) -> None:
+        """The sample test order: TikTok and Meta file it under the test code; GA4 takes it
+        at its validation endpoint (nothing reaches its reports) and Google Ads with
+        validateOnly. Each row keeps what was sent and answered, for the Test events page."""
+        d = deploy(sandbox_config=google_sandbox())
+        connect_google(d.gateway)
+        time.sleep(5.5)
+        sample = testorder.sample_order("TEST_FOUR_1")
+        sample["user"]["gclid"] = "Cj0KCQ-test"
+        assert d.gateway.post(sample).status_code == 202
+        for destination in ("tiktok", "meta", "ga4", "google_ads"):
+            wait_delivered(d.gateway, destination, 1)
+        assert d.sandbox.events("tiktok")[0]["_test_event_code"] == "TEST_FOUR_1"
+        assert d.sandbox.events("ga4") == []  # validation only: GA4 keeps nothing
+        assert d.sandbox.stats("ga4")["by_code"] == {"debug": 1}
+        [ads] = d.sandbox.events("google_ads")
+        assert ads["_test_event_code"] == "validateOnly"
+        for row in d.gateway.outbox():
+            assert row["sent_body"] is not None, row["destination"]
+        sent = {r["destination"]: orjson.loads(r["sent_body"]) for r in d.gateway.outbox()}
+        assert sent["ga4"]["name"] == "purchase"
+        assert sent["google_ads"]["conversionAction"] == ACTION

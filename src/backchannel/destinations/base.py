@@ -185,6 +185,10 @@ class Destination(Protocol):
     PIXEL_CALL: str
     #: access tokens from an OAuth refresh flow, or None
     OAUTH: OAuth | None
+    #: True when the platform files test events under a Test Events code the user copies
+    #: from its console (TikTok, Meta); False when a test goes to a validation endpoint
+    #: instead (GA4's /debug/mp/collect, Google Ads' validateOnly), which needs no code
+    TEST_EVENT_CODES: bool
 
     def body_items(self, body: Mapping[str, Any]) -> list[Any]:
         """The per-event items of a body it built, in batch order (TikTok's and Meta's

@@ -110,6 +110,7 @@ QUALITY_WEIGHTS = {
     "ip_user_agent": 0.0,
 }
 IDENTIFIER_SECTION = "user_data"
+TEST_EVENT_CODES = False
 PIXEL_CALL = "gtag"
 #: GA4 takes no click id here (``gclid`` is a reserved parameter name, ga4.md §12); its
 #: browser id is the ``_ga`` client id, which every event needs

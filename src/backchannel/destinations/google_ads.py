@@ -82,6 +82,7 @@ EMAIL_FORM = "google"
 QUALITY_WEIGHTS = {"click_id": 6.0, "email": 2.5, "phone": 1.5}
 #: each conversions[] row keeps its identifiers in this list
 IDENTIFIER_SECTION = "userIdentifiers"
+TEST_EVENT_CODES = False
 PIXEL_CALL = "gtag"
 #: user fields of its click ids (gclid from the URL or the _gcl_aw cookie; iOS braids) and
 #: browser id: Google Ads takes no first-party cookie value

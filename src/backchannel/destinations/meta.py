@@ -59,6 +59,7 @@ CLICK_IDS = ("fbc", "fbclid")
 CLICK_ID_LABEL = "fbc or fbclid"
 BROWSER_IDS = ("fbp",)
 BROWSER_ID_LABEL = "_fbp cookie"
+TEST_EVENT_CODES = True
 PIXEL_CALL = "fbq"
 OAUTH = None
 DEFAULT_BASE_URL = "https://graph.facebook.com"

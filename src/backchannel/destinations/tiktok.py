@@ -62,6 +62,7 @@ CLICK_IDS = ("ttclid",)
 CLICK_ID_LABEL = "ttclid"
 BROWSER_IDS = ("ttp",)
 BROWSER_ID_LABEL = "_ttp cookie"
+TEST_EVENT_CODES = True
 PIXEL_CALL = "ttq.track"
 OAUTH = None
 PATH = "/open_api/v1.3/event/track/"
