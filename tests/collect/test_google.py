@@ -13,6 +13,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,12 @@ import orjson
 import psycopg
 import pytest
 
+from backchannel.diagnostics.dedup import dedup_report
+from backchannel.store import open_store
+from backchannel.store.base import BrowserEvent, LedgerEntry, SessionUpdate
 from backchannel.web.app import Options, create_app
 from serve.helpers import add_key, make_settings
+from store.helpers import conversion
 from support.server import ServerThread
 
 SID = "Sess-Google-AbCdEfGh"
@@ -168,3 +173,49 @@ class TestStitching:
         fields = orjson.loads(stitched)["fields"]
         assert (fields["gclid"], fields["ga_client_id"]) == ("session", "session")
         assert "gbraid" not in fields
+
+
+class TestTikTokReportsReadTikToksMirrorOnly:
+    """The dedup page and the gap report judge the TikTok Pixel: a gtag call mirrored with
+    the same id, or in the same session under the same name, is not TikTok's browser leg."""
+
+    def test_a_google_row_is_neither_the_pixels_leg_nor_a_mismatch(self, database_url: str) -> None:
+        received = datetime(2027, 1, 14, 12, tzinfo=UTC).timestamp()
+        store = open_store(database_url)
+        try:
+            item = conversion(1, session_id="sG", event_time=int(received))
+            item.ledger = LedgerEntry(
+                source="shopify",
+                order_id="1",
+                order_time=int(received),
+                value=1.0,
+                currency="USD",
+                event="CompletePayment",
+                event_id="CompletePayment-1",
+                session_id="sG",
+                attributed_tiktok=False,
+                evidence=b"{}",
+            )
+            assert store.insert_conversions([item], received) == [True]
+            google = {"at": received, "platform": "google"}
+            store.record_collect(
+                [SessionUpdate(session_id="sG", at=received, landing=True)],
+                [  # contrived on purpose: Google's rows that would pass for TikTok's
+                    BrowserEvent("sG", "CompletePayment", "CompletePayment-1", **google),
+                    BrowserEvent("sG", "CompletePayment", "1", **google),
+                ],
+            )
+            [row] = dedup_report(store, date(2027, 1, 10), date(2027, 1, 15)).rows
+            assert (row.same_id, row.mismatch) == (False, False)
+            [gap] = store.gap_rows(int(received) - 60, int(received) + 60)
+            assert gap.pixel_fired is False
+            # the same rows as TikTok's are the Pixel's leg
+            store.record_collect(
+                [], [BrowserEvent("sG", "CompletePayment", "CompletePayment-1", received)]
+            )
+            [row] = dedup_report(store, date(2027, 1, 10), date(2027, 1, 15)).rows
+            assert row.same_id is True
+            [gap] = store.gap_rows(int(received) - 60, int(received) + 60)
+            assert gap.pixel_fired is True
+        finally:
+            store.close()

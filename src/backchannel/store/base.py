@@ -755,7 +755,8 @@ def scrub_sent_body(body: bytes) -> bytes | None:
 class GapRow:
     """One ledger order as the gap report reads it: plain facts from the store, no judgement.
 
-    ``pixel_fired``: a browser_events row carries the order's event_id (the Pixel mirror);
+    ``pixel_fired``: a TikTok browser_events row carries the order's event_id (the Pixel
+    mirror; gtag's mirrored calls are Google's);
     ``tiktok_delivered``: the order's conversion has a delivered TikTok outbox row;
     ``has_session``: the order names a session AND that landing session is still stored (the
     browser fields are None when it is not: never seen, or purged by retention).
@@ -786,7 +787,8 @@ class GapRow:
 GAP_ROWS_SQL = """
 SELECT o.source, o.order_id, o.order_time, o.attributed_tiktok, o.event_id, o.session_id,
        CASE WHEN o.event_id IS NOT NULL AND EXISTS (
-           SELECT 1 FROM browser_events b WHERE b.event_id = o.event_id
+           SELECT 1 FROM browser_events b
+           WHERE b.event_id = o.event_id AND b.platform = 'tiktok'
        ) THEN 1 ELSE 0 END,
        CASE WHEN o.event_id IS NOT NULL AND EXISTS (
            SELECT 1 FROM conversions c JOIN outbox x ON x.conversion_id = c.id
