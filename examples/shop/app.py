@@ -2,7 +2,8 @@
 
 Pages: ``/`` (landing), ``/product``, ``/checkout`` (a form), ``/thanks?order=N``. Every page
 loads ``/bc.js`` first, then the TikTok Pixel snippet (pointing at a local stand-in of
-``events.js``, since the real one cannot be fetched here).
+``events.js``, since the real one cannot be fetched here) and the Google tag snippet (pointing
+at a local stand-in of ``gtag.js``, for the same reason; ``google_tag=None`` leaves it out).
 
 Why the shop proxies ``/bc.js`` and ``/v1/collect`` to the gateway instead of linking to the
 gateway's own host: a reverse-proxy path on the shop's own domain is what real shops do. The
@@ -16,9 +17,11 @@ browser) and the ``_bc_sid`` session cookie it reads from its own request. It se
 but deliberately *not* the IP and user agent: the gateway fills those, and the ttclid and
 ``_ttp``, from the landing session (stitching). The thank-you page fires
 ``ttq.track('CompletePayment', {...}, {event_id: bc.eventId(order, 'CompletePayment')})``, the
-same id the gateway derives, so TikTok deduplicates the two legs.
+same id the gateway derives, so TikTok deduplicates the two legs; and
+``gtag('event', 'purchase', {transaction_id: order})``, which bc.js mirrors too.
 
-``/_pixel/collect`` and ``/_pixel/hits`` record what the Pixel stand-in "sent to TikTok".
+``/_pixel/collect`` and ``/_pixel/hits`` record what the Pixel stand-in "sent to TikTok";
+``/_gtag/collect`` and ``/_gtag/hits`` what the gtag.js stand-in "sent to Google".
 """
 
 from __future__ import annotations
@@ -68,9 +71,31 @@ PIXEL_SNIPPET = """<script>
 </script>"""
 
 
-def _page(title: str, body: str, *, site_key: str, pixel: str, pixel_url: str) -> HTMLResponse:
+#: Google's tag snippet as Google gives it, with the script pointed at {gtag_url}
+GTAG_SNIPPET = """<script async src="{gtag_url}?id={tag}"></script>
+<script>
+  window.dataLayer = window.dataLayer || [];
+  function gtag(){dataLayer.push(arguments);}
+  gtag("js", new Date());
+  gtag("config", "{tag}");
+</script>"""
+
+
+def _page(
+    title: str,
+    body: str,
+    *,
+    site_key: str,
+    pixel: str,
+    pixel_url: str,
+    google_tag: str | None = None,
+    gtag_url: str = "",
+) -> HTMLResponse:
     snippet = PIXEL_SNIPPET.replace("{pixel_url}", pixel_url).replace("{pixel}", pixel)
     snippet = snippet.replace("{{", "{").replace("}}", "}")
+    if google_tag:
+        tag = html.escape(google_tag)
+        snippet += "\n" + GTAG_SNIPPET.replace("{gtag_url}", gtag_url).replace("{tag}", tag)
     return HTMLResponse(
         f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} · Demo shop</title>
@@ -89,16 +114,27 @@ def create_shop(
     site_key: str,
     pixel: str = "CDEMOPIXEL",
     pixel_url: str = "/static/tiktok-pixel.js",
+    google_tag: str | None = "G-DEMO000000",
+    gtag_url: str = "/static/gtag-standin.js",
     first_order: int = 1001,
 ) -> Starlette:
     """The shop app; ``gateway_url`` is where Backchannel listens (reached server-side only)."""
     orders = itertools.count(first_order)
     placed: dict[str, dict[str, Any]] = {}
     pixel_hits: list[dict[str, Any]] = []
+    gtag_hits: list[dict[str, Any]] = []
     gateway = httpx.AsyncClient(base_url=gateway_url, timeout=30.0)
 
     def page(title: str, body: str) -> HTMLResponse:
-        return _page(title, body, site_key=site_key, pixel=pixel, pixel_url=pixel_url)
+        return _page(
+            title,
+            body,
+            site_key=site_key,
+            pixel=pixel,
+            pixel_url=pixel_url,
+            google_tag=google_tag,
+            gtag_url=gtag_url,
+        )
 
     async def landing(request: Request) -> Response:
         return page(
@@ -162,6 +198,9 @@ def create_shop(
             {{contents: [{{content_id: order.id, content_type: "product"}}],
               currency: order.currency}},
             {{event_id: bc.eventId(order.order, "CompletePayment")}});
+  // Google's tag deduplicates a purchase on its transaction_id: the order id itself.
+  if (window.gtag) gtag("event", "purchase", {{transaction_id: order.order,
+                                               currency: order.currency}});
 </script>""",
         )
 
@@ -193,6 +232,13 @@ def create_shop(
     async def pixel_list(request: Request) -> Response:
         return JSONResponse({"hits": pixel_hits})
 
+    async def gtag_collect(request: Request) -> Response:
+        gtag_hits.append(orjson.loads(await request.body()))
+        return Response(status_code=204)
+
+    async def gtag_list(request: Request) -> Response:
+        return JSONResponse({"hits": gtag_hits})
+
     async def order_list(request: Request) -> Response:
         return JSONResponse(placed)
 
@@ -211,6 +257,8 @@ def create_shop(
             Route("/v1/collect", proxy, methods=["POST", "OPTIONS"]),
             Route("/_pixel/collect", pixel_collect, methods=["POST"]),
             Route("/_pixel/hits", pixel_list),
+            Route("/_gtag/collect", gtag_collect, methods=["POST"]),
+            Route("/_gtag/hits", gtag_list),
             Route("/_orders", order_list),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],

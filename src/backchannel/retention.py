@@ -7,8 +7,10 @@ default 30; 0 keeps everything):
 
 - landing sessions last seen before the cutoff are deleted with their email hashes and
   mirrored Pixel calls, after being counted into ``session_rollups`` (day, browser family, OS
-  and major version, page-load bucket, Pixel state, had a ttclid) so a gap report over a purged
-  period still shows the per-cause breakdown;
+  and major version, page-load bucket, Pixel state, had a ttclid, had a Google Ads click id) so
+  a gap report over a purged period still shows the per-cause breakdown; click ids (TikTok's
+  and Google's) and the GA client id go with their sessions, and stay in stored conversions
+  (only the IP and user agent are scrubbed from those);
 - conversions received before the cutoff lose ``user.ip`` and ``user.user_agent`` (and a dead
   letter's copy of the event as sent loses them too) — except conversions with an outbox row
   still pending or in flight: they still need both to be delivered, and are scrubbed by the

@@ -12,11 +12,15 @@ cross-origin ``sendBeacon`` needs no CORS preflight)::
      "session_id": "…",            # bc.js's first-party session cookie (_bc_sid)
      "url": "https://shop/…", "referrer": "…", "landing": true,
      "ttclid": "…", "ttp": "…", "fbclid": "…", "fbp": "…", "fbc": "…",
+     "gclid": "…", "gbraid": "…", "wbraid": "…",   # Google Ads click ids
+     "ga_client_id": "GA1.1.1234567890.1700000000", # the _ga cookie as read (or the bare id)
      "utm": {"source": "…", "medium": "…", "campaign": "…", "content": "…", "term": "…"},
      "load_time_ms": 812, "pixel": "loaded" | "blocked" | "absent",
      "page_view": true,
      "events": [{"event": "CompletePayment", "event_id": "CompletePayment-1001",
-                 "at": 1790000000123}]}
+                 "at": 1790000000123},                      # platform "tiktok" (the default)
+                {"event": "purchase", "event_id": "1001",   # gtag: the transaction_id
+                 "at": 1790000000124, "platform": "google"}]}
 
 No PII is collected: no email, phone or name travels on this path (bc.js never reads forms).
 The visitor's IP and user agent are taken from the request itself (the browser's own
@@ -45,6 +49,7 @@ from backchannel.events import (
     is_web_url,
     validation_notes,
 )
+from backchannel.identity import Unusable, normalize_ga_client_id
 from backchannel.notes import InvalidConversion, Note
 from backchannel.store.base import BrowserEvent, SessionUpdate
 from backchannel.urls import strip_pii
@@ -79,6 +84,8 @@ class BrowserEventIn(_Strict):
     event_id: Annotated[str, Field(max_length=256)] | None = None
     #: unix milliseconds (Date.now() in the browser)
     at: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    #: whose tag call bc.js mirrored: ttq.track (TikTok) or gtag('event', …) (Google)
+    platform: Literal["tiktok", "google"] = "tiktok"
 
 
 class CollectIn(_Strict):
@@ -95,6 +102,11 @@ class CollectIn(_Strict):
     fbclid: Ident | None = None
     fbp: Ident | None = None
     fbc: Ident | None = None
+    gclid: Ident | None = None
+    gbraid: Ident | None = None
+    wbraid: Ident | None = None
+    #: the _ga cookie as bc.js read it, or a bare client id; normalized here (see parse_collect)
+    ga_client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     utm: UtmIn | None = None
     load_time_ms: Annotated[int, Field(ge=0, le=600_000)] | None = None
     pixel: Literal["loaded", "blocked", "absent"] | None = None
@@ -125,6 +137,12 @@ def parse_collect(
     ``strip_params`` (:mod:`backchannel.urls`): the landing URL is stored and later
     forwarded with conversions stitched to the session. Silently, unlike ingest: bc.js
     reads no answer, and the page is not at fault.
+
+    ``ga_client_id`` is stored as :func:`~backchannel.identity.normalize_ga_client_id` makes
+    it (``GA1.1.1234567890.1700000000`` -> ``1234567890.1700000000``, as ingest does); a value
+    of another shape (some other script's ``_ga`` cookie) is dropped, silently too: it is not
+    worth losing the page view and its click ids over. Too long, or with a control character,
+    it is a 422 like every other field.
     """
     if not isinstance(document, dict):
         raise InvalidConversion([Note("(body)", "must be a JSON object")])
@@ -162,6 +180,10 @@ def parse_collect(
         fbclid=message.fbclid,
         fbp=message.fbp,
         fbc=message.fbc,
+        ga_client_id=_ga_client_id(message.ga_client_id),
+        gclid=message.gclid,
+        gbraid=message.gbraid,
+        wbraid=message.wbraid,
         utm_source=utm.source or None,
         utm_medium=utm.medium or None,
         utm_campaign=utm.campaign or None,
@@ -184,14 +206,28 @@ def parse_collect(
             event_id=item.event_id.strip() if item.event_id else None,
             at=_event_time(item.at, now),
             page_url=url,
-            pixel_status=message.pixel,
+            # the TikTok Pixel's state says nothing of a Google tag's call
+            pixel_status=message.pixel if item.platform == "tiktok" else None,
+            platform=item.platform,
         )
         for item in message.events
     ]
     return Collected(message.key, update, events)
 
 
-_TEXT_FIELDS = ("url", "referrer", "ttclid", "ttp", "fbclid", "fbp", "fbc")
+_TEXT_FIELDS = (
+    "url",
+    "referrer",
+    "ttclid",
+    "ttp",
+    "fbclid",
+    "fbp",
+    "fbc",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "ga_client_id",
+)
 _UTM_FIELDS = ("source", "medium", "campaign", "content", "term")
 
 
@@ -205,6 +241,16 @@ def _control_errors(message: CollectIn) -> list[Note]:
         f"events[{i}].event_id" for i, e in enumerate(message.events) if has_control(e.event_id)
     ]
     return [Note(path, CONTROL_REASON) for path in found]
+
+
+def _ga_client_id(raw: str | None) -> str | None:
+    """The GA4 client id of a ``_ga`` cookie (or of a bare id); None if it is neither."""
+    if raw is None:
+        return None
+    try:
+        return normalize_ga_client_id(raw)
+    except Unusable:
+        return None
 
 
 def _event_time(at_ms: float | None, now: float) -> float:

@@ -20,7 +20,11 @@ attribution window) before the conversion, and did not start after it. A repeat 
 order three months later is not joined to their first visit's click.
 
 What is filled, only where the conversion has nothing: ``ttclid``, ``ttp``, ``fbclid``,
-``fbp``, ``fbc``, ``ip`` (public addresses only: a private one is a proxy, not the visitor),
+``fbp``, ``fbc``, Google's ``ga_client_id`` (from the ``_ga`` cookie) and Ads click ids
+``gclid``/``gbraid``/``wbraid`` — these three as one: only when the conversion has none of
+them, so a click id sent by the caller is never paired with another click's from the session
+(Google takes one of the three per conversion) — ``ip`` (public addresses only: a private
+one is a proxy, not the visitor),
 ``user_agent``, ``page_url`` with its ``page_referrer`` (the landing page: it carries the click
 id, and TikTok asks for ``page.url`` whenever ``ttclid`` is sent), and ``session_id``. A value
 the caller sent always wins over the session's. :class:`Provenance` records, per identifier,
@@ -46,7 +50,21 @@ SKEW = 300.0
 DEFAULT_WINDOW = 7 * 86400.0
 
 #: user fields filled from a session, in the order they are reported
-USER_FIELDS = ("ttclid", "ttp", "fbclid", "fbp", "fbc", "ip", "user_agent")
+USER_FIELDS = (
+    "ttclid",
+    "ttp",
+    "fbclid",
+    "fbp",
+    "fbc",
+    "ga_client_id",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "ip",
+    "user_agent",
+)
+#: Google Ads click ids: filled together, and only when the conversion carries none of them
+GOOGLE_CLICK_IDS = ("gclid", "gbraid", "wbraid")
 
 
 @dataclass(slots=True)
@@ -169,9 +187,16 @@ def apply(
         "fbclid": session.fbclid,
         "fbp": session.fbp,
         "fbc": session.fbc,
+        "ga_client_id": session.ga_client_id,
+        "gclid": session.gclid,
+        "gbraid": session.gbraid,
+        "wbraid": session.wbraid,
         "ip": public_ip(session.ip),
         "user_agent": session.user_agent,
     }
+    if any(getattr(user, name) for name in GOOGLE_CLICK_IDS):
+        for name in GOOGLE_CLICK_IDS:
+            candidates[name] = None  # the caller's click is the one; the session's may differ
     for name in USER_FIELDS:
         value = candidates[name]
         if value and not getattr(user, name):

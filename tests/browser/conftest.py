@@ -96,6 +96,11 @@ class Stack:
         hits: list[dict[str, Any]] = self.shop_http.get("/_pixel/hits").json()["hits"]
         return hits
 
+    def gtag_hits(self) -> list[dict[str, Any]]:
+        """What the shop's gtag.js stand-in "sent to Google"."""
+        hits: list[dict[str, Any]] = self.shop_http.get("/_gtag/hits").json()["hits"]
+        return hits
+
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:

@@ -381,3 +381,132 @@ class TestPublicAddress:
         assert public_address("http", "h", "10.0.0.1", appended, self.TRUSTED)[0] == "https"
         junk = {"x-forwarded-proto": "gopher"}
         assert public_address("http", "h", "10.0.0.1", junk, self.TRUSTED)[0] == "http"
+
+
+GA_COOKIE = "GA1.1.1234567890.1700000000"
+GCLID = "EAIaIQobChMIq-fX4ZGbgQMVL4BQBh1AlAh7EAAYASABEgLGsvD_BwE"
+
+
+class TestGoogleIds:
+    """Google's ids on the browser leg: the _ga cookie, gclid/gbraid/wbraid, gtag's mirror."""
+
+    def test_google_ids_land_in_the_session_update(self) -> None:
+        """Click ids as sent; the _ga cookie normalized to the client id ingest keeps."""
+        got = parse_collect(
+            message(gclid=GCLID, gbraid="GB-1", wbraid="WB-1", ga_client_id=GA_COOKIE),
+            now=NOW,
+            ip=None,
+            user_agent=None,
+        )
+        u = got.update
+        assert (u.gclid, u.gbraid, u.wbraid) == (GCLID, "GB-1", "WB-1")
+        assert u.ga_client_id == "1234567890.1700000000"
+
+    @pytest.mark.parametrize(
+        ("raw", "stored"),
+        [
+            ("1234567890.1700000000", "1234567890.1700000000"),  # already the bare id
+            ("GA1.2.987654321.1690000000", "987654321.1690000000"),
+            ("not-a-ga-cookie", None),  # another script's _ga: dropped, the page view kept
+        ],
+    )
+    def test_the_ga_cookie_is_normalized_or_dropped(self, raw: str, stored: str | None) -> None:
+        got = parse_collect(message(ga_client_id=raw), now=NOW, ip=None, user_agent=None)
+        assert got.update.ga_client_id == stored
+
+    @pytest.mark.parametrize(
+        ("fields", "path"),
+        [
+            ({"gclid": "x" * 513}, "gclid"),
+            ({"gbraid": ""}, "gbraid"),
+            ({"wbraid": 7}, "wbraid"),
+            ({"ga_client_id": "1" * 129}, "ga_client_id"),
+            ({"events": [{"event": "purchase", "platform": "bing"}]}, "events[0].platform"),
+        ],
+    )
+    def test_bad_google_fields_name_their_path(self, fields: dict[str, Any], path: str) -> None:
+        with pytest.raises(InvalidConversion) as exc:
+            parse_collect(message(**fields), now=NOW, ip=None, user_agent=None)
+        assert path in paths(exc)
+
+    @pytest.mark.parametrize(
+        ("fields", "path"),
+        [
+            ({"gclid": "Cj0\x00"}, "gclid"),
+            ({"gbraid": "a\nb"}, "gbraid"),
+            ({"wbraid": "\x1f"}, "wbraid"),
+            ({"ga_client_id": "GA1.1.1\x00.2"}, "ga_client_id"),
+        ],
+    )
+    def test_control_characters_are_refused(self, fields: dict[str, Any], path: str) -> None:
+        """As for every other field: a 422 naming it (before the _ga normalization drops it)."""
+        with pytest.raises(InvalidConversion) as exc:
+            parse_collect(message(**fields), now=NOW, ip=None, user_agent=None)
+        assert path in paths(exc)
+        assert any("control character" in n.reason for n in exc.value.notes)
+
+    def test_mirrored_calls_say_whose_tag_fired(self) -> None:
+        """No platform: TikTok's (bc.js before gtag mirroring sent none); gtag's calls carry
+        the transaction_id as event_id and no TikTok Pixel state."""
+        got = parse_collect(
+            message(
+                pixel="loaded",
+                events=[
+                    {"event": "CompletePayment", "event_id": "CompletePayment-1001"},
+                    {"event": "purchase", "event_id": "1001", "platform": "google"},
+                ],
+            ),
+            now=NOW,
+            ip=None,
+            user_agent=None,
+        )
+        assert [(e.event, e.event_id, e.platform, e.pixel_status) for e in got.events] == [
+            ("CompletePayment", "CompletePayment-1001", "tiktok", "loaded"),
+            ("purchase", "1001", "google", None),
+        ]
+
+
+GOOGLE = session(
+    ga_client_id="1234567890.1700000000",
+    gclid="G-SESSION",
+    wbraid="WB-SESSION",
+    ttclid="T-SESSION",
+)
+
+
+class TestStitchGoogle:
+    def test_session_fills_google_ids_with_provenance(self) -> None:
+        """A named session fills the GA client id and the Ads click ids the conversion lacks."""
+        c = conversion(session_id="s-1")
+        [origin] = stitch.stitch_all([c], [SessionMatch("session_id", "s-1", GOOGLE)])
+        assert (c.user.ga_client_id, c.user.gclid, c.user.gbraid, c.user.wbraid) == (
+            "1234567890.1700000000",
+            "G-SESSION",
+            None,
+            "WB-SESSION",
+        )
+        assert origin.fields == {
+            "ttclid": "session",
+            "ga_client_id": "session",
+            "gclid": "session",
+            "wbraid": "session",
+        }
+        assert '"gclid":"session"' in origin.to_json()
+
+    def test_a_click_id_from_the_request_keeps_the_sessions_out(self) -> None:
+        """The caller's gbraid is the click: the session's gclid/wbraid (maybe another click)
+        are not added to it; the GA client id, not a click, still is."""
+        c = conversion(session_id="s-1", user={"gbraid": "GB-REQ"})
+        [origin] = stitch.stitch_all([c], [SessionMatch("session_id", "s-1", GOOGLE)])
+        assert (c.user.gclid, c.user.gbraid, c.user.wbraid) == (None, "GB-REQ", None)
+        assert c.user.ga_client_id == "1234567890.1700000000"
+        assert origin.fields["gbraid"] == "request"
+        assert "gclid" not in origin.fields
+        assert origin.fields["ga_client_id"] == "session"
+
+    def test_the_request_wins_for_the_ga_client_id(self) -> None:
+        c = conversion(session_id="s-1", user={"ga_client_id": "GA1.1.5.6"})
+        [origin] = stitch.stitch_all([c], [SessionMatch("session_id", "s-1", GOOGLE)])
+        assert c.user.ga_client_id == "5.6"
+        assert origin.fields["ga_client_id"] == "request"
+        assert c.user.gclid == "G-SESSION"  # no Google click in the request: the session's

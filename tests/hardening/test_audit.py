@@ -35,7 +35,7 @@ PHONES = [f"+1 415 555 {2610 + i}" for i in range(N)]
 TIKTOK_PIXEL, META_PIXEL = "CAUDITPIXEL", "112233445566"
 #: identifiers that arrive only inside URLs (a thank-you page linked with ?email=…&phone=…)
 URL_EMAIL, URL_PHONE = "Url.Person@Recognisable-Example.com", "+1 415 555 2699"
-URL_QUERY = f"email={quote(URL_EMAIL)}&phone={quote(URL_PHONE)}&ttclid=E.C.P.9"
+URL_QUERY = f"email={quote(URL_EMAIL)}&phone={quote(URL_PHONE)}&ttclid=E.C.P.9&gclid=Cj0KCQ-9"
 
 
 def forms_of(email: str, phone: str) -> list[str]:
@@ -205,6 +205,10 @@ class TestAudit:
                 "url": f"{url}/landing?{URL_QUERY}",
                 "referrer": f"https://mail.example/?tel={quote(URL_PHONE)}",
                 "landing": True,
+                # Google's ids and a mirrored gtag call take the same path (migration 0011)
+                "gclid": "Cj0KCQ-9",
+                "ga_client_id": "GA1.1.1234567890.1700000000",
+                "events": [{"event": "purchase", "event_id": "audit-0", "platform": "google"}],
             }
             collected = record(
                 http.post(

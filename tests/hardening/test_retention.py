@@ -118,6 +118,8 @@ def seed(store: Store, now: float) -> None:
             SessionUpdate(
                 "s-old-chrome",
                 old - 3600,
+                gclid="Cj0KCQ-old-click",  # a Google Ads click: counted apart, like a ttclid
+                ga_client_id="1234567890.1700000000",
                 ip="81.2.69.161",
                 user_agent="Mozilla/5.0 Chrome/126",
                 browser="Chrome",
@@ -191,8 +193,12 @@ class TestPurgeCommand:
         finally:
             store.close()
         assert [r.key[1:] for r in rollups] == [
-            ("Chrome", "Android", "14", "<1s", "loaded", False),
-            ("Safari", "iOS", "17", "2.5-5s", "blocked", True),
+            ("Chrome", "Android", "14", "<1s", "loaded", False, True),
+            ("Safari", "iOS", "17", "2.5-5s", "blocked", True, False),
+        ]
+        # the click ids went with their sessions: only the yes/no of the rollup is left
+        assert rows(seeded, "SELECT COUNT(*) FROM landing_sessions WHERE gclid IS NOT NULL") == [
+            (0,)
         ]
         assert all(isinstance(r, SessionRollup) and r.sessions == 1 for r in rollups)
         for event_id in ("CompletePayment-1", "CompletePayment-3"):

@@ -281,6 +281,15 @@ EXPECTED_COLUMNS["connections"] += [
     ("secrets_encrypted", "blob", False, None),
 ]
 
+# Google's ids on the browser leg (0011): the session's GA client id and Ads click ids, whose
+# tag a mirrored call was, and purged sessions with a Google Ads click counted apart
+EXPECTED_COLUMNS["landing_sessions"] += [
+    (name, "text", False, None) for name in ("ga_client_id", "gclid", "gbraid", "wbraid")
+]
+EXPECTED_COLUMNS["browser_events"].append(("platform", "text", True, "'tiktok'"))
+EXPECTED_COLUMNS["session_rollups"].append(("had_google_click", "int", True, None))
+EXPECTED_PRIMARY_KEYS["session_rollups"] = (*_ROLLUP_KEY, "had_google_click")
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",
@@ -470,3 +479,42 @@ def test_processes_starting_together_migrate_once(empty_database: Database) -> N
     versions = [version for version, _ in migrations.load("postgres")]
     assert [row[0] for row in applied(empty_database)] == versions
     assert read_schema(empty_database).columns == EXPECTED_COLUMNS
+
+
+def test_0011_keeps_the_rows_it_rebuilds_or_extends(
+    empty_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrading a store at 0010: rollup counts survive SQLite's table rebuild (no Google click),
+    mirrored Pixel calls become TikTok's, sessions gain empty Google columns."""
+    from backchannel.store import postgres, sqlite
+
+    def up_to_10(backend: migrations.Backend) -> list[tuple[int, str]]:
+        return [(v, text) for v, text in migrations.load(backend) if v <= 10]
+
+    monkeypatch.setattr(sqlite, "load", up_to_10)
+    monkeypatch.setattr(postgres, "load", up_to_10)
+    empty_database.open().close()
+    empty_database.execute(
+        "INSERT INTO session_rollups (day, browser_family, os, os_version_major, load_bucket,"
+        " pixel_status, had_ttclid, sessions) VALUES ('2026-01-02', 'Safari', 'iOS', '17',"
+        " '<1s', 'loaded', 1, 41)"
+    )
+    empty_database.execute(
+        "INSERT INTO browser_events (session_id, event, event_id, at)"
+        " VALUES ('s-1', 'CompletePayment', 'CompletePayment-1', 1.0)"
+    )
+    empty_database.execute(
+        "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid)"
+        " VALUES ('s-1', 1.0, 2.0, 'E.C.P.1')"
+    )
+    monkeypatch.undo()
+    store = empty_database.open()
+    assert [row[0] for row in applied(empty_database)][-1] == 11
+    [rollup] = store.session_rollups()
+    assert (rollup.sessions, rollup.had_ttclid, rollup.had_google_click) == (41, True, False)
+    [event] = store.browser_events(session_id="s-1")
+    assert event.platform == "tiktok"
+    session = store.get_session("s-1")
+    assert session is not None
+    assert session.ttclid == "E.C.P.1"
+    assert (session.ga_client_id, session.gclid, session.gbraid, session.wbraid) == (None,) * 4

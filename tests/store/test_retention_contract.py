@@ -56,9 +56,20 @@ def safari_visit(session_id: str, at: float = OLD, **fields: Any) -> SessionUpda
     return visit(session_id, at, **values)
 
 
+def database_free_of_sessions(store: Store, *session_ids: str) -> bool:
+    return all(store.get_session(sid) is None for sid in session_ids)
+
+
 def payload(n: int, *, ip: str | None = "81.2.69.160", ua: str | None = "UA/1") -> bytes:
     """A stored conversion as ingest writes it (only the parts retention looks at)."""
-    user = {"email": [EMAIL], "ip": ip, "user_agent": ua, "ttclid": "E.C.P.1"}
+    user = {
+        "email": [EMAIL],
+        "ip": ip,
+        "user_agent": ua,
+        "ttclid": "E.C.P.1",
+        "gclid": "Cj0KCQ-1",
+        "ga_client_id": "1234567890.1700000000",
+    }
     document = {"event": "CompletePayment", "event_id": f"CompletePayment-{n}", "user": user}
     return orjson.dumps(document)
 
@@ -116,6 +127,23 @@ class TestPurgeSessions:
                 DAY_OF_OLD, "unknown", "unknown", "unknown", "unknown", "absent", False, 1
             ),
         ]
+
+    def test_a_google_ads_click_splits_the_counts_as_a_ttclid_does(self, store: Store) -> None:
+        """gclid, gbraid or wbraid: had_google_click; a GA client id alone is no click."""
+        store.record_collect(
+            [
+                safari_visit("g", gclid="Cj0KCQ-1"),
+                safari_visit("b", wbraid="WB-1"),
+                safari_visit("n", ga_client_id="1234567890.1700000000"),
+            ],
+            [],
+        )
+        assert store.purge_sessions(CUTOFF, 100).sessions == 3
+        assert store.session_rollups() == [
+            SessionRollup(DAY_OF_OLD, "Safari", "iOS", "17", "2.5-5s", "blocked", True, 1),
+            SessionRollup(DAY_OF_OLD, "Safari", "iOS", "17", "2.5-5s", "blocked", True, 2, True),
+        ]
+        assert database_free_of_sessions(store, "g", "b", "n")
 
     def test_later_purges_add_to_the_same_rollup(self, store: Store) -> None:
         """A second purge of the same kind of session adds to the count (upsert-add)."""
@@ -197,7 +225,9 @@ class TestScrubConversions:
             body, scrubbed_at = rows[f"CompletePayment-{n}"]
             assert (body["user"]["ip"], body["user"]["user_agent"]) == (None, None)
             assert body["user"]["email"] == [EMAIL]
-            assert body["user"]["ttclid"] == "E.C.P.1"
+            assert body["user"]["ttclid"] == "E.C.P.1"  # click ids stay, Google's too
+            assert body["user"]["gclid"] == "Cj0KCQ-1"
+            assert body["user"]["ga_client_id"] == "1234567890.1700000000"
             assert scrubbed_at == NOW
         for n in (5, 6):
             body, scrubbed_at = rows[f"CompletePayment-{n}"]

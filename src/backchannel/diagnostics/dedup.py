@@ -3,9 +3,10 @@
 TikTok counts an order once when the Pixel (browser leg) and the Events API (server leg) send
 it with the same ``event_id``. This report answers, per order, from Backchannel's own records:
 
-- **browser leg seen**: the Pixel mirror (``browser_events``, what bc.js saw ``ttq.track``
-  fire) holds a row with the conversion's event_id, or one of the same event name in the
-  conversion's landing session;
+- **browser leg seen**: the Pixel mirror (``browser_events`` of platform ``tiktok``, what
+  bc.js saw ``ttq.track`` fire; gtag's mirrored calls are Google's, not counted here) holds
+  a row with the conversion's event_id, or one of the same event name in the conversion's
+  landing session;
 - **server leg delivered**: the conversion's TikTok outbox row is ``delivered`` (Meta's
   status is shown too, but the Pixel mirror watches TikTok's Pixel only);
 - **same event_id**: a mirrored browser event carries exactly the conversion's event_id;
@@ -64,7 +65,7 @@ LABELS = {
 # A browser event "of the same name in the session with another id" must not be the browser
 # leg of ANOTHER stored conversion (two orders in one visit are two legit events).
 _OTHER_ID = """
-    b.session_id = c.session_id AND b.event = c.event
+    b.session_id = c.session_id AND b.event = c.event AND b.platform = 'tiktok'
     AND (b.event_id IS NULL OR b.event_id <> c.event_id)
     AND NOT EXISTS (
         SELECT 1 FROM conversions o WHERE o.event = b.event AND o.event_id = b.event_id
@@ -78,7 +79,8 @@ SELECT c.order_id, c.event, c.event_id, c.received_at, c.session_id,
          WHERE x.conversion_id = c.id AND x.destination = 'tiktok'),
        (SELECT COUNT(*) FROM outbox x WHERE x.conversion_id = c.id),
        CASE WHEN EXISTS (
-           SELECT 1 FROM browser_events b WHERE b.event_id = c.event_id
+           SELECT 1 FROM browser_events b
+            WHERE b.event_id = c.event_id AND b.platform = 'tiktok'
        ) THEN 1 ELSE 0 END,
        CASE WHEN c.session_id IS NOT NULL AND EXISTS (
            SELECT 1 FROM browser_events b WHERE {_OTHER_ID}

@@ -211,6 +211,11 @@ class SessionUpdate:
     fbclid: str | None = None
     fbp: str | None = None
     fbc: str | None = None
+    #: Google: the GA4 client id (normalized from the _ga cookie) and the Ads click ids
+    ga_client_id: str | None = None
+    gclid: str | None = None
+    gbraid: str | None = None
+    wbraid: str | None = None
     utm_source: str | None = None
     utm_medium: str | None = None
     utm_campaign: str | None = None
@@ -242,14 +247,18 @@ class SessionUpdate:
 
 @dataclass(slots=True)
 class BrowserEvent:
-    """One ``ttq.track(event, props, {event_id})`` call seen by bc.js (the Pixel mirror)."""
+    """One tag call seen by bc.js (the Pixel mirror): ``ttq.track(event, props, {event_id})``
+    (``platform`` "tiktok"), or ``gtag('event', name, {transaction_id})`` ("google", the
+    transaction_id as ``event_id``)."""
 
     session_id: str
     event: str
     event_id: str | None
     at: float
     page_url: str | None = None
+    #: the TikTok Pixel's state when it fired, if known (None for Google's calls)
     pixel_status: str | None = None
+    platform: str = "tiktok"
 
 
 @dataclass(slots=True)
@@ -264,6 +273,10 @@ class LandingSession:
     fbclid: str | None
     fbp: str | None
     fbc: str | None
+    ga_client_id: str | None
+    gclid: str | None
+    gbraid: str | None
+    wbraid: str | None
     utm_source: str | None
     utm_medium: str | None
     utm_campaign: str | None
@@ -285,9 +298,10 @@ class LandingSession:
 
 #: the landing_sessions columns, in LandingSession's order (both backends select these)
 SESSION_COLUMNS = (
-    "session_id, first_seen, last_seen, ttclid, ttp, fbclid, fbp, fbc, utm_source, utm_medium,"
-    " utm_campaign, utm_content, utm_term, landing_url, referrer, last_url, ip, user_agent,"
-    " browser, browser_version, os, os_version, load_time_ms, pixel_status, page_views"
+    "session_id, first_seen, last_seen, ttclid, ttp, fbclid, fbp, fbc, ga_client_id, gclid,"
+    " gbraid, wbraid, utm_source, utm_medium, utm_campaign, utm_content, utm_term, landing_url,"
+    " referrer, last_url, ip, user_agent, browser, browser_version, os, os_version,"
+    " load_time_ms, pixel_status, page_views"
 )
 
 
@@ -639,9 +653,12 @@ class SessionRollup:
     pixel_status: str
     had_ttclid: bool
     sessions: int
+    #: the session had a Google Ads click id (gclid, gbraid or wbraid); last, with a default,
+    #: because it came later (migration 0011) and the count stays the 8th positional field
+    had_google_click: bool = False
 
     @property
-    def key(self) -> tuple[str, str, str, str, str, str, bool]:
+    def key(self) -> tuple[str, str, str, str, str, str, bool, bool]:
         return (
             self.day,
             self.browser_family,
@@ -650,6 +667,7 @@ class SessionRollup:
             self.load_bucket,
             self.pixel_status,
             self.had_ttclid,
+            self.had_google_click,
         )
 
 
@@ -664,15 +682,18 @@ def load_bucket(load_time_ms: int | None) -> str:
 
 
 #: what a purge reads of each session: (first_seen, browser, os, os_version, load_time_ms,
-#: pixel_status, had a ttclid)
+#: pixel_status, had a ttclid, had a Google Ads click id)
 PurgedSession = Sequence[Any]
+
+#: the SQL both backends select for "had a Google Ads click id" (see PurgedSession)
+HAD_GOOGLE_CLICK = "(gclid IS NOT NULL OR gbraid IS NOT NULL OR wbraid IS NOT NULL)"
 
 
 def rollup_sessions(rows: Iterable[PurgedSession]) -> list[SessionRollup]:
     """Count sessions per rollup key (both backends call this: one definition of the buckets),
     sorted by key so concurrent upserts take their row locks in the same order."""
-    counts: Counter[tuple[str, str, str, str, str, str, bool]] = Counter()
-    for first_seen, browser, os_name, os_version, load_ms, pixel, had_ttclid in rows:
+    counts: Counter[tuple[str, str, str, str, str, str, bool, bool]] = Counter()
+    for first_seen, browser, os_name, os_version, load_ms, pixel, had_ttclid, had_google in rows:
         day = datetime.fromtimestamp(first_seen, UTC).strftime("%Y-%m-%d")
         major = os_version.split(".", 1)[0] if os_version else ""
         counts[
@@ -684,9 +705,13 @@ def rollup_sessions(rows: Iterable[PurgedSession]) -> list[SessionRollup]:
                 load_bucket(load_ms),
                 pixel or "absent",
                 bool(had_ttclid),
+                bool(had_google),
             )
         ] += 1
-    return [SessionRollup(*key, sessions=n) for key, n in sorted(counts.items())]
+    return [
+        SessionRollup(*key[:7], sessions=n, had_google_click=key[7])
+        for key, n in sorted(counts.items())
+    ]
 
 
 def scrub_payload(payload: bytes) -> bytes | None:
@@ -735,7 +760,8 @@ def scrub_sent_body(body: bytes) -> bytes | None:
 class GapRow:
     """One ledger order as the gap report reads it: plain facts from the store, no judgement.
 
-    ``pixel_fired``: a browser_events row carries the order's event_id (the Pixel mirror);
+    ``pixel_fired``: a TikTok browser_events row carries the order's event_id (the Pixel
+    mirror; gtag's mirrored calls are Google's);
     ``tiktok_delivered``: the order's conversion has a delivered TikTok outbox row;
     ``has_session``: the order names a session AND that landing session is still stored (the
     browser fields are None when it is not: never seen, or purged by retention).
@@ -766,7 +792,8 @@ class GapRow:
 GAP_ROWS_SQL = """
 SELECT o.source, o.order_id, o.order_time, o.attributed_tiktok, o.event_id, o.session_id,
        CASE WHEN o.event_id IS NOT NULL AND EXISTS (
-           SELECT 1 FROM browser_events b WHERE b.event_id = o.event_id
+           SELECT 1 FROM browser_events b
+           WHERE b.event_id = o.event_id AND b.platform = 'tiktok'
        ) THEN 1 ELSE 0 END,
        CASE WHEN o.event_id IS NOT NULL AND EXISTS (
            SELECT 1 FROM conversions c JOIN outbox x ON x.conversion_id = c.id

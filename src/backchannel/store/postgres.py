@@ -37,6 +37,7 @@ from backchannel.store.base import (
     DELIVERED,
     EXPIRED,
     GAP_ROWS_SQL,
+    HAD_GOOGLE_CLICK,
     IN_FLIGHT,
     LIVE_STATUSES,
     PENDING,
@@ -850,6 +851,10 @@ class PostgresStore:
                 u.fbclid,
                 u.fbp,
                 u.fbc,
+                u.ga_client_id,
+                u.gclid,
+                u.gbraid,
+                u.wbraid,
                 u.utm_source,
                 u.utm_medium,
                 u.utm_campaign,
@@ -882,9 +887,17 @@ class PostgresStore:
             if events:
                 cur.executemany(
                     "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
-                    " pixel_status) VALUES (%s, %s, %s, %s, %s, %s)",
+                    " pixel_status, platform) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     [
-                        (e.session_id, e.event, e.event_id, e.at, e.page_url, e.pixel_status)
+                        (
+                            e.session_id,
+                            e.event,
+                            e.event_id,
+                            e.at,
+                            e.page_url,
+                            e.pixel_status,
+                            e.platform,
+                        )
                         for e in events
                     ],
                 )
@@ -941,8 +954,8 @@ class PostgresStore:
         self, *, session_id: str | None = None, event_id: str | None = None
     ) -> list[BrowserEvent]:
         query = (
-            "SELECT session_id, event, event_id, at, page_url, pixel_status FROM browser_events"
-            " WHERE TRUE"
+            "SELECT session_id, event, event_id, at, page_url, pixel_status, platform"
+            " FROM browser_events WHERE TRUE"
         )
         params: list[object] = []
         if session_id is not None:
@@ -980,6 +993,7 @@ class PostgresStore:
                     [r.load_bucket for r in rollups],
                     [r.pixel_status for r in rollups],
                     [int(r.had_ttclid) for r in rollups],
+                    [int(r.had_google_click) for r in rollups],
                     [r.sessions for r in rollups],
                 ),
             )
@@ -1062,10 +1076,11 @@ class PostgresStore:
         with self._pool.connection() as conn:
             rows = conn.execute(
                 "SELECT day, browser_family, os, os_version_major, load_bucket, pixel_status,"
-                " had_ttclid, sessions FROM session_rollups"
+                " had_ttclid, sessions, had_google_click FROM session_rollups"
             ).fetchall()
         found = [
-            SessionRollup(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7])) for r in rows
+            SessionRollup(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7]), bool(r[8]))
+            for r in rows
         ]
         return sorted(found, key=lambda r: r.key)
 
@@ -1177,11 +1192,11 @@ def _insert_ledger(
 # message" (x3); they steer the CASEs of the update.
 _UPSERT_SESSION: Final = (
     "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid, ttp, fbclid,"
-    " fbp, fbc, utm_source, utm_medium, utm_campaign, utm_content, utm_term, landing_url,"
-    " referrer, last_url, ip, user_agent, browser, browser_version, os, os_version,"
-    " load_time_ms, pixel_status, page_views)"
+    " fbp, fbc, ga_client_id, gclid, gbraid, wbraid, utm_source, utm_medium, utm_campaign,"
+    " utm_content, utm_term, landing_url, referrer, last_url, ip, user_agent, browser,"
+    " browser_version, os, os_version, load_time_ms, pixel_status, page_views)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    " %s, %s, %s, %s, %s)"
+    " %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (session_id) DO UPDATE SET"
     " first_seen = LEAST(landing_sessions.first_seen, excluded.first_seen),"
     " last_seen = GREATEST(landing_sessions.last_seen, excluded.last_seen),"
@@ -1190,6 +1205,10 @@ _UPSERT_SESSION: Final = (
     " fbclid = COALESCE(excluded.fbclid, landing_sessions.fbclid),"
     " fbp = COALESCE(excluded.fbp, landing_sessions.fbp),"
     " fbc = COALESCE(excluded.fbc, landing_sessions.fbc),"
+    " ga_client_id = COALESCE(excluded.ga_client_id, landing_sessions.ga_client_id),"
+    " gclid = COALESCE(excluded.gclid, landing_sessions.gclid),"
+    " gbraid = COALESCE(excluded.gbraid, landing_sessions.gbraid),"
+    " wbraid = COALESCE(excluded.wbraid, landing_sessions.wbraid),"
     " utm_source = CASE WHEN %s THEN excluded.utm_source ELSE landing_sessions.utm_source END,"
     " utm_medium = CASE WHEN %s THEN excluded.utm_medium ELSE landing_sessions.utm_medium END,"
     " utm_campaign = CASE WHEN %s THEN excluded.utm_campaign"
@@ -1241,7 +1260,7 @@ UNION ALL
 # The oldest sessions past the cutoff, locked with SKIP LOCKED so two nodes purging at once take
 # different ones (a session is rolled up exactly once), deleted in the same statement; RETURNING
 # hands back what the rollup needs.
-_PURGE_SESSIONS: Final = """
+_PURGE_SESSIONS: Final = f"""
 WITH victims AS (
     SELECT session_id FROM landing_sessions WHERE last_seen < %s
     ORDER BY last_seen LIMIT %s
@@ -1249,16 +1268,17 @@ WITH victims AS (
 )
 DELETE FROM landing_sessions AS s USING victims AS v WHERE s.session_id = v.session_id
 RETURNING s.session_id, s.first_seen, s.browser, s.os, s.os_version, s.load_time_ms,
-          s.pixel_status, s.ttclid IS NOT NULL
-"""
+          s.pixel_status, s.ttclid IS NOT NULL, {HAD_GOOGLE_CLICK}
+"""  # noqa: S608 - a constant expression
 
 # Upsert-add; the rows arrive sorted by key (rollup_sessions), so concurrent purges lock
 # rollup rows in the same order and cannot deadlock.
 _UPSERT_ROLLUPS: Final = """
 INSERT INTO session_rollups (day, browser_family, os, os_version_major, load_bucket,
-                             pixel_status, had_ttclid, sessions)
+                             pixel_status, had_ttclid, had_google_click, sessions)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                     %s::int4[], %s::int8[])
-ON CONFLICT (day, browser_family, os, os_version_major, load_bucket, pixel_status, had_ttclid)
+                     %s::int4[], %s::int4[], %s::int8[])
+ON CONFLICT (day, browser_family, os, os_version_major, load_bucket, pixel_status, had_ttclid,
+             had_google_click)
 DO UPDATE SET sessions = session_rollups.sessions + excluded.sessions
 """

@@ -23,6 +23,7 @@ from backchannel.store.base import (
     DELIVERED,
     EXPIRED,
     GAP_ROWS_SQL,
+    HAD_GOOGLE_CLICK,
     IN_FLIGHT,
     LIVE_STATUSES,
     PENDING,
@@ -726,10 +727,11 @@ class SqliteStore:
     # landing message" (twice) and "does it carry UTMs"; they steer the CASEs of the update.
     _UPSERT_SESSION = (
         "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid, ttp, fbclid,"
-        " fbp, fbc, utm_source, utm_medium, utm_campaign, utm_content, utm_term, landing_url,"
-        " referrer, last_url, ip, user_agent, browser, browser_version, os, os_version,"
-        " load_time_ms, pixel_status, page_views)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " fbp, fbc, ga_client_id, gclid, gbraid, wbraid, utm_source, utm_medium, utm_campaign,"
+        " utm_content, utm_term, landing_url, referrer, last_url, ip, user_agent, browser,"
+        " browser_version, os, os_version, load_time_ms, pixel_status, page_views)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " ?, ?, ?)"
         " ON CONFLICT (session_id) DO UPDATE SET"
         " first_seen = MIN(landing_sessions.first_seen, excluded.first_seen),"
         " last_seen = MAX(landing_sessions.last_seen, excluded.last_seen),"
@@ -738,6 +740,10 @@ class SqliteStore:
         " fbclid = COALESCE(excluded.fbclid, landing_sessions.fbclid),"
         " fbp = COALESCE(excluded.fbp, landing_sessions.fbp),"
         " fbc = COALESCE(excluded.fbc, landing_sessions.fbc),"
+        " ga_client_id = COALESCE(excluded.ga_client_id, landing_sessions.ga_client_id),"
+        " gclid = COALESCE(excluded.gclid, landing_sessions.gclid),"
+        " gbraid = COALESCE(excluded.gbraid, landing_sessions.gbraid),"
+        " wbraid = COALESCE(excluded.wbraid, landing_sessions.wbraid),"
         " utm_source = CASE WHEN ? THEN excluded.utm_source ELSE landing_sessions.utm_source END,"
         " utm_medium = CASE WHEN ? THEN excluded.utm_medium ELSE landing_sessions.utm_medium END,"
         " utm_campaign = CASE WHEN ? THEN excluded.utm_campaign"
@@ -783,6 +789,10 @@ class SqliteStore:
                     u.fbclid,
                     u.fbp,
                     u.fbc,
+                    u.ga_client_id,
+                    u.gclid,
+                    u.gbraid,
+                    u.wbraid,
                     u.utm_source,
                     u.utm_medium,
                     u.utm_campaign,
@@ -816,9 +826,17 @@ class SqliteStore:
             if events:
                 db.executemany(
                     "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
-                    " pixel_status) VALUES (?, ?, ?, ?, ?, ?)",
+                    " pixel_status, platform) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (e.session_id, e.event, e.event_id, e.at, e.page_url, e.pixel_status)
+                        (
+                            e.session_id,
+                            e.event,
+                            e.event_id,
+                            e.at,
+                            e.page_url,
+                            e.pixel_status,
+                            e.platform,
+                        )
                         for e in events
                     ],
                 )
@@ -905,8 +923,8 @@ class SqliteStore:
         self, *, session_id: str | None = None, event_id: str | None = None
     ) -> list[BrowserEvent]:
         query = (
-            "SELECT session_id, event, event_id, at, page_url, pixel_status FROM browser_events"
-            " WHERE 1 = 1"
+            "SELECT session_id, event, event_id, at, page_url, pixel_status, platform"
+            " FROM browser_events WHERE 1 = 1"
         )
         params: list[object] = []
         if session_id is not None:
@@ -923,16 +941,20 @@ class SqliteStore:
     def purge_sessions(self, cutoff: float, limit: int) -> PurgeCounts:
         with self._write() as db:
             rows = db.execute(
-                "SELECT session_id, first_seen, browser, os, os_version, load_time_ms,"
-                " pixel_status, ttclid IS NOT NULL FROM landing_sessions WHERE last_seen < ?"
-                " ORDER BY last_seen LIMIT ?",
+                "SELECT session_id, first_seen, browser, os, os_version, load_time_ms,"  # noqa: S608
+                f" pixel_status, ttclid IS NOT NULL, {HAD_GOOGLE_CLICK}"
+                " FROM landing_sessions WHERE last_seen < ? ORDER BY last_seen LIMIT ?",
                 (cutoff, limit),
             ).fetchall()
             if not rows:
                 return PurgeCounts()
             rollups = rollup_sessions(row[1:] for row in rows)
             db.executemany(
-                _UPSERT_ROLLUP, [(*r.key[:6], int(r.had_ttclid), r.sessions) for r in rollups]
+                _UPSERT_ROLLUP,
+                [
+                    (*r.key[:6], int(r.had_ttclid), int(r.had_google_click), r.sessions)
+                    for r in rollups
+                ],
             )
             counts = PurgeCounts(sessions=len(rows))
             ids = [row[0] for row in rows]
@@ -1028,10 +1050,11 @@ class SqliteStore:
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT day, browser_family, os, os_version_major, load_bucket, pixel_status,"
-                " had_ttclid, sessions FROM session_rollups"
+                " had_ttclid, sessions, had_google_click FROM session_rollups"
             ).fetchall()
         found = [
-            SessionRollup(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7])) for r in rows
+            SessionRollup(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7]), bool(r[8]))
+            for r in rows
         ]
         return sorted(found, key=lambda r: r.key)
 
@@ -1162,7 +1185,8 @@ class _Transaction:
 # -- retention: statements ----------------------------------------------------------------------
 _UPSERT_ROLLUP = (
     "INSERT INTO session_rollups (day, browser_family, os, os_version_major, load_bucket,"
-    " pixel_status, had_ttclid, sessions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " pixel_status, had_ttclid, had_google_click, sessions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (day, browser_family, os, os_version_major, load_bucket, pixel_status,"
-    " had_ttclid) DO UPDATE SET sessions = session_rollups.sessions + excluded.sessions"
+    " had_ttclid, had_google_click)"
+    " DO UPDATE SET sessions = session_rollups.sessions + excluded.sessions"
 )

@@ -1,20 +1,23 @@
 /*! Backchannel bc.js: the first-party browser leg (https://github.com/…/backchannel).
  *
- * Put it in <head>, before the TikTok Pixel snippet, served from the shop's own domain
- * (a reverse-proxy path to Backchannel), with a publishable site key:
+ * Put it in <head>, before the TikTok Pixel and Google tag snippets, served from the shop's
+ * own domain (a reverse-proxy path to Backchannel), with a publishable site key:
  *
  *   <script src="/bc.js" data-key="bc_pub_…"></script>
  *
  * On every page it:
- *   - keeps ttclid (and fbclid) from the landing URL in a first-party cookie (_bc_ttclid,
- *     _bc_fbclid; lifetime click_cookie_days, default 7) so it survives navigation and
- *     link-tracking protection on later pages;
+ *   - keeps ttclid, fbclid and Google's gclid/gbraid/wbraid from the landing URL in
+ *     first-party cookies (_bc_ttclid, _bc_fbclid, _bc_gclid, _bc_gbraid, _bc_wbraid; lifetime
+ *     click_cookie_days, default 7) so they survive navigation and link-tracking protection
+ *     on later pages;
  *   - keeps a first-party session id (_bc_sid, 30 minutes, renewed on every page);
- *   - reads the Pixel's _ttp and Meta's _fbp/_fbc cookies, the UTMs, the referrer, the page
- *     load time (Navigation Timing) and whether the TikTok Pixel loaded or was blocked;
+ *   - reads the Pixel's _ttp, Meta's _fbp/_fbc and Google's _ga cookies (and the gclid of
+ *     Google's _gcl_aw when it has none of its own), the UTMs, the referrer, the page load
+ *     time (Navigation Timing) and whether the TikTok Pixel loaded or was blocked;
  *   - mirrors ttq.track(event, props, {event_id}) calls (and ttq.instance(code).track on
- *     multi-pixel pages), so Backchannel knows which
- *     conversions the Pixel fired (or tried to);
+ *     multi-pixel pages), so Backchannel knows which conversions the Pixel fired (or tried
+ *     to); and gtag('event', name, {transaction_id}) calls (Google's tag), whose
+ *     transaction_id is their event id;
  *   - sends it all to /v1/collect with sendBeacon (fetch keepalive as a fallback).
  *
  * It reads no form field and no PII. Cookies are SameSite=Lax, and Secure on https.
@@ -41,6 +44,8 @@
     config.endpoint ||
     (script && script.src ? new URL("/v1/collect", script.src).href : "/v1/collect");
   var clickDays = Number(attr("data-click-days") || config.clickDays) || CLICK_DAYS;
+  // gtag.js's data layer is window.dataLayer unless the tag was loaded with &l=<name>
+  var DATA_LAYER = attr("data-layer") || config.dataLayer || "dataLayer";
   var secure = window.location.protocol === "https:";
 
   // --- cookies ----------------------------------------------------------------------------
@@ -106,6 +111,12 @@
   var urlFbclid = clip(query.get("fbclid"), 512);
   if (urlTtclid) setCookie("_bc_ttclid", urlTtclid, clickDays * 86400);
   if (urlFbclid) setCookie("_bc_fbclid", urlFbclid, clickDays * 86400);
+  // Google Ads click ids: gclid (auto-tagging), gbraid/wbraid (iOS app / web clicks)
+  var urlGoogle = {};
+  ["gclid", "gbraid", "wbraid"].forEach(function (name) {
+    urlGoogle[name] = clip(query.get(name), 512);
+    if (urlGoogle[name]) setCookie("_bc_" + name, urlGoogle[name], clickDays * 86400);
+  });
   var utm = {};
   var hasUtm = false;
   ["source", "medium", "campaign", "content", "term"].forEach(function (name) {
@@ -123,13 +134,27 @@
   }
   setCookie("_bc_sid", sid, SESSION_SECONDS);
 
+  // Google's Conversion Linker keeps the last gclid in _gcl_aw as "GCL.<unix seconds>.<gclid>"
+  // (docs/platforms/google_ads.md, section 5: split on ".", at least three parts, the gclid is
+  // parts[2:] joined by "."; gclids normally hold no "."). Anything else is not read.
+  function linkerGclid(value) {
+    if (!value) return undefined;
+    var parts = String(value).split(".");
+    if (parts.length < 3 || parts[0] !== "GCL") return undefined;
+    return clip(parts.slice(2).join("."), 512);
+  }
   function identifiers(message) {
-    // Read at send time: the Pixel sets _ttp only once it has loaded.
+    // Read at send time: the Pixel sets _ttp (and gtag.js _ga) only once it has loaded.
     message.ttclid = urlTtclid || clip(getCookie("_bc_ttclid"), 512);
     message.fbclid = urlFbclid || clip(getCookie("_bc_fbclid"), 512);
     message.ttp = clip(getCookie("_ttp"), 512);
     message.fbp = clip(getCookie("_fbp"), 512);
     message.fbc = clip(getCookie("_fbc"), 512);
+    message.gclid = urlGoogle.gclid || clip(getCookie("_bc_gclid"), 512) ||
+      linkerGclid(getCookie("_gcl_aw"));
+    message.gbraid = urlGoogle.gbraid || clip(getCookie("_bc_gbraid"), 512);
+    message.wbraid = urlGoogle.wbraid || clip(getCookie("_bc_wbraid"), 512);
+    message.ga_client_id = clip(getCookie("_ga"), 128); // raw: the server takes the client id
     return message;
   }
 
@@ -228,16 +253,21 @@
   var pending = [];
   var mirrored = {};
   var flushTimer = null;
+  function record(platform, name, id) {
+    if (id !== null) {
+      var seen = platform + "\u0000" + name + "\u0000" + id;
+      if (mirrored[seen]) return; // the Pixel replaying its queue
+      mirrored[seen] = true;
+    }
+    var item = { event: name.slice(0, 100), event_id: id, at: Date.now() };
+    if (platform !== "tiktok") item.platform = platform; // the server's default is tiktok
+    pending.push(item);
+    if (flushTimer === null) flushTimer = window.setTimeout(flushEvents, 0);
+  }
   function mirror(name, props, options) {
     if (typeof name !== "string" || !name) return;
     var id = (options && (options.event_id || options.eventID)) || (props && props.event_id);
-    id = id === undefined || id === null ? null : String(id);
-    if (id !== null) {
-      if (mirrored[name + "\u0000" + id]) return; // the Pixel replaying its queue
-      mirrored[name + "\u0000" + id] = true;
-    }
-    pending.push({ event: name.slice(0, 100), event_id: id, at: Date.now() });
-    if (flushTimer === null) flushTimer = window.setTimeout(flushEvents, 0);
+    record("tiktok", name, id === undefined || id === null ? null : String(id));
   }
   function flushEvents() {
     flushTimer = null;
@@ -303,6 +333,59 @@
         set: function (value) { holder = value; hook(value); },
       });
     } catch (e) { /* not configurable: the Pixel will not be mirrored */ }
+  })();
+
+  // --- mirror gtag('event', name, {transaction_id}) -----------------------------------------
+  // gtag() is the page's own one-liner, `function gtag(){dataLayer.push(arguments);}`: every
+  // call is an Arguments object pushed onto the data layer array. gtag.js (and GTM), once
+  // loaded, walk the items queued so far, then replace dataLayer.push with a function that
+  // calls the push it found there and processes the items. So bc.js wraps push on the array
+  // itself: calls before gtag.js loads pass through our wrapper into the array; gtag.js then
+  // wraps our wrapper, which keeps seeing every later call; items queued before bc.js ran are
+  // read once. Only calls that carry a transaction_id are mirrored (Google deduplicates
+  // purchases on it), with it as the event id; gtag itself is never replaced.
+  var GTAG_NAME = /^[A-Za-z][A-Za-z0-9_ ]{0,99}$/; // what the server takes as an event name
+  function mirrorGtag(item) {
+    if (Object.prototype.toString.call(item) !== "[object Arguments]") return; // not gtag()
+    if (item[0] !== "event" || typeof item[1] !== "string" || !GTAG_NAME.test(item[1])) return;
+    var params = item[2];
+    if (!params || typeof params !== "object") return;
+    var id = clip(params.transaction_id, 256);
+    if (id !== undefined) record("google", item[1], id);
+  }
+  function wrapDataLayer(layer) {
+    if (!layer || typeof layer.push !== "function" || layer.__bcMirror) return;
+    try {
+      Object.defineProperty(layer, "__bcMirror", { value: true });
+    } catch (e) { return; } // a frozen data layer: nothing to mirror
+    for (var i = 0; i < layer.length; i++) {
+      try { mirrorGtag(layer[i]); } catch (e) { /* never break the tag */ }
+    }
+    var previous = layer.push;
+    try {
+      layer.push = function () {
+        for (var j = 0; j < arguments.length; j++) {
+          try { mirrorGtag(arguments[j]); } catch (e) { /* never break the tag */ }
+        }
+        return previous.apply(this, arguments);
+      };
+    } catch (e) { /* push not writable: the queued calls above are all we see */ }
+  }
+  (function hookDataLayer() {
+    if (window[DATA_LAYER]) return wrapDataLayer(window[DATA_LAYER]);
+    // Not there yet (bc.js goes first): catch the snippet's `window.dataLayer = … || []`.
+    var holder;
+    try {
+      Object.defineProperty(window, DATA_LAYER, {
+        configurable: true,
+        enumerable: true,
+        get: function () { return holder; },
+        set: function (value) {
+          holder = value;
+          try { wrapDataLayer(value); } catch (e) { /* never break the tag */ }
+        },
+      });
+    } catch (e) { /* not configurable: gtag will not be mirrored */ }
   })();
 
   // --- the page view, once the page (and the Pixel's script) finished loading ---------------
