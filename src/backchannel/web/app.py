@@ -36,12 +36,14 @@ from backchannel.routing import Routes
 from backchannel.store import open_store, unavailable
 from backchannel.store.runner import for_store
 from backchannel.targets import Targets
+from backchannel.watchdog import LoopWatchdog
 from backchannel.web import auth as admin_auth
 from backchannel.web import collect as browser_leg
 from backchannel.web import dashboard, ops
 from backchannel.web import sources as source_routes
 from backchannel.web.ratelimit import RateLimiter, limited_response
 from backchannel.web.security import SecurityHeadersMiddleware
+from backchannel.web.timing import RequestTimingMiddleware
 
 log = logging.getLogger("backchannel.web")
 
@@ -154,6 +156,9 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         sandbox_url = opts.self_url.rstrip("/") + "/sandbox" if opts.sandbox else None
         targets = Targets(settings, store, cipher, sandbox_url)
         state.update(store=store, runner=runner, targets=targets)
+        watchdog = LoopWatchdog(metrics)  # loop lag, stalls (with their stack), GC pauses
+        watchdog.start()
+        state["watchdog"] = watchdog
         worker = None
         if opts.worker:
             worker = build_worker(
@@ -186,6 +191,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
             if worker is not None:
                 # the other half of the grace (serving.py): uvicorn drained requests first
                 await worker.stop(settings.shutdown_grace / 2)
+            await watchdog.stop()
             runner.close()
 
     app = FastAPI(
@@ -204,6 +210,12 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     https = bool(settings.public_url and settings.public_url.startswith("https://"))
     app.add_middleware(SecurityHeadersMiddleware, https=https)
     app.add_middleware(RequestIdMiddleware)
+    # outermost: the time of every request inside the app, by route template
+    app.add_middleware(
+        RequestTimingMiddleware,
+        histogram=metrics.request_duration,
+        routes=lambda: app.routes,
+    )
     auth = admin_auth.install(app, settings, lambda: state["store"])
     ops.install(app, settings, state, metrics, auth, worker_expected=lambda: opts.worker)
     dashboard.install(app, settings, state)  # the diagnostics pages
