@@ -7,7 +7,7 @@ no place in the product itself.
 - `POST /_bench/noop`: a FastAPI route behind the app's middlewares (read the body, answer 202);
 - `POST /_bench/asgi-noop`: a bare ASGI callable in front of the whole app (uvicorn's own cost).
 
-    python bench/_server.py PORT [--no-worker]
+    python bench/_server.py PORT [--no-worker] [--no-checkpointer] [--no-freeze-gc]
 """
 
 from __future__ import annotations
@@ -29,9 +29,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
     parser.add_argument("--no-worker", action="store_true")
+    parser.add_argument("--no-checkpointer", action="store_true", help="SQLite's inline ones")
+    parser.add_argument("--no-freeze-gc", action="store_true", help="CPython's default GC")
     args = parser.parse_args()
     settings = config.load()
-    app = create_app(settings, Options(worker=not args.no_worker, sandbox=False))
+    options = Options(
+        worker=not args.no_worker,
+        sandbox=False,
+        checkpointer=not args.no_checkpointer,
+        freeze_gc=not args.no_freeze_gc,
+    )
+    app = create_app(settings, options)
 
     @app.post("/_bench/noop", include_in_schema=False)
     async def noop(request: Request) -> Response:

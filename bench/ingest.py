@@ -261,6 +261,18 @@ def describe(label: str, result: dict[str, Any]) -> str:
     )
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process's main (event-loop) thread was runnable but not running."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
@@ -274,6 +286,9 @@ def main() -> None:
     parser.add_argument("--ref-seconds", type=int, default=10, help="open-loop no-op runs")
     parser.add_argument("--autocannon", action="store_true", help="also autocannon --overallRate")
     parser.add_argument("--skip", default="", help="comma list of: batch,wrk,refs")
+    parser.add_argument(
+        "--server", default="", help="flags for bench/_server.py: --no-checkpointer,--no-freeze-gc"
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     workdir = Path(tempfile.mkdtemp(prefix="bc-bench-"))
@@ -292,14 +307,22 @@ def main() -> None:
     with (
         log_path.open("wb") as server_log,
         process(
-            python(str(HERE / "_server.py"), str(port), "--no-worker"),
+            python(
+                str(HERE / "_server.py"),
+                str(port),
+                "--no-worker",
+                *filter(None, args.server.split(",")),
+            ),
             env,
             workdir,
             stderr=server_log,
         ) as srv,
     ):
         wait_http(url + "/healthz")
-        print(f"ingest benchmark (server pid {srv.pid}, SQLite WAL synchronous=FULL, worker off)")
+        print(
+            f"ingest benchmark (server pid {srv.pid}, SQLite WAL synchronous=FULL, worker off,"
+            f" server flags: {args.server or 'none'})"
+        )
 
         if "batch" not in skip:
             accepted, elapsed = asyncio.run(batch_ingest(url, key, args.batches, 4))
@@ -330,10 +353,17 @@ def main() -> None:
                 result = open_loop(url, path, key, args.rate, args.ref_seconds)
                 print(describe(f"open loop {args.rate}/s {args.ref_seconds} s {path}", result))
 
+        server_log.flush()
+        log_offset = log_path.stat().st_size
         before = scrape(url, token)
         cpu_before = cpu_seconds(srv.pid)
+        busy_before, wait_before = machine_busy(), runqueue_wait(srv.pid)
+        began = time.perf_counter()
         result = open_loop(url, "/v1/events", key, args.rate, args.open_seconds)
+        took = time.perf_counter() - began
         cpu = cpu_seconds(srv.pid) - cpu_before
+        busy = machine_busy() - busy_before
+        waited = runqueue_wait(srv.pid) - wait_before
         after = scrape(url, token)
         print(describe(f"open loop {args.rate}/s {args.open_seconds} s /v1/events", result))
         buckets = histogram_delta(
@@ -356,6 +386,11 @@ def main() -> None:
             f" {ms(after[('backchannel_event_loop_lag_max_seconds', ())])};"
             f" lag p99 {ms(lag99)}; stalls >= 100 ms in this run: {int(stalls)};"
             f" server CPU {cpu / args.open_seconds:.0%} of one core"
+        )
+        print(
+            f"  CPU contention: the server's loop thread waited {waited * 1000:.0f} ms on the run"
+            f" queue ({waited / took * 1000:.1f} ms per s: runnable, not running); the machine"
+            f" was busy {busy / took:.2f} of 2 cores, the server {cpu / took:.2f}"
         )
         for generation in ("0", "1", "2"):
             gc_buckets = histogram_delta(
@@ -386,9 +421,16 @@ def main() -> None:
         f"fsync again after the run: p50 {ms(percentile(probe, 0.5))},"
         f" p99 {ms(percentile(probe, 0.99))}, max {ms(probe[-1])}"
     )
-    for line in log_path.read_text(errors="replace").splitlines():
-        if "stalled" in line:
-            print("  stall: " + line[-400:])
+    with log_path.open("rb") as logged:
+        logged.seek(log_offset)
+        stalls_seen = [
+            line
+            for line in logged.read().decode(errors="replace").splitlines()
+            if "stalled for" in line
+        ]
+    print(f"stalls logged during the open-loop ingest run: {len(stalls_seen)}")
+    for line in stalls_seen[:20]:  # innermost frame first
+        print("  " + line[line.index("event loop stalled") :][:260])
     print(f"load after: {Path('/proc/loadavg').read_text().strip()}")
     shutil.rmtree(workdir, ignore_errors=True)
 

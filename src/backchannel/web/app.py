@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount, Route
 
-from backchannel import __version__, credentials, retention
+from backchannel import __version__, credentials, retention, runtime
 from backchannel.config import Settings
 from backchannel.delivery import RetryPolicy, build_worker
 from backchannel.events import ConversionIn
@@ -35,6 +35,7 @@ from backchannel.notes import Note
 from backchannel.routing import Routes
 from backchannel.store import open_store, unavailable
 from backchannel.store.runner import for_store
+from backchannel.store.sqlite import SqliteStore
 from backchannel.targets import Targets
 from backchannel.watchdog import LoopWatchdog
 from backchannel.web import auth as admin_auth
@@ -71,6 +72,10 @@ class Options:
     concurrency: int | None = None
     #: retention: seconds between background purges (when settings.retention_days > 0)
     retention_every: float = retention.HOUR
+    #: SQLite: WAL checkpoints on a thread of their own, off the commit path (store/sqlite.py)
+    checkpointer: bool = True
+    #: after start-up, exempt the objects alive then from garbage collection (runtime.py)
+    freeze_gc: bool = True
 
 
 def _error(
@@ -151,6 +156,8 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.database_url)
+        if opts.checkpointer and isinstance(store, SqliteStore):
+            state["checkpointer"] = store.start_checkpointer()
         runner = for_store(store)
         cipher = credentials.load_cipher(settings)
         sandbox_url = opts.self_url.rstrip("/") + "/sandbox" if opts.sandbox else None
@@ -181,6 +188,8 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                     store, runner.run, settings.retention_days, every=opts.retention_every
                 )
             )
+        if opts.freeze_gc:
+            runtime.freeze_startup_objects()
         try:
             yield
         finally:
