@@ -48,8 +48,10 @@ def bench_env(workdir: Path, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, env=env, cwd=cwd)
+def process(
+    args: list[str], env: dict[str, str], cwd: Path, stderr: Any = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stderr=stderr)
     try:
         yield proc
     finally:

@@ -18,6 +18,16 @@ expired_total{destination}             outbox rows too old for the destination's
 queue_depth{destination,status}        outbox rows per state, read from the store at scrape
                                        time (cached 2 s, so a scrape storm costs one query)
 delivery_latency_seconds{destination}  time of one request to the platform (a histogram)
+request_duration_seconds{route}        time inside the app per HTTP request, from the ASGI call
+                                       to the last body byte handed to the server (a histogram;
+                                       route is the route's path template, so ids never make
+                                       new series)
+event_loop_lag_seconds                 how late the event loop woke a 10 ms timer (a histogram):
+                                       the time a request may wait before the loop looks at it
+event_loop_lag_max_seconds             the longest such lag since the process started
+event_loop_stalls_total                lags over the stall threshold (100 ms; each is logged
+                                       with the stack the loop was stuck in)
+gc_pause_seconds{generation}           time of each garbage collection (a histogram)
 =====================================  =========================================================
 
 Counters count what *this process* did (Prometheus sums them over processes); the queue
@@ -38,6 +48,25 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NAMESPACE = "backchannel"
 QUEUE_DEPTH_CACHE = 2.0  # seconds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
+#: request durations and loop lags: fine below 25 ms, where the latency targets are
+FAST_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 
 
 class QueueDepth(Collector):
@@ -141,6 +170,41 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
             buckets=LATENCY_BUCKETS,
+        )
+        self.request_duration = Histogram(
+            "request_duration_seconds",
+            "Time inside the app per HTTP request, to the last body byte",
+            ["route"],
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=FAST_BUCKETS,
+        )
+        self.loop_lag = Histogram(
+            "event_loop_lag_seconds",
+            "How late the event loop woke a periodic timer",
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=FAST_BUCKETS,
+        )
+        self.loop_lag_max = Gauge(
+            "event_loop_lag_max_seconds",
+            "The longest event-loop lag since the process started",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.loop_stalls = Counter(
+            "event_loop_stalls",
+            "Event-loop lags over the stall threshold (each is logged with its stack)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.gc_pause = Histogram(
+            "gc_pause_seconds",
+            "Time of each garbage collection",
+            ["generation"],
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=FAST_BUCKETS,
         )
         self._queue_depth: QueueDepth | None = None
 

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount, Route
 
-from backchannel import __version__, credentials, retention
+from backchannel import __version__, credentials, retention, runtime
 from backchannel.config import Settings
 from backchannel.delivery import RetryPolicy, build_worker
 from backchannel.events import ConversionIn
@@ -35,13 +35,16 @@ from backchannel.notes import Note
 from backchannel.routing import Routes, active_destinations
 from backchannel.store import open_store, unavailable
 from backchannel.store.runner import for_store
+from backchannel.store.sqlite import SqliteStore
 from backchannel.targets import Targets
+from backchannel.watchdog import LoopWatchdog
 from backchannel.web import auth as admin_auth
 from backchannel.web import collect as browser_leg
 from backchannel.web import dashboard, ops
 from backchannel.web import sources as source_routes
 from backchannel.web.ratelimit import RateLimiter, limited_response
 from backchannel.web.security import SecurityHeadersMiddleware
+from backchannel.web.timing import RequestTimingMiddleware
 
 log = logging.getLogger("backchannel.web")
 
@@ -69,6 +72,10 @@ class Options:
     concurrency: int | None = None
     #: retention: seconds between background purges (when settings.retention_days > 0)
     retention_every: float = retention.HOUR
+    #: SQLite: WAL checkpoints on a thread of their own, off the commit path (store/sqlite.py)
+    checkpointer: bool = True
+    #: after start-up, exempt the objects alive then from garbage collection (runtime.py)
+    freeze_gc: bool = True
 
 
 def _error(
@@ -149,11 +156,16 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.database_url)
+        if opts.checkpointer and isinstance(store, SqliteStore):
+            state["checkpointer"] = store.start_checkpointer()
         runner = for_store(store)
         cipher = credentials.load_cipher(settings)
         sandbox_url = opts.self_url.rstrip("/") + "/sandbox" if opts.sandbox else None
         targets = Targets(settings, store, cipher, sandbox_url)
         state.update(store=store, runner=runner, targets=targets)
+        watchdog = LoopWatchdog(metrics)  # loop lag, stalls (with their stack), GC pauses
+        watchdog.start()
+        state["watchdog"] = watchdog
         worker = None
         if opts.worker:
             worker = build_worker(
@@ -177,6 +189,8 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                     store, runner.run, settings.retention_days, every=opts.retention_every
                 )
             )
+        if opts.freeze_gc:
+            runtime.freeze_startup_objects()
         try:
             yield
         finally:
@@ -187,6 +201,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
             if worker is not None:
                 # the other half of the grace (serving.py): uvicorn drained requests first
                 await worker.stop(settings.shutdown_grace / 2)
+            await watchdog.stop()
             runner.close()
 
     app = FastAPI(
@@ -205,6 +220,12 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     https = bool(settings.public_url and settings.public_url.startswith("https://"))
     app.add_middleware(SecurityHeadersMiddleware, https=https)
     app.add_middleware(RequestIdMiddleware)
+    # outermost: the time of every request inside the app, by route template
+    app.add_middleware(
+        RequestTimingMiddleware,
+        histogram=metrics.request_duration,
+        routes=lambda: app.routes,
+    )
     auth = admin_auth.install(app, settings, lambda: state["store"], lambda: state["runner"])
     ops.install(app, settings, state, metrics, auth, worker_expected=lambda: opts.worker)
     dashboard.install(app, settings, state)  # the diagnostics pages
