@@ -149,6 +149,9 @@ def event(order_id: str, *, value: float = 10.5) -> dict[str, Any]:
             "email": f"{order_id}@example.com",
             "ip": "81.2.69.160",
             "user_agent": "Mozilla/5.0 (reliability test)",
+            # GA4 needs the _ga client id, Google Ads a click id
+            "ga_client_id": "GA1.1.1000000001.1700000000",
+            "gclid": f"Cj0-{order_id}",
         },
         "page": {"url": "https://shop.example/thanks"},
     }
@@ -156,6 +159,22 @@ def event(order_id: str, *, value: float = 10.5) -> dict[str, Any]:
 
 def event_id(order_id: str) -> str:
     return f"CompletePayment-{order_id}"
+
+
+#: every destination the suite delivers to: the registry's (GA4 and Google Ads connected)
+DESTINATIONS = ("tiktok", "meta", "ga4", "google_ads")
+GOOGLE_ADS_CUSTOMER = "1234567890"
+GOOGLE_ADS_ACTION = f"customers/{GOOGLE_ADS_CUSTOMER}/conversionActions/77"
+
+
+def _our_event_id(destination: str, item: dict[str, Any]) -> str:
+    """Backchannel's event_id of an event a platform stored: GA4 keeps it as a parameter,
+    Google Ads' dedup key is the order id."""
+    if destination == "ga4":
+        return str(item["params"]["event_id"])
+    if destination == "google_ads":
+        return event_id(str(item["event_id"]))
+    return str(item["event_id"])
 
 
 @dataclass
@@ -196,8 +215,10 @@ class Stack:
             self.env["BACKCHANNEL_RETRY_CAP"] = str(retry[1])
         self.sandbox_port = free_port()
         self.sandbox_url = f"http://{HOST}:{self.sandbox_port}"
-        self.env["BACKCHANNEL_TIKTOK_BASE_URL"] = self.sandbox_url
-        self.env["BACKCHANNEL_META_BASE_URL"] = self.sandbox_url
+        # every destination at the one sandbox (GA4 and Google Ads are connected by
+        # connect_google: the suite runs with all four)
+        for name in DESTINATIONS:
+            self.env[f"BACKCHANNEL_{name.upper()}_BASE_URL"] = self.sandbox_url
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.sandbox: Proc | None = None
@@ -240,6 +261,39 @@ class Stack:
         )
         assert done.returncode == 0, done.stderr
         self.key = done.stdout.strip().splitlines()[-1]
+
+    def connect_google(self) -> None:
+        """Connect GA4 and Google Ads (the sandbox takes any non-empty credentials)."""
+        for args, stdin in (
+            (["ga4", "--pixel", "G-RELIAB123"], "ga4-api-secret\n"),
+            (
+                [
+                    "google_ads",
+                    "--pixel",
+                    GOOGLE_ADS_CUSTOMER,
+                    "--set",
+                    "client_id=reliability.apps",
+                    "--set",
+                    f"conversion_actions=CompletePayment={GOOGLE_ADS_ACTION}",
+                    "--secret",
+                    "client_secret",
+                    "--secret",
+                    "refresh_token",
+                ],
+                "developer-token\nclient-secret\nrefresh-token\n",
+            ),
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "backchannel.cli", "token", "set", *args],
+                env=self.env,
+                cwd=self.tmp,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
 
     def start_gateway(self, *extra: str) -> None:
         self.gateway = self._spawn(
@@ -284,7 +338,7 @@ class Stack:
             )
             assert response.status_code == 200, response.text
             page = response.json()
-            ids.extend(e["event_id"] for e in page["events"])
+            ids.extend(_our_event_id(destination, e) for e in page["events"])
             offset += len(page["events"])
             if not page["events"] or offset >= page["count"]:
                 return ids
@@ -330,8 +384,9 @@ class Stack:
             return db.execute(
                 "SELECT c.event_id, COUNT(o.id) FROM conversions c"
                 " LEFT JOIN outbox o ON o.conversion_id = c.id"
-                " GROUP BY c.id HAVING COUNT(o.id) != 2"
-                " OR COUNT(DISTINCT o.destination) != 2"
+                " GROUP BY c.id HAVING COUNT(o.id) != ?"
+                " OR COUNT(DISTINCT o.destination) != ?",
+                (len(DESTINATIONS), len(DESTINATIONS)),
             ).fetchall()
 
     def undelivered(self) -> int:
@@ -376,6 +431,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         stacks.append(stack)
         stack.start_sandbox()
         stack.create_key()
+        stack.connect_google()
         return stack
 
     yield make

@@ -25,7 +25,7 @@ import pytest
 
 from scaleout.test_workers import Cluster, database  # noqa: F401 - the fixture is used below
 
-from .conftest import Ingestor, Stack, event, event_id, order_ids, wait_until
+from .conftest import DESTINATIONS, Ingestor, Stack, event, event_id, order_ids, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_serve_stops_cleanly_and_releases_its_leases(
     response = stack.post({"events": [event(o) for o in first]})
     assert response.status_code == 202
     wait_until(
-        lambda: {d for d, _ in stack.leased()} == {"tiktok", "meta"}, 20, "rows to be in flight"
+        lambda: {d for d, _ in stack.leased()} == set(DESTINATIONS), 20, "rows to be in flight"
     )
     ingest = Ingestor(stack, threads=4, pause=0.01).start()
     wait_until(lambda: ingest.acked_count() >= 50, 20, "clients to be acknowledged")
@@ -74,7 +74,7 @@ def test_serve_stops_cleanly_and_releases_its_leases(
     wait_until(lambda: stack.undelivered() == 0, 60, "everything to be delivered")
     # released, not left to expire: delivered well before the 120 s lease could have run out
     assert time.monotonic() - restarted < 60
-    for destination in ("tiktok", "meta"):
+    for destination in DESTINATIONS:
         received = stack.received_ids(destination)
         assert set(received) == stored
         assert {event_id(o) for o in first} <= set(received)
