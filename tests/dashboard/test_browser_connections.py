@@ -195,3 +195,77 @@ def test_fill_and_save_a_destination_with_extras(
     assert dict(target.secrets) == {
         c.key: values[c.key] for c in spec.CREDENTIALS if c.secret and c.key != "token"
     }
+
+
+GA4_ID, GA4_SECRET = "G-BROWSER123", "ga4-secret-in-the-browser"
+ADS = {
+    "pixel": "1234567890",
+    "token": "developer-token-browser",
+    "client_id": "browser-client.apps.googleusercontent.com",
+    "client_secret": "client-secret-browser",
+    "refresh_token": "1//refresh-browser",
+    "conversion_actions": "CompletePayment=customers/1234567890/conversionActions/99",
+}
+
+
+def test_connect_ga4_and_google_ads_and_fire_a_test_order_to_four_sandboxes(
+    playwright_driver: Any, start_app: StartApp, tmp_path: Path
+) -> None:
+    """Issue 13's done test, as a person does it: connect GA4 and Google Ads on the
+    Connections page, fire a test order, see it reach all four sandboxes, each with its own
+    keys (TikTok and Meta in sandbox mode, GA4 at its validation endpoint with the
+    measurement id and secret, Google Ads with validateOnly under the customer id)."""
+    app = start_app(sandbox=True, worker=True)
+    context = playwright_driver.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=CHROMIUM,
+        headless=False,  # --headless=new is in CHROMIUM_ARGS
+        args=CHROMIUM_ARGS,
+    )
+    htmls: list[str] = []
+    try:
+        page = context.new_page()
+        page.goto(f"{app.url}/admin/connections")
+        page.fill('input[name="password"]', PASSWORD)
+        page.click('button[type="submit"]')
+        page.wait_for_url(f"{app.url}/admin/connections")
+        for name, values in (("ga4", {"pixel": GA4_ID, "token": GA4_SECRET}), ("google_ads", ADS)):
+            assert page.locator(f'[data-testid="mode-{name}"]').inner_text() == (
+                "off — not connected"
+            )
+            form = page.locator(f'[data-testid="connection-{name}"]')
+            for key, value in values.items():
+                form.locator(f'[name="{key}"]').fill(value)
+            form.locator('button[type="submit"]').click()
+            page.wait_for_url(f"{app.url}/admin/connections?saved={name}*")
+            assert page.locator(f'[data-testid="mode-{name}"]').inner_text() == "live"
+            htmls.append(page.content())
+        page.wait_for_timeout(5500)  # the worker starts lanes for new connections (5 s)
+        page.click('nav a[href="/admin/test-events"]')
+        page.wait_for_url(f"{app.url}/admin/test-events")
+        page.click('button:has-text("Fire a test order")')
+        page.wait_for_url(f"{app.url}/admin/test-events/*")
+        deadline = time.monotonic() + 40
+        names = ("tiktok", "meta", "ga4", "google_ads")
+        while True:  # the page reloads itself (meta refresh) until every row is final
+            statuses = {n: page.locator(f'[data-testid="status-{n}"]').inner_text() for n in names}
+            if set(statuses.values()) == {"delivered"}:
+                break
+            assert time.monotonic() < deadline, statuses
+            page.wait_for_timeout(500)
+        htmls.append(page.content())
+        page.screenshot(path=str(tmp_path / "four.png"), full_page=True)
+    finally:
+        context.close()
+    secrets = [GA4_SECRET, ADS["token"], ADS["client_secret"], ADS["refresh_token"]]
+    assert not any(secret in html for html in htmls for secret in secrets)
+    with httpx.Client(base_url=app.sandbox_url or "", timeout=30) as sandbox:
+        events = {n: sandbox.get(f"/_sandbox/{n}/events").json()["events"] for n in names}
+        ga4_stats = sandbox.get("/_sandbox/ga4/stats").json()
+    assert len(events["tiktok"]) == len(events["meta"]) == 1
+    assert events["ga4"] == []  # a test order is only validated: GA4 keeps nothing
+    assert ga4_stats["by_code"] == {"debug": 1}
+    [ads] = events["google_ads"]
+    assert ads["_pixel"] == ADS["pixel"]
+    assert ads["_test_event_code"] == "validateOnly"
+    assert ads["conversionAction"] == "customers/1234567890/conversionActions/99"

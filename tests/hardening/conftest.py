@@ -19,6 +19,7 @@ import pytest
 
 from backchannel.config import Settings
 from backchannel.delivery import RetryPolicy
+from backchannel.destinations import NAMES
 from backchannel.sandbox import SandboxConfig
 from backchannel.sandbox import create_app as create_sandbox
 from backchannel.store import open_store
@@ -96,6 +97,10 @@ def start_app(tmp_path: Path, stack: ExitStack) -> StartApp:
             overrides = {
                 "tiktok_base_url": sandbox_url,
                 "meta_base_url": sandbox_url,
+                # every other destination at the same sandbox (they are off until connected)
+                "destination_urls": {
+                    name: sandbox_url for name in NAMES if name not in ("tiktok", "meta")
+                },
                 "tiktok_pixel": TIKTOK_PIXEL,
                 "meta_pixel": META_PIXEL,
                 **overrides,

@@ -226,6 +226,9 @@ class Stack:
         self.key = ""
         self.http = httpx.Client(timeout=10.0)
         self._procs: list[Proc] = []
+        #: the destinations that get rows: TikTok and Meta, and GA4 and Google Ads once
+        #: connect_google has connected them
+        self.destinations: tuple[str, ...] = ("tiktok", "meta")
 
     # -- processes --------------------------------------------------------------------------
     def _spawn(self, name: str, *args: str) -> Proc:
@@ -294,6 +297,7 @@ class Stack:
                 check=False,
             )
             assert done.returncode == 0, done.stderr
+        self.destinations = DESTINATIONS
 
     def start_gateway(self, *extra: str) -> None:
         self.gateway = self._spawn(
@@ -386,7 +390,7 @@ class Stack:
                 " LEFT JOIN outbox o ON o.conversion_id = c.id"
                 " GROUP BY c.id HAVING COUNT(o.id) != ?"
                 " OR COUNT(DISTINCT o.destination) != ?",
-                (len(DESTINATIONS), len(DESTINATIONS)),
+                (len(self.destinations), len(self.destinations)),
             ).fetchall()
 
     def undelivered(self) -> int:

@@ -27,9 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import HOST, Ingestor, Stack, event, order_ids, report, wait_until
+from .conftest import DESTINATIONS, HOST, Ingestor, Stack, event, order_ids, report, wait_until
 
-DESTINATIONS = ("tiktok", "meta")
 LEASE = 6.0
 
 
@@ -108,10 +107,12 @@ def second_stack(tmp_path: Path) -> Iterator[Callable[[Stack], Stack]]:
         folder = tmp_path / "restored"
         folder.mkdir()
         stack = Stack(folder, lease=LEASE, retry=(0.2, 2.0))
-        for name in ("BACKCHANNEL_SECRET_KEY", "BACKCHANNEL_TIKTOK_BASE_URL"):
+        stack.env["BACKCHANNEL_SECRET_KEY"] = first.env["BACKCHANNEL_SECRET_KEY"]
+        for destination in DESTINATIONS:  # the restored store holds all four connections
+            name = f"BACKCHANNEL_{destination.upper()}_BASE_URL"
             stack.env[name] = first.env[name]
-        stack.env["BACKCHANNEL_META_BASE_URL"] = first.env["BACKCHANNEL_META_BASE_URL"]
         stack.sandbox_url = first.sandbox_url
+        stack.destinations = first.destinations
         stack.key = first.key  # the API key is a row of the restored store
         made.append(stack)
         return stack
@@ -186,6 +187,14 @@ def test_backup_under_load_restore_elsewhere_delivers_only_what_was_pending(
     wait_until(lambda: second.undelivered() == 0, 90, "the restored backlog delivered")
     after = received(first)
     for destination in DESTINATIONS:
+        if destination == "google_ads":
+            # Google Ads deduplicates on orderId itself: a pending row of the copy that the
+            # first gateway had already sent after the backup is answered "already in use"
+            # (delivered) and not recorded twice. What must hold: each order there once,
+            # every pending one among them.
+            assert undelivered[destination] <= set(after[destination])
+            assert set(after[destination].values()) == {1}
+            continue
         sent_again = after[destination] - before_restore[destination]
         assert set(sent_again) == undelivered[destination], (
             f"{destination}: resent {len(set(sent_again) & delivered[destination])} delivered,"
