@@ -92,6 +92,48 @@ def _schema_version(url: str) -> int:
     return int(found[0] or 0) if found else 0
 
 
+def _validate(
+    report: Report, client: httpx.Client, name: str, settings: config.Settings, store: Store
+) -> None:
+    """A destination whose production endpoint accepts anything (GA4 answers 2xx to every
+    request, valid or not) declares a validation probe: ask its validation server about a
+    sample built with this connection's keys, and say what it would silently drop."""
+    spec = registry.get(name)
+    probe = getattr(spec, "validation_probe", None)
+    findings = getattr(spec, "validation_findings", None)
+    sample_data = getattr(spec, "PROBE_EVENT", None)
+    if probe is None or findings is None or sample_data is None:
+        return
+    from backchannel.credentials import load_cipher
+    from backchannel.events import normalize
+    from backchannel.targets import Targets
+
+    try:
+        target = (
+            Targets(settings, store, load_cipher(settings, create=False), None).resolve(name).target
+        )
+        sample = normalize(sample_data, now=time.time()).conversion
+        request = probe(target, sample)
+        response = client.post(request.url, content=request.content, headers=request.headers)
+    except Exception as exc:  # doctor reports, it never crashes
+        report.add(f"validation {name}", False, f"could not ask: {type(exc).__name__}")
+        return
+    found = findings(response.status_code, response.content)
+    if found:
+        report.add(
+            f"validation {name}",
+            False,
+            f"{spec.display_name}'s validation server would drop a sample event: "
+            + "; ".join(found),
+            "check the connection's ids and the event mapping; the production endpoint"
+            " says nothing when it drops events",
+        )
+    else:
+        report.add(
+            f"validation {name}", True, f"{spec.display_name}'s validation server takes a sample"
+        )
+
+
 def run(
     *,
     live: bool = False,
@@ -281,6 +323,8 @@ def run(
                 True,
                 f"{url} ({leg}): answered HTTP {response.status_code} in {elapsed * 1000:.0f} ms",
             )
+            if store is not None:
+                _validate(report, client, name, settings, store)
             date = response.headers.get("date")
             if date:
                 try:

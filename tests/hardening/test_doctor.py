@@ -156,3 +156,37 @@ class TestDoctor:
         assert bad.returncode == 1
         assert "✗" in bad.stdout
         assert "fix: chmod 600" in bad.stdout
+
+
+class TestValidationProbe:
+    @pytest.mark.parametrize(("connected_id", "ok"), [("G-DOCTOR123", True), ("G-WRONG999", False)])
+    def test_ga4_is_asked_at_its_validation_server(
+        self, tmp_path: Path, connected_id: str, ok: bool
+    ) -> None:
+        """GA4 answers 2xx to everything, so doctor asks its validation server about a
+        sample built with the connection's keys and says what GA4 would silently drop."""
+        config = SandboxConfig(ga4_measurement_id="G-DOCTOR123", ga4_api_secret="ga4-secret")
+        with ServerThread(create_sandbox(config)) as server:
+            settings = deployment(tmp_path, server.url, destination_urls={"ga4": server.url})
+            cipher = credentials.load_cipher(settings)
+            store = open_store(settings.database_url)
+            try:
+                store.set_connection(
+                    Connection(
+                        "ga4",
+                        connected_id,
+                        credentials.encrypt(cipher, "ga4-secret"),
+                        "cret",
+                        None,
+                        0,
+                    )
+                )
+            finally:
+                store.close()
+            report = doctor.run(load=lambda: settings)
+        check = by_name(report)["validation ga4"]
+        assert check.ok is ok, report.lines()
+        if not ok:
+            assert "would drop" in check.detail
+            assert check.fix
+        assert all("ga4-secret" not in line for line in report.lines())

@@ -420,6 +420,35 @@ def prepare(batch: Sequence[Conversion], target: Target) -> PreparedRequest:
     )
 
 
+#: what ``backchannel doctor`` asks GA4's validation server about (a fake client id and order)
+PROBE_EVENT: dict[str, Any] = {
+    "event": "CompletePayment",
+    "order_id": "backchannel-doctor",
+    "value": 1.0,
+    "currency": "USD",
+    "test_event_code": "DOCTOR",
+    "user": {"ga_client_id": "1000000000.1000000000"},
+}
+
+
+def validation_probe(target: Target, sample: Conversion) -> PreparedRequest:
+    """A test request to the validation server (``/debug/mp/collect``, §10) with this
+    connection's measurement id and secret: GA4 answers 2xx to everything on ``/mp/collect``,
+    so this is the only way to learn what it would silently drop. ``sample`` must be a test
+    conversion (``PROBE_EVENT`` normalized)."""
+    return prepare([sample], target)
+
+
+def validation_findings(status: int, body: bytes) -> list[str]:
+    """What the validation server objected to (empty: it takes the sample as sent)."""
+    if not 200 <= status < 300:
+        return [f"HTTP {status} from the validation server"]
+    messages = _validation_messages(body)
+    if messages is None:
+        return ["the validation server did not answer with validationMessages"]
+    return [_describe(m) for m in messages]
+
+
 def _validation_messages(body: bytes) -> list[Any] | None:
     """The validation server's ``validationMessages`` (§10), or None for any other body."""
     if not body.strip():
