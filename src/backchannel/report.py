@@ -35,7 +35,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -121,6 +121,9 @@ class GapReport:
     daily: list[tuple[date, Tally]] = field(default_factory=list)
     #: counts imported from an Events Manager export (None: nothing imported for the range)
     pixel_import: PixelImport | None = None
+    #: per destination, truth-set orders whose conversion was delivered there (TikTok's is
+    #: ``total.server_delivered``; the others show what the same orders reached elsewhere)
+    server_delivered_by: dict[str, int] = field(default_factory=dict)
 
     @property
     def pixel_reported(self) -> int | None:
@@ -150,6 +153,7 @@ class GapReport:
             "pixel_reported": self.pixel_reported,
             "recovered_vs_reported": self.recovered_vs_reported,
             "pixel_import": self.pixel_import.as_dict() if self.pixel_import else None,
+            "server_delivered_by": dict(self.server_delivered_by),
             "daily": {
                 day.isoformat(): {
                     "orders": t.orders,
@@ -542,6 +546,25 @@ def from_store(
 ) -> GapReport:
     """The gap report read from a store: what the CLI, the page and its downloads all show
     (two reads: the ledger rows and the imported Events Manager counts)."""
-    rows = store.gap_rows(*time_range(start, end))
+    low, high = time_range(start, end)
+    rows = store.gap_rows(low, high)
     counts = store.pixel_counts(start.isoformat(), end.isoformat(), pixel_event)
-    return gap_report(rows, start, end, switch_on, pixel_counts=counts, pixel_event=pixel_event)
+    report = gap_report(rows, start, end, switch_on, pixel_counts=counts, pixel_event=pixel_event)
+    delivered = {
+        str(destination): int(n) for destination, n in store.read(DELIVERED_BY_SQL, (low, high))
+    }
+    return replace(report, server_delivered_by=delivered)
+
+
+#: truth-set orders (TikTok-attributed, in the range) delivered, per destination; an order
+#: counts once per destination however many rows it has (portable SQL, ``?`` placeholders)
+DELIVERED_BY_SQL = """
+SELECT x.destination, COUNT(DISTINCT o.id)
+FROM orders o
+JOIN conversions c ON c.event = o.event AND c.event_id = o.event_id
+JOIN outbox x ON x.conversion_id = c.id
+WHERE o.order_time >= ? AND o.order_time < ? AND o.attributed_tiktok = 1
+  AND x.status = 'delivered'
+GROUP BY x.destination
+ORDER BY x.destination
+"""

@@ -148,6 +148,8 @@ class TestPage:
         assert (found["ledger_orders"], found["truth_set"]) == ("9", "8")
         assert (found["total.orders"], found["total.pixel_only"]) == ("8", "3")
         assert (found["total.server_delivered"], found["total.deduplicated"]) == ("3", "5")
+        # per destination, by its own query: TikTok's agrees with the headline's server leg
+        assert found["server_delivered_by.tiktok"] == found["total.server_delivered"]
         assert (found["total.recovered"], found["total.coverage"]) == ("2", "0.625")
         assert (found["before.coverage"], found["after.coverage"]) == ("0.3333", "0.8")
         assert found["breakdowns.browser.Safari.orders"] == "3"

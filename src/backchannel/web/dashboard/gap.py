@@ -32,6 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from backchannel import charts, report
 from backchannel.config import Settings
+from backchannel.destinations import display_name
 from backchannel.report import SECTION_TITLES, GapReport, Tally
 from backchannel.web.auth import Admin, require_admin, require_admin_page
 from backchannel.web.dashboard.layout import (
@@ -184,6 +185,22 @@ def _periods(result: GapReport) -> str:
     )
 
 
+def _delivered_by(result: GapReport) -> str:
+    """What the same truth-set orders reached at every destination (the gap is TikTok's)."""
+    if not result.server_delivered_by:
+        return ""
+    rows = [
+        [esc(display_name(d)), figure(f"server_delivered_by.{d}", n)]
+        for d, n in result.server_delivered_by.items()
+    ]
+    return "<h2>Server leg, per destination</h2>" + table(
+        ["destination", "truth-set orders delivered"],
+        rows,
+        caption="The same TikTok-attributed orders, as each configured destination received them",
+        test_id="delivered-by",
+    )
+
+
 def _imported(result: GapReport, query: Query) -> str:
     imported = result.pixel_import
     if imported is None:
@@ -306,6 +323,7 @@ def page_body(result: GapReport, query: Query) -> str:
                 svgs["gap"], "The gap bar: truth set, Pixel, server, deduplicated.", "gap", query
             ),
             _periods(result),
+            _delivered_by(result),
             _imported(result, query),
             "<h2>Over time</h2>",
             _chart(svgs["timeseries"], "Orders per leg over time.", "timeseries", query),
