@@ -420,6 +420,12 @@ def _short_text(path: str, raw: str | None, limit: int, notes: list[Note]) -> st
     return value
 
 
+def _maybe_google(raw: RawField) -> bool:
+    """Could Google's form differ (a gmail/googlemail address among these)? A cheap test
+    that spares hashing every address twice."""
+    return any("mail.com" in item.lower() for item in _as_list(raw))
+
+
 def hash_user(
     raw: dict[str, RawField], default_region: str | None, notes: list[Note]
 ) -> HashedUser:
@@ -432,7 +438,7 @@ def hash_user(
     user.country = _plain("user.country", raw.get("country"), normalize_country, notes)
     region = user.country or default_region
     user.email = _hash_many("user.email", raw.get("email"), normalize_email, notes)
-    if user.email:
+    if user.email and _maybe_google(raw.get("email")):
         ignored: list[Note] = []  # the common rule already reported any unusable address
         google = _hash_many("user.email", raw.get("email"), normalize_email_google, ignored)
         if google != user.email:
