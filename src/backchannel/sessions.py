@@ -18,7 +18,7 @@ cross-origin ``sendBeacon`` needs no CORS preflight)::
      "load_time_ms": 812, "pixel": "loaded" | "blocked" | "absent",
      "page_view": true,
      "events": [{"event": "CompletePayment", "event_id": "CompletePayment-1001",
-                 "at": 1790000000123},                      # platform "tiktok" (the default)
+                 "at": 1790000000123},                      # platform: TikTok's (the default)
                 {"event": "purchase", "event_id": "1001",   # gtag: the transaction_id
                  "at": 1790000000124, "platform": "google"}]}
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from backchannel.events import (
     CONTROL_REASON,
@@ -51,7 +51,7 @@ from backchannel.events import (
 )
 from backchannel.identity import Unusable, normalize_ga_client_id
 from backchannel.notes import InvalidConversion, Note
-from backchannel.store.base import BrowserEvent, SessionUpdate
+from backchannel.store.base import MIRROR_DEFAULT, BrowserEvent, SessionUpdate
 from backchannel.urls import strip_pii
 
 #: bytes; a page view is ~1 KiB, a page with a few mirrored Pixel calls ~2 KiB
@@ -79,13 +79,27 @@ class UtmIn(_Strict):
     term: Utm | None = None
 
 
+#: whose tag calls the Pixel mirror records: the TikTok Pixel's (``ttq.track``) and Google's
+#: tag (``gtag``, which GA4 and Google Ads share)
+TIKTOK_PIXEL = MIRROR_DEFAULT
+GOOGLE_TAG = "google"
+PIXEL_PLATFORMS = frozenset({TIKTOK_PIXEL, GOOGLE_TAG})
+
+
 class BrowserEventIn(_Strict):
     event: Annotated[str, Field(min_length=1, max_length=100)]
     event_id: Annotated[str, Field(max_length=256)] | None = None
     #: unix milliseconds (Date.now() in the browser)
     at: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     #: whose tag call bc.js mirrored: ttq.track (TikTok) or gtag('event', …) (Google)
-    platform: Literal["tiktok", "google"] = "tiktok"
+    platform: str = TIKTOK_PIXEL
+
+    @field_validator("platform")
+    @classmethod
+    def _known_platform(cls, value: str) -> str:
+        if value not in PIXEL_PLATFORMS:
+            raise ValueError(f"one of {', '.join(sorted(PIXEL_PLATFORMS))}")
+        return value
 
 
 class CollectIn(_Strict):
@@ -207,7 +221,7 @@ def parse_collect(
             at=_event_time(item.at, now),
             page_url=url,
             # the TikTok Pixel's state says nothing of a Google tag's call
-            pixel_status=message.pixel if item.platform == "tiktok" else None,
+            pixel_status=message.pixel if item.platform == TIKTOK_PIXEL else None,
             platform=item.platform,
         )
         for item in message.events

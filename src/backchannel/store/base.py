@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from backchannel.destinations import tiktok as tiktok_destination
+
 #: outbox states (see the migration for the state machine)
 PENDING, IN_FLIGHT, DELIVERED, DEAD, EXPIRED = (
     "pending",
@@ -72,6 +74,11 @@ def connection_settings(raw: str | None) -> dict[str, str]:
         return {}
     data = orjson.loads(raw)
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+#: the Pixel mirror's platform of rows that name none: TikTok's (the mirror watched only its
+#: Pixel before Google's tag was mirrored too)
+MIRROR_DEFAULT = tiktok_destination.name
 
 
 def new_lease_token() -> str:
@@ -248,8 +255,8 @@ class SessionUpdate:
 @dataclass(slots=True)
 class BrowserEvent:
     """One tag call seen by bc.js (the Pixel mirror): ``ttq.track(event, props, {event_id})``
-    (``platform`` "tiktok"), or ``gtag('event', name, {transaction_id})`` ("google", the
-    transaction_id as ``event_id``)."""
+    (``platform`` TikTok's, the default), or ``gtag('event', name, {transaction_id})``
+    (Google's, the transaction_id as ``event_id``)."""
 
     session_id: str
     event: str
@@ -258,7 +265,7 @@ class BrowserEvent:
     page_url: str | None = None
     #: the TikTok Pixel's state when it fired, if known (None for Google's calls)
     pixel_status: str | None = None
-    platform: str = "tiktok"
+    platform: str = MIRROR_DEFAULT
 
 
 @dataclass(slots=True)
