@@ -287,6 +287,27 @@ class TestReplay:
             "SELECT destination, status, attempts FROM outbox ORDER BY destination"
         )
         assert rows == [("meta", "pending", 0), ("tiktok", "pending", 0)]
+        assert "warning" not in result.stderr  # a fresh letter: inside the dedup window
+
+    def test_replaying_a_letter_older_than_the_dedup_window_warns(
+        self, gateway: Gateway, cli_for: Any
+    ) -> None:
+        """A dead letter whose event is more than 48 h old is re-queued with a warning: the
+        platform deduplicates by event_id only within its window (TikTok: 48 h)."""
+        old = int(time.time()) - 3 * 86400
+        assert gateway.post(conversion(10, event_time=old)).status_code == 202
+        store = open_store(gateway.settings.database_url)
+        try:
+            from backchannel.store.base import Dead
+
+            [claimed] = store.claim("tiktok", 10, time.time(), 120.0)
+            store.mark_dead([Dead(claimed.outbox_id, b"{}")], "timed out", None, None)
+        finally:
+            store.close()
+        result = cli_for(gateway.settings)("replay", "--all-dead")
+        assert result.returncode == 0, result.stderr
+        assert "re-queued 1" in result.stdout
+        assert "warning: 1 of them happened more than 48 h ago" in result.stderr
 
 
 class TestSendDryRun:
