@@ -431,9 +431,7 @@ class DestinationWorker:
                     lease=cycle.lease,
                 ),
             )
-            self._done(ids, changed)
-            self.stats.expired += changed
-            self._count("expired", changed)
+            self._done(ids, changed, "expired")
         if refused:
             await self._refuse_locally(refused, cycle)
         by_id = {id(r.conversion): r for r in fresh}
@@ -473,9 +471,7 @@ class DestinationWorker:
                 lease=cycle.lease,
             ),
         )
-        self._done(ids, changed)
-        self.stats.dead += changed
-        self._count("dead", changed)
+        self._done(ids, changed, "dead")
         log.warning(
             "events dead-lettered without sending",
             extra={"destination": self.name, "events": changed, "reason": reason},
@@ -674,9 +670,7 @@ class DestinationWorker:
                     lease=cycle.lease,
                 ),
             )
-            self._done(ids, changed)
-            self.stats.delivered += changed
-            self._count("delivered", changed)
+            self._done(ids, changed, "delivered")
             return
         self.stats.last_error = outcome.reason
         if outcome.verdict is Verdict.RETRY:
@@ -765,9 +759,7 @@ class DestinationWorker:
                 lease=cycle.lease,
             ),
         )
-        self._done(ids, changed)
-        self.stats.retried += changed
-        self._count("retried", changed)
+        self._done(ids, changed, "retried")
         log.warning(
             "delivery will be retried",
             extra={"destination": self.name, "events": changed, "reason": outcome.reason},
@@ -802,9 +794,7 @@ class DestinationWorker:
                 lease=cycle.lease,
             ),
         )
-        self._done([d.outbox_id for d in dead], changed)
-        self.stats.dead += changed
-        self._count("dead", changed)
+        self._done([d.outbox_id for d in dead], changed, "dead")
         log.warning(
             "events dead-lettered",
             extra={"destination": self.name, "events": changed, "reason": reason},
@@ -834,8 +824,19 @@ class DestinationWorker:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
 
-    def _done(self, ids: Sequence[int], changed: int, *, expected_changed: bool = True) -> None:
-        """Forget rows that were marked; count the ones whose lease was lost meanwhile."""
+    def _done(
+        self,
+        ids: Sequence[int],
+        changed: int,
+        kind: str | None = None,
+        *,
+        expected_changed: bool = True,
+    ) -> None:
+        """Forget rows that were marked; count ``changed`` as ``kind`` (delivered, retried,
+        dead, expired: the stats field and the metric) and the rows whose lease was lost."""
+        if kind is not None:
+            setattr(self.stats, kind, getattr(self.stats, kind) + changed)
+            self._count(kind, changed)
         for outbox_id in ids:
             self.held.pop(outbox_id, None)
         lost = len(ids) - changed
