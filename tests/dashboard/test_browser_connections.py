@@ -32,18 +32,32 @@ TOKEN = "browserPastedToken0123456789LAST"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def chromium(playwright_driver: Any, tmp_path: Path) -> Any:
+    """Debian's Chromium with a fresh profile (never a downloaded browser)."""
+    return playwright_driver.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=CHROMIUM,
+        headless=False,  # --headless=new is in CHROMIUM_ARGS
+        args=CHROMIUM_ARGS,
+    )
+
+
+def log_in_to_connections(page: Any, url: str) -> None:
+    """Open the Connections page: the login form first (the page needs an admin), then it."""
+    page.goto(f"{url}/admin/connections")
+    assert page.url.startswith(f"{url}/login")
+    page.fill('input[name="password"]', PASSWORD)
+    page.click('button[type="submit"]')
+    page.wait_for_url(f"{url}/admin/connections")
+
+
 def test_connect_route_and_fire_a_test_order(
     playwright_driver: Any, start_app: StartApp, tmp_path: Path
 ) -> None:
     """Paste a token (only …LAST shown, never in the HTML), set codes and routes, fire a test
     order and watch the side-by-side page reach "delivered" for both destinations."""
     app = start_app(sandbox=True, worker=True)
-    context = playwright_driver.chromium.launch_persistent_context(
-        str(tmp_path / "profile"),
-        executable_path=CHROMIUM,
-        headless=False,  # --headless=new is in CHROMIUM_ARGS
-        args=CHROMIUM_ARGS,
-    )
+    context = chromium(playwright_driver, tmp_path)
     htmls: list[str] = []
     try:
         page = context.new_page()
@@ -56,11 +70,7 @@ def test_connect_route_and_fire_a_test_order(
                 else None
             ),
         )
-        page.goto(f"{app.url}/admin/connections")
-        assert page.url.startswith(f"{app.url}/login")
-        page.fill('input[name="password"]', PASSWORD)
-        page.click('button[type="submit"]')
-        page.wait_for_url(f"{app.url}/admin/connections")
+        log_in_to_connections(page, app.url)
         assert page.locator('[data-testid="mode-tiktok"]').inner_text() == "sandbox"
 
         tiktok = page.locator('[data-testid="connection-tiktok"]')
@@ -146,19 +156,11 @@ def test_fill_and_save_a_destination_with_extras(
     app = start_app(sandbox=True)
     values = {c.key: standin.sample(c, salt="B") for c in spec.CREDENTIALS}
     secrets = [values[c.key] for c in spec.CREDENTIALS if c.secret]
-    context = playwright_driver.chromium.launch_persistent_context(
-        str(tmp_path / "profile"),
-        executable_path=CHROMIUM,
-        headless=False,  # --headless=new is in CHROMIUM_ARGS
-        args=CHROMIUM_ARGS,
-    )
+    context = chromium(playwright_driver, tmp_path)
     htmls: list[str] = []
     try:
         page = context.new_page()
-        page.goto(f"{app.url}/admin/connections")
-        page.fill('input[name="password"]', PASSWORD)
-        page.click('button[type="submit"]')
-        page.wait_for_url(f"{app.url}/admin/connections")
+        log_in_to_connections(page, app.url)
         mode = page.locator(f'[data-testid="mode-{spec.name}"]')
         assert mode.inner_text() == "off — not connected"
         form = page.locator(f'[data-testid="connection-{spec.name}"]')
@@ -216,19 +218,11 @@ def test_connect_ga4_and_google_ads_and_fire_a_test_order_to_four_sandboxes(
     keys (TikTok and Meta in sandbox mode, GA4 at its validation endpoint with the
     measurement id and secret, Google Ads with validateOnly under the customer id)."""
     app = start_app(sandbox=True, worker=True)
-    context = playwright_driver.chromium.launch_persistent_context(
-        str(tmp_path / "profile"),
-        executable_path=CHROMIUM,
-        headless=False,  # --headless=new is in CHROMIUM_ARGS
-        args=CHROMIUM_ARGS,
-    )
+    context = chromium(playwright_driver, tmp_path)
     htmls: list[str] = []
     try:
         page = context.new_page()
-        page.goto(f"{app.url}/admin/connections")
-        page.fill('input[name="password"]', PASSWORD)
-        page.click('button[type="submit"]')
-        page.wait_for_url(f"{app.url}/admin/connections")
+        log_in_to_connections(page, app.url)
         for name, values in (("ga4", {"pixel": GA4_ID, "token": GA4_SECRET}), ("google_ads", ADS)):
             assert page.locator(f'[data-testid="mode-{name}"]').inner_text() == (
                 "off — not connected"
