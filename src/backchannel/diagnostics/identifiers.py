@@ -27,6 +27,7 @@ import orjson
 from backchannel import destinations as registry
 from backchannel import quality
 from backchannel.diagnostics import percent
+from backchannel.identifiers import value as platform_id
 from backchannel.report import time_range
 from backchannel.stitch import USER_FIELDS
 from backchannel.store.base import Store
@@ -90,7 +91,7 @@ def carried(user: Mapping[str, Any]) -> set[str]:
     if user.get("ip") and user.get("user_agent"):
         found.add("ip_user_agent")
     for identifier in IDENTIFIERS:
-        if identifier.fields and any(user.get(f) for f in identifier.fields):
+        if identifier.fields and any(platform_id(user, f) for f in identifier.fields):
             found.add(identifier.key)
     return found
 
