@@ -111,9 +111,9 @@ EVENT_NAMES: dict[str, str] = {
 
 _EVENT = r"[A-Za-z][A-Za-z0-9_ ]{0,99}"  # events.py's EVENT_NAME
 _SNAP_NAME = "|".join(sorted(SNAP_EVENTS, key=len, reverse=True))
-_ENTRY = rf"[ \t\r]*{_EVENT}[ \t]*=[ \t]*(?:{_SNAP_NAME})[ \t\r]*"
+_ENTRY = rf"[ \t]*{_EVENT}[ \t]*=[ \t]*(?:{_SNAP_NAME})[ \t]*"
 #: ``Event=SNAP_NAME`` entries, ';'- or newline-separated (checked when the value is stored)
-CUSTOM_EVENTS_PATTERN = rf"{_ENTRY}(?:[;\n]{_ENTRY})*;?"
+CUSTOM_EVENTS_PATTERN = rf"{_ENTRY}(?:[;\n]+{_ENTRY})*;?"
 
 CREDENTIALS = (
     Credential(
