@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from backchannel import config
 from backchannel.destinations import tiktok
 from backchannel.destinations.base import Target
 from backchannel.events import normalize
@@ -760,3 +761,44 @@ class TestSourceSetCommand:
         done = self.run(start_gateway(), *args, stdin="s\n")
         assert done.returncode == 2
         assert message in done.stderr
+
+
+class TestSettings:
+    def env(self, tmp_path: Path, **values: str) -> dict[str, str]:
+        env = {"BACKCHANNEL_DATABASE_URL": f"sqlite:///{tmp_path}/bc.db"}
+        env.update({f"BACKCHANNEL_{k.upper()}": v for k, v in values.items()})
+        return env
+
+    def test_woocommerce_settings_from_the_environment(self, tmp_path: Path) -> None:
+        """Secret, store URL, event and paid statuses (any case, spaces) are read."""
+        settings = config.load(
+            self.env(
+                tmp_path,
+                woocommerce_webhook_secret="s1,s2",
+                woocommerce_store_url=WOO_STORE,
+                woocommerce_event="Purchase",
+                woocommerce_paid_statuses="processing, Completed ,shipped",
+            ),
+            config_path=tmp_path / "none.toml",
+        )
+        assert settings.woocommerce_webhook_secret == "s1,s2"
+        assert "s1" not in repr(settings)
+        assert settings.woocommerce_store_url == WOO_STORE
+        assert settings.woocommerce_event == "Purchase"
+        assert settings.paid_statuses == ("processing", "completed", "shipped")
+
+    @pytest.mark.parametrize(
+        ("name", "value", "message"),
+        [
+            ("woocommerce_store_url", "shop.example.com", "woocommerce_store_url"),
+            ("woocommerce_paid_statuses", " , ", "woocommerce_paid_statuses"),
+            ("woocommerce_event", "Complete-Payment!", "woocommerce_event"),
+        ],
+    )
+    def test_bad_settings_are_refused_by_name(
+        self, tmp_path: Path, name: str, value: str, message: str
+    ) -> None:
+        """A store URL that is not one, no paid status, an unsendable event name."""
+        with pytest.raises(config.ConfigError) as caught:
+            config.load(self.env(tmp_path, **{name: value}), config_path=tmp_path / "none.toml")
+        assert message in str(caught.value)
