@@ -198,6 +198,7 @@ class TestMapping:
                 "gclid": None,
                 "gbraid": None,
                 "wbraid": None,
+                "ids": {},
             },
             "source": "web",
             "order_id": "727",
