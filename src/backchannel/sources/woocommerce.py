@@ -13,7 +13,9 @@ being exactly the bytes sent (``wp_json_encode`` output, slashes escaped); check
 time against every configured secret before anything is parsed. ``X-WC-Webhook-Source`` is the
 shop's ``home_url('/')``: when a store URL is configured, a signed webhook from another one (a
 staging copy of the site keeps the webhook and its secret, and its order ids collide with the
-live shop's) is refused with 403.
+live shop's) is refused with 403. Headers are not signed, so this stops an honest copy of the
+site, not a forger; a forger holding a signed body can only replay it, and a replayed order
+is a duplicate by its event_id (WooCommerce signs no timestamp).
 
 Mapping (the body is the REST v3 order, ``GET /wc/v3/orders/{id}``):
 
