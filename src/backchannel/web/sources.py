@@ -161,9 +161,9 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 await runner.run(store.record_delivery, source, delivery_id, "ignored", now)
             return _Response({"ignored": reason}, status_code=200)
 
-        signals = mapped.signals
-        if mapped.ledger_only is not None:
+        if mapped.ledger_only is not None:  # an order not to send (yet): the ledger only
             return await record_only(source, mapped, delivery_id, now)
+        signals = mapped.signals
 
         def hook(
             index: int, conversion: Conversion, landing: ledger.Landing | None
