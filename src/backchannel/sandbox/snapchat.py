@@ -522,4 +522,9 @@ EMULATOR = Emulator(
     routes=((PATH, ("POST",)), (VALIDATE_PATH, ("POST",))),
     event_field="event_name",
     handle=handle,
+    # Snap keeps our event_id as the event's own (the default dedup_key)
+    sample_credentials={
+        "pixel": "5bf81ee1-15b1-4dc1-b636-d7dae49b950e",
+        "token": "sandbox-snapchat-capi-token",
+    },
 )
