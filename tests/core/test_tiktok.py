@@ -517,8 +517,10 @@ class TestClassify:
         assert classify(401, b"unauthorized").verdict is Verdict.PERMANENT
 
 
-#: crm events (no page.url note) with their event set configured (no source note)
+#: crm events (no page.url note) with their event set configured (no source note) and an
+#: email (no note that TikTok has nothing to match a CRM event on)
 CRM_TARGET = dataclasses.replace(TARGET, source_ids={"crm": "CRMSET9"})
+CRM_USER = {"email": "lead@example.com"}
 
 
 class TestNotes:
@@ -542,10 +544,10 @@ class TestNotes:
 
     def test_payment_without_contents(self) -> None:
         """A payment event without contents gets a contents recommendation."""
-        c = conv(event="Purchase", value=1, currency="USD", source="crm")
+        c = conv(event="Purchase", value=1, currency="USD", source="crm", user=CRM_USER)
         assert [n.path for n in tiktok.notes(c, CRM_TARGET, NOW)] == ["contents"]
 
     def test_ip_without_user_agent(self) -> None:
         """ip without user_agent draws a 'user' note."""
-        c = conv(source="crm", user={"ip": "8.8.8.8"})
+        c = conv(source="crm", user={**CRM_USER, "ip": "8.8.8.8"})
         assert [n.path for n in tiktok.notes(c, CRM_TARGET, NOW)] == ["user"]
