@@ -166,8 +166,9 @@ class TestGoldenVectors:
     def test_row15_numbers_become_strings(self) -> None:
         """Row 15: order_id, shop_id and content ids given as numbers are sent as strings.
 
-        RudderStack also sends ``contents_ids``/``num_items``/``search_string``; we send
-        TikTok's documented ``content_ids`` and ``query``.
+        RudderStack also sends ``contents_ids`` and a derived ``num_items``; we send
+        TikTok's documented ``content_ids``, and the search text as ``query`` and
+        ``search_string`` as RudderStack does (``num_items`` only when given).
         """
         props = item(
             event="Search",
@@ -181,6 +182,8 @@ class TestGoldenVectors:
         assert [c["content_id"] for c in props["contents"]] == ["123", "345"]
         assert props["content_ids"] == ["123", "345"]
         assert props["query"] == "shoes"
+        assert props["search_string"] == "shoes"
+        assert "num_items" not in props
 
     def test_row16_three_emails(self) -> None:
         """Row 16: three emails give the three reference digests."""
