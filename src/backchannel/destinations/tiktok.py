@@ -188,10 +188,8 @@ VEHICLE_PROPERTIES = {
 }
 
 
-def _vertical(
-    props: dict[str, Any], given: Mapping[str, Any] | None, names: dict[str, str]
-) -> None:
-    for key, value in (given or {}).items():
+def _vertical(props: dict[str, Any], given: Mapping[str, Any], names: dict[str, str]) -> None:
+    for key, value in given.items():
         wire = names.get(key)
         if wire is not None:
             props[wire] = list(value) if isinstance(value, list) else value
@@ -235,8 +233,10 @@ def _properties(conversion: Conversion) -> dict[str, Any]:
         props["delivery_category"] = conversion.delivery_category
     if conversion.predicted_ltv is not None:
         props["predicted_ltv"] = conversion.predicted_ltv
-    _vertical(props, conversion.travel, TRAVEL_PROPERTIES)
-    _vertical(props, conversion.vehicle, VEHICLE_PROPERTIES)
+    if conversion.travel:
+        _vertical(props, conversion.travel, TRAVEL_PROPERTIES)
+    if conversion.vehicle:
+        _vertical(props, conversion.vehicle, VEHICLE_PROPERTIES)
     return props
 
 
