@@ -237,6 +237,13 @@ class SessionUpdate:
     load_time_ms: int | None = None
     pixel_status: str = "absent"
     page_view: bool = True
+    #: the other platforms' ids (identifiers.generic()), by field; merged into the session's
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def ids_json(self) -> str | None:
+        """``ids`` as the column stores it (None when there are none: the merge keeps the
+        session's)."""
+        return orjson.dumps(self.ids).decode() if self.ids else None
 
     @property
     def has_utm(self) -> bool:
@@ -301,6 +308,14 @@ class LandingSession:
     load_time_ms: int | None
     pixel_status: str
     page_views: int
+    #: the other platforms' ids by field (the column's JSON, read back as a dict)
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        raw: object = self.ids
+        if isinstance(raw, str | bytes):
+            raw = orjson.loads(raw)
+        self.ids = dict(raw) if isinstance(raw, dict) else {}
 
 
 #: the landing_sessions columns, in LandingSession's order (both backends select these)
@@ -308,7 +323,7 @@ SESSION_COLUMNS = (
     "session_id, first_seen, last_seen, ttclid, ttp, fbclid, fbp, fbc, ga_client_id, gclid,"
     " gbraid, wbraid, utm_source, utm_medium, utm_campaign, utm_content, utm_term, landing_url,"
     " referrer, last_url, ip, user_agent, browser, browser_version, os, os_version,"
-    " load_time_ms, pixel_status, page_views"
+    " load_time_ms, pixel_status, page_views, ids"
 )
 
 
@@ -483,15 +498,31 @@ class Store(Protocol):
     # sources and ledger -----------------------------------------------------------------------
     # Conversions carrying ``NewConversion.ledger`` get their ledger row in the same transaction
     # as the conversion (inside insert_conversions); these methods cover everything else.
-    def set_source_secret(self, source: str, ciphertext: bytes, now: float) -> None: ...
+    def set_source_secret(
+        self, source: str, ciphertext: bytes, now: float, store_url: str | None = None
+    ) -> None:
+        """Store (or replace) a source's encrypted webhook secret; ``store_url`` (the shop
+        its webhooks must come from, WooCommerce) is recorded with it, None keeping the one
+        already stored."""
+        ...
 
     def get_source_secret(self, source: str) -> bytes | None: ...
+
+    def get_source_store_url(self, source: str) -> str | None:
+        """The store URL recorded with a source's secret, if any."""
+        ...
 
     def delete_source_secret(self, source: str) -> bool: ...
 
     def record_orders(self, entries: Sequence[LedgerEntry], now: float) -> list[bool]:
-        """Add ledger rows in ONE transaction; per entry, True if new, False if its
-        (source, order_id) was already there (the first row seen is kept)."""
+        """Add ledger rows in ONE transaction; per entry, True if written, False if its
+        (source, order_id) was already there (the first row seen is kept).
+
+        The one exception, here and for the ledger rows ``insert_conversions`` writes: a row
+        recorded without a conversion (``event_id`` NULL: an unpaid WooCommerce order, a
+        ``--record-only`` import) is completed by the first row of that order that has one
+        (every column but ``recorded_at`` is replaced), so the ledger says the order was
+        sent once it was."""
         ...
 
     def orders(self, *, source: str | None = None, limit: int = 1000) -> list[OrderRow]:

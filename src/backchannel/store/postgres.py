@@ -752,13 +752,16 @@ class PostgresStore:
             )
 
     # -- sources and ledger ---------------------------------------------------------------------
-    def set_source_secret(self, source: str, ciphertext: bytes, now: float) -> None:
+    def set_source_secret(
+        self, source: str, ciphertext: bytes, now: float, store_url: str | None = None
+    ) -> None:
         with self._pool.connection() as conn:
             conn.execute(
-                "INSERT INTO source_secrets (source, secret_encrypted, updated_at)"
-                " VALUES (%s, %b, %s) ON CONFLICT (source) DO UPDATE SET"
-                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at",
-                (source, ciphertext, now),
+                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, store_url)"
+                " VALUES (%s, %b, %s, %s) ON CONFLICT (source) DO UPDATE SET"
+                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at,"
+                " store_url = COALESCE(excluded.store_url, source_secrets.store_url)",
+                (source, ciphertext, now, store_url),
             )
 
     def get_source_secret(self, source: str) -> bytes | None:
@@ -767,6 +770,13 @@ class PostgresStore:
                 "SELECT secret_encrypted FROM source_secrets WHERE source = %s", (source,)
             ).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_source_store_url(self, source: str) -> str | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT store_url FROM source_secrets WHERE source = %s", (source,)
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def delete_source_secret(self, source: str) -> bool:
         with self._pool.connection() as conn:
@@ -872,6 +882,7 @@ class PostgresStore:
                 u.load_time_ms,
                 u.pixel_status,
                 1 if u.page_view else 0,
+                u.ids_json(),
                 *([u.has_utm] * 5),
                 u.landing,
                 u.landing,
@@ -1140,7 +1151,12 @@ FROM unnest(%b::text[], %b::text[], %b::int8[], %b::float8[], %b::text[], %b::te
      AS t(source, order_id, order_time, value, currency, event, event_id, session_id,
           attributed_tiktok, evidence, ord)
 ORDER BY t.source COLLATE "C", t.order_id COLLATE "C"
-ON CONFLICT (source, order_id) DO NOTHING
+ON CONFLICT (source, order_id) DO UPDATE SET
+    order_time = excluded.order_time, value = excluded.value, currency = excluded.currency,
+    event = excluded.event, event_id = excluded.event_id, session_id = excluded.session_id,
+    attributed_tiktok = excluded.attributed_tiktok, evidence = excluded.evidence
+    -- a row recorded without a conversion is completed by the first row that has one
+    WHERE orders.event_id IS NULL AND excluded.event_id IS NOT NULL
 RETURNING source, order_id
 """
 
@@ -1155,7 +1171,8 @@ def _order_row(row: Sequence[Any]) -> OrderRow:
 def _insert_ledger(
     conn: psycopg.Connection[tuple[Any, ...]], entries: Sequence[LedgerEntry], now: float
 ) -> list[bool]:
-    """Insert ledger rows inside the caller's transaction; the first row per key wins.
+    """Insert ledger rows inside the caller's transaction; the first row per key wins, except
+    that a row without a conversion is completed by the first one with (``_INSERT_LEDGER``).
 
     Rows go in key order (as conversions do) so two nodes writing overlapping orders cannot
     deadlock; repeats of a key within ``entries`` are dropped before the statement.
@@ -1194,9 +1211,9 @@ _UPSERT_SESSION: Final = (
     "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid, ttp, fbclid,"
     " fbp, fbc, ga_client_id, gclid, gbraid, wbraid, utm_source, utm_medium, utm_campaign,"
     " utm_content, utm_term, landing_url, referrer, last_url, ip, user_agent, browser,"
-    " browser_version, os, os_version, load_time_ms, pixel_status, page_views)"
+    " browser_version, os, os_version, load_time_ms, pixel_status, page_views, ids)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    " %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
     " ON CONFLICT (session_id) DO UPDATE SET"
     " first_seen = LEAST(landing_sessions.first_seen, excluded.first_seen),"
     " last_seen = GREATEST(landing_sessions.last_seen, excluded.last_seen),"
@@ -1209,6 +1226,9 @@ _UPSERT_SESSION: Final = (
     " gclid = COALESCE(excluded.gclid, landing_sessions.gclid),"
     " gbraid = COALESCE(excluded.gbraid, landing_sessions.gbraid),"
     " wbraid = COALESCE(excluded.wbraid, landing_sessions.wbraid),"
+    " ids = CASE WHEN excluded.ids IS NULL THEN landing_sessions.ids"
+    " WHEN landing_sessions.ids IS NULL THEN excluded.ids"
+    " ELSE landing_sessions.ids || excluded.ids END,"
     " utm_source = CASE WHEN %s THEN excluded.utm_source ELSE landing_sessions.utm_source END,"
     " utm_medium = CASE WHEN %s THEN excluded.utm_medium ELSE landing_sessions.utm_medium END,"
     " utm_campaign = CASE WHEN %s THEN excluded.utm_campaign"
