@@ -461,4 +461,5 @@ EMULATOR = Emulator(
     routes=((PATH, ("POST",)),),
     event_field="event_name",
     handle=handle,
+    sample_credentials={"pixel": "549755885175", "token": "sandbox-conversion-token"},
 )
