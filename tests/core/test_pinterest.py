@@ -219,6 +219,12 @@ class TestEventNames:
             fields.update(value=1.0, currency="USD")
         assert event(**fields)["event_name"] == theirs
 
+    def test_place_an_order_says_why_it_is_not_a_checkout(self) -> None:
+        c = conv(event="PlaceAnOrder", value=5.0, currency="USD", user={"email": "a@b.co"})
+        [note] = pinterest.notes(c, TARGET, NOW)
+        assert note.path == "event"
+        assert "not 'checkout'" in note.reason
+
     def test_a_custom_name_is_sent_as_custom_with_a_note(self) -> None:
         c = conv(event="LoyaltySignup", user={"email": "a@b.co"})
         assert pinterest.event(c)["event_name"] == "custom"

@@ -448,7 +448,15 @@ def notes(conversion: Conversion, target: Target, now: float) -> list[Note]:
     if not target.pixel:
         found.append(Note("pinterest.pixel", "no Pinterest ad account id configured"))
     found.extend(refusals(conversion))
-    if conversion.event not in EVENT_NAMES:
+    if conversion.event == "PlaceAnOrder":
+        found.append(
+            Note(
+                "event",
+                "sent to Pinterest as event_name 'custom', not 'checkout': the payment's"
+                " event is the checkout, and an order must not count twice",
+            )
+        )
+    elif conversion.event not in EVENT_NAMES:
         found.append(
             Note(
                 "event",
