@@ -290,6 +290,17 @@ EXPECTED_COLUMNS["browser_events"].append(("platform", "text", True, "'tiktok'")
 EXPECTED_COLUMNS["session_rollups"].append(("had_google_click", "int", True, None))
 EXPECTED_PRIMARY_KEYS["session_rollups"] = (*_ROLLUP_KEY, "had_google_click")
 
+# The Shopify custom pixel (0016): site keys that may post from an opaque origin, and which
+# landing session completed which checkout (the webhook's checkout_token finds it)
+EXPECTED_COLUMNS["api_keys"].append(("allow_null_origin", "int", True, "0"))
+EXPECTED_COLUMNS["checkout_sessions"] = [
+    ("checkout_token", "text", True, None),
+    ("session_id", "text", True, None),
+    ("seen_at", "real", True, None),
+]
+EXPECTED_PRIMARY_KEYS["checkout_sessions"] = ("checkout_token",)
+EXPECTED_INDEXES["checkout_sessions_session"] = ("checkout_sessions", ("session_id",), None)
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",
@@ -509,7 +520,9 @@ def test_0011_keeps_the_rows_it_rebuilds_or_extends(
     )
     monkeypatch.undo()
     store = empty_database.open()
-    assert [row[0] for row in applied(empty_database)][-1] == 11
+    assert [row[0] for row in applied(empty_database)][-1] == max(
+        v for v, _ in migrations.load(empty_database.kind)
+    )
     [rollup] = store.session_rollups()
     assert (rollup.sessions, rollup.had_ttclid, rollup.had_google_click) == (41, True, False)
     [event] = store.browser_events(session_id="s-1")
