@@ -43,6 +43,9 @@ class Mapped:
     #: whether this conversion is an order for the ledger (a sign-up is not)
     order: bool = True
     ignored: str | None = None
+    #: Shopify: the order's checkout token, which finds the landing session the custom pixel
+    #: reported for that checkout (the webhook route looks it up; None elsewhere)
+    checkout_token: str | None = None
 
 
 __all__ = ["SOURCES", "Mapped", "SourceError"]
