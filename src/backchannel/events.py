@@ -28,7 +28,7 @@ from urllib.parse import unquote_plus
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from backchannel import catalog
+from backchannel import catalog, identifiers
 from backchannel.identity import HashedUser, hash_user
 from backchannel.notes import InvalidConversion, Note
 from backchannel.urls import DEFAULT_STRIP_PARAMS, strip_note, strip_pii
@@ -302,16 +302,56 @@ def validation_notes(error: ValidationError, prefix: str = "") -> list[Note]:
     return [Note(path, " or ".join(reasons)) for path, reasons in merged.items()]
 
 
-def parse_input(data: Any) -> ConversionIn:
-    """Validate raw JSON-ish data into a :class:`ConversionIn` or raise InvalidConversion."""
+#: the longest raw value of a generic identifier (as for the named click ids)
+MAX_IDENT_INPUT = 1024
+
+
+def _take_ids(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], list[Note]]:
+    """Take the generic platform identifiers (:func:`backchannel.identifiers.generic`) out
+    of ``data["user"]``: the model's fields are the named ones, these are declared by the
+    destination modules. Returns the rest of the data (a copy when anything was taken),
+    the ids, and what is wrong with them (a 422 naming ``user.<field>``)."""
+    user = data.get("user")
+    if not isinstance(user, dict):
+        return data, {}, []
+    known = identifiers.generic()
+    found = [name for name in user if name in known]
+    if not found:
+        return data, {}, []
+    rest = {k: v for k, v in user.items() if k not in known}
+    ids: dict[str, str] = {}
+    errors: list[Note] = []
+    for name in found:
+        raw = user[name]
+        if raw is None:
+            continue
+        if not isinstance(raw, str):
+            errors.append(Note(f"user.{name}", "must be a string"))
+        elif len(raw) > MAX_IDENT_INPUT:
+            errors.append(Note(f"user.{name}", f"at most {MAX_IDENT_INPUT} characters"))
+        elif has_control(raw):
+            errors.append(Note(f"user.{name}", CONTROL_REASON))
+        else:
+            ids[name] = raw
+    return {**data, "user": rest}, ids, errors
+
+
+def parse_input(data: Any) -> tuple[ConversionIn, dict[str, str]]:
+    """Validate raw JSON-ish data into a :class:`ConversionIn` and the other platforms' ids
+    of its ``user`` (not model fields: the destinations declare them), or raise
+    InvalidConversion naming every bad field."""
     if isinstance(data, ConversionIn):
-        return data
+        return data, {}
     if not isinstance(data, dict):
         raise InvalidConversion([Note("(body)", "must be a JSON object")])
+    data, ids, id_errors = _take_ids(data)
     try:
-        return ConversionIn.model_validate(data)
+        conv_in = ConversionIn.model_validate(data)
     except ValidationError as exc:
-        raise InvalidConversion(validation_notes(exc)) from None
+        raise InvalidConversion(validation_notes(exc) + id_errors) from None
+    if id_errors:
+        raise InvalidConversion(id_errors)
+    return conv_in, ids
 
 
 def _event_time(raw: int | float | str | None, now: float, notes: list[Note]) -> int:
@@ -362,7 +402,10 @@ def _query_param(url: str | None, name: str) -> str | None:
     """A query parameter of the page URL (``ttclid``/``fbclid``), percent-decoded."""
     if not url or (name + "=") not in url:
         return None
-    match = _QUERY_PARAM[name].search(url.split("#", 1)[0])
+    pattern = _QUERY_PARAM.get(name)
+    if pattern is None:  # a generic identifier's parameter (identifiers.url_params)
+        pattern = _QUERY_PARAM[name] = re.compile(rf"[?&]{re.escape(name)}=([^&#]+)")
+    match = pattern.search(url.split("#", 1)[0])
     if match is None:
         return None
     return unquote_plus(match.group(1)) or None
@@ -610,7 +653,7 @@ def normalize(
     """
     booleans = _boolean_numbers(data)
     try:
-        conv_in = parse_input(data)
+        conv_in, given_ids = parse_input(data)
     except InvalidConversion as exc:
         reported = {n.path for n in exc.notes}
         more = [n for n in booleans + _raw_field_errors(data, now) if n.path not in reported]
@@ -661,7 +704,15 @@ def normalize(
             found = _query_param(page_url, click_id)
             if found:
                 user_raw[click_id] = found
-    user = hash_user(user_raw, default_region, notes)
+    generic = identifiers.generic()
+    ids = {name: (v, generic[name].max_length) for name, v in given_ids.items()}
+    if page_url:
+        for name, param in identifiers.url_params().items():
+            if name not in ids:
+                found = _query_param(page_url, param)
+                if found:
+                    ids[name] = (found, generic[name].max_length)
+    user = hash_user(user_raw, default_region, notes, identifiers.email_forms(), ids)
     # after the click ids were read: personal data in the URLs never goes further
     page_url = _stripped("page.url", page_url, strip_params, notes)
     page_referrer = _stripped(

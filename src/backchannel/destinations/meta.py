@@ -18,6 +18,7 @@ import orjson
 
 from backchannel.destinations.base import (
     Credential,
+    Identifier,
     Outcome,
     PreparedRequest,
     Target,
@@ -45,6 +46,12 @@ CREDENTIALS = (
     Credential("token", "Conversions API access token", secret=True),
 )
 EMAIL_FORM = ""  # the common rule: trim, lowercase
+EMAIL_NORMALIZER = None
+IDENTIFIERS = (
+    Identifier("fbclid", "click", url_param="fbclid"),
+    Identifier("fbc", "click", cookie="_fbc"),
+    Identifier("fbp", "browser", cookie="_fbp"),
+)
 #: quality.py: what it matches on, weighted (sum 10)
 QUALITY_WEIGHTS = {
     "email": 3.0,

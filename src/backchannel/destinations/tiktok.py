@@ -22,6 +22,7 @@ import orjson
 from backchannel.catalog import EVENTS
 from backchannel.destinations.base import (
     Credential,
+    Identifier,
     Outcome,
     PreparedRequest,
     Target,
@@ -48,6 +49,11 @@ CREDENTIALS = (
     Credential("token", "Events API access token", secret=True),
 )
 EMAIL_FORM = ""  # the common rule: trim, lowercase
+EMAIL_NORMALIZER = None
+IDENTIFIERS = (
+    Identifier("ttclid", "click", url_param="ttclid"),
+    Identifier("ttp", "browser", cookie="_ttp"),
+)
 #: quality.py: what it matches on, weighted (sum 10)
 QUALITY_WEIGHTS = {
     "email": 3.0,
