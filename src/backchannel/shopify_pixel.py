@@ -12,7 +12,7 @@ What the snippet is: ``web/static/shopify-pixel.js`` with one JSON object filled
 ``/v1/collect`` is (the ``public_url`` setting), the site key, the event the webhook's orders
 become (``shopify_event``; the pixel derives the same ``{event}-{order number}`` event_id),
 Meta's name and call for it, the TikTok and Meta pixel codes to fire (None: that Pixel is
-left out) and the click window. Everything else is fixed code, so what is tested in Chromium
+left out), the click window and the other platforms' declared ids (as bc.js is given them). Everything else is fixed code, so what is tested in Chromium
 is what a merchant pastes. Pure: the CLI gathers the values and prints the result.
 """
 
@@ -23,7 +23,7 @@ from importlib import resources
 
 import orjson
 
-from backchannel import catalog
+from backchannel import catalog, identifiers
 
 PLACEHOLDER = "__BACKCHANNEL_CONFIG__"
 #: the name of the site key ``snippet shopify`` creates (keys are stored hashed: a snippet
@@ -46,6 +46,15 @@ class PixelConfig:
     meta_pixel: str | None
     #: days the click ids are kept in first-party cookies (``click_cookie_days``)
     click_days: int
+    #: every other platform's ids, ``(field, landing URL parameter, cookie)`` each, as bc.js
+    #: gets them (:func:`platform_ids`)
+    platform_ids: tuple[tuple[str, str | None, str | None], ...] = ()
+
+
+def platform_ids() -> tuple[tuple[str, str | None, str | None], ...]:
+    """The generic ids the destination modules declare (:mod:`backchannel.identifiers`),
+    in the ``[field, url parameter, cookie]`` form bc.js takes them in."""
+    return tuple((i.field, i.url_param, i.cookie) for i in identifiers.generic().values())
 
 
 def collect_url(public_url: str) -> str:
@@ -81,6 +90,7 @@ def render(config: PixelConfig) -> str:
         "tiktok_pixel": config.tiktok_pixel,
         "meta_pixel": config.meta_pixel,
         "click_days": config.click_days,
+        "platform_ids": [list(spec) for spec in config.platform_ids],
     }
     text = orjson.dumps(values, option=orjson.OPT_INDENT_2).decode()
     # indented as the code around it; "</" escaped so the code can also sit in a <script>

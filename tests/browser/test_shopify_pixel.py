@@ -442,3 +442,73 @@ class TestPastedPixel:
             what="the reported (unsent) Pixel call",
         )
         assert mirrored == [(EVENT_ID, "blocked")]
+
+
+class TestOtherPlatformsIds:
+    """The ids other destinations declare reach the session through the pixel, as through
+    bc.js. One is declared for the test (``xx_click_id`` from ``XxCid``, the ``_xx`` cookie),
+    so this holds whatever destinations exist; the code is rendered in this process, with
+    that declaration, by the function the CLI prints with."""
+
+    def test_declared_click_id_and_cookie_reach_the_session(
+        self, tmp_path: Path, shopper: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """?XxCid=… and the _xx cookie are sent as ids; a later page keeps the click id from
+        the pixel's _bc_xx_click_id cookie."""
+        from backchannel import identifiers, shopify_pixel
+        from backchannel.destinations.base import Identifier
+
+        declared = {
+            **identifiers.generic(),
+            "xx_click_id": Identifier("xx_click_id", "click", url_param="XxCid"),
+            "xx_cookie": Identifier("xx_cookie", "browser", cookie="_xx"),
+        }
+        monkeypatch.setattr(identifiers, "generic", lambda: declared)
+        settings = make_settings(tmp_path)
+        key = add_key(settings, "shopify-pixel", "collect", allow_null_origin=True)
+        with ExitStack() as s:
+            gateway = s.enter_context(
+                ServerThread(create_app(settings, Options(worker=False, sandbox=False)))
+            )
+            code = shopify_pixel.render(
+                shopify_pixel.PixelConfig(
+                    endpoint=shopify_pixel.collect_url(gateway.url),
+                    key=key,
+                    event="CompletePayment",
+                    tiktok_pixel=None,
+                    meta_pixel=None,
+                    click_days=7,
+                    platform_ids=shopify_pixel.platform_ids(),
+                )
+            )
+            standin = s.enter_context(ServerThread(create_standin(code)))
+            shopper.add_cookies([{"name": "_xx", "value": "xx-browser-1", "url": standin.url}])
+            page = shopper.new_page()
+            page.goto(standin.url + "/products/tee?XxCid=xx-click-9")
+            db = db_path(settings)
+
+            def sessions() -> list[tuple[str, dict[str, str]]]:
+                con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+                try:
+                    rows = con.execute(
+                        "SELECT session_id, ids FROM landing_sessions ORDER BY first_seen"
+                    ).fetchall()
+                finally:
+                    con.close()
+                return [(sid, orjson.loads(found or "{}")) for sid, found in rows]
+
+            [(first, found)] = wait_for(sessions, what="the landing with its ids")
+            assert found == {"xx_click_id": "xx-click-9", "xx_cookie": "xx-browser-1"}
+            cookies = {c["name"]: c["value"] for c in shopper.cookies(standin.url)}
+            assert cookies["_bc_xx_click_id"] == "xx-click-9"
+            # a new visit (session gone) without the parameter: the click id comes from the
+            # pixel's own cookie of the earlier landing
+            shopper.clear_cookies(name="_bc_sid")
+            page.evaluate("localStorage.removeItem('_bc_sid')")
+            page.goto(standin.url + "/collections/all")
+            later = wait_for(
+                lambda: (rows := sessions()) and len(rows) == 2 and rows, what="a second session"
+            )
+            assert later[1][0] != first
+            assert later[1][1] == {"xx_click_id": "xx-click-9", "xx_cookie": "xx-browser-1"}
+            assert sandbox_errors(page) == []

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from cryptography.fernet import Fernet
 
-from backchannel import credentials
+from backchannel import credentials, identifiers
 from backchannel.shopify_pixel import collect_url, meta_call
 
 from .helpers import Gateway
@@ -93,6 +93,9 @@ class TestSnippetShopify:
             "tiktok_pixel": "CTT0PIXEL1",
             "meta_pixel": None,
             "click_days": 7,
+            "platform_ids": [  # what bc.js is given: the destinations' generic ids
+                [i.field, i.url_param, i.cookie] for i in identifiers.generic().values()
+            ],
         }
         assert key.startswith("bc_pub_")
         assert key not in result.stderr

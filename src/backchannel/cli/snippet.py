@@ -81,6 +81,7 @@ def shopify(
             tiktok_pixel=pixels[tiktok.name],
             meta_pixel=pixels[meta.name],
             click_days=settings.click_cookie_days,
+            platform_ids=shopify_pixel.platform_ids(),
         )
     )
     typer.echo(code, nl=False)

@@ -7,8 +7,9 @@
 //
 // On every page (`page_viewed`) it reports the visit to Backchannel's /v1/collect, as bc.js
 // does on a theme: the click ids and UTMs of the page's URL (ttclid, fbclid, gclid, gbraid,
-// wbraid, kept in first-party _bc_* cookies for the click window), the referrer, the
-// TikTok, Meta and Google cookies (_ttp, _fbp, _fbc, _ga, _gcl_aw) read through
+// wbraid, and the other platforms' declared click ids, kept in first-party _bc_* cookies
+// for the click window), the referrer, the TikTok, Meta and Google cookies (_ttp, _fbp,
+// _fbc, _ga, _gcl_aw) and the other platforms' declared cookies, read through
 // browser.cookie, and its own first-party session id (_bc_sid, 30 minutes, renewed on every
 // page; mirrored in localStorage).
 //
@@ -195,16 +196,19 @@
     return sessionOnce;
   }
 
-  // Click ids in the page's URL, kept in first-party cookies for the click window.
-  var CLICK_IDS = ["ttclid", "fbclid", "gclid", "gbraid", "wbraid"];
+  // Click ids in the page's URL, kept in first-party cookies for the click window: the
+  // four platforms' own, and [field, URL parameter] of every other declared id.
+  var CLICK_IDS = ["ttclid", "fbclid", "gclid", "gbraid", "wbraid"].map(function (name) {
+    return [name, name];
+  }).concat(CONFIG.platform_ids.filter(function (spec) { return spec[1]; }));
   function clickIds(location, secure) {
     var found = {};
     var query = new URLSearchParams((location && location.search) || "");
-    CLICK_IDS.forEach(function (name) {
-      var value = clip(query.get(name), 512);
+    CLICK_IDS.forEach(function (spec) {
+      var value = clip(query.get(spec[1]), 512);
       if (value) {
-        found[name] = value;
-        setCookie("_bc_" + name, value, CONFIG.click_days * 86400, secure);
+        found[spec[0]] = value;
+        setCookie("_bc_" + spec[0], value, CONFIG.click_days * 86400, secure);
       }
     });
     return found;
@@ -231,8 +235,32 @@
   }
   var COOKIES = ["_bc_ttclid", "_bc_fbclid", "_bc_gclid", "_bc_gbraid", "_bc_wbraid",
     "_ttp", "_fbp", "_fbc", "_ga", "_gcl_aw"];
+  // The other platforms' ids: this page's URL, then our cookie of an earlier landing, then
+  // the platform's own cookie (as bc.js reads them).
+  function platformIds(fromUrl) {
+    return Promise.all(CONFIG.platform_ids.map(function (spec) {
+      if (fromUrl[spec[0]]) return fromUrl[spec[0]];
+      return (spec[1] ? cookie("_bc_" + spec[0]) : Promise.resolve(undefined))
+        .then(function (kept) {
+          if (clip(kept, 512)) return clip(kept, 512);
+          return spec[2] ? cookie(spec[2]).then(function (v) { return clip(v, 512); }) : undefined;
+        });
+    })).then(function (values) {
+      var ids = {};
+      var any = false;
+      CONFIG.platform_ids.forEach(function (spec, i) {
+        if (values[i]) {
+          ids[spec[0]] = values[i];
+          any = true;
+        }
+      });
+      return any ? ids : undefined;
+    });
+  }
   function identifiers(message, fromUrl) {
-    return Promise.all(COOKIES.map(cookie)).then(function (v) {
+    return Promise.all([Promise.all(COOKIES.map(cookie)), platformIds(fromUrl)]).then(function (found) {
+      var v = found[0];
+      message.ids = found[1];
       message.ttclid = fromUrl.ttclid || clip(v[0], 512);
       message.fbclid = fromUrl.fbclid || clip(v[1], 512);
       message.gclid = fromUrl.gclid || clip(v[2], 512) || linkerGclid(v[9]);
