@@ -302,9 +302,11 @@ class TestNullOrigin:
         assert gateway.collect(page(gateway, key="bc_pub_nope"), origin="null").status_code == 401
 
     def test_an_allowed_referer_still_stands_in_for_null(self, gateway: Gateway) -> None:
-        """Origin null with the shop's page as Referer is that page's post, flag or not."""
+        """Origin null with the shop's page as Referer is that page's post, flag or not; the
+        CORS answer names "null", the origin the browser compares it with."""
         response = gateway.collect(page(gateway), origin="null", headers={"Referer": SHOP + "/"})
         assert response.status_code == 204
+        assert response.headers["access-control-allow-origin"] == "null"
 
     def test_the_flag_does_not_open_other_origins(
         self, gateway: Gateway, sandboxed_key: str

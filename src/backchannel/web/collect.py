@@ -249,6 +249,9 @@ def install(app: FastAPI, settings: Settings) -> None:
             if allowed_headers is None and not null_origin:
                 raise _Refused(403, "Origin", "this origin may not post to collect", "forbidden")
             headers = allowed_headers or {}
+            if allowed_headers is not None and opaque(request):
+                # allowed by its Referer, but the browser checks the answer against "null"
+                headers = {"Access-Control-Allow-Origin": "null", "Vary": "Origin"}
             peer = request.client.host if request.client else None
             visitor = client_ip(peer, request.headers.get("x-forwarded-for"), trusted)
             wait = limiter.hit(visitor or peer or "unknown")
