@@ -12,8 +12,9 @@ What the snippet is: ``web/static/shopify-pixel.js`` with one JSON object filled
 ``/v1/collect`` is (the ``public_url`` setting), the site key, the event the webhook's orders
 become (``shopify_event``; the pixel derives the same ``{event}-{order number}`` event_id),
 Meta's name and call for it, the TikTok and Meta pixel codes to fire (None: that Pixel is
-left out), the click window and the other platforms' declared ids (as bc.js is given them). Everything else is fixed code, so what is tested in Chromium
-is what a merchant pastes. Pure: the CLI gathers the values and prints the result.
+left out), the click window and the other platforms' declared ids (as bc.js is given
+them). Everything else is fixed code, so what is tested in Chromium is what a merchant
+pastes. Pure: the CLI gathers the values and prints the result.
 """
 
 from __future__ import annotations
