@@ -42,7 +42,7 @@ from typing import Any
 
 from backchannel.notes import Note
 from backchannel.sources import Mapped, SourceError
-from backchannel.sources.common import currency, ident, same_digest, text
+from backchannel.sources.common import currency, first_text, ident, same_digest, text
 from backchannel.sources.ledger import Signal
 
 DEFAULT_TOLERANCE = 300  # seconds, as Stripe's libraries
@@ -147,14 +147,6 @@ def _metadata(*objects: dict[str, Any]) -> dict[str, str]:
     return merged
 
 
-def _first(*values: Any) -> str | None:
-    for value in values:
-        found = text(value)
-        if found:
-            return found
-    return None
-
-
 def _identity(
     metadata: dict[str, str],
     *,
@@ -225,7 +217,7 @@ def _signup(event: dict[str, Any], obj: dict[str, Any], events: Events) -> Mappe
         if customer_id is None:
             return Mapped(ignored="checkout session without a customer: not a sign-up")
         details = _dict(obj.get("customer_details"))
-        email = _first(details.get("email"), obj.get("customer_email"))
+        email = first_text(details.get("email"), obj.get("customer_email"))
         phone = text(details.get("phone"))
         address = details.get("address")
         extra = ident(obj.get("client_reference_id"))
