@@ -22,6 +22,7 @@ from backchannel.cli import (
     route,
     send,
     serve,
+    snippet,
     sources,
     token,
     upkeep,
@@ -64,6 +65,7 @@ app.add_typer(route.route_app, name="route")
 app.add_typer(sources.source_app, name="source")
 app.add_typer(admin.admin_app, name="admin")
 app.add_typer(report.report_app, name="report")
+app.add_typer(snippet.snippet_app, name="snippet")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import typer
 
 from backchannel import credentials
 from backchannel.cli.common import fail, load_settings, open_configured_store
+from backchannel.store import Store
 
 keys_app = typer.Typer(help="Ingest API keys (stored hashed; shown once).", no_args_is_help=True)
 
@@ -17,24 +18,42 @@ keys_app = typer.Typer(help="Ingest API keys (stored hashed; shown once).", no_a
 def keys_create(
     name: Annotated[str, typer.Option(help="A label, e.g. the shop's name.")],
     scope: Annotated[str, typer.Option(help="ingest, collect or admin.")] = "ingest",
+    allow_null_origin: Annotated[
+        bool,
+        typer.Option(
+            "--allow-null-origin",
+            help="Site keys (--scope collect): also accept posts from an opaque origin"
+            " (Origin: null), as a Shopify custom pixel's sandbox sends.",
+        ),
+    ] = False,
 ) -> None:
     """Create a key and print it once."""
     if scope not in credentials.KEY_PREFIXES:
         fail("--scope: must be ingest, collect or admin")
     if not name.strip():
         fail("--name: must not be empty")
+    if allow_null_origin and scope != "collect":
+        fail("--allow-null-origin: only for site keys (--scope collect)")
     store = open_configured_store(load_settings())
+    key = create_key(store, name.strip(), scope, allow_null_origin=allow_null_origin)
+    store.close()
+    typer.echo(key)
+
+
+def create_key(store: Store, name: str, scope: str, *, allow_null_origin: bool = False) -> str:
+    """Store a new key (its hash) with an audit row; return the key, shown only this once."""
     key = credentials.new_api_key(scope)
     store.add_key(
-        name.strip(),
+        name,
         scope,
         credentials.key_display_prefix(key),
         credentials.key_hash(key),
         time.time(),
+        allow_null_origin=allow_null_origin,
     )
-    store.audit(time.time(), "cli", "key.create", f"{name} ({scope})")
-    store.close()
-    typer.echo(key)
+    detail = f"{name} ({scope}{', null origin allowed' if allow_null_origin else ''})"
+    store.audit(time.time(), "cli", "key.create", detail)
+    return key
 
 
 @keys_app.command("list")
@@ -43,7 +62,8 @@ def keys_list() -> None:
     store = open_configured_store(load_settings())
     for k in store.list_keys():
         state = "revoked" if k.revoked_at else "active"
-        typer.echo(f"{k.prefix}…\t{k.name}\t{k.scope}\t{state}")
+        null = "\tnull origin allowed" if k.allow_null_origin else ""
+        typer.echo(f"{k.prefix}…\t{k.name}\t{k.scope}\t{state}{null}")
     store.close()
 
 
