@@ -50,6 +50,10 @@ class SandboxConfig:
     google_ads_refresh_token: str | None = None
     #: seconds an access token from ``POST /token`` lives (Google: 3600); tests shorten it
     google_ads_token_lifetime: float = 3600.0
+    #: Reddit: the only Pixel ID the conversion token may post to (else 403); None: any
+    reddit_pixel: str | None = None
+    #: Reddit: the conversion access token it takes as Bearer; None: any non-empty one
+    reddit_token: str | None = None
     #: events older than this are refused (Meta: 62 days for action_source physical_store)
     max_age_seconds: int = DEFAULT_MAX_AGE
     #: wall clock in unix seconds; injectable so tests can age events and end outages at will
