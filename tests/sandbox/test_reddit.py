@@ -161,6 +161,7 @@ class TestAccepted:
         }
         assert stored["_pixel"] == PIXEL
         assert stored["_test_event_code"] is None
+        assert stored["_user_agent"] == AGENT
         assert stats(rd, "reddit")["by_code"] == {"0": 1}
 
     def test_a_minimal_event(self, rd: httpx.Client) -> None:
@@ -236,6 +237,8 @@ class TestUserAgent:
 
     def test_ours_is_taken(self, rd: httpx.Client) -> None:
         assert post(rd, agent=reddit_destination.USER_AGENT).status_code == 200
+        [stored] = listed(rd, "reddit")["events"]
+        assert stored["_user_agent"] == reddit_destination.USER_AGENT
 
 
 class TestAuth:

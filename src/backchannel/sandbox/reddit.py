@@ -33,7 +33,8 @@ must be hashed (Reddit also takes them plain, §5: our builder always hashes, so
 is a bug), and the wording of field messages other than the two quoted above is ours.
 
 The inspection log (``GET /_sandbox/reddit/events``) keeps each kept event as received, with
-``_pixel`` = the Pixel ID, ``_test_event_code`` = the ``test_id``, and ``event_id`` added: its
+``_pixel`` = the Pixel ID, ``_test_event_code`` = the ``test_id``, ``_user_agent`` = the
+request's User-Agent (so a test can see ours arrive), and ``event_id`` added: its
 ``metadata.conversion_id``, Reddit's dedup key (§7). Duplicates are counted on (pixel, type,
 conversion id), a custom event's name being part of its type, as Reddit dedups (§7).
 
@@ -518,7 +519,13 @@ async def handle(request: Request, ctx: Context) -> Response:
         return _reply(exc.status, error_body(exc.status, exc.message, exc.fields))
     # Event Testing displays one event per request (§1): a test request keeps its first
     kept = events[:1] if test_id is not None else events
-    taken = [{**e, "event_id": cid} if (cid := _conversion_id(e)) else dict(e) for e in kept]
+    agent = request.headers.get("user-agent")
+    taken = [
+        {**e, "event_id": cid, "_user_agent": agent}
+        if (cid := _conversion_id(e))
+        else {**e, "_user_agent": agent}
+        for e in kept
+    ]
     log.store(
         [{"event_id": _conversion_id(e), "event_name": dedup_name(e)} for e in kept],
         raw=orjson.dumps(taken),
