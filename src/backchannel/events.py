@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote_plus
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from backchannel import catalog, identifiers
 from backchannel.identity import HashedUser, hash_user
@@ -125,9 +125,6 @@ class UserIn(_Strict):
     gclid: Annotated[str, Field(max_length=1024)] | None = None
     gbraid: Annotated[str, Field(max_length=1024)] | None = None
     wbraid: Annotated[str, Field(max_length=1024)] | None = None
-    #: the other platforms' ids (fields their destinations declare: ``sc_click_id``…),
-    #: taken out of the input by :func:`parse_input` before the model sees it
-    _ids: dict[str, str] = PrivateAttr(default_factory=dict)
 
 
 ConsentState = Literal["granted", "denied"]
@@ -339,10 +336,12 @@ def _take_ids(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], lis
     return {**data, "user": rest}, ids, errors
 
 
-def parse_input(data: Any) -> ConversionIn:
-    """Validate raw JSON-ish data into a :class:`ConversionIn` or raise InvalidConversion."""
+def parse_input(data: Any) -> tuple[ConversionIn, dict[str, str]]:
+    """Validate raw JSON-ish data into a :class:`ConversionIn` and the other platforms' ids
+    of its ``user`` (not model fields: the destinations declare them), or raise
+    InvalidConversion naming every bad field."""
     if isinstance(data, ConversionIn):
-        return data
+        return data, {}
     if not isinstance(data, dict):
         raise InvalidConversion([Note("(body)", "must be a JSON object")])
     data, ids, id_errors = _take_ids(data)
@@ -352,9 +351,7 @@ def parse_input(data: Any) -> ConversionIn:
         raise InvalidConversion(validation_notes(exc) + id_errors) from None
     if id_errors:
         raise InvalidConversion(id_errors)
-    if ids:
-        conv_in.user._ids = ids
-    return conv_in
+    return conv_in, ids
 
 
 def _event_time(raw: int | float | str | None, now: float, notes: list[Note]) -> int:
@@ -656,7 +653,7 @@ def normalize(
     """
     booleans = _boolean_numbers(data)
     try:
-        conv_in = parse_input(data)
+        conv_in, given_ids = parse_input(data)
     except InvalidConversion as exc:
         reported = {n.path for n in exc.notes}
         more = [n for n in booleans + _raw_field_errors(data, now) if n.path not in reported]
@@ -708,7 +705,7 @@ def normalize(
             if found:
                 user_raw[click_id] = found
     generic = identifiers.generic()
-    ids = {name: (v, generic[name].max_length) for name, v in conv_in.user._ids.items()}
+    ids = {name: (v, generic[name].max_length) for name, v in given_ids.items()}
     if page_url:
         for name, param in identifiers.url_params().items():
             if name not in ids:

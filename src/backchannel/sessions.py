@@ -13,6 +13,7 @@ cross-origin ``sendBeacon`` needs no CORS preflight)::
      "url": "https://shop/…", "referrer": "…", "landing": true,
      "ttclid": "…", "ttp": "…", "fbclid": "…", "fbp": "…", "fbc": "…",
      "gclid": "…", "gbraid": "…", "wbraid": "…",   # Google Ads click ids
+     "ids": {"sc_click_id": "…", …},   # other platforms' ids (identifiers.generic())
      "ga_client_id": "GA1.1.1234567890.1700000000", # the _ga cookie as read (or the bare id)
      "utm": {"source": "…", "medium": "…", "campaign": "…", "content": "…", "term": "…"},
      "load_time_ms": 812, "pixel": "loaded" | "blocked" | "absent",
@@ -40,6 +41,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from backchannel import identifiers
 from backchannel.events import (
     CONTROL_REASON,
     DEFAULT_STRIP,
@@ -121,6 +123,8 @@ class CollectIn(_Strict):
     wbraid: Ident | None = None
     #: the _ga cookie as bc.js read it, or a bare client id; normalized here (see parse_collect)
     ga_client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    #: the other platforms' ids by the field their destination declares
+    ids: Annotated[dict[str, Ident], Field(max_length=32)] = {}
     utm: UtmIn | None = None
     load_time_ms: Annotated[int, Field(ge=0, le=600_000)] | None = None
     pixel: Literal["loaded", "blocked", "absent"] | None = None
@@ -177,6 +181,14 @@ def parse_collect(
         value = getattr(message, name)
         if value and not is_web_url(value):
             errors.append(Note(name, "must be an http(s) URL"))
+    known = identifiers.generic()
+    for name, value in message.ids.items():
+        if name not in known:
+            errors.append(Note(f"ids.{name}", "not an identifier any destination declares"))
+        elif len(value) > known[name].max_length:
+            errors.append(Note(f"ids.{name}", f"at most {known[name].max_length} characters"))
+        elif has_control(value):
+            errors.append(Note(f"ids.{name}", CONTROL_REASON))
     if errors:
         raise InvalidConversion(errors)
     url = strip_pii(message.url, strip_params)[0] if message.url else message.url
@@ -212,6 +224,7 @@ def parse_collect(
         load_time_ms=message.load_time_ms,
         pixel_status=message.pixel or "absent",
         page_view=message.page_view,
+        ids=dict(message.ids),
     )
     events = [
         BrowserEvent(

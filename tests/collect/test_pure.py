@@ -510,3 +510,51 @@ class TestStitchGoogle:
         assert c.user.ga_client_id == "5.6"
         assert origin.fields["ga_client_id"] == "request"
         assert c.user.gclid == "G-SESSION"  # no Google click in the request: the session's
+
+
+class TestPlatformIds:
+    """The other platforms' ids (declared by their destination modules): bc.js sends them
+    as ``ids``; stitching copies each onto a conversion that lacks it. One is declared here
+    for the test so the rules hold whatever destinations exist."""
+
+    @pytest.fixture(autouse=True)
+    def declared(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from backchannel import identifiers
+        from backchannel.destinations.base import Identifier
+
+        extra = {
+            "xx_click_id": Identifier("xx_click_id", "click", url_param="XxCid"),
+            "xx_cookie": Identifier("xx_cookie", "browser", cookie="_xx", max_length=8),
+        }
+        generic = {**identifiers.generic(), **extra}
+        monkeypatch.setattr(identifiers, "generic", lambda: generic)
+
+    def test_declared_ids_reach_the_session_update(self) -> None:
+        got = parse_collect(
+            message(ids={"xx_click_id": "C1", "xx_cookie": "k"}), now=NOW, ip=None, user_agent=None
+        )
+        assert got.update.ids == {"xx_click_id": "C1", "xx_cookie": "k"}
+
+    @pytest.mark.parametrize(
+        ("ids", "path", "reason"),
+        [
+            ({"yy": "1"}, "ids.yy", "not an identifier"),
+            ({"xx_cookie": "123456789"}, "ids.xx_cookie", "at most 8"),
+            ({"xx_click_id": "a\x01"}, "ids.xx_click_id", "control"),
+            ({"xx_click_id": 5}, "ids.xx_click_id", "string"),
+            ({"xx_click_id": ""}, "ids.xx_click_id", "at least 1"),
+        ],
+    )
+    def test_bad_ids_are_refused_naming_them(self, ids: Any, path: str, reason: str) -> None:
+        with pytest.raises(InvalidConversion) as caught:
+            parse_collect(message(ids=ids), now=NOW, ip=None, user_agent=None)
+        assert paths(caught) == [path]
+        assert reason in caught.value.notes[0].reason
+
+    def test_stitching_fills_each_missing_id_and_keeps_the_callers(self) -> None:
+        found = session(ids={"xx_click_id": "C-SESSION", "xx_cookie": "k-s"})
+        c = conversion(session_id="s-1", user={"xx_cookie": "k-req"})
+        [origin] = stitch.stitch_all([c], [SessionMatch("session_id", "s-1", found)])
+        assert c.user.ids == {"xx_click_id": "C-SESSION", "xx_cookie": "k-req"}
+        assert origin.fields["xx_click_id"] == "session"
+        assert origin.fields["xx_cookie"] == "request"

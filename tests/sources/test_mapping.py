@@ -118,6 +118,7 @@ class TestShopifyMapping:
                 "gclid": None,
                 "gbraid": None,
                 "wbraid": None,
+                "ids": {},
             },
             "source": "web",
             "order_id": "820982911946154508",

@@ -290,6 +290,10 @@ EXPECTED_COLUMNS["browser_events"].append(("platform", "text", True, "'tiktok'")
 EXPECTED_COLUMNS["session_rollups"].append(("had_google_click", "int", True, None))
 EXPECTED_PRIMARY_KEYS["session_rollups"] = (*_ROLLUP_KEY, "had_google_click")
 
+# Generic platform ids (0012): the other platforms' ids of a session, as a JSON object (TEXT
+# in SQLite, JSONB in PostgreSQL so the upsert can merge them with ||)
+EXPECTED_COLUMNS["landing_sessions"].append(("ids", "text", False, None))
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",
@@ -297,6 +301,7 @@ POSTGRES_TYPES = {
     "text": "text",
     "double precision": "real",
     "bytea": "blob",
+    "jsonb": "text",  # JSON text on both: landing_sessions.ids
 }
 
 
@@ -509,7 +514,8 @@ def test_0011_keeps_the_rows_it_rebuilds_or_extends(
     )
     monkeypatch.undo()
     store = empty_database.open()
-    assert [row[0] for row in applied(empty_database)][-1] == 11
+    latest = max(version for version, _ in migrations.load(empty_database.kind))
+    assert [row[0] for row in applied(empty_database)][-1] == latest
     [rollup] = store.session_rollups()
     assert (rollup.sessions, rollup.had_ttclid, rollup.had_google_click) == (41, True, False)
     [event] = store.browser_events(session_id="s-1")

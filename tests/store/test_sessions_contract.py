@@ -24,6 +24,31 @@ def page(session_id: str = "sess-0001", at: float = NOW, **fields: object) -> Se
     return SessionUpdate(session_id=session_id, at=at, **fields)  # type: ignore[arg-type]
 
 
+class TestPlatformIds:
+    """The other platforms' ids (``landing_sessions.ids``, a JSON object): a message's value
+    replaces the session's for the same field, other fields are kept, none leaves it as is."""
+
+    def test_ids_merge_field_by_field(self, store: Store) -> None:
+        store.record_collect([page(ids={"sc_click_id": "S1", "xx_cookie": "c1"})], [])
+        store.record_collect([page(at=NOW + 1, ids={"sc_click_id": "S2", "epik": "E"})], [])
+        store.record_collect([page(at=NOW + 2)], [])  # carries none: keeps what there is
+        s = store.get_session("sess-0001")
+        assert s is not None
+        assert s.ids == {"sc_click_id": "S2", "xx_cookie": "c1", "epik": "E"}
+        assert s.page_views == 3
+
+    def test_a_session_without_ids_reads_as_empty(self, store: Store) -> None:
+        store.record_collect([page(ttclid="T")], [])
+        s = store.get_session("sess-0001")
+        assert s is not None
+        assert s.ids == {}
+
+    def test_stitching_lookups_return_them(self, store: Store) -> None:
+        store.record_collect([page(ttclid="T", ids={"sc_click_id": "S1"})], [])
+        [match] = store.find_sessions(ttclids=["T"])
+        assert match.session.ids == {"sc_click_id": "S1"}
+
+
 class TestSessionMerge:
     def test_first_page_view_creates_the_session(self, store: Store) -> None:
         """A first message stores every field it carries, with one page view counted."""

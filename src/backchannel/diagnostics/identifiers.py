@@ -29,7 +29,6 @@ from backchannel import quality
 from backchannel.diagnostics import percent
 from backchannel.identifiers import value as platform_id
 from backchannel.report import time_range
-from backchannel.stitch import USER_FIELDS
 from backchannel.store.base import Store
 
 #: at most this many conversions (the latest of the range) are read per report
@@ -111,7 +110,8 @@ def stitched_from_session(stitched: str | bytes | None) -> bool:
     fields = provenance.get("fields") if isinstance(provenance, dict) else None
     if not isinstance(fields, dict):
         return False
-    return any(fields.get(name) == "session" for name in USER_FIELDS)
+    # every identifier (the named ones and the other platforms' ids); the page URL is not one
+    return any(origin == "session" for name, origin in fields.items() if name != "page_url")
 
 
 @dataclass(slots=True)

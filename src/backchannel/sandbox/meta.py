@@ -540,4 +540,5 @@ EMULATOR = Emulator(
     routes=((PATH, ("POST",)),),
     event_field="event_name",
     handle=handle,
+    sample_credentials={"pixel": "1234567890123", "token": "sandbox-access-token"},
 )

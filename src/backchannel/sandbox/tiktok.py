@@ -440,4 +440,5 @@ EMULATOR = Emulator(
     routes=((PATH, ("POST",)),),
     event_field="event",
     handle=handle,
+    sample_credentials={"pixel": "CSANDBOX0000000000000", "token": "sandbox-access-token"},
 )

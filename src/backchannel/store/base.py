@@ -237,6 +237,13 @@ class SessionUpdate:
     load_time_ms: int | None = None
     pixel_status: str = "absent"
     page_view: bool = True
+    #: the other platforms' ids (identifiers.generic()), by field; merged into the session's
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def ids_json(self) -> str | None:
+        """``ids`` as the column stores it (None when there are none: the merge keeps the
+        session's)."""
+        return orjson.dumps(self.ids).decode() if self.ids else None
 
     @property
     def has_utm(self) -> bool:
@@ -301,6 +308,14 @@ class LandingSession:
     load_time_ms: int | None
     pixel_status: str
     page_views: int
+    #: the other platforms' ids by field (the column's JSON, read back as a dict)
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        raw: object = self.ids
+        if isinstance(raw, str | bytes):
+            raw = orjson.loads(raw)
+        self.ids = dict(raw) if isinstance(raw, dict) else {}
 
 
 #: the landing_sessions columns, in LandingSession's order (both backends select these)
@@ -308,7 +323,7 @@ SESSION_COLUMNS = (
     "session_id, first_seen, last_seen, ttclid, ttp, fbclid, fbp, fbc, ga_client_id, gclid,"
     " gbraid, wbraid, utm_source, utm_medium, utm_campaign, utm_content, utm_term, landing_url,"
     " referrer, last_url, ip, user_agent, browser, browser_version, os, os_version,"
-    " load_time_ms, pixel_status, page_views"
+    " load_time_ms, pixel_status, page_views, ids"
 )
 
 

@@ -872,6 +872,7 @@ class PostgresStore:
                 u.load_time_ms,
                 u.pixel_status,
                 1 if u.page_view else 0,
+                u.ids_json(),
                 *([u.has_utm] * 5),
                 u.landing,
                 u.landing,
@@ -1194,9 +1195,9 @@ _UPSERT_SESSION: Final = (
     "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid, ttp, fbclid,"
     " fbp, fbc, ga_client_id, gclid, gbraid, wbraid, utm_source, utm_medium, utm_campaign,"
     " utm_content, utm_term, landing_url, referrer, last_url, ip, user_agent, browser,"
-    " browser_version, os, os_version, load_time_ms, pixel_status, page_views)"
+    " browser_version, os, os_version, load_time_ms, pixel_status, page_views, ids)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    " %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
     " ON CONFLICT (session_id) DO UPDATE SET"
     " first_seen = LEAST(landing_sessions.first_seen, excluded.first_seen),"
     " last_seen = GREATEST(landing_sessions.last_seen, excluded.last_seen),"
@@ -1209,6 +1210,9 @@ _UPSERT_SESSION: Final = (
     " gclid = COALESCE(excluded.gclid, landing_sessions.gclid),"
     " gbraid = COALESCE(excluded.gbraid, landing_sessions.gbraid),"
     " wbraid = COALESCE(excluded.wbraid, landing_sessions.wbraid),"
+    " ids = CASE WHEN excluded.ids IS NULL THEN landing_sessions.ids"
+    " WHEN landing_sessions.ids IS NULL THEN excluded.ids"
+    " ELSE landing_sessions.ids || excluded.ids END,"
     " utm_source = CASE WHEN %s THEN excluded.utm_source ELSE landing_sessions.utm_source END,"
     " utm_medium = CASE WHEN %s THEN excluded.utm_medium ELSE landing_sessions.utm_medium END,"
     " utm_campaign = CASE WHEN %s THEN excluded.utm_campaign"

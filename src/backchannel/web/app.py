@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount, Route
 
-from backchannel import __version__, credentials, retention, runtime
+from backchannel import __version__, credentials, identifiers, retention, runtime
 from backchannel.config import Settings
 from backchannel.delivery import RetryPolicy, build_worker
 from backchannel.events import ConversionIn
@@ -373,6 +373,20 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         conversion = ConversionIn.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(conversion.pop("$defs", {}))
         components["ConversionIn"] = conversion
+        user = components.get("UserIn", {}).setdefault("properties", {})
+        for identifier in identifiers.generic().values():  # declared by destination modules
+            where = " or ".join(
+                f"{kind} {name}"
+                for kind, name in (
+                    ("the landing URL's parameter", identifier.url_param),
+                    ("the cookie", identifier.cookie),
+                )
+                if name
+            )
+            user[identifier.field] = {
+                "anyOf": [{"type": "string", "maxLength": 1024}, {"type": "null"}],
+                "description": f"A {identifier.kind} id, from {where}.",
+            }
         components["ConversionBatch"] = {
             "type": "object",
             "additionalProperties": False,
