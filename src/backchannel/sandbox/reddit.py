@@ -551,4 +551,6 @@ EMULATOR = Emulator(
     routes=((PATH, ("POST",)),),
     event_field="event_name",
     handle=handle,
+    dedup_key=lambda item: str(item["metadata"]["conversion_id"]),
+    sample_credentials={"pixel": "a2_sandbox01", "token": "sandbox-conversion-token"},
 )
