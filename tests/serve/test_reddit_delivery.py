@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -22,9 +23,19 @@ from backchannel.sandbox import SandboxConfig
 from backchannel.store import open_store
 from backchannel.store.base import Connection
 
-from .helpers import META_PIXEL, TIKTOK_PIXEL, Deployment, Gateway, StartDeployment, wait_for
+from .helpers import (
+    META_PIXEL,
+    TIKTOK_PIXEL,
+    Deployment,
+    Gateway,
+    StartDeployment,
+    add_key,
+    wait_for,
+)
 
 PIXEL = "a2_servepixel01"
+SHOP = "https://shop.example"
+SESSION = "Sess-Reddit-0123456789"
 TOKEN = "rdt-conv-token-SECRET-98765"
 UUID = "1677712978045.b8f7eb7d-b357-437b-8bd3-e1c8166c7132"
 
@@ -169,6 +180,39 @@ class TestDelivery:
         assert (stats["accepted_events"], stats["duplicates"]) == (2, 0)
         ids = sorted(e["event_id"] for e in d.sandbox.events("reddit"))
         assert ids == ["CompletePayment-R20", "CompletePayment-R22"]
+
+
+class TestBrowserLeg:
+    def test_the_landing_sessions_click_id_and_cookie_reach_reddit(
+        self, deploy: StartDeployment
+    ) -> None:
+        """bc.js reports the landing page's rdt_cid and the _rdt_uuid cookie under ``ids``;
+        the order names the session and carries neither: stitching gives them to it and
+        Reddit receives them as click_id and user.uuid."""
+        d = started(deploy, collect_origins=(SHOP,))
+        site_key = add_key(d.gateway.settings, "site", "collect")
+        connect_reddit(d.gateway)
+        time.sleep(5.5)
+        landing = {
+            "key": site_key,
+            "session_id": SESSION,
+            "url": SHOP + "/?rdt_cid=landing-click-1",
+            "landing": True,
+            "ids": {"rdt_cid": "landing-click-1", "rdt_uuid": UUID},
+        }
+        collected = httpx.post(
+            d.gateway.url + "/v1/collect",
+            content=orjson.dumps(landing),
+            headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": SHOP},
+        )
+        assert collected.status_code == 204, collected.text
+        item = order(40, session_id=SESSION, page={"url": SHOP + "/thanks"})
+        del item["user"]["rdt_uuid"]
+        assert d.gateway.post(item).status_code == 202
+        settled(d.gateway, "reddit", {"delivered": 1})
+        [event] = d.sandbox.events("reddit")
+        assert event["click_id"] == "landing-click-1"
+        assert event["user"]["uuid"] == UUID
 
 
 class TestCredentials:
