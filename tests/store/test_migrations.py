@@ -294,6 +294,9 @@ EXPECTED_PRIMARY_KEYS["session_rollups"] = (*_ROLLUP_KEY, "had_google_click")
 # in SQLite, JSONB in PostgreSQL so the upsert can merge them with ||)
 EXPECTED_COLUMNS["landing_sessions"].append(("ids", "text", False, None))
 
+# WooCommerce source (0015): the shop (X-WC-Webhook-Source) a source's webhooks must come from
+EXPECTED_COLUMNS["source_secrets"].append(("store_url", "text", False, None))
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",
