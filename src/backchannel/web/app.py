@@ -76,6 +76,15 @@ class Options:
     checkpointer: bool = True
     #: after start-up, exempt the objects alive then from garbage collection (runtime.py)
     freeze_gc: bool = True
+    #: ``serve --workers N``: this process's place in the group, (index, N); None when alone.
+    #: Only index 0 runs the group's chores (the SQLite checkpointer thread, the retention
+    #: purge); which one runs the delivery worker is ``worker``'s say (process_group.py)
+    group: tuple[int, int] | None = None
+
+    @property
+    def primary(self) -> bool:
+        """This process runs the chores one process per database should run."""
+        return self.group is None or self.group[0] == 0
 
 
 def _error(
@@ -156,8 +165,13 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.database_url)
+        if opts.group is not None and isinstance(store, SqliteStore):
+            store.take_turns()  # the group's processes write one after the other
         if opts.checkpointer and isinstance(store, SqliteStore):
-            state["checkpointer"] = store.start_checkpointer()
+            if opts.primary:
+                state["checkpointer"] = store.start_checkpointer()
+            else:  # the group's first process checkpoints for everyone
+                store.stop_inline_checkpoints()
         runner = for_store(store)
         cipher = credentials.load_cipher(settings)
         sandbox_url = opts.self_url.rstrip("/") + "/sandbox" if opts.sandbox else None
@@ -183,7 +197,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
             worker.start()
         state["worker"] = worker
         purger = None
-        if settings.retention_days > 0:  # retention: the hourly purge, in chunks on this loop
+        if settings.retention_days > 0 and opts.primary:  # retention: the hourly purge
             purger = asyncio.create_task(
                 retention.run_periodically(
                     store, runner.run, settings.retention_days, every=opts.retention_every
@@ -227,7 +241,9 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         routes=lambda: app.routes,
     )
     auth = admin_auth.install(app, settings, lambda: state["store"], lambda: state["runner"])
-    ops.install(app, settings, state, metrics, auth, worker_expected=lambda: opts.worker)
+    ops.install(
+        app, settings, state, metrics, auth, worker_expected=lambda: opts.worker, group=opts.group
+    )
     dashboard.install(app, settings, state)  # the diagnostics pages
 
     async def authenticate(request: Request, scope: str) -> JSONResponse | None:

@@ -130,7 +130,7 @@ class CollectWriter:
                     rows += len(entry[0]) + len(entry[1])
                 # one failing message fails alone (runner.settle_group): the others commit
                 await settle_group(
-                    self.runner.run,
+                    self.runner.write,
                     self._record,
                     [(((updates, events),), future) for updates, events, future in group],
                     lambda result, start, stop: None,
