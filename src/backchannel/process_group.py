@@ -31,7 +31,8 @@ How:
   itself failed (uvicorn's exit status 3: the app could not start) is not restarted: the
   group stops and the parent exits 1;
 - the parent's own death (even ``kill -9``): each child watches a pipe whose write end only
-  the parent holds; at end-of-file it stops itself as on SIGTERM;
+  the parent holds; at end-of-file it stops itself as on SIGTERM (and exits for good
+  ``shutdown_grace`` + 10 s later if that stop hangs);
 - ``/metrics``: aggregated over the group (backchannel.metrics: each child gets the same
   ``PROMETHEUS_MULTIPROC_DIR``, a directory the parent creates and removes); ``/readyz`` is
   each process's own (web/ops.py).
@@ -283,8 +284,9 @@ def run_group(
 
 
 # -- a child ------------------------------------------------------------------------------------
-def _watch_parent(fd: int) -> None:
-    """Stop this process (as on SIGTERM) once the parent has gone: its pipe reads EOF."""
+def _watch_parent(fd: int, grace: float) -> None:
+    """Stop this process (as on SIGTERM) once the parent has gone: its pipe reads EOF. If it
+    has not stopped ``grace`` + 10 s later, end it: no parent is left to do so."""
 
     def wait() -> None:
         while True:
@@ -296,6 +298,8 @@ def _watch_parent(fd: int) -> None:
             except OSError:
                 break
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace + STOP_MARGIN)
+        os._exit(1)
 
     threading.Thread(target=wait, name="parent-watch", daemon=True).start()
 
@@ -321,8 +325,8 @@ def child_main(
     from backchannel import config, logs, serving
     from backchannel.web.app import Options, create_app
 
-    _watch_parent(args.parent_fd)
     settings = config.load()
+    _watch_parent(args.parent_fd, settings.shutdown_grace)
     handler = logs.configure(settings.log_level, settings.log_format)
     index = args.index
 

@@ -461,8 +461,15 @@ class Ingestor:
         batch_every: int = 3,
         batch_size: int = 50,
         pause: float = 0.0,
+        clients: list[httpx.Client] | None = None,
     ) -> None:
+        """``clients``: one per thread (then ``threads`` is their number), already connected
+        where the test wants the load (a process of a ``serve --workers N`` group); each is
+        closed when its thread ends."""
         self.stack = stack
+        self._clients = clients
+        if clients is not None:
+            threads = len(clients)
         self.ledger = Ledger()
         self._ids = order_ids()
         self._id_lock = threading.Lock()
@@ -480,7 +487,10 @@ class Ingestor:
 
     def _run(self, number: int) -> None:
         ledger = self.ledger
-        with httpx.Client(timeout=httpx.Timeout(20.0, connect=2.0)) as client:
+        given = self._clients[number] if self._clients is not None else None
+        with contextlib.closing(
+            given or httpx.Client(timeout=httpx.Timeout(20.0, connect=2.0))
+        ) as client:
             for step in itertools.count():
                 if self._stop.is_set():
                     return
