@@ -11,12 +11,7 @@ What must hold (issue 17):
 - SIGTERM or SIGINT to the parent stops the whole group with exit status 0 within the grace,
   every 202 stored, no row left leased, no process left behind.
 
-Which process answered a request: the body of ``/readyz`` names it (index, pid), and a
-keep-alive connection stays with the process that accepted it, so a client that asked
-``/readyz`` once knows where its later requests go. The processes share one listening
-socket, and a new connection goes to whichever process accepts first: an idle group gives
-connections opened one after the other to the same process again and again, so the tests
-open them many at once (:func:`_pinned`) and keep the ones each process took.
+Which process answered a request: see :func:`reliability.conftest.pinned_clients`.
 """
 
 from __future__ import annotations
@@ -29,7 +24,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +39,12 @@ from .conftest import (
     event,
     event_id,
     free_port,
+    group_processes,
     order_ids,
+    pinned_clients,
     report,
     wait_until,
+    which_process,
 )
 from .test_crash import LEASE, _deliver_everything_after_restart
 
@@ -58,51 +55,16 @@ HANG = {"timeout_rate": 1.0, "hang_seconds": 120.0}  # every platform request ha
 METRICS_TOKEN = "metrics-token-for-the-group-test"
 
 
-def _process(stack: Stack, client: httpx.Client | None = None) -> dict[str, Any]:
-    """``/readyz``'s ``process``: which process of the group took this connection."""
-    if client is None:
-        with httpx.Client(timeout=10.0) as fresh:  # a new connection: any process may take it
-            return _process(stack, fresh)
-    response = client.get(stack.url + "/readyz")
-    assert response.status_code == 200, response.text
-    process: dict[str, Any] = response.json()["process"]
-    return process
+def _processes(stack: Stack, count: int) -> dict[int, dict[str, Any]]:
+    return group_processes(stack.url, count)
 
 
 def _pinned(stack: Stack, count: int, per_process: int) -> dict[int, list[httpx.Client]]:
-    """index -> ``per_process`` clients connected to that process of the group (the caller
-    closes them), from connections opened 16 at a time until each process has its share."""
-    kept: dict[int, list[httpx.Client]] = {i: [] for i in range(count)}
-    deadline = time.monotonic() + 60
-
-    def connect(_: int) -> tuple[int, httpx.Client]:
-        client = httpx.Client(timeout=httpx.Timeout(20.0, connect=2.0))
-        process = _process(stack, client)
-        assert process["of"] == count
-        return process["index"], client
-
-    with ThreadPoolExecutor(16) as pool:
-        while any(len(clients) < per_process for clients in kept.values()):
-            if time.monotonic() > deadline:
-                for clients in kept.values():
-                    for client in clients:
-                        client.close()
-                pytest.fail(f"connections per process: { {i: len(c) for i, c in kept.items()} }")
-            for index, client in pool.map(connect, range(16)):
-                if len(kept[index]) < per_process:
-                    kept[index].append(client)
-                else:
-                    client.close()
-    return kept
+    return pinned_clients(stack.url, count, per_process)
 
 
-def _processes(stack: Stack, count: int) -> dict[int, dict[str, Any]]:
-    """index -> ``process`` (index, pid, delivery_worker) of every process of the group."""
-    seen: dict[int, dict[str, Any]] = {}
-    for index, clients in _pinned(stack, count, 1).items():
-        with contextlib.closing(clients[0]) as client:
-            seen[index] = _process(stack, client)
-    return seen
+def _process(stack: Stack, client: httpx.Client) -> dict[str, Any]:
+    return which_process(stack.url, client)
 
 
 def _children(pid: int) -> set[int]:

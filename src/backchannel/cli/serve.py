@@ -30,7 +30,6 @@ def serve(
     workers: Annotated[
         int,
         typer.Option(
-            min=1,
             help="Server processes sharing the port, each with its own group commit; the"
             " first also runs the delivery worker. /metrics sums over them.",
         ),
@@ -41,6 +40,8 @@ def serve(
     from backchannel.web.app import Options, create_app
     from backchannel.web.auth import PASSWORD_SETTING
 
+    if workers < 1:
+        fail("--workers: must be 1 or more (server processes)")
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
     host = host or settings.host
