@@ -156,8 +156,13 @@ def parse_collect(
     ip: str | None,
     user_agent: str | None,
     strip_params: frozenset[str] = DEFAULT_STRIP,
+    raw: bytes | None = None,
 ) -> Collected:
     """Validate one collect message; raise :class:`InvalidConversion` with every bad field.
+
+    ``raw``: the JSON text ``document`` was parsed from. When it holds nothing that can make
+    a control character in a string (:data:`_MAY_HOLD_CONTROL`), the field-by-field check
+    for them (~18 µs of every page view) is skipped: it can find nothing.
 
     ``ip`` and ``user_agent`` are the visitor's, taken from the request by the caller.
     ``url`` and ``referrer`` lose query parameters holding an email or phone, or named in
@@ -177,7 +182,9 @@ def parse_collect(
         message = CollectIn.model_validate(document)
     except ValidationError as exc:
         raise InvalidConversion(validation_notes(exc)) from None
-    errors = _control_errors(message)
+    errors = (
+        _control_errors(message) if raw is None or _MAY_HOLD_CONTROL.search(raw) else []
+    )
     for index, item in enumerate(message.events):
         if EVENT_NAME.match(item.event.strip()) is None:
             errors.append(
@@ -267,6 +274,13 @@ _TEXT_FIELDS = (
     "checkout_token",
 )
 _UTM_FIELDS = ("source", "medium", "campaign", "content", "term")
+
+
+#: what a JSON text needs for a string of it to hold a control character (U+0000-U+001F,
+#: U+007F): an escape (``\n \r \t \b \f``, ``\u0000``-``\u001f``, ``\u007f``) or DEL
+#: itself (raw C0 characters are not valid JSON). An escaped backslash before an ``n`` also
+#: matches: then the fields are checked one by one, which is only slower.
+_MAY_HOLD_CONTROL = re.compile(rb"\\[nrtbf]|\\u00[01]|\\u007[fF]|\x7f")
 
 
 def _control_errors(message: CollectIn) -> list[Note]:

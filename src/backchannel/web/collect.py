@@ -312,6 +312,7 @@ def install(app: FastAPI, settings: Settings) -> None:
                 ip=visitor,
                 user_agent=request.headers.get("user-agent"),
                 strip_params=strip_params,  # personal data out of the stored URLs
+                raw=body,
             )
             # mirrored Pixel calls alone (page_view false) still refresh the session, and
             # create it if its page view was lost, without counting a page view
