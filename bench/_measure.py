@@ -323,7 +323,8 @@ def describe_open_loop(label: str, result: dict[str, Any]) -> str:
         f"{label}: {result['achieved_rate']:,.0f} req/s achieved; client p50 {lat['p50']:.1f} ms,"
         f" p90 {lat['p90']:.1f}, p99 {lat['p99']:.1f}, p99.9 {lat['p999']:.1f},"
         f" max {lat['max']:.1f} ms; lost (not 2xx) {result['lost']} of {result['sent']}"
-        f" (statuses {result['statuses']}, errors {result['errors']});"
+        f" (statuses {result['statuses']}, errors {result['errors']}"
+        f" {result.get('error_codes') or ''});"
         f" generator late by at most {result['max_send_lag_ms']:.1f} ms"
     )
 

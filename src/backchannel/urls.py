@@ -80,7 +80,10 @@ def _filter(query: str, names: frozenset[str], removed: list[str]) -> str:
     kept = []
     for pair in query.split("&"):
         raw_name, _, raw_value = pair.partition("=")
-        name, value = unquote_plus(raw_name), unquote_plus(raw_value)
+        if "%" in pair or "+" in pair:
+            name, value = unquote_plus(raw_name), unquote_plus(raw_value)
+        else:  # nothing to decode (the usual case): unquote_plus would return them as they are
+            name, value = raw_name, raw_value
         if pair and looks_personal(name, value, names):
             removed.append(name)
         else:

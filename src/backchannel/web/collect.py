@@ -194,7 +194,11 @@ def install(app: FastAPI, settings: Settings) -> None:
         origin = page_origin(request)
         peer = request.client.host if request.client else None
         scheme, own_host = public_address(  # behind a TLS proxy: its X-Forwarded-Proto
-            request.url.scheme, request.headers.get("host"), peer, request.headers, trusted
+            request.scope.get("scheme", "http"),  # (request.url would parse a URL: ~10 µs)
+            request.headers.get("host"),
+            peer,
+            request.headers,
+            trusted,
         )
         if not origin_allowed(origin, allowed, own_host=own_host, scheme=scheme):
             return None
