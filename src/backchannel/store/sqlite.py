@@ -60,6 +60,8 @@ from backchannel.store.migrations import load, statements
 from backchannel.store.turns import WriterTurn
 
 BUSY_TIMEOUT = 30_000  # milliseconds another process may hold the write lock before we fail
+#: the session columns as find_sessions selects them (built once: it runs for every ingest)
+_SESSION_COLUMNS_S = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
 
 #: checkpointer thread: seconds between looks at the WAL, the size from which it copies the
 #: WAL into the database (PASSIVE: never waits for, nor blocks, the writer), and the size past
@@ -942,7 +944,7 @@ class SqliteStore:
     ) -> list[SessionMatch]:
         # One statement: three indexed arms (primary key, the ttclid index, the session_emails
         # key), the latter two keeping only the most recently seen session per key.
-        columns = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
+        columns = _SESSION_COLUMNS_S
         arms: list[str] = []
         params: list[object] = []
         ids, clicks, emails = (

@@ -289,6 +289,10 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         return None
 
     api_ledger = source_routes.api_ledger(settings)
+    # read once: settings are frozen, and these properties build their value at every read
+    # (strip_params alone was ~10 µs of every ingest request)
+    strip_params = settings.strip_params
+    source_ids = settings.source_ids
 
     async def post_events(request: Request) -> JSONResponse:
         try:
@@ -307,7 +311,9 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         wait = ingest_limiter.hit(request.scope["backchannel.key"].id)
         if wait:
             return limited_response(wait, "Authorization", "for this API key")
-        partial = request.query_params.get("partial", "false").lower() in ("1", "true", "yes")
+        partial = bool(request.scope.get("query_string")) and (  # no query: nothing to parse
+            request.query_params.get("partial", "false").lower() in ("1", "true", "yes")
+        )
         try:
             items = parse_body(await _read_body(request))
             result = await ingest(
@@ -321,8 +327,8 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 metrics=metrics,
                 ledger=api_ledger,  # sources and ledger: orders land in the order ledger
                 routes=state["routes"],  # event routing
-                strip_params=settings.strip_params,  # personal data out of page URLs
-                source_ids=settings.source_ids,  # non-web events (TikTok event sets)
+                strip_params=strip_params,  # personal data out of page URLs
+                source_ids=source_ids,  # non-web events (TikTok event sets)
             )
         except BadRequest as exc:
             return _error(exc.status, exc.notes, "bad_request")
