@@ -18,6 +18,7 @@ from backchannel.cli import (
     backups,
     keys,
     outbox,
+    properties,
     report,
     route,
     send,
@@ -58,6 +59,7 @@ app.command()(upkeep.doctor)
 app.command()(backups.backup)
 app.command()(backups.restore)
 app.command()(upkeep.purge)
+app.add_typer(properties.property_app, name="property")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(token.token_app, name="token")
 app.add_typer(route.route_app, name="route")
