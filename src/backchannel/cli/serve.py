@@ -205,6 +205,14 @@ def sandbox(
     token: Annotated[
         str | None, typer.Option(help="Only accept this token (default: any).")
     ] = None,
+    pixel_token: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pixel-token",
+            metavar="PIXEL=TOKEN",
+            help="Only TOKEN may write to PIXEL (repeatable): one account per pixel.",
+        ),
+    ] = None,
     error_rate: Annotated[float, typer.Option(help="Share of requests answered 5xx.")] = 0.0,
     rate_limit_rate: Annotated[float, typer.Option(help="Share answered rate-limited.")] = 0.0,
     latency_ms: Annotated[int, typer.Option(help="Delay added to every answer.")] = 0,
@@ -228,9 +236,15 @@ def sandbox(
         latency_ms=latency_ms,
         timeout_rate=timeout_rate,
     )
+    owners: dict[str, str] = {}
+    for pair in pixel_token or []:
+        pixel, sep, value = pair.partition("=")
+        if not sep or not pixel.strip() or not value.strip():
+            fail(f"--pixel-token: expected PIXEL=TOKEN, got {pixel.strip() or pair!r}=…")
+        owners[pixel.strip()] = value.strip()
     typer.echo(f"sandbox on http://{host}:{port}  (events: /_sandbox/tiktok/events)", err=True)
     logs.configure("warning")
-    run(host, port, SandboxConfig(token=token), faults)
+    run(host, port, SandboxConfig(token=token, pixel_tokens=owners), faults)
 
 
 def migrate() -> None:
