@@ -7,7 +7,7 @@ Every figure is a count of ledger orders read from the store (one query,
 - **truth set**: orders in the ledger attributed to TikTok, in the time range;
 - **pixel only**: those whose browser leg fired (a Pixel mirror row with the order's event_id);
 - **server delivered**: those whose conversion has a delivered TikTok outbox row;
-- **deduplicated**: the union of both, by event_id (what TikTok counts once);
+- **deduplicated**: the union of both, by (property, event_id) (what TikTok counts once);
 - **recovered**: deduplicated − pixel only;
 - **coverage**: deduplicated / truth set, before and after the switch-on date if given.
 
@@ -215,15 +215,17 @@ def time_range(start: date, end: date) -> tuple[int, int]:
 
 
 def tally(rows: Iterable[GapRow]) -> Tally:
-    """Counts over truth-set rows; the deduplicated total is a union by event_id."""
+    """Counts over truth-set rows; the deduplicated total is a union by event_id (within a
+    property: two properties' orders with one event_id go to different pixels, and each is
+    counted by its own)."""
     orders = pixel = server = 0
-    union: set[str] = set()
+    union: set[tuple[int, str]] = set()
     for row in rows:
         orders += 1
         pixel += row.pixel_fired
         server += row.tiktok_delivered
         if row.event_id is not None and (row.pixel_fired or row.tiktok_delivered):
-            union.add(row.event_id)
+            union.add((row.property_id, row.event_id))
     return Tally(orders, pixel, server, len(union))
 
 
