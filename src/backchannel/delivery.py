@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -196,10 +197,7 @@ class DestinationWorker:
         # A request must end well within the lease, or a live worker's rows could be claimed
         # again (and sent twice) while it still waits for the answer; the cycle deadline
         # (see _Cycle) bounds the whole cycle, this bounds each wait for bytes.
-        timeout = min(REQUEST_TIMEOUT_SECONDS, lease / 2)
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout))
-        )
+        self.client = client or new_client(lease)
         self.policy = policy or RetryPolicy()
         self.concurrency = concurrency
         self.lease = lease
@@ -887,6 +885,18 @@ class DestinationWorker:
         return self.destination.classify(response.status_code, response.headers, response.content)
 
 
+def new_client(lease: float, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """A lane set's own HTTP client (its own connection pool: a slow platform never holds
+    another connection's sockets). Its timeouts bound each wait for bytes well within the lease:
+    a request must end before another worker may claim its rows again (the cycle deadline,
+    see _Cycle, bounds the whole cycle). ``verify``: one SSL context shared by every client of
+    a process (building one reads the CA bundle: tens of ms and memory, per connection)."""
+    timeout = min(REQUEST_TIMEOUT_SECONDS, lease / 2)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)), verify=verify
+    )
+
+
 def _same_refusal(parent: Outcome, half: Outcome) -> bool:
     """Both permanent, neither naming a row, with the same reason: a request-level refusal."""
     return (
@@ -1043,12 +1053,14 @@ def build_worker(
     in ``lanes``, and more as ``active`` names newly made ones. ``target_for`` gives, for a
     connection id, where and as whom its rows go (:meth:`Targets.getter`)."""
     cache = ParsedCache()
+    tls = httpx.create_ssl_context()
 
     def spawn(lane: Lane) -> DestinationWorker:
         return DestinationWorker(
             lane.destination,
             store,
             target_for(lane.connection_id),
+            client=new_client(lease, tls),
             policy=policy,
             concurrency=concurrency,
             lease=lease,
