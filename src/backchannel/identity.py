@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -289,6 +290,9 @@ class HashedUser:
     gclid: str | None = None
     gbraid: str | None = None
     wbraid: str | None = None
+    #: every other platform's click ids and browser ids, by the field its destination
+    #: declares (``sc_click_id``, ``epik``…; see :mod:`backchannel.identifiers`), as given
+    ids: dict[str, str] = field(default_factory=dict)
 
     def hashed_values(self) -> list[str]:
         """Every value that must be a digest; used by the property tests and the PII audit."""
@@ -420,29 +424,53 @@ def _short_text(path: str, raw: str | None, limit: int, notes: list[Note]) -> st
     return value
 
 
-def _maybe_google(raw: RawField) -> bool:
-    """Could Google's form differ (a gmail/googlemail address among these)? A cheap test
-    that spares hashing every address twice."""
-    return any("mail.com" in item.lower() for item in _as_list(raw))
+def _form_differs(rule: Callable[[str], str], raw: RawField) -> bool:
+    """Would a platform's email rule give another string than the common rule for one of
+    these addresses? A cheap test (string work, no hashing) that spares hashing every
+    address twice when, as for most addresses and Google's rule, it would not.
+
+    An address the common rule keeps but the platform's rule cannot use (Reddit's rule
+    leaves nothing of ``+tag@example.com``) differs too: that platform must get no email
+    rather than the common form's hash, which matches nobody there."""
+    for item in _as_list(raw):
+        try:
+            common = normalize_email(item)
+        except Unusable:
+            continue  # dropped by the common rule already (and pre-hashed values land here)
+        try:
+            if rule(item) != common:
+                return True
+        except Unusable:
+            return True
+    return False
 
 
 def hash_user(
-    raw: dict[str, RawField], default_region: str | None, notes: list[Note]
+    raw: dict[str, RawField],
+    default_region: str | None,
+    notes: list[Note],
+    email_forms: Mapping[str, Callable[[str], str]] | None = None,
+    ids: Mapping[str, tuple[str, int]] | None = None,
 ) -> HashedUser:
     """Turn the raw ``user`` object of a conversion into a :class:`HashedUser`.
 
     ``raw`` holds the already type-checked fields of the canonical input. Problems are
     appended to ``notes`` (path + reason) and the offending value is dropped.
+    ``email_forms``: platforms' own email rules by form key (Google's, Reddit's), each
+    hashed into ``email_forms[key]`` where it differs from the common rule.
+    ``ids``: generic platform identifiers (field -> (value, longest allowed)), kept as given.
     """
     user = HashedUser()
     user.country = _plain("user.country", raw.get("country"), normalize_country, notes)
     region = user.country or default_region
     user.email = _hash_many("user.email", raw.get("email"), normalize_email, notes)
-    if user.email and _maybe_google(raw.get("email")):
-        ignored: list[Note] = []  # the common rule already reported any unusable address
-        google = _hash_many("user.email", raw.get("email"), normalize_email_google, ignored)
-        if google != user.email:
-            user.email_forms["google"] = google
+    if user.email and email_forms:
+        for key, rule in email_forms.items():
+            if _form_differs(rule, raw.get("email")):
+                ignored: list[Note] = []  # the common rule already reported bad addresses
+                form = _hash_many("user.email", raw.get("email"), rule, ignored)
+                if form != user.email:
+                    user.email_forms[key] = form
     user.phone, user.phone_digits = _hash_phones(raw.get("phone"), region, notes)
     user.external_id = _hash_many(
         "user.external_id", raw.get("external_id"), normalize_external_id, notes
@@ -465,6 +493,10 @@ def hash_user(
     user.ga_client_id = _plain(
         "user.ga_client_id", _str_or_none(raw.get("ga_client_id")), normalize_ga_client_id, notes
     )
+    for name, (given, limit) in (ids or {}).items():
+        kept = _short_text(f"user.{name}", given, limit, notes)
+        if kept is not None:
+            user.ids[name] = kept
     return user
 
 

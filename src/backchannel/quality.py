@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backchannel.destinations import DESTINATIONS
+from backchannel.identifiers import value as platform_id
 
 #: per destination, from what each declares (``QUALITY_WEIGHTS``), in registry order
 WEIGHTS: dict[str, dict[str, float]] = {
@@ -70,9 +71,9 @@ def identifiers(user: Mapping[str, Any], destination: str) -> set[str]:
     if user.get("ip") and user.get("user_agent"):
         found.add("ip_user_agent")
     spec = DESTINATIONS[destination]
-    if any(user.get(name) for name in spec.CLICK_IDS):
+    if any(platform_id(user, name) for name in spec.CLICK_IDS):
         found.add("click_id")
-    if any(user.get(name) for name in spec.BROWSER_IDS):
+    if any(platform_id(user, name) for name in spec.BROWSER_IDS):
         found.add("browser_id")
     return found
 

@@ -13,14 +13,21 @@ cross-origin ``sendBeacon`` needs no CORS preflight)::
      "url": "https://shop/…", "referrer": "…", "landing": true,
      "ttclid": "…", "ttp": "…", "fbclid": "…", "fbp": "…", "fbc": "…",
      "gclid": "…", "gbraid": "…", "wbraid": "…",   # Google Ads click ids
+     "ids": {"sc_click_id": "…", …},   # other platforms' ids (identifiers.generic())
      "ga_client_id": "GA1.1.1234567890.1700000000", # the _ga cookie as read (or the bare id)
      "utm": {"source": "…", "medium": "…", "campaign": "…", "content": "…", "term": "…"},
      "load_time_ms": 812, "pixel": "loaded" | "blocked" | "absent",
      "page_view": true,
+     "checkout_token": "84ad7857…",   # Shopify custom pixel: checkout.token of a completed
+                                      # checkout (the orders/create webhook's checkout_token)
      "events": [{"event": "CompletePayment", "event_id": "CompletePayment-1001",
                  "at": 1790000000123},                      # platform: TikTok's (the default)
                 {"event": "purchase", "event_id": "1001",   # gtag: the transaction_id
                  "at": 1790000000124, "platform": "google"}]}
+
+The same message comes from ``bc.js`` and from the Shopify custom pixel (``backchannel snippet
+shopify``), which reads the same cookies through Shopify's ``browser.cookie`` API and adds
+``checkout_token`` when a checkout completes (see :mod:`backchannel.shopify_pixel`).
 
 No PII is collected: no email, phone or name travels on this path (bc.js never reads forms).
 The visitor's IP and user agent are taken from the request itself (the browser's own
@@ -40,6 +47,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from backchannel import identifiers
 from backchannel.events import (
     CONTROL_REASON,
     DEFAULT_STRIP,
@@ -121,9 +129,14 @@ class CollectIn(_Strict):
     wbraid: Ident | None = None
     #: the _ga cookie as bc.js read it, or a bare client id; normalized here (see parse_collect)
     ga_client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    #: the other platforms' ids by the field their destination declares
+    ids: Annotated[dict[str, Ident], Field(max_length=32)] = {}
     utm: UtmIn | None = None
     load_time_ms: Annotated[int, Field(ge=0, le=600_000)] | None = None
     pixel: Literal["loaded", "blocked", "absent"] | None = None
+    #: Shopify's checkout token (checkout_completed's ``checkout.token``): 32 hex characters
+    #: in every capture seen, so 256 leaves room without storing junk
+    checkout_token: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     events: Annotated[list[BrowserEventIn], Field(max_length=MAX_EVENTS)] = []
 
 
@@ -177,6 +190,14 @@ def parse_collect(
         value = getattr(message, name)
         if value and not is_web_url(value):
             errors.append(Note(name, "must be an http(s) URL"))
+    known = identifiers.generic()
+    for name, value in message.ids.items():
+        if name not in known:
+            errors.append(Note(f"ids.{name}", "not an identifier any destination declares"))
+        elif len(value) > known[name].max_length:
+            errors.append(Note(f"ids.{name}", f"at most {known[name].max_length} characters"))
+        elif has_control(value):
+            errors.append(Note(f"ids.{name}", CONTROL_REASON))
     if errors:
         raise InvalidConversion(errors)
     url = strip_pii(message.url, strip_params)[0] if message.url else message.url
@@ -212,6 +233,8 @@ def parse_collect(
         load_time_ms=message.load_time_ms,
         pixel_status=message.pixel or "absent",
         page_view=message.page_view,
+        ids=dict(message.ids),
+        checkout_token=(message.checkout_token or "").strip() or None,
     )
     events = [
         BrowserEvent(
@@ -241,6 +264,7 @@ _TEXT_FIELDS = (
     "gbraid",
     "wbraid",
     "ga_client_id",
+    "checkout_token",
 )
 _UTM_FIELDS = ("source", "medium", "campaign", "content", "term")
 

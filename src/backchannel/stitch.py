@@ -24,10 +24,11 @@ What is filled, only where the conversion has nothing: ``ttclid``, ``ttp``, ``fb
 ``gclid``/``gbraid``/``wbraid`` — these three as one: only when the conversion has none of
 them, so a click id sent by the caller is never paired with another click's from the session
 (Google takes one of the three per conversion) — ``ip`` (public addresses only: a private
-one is a proxy, not the visitor),
-``user_agent``, ``page_url`` with its ``page_referrer`` (the landing page: it carries the click
-id, and TikTok asks for ``page.url`` whenever ``ttclid`` is sent), and ``session_id``. A value
-the caller sent always wins over the session's. :class:`Provenance` records, per identifier,
+one is a proxy, not the visitor), ``user_agent``, every other platform's id in ``user.ids``
+(each on its own: one platform's id says nothing about another's click), ``page_url`` with
+its ``page_referrer`` (the landing page: it carries the click id, and TikTok asks for
+``page.url`` whenever ``ttclid`` is sent), and ``session_id``. A value the caller sent
+always wins over the session's. :class:`Provenance` records, per identifier,
 whether it came from the ``request`` or the ``session``; it is stored with the conversion.
 
 Pure: the caller does the one batched lookup (:func:`lookup_keys` ->
@@ -172,6 +173,9 @@ def apply(
     for name in USER_FIELDS:
         if getattr(user, name):
             provenance.fields[name] = "request"
+    for name, given in user.ids.items():
+        if given:
+            provenance.fields[name] = "request"
     if conversion.page_url:
         provenance.fields["page_url"] = "request"
     if conversion.session_id:
@@ -201,6 +205,10 @@ def apply(
         value = candidates[name]
         if value and not getattr(user, name):
             setattr(user, name, value)
+            provenance.fields[name] = "session"
+    for name, found in session.ids.items():  # the other platforms' ids, each on its own
+        if found and not user.ids.get(name):
+            user.ids[name] = found
             provenance.fields[name] = "session"
     if not conversion.page_url and session.landing_url:
         conversion.page_url = session.landing_url

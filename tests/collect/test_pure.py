@@ -108,6 +108,9 @@ class TestParseCollect:
             ({"events": [{"event": "X"}] * 21}, "events"),
             ({"load_time_ms": -1}, "load_time_ms"),
             ({"utm": {"source": "x" * 300}}, "utm.source"),
+            ({"checkout_token": ""}, "checkout_token"),
+            ({"checkout_token": "c" * 257}, "checkout_token"),
+            ({"checkout_token": 123}, "checkout_token"),
         ],
     )
     def test_bad_fields_name_their_path(self, fields: dict[str, Any], path: str) -> None:
@@ -128,6 +131,7 @@ class TestParseCollect:
             ({"referrer": "https://t.example/\x00x"}, "referrer"),
             ({"utm": {"campaign": "spring\x00"}}, "utm.campaign"),
             ({"events": [{"event": "Lead", "event_id": "L-\x00"}]}, "events[0].event_id"),
+            ({"checkout_token": "84ad\n7857"}, "checkout_token"),
         ],
     )
     def test_control_characters_are_refused(self, fields: dict[str, Any], path: str) -> None:
@@ -137,6 +141,20 @@ class TestParseCollect:
             parse_collect(message(**fields), now=NOW, ip=None, user_agent=None)
         assert path in paths(exc)
         assert any("control character" in n.reason for n in exc.value.notes)
+
+    def test_a_checkout_token_goes_with_the_session_update(self) -> None:
+        """The Shopify pixel's checkout token is kept (trimmed) on the session update only."""
+        token = "84ad78572dae52a8cbea7d55371afe89"
+        got = parse_collect(
+            message(page_view=False, checkout_token=f" {token} "),
+            now=NOW,
+            ip=None,
+            user_agent=None,
+        )
+        assert got.update.checkout_token == token
+        assert got.update.page_view is False
+        plain = parse_collect(message(), now=NOW, ip=None, user_agent=None)
+        assert plain.update.checkout_token is None
 
     def test_not_an_object(self) -> None:
         """A JSON array is not a message."""
@@ -510,3 +528,51 @@ class TestStitchGoogle:
         assert c.user.ga_client_id == "5.6"
         assert origin.fields["ga_client_id"] == "request"
         assert c.user.gclid == "G-SESSION"  # no Google click in the request: the session's
+
+
+class TestPlatformIds:
+    """The other platforms' ids (declared by their destination modules): bc.js sends them
+    as ``ids``; stitching copies each onto a conversion that lacks it. One is declared here
+    for the test so the rules hold whatever destinations exist."""
+
+    @pytest.fixture(autouse=True)
+    def declared(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from backchannel import identifiers
+        from backchannel.destinations.base import Identifier
+
+        extra = {
+            "xx_click_id": Identifier("xx_click_id", "click", url_param="XxCid"),
+            "xx_cookie": Identifier("xx_cookie", "browser", cookie="_xx", max_length=8),
+        }
+        generic = {**identifiers.generic(), **extra}
+        monkeypatch.setattr(identifiers, "generic", lambda: generic)
+
+    def test_declared_ids_reach_the_session_update(self) -> None:
+        got = parse_collect(
+            message(ids={"xx_click_id": "C1", "xx_cookie": "k"}), now=NOW, ip=None, user_agent=None
+        )
+        assert got.update.ids == {"xx_click_id": "C1", "xx_cookie": "k"}
+
+    @pytest.mark.parametrize(
+        ("ids", "path", "reason"),
+        [
+            ({"yy": "1"}, "ids.yy", "not an identifier"),
+            ({"xx_cookie": "123456789"}, "ids.xx_cookie", "at most 8"),
+            ({"xx_click_id": "a\x01"}, "ids.xx_click_id", "control"),
+            ({"xx_click_id": 5}, "ids.xx_click_id", "string"),
+            ({"xx_click_id": ""}, "ids.xx_click_id", "at least 1"),
+        ],
+    )
+    def test_bad_ids_are_refused_naming_them(self, ids: Any, path: str, reason: str) -> None:
+        with pytest.raises(InvalidConversion) as caught:
+            parse_collect(message(ids=ids), now=NOW, ip=None, user_agent=None)
+        assert paths(caught) == [path]
+        assert reason in caught.value.notes[0].reason
+
+    def test_stitching_fills_each_missing_id_and_keeps_the_callers(self) -> None:
+        found = session(ids={"xx_click_id": "C-SESSION", "xx_cookie": "k-s"})
+        c = conversion(session_id="s-1", user={"xx_cookie": "k-req"})
+        [origin] = stitch.stitch_all([c], [SessionMatch("session_id", "s-1", found)])
+        assert c.user.ids == {"xx_click_id": "C-SESSION", "xx_cookie": "k-req"}
+        assert origin.fields["xx_click_id"] == "session"
+        assert origin.fields["xx_cookie"] == "request"

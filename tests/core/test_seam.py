@@ -14,7 +14,8 @@ from typing import get_type_hints
 import pytest
 
 from backchannel import destinations as registry
-from backchannel.destinations.base import Credential, Destination
+from backchannel.destinations.base import Credential, Destination, Identifier
+from backchannel.identifiers import NAMED, declared
 from backchannel.quality import LABELS
 from backchannel.sandbox.app import emulators
 
@@ -50,12 +51,33 @@ class TestEveryDestination:
                 re.compile(credential.pattern)
         assert set(d.QUALITY_WEIGHTS) <= set(LABELS)
         assert sum(d.QUALITY_WEIGHTS.values()) == pytest.approx(10.0)
-        assert d.EMAIL_FORM in ("", "google")
+        # a form of its own comes with the rule that makes it, and only then
+        assert (d.EMAIL_FORM == "") == (d.EMAIL_NORMALIZER is None)
+        for identifier in d.IDENTIFIERS:
+            assert isinstance(identifier, Identifier)
+            assert re.fullmatch(r"[a-z][a-z0-9_]*", identifier.field)
+            assert identifier.kind in ("click", "browser")
+            assert identifier.url_param or identifier.cookie or identifier.field in NAMED
+        # what the identifiers page counts is what the destination declares it takes
+        declared = {i.field for i in d.IDENTIFIERS}
+        assert set(d.CLICK_IDS) | set(d.BROWSER_IDS) <= declared
         assert d.max_batch >= 1
 
     def test_has_an_emulator(self, name: str) -> None:
         """One destination = one module + one emulator (the sandbox stands in for it)."""
         assert name in emulators()
+
+    def test_the_emulator_offers_valid_credentials_to_connect_with(self, name: str) -> None:
+        """Suites and benchmarks connect every destination with its emulator's sample
+        credentials: they must be every required credential, each valid by its pattern."""
+        d = registry.DESTINATIONS[name]
+        sample = emulators()[name].sample_credentials
+        required = {c.key for c in d.CREDENTIALS if c.required}
+        assert required <= set(sample)
+        assert set(sample) <= {c.key for c in d.CREDENTIALS}
+        for credential in d.CREDENTIALS:
+            if credential.key in sample and credential.pattern is not None:
+                assert re.fullmatch(credential.pattern, sample[credential.key]), credential.key
 
 
 def test_the_registry_is_in_declared_order_and_tiktok_meta_are_on_by_default() -> None:
@@ -63,3 +85,13 @@ def test_the_registry_is_in_declared_order_and_tiktok_meta_are_on_by_default() -
     assert orders == sorted(orders)
     assert registry.ON_BY_DEFAULT == ("tiktok", "meta")
     assert {"tiktok", "meta", "ga4", "google_ads"} <= set(registry.NAMES)
+
+
+def test_identifiers_are_declared_once_and_alike() -> None:
+    """Two destinations may share an id only by declaring it identically (declared()
+    raises otherwise), and a URL parameter or cookie belongs to one field."""
+    ids = declared()
+    params = [i.url_param for i in ids.values() if i.url_param]
+    cookies = [i.cookie for i in ids.values() if i.cookie]
+    assert len(params) == len(set(params))
+    assert len(cookies) == len(set(cookies))

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 import pytest
 
-from backchannel.diagnostics.identifiers import identifiers_report
+from backchannel.diagnostics.identifiers import IDENTIFIERS, identifiers_report
 from backchannel.events import Conversion
 from backchannel.identity import HashedUser
 from backchannel.store import open_store
@@ -137,12 +137,13 @@ class TestReport:
         cp, lead, sub = report.events
         assert (cp.conversions, cp.opted_out) == (3, 1)
         # the columns: the common identifiers and TikTok's and Meta's (the default
-        # destinations); Google's fields are counted too, and carried by none of these
+        # destinations); the other destinations' ids (Google's, Reddit's…) are counted
+        # too, and carried by none of these
         shown = report.identifiers
         assert {i.key: cp.share(i.key) for i in shown} == CP_SHARES
-        assert cp.counts == {
-            "ga_client_id": 0,
-            "gclid": 0,
+        others = {i.key: 0 for i in IDENTIFIERS if i.key not in CP_SHARES}
+        assert {"ga_client_id", "gclid", "sc_click_id", "pin_epik", "rdt_cid"} <= set(others)
+        assert cp.counts == others | {
             "email": 2,
             "phone": 2,
             "external_id": 1,

@@ -189,7 +189,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def add_key(settings: Settings, name: str, scope: str = "ingest") -> str:
+def add_key(
+    settings: Settings, name: str, scope: str = "ingest", *, allow_null_origin: bool = False
+) -> str:
     """Create an API key straight in the store, as `backchannel keys create` does."""
     key = credentials.new_api_key(scope)
     store = open_store(settings.database_url)
@@ -200,6 +202,7 @@ def add_key(settings: Settings, name: str, scope: str = "ingest") -> str:
             credentials.key_display_prefix(key),
             credentials.key_hash(key),
             time.time(),
+            allow_null_origin=allow_null_origin,
         )
     finally:
         store.close()

@@ -145,7 +145,10 @@ def install(tmp_path: Path) -> Iterator[Install]:
                 store.bind(ids[prop], "shopify", SHOPS[prop])
                 for source, secrets in (("shopify", SHOPIFY_SECRETS), ("stripe", STRIPE_SECRETS)):
                     store.set_source_secret(
-                        source, credentials.encrypt(cipher, secrets[prop]), time.time(), ids[prop]
+                        source,
+                        credentials.encrypt(cipher, secrets[prop]),
+                        time.time(),
+                        property_id=ids[prop],
                     )
             store.bind(eu, "stripe", EU_STRIPE_ACCOUNT)
         finally:

@@ -290,6 +290,10 @@ EXPECTED_COLUMNS["browser_events"].append(("platform", "text", True, "'tiktok'")
 EXPECTED_COLUMNS["session_rollups"].append(("had_google_click", "int", True, None))
 EXPECTED_PRIMARY_KEYS["session_rollups"] = (*_ROLLUP_KEY, "had_google_click")
 
+# Generic platform ids (0012): the other platforms' ids of a session, as a JSON object (TEXT
+# in SQLite, JSONB in PostgreSQL so the upsert can merge them with ||)
+EXPECTED_COLUMNS["landing_sessions"].append(("ids", "text", False, None))
+
 # Properties (0013): several shops in one install. Every row says whose it is; keys that made a
 # row unique gain the property; connections get an id, a label, their routes and suspension.
 EXPECTED_COLUMNS["properties"] = [
@@ -360,6 +364,20 @@ EXPECTED_FOREIGN_KEYS |= {
     ),
 }
 
+# WooCommerce source (0015): the shop (X-WC-Webhook-Source) a source's webhooks must come from
+EXPECTED_COLUMNS["source_secrets"].append(("store_url", "text", False, None))
+
+# The Shopify custom pixel (0016): site keys that may post from an opaque origin, and which
+# landing session completed which checkout (the webhook's checkout_token finds it)
+EXPECTED_COLUMNS["api_keys"].append(("allow_null_origin", "int", True, "0"))
+EXPECTED_COLUMNS["checkout_sessions"] = [
+    ("checkout_token", "text", True, None),
+    ("session_id", "text", True, None),
+    ("seen_at", "real", True, None),
+]
+EXPECTED_PRIMARY_KEYS["checkout_sessions"] = ("checkout_token",)
+EXPECTED_INDEXES["checkout_sessions_session"] = ("checkout_sessions", ("session_id",), None)
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",
@@ -367,6 +385,7 @@ POSTGRES_TYPES = {
     "text": "text",
     "double precision": "real",
     "bytea": "blob",
+    "jsonb": "text",  # JSON text on both: landing_sessions.ids
 }
 
 
@@ -579,7 +598,8 @@ def test_0011_keeps_the_rows_it_rebuilds_or_extends(
     )
     monkeypatch.undo()
     store = empty_database.open()
-    assert 11 in [row[0] for row in applied(empty_database)]
+    latest = max(version for version, _ in migrations.load(empty_database.kind))
+    assert [row[0] for row in applied(empty_database)][-1] == latest
     [rollup] = store.session_rollups()
     assert (rollup.sessions, rollup.had_ttclid, rollup.had_google_click) == (41, True, False)
     [event] = store.browser_events(session_id="s-1")

@@ -310,7 +310,7 @@ class TestKeysAndSecrets:
     def test_webhook_secrets_and_tokens_per_property(self, store: Store) -> None:
         eu = second(store)
         store.set_source_secret("stripe", b"secret-default", NOW)
-        store.set_source_secret("stripe", b"secret-eu", NOW, eu)
+        store.set_source_secret("stripe", b"secret-eu", NOW, property_id=eu)
         assert store.get_source_secret("stripe", eu) == b"secret-eu"
         assert store.source_secrets("stripe") == {
             DEFAULT_PROPERTY: b"secret-default",

@@ -24,6 +24,31 @@ def page(session_id: str = "sess-0001", at: float = NOW, **fields: object) -> Se
     return SessionUpdate(session_id=session_id, at=at, **fields)  # type: ignore[arg-type]
 
 
+class TestPlatformIds:
+    """The other platforms' ids (``landing_sessions.ids``, a JSON object): a message's value
+    replaces the session's for the same field, other fields are kept, none leaves it as is."""
+
+    def test_ids_merge_field_by_field(self, store: Store) -> None:
+        store.record_collect([page(ids={"sc_click_id": "S1", "xx_cookie": "c1"})], [])
+        store.record_collect([page(at=NOW + 1, ids={"sc_click_id": "S2", "epik": "E"})], [])
+        store.record_collect([page(at=NOW + 2)], [])  # carries none: keeps what there is
+        s = store.get_session("sess-0001")
+        assert s is not None
+        assert s.ids == {"sc_click_id": "S2", "xx_cookie": "c1", "epik": "E"}
+        assert s.page_views == 3
+
+    def test_a_session_without_ids_reads_as_empty(self, store: Store) -> None:
+        store.record_collect([page(ttclid="T")], [])
+        s = store.get_session("sess-0001")
+        assert s is not None
+        assert s.ids == {}
+
+    def test_stitching_lookups_return_them(self, store: Store) -> None:
+        store.record_collect([page(ttclid="T", ids={"sc_click_id": "S1"})], [])
+        [match] = store.find_sessions(ttclids=["T"])
+        assert match.session.ids == {"sc_click_id": "S1"}
+
+
 class TestSessionMerge:
     def test_first_page_view_creates_the_session(self, store: Store) -> None:
         """A first message stores every field it carries, with one page view counted."""
@@ -237,6 +262,37 @@ class TestFindSessions:
         store.attach_emails([("sess-0001", EMAIL_B), ("sess-0001", EMAIL_A)], NOW)
         store.attach_emails([("sess-0001", EMAIL_A)], NOW + 10)
         assert store.session_emails("sess-0001") == [EMAIL_A, EMAIL_B]
+
+
+class TestCheckoutSessions:
+    """The Shopify custom pixel's report of a completed checkout: token -> session."""
+
+    def test_a_reported_checkout_finds_its_session(self, store: Store) -> None:
+        """A message carrying a checkout token maps it to its session, in the same commit."""
+        store.record_collect(
+            [page("sess-land", ttclid="T1"), page("sess-land", NOW + 60, checkout_token="tok-1")],
+            [BrowserEvent("sess-land", "CompletePayment", "CompletePayment-5", NOW + 60)],
+        )
+        assert store.checkout_session("tok-1") == "sess-land"
+        assert store.checkout_session("tok-2") is None
+        session = store.get_session("sess-land")
+        assert session is not None
+        assert session.ttclid == "T1"
+
+    def test_the_first_report_of_a_checkout_wins(self, store: Store) -> None:
+        """A later message naming the same checkout from another session changes nothing:
+        the pixel fires once per checkout, so a second claim is not believed over the first."""
+        store.record_collect([page("sess-first", checkout_token="tok-1")], [])
+        store.record_collect([page("sess-other", NOW + 5, checkout_token="tok-1")], [])
+        store.record_collect(
+            [
+                page("sess-x", NOW + 9, checkout_token="tok-9"),
+                page("sess-y", checkout_token="tok-9"),
+            ],
+            [],
+        )
+        assert store.checkout_session("tok-1") == "sess-first"
+        assert store.checkout_session("tok-9") == "sess-x"  # first in the batch's order
 
 
 class TestStitchedColumn:

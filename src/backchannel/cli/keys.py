@@ -16,6 +16,7 @@ from backchannel.cli.common import (
     open_configured_store,
     property_or_fail,
 )
+from backchannel.store import Store
 
 keys_app = typer.Typer(help="Ingest API keys (stored hashed; shown once).", no_args_is_help=True)
 
@@ -24,6 +25,14 @@ keys_app = typer.Typer(help="Ingest API keys (stored hashed; shown once).", no_a
 def keys_create(
     name: Annotated[str, typer.Option(help="A label, e.g. the shop's name.")],
     scope: Annotated[str, typer.Option(help="ingest, collect or admin.")] = "ingest",
+    allow_null_origin: Annotated[
+        bool,
+        typer.Option(
+            "--allow-null-origin",
+            help="Site keys (--scope collect): also accept posts from an opaque origin"
+            " (Origin: null), as a Shopify custom pixel's sandbox sends.",
+        ),
+    ] = False,
     property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
     """Create a key and print it once. An ingest or site key writes into its property only."""
@@ -31,24 +40,42 @@ def keys_create(
         fail("--scope: must be ingest, collect or admin")
     if not name.strip():
         fail("--name: must not be empty")
+    if allow_null_origin and scope != "collect":
+        fail("--allow-null-origin: only for site keys (--scope collect)")
     if scope == "admin" and property_name is not None:
         fail("--property: admin keys are the install's (not a property's)")
     store = open_configured_store(load_settings())
     try:
         owner = None if scope == "admin" else property_or_fail(store, property_name).id
-        key = credentials.new_api_key(scope)
-        store.add_key(
-            name.strip(),
-            scope,
-            credentials.key_display_prefix(key),
-            credentials.key_hash(key),
-            time.time(),
-            owner,
-        )
-        store.audit(time.time(), "cli", "key.create", f"{name} ({scope})", owner)
+        key = create_key(store, name.strip(), scope, owner, allow_null_origin=allow_null_origin)
     finally:
         store.close()
     typer.echo(key)
+
+
+def create_key(
+    store: Store,
+    name: str,
+    scope: str,
+    property_id: int | None,
+    *,
+    allow_null_origin: bool = False,
+) -> str:
+    """Store a new key (its hash) of ``property_id`` (None: an admin key, the install's) with
+    an audit row; return the key, shown only this once."""
+    key = credentials.new_api_key(scope)
+    store.add_key(
+        name,
+        scope,
+        credentials.key_display_prefix(key),
+        credentials.key_hash(key),
+        time.time(),
+        property_id,
+        allow_null_origin=allow_null_origin,
+    )
+    detail = f"{name} ({scope}{', null origin allowed' if allow_null_origin else ''})"
+    store.audit(time.time(), "cli", "key.create", detail, property_id)
+    return key
 
 
 @keys_app.command("list")
@@ -65,7 +92,8 @@ def keys_list(
         for k in store.list_keys(owner):
             state = "revoked" if k.revoked_at else "active"
             where = names.get(k.property_id, "-") if k.property_id is not None else "-"
-            typer.echo(f"{k.prefix}…\t{k.name}\t{k.scope}\t{state}\t{where}")
+            null = "\tnull origin allowed" if k.allow_null_origin else ""
+            typer.echo(f"{k.prefix}…\t{k.name}\t{k.scope}\t{state}\t{where}{null}")
     finally:
         store.close()
 

@@ -23,7 +23,7 @@ from backchannel.cli.common import (
 from backchannel.store.base import DEFAULT_PROPERTY
 
 source_app = typer.Typer(
-    help="Webhook sources (Shopify, Stripe): signing secrets, encrypted at rest.",
+    help="Webhook sources (Shopify, Stripe, WooCommerce): signing secrets, encrypted at rest.",
     no_args_is_help=True,
 )
 
@@ -39,7 +39,16 @@ def _source_name(source: str) -> str:
 
 @source_app.command("set")
 def source_set(
-    source: Annotated[str, typer.Argument(help="shopify or stripe")],
+    source: Annotated[str, typer.Argument(help="shopify, stripe or woocommerce")],
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store-url",
+            help="woocommerce: the shop's URL as its webhooks send it (X-WC-Webhook-Source,"
+            " e.g. https://shop.example.com/); webhooks from any other shop are refused."
+            " Required the first time.",
+        ),
+    ] = None,
     property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
     """Store a property's webhook signing secret for a source, read from stdin (never from
@@ -49,33 +58,58 @@ def source_set(
     Connect platform's endpoint secret may be stored for each property whose Stripe account
     it serves (the event's account then names the property).
     """
+    from backchannel.sources.woocommerce import store_key
+
     name = _source_name(source)
-    secret = read_secret(
-        "secret", f"{name} webhook secret", "backchannel source set stripe < s.txt"
-    )
+    if store_url is not None and name != "woocommerce":
+        fail("--store-url: only for woocommerce")
+    if store_url is not None and store_key(store_url) is None:
+        fail(f"--store-url: {store_url!r} is not an http(s) URL such as https://shop.example.com/")
     settings = load_settings()
-    cipher = load_cipher_or_fail(settings)
     store = open_configured_store(settings)
     try:
         prop = property_or_fail(store, property_name)
+        if (
+            name == "woocommerce"
+            and store_url is None
+            and not store.get_source_store_url(name, prop.id)
+        ):
+            fail(
+                "--store-url: required for woocommerce: the shop's URL as its webhooks send it"
+                " (X-WC-Webhook-Source, e.g. https://shop.example.com/)"
+            )
+        secret = read_secret(
+            "secret", f"{name} webhook secret", f"backchannel source set {name} < s.txt"
+        )
+        cipher = load_cipher_or_fail(settings)
         existed = store.get_source_secret(name, prop.id) is not None
-        store.set_source_secret(name, credentials.encrypt(cipher, secret), time.time(), prop.id)
+        url = store_url.strip() if store_url is not None else None
+        store.set_source_secret(
+            name, credentials.encrypt(cipher, secret), time.time(), url, property_id=prop.id
+        )
         action = "source.replace" if existed else "source.set"
         store.audit(time.time(), "cli", action, name, prop.id)
     finally:
         store.close()
-    overridden = getattr(settings, f"{name}_webhook_secret") and prop.id == DEFAULT_PROPERTY
+    overridden = getattr(settings, f"{name}_webhook_secret", None) and prop.id == DEFAULT_PROPERTY
     typer.echo(f"{name}: webhook secret stored encrypted")
+    if url is not None:
+        typer.echo(f"{name}: webhooks accepted from {url} only")
     if overridden:
         typer.echo(
             f"note: BACKCHANNEL_{name.upper()}_WEBHOOK_SECRET is set and wins over the stored one",
+            err=True,
+        )
+    if name == "woocommerce" and settings.woocommerce_store_url:
+        typer.echo(
+            "note: BACKCHANNEL_WOOCOMMERCE_STORE_URL is set and wins over the stored store URL",
             err=True,
         )
 
 
 @source_app.command("remove")
 def source_remove(
-    source: Annotated[str, typer.Argument(help="shopify or stripe")],
+    source: Annotated[str, typer.Argument(help="shopify, stripe or woocommerce")],
     property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
     """Forget a property's stored webhook secret (its webhooks are then refused with 503)."""

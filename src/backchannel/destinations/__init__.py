@@ -15,6 +15,7 @@ from typing import cast
 from backchannel.destinations.base import (
     Credential,
     Destination,
+    Identifier,
     OAuth,
     OAuthError,
     Outcome,
@@ -63,6 +64,7 @@ __all__ = [
     "ON_BY_DEFAULT",
     "Credential",
     "Destination",
+    "Identifier",
     "OAuth",
     "OAuthError",
     "Outcome",

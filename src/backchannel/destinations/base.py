@@ -20,7 +20,7 @@ import enum
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from backchannel.events import Conversion
 from backchannel.notes import Note
@@ -122,6 +122,34 @@ class Credential:
 
 
 @dataclass(frozen=True, slots=True)
+class Identifier:
+    """A click id or first-party browser id a platform matches on, and where it is found.
+
+    Why declared here rather than as fields of the canonical model: a new platform's ids must
+    flow from the landing page to its request without any other module naming them. A
+    destination lists its identifiers; the canonical ``user`` object accepts each ``field``,
+    ingest reads ``url_param`` from the page URL, bc.js keeps ``url_param`` in a first-party
+    cookie and reads ``cookie``, landing sessions store them, stitching copies them onto the
+    conversion. The builder reads them from ``conversion.user.ids[field]``.
+
+    The four platforms that came first keep their ids as named ``HashedUser`` attributes
+    (``ttclid``, ``fbp``, ``gclid``…); their declarations say where those come from, and
+    :mod:`backchannel.identifiers` keeps the two kinds apart (``generic``).
+    """
+
+    #: the canonical ``user`` field (and ``user.ids`` key): lower-case, platform-prefixed
+    field: str
+    #: "click": it proves an ad click (attribution); "browser": a first-party visitor id
+    kind: Literal["click", "browser"]
+    #: the landing URL's query parameter that carries it (exact case, e.g. ``ScCid``)
+    url_param: str | None = None
+    #: the first-party cookie the platform's Pixel keeps it in (e.g. ``_scid``)
+    cookie: str | None = None
+    #: how long a value may be (longer ones are dropped with a warning)
+    max_length: int = 512
+
+
+@dataclass(frozen=True, slots=True)
 class OAuth:
     """A destination that sends with short-lived access tokens (Google Ads): how to get one.
 
@@ -171,6 +199,12 @@ class Destination(Protocol):
     #: the email form it hashes with: "" for the common rule, else a key of
     #: ``HashedUser.email_forms`` (e.g. "google")
     EMAIL_FORM: str
+    #: the platform's own email rule (a raw address -> the string to hash), computed at
+    #: ingest into ``email_forms[EMAIL_FORM]`` where it differs from the common rule (raw
+    #: addresses are never stored, so a rule cannot be applied later); None with "" above
+    EMAIL_NORMALIZER: Callable[[str], str] | None
+    #: its click ids and browser ids and where they come from (see :class:`Identifier`)
+    IDENTIFIERS: tuple[Identifier, ...]
     #: quality.py weights of the identifiers it matches on (sum 10); keys of quality.LABELS
     QUALITY_WEIGHTS: Mapping[str, float]
     #: where its body keeps the identifiers (test orders show that part side by side)

@@ -68,6 +68,7 @@ import orjson
 
 from backchannel.destinations.base import (
     Credential,
+    Identifier,
     Outcome,
     PreparedRequest,
     Target,
@@ -77,6 +78,7 @@ from backchannel.destinations.base import (
     shorten,
 )
 from backchannel.events import Conversion
+from backchannel.identity import normalize_email_google
 from backchannel.notes import Note
 
 name = "ga4"
@@ -94,6 +96,8 @@ CREDENTIALS = (
 )
 #: §5: Google's email rule (gmail/googlemail dots removed), kept at ingest under this key
 EMAIL_FORM = "google"
+EMAIL_NORMALIZER = normalize_email_google
+IDENTIFIERS = (Identifier("ga_client_id", "browser", cookie="_ga", max_length=128),)
 #: quality.py weights (sum 10). GA4 is not an ad network matching people: it files an event
 #: under the browser that the GA tag knows by ``client_id`` (§3, §11), so the client id (our
 #: ``browser_id``) carries half the score: without it there is no event at all. ``user_id``

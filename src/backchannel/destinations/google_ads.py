@@ -35,6 +35,7 @@ import orjson
 
 from backchannel.destinations.base import (
     Credential,
+    Identifier,
     OAuth,
     OAuthError,
     Outcome,
@@ -46,6 +47,7 @@ from backchannel.destinations.base import (
     shorten,
 )
 from backchannel.events import Conversion
+from backchannel.identity import normalize_email_google
 from backchannel.notes import Note
 
 name = "google_ads"
@@ -73,6 +75,14 @@ CREDENTIALS = (
 )
 #: Google's email form: gmail.com/googlemail.com dots removed (identity.py, §4)
 EMAIL_FORM = "google"
+EMAIL_NORMALIZER = normalize_email_google
+IDENTIFIERS = (
+    # the gclid's cookie is the Conversion Linker's _gcl_aw ("GCL.<time>.<gclid>"), which
+    # bc.js parses itself (docs/platforms/google_ads.md section 5)
+    Identifier("gclid", "click", url_param="gclid"),
+    Identifier("gbraid", "click", url_param="gbraid"),
+    Identifier("wbraid", "click", url_param="wbraid"),
+)
 #: quality.py weights (sum 10). A click conversion matches on its click id first: a gclid
 #: names the very click (§3, §5); without one Google can only try to find the click from the
 #: hashed email and phone (enhanced conversions for leads, §3), email being the identifier

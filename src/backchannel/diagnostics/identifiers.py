@@ -27,8 +27,8 @@ import orjson
 from backchannel import destinations as registry
 from backchannel import quality
 from backchannel.diagnostics import percent
+from backchannel.identifiers import value as platform_id
 from backchannel.report import time_range
-from backchannel.stitch import USER_FIELDS
 from backchannel.store.base import Store
 
 #: at most this many conversions (the latest of the range) are read per report
@@ -90,7 +90,7 @@ def carried(user: Mapping[str, Any]) -> set[str]:
     if user.get("ip") and user.get("user_agent"):
         found.add("ip_user_agent")
     for identifier in IDENTIFIERS:
-        if identifier.fields and any(user.get(f) for f in identifier.fields):
+        if identifier.fields and any(platform_id(user, f) for f in identifier.fields):
             found.add(identifier.key)
     return found
 
@@ -110,7 +110,8 @@ def stitched_from_session(stitched: str | bytes | None) -> bool:
     fields = provenance.get("fields") if isinstance(provenance, dict) else None
     if not isinstance(fields, dict):
         return False
-    return any(fields.get(name) == "session" for name in USER_FIELDS)
+    # every identifier (the named ones and the other platforms' ids); the page URL is not one
+    return any(origin == "session" for name, origin in fields.items() if name != "page_url")
 
 
 @dataclass(slots=True)

@@ -11,8 +11,11 @@ webhook body):
 =====================================  ======================================================
 Shopify                                canonical conversion
 =====================================  ======================================================
-``id``                                 ``order_id`` (so ``event_id = "{event}-{id}"``; the
-                                       thank-you page pixel derives the same one)
+``id``                                 ``order_id``: its number (:func:`order_number`; so
+                                       ``event_id = "{event}-{id}"``; the custom pixel
+                                       derives the same one from ``checkout.order.id``)
+``checkout_token``                     the landing session, through the custom pixel's
+                                       report of that checkout (``Mapped.checkout_token``)
 ``processed_at`` / ``created_at``      ``event_time``
 ``total_price`` (string), ``currency``  ``value``, ``currency`` — the shop currency, the one
                                        the shop's own reports use
@@ -36,6 +39,18 @@ billing (else shipping) address        first/last name, zip, city, province code
                                        ``ttclid``, ``_ttp``, ``fbclid``, ``_fbp``, ``_fbc``
 =====================================  ======================================================
 
+**One order id on both legs.** The custom pixel's ``checkout_completed`` gives
+``checkout.order.id`` as ``gid://shopify/OrderIdentity/5396439498987`` (some stores: the bare
+number); the webhook gives ``id`` ``5396439498987`` and ``admin_graphql_api_id``
+``gid://shopify/Order/5396439498987``. :func:`order_number` turns each of them into
+``"5396439498987"``, and ``shopify-pixel.js`` does exactly the same in the browser
+(docs/platforms/shopify.md §1 has the sources). A gid of any other type is not an order id:
+refused here, and the pixel fires no event for it.
+
+**The session of an order.** A cart attribute naming the session (below) wins; else the
+``checkout_token`` the pixel reported with its session id (``checkout_sessions``), which the
+webhook route looks up; else ingest's own stitching (the ttclid of ``landing_site``, an email).
+
 Both topics map to the same event and event_id, so whichever arrives first is the conversion
 and the other is a duplicate: shops that only subscribe to one topic lose nothing, shops that
 subscribe to both do not double count. Test orders (``"test": true``, Shopify's bogus gateway)
@@ -44,15 +59,23 @@ are ignored: they would teach the ad platform about purchases that never happene
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from backchannel.notes import Note
 from backchannel.sources import Mapped, SourceError
-from backchannel.sources.common import amount, currency, ident, same_digest, text
+from backchannel.sources.common import (
+    amount,
+    base64_hmac,
+    click_ids,
+    contents,
+    currency,
+    first_text,
+    ident,
+    text,
+    verify_base64_hmac,
+)
 from backchannel.sources.ledger import Signal, url_signals
 
 TOPICS = frozenset({"orders/create", "orders/paid"})
@@ -69,33 +92,38 @@ USER_ATTRIBUTES = {
 }
 
 
+#: the two gid types whose number is the REST order id: the webhook's ``admin_graphql_api_id``
+#: (Order) and the pixel's ``checkout.order.id`` (OrderIdentity). ASCII digits, no query:
+#: the pixel's JavaScript twin uses the same pattern, and both must agree byte for byte.
+ORDER_GID = re.compile(r"gid://shopify/(?:Order|OrderIdentity)/([0-9]+)")
+
+
+class NotAnOrderId(ValueError):
+    """A ``gid://`` of a type that does not name an order."""
+
+
+def order_number(raw: Any) -> str | None:
+    """The order id both legs share: ``"123"`` for ``123``, ``"123"``,
+    ``gid://shopify/Order/123`` and ``gid://shopify/OrderIdentity/123``; any other non-gid
+    id as given (trimmed); None when absent or blank. Raises :class:`NotAnOrderId` for a gid
+    of another type (``gid://shopify/Customer/1`` is not an order)."""
+    value = ident(raw)
+    if value is None or not value.startswith("gid://"):
+        return value
+    match = ORDER_GID.fullmatch(value)
+    if match is None:
+        raise NotAnOrderId(f"{value[:80]!r} is not an Order or OrderIdentity gid")
+    return match.group(1)
+
+
 def signature(body: bytes, secret: str) -> str:
     """The ``X-Shopify-Hmac-Sha256`` value Shopify sends for ``body``."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+    return base64_hmac(body, secret)
 
 
 def verify(body: bytes, header: str | None, secrets: Sequence[str]) -> None:
     """Raise :class:`SourceError` (401) unless ``header`` signs ``body`` with one secret."""
-    if not header or not header.strip():
-        raise SourceError(
-            [Note("X-Shopify-Hmac-Sha256", "missing")], status=401, code="bad_signature"
-        )
-    try:
-        given = base64.b64decode(header.strip(), validate=True)
-    except ValueError:
-        raise SourceError(
-            [Note("X-Shopify-Hmac-Sha256", "not base64")], status=401, code="bad_signature"
-        ) from None
-    for secret in secrets:
-        expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-        if same_digest(expected, given):
-            return
-    raise SourceError(
-        [Note("X-Shopify-Hmac-Sha256", "does not match the body with the configured secret")],
-        status=401,
-        code="bad_signature",
-    )
+    verify_base64_hmac(body, header, secrets, header_name="X-Shopify-Hmac-Sha256")
 
 
 def _attributes(order: dict[str, Any]) -> dict[str, str]:
@@ -114,50 +142,6 @@ def _address(order: dict[str, Any]) -> dict[str, Any]:
         if isinstance(address, dict) and address:
             return address
     return {}
-
-
-def _first(*values: Any) -> str | None:
-    for value in values:
-        found = text(value)
-        if found:
-            return found
-    return None
-
-
-def _contents(order: dict[str, Any], errors: list[Note]) -> list[dict[str, Any]]:
-    items = order.get("line_items") or []
-    if not isinstance(items, list):
-        errors.append(Note("line_items", "must be an array"))
-        return []
-    contents: list[dict[str, Any]] = []
-    for index, item in enumerate(items):
-        path = f"line_items[{index}]"
-        if not isinstance(item, dict):
-            errors.append(Note(path, "must be an object"))
-            continue
-        content_id = (
-            ident(item.get("variant_id")) or ident(item.get("product_id")) or text(item.get("sku"))
-        )
-        if content_id is None:
-            content_id = ident(item.get("id"))
-        if content_id is None:
-            errors.append(Note(path, "no variant_id, product_id, sku or id"))
-            continue
-        quantity = item.get("quantity", 1)
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
-            errors.append(Note(f"{path}.quantity", "must be a whole number >= 0"))
-            continue
-        if quantity == 0:  # a removed line (order edits): nothing was bought
-            continue
-        content: dict[str, Any] = {"id": content_id, "quantity": quantity}
-        if item.get("price") is not None:
-            content["price"] = amount(item["price"], f"{path}.price", errors)
-        for key, target in (("title", "name"), ("vendor", "brand")):
-            value = text(item.get(key))
-            if value:
-                content[target] = value[:1024]
-        contents.append(content)
-    return contents
 
 
 def map_order(
@@ -182,13 +166,23 @@ def map_order(
     if not isinstance(order, dict):
         raise SourceError([Note("(body)", "must be a JSON object (an order)")])
     errors: list[Note] = []
-    order_id = ident(order.get("id"))
-    if order_id is None:
-        errors.append(Note("id", "required: the order id"))
+    order_id: str | None = None
+    try:
+        order_id = order_number(order.get("id"))
+        if order_id is None:
+            errors.append(Note("id", "required: the order id"))
+    except NotAnOrderId as exc:
+        errors.append(Note("id", str(exc)))
     value = amount(order.get("total_price"), "total_price", errors)
     code = currency(order.get("currency"), "currency", errors)
-    contents = _contents(order, errors)
-    when = _first(order.get("processed_at"), order.get("created_at"))
+    items = contents(
+        order.get("line_items"),
+        errors,
+        id_keys=("variant_id", "product_id", "sku"),
+        name_key="title",
+        brand_key="vendor",
+    )
+    when = first_text(order.get("processed_at"), order.get("created_at"))
     if errors:
         raise SourceError(errors)
     if order.get("test") is True:
@@ -203,10 +197,13 @@ def map_order(
 
     user: dict[str, Any] = {}
     for key, found in (
-        ("email", _first(order.get("email"), order.get("contact_email"), customer.get("email"))),
+        (
+            "email",
+            first_text(order.get("email"), order.get("contact_email"), customer.get("email")),
+        ),
         (
             "phone",
-            _first(
+            first_text(
                 order.get("phone"),
                 customer.get("phone"),
                 address.get("phone"),
@@ -216,26 +213,19 @@ def map_order(
             ),
         ),
         ("external_id", ident(customer.get("id"))),
-        ("first_name", _first(customer.get("first_name"), address.get("first_name"))),
-        ("last_name", _first(customer.get("last_name"), address.get("last_name"))),
+        ("first_name", first_text(customer.get("first_name"), address.get("first_name"))),
+        ("last_name", first_text(customer.get("last_name"), address.get("last_name"))),
         ("zip", text(address.get("zip"))),
         ("city", text(address.get("city"))),
         ("state", text(address.get("province_code"))),
         ("country", text(address.get("country_code"))),
-        ("ip", _first(order.get("browser_ip"), client.get("browser_ip"))),
+        ("ip", first_text(order.get("browser_ip"), client.get("browser_ip"))),
         ("user_agent", text(client.get("user_agent"))),
         ("locale", text(order.get("customer_locale"))),
     ):
         if found:
             user[key] = found
-    signals: list[Signal] = []
-    for name, field in USER_ATTRIBUTES.items():
-        if attributes.get(name) and field not in user:
-            user[field] = attributes[name]
-            if field == "ttclid":
-                signals.append(Signal("ttclid", attributes[name], "note_attributes"))
-    if attributes.get("utm_source"):
-        signals.append(Signal("utm_source", attributes["utm_source"], "note_attributes"))
+    signals: list[Signal] = click_ids(attributes, USER_ATTRIBUTES, user, "note_attributes")
 
     conversion: dict[str, Any] = {
         "event": event,
@@ -247,8 +237,8 @@ def map_order(
     }
     if when:
         conversion["event_time"] = when
-    if contents:
-        conversion["contents"] = contents
+    if items:
+        conversion["contents"] = items
         conversion["content_type"] = "product"
     landing = text(order.get("landing_site"))
     page: dict[str, str] = {}
@@ -266,4 +256,9 @@ def map_order(
     session = next((attributes[n] for n in SESSION_ATTRIBUTES if attributes.get(n)), None)
     if session:
         conversion["session_id"] = session[:128]
-    return Mapped(conversion=conversion, signals=signals)
+    token = ident(order.get("checkout_token"))
+    return Mapped(
+        conversion=conversion,
+        signals=signals,
+        checkout_token=token[:256] if token else None,
+    )

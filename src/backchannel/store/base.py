@@ -128,6 +128,9 @@ class KeyRecord:
     prefix: str
     created_at: float
     revoked_at: float | None
+    #: a site key that may post to /v1/collect from an opaque origin (``Origin: null``): a
+    #: Shopify custom pixel's sandboxed iframe (see backchannel.web.collect)
+    allow_null_origin: bool = False
     #: the property an ingest or site key writes into; None for admin keys (the install's)
     property_id: int | None = DEFAULT_PROPERTY
 
@@ -387,8 +390,18 @@ class SessionUpdate:
     load_time_ms: int | None = None
     pixel_status: str = "absent"
     page_view: bool = True
+    #: a Shopify checkout this session completed (the custom pixel's checkout.token): stored
+    #: in ``checkout_sessions`` in the same transaction, first report wins
+    checkout_token: str | None = None
+    #: the other platforms' ids (identifiers.generic()), by field; merged into the session's
+    ids: dict[str, str] = field(default_factory=dict)
     #: the property of the site key that sent it (a session belongs to one property)
     property_id: int = DEFAULT_PROPERTY
+
+    def ids_json(self) -> str | None:
+        """``ids`` as the column stores it (None when there are none: the merge keeps the
+        session's)."""
+        return orjson.dumps(self.ids).decode() if self.ids else None
 
     @property
     def has_utm(self) -> bool:
@@ -477,7 +490,15 @@ class LandingSession:
     load_time_ms: int | None
     pixel_status: str
     page_views: int
+    #: the other platforms' ids by field (the column's JSON, read back as a dict)
+    ids: dict[str, str] = field(default_factory=dict)
     property_id: int = DEFAULT_PROPERTY
+
+    def __post_init__(self) -> None:
+        raw: object = self.ids
+        if isinstance(raw, str | bytes):
+            raw = orjson.loads(raw)
+        self.ids = dict(raw) if isinstance(raw, dict) else {}
 
 
 #: the landing_sessions columns, in LandingSession's order (both backends select these)
@@ -485,7 +506,7 @@ SESSION_COLUMNS = (
     "session_id, first_seen, last_seen, ttclid, ttp, fbclid, fbp, fbc, ga_client_id, gclid,"
     " gbraid, wbraid, utm_source, utm_medium, utm_campaign, utm_content, utm_term, landing_url,"
     " referrer, last_url, ip, user_agent, browser, browser_version, os, os_version,"
-    " load_time_ms, pixel_status, page_views, property_id"
+    " load_time_ms, pixel_status, page_views, ids, property_id"
 )
 
 
@@ -671,6 +692,8 @@ class Store(Protocol):
         key_hash: str,
         now: float,
         property_id: int | None = DEFAULT_PROPERTY,
+        *,
+        allow_null_origin: bool = False,
     ) -> int: ...
 
     def find_key(self, key_hash: str) -> KeyRecord | None: ...
@@ -767,8 +790,17 @@ class Store(Protocol):
     # Conversions carrying ``NewConversion.ledger`` get their ledger row in the same transaction
     # as the conversion (inside insert_conversions); these methods cover everything else.
     def set_source_secret(
-        self, source: str, ciphertext: bytes, now: float, property_id: int = DEFAULT_PROPERTY
-    ) -> None: ...
+        self,
+        source: str,
+        ciphertext: bytes,
+        now: float,
+        store_url: str | None = None,
+        property_id: int = DEFAULT_PROPERTY,
+    ) -> None:
+        """Store (or replace) a property's encrypted webhook secret of a source;
+        ``store_url`` (the shop its webhooks must come from, WooCommerce) is recorded with
+        it, None keeping the one already stored."""
+        ...
 
     def get_source_secret(
         self, source: str, property_id: int = DEFAULT_PROPERTY
@@ -778,11 +810,21 @@ class Store(Protocol):
         """Every property's stored secret of ``source``, by property id (webhook routing)."""
         ...
 
+    def get_source_store_url(self, source: str, property_id: int = DEFAULT_PROPERTY) -> str | None:
+        """The store URL recorded with a property's secret of a source, if any."""
+        ...
+
     def delete_source_secret(self, source: str, property_id: int = DEFAULT_PROPERTY) -> bool: ...
 
     def record_orders(self, entries: Sequence[LedgerEntry], now: float) -> list[bool]:
-        """Add ledger rows in ONE transaction; per entry, True if new, False if its
-        (property, source, order_id) was already there (the first row seen is kept)."""
+        """Add ledger rows in ONE transaction; per entry, True if written, False if its
+        (property, source, order_id) was already there (the first row seen is kept).
+
+        The one exception, here and for the ledger rows ``insert_conversions`` writes: a row
+        recorded without a conversion (``event_id`` NULL: an unpaid WooCommerce order, a
+        ``--record-only`` import) is completed by the first row of that order that has one
+        (every column but ``recorded_at`` is replaced), so the ledger says the order was
+        sent once it was."""
         ...
 
     def orders(
@@ -849,6 +891,11 @@ class Store(Protocol):
         property: the caller refuses a conversion naming another property's session; see
         :attr:`LandingSession.property_id`), and for each ttclid and email hash the most
         recently seen session of ``property_id`` carrying it."""
+        ...
+
+    def checkout_session(self, checkout_token: str) -> str | None:
+        """The landing session that reported this Shopify checkout token (the custom pixel's
+        checkout_completed), or None: how an ``orders/create`` webhook finds its session."""
         ...
 
     def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:

@@ -738,12 +738,15 @@ class PostgresStore:
         key_hash: str,
         now: float,
         property_id: int | None = DEFAULT_PROPERTY,
+        *,
+        allow_null_origin: bool = False,
     ) -> int:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at, property_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (name, scope, prefix, key_hash, now, property_id),
+                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at,"
+                " allow_null_origin, property_id) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING id",
+                (name, scope, prefix, key_hash, now, 1 if allow_null_origin else 0, property_id),
             ).fetchone()
         assert row is not None
         return int(row[0])
@@ -751,20 +754,19 @@ class PostgresStore:
     def find_key(self, key_hash: str) -> KeyRecord | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at, property_id"
-                " FROM api_keys WHERE key_hash = %s",
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = %s",  # noqa: S608
                 (key_hash,),
             ).fetchone()
-        return KeyRecord(*row) if row else None
+        return _key_record(row) if row else None
 
     def list_keys(self, property_id: int | None = None) -> list[KeyRecord]:
-        query = "SELECT id, name, scope, prefix, created_at, revoked_at, property_id FROM api_keys"
+        query = f"SELECT {_KEY_COLUMNS} FROM api_keys"  # noqa: S608 - constant columns
         params: tuple[object, ...] = ()
         if property_id is not None:
             query, params = query + " WHERE property_id = %s", (property_id,)
         with self._pool.connection() as conn:
             rows = conn.execute(query + " ORDER BY id", params).fetchall()
-        return [KeyRecord(*row) for row in rows]
+        return [_key_record(row) for row in rows]
 
     def revoke_key(self, name_or_prefix: str, now: float, property_id: int | None = None) -> int:
         query = (
@@ -998,14 +1000,21 @@ class PostgresStore:
 
     # -- sources and ledger ---------------------------------------------------------------------
     def set_source_secret(
-        self, source: str, ciphertext: bytes, now: float, property_id: int = DEFAULT_PROPERTY
+        self,
+        source: str,
+        ciphertext: bytes,
+        now: float,
+        store_url: str | None = None,
+        property_id: int = DEFAULT_PROPERTY,
     ) -> None:
         with self._pool.connection() as conn:
             conn.execute(
-                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, property_id)"
-                " VALUES (%s, %b, %s, %s) ON CONFLICT (property_id, source) DO UPDATE SET"
-                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at",
-                (source, ciphertext, now, property_id),
+                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, property_id,"
+                " store_url) VALUES (%s, %b, %s, %s, %s) ON CONFLICT (property_id, source) DO"
+                " UPDATE SET secret_encrypted = excluded.secret_encrypted,"
+                " updated_at = excluded.updated_at,"
+                " store_url = COALESCE(excluded.store_url, source_secrets.store_url)",
+                (source, ciphertext, now, property_id, store_url),
             )
 
     def get_source_secret(self, source: str, property_id: int = DEFAULT_PROPERTY) -> bytes | None:
@@ -1016,6 +1025,14 @@ class PostgresStore:
                 (property_id, source),
             ).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_source_store_url(self, source: str, property_id: int = DEFAULT_PROPERTY) -> str | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT store_url FROM source_secrets WHERE property_id = %s AND source = %s",
+                (property_id, source),
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def source_secrets(self, source: str) -> dict[int, bytes]:
         with self._pool.connection() as conn:
@@ -1163,6 +1180,7 @@ class PostgresStore:
                 u.load_time_ms,
                 u.pixel_status,
                 1 if u.page_view else 0,
+                u.ids_json(),
                 u.property_id,
                 *([u.has_utm] * 5),
                 u.landing,
@@ -1187,6 +1205,15 @@ class PostgresStore:
             # single multi-row upsert could not merge two updates of one session.
             if rows:
                 cur.executemany(_UPSERT_SESSION, rows)
+            checkouts = [
+                (u.checkout_token, u.session_id, u.at) for u in updates if u.checkout_token
+            ]
+            if checkouts:  # the first report of a checkout wins (see base.SessionUpdate)
+                cur.executemany(
+                    "INSERT INTO checkout_sessions (checkout_token, session_id, seen_at)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (checkout_token) DO NOTHING",
+                    checkouts,
+                )
             if events:
                 cur.executemany(
                     "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
@@ -1229,6 +1256,14 @@ class PostgresStore:
                 ),
             ).fetchall()
         return [SessionMatch(kind, key, LandingSession(*session)) for kind, key, *session in rows]
+
+    def checkout_session(self, checkout_token: str) -> str | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT session_id FROM checkout_sessions WHERE checkout_token = %s",
+                (checkout_token,),
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:
         if not pairs:
@@ -1297,6 +1332,9 @@ class PostgresStore:
             counts.browser_events = conn.execute(
                 "DELETE FROM browser_events WHERE session_id = ANY(%s::text[])", (ids,)
             ).rowcount
+            conn.execute(  # the Shopify checkouts it completed: they name the session
+                "DELETE FROM checkout_sessions WHERE session_id = ANY(%s::text[])", (ids,)
+            )
             rollups = rollup_sessions(row[1:] for row in rows)
             conn.execute(
                 _UPSERT_ROLLUPS,
@@ -1469,7 +1507,12 @@ FROM unnest(%b::text[], %b::text[], %b::int8[], %b::float8[], %b::text[], %b::te
      AS t(source, order_id, order_time, value, currency, event, event_id, session_id,
           attributed_tiktok, evidence, property_id, ord)
 ORDER BY t.property_id, t.source COLLATE "C", t.order_id COLLATE "C"
-ON CONFLICT (property_id, source, order_id) DO NOTHING
+ON CONFLICT (property_id, source, order_id) DO UPDATE SET
+    order_time = excluded.order_time, value = excluded.value, currency = excluded.currency,
+    event = excluded.event, event_id = excluded.event_id, session_id = excluded.session_id,
+    attributed_tiktok = excluded.attributed_tiktok, evidence = excluded.evidence
+    -- a row recorded without a conversion is completed by the first row that has one
+    WHERE orders.event_id IS NULL AND excluded.event_id IS NOT NULL
 RETURNING property_id, source, order_id
 """
 
@@ -1484,7 +1527,8 @@ def _order_row(row: Sequence[Any]) -> OrderRow:
 def _insert_ledger(
     conn: psycopg.Connection[tuple[Any, ...]], entries: Sequence[LedgerEntry], now: float
 ) -> list[bool]:
-    """Insert ledger rows inside the caller's transaction; the first row per key wins.
+    """Insert ledger rows inside the caller's transaction; the first row per key wins, except
+    that a row without a conversion is completed by the first one with (``_INSERT_LEDGER``).
 
     Rows go in key order (as conversions do) so two nodes writing overlapping orders cannot
     deadlock; repeats of a key within ``entries`` are dropped before the statement.
@@ -1524,9 +1568,10 @@ _UPSERT_SESSION: Final = (
     "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid, ttp, fbclid,"
     " fbp, fbc, ga_client_id, gclid, gbraid, wbraid, utm_source, utm_medium, utm_campaign,"
     " utm_content, utm_term, landing_url, referrer, last_url, ip, user_agent, browser,"
-    " browser_version, os, os_version, load_time_ms, pixel_status, page_views, property_id)"
+    " browser_version, os, os_version, load_time_ms, pixel_status, page_views, ids,"
+    " property_id)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)"
     " ON CONFLICT (session_id) DO UPDATE SET"
     " first_seen = LEAST(landing_sessions.first_seen, excluded.first_seen),"
     " last_seen = GREATEST(landing_sessions.last_seen, excluded.last_seen),"
@@ -1539,6 +1584,9 @@ _UPSERT_SESSION: Final = (
     " gclid = COALESCE(excluded.gclid, landing_sessions.gclid),"
     " gbraid = COALESCE(excluded.gbraid, landing_sessions.gbraid),"
     " wbraid = COALESCE(excluded.wbraid, landing_sessions.wbraid),"
+    " ids = CASE WHEN excluded.ids IS NULL THEN landing_sessions.ids"
+    " WHEN landing_sessions.ids IS NULL THEN excluded.ids"
+    " ELSE landing_sessions.ids || excluded.ids END,"
     " utm_source = CASE WHEN %s THEN excluded.utm_source ELSE landing_sessions.utm_source END,"
     " utm_medium = CASE WHEN %s THEN excluded.utm_medium ELSE landing_sessions.utm_medium END,"
     " utm_campaign = CASE WHEN %s THEN excluded.utm_campaign"
@@ -1567,6 +1615,19 @@ _UPSERT_SESSION: Final = (
     " page_views = landing_sessions.page_views + excluded.page_views"
     " WHERE landing_sessions.property_id = excluded.property_id"
 )
+
+#: the api_keys columns, in KeyRecord's order
+_KEY_COLUMNS: Final = (
+    "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, property_id"
+)
+
+
+def _key_record(row: Sequence[Any]) -> KeyRecord:
+    key_id, name, scope, prefix, created_at, revoked_at, allow_null, property_id = row
+    return KeyRecord(
+        key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), property_id
+    )
+
 
 _SESSION_SELECT: Final = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
 

@@ -93,6 +93,11 @@ def path_from_url(url: str) -> str:
     return rest
 
 
+#: a SQLite migration marked so (a comment) rebuilds tables and must run before every later
+#: one: applied after one of them it would drop the column that one added
+BEFORE_LATER_ONES = "backchannel-migration: before-later-ones"
+
+
 def migrations() -> list[tuple[int, str]]:
     """(version, sql) of every SQLite migration shipped in the package, in order."""
     return load("sqlite")
@@ -180,6 +185,14 @@ class SqliteStore:
                 for version, sql in migrations():
                     if version in done:
                         continue
+                    if BEFORE_LATER_ONES in sql and done and max(done) > version:
+                        raise RuntimeError(
+                            f"schema: migration {version:04d} rebuilds tables that later"
+                            f" migrations extend, and this database is already at"
+                            f" {max(done):04d} without it (made by a development build"
+                            " between releases): restore a backup taken before that build,"
+                            " or export what you need and start a new store"
+                        )
                     for statement in statements(sql):
                         db.execute(statement)
                     db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
@@ -681,12 +694,14 @@ class SqliteStore:
         key_hash: str,
         now: float,
         property_id: int | None = DEFAULT_PROPERTY,
+        *,
+        allow_null_origin: bool = False,
     ) -> int:
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at, property_id)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (name, scope, prefix, key_hash, now, property_id),
+                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at,"
+                " allow_null_origin, property_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, scope, prefix, key_hash, now, 1 if allow_null_origin else 0, property_id),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -694,20 +709,19 @@ class SqliteStore:
     def find_key(self, key_hash: str) -> KeyRecord | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at, property_id"
-                " FROM api_keys WHERE key_hash = ?",
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?",  # noqa: S608
                 (key_hash,),
             ).fetchone()
-        return KeyRecord(*row) if row else None
+        return _key_record(row) if row else None
 
     def list_keys(self, property_id: int | None = None) -> list[KeyRecord]:
-        query = "SELECT id, name, scope, prefix, created_at, revoked_at, property_id FROM api_keys"
+        query = f"SELECT {_KEY_COLUMNS} FROM api_keys"  # noqa: S608 - constant columns
         params: tuple[object, ...] = ()
         if property_id is not None:
             query, params = query + " WHERE property_id = ?", (property_id,)
         with self._read_lock:
             rows = self._reader.execute(query + " ORDER BY id", params).fetchall()
-        return [KeyRecord(*row) for row in rows]
+        return [_key_record(row) for row in rows]
 
     def revoke_key(self, name_or_prefix: str, now: float, property_id: int | None = None) -> int:
         query = (
@@ -930,14 +944,21 @@ class SqliteStore:
 
     # -- sources and ledger ---------------------------------------------------------------------
     def set_source_secret(
-        self, source: str, ciphertext: bytes, now: float, property_id: int = DEFAULT_PROPERTY
+        self,
+        source: str,
+        ciphertext: bytes,
+        now: float,
+        store_url: str | None = None,
+        property_id: int = DEFAULT_PROPERTY,
     ) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, property_id)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (property_id, source) DO UPDATE SET"
-                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at",
-                (source, ciphertext, now, property_id),
+                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, property_id,"
+                " store_url) VALUES (?, ?, ?, ?, ?) ON CONFLICT (property_id, source) DO UPDATE"
+                " SET secret_encrypted = excluded.secret_encrypted,"
+                " updated_at = excluded.updated_at,"
+                " store_url = COALESCE(excluded.store_url, source_secrets.store_url)",
+                (source, ciphertext, now, property_id, store_url),
             )
 
     def get_source_secret(self, source: str, property_id: int = DEFAULT_PROPERTY) -> bytes | None:
@@ -956,6 +977,14 @@ class SqliteStore:
                 (source,),
             ).fetchall()
         return {int(p): bytes(c) for p, c in rows}
+
+    def get_source_store_url(self, source: str, property_id: int = DEFAULT_PROPERTY) -> str | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT store_url FROM source_secrets WHERE property_id = ? AND source = ?",
+                (property_id, source),
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def delete_source_secret(self, source: str, property_id: int = DEFAULT_PROPERTY) -> bool:
         with self._write() as db:
@@ -1064,9 +1093,10 @@ class SqliteStore:
         "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid, ttp, fbclid,"
         " fbp, fbc, ga_client_id, gclid, gbraid, wbraid, utm_source, utm_medium, utm_campaign,"
         " utm_content, utm_term, landing_url, referrer, last_url, ip, user_agent, browser,"
-        " browser_version, os, os_version, load_time_ms, pixel_status, page_views, property_id)"
+        " browser_version, os, os_version, load_time_ms, pixel_status, page_views, ids,"
+        " property_id)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-        " ?, ?, ?, ?)"
+        " ?, ?, ?, ?, ?)"
         " ON CONFLICT (session_id) DO UPDATE SET"
         " first_seen = MIN(landing_sessions.first_seen, excluded.first_seen),"
         " last_seen = MAX(landing_sessions.last_seen, excluded.last_seen),"
@@ -1079,6 +1109,9 @@ class SqliteStore:
         " gclid = COALESCE(excluded.gclid, landing_sessions.gclid),"
         " gbraid = COALESCE(excluded.gbraid, landing_sessions.gbraid),"
         " wbraid = COALESCE(excluded.wbraid, landing_sessions.wbraid),"
+        " ids = CASE WHEN excluded.ids IS NULL THEN landing_sessions.ids"
+        " WHEN landing_sessions.ids IS NULL THEN excluded.ids"
+        " ELSE json_patch(landing_sessions.ids, excluded.ids) END,"
         " utm_source = CASE WHEN ? THEN excluded.utm_source ELSE landing_sessions.utm_source END,"
         " utm_medium = CASE WHEN ? THEN excluded.utm_medium ELSE landing_sessions.utm_medium END,"
         " utm_campaign = CASE WHEN ? THEN excluded.utm_campaign"
@@ -1146,6 +1179,7 @@ class SqliteStore:
                     u.load_time_ms,
                     u.pixel_status,
                     1 if u.page_view else 0,
+                    u.ids_json(),
                     u.property_id,
                     utm,
                     utm,
@@ -1158,6 +1192,7 @@ class SqliteStore:
                 )
             )
         owners = session_owners(updates, events)
+        checkouts = [(u.checkout_token, u.session_id, u.at) for u in updates if u.checkout_token]
         with self._write() as db:
             if owners:  # a session belongs to one property: never written by another's key
                 names = sorted(owners)
@@ -1174,6 +1209,12 @@ class SqliteStore:
                     raise ForeignSession(foreign)
             if rows:
                 db.executemany(self._UPSERT_SESSION, rows)
+            if checkouts:  # the first report of a checkout wins (see base.SessionUpdate)
+                db.executemany(
+                    "INSERT OR IGNORE INTO checkout_sessions (checkout_token, session_id,"
+                    " seen_at) VALUES (?, ?, ?)",
+                    checkouts,
+                )
             if events:
                 db.executemany(
                     "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
@@ -1251,6 +1292,14 @@ class SqliteStore:
             seen.add((kind, key))
             matches.append(SessionMatch(kind, key, LandingSession(*session)))
         return matches
+
+    def checkout_session(self, checkout_token: str) -> str | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT session_id FROM checkout_sessions WHERE checkout_token = ?",
+                (checkout_token,),
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:
         if not pairs:
@@ -1337,6 +1386,10 @@ class SqliteStore:
                     f"DELETE FROM browser_events WHERE session_id IN ({marks})",  # noqa: S608
                     chunk,
                 ).rowcount
+                db.execute(  # the Shopify checkouts it completed: they name the session
+                    f"DELETE FROM checkout_sessions WHERE session_id IN ({marks})",  # noqa: S608
+                    chunk,
+                )
                 db.execute(
                     f"DELETE FROM landing_sessions WHERE session_id IN ({marks})",  # noqa: S608
                     chunk,
@@ -1479,6 +1532,17 @@ class SqliteStore:
 
 
 # -- sources and ledger: helpers ------------------------------------------------------------------
+#: the api_keys columns, in KeyRecord's order
+_KEY_COLUMNS = "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, property_id"
+
+
+def _key_record(row: Sequence[Any]) -> KeyRecord:
+    key_id, name, scope, prefix, created_at, revoked_at, allow_null, property_id = row
+    return KeyRecord(
+        key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), property_id
+    )
+
+
 _ORDER_COLUMNS = (
     "source, order_id, order_time, value, currency, event, event_id, session_id,"
     " attributed_tiktok, evidence, recorded_at, property_id"
@@ -1492,17 +1556,30 @@ def _order_row(row: Sequence[Any]) -> OrderRow:
     return OrderRow(*values)
 
 
+#: one ledger row: the first row per (source, order_id) wins, with one update (see
+#: ``Store.record_orders``): a row recorded without a conversion (event_id NULL) takes the
+#: values of the first row of its order that has one
+_INSERT_LEDGER = (
+    "INSERT INTO orders (source, order_id, order_time, value, currency, event, event_id,"
+    " session_id, attributed_tiktok, evidence, recorded_at, property_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (property_id, source, order_id)"
+    " DO UPDATE SET order_time = excluded.order_time, value = excluded.value,"
+    " currency = excluded.currency, event = excluded.event, event_id = excluded.event_id,"
+    " session_id = excluded.session_id, attributed_tiktok = excluded.attributed_tiktok,"
+    " evidence = excluded.evidence"
+    " WHERE orders.event_id IS NULL AND excluded.event_id IS NOT NULL"
+)
+
+
 def _insert_ledger(
     db: sqlite3.Connection, entries: Sequence[LedgerEntry], now: float
 ) -> list[bool]:
-    """Insert ledger rows inside the caller's transaction; the first row per key wins."""
+    """Insert ledger rows inside the caller's transaction; the first row per key wins, except
+    that a row without a conversion is completed by the first one with (``_INSERT_LEDGER``)."""
     results: list[bool] = []
     for e in entries:
         cursor = db.execute(
-            "INSERT INTO orders (source, order_id, order_time, value, currency, event, event_id,"
-            " session_id, attributed_tiktok, evidence, recorded_at, property_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (property_id, source, order_id) DO NOTHING",
+            _INSERT_LEDGER,
             (
                 e.source,
                 e.order_id,

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount, Route
 
-from backchannel import __version__, credentials, retention, runtime
+from backchannel import __version__, credentials, identifiers, retention, runtime
 from backchannel.config import Settings
 from backchannel.delivery import RetryPolicy, build_worker
 from backchannel.events import ConversionIn
@@ -329,7 +329,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     # A plain Starlette route: the hot path skips FastAPI's dependency machinery (~25 µs a
     # request); its OpenAPI operation is added by openapi() below from INGEST_OPERATION.
     app.router.routes.insert(0, Route("/v1/events", post_events, methods=["POST"]))
-    # sources and ledger: Shopify and Stripe webhooks (backchannel.web.sources)
+    # sources and ledger: Shopify, Stripe and WooCommerce webhooks (backchannel.web.sources)
     source_routes.install(app, settings, state)
     browser_leg.install(app, settings)  # browser leg: /bc.js, /v1/collect
 
@@ -399,6 +399,20 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         conversion = ConversionIn.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(conversion.pop("$defs", {}))
         components["ConversionIn"] = conversion
+        user = components.get("UserIn", {}).setdefault("properties", {})
+        for identifier in identifiers.generic().values():  # declared by destination modules
+            where = " or ".join(
+                f"{kind} {name}"
+                for kind, name in (
+                    ("the landing URL's parameter", identifier.url_param),
+                    ("the cookie", identifier.cookie),
+                )
+                if name
+            )
+            user[identifier.field] = {
+                "anyOf": [{"type": "string", "maxLength": 1024}, {"type": "null"}],
+                "description": f"A {identifier.kind} id, from {where}.",
+            }
         components["ConversionBatch"] = {
             "type": "object",
             "additionalProperties": False,

@@ -10,6 +10,16 @@ Collect receives every page view of a shop, so it must stay cheap and never be a
   ``collect_origins`` setting, or, when it is empty, the gateway's own host (bc.js served
   from the shop's domain through its reverse proxy, which keeps the Host header). Allowed
   origins get CORS headers on every answer and on the preflight;
+- ``Origin: null`` (an opaque origin: a sandboxed iframe such as a Shopify custom pixel's,
+  which runs without ``allow-same-origin``) whose Referer is not allowed either is decided by
+  the site key instead: a key created with ``allow_null_origin`` (``backchannel snippet
+  shopify`` creates one; ``keys create --scope collect --allow-null-origin``) is answered with
+  ``Access-Control-Allow-Origin: null``, any other key is a 403 naming the flag. Why a flag
+  and not "null is always fine": the origin check is what stops other sites' pages from
+  posting with a copied key, and ``null`` is what *any* sandboxed page or ``data:`` URL
+  sends, so giving that check up is a choice made per key, for the key pasted into the
+  sandbox. A preflight carries no key, so a preflight from ``null`` stays refused: the pixel
+  sends a CORS-simple request (``text/plain`` body, key in the body) that needs none;
 - 401 without a valid, unrevoked *site key* (scope ``collect``, ``bc_pub_…``). ``sendBeacon``
   cannot set headers, so the key may come in the body (``key``), the query string (``?key=``)
   or ``X-Backchannel-Key``. A site key is publishable: it only lets a page report page views,
@@ -51,7 +61,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from backchannel import credentials
+from backchannel import credentials, identifiers
 from backchannel.config import Settings
 from backchannel.notes import InvalidConversion, Note
 from backchannel.properties import Properties, PropertyError
@@ -136,8 +146,16 @@ class CollectWriter:
 
 
 def _load_script(click_days: int) -> bytes:
+    """bc.js with the install's click window and the platform ids the destinations declare
+    (``[field, url parameter, cookie]`` each: see :mod:`backchannel.identifiers`), so a new
+    platform's ids are captured without editing the script."""
     text = (resources.files("backchannel.web") / "static" / "bc.js").read_text(encoding="utf-8")
-    return text.replace("__BC_CLICK_DAYS__", str(int(click_days))).encode()
+    ids = [[i.field, i.url_param, i.cookie] for i in identifiers.generic().values()]
+    return (
+        text.replace("__BC_CLICK_DAYS__", str(int(click_days)))
+        .replace("/*__BC_IDS__*/[]", orjson.dumps(ids).decode())
+        .encode()
+    )
 
 
 def install(app: FastAPI, settings: Settings) -> None:
@@ -182,6 +200,10 @@ def install(app: FastAPI, settings: Settings) -> None:
         found = properties()
         normalized = normalize_origin(origin) if origin else None
         return found.bound("origin", normalized) if found and normalized else None
+
+    def opaque(request: Request) -> bool:
+        """The page's origin is opaque (``Origin: null``): a sandboxed iframe, a data: URL."""
+        return (request.headers.get("origin") or "").strip() == "null"
 
     def own_address(request: Request) -> tuple[str, str | None]:
         peer = request.client.host if request.client else None
@@ -252,9 +274,14 @@ def install(app: FastAPI, settings: Settings) -> None:
             body = await read_body(request)
             await refresh()
             allowed_headers = cors(request)
-            if allowed_headers is None:
+            # Origin: null (and no allowed Referer): the site key decides, below
+            null_origin = allowed_headers is None and opaque(request)
+            if allowed_headers is None and not null_origin:
                 raise _Refused(403, "Origin", "this origin may not post to collect", "forbidden")
-            headers = allowed_headers
+            headers = allowed_headers or {}
+            if allowed_headers is not None and opaque(request):
+                # allowed by its Referer, but the browser checks the answer against "null"
+                headers = {"Access-Control-Allow-Origin": "null", "Vary": "Origin"}
             peer = request.client.host if request.client else None
             visitor = client_ip(peer, request.headers.get("x-forwarded-for"), trusted)
             wait = limiter.hit(visitor or peer or "unknown")
@@ -301,7 +328,19 @@ def install(app: FastAPI, settings: Settings) -> None:
                     " property's site key on its pages",
                     "forbidden",
                 )
-            if bound is None and not origin_allowed(
+            if null_origin:
+                if not record.allow_null_origin:
+                    raise _Refused(
+                        403,
+                        "Origin",
+                        "null (a sandboxed page, e.g. a Shopify custom pixel): this site key"
+                        " may not post from one; use the key `backchannel snippet shopify`"
+                        " creates, or `backchannel keys create --scope collect"
+                        " --allow-null-origin`",
+                        "forbidden",
+                    )
+                headers = {"Access-Control-Allow-Origin": "null", "Vary": "Origin"}
+            elif bound is None and not origin_allowed(
                 origin,
                 owner_origins(owner),
                 own_host=own_address(request)[1],

@@ -14,6 +14,9 @@
  *   - reads the Pixel's _ttp, Meta's _fbp/_fbc and Google's _ga cookies (and the gclid of
  *     Google's _gcl_aw when it has none of its own), the UTMs, the referrer, the page load
  *     time (Navigation Timing) and whether the TikTok Pixel loaded or was blocked;
+ *   - does the same for every other platform's ids its destination module declares
+ *     (Snapchat's ScCid and _scid, Pinterest's epik/_epik, Reddit's rdt_cid/_rdt_uuid…):
+ *     the server writes that list into this script (PLATFORM_IDS) when it serves it;
  *   - mirrors ttq.track(event, props, {event_id}) calls (and ttq.instance(code).track on
  *     multi-pixel pages), so Backchannel knows which conversions the Pixel fired (or tried
  *     to); and gtag('event', name, {transaction_id}) calls (Google's tag), whose
@@ -32,6 +35,9 @@
   if (window.bc && window.bc.version) return; // loaded twice: keep the first
 
   var CLICK_DAYS = Number("__BC_CLICK_DAYS__") || 7; // filled in by the server
+  // [field, landing URL parameter or null, the platform's cookie or null], from the
+  // destination modules' IDENTIFIERS (backchannel.identifiers.generic); filled by the server
+  var PLATFORM_IDS = /*__BC_IDS__*/[];
   var SESSION_SECONDS = 30 * 60;
   var script = document.currentScript;
   function attr(name) {
@@ -117,6 +123,13 @@
     urlGoogle[name] = clip(query.get(name), 512);
     if (urlGoogle[name]) setCookie("_bc_" + name, urlGoogle[name], clickDays * 86400);
   });
+  // Every other platform's click id: kept from the landing URL in _bc_<field>, like ttclid
+  var urlIds = {};
+  PLATFORM_IDS.forEach(function (spec) {
+    if (!spec[1]) return;
+    urlIds[spec[0]] = clip(query.get(spec[1]), 512);
+    if (urlIds[spec[0]]) setCookie("_bc_" + spec[0], urlIds[spec[0]], clickDays * 86400);
+  });
   var utm = {};
   var hasUtm = false;
   ["source", "medium", "campaign", "content", "term"].forEach(function (name) {
@@ -155,6 +168,19 @@
     message.gbraid = urlGoogle.gbraid || clip(getCookie("_bc_gbraid"), 512);
     message.wbraid = urlGoogle.wbraid || clip(getCookie("_bc_wbraid"), 512);
     message.ga_client_id = clip(getCookie("_ga"), 128); // raw: the server takes the client id
+    // the other platforms': this page's URL, then our cookie of an earlier landing, then
+    // the platform's own cookie
+    var ids = {};
+    var any = false;
+    PLATFORM_IDS.forEach(function (spec) {
+      var value = urlIds[spec[0]] || (spec[1] && clip(getCookie("_bc_" + spec[0]), 512)) ||
+        (spec[2] && clip(getCookie(spec[2]), 512));
+      if (value) {
+        ids[spec[0]] = value;
+        any = true;
+      }
+    });
+    if (any) message.ids = ids;
     return message;
   }
 

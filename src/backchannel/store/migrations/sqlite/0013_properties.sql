@@ -5,6 +5,10 @@
 -- created here: its connections, keys, rows and settings; pending deliveries carry on.
 -- SQLite cannot change a primary key or a UNIQUE constraint in place, so the tables whose
 -- keys gain the property are rebuilt (copy, drop, rename); the others gain a column.
+-- A rebuild copies the columns it names, so it must run before any later migration that
+-- adds one to a rebuilt table (0015: source_secrets.store_url); SqliteStore.migrate refuses
+-- to apply it to a database already past it:
+-- backchannel-migration: before-later-ones
 
 CREATE TABLE properties (
     id                 INTEGER PRIMARY KEY,
