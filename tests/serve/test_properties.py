@@ -39,7 +39,7 @@ from backchannel.sandbox import create_app as create_sandbox
 from backchannel.store import open_store
 from backchannel.store.base import DEFAULT_PROPERTY, Connection, Store
 from backchannel.web.app import Options, create_app
-from sources.helpers import fixture, shopify_signature
+from sources.helpers import fixture, php_json, shopify_signature, woo_headers, woo_order
 from support.server import ServerThread
 
 from .helpers import conversion, make_settings, wait_for
@@ -61,6 +61,8 @@ ORIGINS = {"default": "https://default.shop.example", "eu": "https://eu.shop.exa
 SHOPS = {"default": "default-shop.myshopify.com", "eu": "eu-shop.myshopify.com"}
 SHOPIFY_SECRETS = {"default": "shpss_default_property_secret", "eu": "shpss_eu_property_secret"}
 STRIPE_SECRETS = {"default": "whsec_default_property_secret", "eu": "whsec_eu_property_secret"}
+WOO_SECRETS = {"default": "wc_default_property_secret", "eu": "wc_eu_property_secret"}
+WOO_STORES = {"default": "https://default.shop.example/", "eu": "https://eu.shop.example/"}
 EU_STRIPE_ACCOUNT = "acct_1EuropeShop"
 
 
@@ -150,6 +152,13 @@ def install(tmp_path: Path) -> Iterator[Install]:
                         time.time(),
                         property_id=ids[prop],
                     )
+                store.set_source_secret(
+                    "woocommerce",
+                    credentials.encrypt(cipher, WOO_SECRETS[prop]),
+                    time.time(),
+                    WOO_STORES[prop],
+                    property_id=ids[prop],
+                )
             store.bind(eu, "stripe", EU_STRIPE_ACCOUNT)
         finally:
             store.close()
@@ -330,3 +339,26 @@ class TestCrossPropertyRefusals:
             "unknown_account",
             "bad_signature",
         ]
+
+    def test_woocommerce_routes_by_its_store_url(self, install: Install) -> None:
+        """X-WC-Webhook-Source names the property whose stored store URL it is; another
+        property's secret cannot sign for it; a store of no property is 403 and recorded."""
+
+        def send(store: str, secret: str, order_id: int, delivery: str) -> httpx.Response:
+            body = php_json(woo_order(id=order_id))
+            headers = woo_headers(body, secret=secret, store=store, delivery_id=delivery)
+            return install.http.post("/v1/sources/woocommerce", content=body, headers=headers)
+
+        ok = send(WOO_STORES["eu"], WOO_SECRETS["eu"], 7001, "d-1")
+        assert ok.status_code == 200, ok.text
+        forged = send(WOO_STORES["eu"], WOO_SECRETS["default"], 7002, "d-2")
+        assert forged.status_code == 401
+        unknown = send("https://stranger.example/", WOO_SECRETS["eu"], 7003, "d-3")
+        assert unknown.status_code == 403
+        assert unknown.json()["error"] == "unknown_store"
+        assert install.sql("SELECT property_id, order_id FROM orders ORDER BY id") == [
+            (install.ids["eu"], "7001")
+        ]
+        assert install.sql(
+            "SELECT property_id FROM ingest_rejections WHERE source = 'woocommerce' ORDER BY id"
+        ) == [(install.ids["eu"],), (None,)]

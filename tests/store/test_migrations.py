@@ -608,3 +608,33 @@ def test_0011_keeps_the_rows_it_rebuilds_or_extends(
     assert session is not None
     assert session.ttclid == "E.C.P.1"
     assert (session.ga_client_id, session.gclid, session.gbraid, session.wbraid) == (None,) * 4
+
+
+def test_0013_refuses_a_sqlite_database_already_past_it(
+    empty_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's 0013 rebuilds tables (copying the columns it names); a database that got a
+    later migration first (a development build's: 0015 gave source_secrets a column) is
+    refused naming the versions, never silently stripped of that column. PostgreSQL alters in
+    place, so the same upgrade keeps every column there."""
+    from backchannel.store import postgres, sqlite
+
+    def without_13(backend: migrations.Backend) -> list[tuple[int, str]]:
+        return [(v, text) for v, text in migrations.load(backend) if v != 13]
+
+    monkeypatch.setattr(sqlite, "load", without_13)
+    monkeypatch.setattr(postgres, "load", without_13)
+    empty_database.open().close()
+    empty_database.execute(
+        "INSERT INTO source_secrets (source, secret_encrypted, updated_at, store_url)"
+        " VALUES ('woocommerce', ?, 1.0, 'https://shop.example.com/')",
+        b"cipher",
+    )
+    monkeypatch.undo()
+    if empty_database.kind == "sqlite":
+        with pytest.raises(RuntimeError, match="migration 0013 rebuilds tables"):
+            empty_database.open()
+        return
+    store = empty_database.open()
+    assert store.get_source_store_url("woocommerce") == "https://shop.example.com/"
+    assert 13 in [row[0] for row in applied(empty_database)]
