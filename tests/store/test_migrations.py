@@ -324,7 +324,7 @@ EXPECTED_COLUMNS["outbox"].append(("connection_id", "int", True, None))
 EXPECTED_UNIQUE.discard(("outbox", ("conversion_id", "destination")))
 EXPECTED_UNIQUE.add(("outbox", ("conversion_id", "connection_id")))
 EXPECTED_INDEXES["outbox_due"] = ("outbox", ("connection_id", "status", "due_at"), None)
-for _table in ("conversions", "orders", "source_secrets", "session_rollups", "pixel_counts"):
+for _table in ("conversions", "orders", "session_rollups", "pixel_counts"):
     EXPECTED_COLUMNS[_table].append(("property_id", "int", True, None))
 for _table in (
     "landing_sessions",
@@ -339,7 +339,6 @@ EXPECTED_UNIQUE.discard(("conversions", ("event", "event_id")))
 EXPECTED_UNIQUE.add(("conversions", ("property_id", "event", "event_id")))
 EXPECTED_UNIQUE.discard(("orders", ("source", "order_id")))
 EXPECTED_UNIQUE.add(("orders", ("property_id", "source", "order_id")))
-EXPECTED_PRIMARY_KEYS["source_secrets"] = ("property_id", "source")
 EXPECTED_PRIMARY_KEYS["session_rollups"] = ("property_id", *_ROLLUP_KEY, "had_google_click")
 EXPECTED_PRIMARY_KEYS["pixel_counts"] = ("property_id", "day", "event")
 EXPECTED_FOREIGN_KEYS |= {
@@ -351,7 +350,6 @@ EXPECTED_FOREIGN_KEYS |= {
             "connections",
             "conversions",
             "orders",
-            "source_secrets",
             "session_rollups",
             "pixel_counts",
             "landing_sessions",
@@ -377,6 +375,11 @@ EXPECTED_COLUMNS["checkout_sessions"] = [
 ]
 EXPECTED_PRIMARY_KEYS["checkout_sessions"] = ("checkout_token",)
 EXPECTED_INDEXES["checkout_sessions_session"] = ("checkout_sessions", ("session_id",), None)
+
+# Webhook secrets per property (0017, after 0015 extended the table): (property, source)
+EXPECTED_COLUMNS["source_secrets"].append(("property_id", "int", True, None))
+EXPECTED_PRIMARY_KEYS["source_secrets"] = ("property_id", "source")
+EXPECTED_FOREIGN_KEYS.add(("source_secrets", ("property_id",), "properties", ("id",)))
 
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
@@ -610,20 +613,19 @@ def test_0011_keeps_the_rows_it_rebuilds_or_extends(
     assert (session.ga_client_id, session.gclid, session.gbraid, session.wbraid) == (None,) * 4
 
 
-def test_0013_refuses_a_sqlite_database_already_past_it(
+def test_0013_and_0017_upgrade_a_store_that_got_0015_and_0016_first(
     empty_database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLite's 0013 rebuilds tables (copying the columns it names); a database that got a
-    later migration first (a development build's: 0015 gave source_secrets a column) is
-    refused naming the versions, never silently stripped of that column. PostgreSQL alters in
-    place, so the same upgrade keeps every column there."""
+    """A store of a build that had 0012, 0015 and 0016 but not properties (the migrations
+    landed apart): 0013 then 0017 apply after them and keep what they added (the WooCommerce
+    store URL of source_secrets, which SQLite's 0017 rebuilds)."""
     from backchannel.store import postgres, sqlite
 
-    def without_13(backend: migrations.Backend) -> list[tuple[int, str]]:
-        return [(v, text) for v, text in migrations.load(backend) if v != 13]
+    def before_properties(backend: migrations.Backend) -> list[tuple[int, str]]:
+        return [(v, text) for v, text in migrations.load(backend) if v not in (13, 17)]
 
-    monkeypatch.setattr(sqlite, "load", without_13)
-    monkeypatch.setattr(postgres, "load", without_13)
+    monkeypatch.setattr(sqlite, "load", before_properties)
+    monkeypatch.setattr(postgres, "load", before_properties)
     empty_database.open().close()
     empty_database.execute(
         "INSERT INTO source_secrets (source, secret_encrypted, updated_at, store_url)"
@@ -631,10 +633,38 @@ def test_0013_refuses_a_sqlite_database_already_past_it(
         b"cipher",
     )
     monkeypatch.undo()
-    if empty_database.kind == "sqlite":
-        with pytest.raises(RuntimeError, match="migration 0013 rebuilds tables"):
-            empty_database.open()
-        return
     store = empty_database.open()
     assert store.get_source_store_url("woocommerce") == "https://shop.example.com/"
-    assert 13 in [row[0] for row in applied(empty_database)]
+    assert store.source_secrets("woocommerce") == {1: b"cipher"}
+    assert {13, 17} <= {row[0] for row in applied(empty_database)}
+    # the same columns as a fresh store (in another order where 0016 came before 0013)
+    found = read_schema(empty_database).columns
+    assert {t: sorted(c) for t, c in found.items()} == {
+        t: sorted(c) for t, c in EXPECTED_COLUMNS.items()
+    }
+
+
+def test_a_rebuild_never_drops_a_column_a_later_migration_added(
+    empty_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite rebuilds tables to change their keys, copying the columns the migration names;
+    should a table have another (a later migration applied first), the migration is refused
+    naming it. PostgreSQL alters in place, so there the column is kept."""
+    from backchannel.store import postgres, sqlite
+
+    def before_properties(backend: migrations.Backend) -> list[tuple[int, str]]:
+        return [(v, text) for v, text in migrations.load(backend) if v < 13]
+
+    monkeypatch.setattr(sqlite, "load", before_properties)
+    monkeypatch.setattr(postgres, "load", before_properties)
+    empty_database.open().close()
+    empty_database.execute("ALTER TABLE orders ADD COLUMN later_column TEXT")
+    monkeypatch.undo()
+    if empty_database.kind == "sqlite":
+        with pytest.raises(RuntimeError, match="0013 rebuilds orders and would drop its"):
+            empty_database.open()
+        assert 13 not in [row[0] for row in applied(empty_database)]  # nothing half-done
+        return
+    empty_database.open()
+    columns = [c[0] for c in read_schema(empty_database).columns["orders"]]
+    assert "later_column" in columns

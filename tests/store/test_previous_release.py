@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from backchannel import credentials
 from backchannel.config import Settings
@@ -44,8 +45,13 @@ from support.server import ServerThread
 
 from .conftest import Database, PostgresDatabase, SqliteDatabase
 
-#: main's last commit before properties (migration 0013): the release a user upgrades from
-PREVIOUS_RELEASE = "d45814b0e2a646099a1aa65b711496d973992a8e"
+#: the releases a user upgrades from: main's last commit before this work on properties began
+#: (migrations up to 0011), and main as it was when properties were merged into it (0012,
+#: 0015 and 0016 landed meanwhile: 0013 and 0017 apply after them)
+PREVIOUS_RELEASES = {
+    "0011": "d45814b0e2a646099a1aa65b711496d973992a8e",
+    "0016": "5a4940bee1bb54b346fb95eea758b9681ee2132a",
+}
 REPO = Path(__file__).resolve().parents[2]
 SECRET_KEY = "Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtbG9uZy0xMjM="  # a Fernet key (32 bytes, b64)
 TOKEN = "PREV-RELEASE-TOKEN-6c1d0a9b8e7f"
@@ -119,10 +125,10 @@ json.dump(done, open(out, "w"))
 """
 
 
-def previous_release(tmp_path: Path) -> Path:
-    """The previous release's source tree, from git history."""
+def previous_release(tmp_path: Path, commit: str) -> Path:
+    """A previous release's source tree, from git history."""
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS_RELEASE, "src/backchannel"],
+        ["git", "-C", str(REPO), "archive", "--format=tar", commit, "src/backchannel"],
         capture_output=True,
         check=False,
         timeout=60,
@@ -143,9 +149,9 @@ def database_url(database: Database) -> str:
     return f"postgresql://{user}@{info['host']}:{info['port']}/{info['dbname']}"
 
 
-def build(tmp_path: Path, url: str) -> dict[str, Any]:
-    """Run the previous release on the database; what it reports it did."""
-    source = previous_release(tmp_path)
+def build(tmp_path: Path, url: str, commit: str) -> dict[str, Any]:
+    """Run a previous release on the database; what it reports it did."""
+    source = previous_release(tmp_path, commit)
     out = tmp_path / "built.json"
     items = [
         conversion(
@@ -175,11 +181,12 @@ def build(tmp_path: Path, url: str) -> dict[str, Any]:
     return built
 
 
+@pytest.mark.parametrize("release", sorted(PREVIOUS_RELEASES))
 def test_a_previous_release_database_migrates_into_the_default_property(
-    empty_database: Database, tmp_path: Path
+    empty_database: Database, tmp_path: Path, release: str
 ) -> None:
     url = database_url(empty_database)
-    built = build(tmp_path, url)
+    built = build(tmp_path, url, PREVIOUS_RELEASES[release])
     assert built["conversions"] == ORDERS
     # the old schema had no properties
     assert ("properties",) not in [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -93,9 +94,32 @@ def path_from_url(url: str) -> str:
     return rest
 
 
-#: a SQLite migration marked so (a comment) rebuilds tables and must run before every later
-#: one: applied after one of them it would drop the column that one added
-BEFORE_LATER_ONES = "backchannel-migration: before-later-ones"
+#: ``-- rebuilds: table(col, col, ...)``: a migration's declaration that it rebuilds ``table``
+#: copying exactly those columns (SQLite cannot change a key in place)
+REBUILDS = re.compile(r"^--\s*rebuilds:\s*(\w+)\(([^)]*)\)\s*$", re.MULTILINE)
+
+
+def rebuilt_tables(sql: str) -> dict[str, set[str]]:
+    """The tables a migration declares it rebuilds, with the columns it copies."""
+    return {
+        table: {c.strip() for c in columns.split(",") if c.strip()}
+        for table, columns in REBUILDS.findall(sql)
+    }
+
+
+def check_rebuilds(db: sqlite3.Connection, version: int, sql: str) -> None:
+    """Refuse a rebuild that would drop a column (one a later migration added to a store that
+    got that one first: a development build's), naming it, instead of losing its data."""
+    for table, copied in rebuilt_tables(sql).items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        extra = sorted(present - copied)
+        if extra:
+            raise RuntimeError(
+                f"schema: migration {version:04d} rebuilds {table} and would drop its"
+                f" column(s) {', '.join(extra)} (added by a later migration this database got"
+                " first, from a development build): restore a backup taken before that build,"
+                " or export what you need and start a new store"
+            )
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -185,14 +209,7 @@ class SqliteStore:
                 for version, sql in migrations():
                     if version in done:
                         continue
-                    if BEFORE_LATER_ONES in sql and done and max(done) > version:
-                        raise RuntimeError(
-                            f"schema: migration {version:04d} rebuilds tables that later"
-                            f" migrations extend, and this database is already at"
-                            f" {max(done):04d} without it (made by a development build"
-                            " between releases): restore a backup taken before that build,"
-                            " or export what you need and start a new store"
-                        )
+                    check_rebuilds(db, version, sql)
                     for statement in statements(sql):
                         db.execute(statement)
                     db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))

@@ -91,13 +91,6 @@ ALTER TABLE orders DROP CONSTRAINT orders_source_order_id_key;
 ALTER TABLE orders ADD CONSTRAINT orders_property_id_source_order_id_key
     UNIQUE (property_id, source, order_id);
 
--- Webhook signing secrets per (property, source).
-ALTER TABLE source_secrets ADD COLUMN property_id BIGINT NOT NULL DEFAULT 1
-    REFERENCES properties (id);
-ALTER TABLE source_secrets ALTER COLUMN property_id DROP DEFAULT;
-ALTER TABLE source_secrets DROP CONSTRAINT source_secrets_pkey;
-ALTER TABLE source_secrets ADD PRIMARY KEY (property_id, source);
-
 -- Purged sessions are counted per property.
 ALTER TABLE session_rollups ADD COLUMN property_id BIGINT NOT NULL DEFAULT 1
     REFERENCES properties (id);

@@ -5,10 +5,16 @@
 -- created here: its connections, keys, rows and settings; pending deliveries carry on.
 -- SQLite cannot change a primary key or a UNIQUE constraint in place, so the tables whose
 -- keys gain the property are rebuilt (copy, drop, rename); the others gain a column.
--- A rebuild copies the columns it names, so it must run before any later migration that
--- adds one to a rebuilt table (0015: source_secrets.store_url); SqliteStore.migrate refuses
--- to apply it to a database already past it:
--- backchannel-migration: before-later-ones
+-- A rebuild copies the columns it names: SqliteStore.migrate checks, before applying it,
+-- that each rebuilt table has no other column (one a later migration added, on a store that
+-- got that one first), and refuses naming it rather than drop it. (source_secrets, which
+-- 0015 extends, is rebuilt by 0017, after it.)
+-- rebuilds: connections(destination, pixel, token_encrypted, token_last4, test_event_code, updated_at, settings, secrets_encrypted)
+-- rebuilds: conversions(id, event, event_id, event_time, received_at, origin, order_id, session_id, test_event_code, payload, warnings, stitched, scrubbed_at)
+-- rebuilds: outbox(id, conversion_id, destination, status, due_at, lease_until, attempts, last_error, last_response, platform_ref, sent_body, created_at, delivered_at, failed_at, lease_token)
+-- rebuilds: orders(id, source, order_id, order_time, value, currency, event, event_id, session_id, attributed_tiktok, evidence, recorded_at)
+-- rebuilds: session_rollups(day, browser_family, os, os_version_major, load_bucket, pixel_status, had_ttclid, sessions, had_google_click)
+-- rebuilds: pixel_counts(day, event, count, imported_at)
 
 CREATE TABLE properties (
     id                 INTEGER PRIMARY KEY,
@@ -170,19 +176,6 @@ INSERT INTO orders_0013 (id, source, order_id, order_time, value, currency, even
 DROP TABLE orders;
 ALTER TABLE orders_0013 RENAME TO orders;
 CREATE INDEX orders_time ON orders (order_time);
-
--- Webhook signing secrets per (property, source).
-CREATE TABLE source_secrets_0013 (
-    source           TEXT    NOT NULL,
-    secret_encrypted BLOB    NOT NULL,
-    updated_at       REAL    NOT NULL,
-    property_id      INTEGER NOT NULL REFERENCES properties (id),
-    PRIMARY KEY (property_id, source)
-);
-INSERT INTO source_secrets_0013 (source, secret_encrypted, updated_at, property_id)
-    SELECT source, secret_encrypted, updated_at, 1 FROM source_secrets;
-DROP TABLE source_secrets;
-ALTER TABLE source_secrets_0013 RENAME TO source_secrets;
 
 -- Purged sessions are counted per property.
 CREATE TABLE session_rollups_0013 (
