@@ -294,6 +294,30 @@ EXPECTED_PRIMARY_KEYS["session_rollups"] = (*_ROLLUP_KEY, "had_google_click")
 # in SQLite, JSONB in PostgreSQL so the upsert can merge them with ||)
 EXPECTED_COLUMNS["landing_sessions"].append(("ids", "text", False, None))
 
+# Team members (0014): members, their role per property (NULL: every property), whose session
+# it is, an admin key's role. 0013 (properties) comes from another branch: versions may skip it.
+EXPECTED_COLUMNS["members"] = [
+    ("id", "int", True, None),
+    ("name", "text", True, None),
+    ("password_hash", "text", True, None),
+    ("created_at", "real", True, None),
+    ("disabled_at", "real", False, None),
+]
+EXPECTED_COLUMNS["member_roles"] = [
+    ("id", "int", True, None),
+    ("member_id", "int", True, None),
+    ("property_id", "int", False, None),
+    ("role", "text", True, None),
+]
+EXPECTED_COLUMNS["admin_sessions"].append(("member_id", "int", False, None))
+EXPECTED_COLUMNS["api_keys"].append(("role", "text", False, None))
+EXPECTED_PRIMARY_KEYS.update({"members": ("id",), "member_roles": ("id",)})
+EXPECTED_UNIQUE |= {("members", ("name",)), ("member_roles", ("member_id", "property_id"))}
+EXPECTED_FOREIGN_KEYS |= {
+    ("member_roles", ("member_id",), "members", ("id",)),
+    ("admin_sessions", ("member_id",), "members", ("id",)),
+}
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",

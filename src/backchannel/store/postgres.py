@@ -40,6 +40,7 @@ from backchannel.store.base import (
     HAD_GOOGLE_CLICK,
     IN_FLIGHT,
     LIVE_STATUSES,
+    MEMBER_COLUMNS,
     PENDING,
     PURGED_IP_ACTOR,
     SESSION_COLUMNS,
@@ -50,9 +51,11 @@ from backchannel.store.base import (
     Dead,
     DeliveryRow,
     GapRow,
+    Grant,
     KeyRecord,
     LandingSession,
     LedgerEntry,
+    Member,
     NewConversion,
     OrderRow,
     PurgeCounts,
@@ -63,6 +66,7 @@ from backchannel.store.base import (
     SessionUpdate,
     connection_settings,
     gap_row,
+    members_from_rows,
     new_lease_token,
     rollup_sessions,
     scrub_payload,
@@ -541,12 +545,21 @@ class PostgresStore:
         return int(row[0])
 
     # -- keys and connections -------------------------------------------------------------------
-    def add_key(self, name: str, scope: str, prefix: str, key_hash: str, now: float) -> int:
+    def add_key(
+        self,
+        name: str,
+        scope: str,
+        prefix: str,
+        key_hash: str,
+        now: float,
+        *,
+        role: str | None = None,
+    ) -> int:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (name, scope, prefix, key_hash, now),
+                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at, role)"
+                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                (name, scope, prefix, key_hash, now, role),
             ).fetchone()
         assert row is not None
         return int(row[0])
@@ -554,7 +567,7 @@ class PostgresStore:
     def find_key(self, key_hash: str) -> KeyRecord | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at FROM api_keys"
+                "SELECT id, name, scope, prefix, created_at, revoked_at, role FROM api_keys"
                 " WHERE key_hash = %s",
                 (key_hash,),
             ).fetchone()
@@ -563,7 +576,8 @@ class PostgresStore:
     def list_keys(self) -> list[KeyRecord]:
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at FROM api_keys ORDER BY id"
+                "SELECT id, name, scope, prefix, created_at, revoked_at, role FROM api_keys"
+                " ORDER BY id"
             ).fetchall()
         return [KeyRecord(*row) for row in rows]
 
@@ -669,16 +683,16 @@ class PostgresStore:
         with self._pool.connection() as conn:
             conn.execute("DELETE FROM admin_sessions WHERE expires_at <= %s", (s.created_at,))
             conn.execute(
-                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at)"
-                " VALUES (%s, %s, %s, %s)",
-                (s.token_hash, s.csrf_token, s.created_at, s.expires_at),
+                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at,"
+                " member_id) VALUES (%s, %s, %s, %s, %s)",
+                (s.token_hash, s.csrf_token, s.created_at, s.expires_at, s.member_id),
             )
 
     def get_admin_session(self, token_hash: str, now: float) -> AdminSession | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT token_hash, csrf_token, created_at, expires_at FROM admin_sessions"
-                " WHERE token_hash = %s AND expires_at > %s",
+                "SELECT token_hash, csrf_token, created_at, expires_at, member_id"
+                " FROM admin_sessions WHERE token_hash = %s AND expires_at > %s",
                 (token_hash, now),
             ).fetchone()
         return AdminSession(*row) if row else None
@@ -693,6 +707,105 @@ class PostgresStore:
     def delete_admin_sessions(self) -> int:
         with self._pool.connection() as conn:
             return conn.execute("DELETE FROM admin_sessions").rowcount
+
+    # -- team members ---------------------------------------------------------------------------
+    # A member's grants change only with its row locked (FOR UPDATE): NULL property ids are
+    # distinct in the UNIQUE constraint, so the lock is what keeps two concurrent changes from
+    # both inserting a host-wide grant.
+    def add_member(self, name: str, password_hash: str, grant: Grant, now: float) -> int | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT id, disabled_at FROM members WHERE name = %s FOR UPDATE", (name,)
+            ).fetchone()
+            if row is None:
+                inserted = conn.execute(
+                    "INSERT INTO members (name, password_hash, created_at) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (name) DO NOTHING RETURNING id",
+                    (name, password_hash, now),
+                ).fetchone()
+                if inserted is None:  # added by someone else meanwhile
+                    return None
+                member_id = int(inserted[0])
+            elif row[1] is None:
+                return None
+            else:  # a removed member comes back
+                member_id = int(row[0])
+                conn.execute(
+                    "UPDATE members SET password_hash = %s, disabled_at = NULL WHERE id = %s",
+                    (password_hash, member_id),
+                )
+                conn.execute("DELETE FROM member_roles WHERE member_id = %s", (member_id,))
+            conn.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (%s, %s, %s)",
+                (member_id, grant.property_id, grant.role),
+            )
+        return member_id
+
+    def _members(self, where: str, params: Sequence[Any]) -> list[Member]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {MEMBER_COLUMNS} {where}"
+                ' ORDER BY m.name COLLATE "C", m.id, r.property_id IS NOT NULL, r.property_id',
+                tuple(params),
+            ).fetchall()
+        return members_from_rows(rows)
+
+    def member_by_name(self, name: str) -> Member | None:
+        found = self._members("WHERE m.name = %s", (name,))
+        return found[0] if found else None
+
+    def member_by_id(self, member_id: int) -> Member | None:
+        found = self._members("WHERE m.id = %s", (member_id,))
+        return found[0] if found else None
+
+    def list_members(self) -> list[Member]:
+        return self._members("", ())
+
+    def set_member_grant(self, member_id: int, grant: Grant) -> None:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            conn.execute(
+                "DELETE FROM member_roles WHERE member_id = %s"
+                " AND property_id IS NOT DISTINCT FROM %s",
+                (member_id, grant.property_id),
+            )
+            conn.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (%s, %s, %s)",
+                (member_id, grant.property_id, grant.role),
+            )
+
+    def delete_member_grant(self, member_id: int, property_id: int | None) -> bool:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            deleted = conn.execute(
+                "DELETE FROM member_roles WHERE member_id = %s"
+                " AND property_id IS NOT DISTINCT FROM %s",
+                (member_id, property_id),
+            ).rowcount
+        return deleted > 0
+
+    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE members SET password_hash = %s WHERE id = %s", (password_hash, member_id)
+            )
+            ended: int = conn.execute(
+                "DELETE FROM admin_sessions WHERE member_id = %s", (member_id,)
+            ).rowcount
+        return ended
+
+    def remove_member(self, member_id: int, now: float) -> int:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            conn.execute("DELETE FROM member_roles WHERE member_id = %s", (member_id,))
+            conn.execute(
+                "UPDATE members SET password_hash = '', disabled_at = %s WHERE id = %s",
+                (now, member_id),
+            )
+            ended: int = conn.execute(
+                "DELETE FROM admin_sessions WHERE member_id = %s", (member_id,)
+            ).rowcount
+        return ended
 
     def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
         # One transaction; FOR UPDATE keeps a concurrent `token set` from slipping in between.
