@@ -33,8 +33,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from backchannel import charts, report
 from backchannel.config import Settings
 from backchannel.destinations import display_name
+from backchannel.members import VIEWER
 from backchannel.report import SECTION_TITLES, GapReport, Tally
-from backchannel.web.auth import Admin, require_admin, require_admin_page
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
     ParamError,
     RangeError,
@@ -348,7 +350,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     """Add the gap report page and its downloads."""
 
     async def gap_page(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> Response:
         try:
             query = parse_query(request)
@@ -358,7 +360,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return render(TITLE, page_body(result, query), admin, active="gap")
 
     async def gap_json(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         try:
             query = parse_query(request)
@@ -368,7 +370,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return JSONResponse(result.as_dict())
 
     async def gap_csv(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         try:
             query = parse_query(request)
@@ -383,7 +385,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         )
 
     async def gap_chart(
-        request: Request, name: str, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, name: str, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         names = charts.chart_names(report.SECTIONS)
         if name not in names:
