@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from backchannel import credentials
+from backchannel import credentials, members
 from backchannel.cli.common import fail, load_settings, open_configured_store
 
 keys_app = typer.Typer(help="Ingest API keys (stored hashed; shown once).", no_args_is_help=True)
@@ -17,12 +17,24 @@ keys_app = typer.Typer(help="Ingest API keys (stored hashed; shown once).", no_a
 def keys_create(
     name: Annotated[str, typer.Option(help="A label, e.g. the shop's name.")],
     scope: Annotated[str, typer.Option(help="ingest, collect or admin.")] = "ingest",
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="An admin key's role on every property: owner (default), editor or viewer."
+        ),
+    ] = None,
 ) -> None:
     """Create a key and print it once."""
     if scope not in credentials.KEY_PREFIXES:
         fail("--scope: must be ingest, collect or admin")
     if not name.strip():
         fail("--name: must not be empty")
+    if role is not None and scope != "admin":
+        fail("--role: only an admin key has a role (--scope admin)")
+    try:
+        key_role = members.check_role(role or members.OWNER) if scope == "admin" else None
+    except members.MemberError as exc:
+        fail(f"--{exc}")
     store = open_configured_store(load_settings())
     key = credentials.new_api_key(scope)
     store.add_key(
@@ -31,8 +43,10 @@ def keys_create(
         credentials.key_display_prefix(key),
         credentials.key_hash(key),
         time.time(),
+        role=key_role,
     )
-    store.audit(time.time(), "cli", "key.create", f"{name} ({scope})")
+    what = scope if key_role is None else f"{scope}, {key_role} of every property"
+    store.audit(time.time(), "cli", "key.create", f"{name} ({what})")
     store.close()
     typer.echo(key)
 
@@ -43,7 +57,8 @@ def keys_list() -> None:
     store = open_configured_store(load_settings())
     for k in store.list_keys():
         state = "revoked" if k.revoked_at else "active"
-        typer.echo(f"{k.prefix}…\t{k.name}\t{k.scope}\t{state}")
+        scope = k.scope if k.role is None else f"{k.scope} ({k.role})"
+        typer.echo(f"{k.prefix}…\t{k.name}\t{scope}\t{state}")
     store.close()
 
 
