@@ -97,7 +97,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     #: browser leg: days bc.js keeps ttclid in its first-party cookie; also the stitching window
     click_cookie_days: int = 7
-    # sources and ledger (Shopify, Stripe, CSV import; see backchannel.sources) ----------------
+    # sources and ledger (Shopify, Stripe, WooCommerce, CSV import; see backchannel.sources) ---
     #: utm_source values that mark an order as TikTok-attributed (comma list, any case)
     tiktok_utm_sources: str = "tiktok,tt,tiktokads"
     #: the event a Shopify order becomes
@@ -109,10 +109,18 @@ class Settings:
     stripe_contract_value: str | None = None
     #: seconds a Stripe-Signature timestamp may differ from our clock (Stripe's default: 300)
     stripe_tolerance: int = 300
+    #: the event a paid WooCommerce order becomes
+    woocommerce_event: str = "CompletePayment"
+    #: the WooCommerce order statuses that mean paid (wc_get_is_paid_statuses(); comma list)
+    woocommerce_paid_statuses: str = "processing,completed"
+    #: the shop's X-WC-Webhook-Source (home URL); webhooks from another shop are refused.
+    #: Wins over the one `backchannel source set woocommerce --store-url` stored.
+    woocommerce_store_url: str | None = None
     #: webhook secrets from the environment; they win over `backchannel source set` (stored
     #: encrypted). Several may be given comma-separated while rotating.
     shopify_webhook_secret: str | None = field(default=None, repr=False)
     stripe_webhook_secret: str | None = field(default=None, repr=False)
+    woocommerce_webhook_secret: str | None = field(default=None, repr=False)
     #: retention: days landing sessions and conversions' IP / user agent are kept (`serve`
     #: purges hourly; `backchannel purge`); 0 keeps them forever
     retention_days: int = 30
@@ -135,6 +143,12 @@ class Settings:
             "app": self.tiktok_app_id,
         }
         return {source: value.strip() for source, value in ids.items() if value and value.strip()}
+
+    @property
+    def paid_statuses(self) -> tuple[str, ...]:
+        """``woocommerce_paid_statuses`` as a tuple (lowercased, blanks dropped)."""
+        items = self.woocommerce_paid_statuses.split(",")
+        return tuple(item.strip().lower() for item in items if item.strip())
 
     @property
     def strip_params(self) -> frozenset[str]:
@@ -311,7 +325,12 @@ def _check_sources(settings: Settings) -> None:
     """The sources' settings: event names that could be sent, a positive contract value."""
     import re
 
-    for name in ("shopify_event", "stripe_signup_event", "stripe_subscribe_event"):
+    for name in (
+        "shopify_event",
+        "stripe_signup_event",
+        "stripe_subscribe_event",
+        "woocommerce_event",
+    ):
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_ ]{0,99}", getattr(settings, name).strip()):
             raise ConfigError(f"{name}: must be an event name such as CompletePayment")
     if settings.stripe_contract_value is not None:
@@ -323,3 +342,11 @@ def _check_sources(settings: Settings) -> None:
             raise ConfigError("stripe_contract_value: must be a positive number")
     if settings.stripe_tolerance <= 0:
         raise ConfigError("stripe_tolerance: must be a positive number of seconds")
+    if not settings.paid_statuses:
+        raise ConfigError("woocommerce_paid_statuses: must name at least one order status")
+    url = settings.woocommerce_store_url
+    if url is not None and url.strip():
+        from backchannel.sources.woocommerce import store_key
+
+        if store_key(url) is None:
+            raise ConfigError("woocommerce_store_url: must be the shop's http(s) URL")

@@ -26,9 +26,9 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote_plus
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from backchannel import catalog, identifiers
+from backchannel import catalog, identifiers, verticals
 from backchannel.identity import HashedUser, hash_user
 from backchannel.notes import InvalidConversion, Note
 from backchannel.urls import DEFAULT_STRIP_PARAMS, strip_note, strip_pii
@@ -125,9 +125,6 @@ class UserIn(_Strict):
     gclid: Annotated[str, Field(max_length=1024)] | None = None
     gbraid: Annotated[str, Field(max_length=1024)] | None = None
     wbraid: Annotated[str, Field(max_length=1024)] | None = None
-    #: the other platforms' ids (fields their destinations declare: ``sc_click_id``…),
-    #: taken out of the input by :func:`parse_input` before the model sees it
-    _ids: dict[str, str] = PrivateAttr(default_factory=dict)
 
 
 ConsentState = Literal["granted", "denied"]
@@ -146,6 +143,24 @@ class PageIn(_Strict):
 
 
 Source = Literal["web", "app", "offline", "crm"]
+
+DeliveryCategory = Literal["in_store", "curbside", "home_delivery"]
+
+
+class LeadIn(_Strict):
+    """The ad platform's lead this conversion follows up (lead-generation forms, CRM).
+
+    ``id`` is the lead id the platform gave the lead when it was exported (TikTok Lead
+    Generation); ``source`` names the system the event comes from, e.g. your CRM
+    ("HubSpot", "Salesforce"). It belongs to lead-stage events sent back for lead quality
+    optimisation, usually ``source: crm`` (docs/platforms/tiktok-crm.md §2.2). The id is the
+    issuing platform's own: destinations without a matching field ignore it.
+    """
+
+    id: AnyId = Field(description="The platform's lead id (a string; long numbers lose digits).")
+    source: ShortText | None = Field(
+        default=None, description="The system the lead event comes from (e.g. your CRM's name)."
+    )
 
 
 class ConversionIn(_Strict):
@@ -179,6 +194,18 @@ class ConversionIn(_Strict):
     shop_id: AnyId | None = None
     query: ShortText | None = Field(default=None, description="Search text, for Search events.")
     description: ShortText | None = None
+    lead: LeadIn | None = None
+    num_items: Annotated[StrictInt, Field(ge=0, le=1_000_000_000)] | None = Field(
+        default=None, description="Number of items at checkout (InitiateCheckout)."
+    )
+    delivery_category: DeliveryCategory | None = Field(
+        default=None, description="How a purchase reaches the customer."
+    )
+    predicted_ltv: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="Your predicted lifetime value of this customer."
+    )
+    travel: verticals.TravelIn | None = None
+    vehicle: verticals.VehicleIn | None = None
 
 
 # --- the normalized, storable conversion ---------------------------------------------------------
@@ -201,6 +228,14 @@ class Consent:
 
     ad_user_data: str | None = None
     ad_personalization: str | None = None
+
+
+@dataclass(slots=True)
+class Lead:
+    """The platform's lead id and the system the lead event comes from (see :class:`LeadIn`)."""
+
+    id: str
+    source: str | None = None
 
 
 @dataclass(slots=True)
@@ -234,6 +269,13 @@ class Conversion:
     query: str | None = None
     description: str | None = None
     consent: Consent | None = None
+    lead: Lead | None = None
+    num_items: int | None = None
+    delivery_category: str | None = None
+    predicted_ltv: float | None = None
+    #: the travel and vehicle property sets as given (:mod:`backchannel.verticals`)
+    travel: dict[str, Any] | None = None
+    vehicle: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -245,6 +287,8 @@ class Conversion:
         values["contents"] = [Content(**c) for c in values.get("contents") or []]
         consent = values.get("consent")
         values["consent"] = Consent(**consent) if consent else None
+        lead = values.get("lead")  # absent from rows stored before leads existed
+        values["lead"] = Lead(**lead) if lead else None
         return cls(**values)
 
     @property
@@ -339,10 +383,12 @@ def _take_ids(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], lis
     return {**data, "user": rest}, ids, errors
 
 
-def parse_input(data: Any) -> ConversionIn:
-    """Validate raw JSON-ish data into a :class:`ConversionIn` or raise InvalidConversion."""
+def parse_input(data: Any) -> tuple[ConversionIn, dict[str, str]]:
+    """Validate raw JSON-ish data into a :class:`ConversionIn` and the other platforms' ids
+    of its ``user`` (not model fields: the destinations declare them), or raise
+    InvalidConversion naming every bad field."""
     if isinstance(data, ConversionIn):
-        return data
+        return data, {}
     if not isinstance(data, dict):
         raise InvalidConversion([Note("(body)", "must be a JSON object")])
     data, ids, id_errors = _take_ids(data)
@@ -352,9 +398,7 @@ def parse_input(data: Any) -> ConversionIn:
         raise InvalidConversion(validation_notes(exc) + id_errors) from None
     if id_errors:
         raise InvalidConversion(id_errors)
-    if ids:
-        conv_in.user._ids = ids
-    return conv_in
+    return conv_in, ids
 
 
 def _event_time(raw: int | float | str | None, now: float, notes: list[Note]) -> int:
@@ -440,6 +484,7 @@ def _check_fields(
     now: float,
     notes: list[Note],
     errors: list[Note],
+    source: str = "web",
 ) -> _Checked:
     """The rules beyond types: event name, catalog, currency, value, time.
 
@@ -460,6 +505,16 @@ def _check_fields(
                     "event",
                     f"custom event {name!r}; did you mean the standard {hint!r}?"
                     " Standard names are case-sensitive",
+                )
+            )
+        elif source == "crm":
+            # CRM lead stages are custom by nature: TikTok has them mapped to standard
+            # events in Events Manager (docs/platforms/tiktok-crm.md §2.1)
+            notes.append(
+                Note(
+                    "event",
+                    f"custom CRM event {name!r}: accepted; map it to a standard event in"
+                    " TikTok Events Manager (your CRM event set) so TikTok can optimise on it",
                 )
             )
         else:
@@ -611,6 +666,12 @@ def _text_errors(conv_in: ConversionIn, clean: bool = False) -> list[Note]:
         strict(f"contents[{index}].id", item.id)
         for name in ("name", "category", "brand"):
             text(f"contents[{index}].{name}", getattr(item, name))
+    if conv_in.lead is not None:
+        strict("lead.id", conv_in.lead.id)
+        text("lead.source", conv_in.lead.source)
+    for name in ("travel", "vehicle"):
+        for path, value in verticals.strings(verticals.stored(getattr(conv_in, name)), name):
+            text(path, value)
     user = conv_in.user
     for name in (
         "ip", "locale", "ttclid", "ttp", "fbclid", "fbc", "fbp", "country", "zip",
@@ -640,6 +701,12 @@ def _consent(given: ConsentIn | None) -> Consent | None:
     return Consent(given.ad_user_data, given.ad_personalization)
 
 
+def _lead(given: LeadIn | None) -> Lead | None:
+    if given is None:
+        return None
+    return Lead(id_text(given.id), given.source)
+
+
 def normalize(
     data: Any,
     *,
@@ -656,7 +723,7 @@ def normalize(
     """
     booleans = _boolean_numbers(data)
     try:
-        conv_in = parse_input(data)
+        conv_in, given_ids = parse_input(data)
     except InvalidConversion as exc:
         reported = {n.path for n in exc.notes}
         more = [n for n in booleans + _raw_field_errors(data, now) if n.path not in reported]
@@ -671,6 +738,7 @@ def normalize(
         now=now,
         notes=notes,
         errors=errors,
+        source=conv_in.source,
     )
     if booleans:  # one note per field: "not true/false" says all there is to say
         named = {n.path for n in booleans}
@@ -708,7 +776,7 @@ def normalize(
             if found:
                 user_raw[click_id] = found
     generic = identifiers.generic()
-    ids = {name: (v, generic[name].max_length) for name, v in conv_in.user._ids.items()}
+    ids = {name: (v, generic[name].max_length) for name, v in given_ids.items()}
     if page_url:
         for name, param in identifiers.url_params().items():
             if name not in ids:
@@ -760,6 +828,12 @@ def normalize(
         query=conv_in.query,
         description=conv_in.description,
         consent=_consent(conv_in.consent),
+        lead=_lead(conv_in.lead),
+        num_items=conv_in.num_items,
+        delivery_category=conv_in.delivery_category,
+        predicted_ltv=conv_in.predicted_ltv,
+        travel=verticals.stored(conv_in.travel),
+        vehicle=verticals.stored(conv_in.vehicle),
     )
     if conv_in.opt_out:  # consent: say so on the 202 and in `send --dry-run`
         notes.append(Note("opt_out", OPT_OUT_REASON))

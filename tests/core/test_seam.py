@@ -67,6 +67,18 @@ class TestEveryDestination:
         """One destination = one module + one emulator (the sandbox stands in for it)."""
         assert name in emulators()
 
+    def test_the_emulator_offers_valid_credentials_to_connect_with(self, name: str) -> None:
+        """Suites and benchmarks connect every destination with its emulator's sample
+        credentials: they must be every required credential, each valid by its pattern."""
+        d = registry.DESTINATIONS[name]
+        sample = emulators()[name].sample_credentials
+        required = {c.key for c in d.CREDENTIALS if c.required}
+        assert required <= set(sample)
+        assert set(sample) <= {c.key for c in d.CREDENTIALS}
+        for credential in d.CREDENTIALS:
+            if credential.key in sample and credential.pattern is not None:
+                assert re.fullmatch(credential.pattern, sample[credential.key]), credential.key
+
 
 def test_the_registry_is_in_declared_order_and_tiktok_meta_are_on_by_default() -> None:
     orders = [registry.DESTINATIONS[n].ORDER for n in registry.NAMES]

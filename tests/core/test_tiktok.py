@@ -166,8 +166,9 @@ class TestGoldenVectors:
     def test_row15_numbers_become_strings(self) -> None:
         """Row 15: order_id, shop_id and content ids given as numbers are sent as strings.
 
-        RudderStack also sends ``contents_ids``/``num_items``/``search_string``; we send
-        TikTok's documented ``content_ids`` and ``query``.
+        RudderStack also sends ``contents_ids`` and a derived ``num_items``; we send
+        TikTok's documented ``content_ids``, and the search text as ``query`` and
+        ``search_string`` as RudderStack does (``num_items`` only when given).
         """
         props = item(
             event="Search",
@@ -181,6 +182,8 @@ class TestGoldenVectors:
         assert [c["content_id"] for c in props["contents"]] == ["123", "345"]
         assert props["content_ids"] == ["123", "345"]
         assert props["query"] == "shoes"
+        assert props["search_string"] == "shoes"
+        assert "num_items" not in props
 
     def test_row16_three_emails(self) -> None:
         """Row 16: three emails give the three reference digests."""
@@ -517,8 +520,10 @@ class TestClassify:
         assert classify(401, b"unauthorized").verdict is Verdict.PERMANENT
 
 
-#: crm events (no page.url note) with their event set configured (no source note)
+#: crm events (no page.url note) with their event set configured (no source note) and an
+#: email (no note that TikTok has nothing to match a CRM event on)
 CRM_TARGET = dataclasses.replace(TARGET, source_ids={"crm": "CRMSET9"})
+CRM_USER = {"email": "lead@example.com"}
 
 
 class TestNotes:
@@ -542,10 +547,10 @@ class TestNotes:
 
     def test_payment_without_contents(self) -> None:
         """A payment event without contents gets a contents recommendation."""
-        c = conv(event="Purchase", value=1, currency="USD", source="crm")
+        c = conv(event="Purchase", value=1, currency="USD", source="crm", user=CRM_USER)
         assert [n.path for n in tiktok.notes(c, CRM_TARGET, NOW)] == ["contents"]
 
     def test_ip_without_user_agent(self) -> None:
         """ip without user_agent draws a 'user' note."""
-        c = conv(source="crm", user={"ip": "8.8.8.8"})
+        c = conv(source="crm", user={**CRM_USER, "ip": "8.8.8.8"})
         assert [n.path for n in tiktok.notes(c, CRM_TARGET, NOW)] == ["user"]

@@ -36,7 +36,9 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from backchannel import destinations as registry
 from backchannel.config import Settings
+from backchannel.sandbox.app import emulators
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 30.0  # seconds for a process to answer its readiness probe
@@ -161,20 +163,17 @@ def event_id(order_id: str) -> str:
     return f"CompletePayment-{order_id}"
 
 
-#: every destination the suite delivers to: the registry's (GA4 and Google Ads connected)
-DESTINATIONS = ("tiktok", "meta", "ga4", "google_ads")
-GOOGLE_ADS_CUSTOMER = "1234567890"
-GOOGLE_ADS_ACTION = f"customers/{GOOGLE_ADS_CUSTOMER}/conversionActions/77"
+#: every destination the suite delivers to: the registry's, the ones off by default connected
+#: with their emulator's sample credentials (see Stack.connect_all)
+DESTINATIONS = registry.NAMES
 
 
 def _our_event_id(destination: str, item: dict[str, Any]) -> str:
-    """Backchannel's event_id of an event a platform stored: GA4 keeps it as a parameter,
-    Google Ads' dedup key is the order id."""
-    if destination == "ga4":
-        return str(item["params"]["event_id"])
-    if destination == "google_ads":
-        return event_id(str(item["event_id"]))
-    return str(item["event_id"])
+    """Backchannel's event_id of an event a platform stored, from the key the emulator says
+    the platform deduplicates on: the event_id itself, or (Google Ads) the order id, from
+    which this suite's event ids are derived (every event is a CompletePayment)."""
+    key = emulators()[destination].dedup_key(item)
+    return key if key.startswith("CompletePayment-") else event_id(key)
 
 
 @dataclass
@@ -215,8 +214,8 @@ class Stack:
             self.env["BACKCHANNEL_RETRY_CAP"] = str(retry[1])
         self.sandbox_port = free_port()
         self.sandbox_url = f"http://{HOST}:{self.sandbox_port}"
-        # every destination at the one sandbox (GA4 and Google Ads are connected by
-        # connect_google: the suite runs with all four)
+        # every destination at the one sandbox (those off by default are connected by
+        # connect_all: the suite runs with all of them)
         for name in DESTINATIONS:
             self.env[f"BACKCHANNEL_{name.upper()}_BASE_URL"] = self.sandbox_url
         self.port = free_port()
@@ -226,9 +225,9 @@ class Stack:
         self.key = ""
         self.http = httpx.Client(timeout=10.0)
         self._procs: list[Proc] = []
-        #: the destinations that get rows: TikTok and Meta, and GA4 and Google Ads once
-        #: connect_google has connected them
-        self.destinations: tuple[str, ...] = ("tiktok", "meta")
+        #: the destinations that get rows: those on by default (TikTok and Meta), and all
+        #: once connect_all has connected the others
+        self.destinations: tuple[str, ...] = registry.ON_BY_DEFAULT
 
     # -- processes --------------------------------------------------------------------------
     def _spawn(self, name: str, *args: str) -> Proc:
@@ -265,32 +264,30 @@ class Stack:
         assert done.returncode == 0, done.stderr
         self.key = done.stdout.strip().splitlines()[-1]
 
-    def connect_google(self) -> None:
-        """Connect GA4 and Google Ads (the sandbox takes any non-empty credentials)."""
-        for args, stdin in (
-            (["ga4", "--pixel", "G-RELIAB123"], "ga4-api-secret\n"),
-            (
-                [
-                    "google_ads",
-                    "--pixel",
-                    GOOGLE_ADS_CUSTOMER,
-                    "--set",
-                    "client_id=reliability.apps",
-                    "--set",
-                    f"conversion_actions=CompletePayment={GOOGLE_ADS_ACTION}",
-                    "--secret",
-                    "client_secret",
-                    "--secret",
-                    "refresh_token",
-                ],
-                "developer-token\nclient-secret\nrefresh-token\n",
-            ),
-        ):
+    def connect_all(self) -> None:
+        """Connect every destination that is off until connected, with the credentials its
+        emulator offers (``token set NAME --pixel … --set K=V --secret K``, the token and the
+        secrets on stdin), so the suite delivers to all of them."""
+        for name in DESTINATIONS:
+            destination = registry.get(name)
+            if destination.ON_BY_DEFAULT:
+                continue
+            sample = emulators()[name].sample_credentials
+            args = [name, "--pixel", sample["pixel"]]
+            stdin = [sample["token"]]
+            for credential in destination.CREDENTIALS:
+                if credential.key in ("pixel", "token") or credential.key not in sample:
+                    continue
+                if credential.secret:
+                    args += ["--secret", credential.key]
+                    stdin.append(sample[credential.key])
+                else:
+                    args += ["--set", f"{credential.key}={sample[credential.key]}"]
             done = subprocess.run(
                 [sys.executable, "-m", "backchannel.cli", "token", "set", *args],
                 env=self.env,
                 cwd=self.tmp,
-                input=stdin,
+                input="\n".join(stdin) + "\n",
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -435,7 +432,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         stacks.append(stack)
         stack.start_sandbox()
         stack.create_key()
-        stack.connect_google()
+        stack.connect_all()
         return stack
 
     yield make

@@ -108,7 +108,7 @@ def second_stack(tmp_path: Path) -> Iterator[Callable[[Stack], Stack]]:
         folder.mkdir()
         stack = Stack(folder, lease=LEASE, retry=(0.2, 2.0))
         stack.env["BACKCHANNEL_SECRET_KEY"] = first.env["BACKCHANNEL_SECRET_KEY"]
-        for destination in DESTINATIONS:  # the restored store holds all four connections
+        for destination in DESTINATIONS:  # the restored store holds every connection
             name = f"BACKCHANNEL_{destination.upper()}_BASE_URL"
             stack.env[name] = first.env[name]
         stack.sandbox_url = first.sandbox_url

@@ -564,6 +564,13 @@ class TestServiceEndpoints:
             "shop_id",
             "query",
             "description",
+            # issue 16: CRM leads and TikTok's further properties
+            "lead",
+            "num_items",
+            "delivery_category",
+            "predicted_ltv",
+            "travel",
+            "vehicle",
         }
         assert set(conversion_in["properties"]) == canonical
         assert conversion_in["required"] == ["event"]
@@ -594,6 +601,14 @@ class TestServiceEndpoints:
         assert missing == []
         user_props = schemas["UserIn"]["properties"]
         assert {"email", "phone", "external_id", "ttclid", "ttp", "fbp", "fbc"} <= set(user_props)
+        assert set(schemas["LeadIn"]["properties"]) == {"id", "source"}
+        assert schemas["LeadIn"]["required"] == ["id"]
+        assert {"num_adults", "travel_class", "checkin_date"} <= set(
+            schemas["TravelIn"]["properties"]
+        )
+        assert {"make", "mileage", "preferred_price_range"} <= set(
+            schemas["VehicleIn"]["properties"]
+        )
 
 
 class TestConcurrency:

@@ -174,6 +174,18 @@ class TestImport:
         assert cli.summary(done)["enqueued"] == 1
         assert cli.query("SELECT order_id, value, currency FROM orders") == [("A-7", 12.5, "GBP")]
 
+    def test_lead_id_column_is_stored_as_the_lead(self, cli: Cli) -> None:
+        """Issue 16: a lead_id column (TikTok's CRM CSV name) and lead_event_source are stored
+        as the conversion's lead, ready for TikTok's lead object."""
+        name = cli.write(
+            "leads.csv",
+            "order_id,event_time,value,currency,email,lead_id,lead_event_source\n"
+            f"L-1,{RECENT},120,EUR,lead@example.com,7301234567890123456,Pipedrive\n",
+        )
+        assert cli.summary(cli("import", name))["enqueued"] == 1
+        [(payload,)] = cli.query("SELECT payload FROM conversions")
+        assert orjson.loads(payload)["lead"] == {"id": "7301234567890123456", "source": "Pipedrive"}
+
     def test_bad_map_is_a_usage_error(self, cli: Cli) -> None:
         """An unknown field or a missing column in --map: exit 2, one-line message."""
         name = cli.write("orders.csv", GOOD)

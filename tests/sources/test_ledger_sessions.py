@@ -1,8 +1,8 @@
 """The order ledger counts the landing session's signals, over real HTTP to a real gateway.
 
 A landing session is recorded the way bc.js records it (``POST /v1/collect`` with a site key);
-then an order naming that session arrives from ``/v1/events``, a Shopify or Stripe webhook, or
-a CSV import, and the committed ``orders`` row is read from the SQLite file.
+then an order naming that session arrives from ``/v1/events``, a Shopify, Stripe or WooCommerce
+webhook, or a CSV import, and the committed ``orders`` row is read from the SQLite file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from serve.helpers import add_key
 
 from .conftest import StartGateway
-from .helpers import Gateway, fixture
+from .helpers import Gateway, fixture, with_meta, woo_order
 from .test_webhooks import ORDER_ID, SUB, stripe_signed
 
 SID = "Sess-LedgerLanding-01"
@@ -151,6 +151,53 @@ class TestShopifyOrders:
             {"ttclid": "landing_site", "utm_source": "landing_site"},
             SID,
         )
+
+
+def woocommerce_order(session: str) -> dict[str, Any]:
+    """The paid WooCommerce order naming ``session`` in its meta, with no click of its own."""
+    return with_meta(
+        woo_order(),
+        _bc_session_id=session,
+        _bc_ttclid=None,
+        _bc_ttp=None,
+        _wc_order_attribution_session_entry=None,
+        _wc_order_attribution_utm_source=None,
+    )
+
+
+class TestWooCommerceOrders:
+    def test_meta_session_brings_the_sessions_signals(self, shop: Gateway) -> None:
+        """An order with _bc_session_id in meta_data: the session's ttclid and UTM count,
+        and the stored conversion took the session's ttclid and _ttp."""
+        land(shop, ttclid="E.C.P.WOO", ttp="ttp.woo")
+        response = shop.woocommerce(woocommerce_order(SID))
+        assert response.status_code == 200, response.text
+        assert evidence(shop, "727") == (
+            1,
+            {"ttclid": "landing_session", "utm_source": "landing_session"},
+            SID,
+        )
+        ((payload, stitched),) = shop.query("SELECT payload, stitched FROM conversions")
+        user = orjson.loads(payload)["user"]
+        assert (user["ttclid"], user["ttp"]) == ("E.C.P.WOO", "ttp.woo")
+        assert orjson.loads(stitched)["matched_by"] == "session_id"
+
+    def test_google_session_is_not_attributed(self, shop: Gateway) -> None:
+        """The same order after a google landing: not TikTok-attributed."""
+        land(shop, utm_source="google")
+        assert shop.woocommerce(woocommerce_order(SID)).status_code == 200
+        assert evidence(shop, "727") == (0, {}, SID)
+
+    def test_unpaid_order_keeps_its_session_until_paid(self, shop: Gateway) -> None:
+        """A pending order is ledgered with its session id; once paid, the session's
+        evidence is there too."""
+        land(shop)
+        pending = woocommerce_order(SID) | {"status": "pending", "date_paid_gmt": None}
+        assert shop.woocommerce(pending, delivery_id="d-1").status_code == 200
+        assert evidence(shop, "727") == (0, {}, SID)
+        paid = shop.woocommerce(woocommerce_order(SID), topic="order.updated", delivery_id="d-2")
+        assert paid.json()["status"] == "accepted"
+        assert evidence(shop, "727") == (1, {"utm_source": "landing_session"}, SID)
 
 
 def invoice_paid(session: str) -> dict[str, Any]:

@@ -17,8 +17,8 @@ import stripe as stripe_sdk
 
 from backchannel.destinations import tiktok
 from backchannel.destinations.base import Target
-from backchannel.events import normalize
-from backchannel.sources import SourceError, ledger, shopify, stripe
+from backchannel.events import Lead, normalize
+from backchannel.sources import SourceError, csv_import, ledger, shopify, stripe
 from backchannel.sources.ledger import Signal
 
 from .helpers import SHOP, SHOPIFY_SECRET, STRIPE_SECRET, fixture, sha, shopify_signature
@@ -153,6 +153,12 @@ class TestShopifyMapping:
             "query": None,
             "description": None,
             "consent": None,
+            "lead": None,
+            "num_items": None,
+            "delivery_category": None,
+            "predicted_ltv": None,
+            "travel": None,
+            "vehicle": None,
         }
 
     def test_documented_order_gives_this_exact_tiktok_body(self) -> None:
@@ -454,6 +460,37 @@ class TestStripeMapping:
             "session_id": "s_9f8e7d6c5b",
         }
 
+    def test_lead_id_in_metadata_becomes_the_lead(self) -> None:
+        """metadata lead_id / lead_event_source -> the canonical lead, and TikTok's body
+        carries it as {lead_id, lead_event_source}."""
+        event = fixture("stripe_invoice_paid.json")
+        details = event["data"]["object"]["parent"]["subscription_details"]
+        details["metadata"].update(lead_id="7301234567890123456", lead_event_source="HubSpot")
+        mapped = stripe.map_event(event)
+        assert mapped.conversion is not None
+        assert mapped.conversion["lead"] == {"id": "7301234567890123456", "source": "HubSpot"}
+        conversion = normalize(mapped.conversion, now=NOW).conversion
+        body = tiktok.build_body([conversion], Target(base_url="", pixel="CPIX", token="t"))
+        assert body["data"][0]["lead"] == {
+            "lead_id": "7301234567890123456",
+            "lead_event_source": "HubSpot",
+        }
+
+    def test_lead_source_defaults_to_stripe(self) -> None:
+        """A lead_id without lead_event_source names Stripe, where the event happened."""
+        event = fixture("stripe_customer_created.json")
+        event["data"]["object"]["metadata"]["lead_id"] = "L-77"
+        mapped = stripe.map_event(event)
+        assert mapped.conversion is not None
+        assert mapped.conversion["lead"] == {"id": "L-77", "source": "Stripe"}
+
+    def test_no_lead_id_no_lead(self) -> None:
+        """Without a lead_id in the metadata, the conversion has no lead key."""
+        for name in ("stripe_invoice_paid.json", "stripe_subscription_created.json"):
+            mapped = stripe.map_event(fixture(name))
+            assert mapped.conversion is not None
+            assert "lead" not in mapped.conversion
+
     def test_checkout_session_shares_the_customers_signup_key(self) -> None:
         """checkout.session.completed for the same customer maps to the same event_id."""
         checkout = stripe.map_event(fixture("stripe_checkout_session_completed.json"))
@@ -567,3 +604,40 @@ class TestLedgerEvidence:
         before = copy.deepcopy(order)
         shopify.map_order(order, topic="orders/create", shop_domain=SHOP)
         assert order == before
+
+
+class TestCsvLead:
+    HEADER = "order_id,event_time,value,currency,email,lead_id,lead_event_source\n"
+
+    def test_lead_columns_become_the_lead(self) -> None:
+        """Columns lead_id and lead_event_source give the row's conversion its lead."""
+        result = csv_import.plan(
+            self.HEADER + "1001,2026-11-25T10:00:00Z,10,USD,a@example.com,7301234567,HubSpot\n",
+            now=NOW,
+        )
+        assert result.errors == []
+        [row] = result.rows
+        assert row.conversion.lead == Lead("7301234567", "HubSpot")
+
+    def test_tiktok_style_alias_and_no_source(self) -> None:
+        """A 'TikTok Lead ID' column is read as lead_id; without a source none is invented."""
+        text = (
+            "order_id,event_time,value,currency,TikTok Lead ID\n1,2026-11-25T10:00:00Z,1,USD,L-5\n"
+        )
+        [row] = csv_import.plan(text, now=NOW).rows
+        assert row.conversion.lead == Lead("L-5", None)
+
+    def test_rows_without_a_lead_id_have_no_lead(self) -> None:
+        """An empty lead_id cell gives no lead."""
+        result = csv_import.plan(
+            self.HEADER + "1002,2026-11-25T10:00:00Z,10,USD,b@example.com,,\n", now=NOW
+        )
+        assert result.rows[0].conversion.lead is None
+
+    def test_source_without_lead_id_is_a_row_error(self) -> None:
+        """A lead_event_source with no lead_id is refused naming lead.id, with its line."""
+        result = csv_import.plan(
+            self.HEADER + "1003,2026-11-25T10:00:00Z,10,USD,c@example.com,,HubSpot\n", now=NOW
+        )
+        assert result.rows == []
+        assert result.error_lines() == ["line 2: lead.id: required"]

@@ -190,6 +190,17 @@ class TestStripeWebhook:
         assert row[:7] == ("stripe", SUB, 49.0, "USD", "Subscribe", f"Subscribe-{SUB}", 1)
         assert orjson.loads(row[7]) == {"utm_source": "metadata"}
 
+    def test_lead_id_in_metadata_is_stored_as_the_lead(self, gateway: Gateway) -> None:
+        """Issue 16: a subscription's metadata lead_id / lead_event_source arrive as the
+        stored conversion's lead (the Subscribe is the lead's deep-funnel signal)."""
+        event = fixture("stripe_invoice_paid.json")
+        details = event["data"]["object"]["parent"]["subscription_details"]
+        details["metadata"].update(lead_id="7301234567890123456", lead_event_source="HubSpot")
+        response = gateway.stripe(*stripe_signed(event))
+        assert response.status_code == 200, response.text
+        [(payload,)] = gateway.query("SELECT payload FROM conversions")
+        assert orjson.loads(payload)["lead"] == {"id": "7301234567890123456", "source": "HubSpot"}
+
     def test_stale_timestamp_is_401(self, gateway: Gateway) -> None:
         """A correctly signed event older than 300 s is refused (replay protection)."""
         body, header = stripe_signed(fixture("stripe_invoice_paid.json"), int(time.time()) - 600)

@@ -150,6 +150,65 @@ class TestRecordOrders:
         assert (row.event_id, row.value, row.currency) == (None, None, None)
 
 
+class TestLedgerOnlyRowsCompleted:
+    """A row recorded without a conversion (an unpaid WooCommerce order) is completed by the
+    order's first row with one; every other repeat keeps the first row."""
+
+    def test_conversion_completes_a_ledger_only_row(self, store: Store) -> None:
+        """Pending order recorded, then paid: one row, now with the paid row's values."""
+        pending = entry("727", source="woocommerce", event_id=None, order_time=100, value=10.0)
+        assert store.record_orders([pending], NOW) == [True]
+        paid = conversion(727)
+        paid.ledger = entry(
+            "727",
+            source="woocommerce",
+            order_time=200,
+            value=29.35,
+            session_id="s-1",
+            attributed_tiktok=True,
+            evidence=orjson.dumps({"utm_source": "landing_session"}),
+        )
+        assert store.insert_conversions([paid], NOW + 5) == [True]
+        (row,) = store.orders()
+        assert (row.source, row.order_id, row.event_id) == (
+            "woocommerce",
+            "727",
+            "CompletePayment-727",
+        )
+        assert (row.order_time, row.value, row.session_id, row.attributed_tiktok) == (
+            200,
+            29.35,
+            "s-1",
+            True,
+        )
+        assert orjson.loads(row.evidence) == {"utm_source": "landing_session"}
+        assert row.recorded_at == NOW  # when the order was first recorded
+
+    def test_a_sent_order_is_never_overwritten(self, store: Store) -> None:
+        """Once a row has an event_id, neither a ledger-only row nor another conversion's
+        row changes it."""
+        first = conversion(1)
+        first.ledger = entry("1", value=10.0)
+        store.insert_conversions([first], NOW)
+        assert store.record_orders([entry("1", event_id=None, value=5.0)], NOW + 1) == [False]
+        other = conversion(1, event="Purchase")
+        other.ledger = entry("1", value=99.0, event="Purchase", event_id="Purchase-1")
+        store.insert_conversions([other], NOW + 2)
+        assert [(r.value, r.event_id) for r in store.orders()] == [(10.0, "CompletePayment-1")]
+
+    def test_ledger_only_repeats_keep_the_first(self, store: Store) -> None:
+        """Two ledger-only rows of one order (pending, then cancelled): the first stays."""
+        store.record_orders([entry("9", event_id=None, value=1.0)], NOW)
+        assert store.record_orders([entry("9", event_id=None, value=2.0)], NOW + 1) == [False]
+        assert [(r.value, r.event_id) for r in store.orders()] == [(1.0, None)]
+
+    def test_record_orders_with_an_event_id_completes_too(self, store: Store) -> None:
+        """record_orders follows the same rule and reports the completed row as written."""
+        store.record_orders([entry("5", event_id=None)], NOW)
+        assert store.record_orders([entry("5", value=7.0)], NOW + 1) == [True]
+        assert [(r.value, r.event_id) for r in store.orders()] == [(7.0, "CompletePayment-5")]
+
+
 class TestSourceState:
     def test_source_secret_set_replace_delete(self, store: Store) -> None:
         """Secrets are stored as given (ciphertext), replaced, and deleted once."""
@@ -160,6 +219,22 @@ class TestSourceState:
         assert store.delete_source_secret("stripe") is True
         assert store.delete_source_secret("stripe") is False
         assert store.get_source_secret("stripe") is None
+
+    def test_store_url_is_kept_with_the_secret(self, store: Store) -> None:
+        """The store URL is recorded with the secret, kept when a replacement gives none,
+        replaced when one is given, and gone with the secret."""
+        store.set_source_secret("woocommerce", b"c-1", NOW, "https://shop.example.com/")
+        assert store.get_source_store_url("woocommerce") == "https://shop.example.com/"
+        store.set_source_secret("woocommerce", b"c-2", NOW + 1)
+        assert store.get_source_secret("woocommerce") == b"c-2"
+        assert store.get_source_store_url("woocommerce") == "https://shop.example.com/"
+        store.set_source_secret("woocommerce", b"c-3", NOW + 2, "https://new.example.com/")
+        assert store.get_source_store_url("woocommerce") == "https://new.example.com/"
+        assert store.get_source_store_url("shopify") is None
+        store.set_source_secret("shopify", b"c", NOW)
+        assert store.get_source_store_url("shopify") is None
+        store.delete_source_secret("woocommerce")
+        assert store.get_source_store_url("woocommerce") is None
 
     def test_deliveries_are_recorded_once(self, store: Store) -> None:
         """record_delivery is True the first time only; delivery_seen is per source."""

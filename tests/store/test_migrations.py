@@ -318,6 +318,9 @@ EXPECTED_FOREIGN_KEYS |= {
     ("admin_sessions", ("member_id",), "members", ("id",)),
 }
 
+# WooCommerce source (0015): the shop (X-WC-Webhook-Source) a source's webhooks must come from
+EXPECTED_COLUMNS["source_secrets"].append(("store_url", "text", False, None))
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",

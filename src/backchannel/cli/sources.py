@@ -20,7 +20,7 @@ from backchannel.cli.common import (
 )
 
 source_app = typer.Typer(
-    help="Webhook sources (Shopify, Stripe): signing secrets, encrypted at rest.",
+    help="Webhook sources (Shopify, Stripe, WooCommerce): signing secrets, encrypted at rest.",
     no_args_is_help=True,
 )
 
@@ -35,33 +35,67 @@ def _source_name(source: str) -> str:
 
 
 @source_app.command("set")
-def source_set(source: Annotated[str, typer.Argument(help="shopify or stripe")]) -> None:
+def source_set(
+    source: Annotated[str, typer.Argument(help="shopify, stripe or woocommerce")],
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store-url",
+            help="woocommerce: the shop's URL as its webhooks send it (X-WC-Webhook-Source,"
+            " e.g. https://shop.example.com/); webhooks from any other shop are refused."
+            " Required the first time.",
+        ),
+    ] = None,
+) -> None:
     """Store a source's webhook signing secret, read from stdin (never from the command line).
 
     Several secrets may be given comma-separated while one is being rotated.
     """
+    from backchannel.sources.woocommerce import store_key
+
     name = _source_name(source)
-    secret = read_secret(
-        "secret", f"{name} webhook secret", "backchannel source set stripe < s.txt"
-    )
+    if store_url is not None and name != "woocommerce":
+        fail("--store-url: only for woocommerce")
+    if store_url is not None and store_key(store_url) is None:
+        fail(f"--store-url: {store_url!r} is not an http(s) URL such as https://shop.example.com/")
     settings = load_settings()
-    cipher = load_cipher_or_fail(settings)
     store = open_configured_store(settings)
-    existed = store.get_source_secret(name) is not None
-    store.set_source_secret(name, credentials.encrypt(cipher, secret), time.time())
-    store.audit(time.time(), "cli", "source.replace" if existed else "source.set", name)
-    store.close()
+    try:
+        if name == "woocommerce" and store_url is None and not store.get_source_store_url(name):
+            fail(
+                "--store-url: required for woocommerce: the shop's URL as its webhooks send it"
+                " (X-WC-Webhook-Source, e.g. https://shop.example.com/)"
+            )
+        secret = read_secret(
+            "secret", f"{name} webhook secret", f"backchannel source set {name} < s.txt"
+        )
+        cipher = load_cipher_or_fail(settings)
+        existed = store.get_source_secret(name) is not None
+        url = store_url.strip() if store_url is not None else None
+        store.set_source_secret(name, credentials.encrypt(cipher, secret), time.time(), url)
+        store.audit(time.time(), "cli", "source.replace" if existed else "source.set", name)
+    finally:
+        store.close()
     overridden = getattr(settings, f"{name}_webhook_secret")
     typer.echo(f"{name}: webhook secret stored encrypted")
+    if url is not None:
+        typer.echo(f"{name}: webhooks accepted from {url} only")
     if overridden:
         typer.echo(
             f"note: BACKCHANNEL_{name.upper()}_WEBHOOK_SECRET is set and wins over the stored one",
             err=True,
         )
+    if name == "woocommerce" and settings.woocommerce_store_url:
+        typer.echo(
+            "note: BACKCHANNEL_WOOCOMMERCE_STORE_URL is set and wins over the stored store URL",
+            err=True,
+        )
 
 
 @source_app.command("remove")
-def source_remove(source: Annotated[str, typer.Argument(help="shopify or stripe")]) -> None:
+def source_remove(
+    source: Annotated[str, typer.Argument(help="shopify, stripe or woocommerce")],
+) -> None:
     """Forget a source's stored webhook secret (its webhooks are then refused with 503)."""
     name = _source_name(source)
     store = open_configured_store(load_settings())

@@ -7,6 +7,11 @@ lists; ``ph`` is the E.164 digits *without* ``+``; ``client_ip_address``, ``clie
 
 Meta refuses the *whole request* when any event is older than 7 days (62 for physical_store),
 so the worker expires such events before they reach a batch.
+
+Not sent: the canonical ``lead`` (its id is the issuing platform's, e.g. TikTok's; Meta's
+``user_data.lead_id`` is Meta's own Lead Ads id, so another platform's id would match no one)
+and the ``travel``/``vehicle`` sets (TikTok's; Meta's hotel and vehicle parameters belong to
+its catalog ads and are not researched here).
 """
 
 from __future__ import annotations
@@ -175,6 +180,14 @@ def _custom_data(conversion: Conversion) -> dict[str, Any]:
         data["order_id"] = conversion.order_id
     if conversion.query is not None:
         data["search_string"] = conversion.query
+    # the canonical fields Meta documents under the same names (FBSDK custom_data.py,
+    # DeliveryCategory); a num_items given wins over the sum of the contents' quantities
+    if conversion.num_items is not None:
+        data["num_items"] = conversion.num_items
+    if conversion.delivery_category is not None:
+        data["delivery_category"] = conversion.delivery_category
+    if conversion.predicted_ltv is not None:
+        data["predicted_ltv"] = conversion.predicted_ltv
     return data
 
 

@@ -10,6 +10,12 @@ Where the reference is unsure we choose and say so:
   TikTok's docs, so we use them only when a single string would lose information).
 - the age limit of ``event_time`` is not documented; we apply Meta's 7 days (§3 suggestion).
 - ``20001`` is taken as delivered (RudderStack does so), with TikTok's message kept.
+- the search text goes as both ``query`` (legacy SDK docs, Segment) and ``search_string`` (the
+  help centre's recommended parameter for Search since 2025; RudderStack sends both).
+- ``lead`` goes with any event source that has one: Segment (maintained by TikTok) offers it
+  for ``crm`` only, RudderStack maps it for every source, and TikTok's help lists the lead id
+  as a signal for Pixel and CRM postback alike (docs/platforms/tiktok-crm.md §2.2, §6).
+- travel and vehicle properties are flat ``properties`` keys (Segment's documented sets).
 """
 
 from __future__ import annotations
@@ -133,6 +139,68 @@ def _user(conversion: Conversion) -> dict[str, Any]:
     return user
 
 
+#: canonical travel / vehicle keys -> TikTok ``properties`` keys (the same words: TikTok's
+#: documented sets are passed through; docs/platforms/tiktok-crm.md §3.1-3.2)
+TRAVEL_PROPERTIES = {
+    key: key
+    for key in (
+        "city",
+        "region",
+        "country",
+        "checkin_date",
+        "checkout_date",
+        "num_adults",
+        "num_children",
+        "num_infants",
+        "suggested_hotels",
+        "departing_departure_date",
+        "returning_departure_date",
+        "origin_airport",
+        "destination_airport",
+        "destination_ids",
+        "departing_arrival_date",
+        "returning_arrival_date",
+        "travel_class",
+        "user_score",
+        "preferred_num_stops",
+        "travel_start",
+        "travel_end",
+        "suggested_destinations",
+    )
+}
+VEHICLE_PROPERTIES = {
+    key: key
+    for key in (
+        "postal_code",
+        "make",
+        "model",
+        "year",
+        "state_of_vehicle",
+        "mileage",  # {"value": number, "unit": "MI" | "KM"}
+        "exterior_color",
+        "transmission",
+        "body_style",
+        "fuel_type",
+        "drivetrain",
+        "preferred_price_range",  # [min, max]
+        "trim",
+        "vin",
+        "interior_color",
+        "condition_of_vehicle",
+        "viewcontent_type",
+        "search_type",
+        "registration_type",
+    )
+}
+
+
+def _vertical(props: dict[str, Any], given: Mapping[str, Any], names: dict[str, str]) -> None:
+    for key, value in given.items():
+        wire = names.get(key)
+        if wire is not None:
+            props[wire] = list(value) if isinstance(value, list) else value
+
+
 def _properties(conversion: Conversion) -> dict[str, Any]:
     props: dict[str, Any] = {}
     if conversion.contents:
@@ -162,8 +230,19 @@ def _properties(conversion: Conversion) -> dict[str, Any]:
         props["shop_id"] = conversion.shop_id
     if conversion.query is not None:
         props["query"] = conversion.query
+        props["search_string"] = conversion.query
     if conversion.description is not None:
         props["description"] = conversion.description
+    if conversion.num_items is not None:
+        props["num_items"] = conversion.num_items
+    if conversion.delivery_category is not None:
+        props["delivery_category"] = conversion.delivery_category
+    if conversion.predicted_ltv is not None:
+        props["predicted_ltv"] = conversion.predicted_ltv
+    if conversion.travel:
+        _vertical(props, conversion.travel, TRAVEL_PROPERTIES)
+    if conversion.vehicle:
+        _vertical(props, conversion.vehicle, VEHICLE_PROPERTIES)
     return props
 
 
@@ -184,6 +263,11 @@ def event(conversion: Conversion) -> dict[str, Any]:
         if conversion.page_referrer is not None:
             page["referrer"] = conversion.page_referrer
         item["page"] = page
+    if conversion.lead is not None:
+        lead = {"lead_id": conversion.lead.id}
+        if conversion.lead.source is not None:
+            lead["lead_event_source"] = conversion.lead.source
+        item["lead"] = lead
     return item
 
 
@@ -355,6 +439,20 @@ def notes(conversion: Conversion, target: Target, now: float) -> list[Note]:
         found.append(Note("source", missing))
     if conversion.source == "web" and conversion.page_url is None:
         found.append(Note("page.url", "TikTok recommends page.url on web events"))
+    if conversion.source == "crm" and not (
+        conversion.lead or conversion.user.email or conversion.user.phone
+    ):
+        found.append(
+            Note(
+                "lead",
+                "TikTok matches CRM events on the lead id, email or phone; this one has none",
+            )
+        )
+    for name in ("travel", "vehicle"):
+        if conversion.source != "web" and getattr(conversion, name):
+            found.append(
+                Note(name, f"TikTok documents {name} properties for web events; sent as given")
+            )
     u = conversion.user
     if (u.ip is None) != (u.user_agent is None):
         found.append(Note("user", "TikTok matches best with ip and user_agent together"))

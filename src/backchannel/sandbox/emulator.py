@@ -55,6 +55,18 @@ class Emulator:
     #: extra routes that are not events (an OAuth token endpoint): (path, methods, handler);
     #: faults are not applied to them
     extra: tuple[tuple[str, tuple[str, ...], Handler], ...] = field(default=())
+    #: the key an accepted event is deduplicated on, read from what the inspection API
+    #: returns: Backchannel's event_id where the platform keeps one (TikTok's ``event_id``,
+    #: GA4's ``params.event_id``, Reddit's ``metadata.conversion_id``), else the platform's
+    #: own key (Google Ads: the order id). Suites that count "exactly once" per platform
+    #: read it instead of knowing each platform's body.
+    dedup_key: Callable[[Mapping[str, Any]], str] = field(
+        default=lambda item: str(item["event_id"])
+    )
+    #: credentials this emulator accepts when the sandbox is started with no account set
+    #: (by :class:`~backchannel.destinations.base.Credential` key): what suites and
+    #: benchmarks connect the destination with (``token set NAME …``) to deliver here
+    sample_credentials: Mapping[str, str] = field(default_factory=dict)
 
 
 FAULT_REJECTION = "rejected by sandbox fault injection"

@@ -573,4 +573,6 @@ EMULATOR = Emulator(
     routes=((PATH, ("POST",)), (DEBUG_PATH, ("POST",))),
     event_field="name",
     handle=handle,
+    dedup_key=lambda item: str(item["params"]["event_id"]),
+    sample_credentials={"pixel": "G-SANDBOX123", "token": "sandbox-api-secret"},
 )

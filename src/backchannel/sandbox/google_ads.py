@@ -859,4 +859,14 @@ EMULATOR = Emulator(
     event_field="conversionAction",
     handle=handle,
     extra=((TOKEN_PATH, ("POST",), token),),
+    # the default reads "event_id": what record() stores there is Google's dedup key (the
+    # order id; a click conversion keeps no event id)
+    sample_credentials={
+        "pixel": "1234567890",
+        "token": "sandbox-developer-token",
+        "client_id": "sandbox.apps.googleusercontent.com",
+        "client_secret": "sandbox-client-secret",
+        "refresh_token": "sandbox-refresh-token",
+        "conversion_actions": "CompletePayment=customers/1234567890/conversionActions/77",
+    },
 )

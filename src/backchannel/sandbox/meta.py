@@ -457,6 +457,10 @@ def _check_user(at: str, user: dict[str, Any]) -> None:
             raise invalid(detail, "Unknown User Data Parameter")
 
 
+#: Meta's DeliveryCategory values (facebook-php-business-sdk ServerSide/DeliveryCategory.php)
+DELIVERY_CATEGORIES = ("in_store", "curbside", "home_delivery")
+
+
 def _check_custom(at: str, custom: Any) -> None:
     if type(custom) is not dict:
         raise invalid(f"{at}.custom_data: must be a JSON object")
@@ -478,6 +482,21 @@ def _check_custom(at: str, custom: Any) -> None:
         type(content_ids) is not list or any(type(c) is not str for c in content_ids)
     ):
         raise invalid(f"{at}.custom_data.content_ids: must be a list of strings")
+    # Types from Meta's SDK (custom_data.py param_types; DeliveryCategory enum)
+    num_items = custom.get("num_items")
+    if num_items is not None and type(num_items) is not int:
+        raise invalid(f"{at}.custom_data.num_items: must be an integer")
+    predicted_ltv = custom.get("predicted_ltv")
+    if predicted_ltv is not None and not is_number(predicted_ltv):
+        raise invalid(f"{at}.custom_data.predicted_ltv: must be a number")
+    search_string = custom.get("search_string")
+    if search_string is not None and type(search_string) is not str:
+        raise invalid(f"{at}.custom_data.search_string: must be a string")
+    category = custom.get("delivery_category")
+    if category is not None and category not in DELIVERY_CATEGORIES:
+        raise invalid(
+            f"{at}.custom_data.delivery_category: must be one of {', '.join(DELIVERY_CATEGORIES)}"
+        )
 
 
 # --- the HTTP endpoint --------------------------------------------------------------------
@@ -540,4 +559,5 @@ EMULATOR = Emulator(
     routes=((PATH, ("POST",)),),
     event_field="event_name",
     handle=handle,
+    sample_credentials={"pixel": "1234567890123", "token": "sandbox-access-token"},
 )

@@ -22,6 +22,7 @@ silently useless, and a sandbox that accepted them would hide them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,88 @@ CURRENCIES = frozenset(
     """.split()
 )
 CONTENT_TYPES = frozenset({"product", "product_group"})
+
+# --- properties (reference §2.4; docs/platforms/tiktok-crm.md §3) -------------------------
+# How each documented ``properties`` key is checked. Like ``data[]`` items and ``user``,
+# anything else is refused as an unknown field (assumption: TikTok may ignore keys it does not
+# know; a misspelt ``num_item`` would then be lost without a word, so the sandbox says so).
+# Kept here rather than imported from the client on purpose (see CURRENCIES).
+_STR, _NUM, _INT, _STRS, _DATE, _ENUM, _MILEAGE, _RANGE = range(8)
+DELIVERY_CATEGORIES = ("in_store", "curbside", "home_delivery")
+PROPERTY_ENUMS: dict[str, tuple[str, ...]] = {
+    "delivery_category": DELIVERY_CATEGORIES,
+    "travel_class": ("eco", "prem", "bus", "first"),
+    "state_of_vehicle": ("New", "Used", "CPO"),
+    "transmission": ("Automatic", "Manual", "Other"),
+    "body_style": (
+        "Convertible", "Coupe", "Hatchback", "Minivan", "Truck", "SUV", "Sedan", "Van",
+        "Wagon", "Crossover", "Other",
+    ),
+    "fuel_type": ("Diesel", "Electric", "Flex", "Gasoline", "Hybrid", "Other"),
+    "drivetrain": ("AWD", "FOUR_WD", "FWD", "RWD", "TWO_WD", "Other"),
+    "condition_of_vehicle": ("Excellent", "Good", "Fair", "Poor", "Other"),
+}  # fmt: skip
+PROPERTY_FIELDS: dict[str, int] = {
+    # standard properties; contents, content_ids, currency, value, content_type have their
+    # own checks below
+    "query": _STR,
+    "search_string": _STR,
+    "description": _STR,
+    "order_id": _STR,
+    "shop_id": _STR,
+    "num_items": _NUM,
+    "predicted_ltv": _NUM,
+    "delivery_category": _ENUM,
+    # travel
+    "city": _STR,
+    "region": _STR,
+    "country": _STR,
+    "checkin_date": _STR,
+    "checkout_date": _STR,
+    "num_adults": _NUM,
+    "num_children": _NUM,
+    "num_infants": _NUM,
+    "suggested_hotels": _STRS,
+    "departing_departure_date": _DATE,
+    "returning_departure_date": _DATE,
+    "departing_arrival_date": _DATE,
+    "returning_arrival_date": _DATE,
+    "origin_airport": _STR,
+    "destination_airport": _STR,
+    "destination_ids": _STRS,
+    "travel_class": _ENUM,
+    "user_score": _NUM,
+    "preferred_num_stops": _INT,
+    "travel_start": _DATE,
+    "travel_end": _DATE,
+    "suggested_destinations": _STRS,
+    # vehicle
+    "postal_code": _STR,
+    "make": _STR,
+    "model": _STR,
+    "year": _NUM,
+    "state_of_vehicle": _ENUM,
+    "mileage": _MILEAGE,
+    "exterior_color": _STR,
+    "interior_color": _STR,
+    "transmission": _ENUM,
+    "body_style": _ENUM,
+    "fuel_type": _ENUM,
+    "drivetrain": _ENUM,
+    "preferred_price_range": _RANGE,
+    "trim": _STR,
+    "vin": _STR,
+    "condition_of_vehicle": _ENUM,
+    "viewcontent_type": _STR,
+    "search_type": _STR,
+    "registration_type": _STR,
+}
+_OWN_CHECKS = frozenset({"contents", "content_ids", "currency", "value", "content_type"})
+#: the travel date formats TikTok documents: YYYYMMDD, YYYY-MM-DD, YYYY-MM-DDThh:mmTZD,
+#: YYYY-MM-DDThh:mm:ssTZD
+TRAVEL_DATE = re.compile(r"\d{8}|\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:\d{2}))?")
+VIN_MAX = 17  # "Maximum characters: 17"
+LEAD_KEYS = frozenset({"lead_id", "lead_event_source"})
 
 
 class TikTokError(Exception):
@@ -290,10 +373,33 @@ def _check_item(index: int, item: Any, oldest: float, newest: float, max_age: in
     ldu = item.get("limited_data_use")
     if ldu is not None and type(ldu) is not bool:
         raise row_error(index, "limited_data_use", "Not a valid boolean")
-    for key in ("lead", "app", "ad"):
+    lead = item.get("lead")
+    if lead is not None:
+        _check_lead(index, lead)
+    for key in ("app", "ad"):
         value = item.get(key)
         if value is not None and type(value) is not dict:
             raise row_error(index, key, "Invalid input type")
+
+
+def _check_lead(index: int, lead: Any) -> None:
+    """``{lead_id, lead_event_source}``: lead_id a non-empty string, required when ``lead`` is
+    sent (Segment, which TikTok maintains, sends the object only with a string lead_id)."""
+    if type(lead) is not dict:
+        raise row_error(index, "lead", "Invalid input type")
+    if not LEAD_KEYS.issuperset(lead):
+        key = next(k for k in lead if k not in LEAD_KEYS)
+        raise row_error(index, f"lead.{key}", "Unknown field")
+    lead_id = lead.get("lead_id")
+    if lead_id is None:
+        raise row_error(index, "lead.lead_id", _missing_or_null(lead, "lead_id"))
+    if type(lead_id) is not str:
+        raise row_error(index, "lead.lead_id", "Not a valid string")
+    if not lead_id.strip():
+        raise row_error(index, "lead.lead_id", "Shorter than minimum length 1")
+    source = lead.get("lead_event_source")
+    if source is not None and type(source) is not str:
+        raise row_error(index, "lead.lead_event_source", "Not a valid string")
 
 
 def _missing_or_null(item: dict[str, Any], key: str) -> str:
@@ -363,6 +469,58 @@ def _check_properties(index: int, properties: Any) -> None:
         type(content_type) is not str or content_type not in CONTENT_TYPES
     ):
         raise row_error(index, "properties.content_type", "Must be one of: product, product_group")
+    for key, value in properties.items():
+        if key in _OWN_CHECKS:
+            continue
+        kind = PROPERTY_FIELDS.get(key)
+        if kind is None:
+            raise row_error(index, f"properties.{key}", "Unknown field")
+        if value is None:
+            raise row_error(index, f"properties.{key}", "Field may not be null")
+        _check_property(index, f"properties.{key}", kind, value)
+
+
+def _check_property(index: int, path: str, kind: int, value: Any) -> None:
+    """One documented property against its documented type (wording: assumption, in the
+    marshmallow style of the one real 40002 message)."""
+    name = path.rsplit(".", 1)[-1]
+    if kind in (_STR, _DATE, _ENUM) and type(value) is not str:
+        raise row_error(index, path, "Not a valid string")
+    if kind == _DATE and TRAVEL_DATE.fullmatch(value) is None:
+        raise row_error(
+            index,
+            path,
+            "Not a valid date (YYYYMMDD, YYYY-MM-DD, YYYY-MM-DDThh:mmTZD, YYYY-MM-DDThh:mm:ssTZD)",
+        )
+    if kind == _ENUM and value not in PROPERTY_ENUMS[name]:
+        raise row_error(index, path, f"Must be one of: {', '.join(PROPERTY_ENUMS[name])}")
+    if name == "vin" and len(value) > VIN_MAX:
+        raise row_error(index, path, f"Longer than maximum length {VIN_MAX}")
+    if kind == _NUM and not is_number(value):
+        raise row_error(index, path, "Not a valid number")
+    if kind == _INT and type(value) is not int:
+        raise row_error(index, path, "Not a valid integer")
+    if kind == _STRS:
+        _check_strings(index, path, value)
+    if kind == _MILEAGE:
+        if type(value) is not dict:
+            raise row_error(index, path, "Invalid input type")
+        for key in value:
+            if key not in ("value", "unit"):
+                raise row_error(index, f"{path}.{key}", "Unknown field")
+        for key in ("value", "unit"):
+            if value.get(key) is None:
+                raise row_error(index, f"{path}.{key}", _missing_or_null(value, key))
+        if not is_number(value["value"]):
+            raise row_error(index, f"{path}.value", "Not a valid number")
+        if value["unit"] not in ("MI", "KM"):
+            raise row_error(index, f"{path}.unit", "Must be one of: MI, KM")
+    if kind == _RANGE:
+        if type(value) is not list or len(value) != 2:
+            raise row_error(index, path, "Must be a list of two numbers: [min, max]")
+        for position, one in enumerate(value):
+            if not is_number(one):
+                raise row_error(index, f"{path}.{position}", "Not a valid number")
 
 
 def _check_content(index: int, position: int, content: Any) -> None:
@@ -440,4 +598,5 @@ EMULATOR = Emulator(
     routes=((PATH, ("POST",)),),
     event_field="event",
     handle=handle,
+    sample_credentials={"pixel": "CSANDBOX0000000000000", "token": "sandbox-access-token"},
 )

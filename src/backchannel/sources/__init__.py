@@ -1,4 +1,4 @@
-"""Ingest adapters: Shopify and Stripe webhooks, CSV backfill, and the order ledger.
+"""Ingest adapters: Shopify, Stripe and WooCommerce webhooks, CSV backfill, the order ledger.
 
 Why adapters and not more endpoints: every source ends in the same canonical conversion
 (``backchannel.events.ConversionIn``) and the same durable write (``backchannel.ingest``), so
@@ -17,7 +17,7 @@ from typing import Any
 from backchannel.notes import Note
 from backchannel.sources.ledger import Signal
 
-SOURCES = ("shopify", "stripe")
+SOURCES = ("shopify", "stripe", "woocommerce")
 
 
 class SourceError(ValueError):
@@ -36,13 +36,19 @@ class SourceError(ValueError):
 @dataclass(slots=True)
 class Mapped:
     """What a source event becomes: a canonical conversion (``ConversionIn`` JSON) and the
-    ledger's attribution signals — or ``ignored``, the reason it maps to nothing."""
+    ledger's attribution signals — or ``ignored``, the reason it maps to nothing.
+
+    ``ledger_only`` is the reason an order is recorded in the ledger but not sent (yet): a
+    WooCommerce order that is pending, on hold, failed or cancelled. Its ledger row has no
+    event_id; the same order's first paid delivery sends the conversion and completes the row.
+    """
 
     conversion: dict[str, Any] | None = None
     signals: list[Signal] = field(default_factory=list)
     #: whether this conversion is an order for the ledger (a sign-up is not)
     order: bool = True
     ignored: str | None = None
+    ledger_only: str | None = None
 
 
 __all__ = ["SOURCES", "Mapped", "SourceError"]

@@ -17,6 +17,9 @@ underscores) names a field of :data:`FIELDS` or one of :data:`ALIASES`; ``--map 
 adds or overrides. Rows repeating an order id (line-item exports) are merged when they agree
 on the order's value and currency, and refused when they do not.
 
+A ``lead_id`` column (and ``lead_event_source``, the system the lead event comes from) gives
+the conversion its ``lead``: the ad platform's lead id, for lead quality optimisation.
+
 A ``session_id`` column names the row's landing session (bc.js's ``_bc_sid``): the sessions
 named are read with one lookup per :data:`CHUNK` ids (:func:`named_sessions`); their ttclid and
 ``utm_source`` count as ``landing_session`` evidence in the ledger, after the row's own, and
@@ -68,6 +71,10 @@ FIELDS: dict[str, str] = {
     "landing_site": "page.url",
     "utm_source": "utm_source",
     "session_id": "session_id",
+    # the ad platform's lead id (TikTok's CRM CSV names the column lead_id) and the system
+    # the lead event comes from
+    "lead_id": "lead.id",
+    "lead_event_source": "lead.source",
 }
 
 #: common export headers (normalized: lowercase, spaces as underscores) -> field
@@ -94,6 +101,8 @@ ALIASES: dict[str, str] = {
     "landing_url": "landing_site",
     "url": "landing_site",
     "browser_ip": "ip",
+    "tiktok_lead_id": "lead_id",
+    "lead_source": "lead_event_source",
 }
 
 
@@ -209,6 +218,7 @@ def _row_input(
         "event_time": _time_text(when),
     }
     user: dict[str, Any] = {}
+    lead: dict[str, str] = {}
     signals: list[Signal] = []
     for name, target in FIELDS.items():
         raw = values.get(name, "").strip()
@@ -216,6 +226,8 @@ def _row_input(
             continue
         if target.startswith("user."):
             user[target[5:]] = raw
+        elif target.startswith("lead."):
+            lead[target[5:]] = raw
         elif target == "page.url":
             if raw.startswith(("http://", "https://")):
                 item["page"] = {"url": raw}
@@ -228,6 +240,8 @@ def _row_input(
         signals.append(Signal("ttclid", user["ttclid"], "column"))
     if user:
         item["user"] = user
+    if lead:  # a lead_event_source without a lead_id: normalize names lead.id as required
+        item["lead"] = lead
     return item, signals
 
 

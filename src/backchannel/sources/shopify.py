@@ -44,15 +44,22 @@ are ignored: they would teach the ad platform about purchases that never happene
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from collections.abc import Sequence
 from typing import Any
 
 from backchannel.notes import Note
 from backchannel.sources import Mapped, SourceError
-from backchannel.sources.common import amount, currency, ident, same_digest, text
+from backchannel.sources.common import (
+    amount,
+    base64_hmac,
+    click_ids,
+    contents,
+    currency,
+    first_text,
+    ident,
+    text,
+    verify_base64_hmac,
+)
 from backchannel.sources.ledger import Signal, url_signals
 
 TOPICS = frozenset({"orders/create", "orders/paid"})
@@ -71,31 +78,12 @@ USER_ATTRIBUTES = {
 
 def signature(body: bytes, secret: str) -> str:
     """The ``X-Shopify-Hmac-Sha256`` value Shopify sends for ``body``."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+    return base64_hmac(body, secret)
 
 
 def verify(body: bytes, header: str | None, secrets: Sequence[str]) -> None:
     """Raise :class:`SourceError` (401) unless ``header`` signs ``body`` with one secret."""
-    if not header or not header.strip():
-        raise SourceError(
-            [Note("X-Shopify-Hmac-Sha256", "missing")], status=401, code="bad_signature"
-        )
-    try:
-        given = base64.b64decode(header.strip(), validate=True)
-    except ValueError:
-        raise SourceError(
-            [Note("X-Shopify-Hmac-Sha256", "not base64")], status=401, code="bad_signature"
-        ) from None
-    for secret in secrets:
-        expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-        if same_digest(expected, given):
-            return
-    raise SourceError(
-        [Note("X-Shopify-Hmac-Sha256", "does not match the body with the configured secret")],
-        status=401,
-        code="bad_signature",
-    )
+    verify_base64_hmac(body, header, secrets, header_name="X-Shopify-Hmac-Sha256")
 
 
 def _attributes(order: dict[str, Any]) -> dict[str, str]:
@@ -114,50 +102,6 @@ def _address(order: dict[str, Any]) -> dict[str, Any]:
         if isinstance(address, dict) and address:
             return address
     return {}
-
-
-def _first(*values: Any) -> str | None:
-    for value in values:
-        found = text(value)
-        if found:
-            return found
-    return None
-
-
-def _contents(order: dict[str, Any], errors: list[Note]) -> list[dict[str, Any]]:
-    items = order.get("line_items") or []
-    if not isinstance(items, list):
-        errors.append(Note("line_items", "must be an array"))
-        return []
-    contents: list[dict[str, Any]] = []
-    for index, item in enumerate(items):
-        path = f"line_items[{index}]"
-        if not isinstance(item, dict):
-            errors.append(Note(path, "must be an object"))
-            continue
-        content_id = (
-            ident(item.get("variant_id")) or ident(item.get("product_id")) or text(item.get("sku"))
-        )
-        if content_id is None:
-            content_id = ident(item.get("id"))
-        if content_id is None:
-            errors.append(Note(path, "no variant_id, product_id, sku or id"))
-            continue
-        quantity = item.get("quantity", 1)
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
-            errors.append(Note(f"{path}.quantity", "must be a whole number >= 0"))
-            continue
-        if quantity == 0:  # a removed line (order edits): nothing was bought
-            continue
-        content: dict[str, Any] = {"id": content_id, "quantity": quantity}
-        if item.get("price") is not None:
-            content["price"] = amount(item["price"], f"{path}.price", errors)
-        for key, target in (("title", "name"), ("vendor", "brand")):
-            value = text(item.get(key))
-            if value:
-                content[target] = value[:1024]
-        contents.append(content)
-    return contents
 
 
 def map_order(
@@ -187,8 +131,14 @@ def map_order(
         errors.append(Note("id", "required: the order id"))
     value = amount(order.get("total_price"), "total_price", errors)
     code = currency(order.get("currency"), "currency", errors)
-    contents = _contents(order, errors)
-    when = _first(order.get("processed_at"), order.get("created_at"))
+    items = contents(
+        order.get("line_items"),
+        errors,
+        id_keys=("variant_id", "product_id", "sku"),
+        name_key="title",
+        brand_key="vendor",
+    )
+    when = first_text(order.get("processed_at"), order.get("created_at"))
     if errors:
         raise SourceError(errors)
     if order.get("test") is True:
@@ -203,10 +153,13 @@ def map_order(
 
     user: dict[str, Any] = {}
     for key, found in (
-        ("email", _first(order.get("email"), order.get("contact_email"), customer.get("email"))),
+        (
+            "email",
+            first_text(order.get("email"), order.get("contact_email"), customer.get("email")),
+        ),
         (
             "phone",
-            _first(
+            first_text(
                 order.get("phone"),
                 customer.get("phone"),
                 address.get("phone"),
@@ -216,26 +169,19 @@ def map_order(
             ),
         ),
         ("external_id", ident(customer.get("id"))),
-        ("first_name", _first(customer.get("first_name"), address.get("first_name"))),
-        ("last_name", _first(customer.get("last_name"), address.get("last_name"))),
+        ("first_name", first_text(customer.get("first_name"), address.get("first_name"))),
+        ("last_name", first_text(customer.get("last_name"), address.get("last_name"))),
         ("zip", text(address.get("zip"))),
         ("city", text(address.get("city"))),
         ("state", text(address.get("province_code"))),
         ("country", text(address.get("country_code"))),
-        ("ip", _first(order.get("browser_ip"), client.get("browser_ip"))),
+        ("ip", first_text(order.get("browser_ip"), client.get("browser_ip"))),
         ("user_agent", text(client.get("user_agent"))),
         ("locale", text(order.get("customer_locale"))),
     ):
         if found:
             user[key] = found
-    signals: list[Signal] = []
-    for name, field in USER_ATTRIBUTES.items():
-        if attributes.get(name) and field not in user:
-            user[field] = attributes[name]
-            if field == "ttclid":
-                signals.append(Signal("ttclid", attributes[name], "note_attributes"))
-    if attributes.get("utm_source"):
-        signals.append(Signal("utm_source", attributes["utm_source"], "note_attributes"))
+    signals: list[Signal] = click_ids(attributes, USER_ATTRIBUTES, user, "note_attributes")
 
     conversion: dict[str, Any] = {
         "event": event,
@@ -247,8 +193,8 @@ def map_order(
     }
     if when:
         conversion["event_time"] = when
-    if contents:
-        conversion["contents"] = contents
+    if items:
+        conversion["contents"] = items
         conversion["content_type"] = "product"
     landing = text(order.get("landing_site"))
     page: dict[str, str] = {}

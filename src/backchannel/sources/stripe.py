@@ -29,7 +29,10 @@ Mapping (event types as Stripe documents them):
 Session and identity from ``metadata`` (the object's, and its subscription's):
 ``backchannel_session_id`` / ``bc_session_id`` / ``bc_session`` -> ``session_id``;
 ``external_id`` / ``user_id`` (or the Checkout ``client_reference_id``) -> ``external_id``;
-``ttclid``, ``ttp``, ``utm_source`` -> click id and ledger evidence.
+``ttclid``, ``ttp``, ``utm_source`` -> click id and ledger evidence; ``lead_id`` (the ad
+platform's lead id, e.g. from a TikTok lead form, which a CRM integration put on the customer)
+-> the conversion's ``lead``, with ``lead_event_source`` naming the system (default
+``Stripe``, where the event happened).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any
 
 from backchannel.notes import Note
 from backchannel.sources import Mapped, SourceError
-from backchannel.sources.common import currency, ident, same_digest, text
+from backchannel.sources.common import currency, first_text, ident, same_digest, text
 from backchannel.sources.ledger import Signal
 
 DEFAULT_TOLERANCE = 300  # seconds, as Stripe's libraries
@@ -56,6 +59,10 @@ THREE_DECIMAL = frozenset("BHD JOD KWD OMR TND".split())
 
 SESSION_KEYS = ("backchannel_session_id", "bc_session_id", "bc_session")
 EXTERNAL_ID_KEYS = ("external_id", "user_id")
+LEAD_ID_KEY = "lead_id"
+LEAD_SOURCE_KEY = "lead_event_source"
+#: the lead event's system when the metadata does not name one: the event happened in Stripe
+DEFAULT_LEAD_SOURCE = "Stripe"
 
 
 def exponent(code: str) -> int:
@@ -147,14 +154,6 @@ def _metadata(*objects: dict[str, Any]) -> dict[str, str]:
     return merged
 
 
-def _first(*values: Any) -> str | None:
-    for value in values:
-        found = text(value)
-        if found:
-            return found
-    return None
-
-
 def _identity(
     metadata: dict[str, str],
     *,
@@ -187,6 +186,14 @@ def _identity(
     return user, signals, session
 
 
+def _lead(metadata: dict[str, str]) -> dict[str, str] | None:
+    """The canonical ``lead`` from metadata ``lead_id`` / ``lead_event_source``, or None."""
+    lead_id = metadata.get(LEAD_ID_KEY)
+    if not lead_id:
+        return None
+    return {"id": lead_id, "source": metadata.get(LEAD_SOURCE_KEY) or DEFAULT_LEAD_SOURCE}
+
+
 def _time(*candidates: Any) -> int | None:
     for value in candidates:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -202,8 +209,11 @@ def _conversion(
     session: str | None,
     value: float | None = None,
     code: str | None = None,
+    lead: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     conversion: dict[str, Any] = {"event": event, "order_id": key, "source": "web", "user": user}
+    if lead is not None:
+        conversion["lead"] = lead
     if when is not None:
         conversion["event_time"] = when
     if value is not None:
@@ -225,18 +235,21 @@ def _signup(event: dict[str, Any], obj: dict[str, Any], events: Events) -> Mappe
         if customer_id is None:
             return Mapped(ignored="checkout session without a customer: not a sign-up")
         details = _dict(obj.get("customer_details"))
-        email = _first(details.get("email"), obj.get("customer_email"))
+        email = first_text(details.get("email"), obj.get("customer_email"))
         phone = text(details.get("phone"))
         address = details.get("address")
         extra = ident(obj.get("client_reference_id"))
     if customer_id is None:
         raise SourceError([Note("data.object.id", "required: the customer id")])
+    metadata = _metadata(obj)
     user, signals, session = _identity(
-        _metadata(obj), email=email, phone=phone, address=_dict(address), extra_external=extra
+        metadata, email=email, phone=phone, address=_dict(address), extra_external=extra
     )
     when = _time(obj.get("created"), event.get("created"))
     return Mapped(
-        conversion=_conversion(events.signup, customer_id, when, user, session),
+        conversion=_conversion(
+            events.signup, customer_id, when, user, session, lead=_lead(metadata)
+        ),
         signals=signals,
         order=False,
     )
@@ -286,7 +299,9 @@ def _invoice(event: dict[str, Any], obj: dict[str, Any], events: Events) -> Mapp
     value = events.contract_value if events.contract_value is not None else from_minor(paid, code)
     when = _time(_dict(obj.get("status_transitions")).get("paid_at"), event.get("created"))
     return Mapped(
-        conversion=_conversion(events.subscribe, subscription, when, user, session, value, code),
+        conversion=_conversion(
+            events.subscribe, subscription, when, user, session, value, code, _lead(metadata)
+        ),
         signals=signals,
     )
 
@@ -329,11 +344,14 @@ def _subscription(event: dict[str, Any], obj: dict[str, Any], events: Events) ->
     assert subscription is not None
     if total == 0 and events.contract_value is None:
         return Mapped(ignored="subscription worth nothing yet (free plan or discount)")
-    user, signals, session = _identity(_metadata(obj), email=None, phone=None, address={})
+    metadata = _metadata(obj)
+    user, signals, session = _identity(metadata, email=None, phone=None, address={})
     value = events.contract_value if events.contract_value is not None else from_minor(total, code)
     when = _time(event.get("created"), obj.get("start_date"))
     return Mapped(
-        conversion=_conversion(events.subscribe, subscription, when, user, session, value, code),
+        conversion=_conversion(
+            events.subscribe, subscription, when, user, session, value, code, _lead(metadata)
+        ),
         signals=signals,
     )
 

@@ -599,15 +599,31 @@ class Store(Protocol):
     # sources and ledger -----------------------------------------------------------------------
     # Conversions carrying ``NewConversion.ledger`` get their ledger row in the same transaction
     # as the conversion (inside insert_conversions); these methods cover everything else.
-    def set_source_secret(self, source: str, ciphertext: bytes, now: float) -> None: ...
+    def set_source_secret(
+        self, source: str, ciphertext: bytes, now: float, store_url: str | None = None
+    ) -> None:
+        """Store (or replace) a source's encrypted webhook secret; ``store_url`` (the shop
+        its webhooks must come from, WooCommerce) is recorded with it, None keeping the one
+        already stored."""
+        ...
 
     def get_source_secret(self, source: str) -> bytes | None: ...
+
+    def get_source_store_url(self, source: str) -> str | None:
+        """The store URL recorded with a source's secret, if any."""
+        ...
 
     def delete_source_secret(self, source: str) -> bool: ...
 
     def record_orders(self, entries: Sequence[LedgerEntry], now: float) -> list[bool]:
-        """Add ledger rows in ONE transaction; per entry, True if new, False if its
-        (source, order_id) was already there (the first row seen is kept)."""
+        """Add ledger rows in ONE transaction; per entry, True if written, False if its
+        (source, order_id) was already there (the first row seen is kept).
+
+        The one exception, here and for the ledger rows ``insert_conversions`` writes: a row
+        recorded without a conversion (``event_id`` NULL: an unpaid WooCommerce order, a
+        ``--record-only`` import) is completed by the first row of that order that has one
+        (every column but ``recorded_at`` is replaced), so the ledger says the order was
+        sent once it was."""
         ...
 
     def orders(self, *, source: str | None = None, limit: int = 1000) -> list[OrderRow]:

@@ -865,13 +865,16 @@ class PostgresStore:
             )
 
     # -- sources and ledger ---------------------------------------------------------------------
-    def set_source_secret(self, source: str, ciphertext: bytes, now: float) -> None:
+    def set_source_secret(
+        self, source: str, ciphertext: bytes, now: float, store_url: str | None = None
+    ) -> None:
         with self._pool.connection() as conn:
             conn.execute(
-                "INSERT INTO source_secrets (source, secret_encrypted, updated_at)"
-                " VALUES (%s, %b, %s) ON CONFLICT (source) DO UPDATE SET"
-                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at",
-                (source, ciphertext, now),
+                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, store_url)"
+                " VALUES (%s, %b, %s, %s) ON CONFLICT (source) DO UPDATE SET"
+                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at,"
+                " store_url = COALESCE(excluded.store_url, source_secrets.store_url)",
+                (source, ciphertext, now, store_url),
             )
 
     def get_source_secret(self, source: str) -> bytes | None:
@@ -880,6 +883,13 @@ class PostgresStore:
                 "SELECT secret_encrypted FROM source_secrets WHERE source = %s", (source,)
             ).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_source_store_url(self, source: str) -> str | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT store_url FROM source_secrets WHERE source = %s", (source,)
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def delete_source_secret(self, source: str) -> bool:
         with self._pool.connection() as conn:
@@ -1254,7 +1264,12 @@ FROM unnest(%b::text[], %b::text[], %b::int8[], %b::float8[], %b::text[], %b::te
      AS t(source, order_id, order_time, value, currency, event, event_id, session_id,
           attributed_tiktok, evidence, ord)
 ORDER BY t.source COLLATE "C", t.order_id COLLATE "C"
-ON CONFLICT (source, order_id) DO NOTHING
+ON CONFLICT (source, order_id) DO UPDATE SET
+    order_time = excluded.order_time, value = excluded.value, currency = excluded.currency,
+    event = excluded.event, event_id = excluded.event_id, session_id = excluded.session_id,
+    attributed_tiktok = excluded.attributed_tiktok, evidence = excluded.evidence
+    -- a row recorded without a conversion is completed by the first row that has one
+    WHERE orders.event_id IS NULL AND excluded.event_id IS NOT NULL
 RETURNING source, order_id
 """
 
@@ -1269,7 +1284,8 @@ def _order_row(row: Sequence[Any]) -> OrderRow:
 def _insert_ledger(
     conn: psycopg.Connection[tuple[Any, ...]], entries: Sequence[LedgerEntry], now: float
 ) -> list[bool]:
-    """Insert ledger rows inside the caller's transaction; the first row per key wins.
+    """Insert ledger rows inside the caller's transaction; the first row per key wins, except
+    that a row without a conversion is completed by the first one with (``_INSERT_LEDGER``).
 
     Rows go in key order (as conversions do) so two nodes writing overlapping orders cannot
     deadlock; repeats of a key within ``entries`` are dropped before the statement.

@@ -784,13 +784,16 @@ class SqliteStore:
         return [(label, bytes(c)) for label, c in [*tokens, *extras, *secrets]]
 
     # -- sources and ledger ---------------------------------------------------------------------
-    def set_source_secret(self, source: str, ciphertext: bytes, now: float) -> None:
+    def set_source_secret(
+        self, source: str, ciphertext: bytes, now: float, store_url: str | None = None
+    ) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT INTO source_secrets (source, secret_encrypted, updated_at)"
-                " VALUES (?, ?, ?) ON CONFLICT (source) DO UPDATE SET"
-                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at",
-                (source, ciphertext, now),
+                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, store_url)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET"
+                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at,"
+                " store_url = COALESCE(excluded.store_url, source_secrets.store_url)",
+                (source, ciphertext, now, store_url),
             )
 
     def get_source_secret(self, source: str) -> bytes | None:
@@ -799,6 +802,13 @@ class SqliteStore:
                 "SELECT secret_encrypted FROM source_secrets WHERE source = ?", (source,)
             ).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_source_store_url(self, source: str) -> str | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT store_url FROM source_secrets WHERE source = ?", (source,)
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def delete_source_secret(self, source: str) -> bool:
         with self._write() as db:
@@ -1260,16 +1270,30 @@ def _order_row(row: Sequence[Any]) -> OrderRow:
     return OrderRow(*values)
 
 
+#: one ledger row: the first row per (source, order_id) wins, with one update (see
+#: ``Store.record_orders``): a row recorded without a conversion (event_id NULL) takes the
+#: values of the first row of its order that has one
+_INSERT_LEDGER = (
+    "INSERT INTO orders (source, order_id, order_time, value, currency, event, event_id,"
+    " session_id, attributed_tiktok, evidence, recorded_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, order_id)"
+    " DO UPDATE SET order_time = excluded.order_time, value = excluded.value,"
+    " currency = excluded.currency, event = excluded.event, event_id = excluded.event_id,"
+    " session_id = excluded.session_id, attributed_tiktok = excluded.attributed_tiktok,"
+    " evidence = excluded.evidence"
+    " WHERE orders.event_id IS NULL AND excluded.event_id IS NOT NULL"
+)
+
+
 def _insert_ledger(
     db: sqlite3.Connection, entries: Sequence[LedgerEntry], now: float
 ) -> list[bool]:
-    """Insert ledger rows inside the caller's transaction; the first row per key wins."""
+    """Insert ledger rows inside the caller's transaction; the first row per key wins, except
+    that a row without a conversion is completed by the first one with (``_INSERT_LEDGER``)."""
     results: list[bool] = []
     for e in entries:
         cursor = db.execute(
-            "INSERT INTO orders (source, order_id, order_time, value, currency, event, event_id,"
-            " session_id, attributed_tiktok, evidence, recorded_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, order_id) DO NOTHING",
+            _INSERT_LEDGER,
             (
                 e.source,
                 e.order_id,

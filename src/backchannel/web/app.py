@@ -306,7 +306,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     # A plain Starlette route: the hot path skips FastAPI's dependency machinery (~25 µs a
     # request); its OpenAPI operation is added by openapi() below from INGEST_OPERATION.
     app.router.routes.insert(0, Route("/v1/events", post_events, methods=["POST"]))
-    # sources and ledger: Shopify and Stripe webhooks (backchannel.web.sources)
+    # sources and ledger: Shopify, Stripe and WooCommerce webhooks (backchannel.web.sources)
     source_routes.install(app, settings, state)
     browser_leg.install(app, settings)  # browser leg: /bc.js, /v1/collect
 

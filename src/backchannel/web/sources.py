@@ -1,26 +1,33 @@
-"""Webhook routes: ``POST /v1/sources/shopify`` and ``POST /v1/sources/stripe``.
+"""Webhook routes: ``POST /v1/sources/shopify``, ``stripe`` and ``woocommerce``.
 
 Order of work for every request, and why:
 
-1. Read the **raw** body (bounded): both signatures are over the exact bytes sent, so nothing
-   may parse or re-encode the body first.
+1. Read the **raw** body (bounded): every signature is over the exact bytes sent, so nothing
+   may parse or re-encode the body first. (WooCommerce's unsigned creation ping,
+   ``webhook_id=N``, is answered 200 here and nothing is stored.)
 2. Verify the signature against the configured secrets (environment first, else the encrypted
    ``backchannel source set`` one). No secret configured: 503, so the platform retries until
    one is set instead of the orders being dropped. Bad or missing signature: 401, nothing
    stored but a rejection note (no body, no PII) for the diagnostics page.
-3. A delivery id already processed (``X-Shopify-Webhook-Id``, Stripe's ``evt_…`` id): 200 at
-   once. This is only the fast path: correctness does not depend on it, because the order id
+   A WooCommerce webhook from another shop than the configured store URL: 403.
+3. A delivery id already processed (``X-Shopify-Webhook-Id``, Stripe's ``evt_…`` id,
+   ``X-WC-Webhook-Delivery-ID``, which WooCommerce renews on every attempt): 200 at once.
+   This is only the fast path: correctness does not depend on it, because the order id
    decides the event_id, so re-processing a delivery stores nothing new either.
 4. Map, then :func:`backchannel.ingest.ingest`: the conversion, its outbox rows and its ledger
    row are written in ONE transaction (the shared group commit). Only then 200 — acknowledged
    means committed. The delivery id is recorded after that commit: a crash in between makes
    the platform retry, and the retry is an idempotent duplicate (never a lost order).
+   An order a source maps as ``ledger_only`` (a WooCommerce order not paid yet) is normalized
+   like any conversion and only its ledger row is written (no event_id): the order exists,
+   nothing is sent; its first paid delivery completes the row.
 
-Status codes: malformed JSON 400; an unknown Shopify topic 400 (Shopify only sends topics a
-shop subscribed to this URL, so it is a misconfiguration, and Shopify's failure e-mails tell
-the merchant); missing fields and absurd values (negative totals, unknown currencies) 422
-with every ``{path, reason}``; Stripe event types we do not map 200 ``{"ignored": reason}``
-(Stripe endpoints often receive every type, and 4xx answers would get the endpoint disabled).
+Status codes: malformed JSON 400; an unknown Shopify or WooCommerce topic 400 (the platform
+only sends topics a shop subscribed to this URL, so it is a misconfiguration, and the
+platform's failure reports tell the merchant); missing fields and absurd values (negative
+totals, unknown currencies) 422 with every ``{path, reason}``; Stripe event types we do not
+map 200 ``{"ignored": reason}`` (Stripe endpoints often receive every type, and 4xx answers
+would get the endpoint disabled).
 Every 4xx/5xx is recorded in ``ingest_rejections``. A request only ever concerns one order, so
 a bad one never affects its neighbours.
 """
@@ -40,15 +47,17 @@ from starlette.routing import Route
 from backchannel import credentials
 from backchannel.config import Settings
 from backchannel.events import Conversion
-from backchannel.ingest import InvalidBatch, LedgerHook, ingest
+from backchannel.ingest import InvalidBatch, LedgerHook, ingest, prepare
 from backchannel.notes import Note
-from backchannel.sources import Mapped, SourceError, ledger, shopify, stripe
+from backchannel.sources import Mapped, SourceError, ledger, shopify, stripe, woocommerce
 from backchannel.sources.common import secrets_of
 from backchannel.store.base import LedgerEntry
 
 log = logging.getLogger("backchannel.sources")
 
 MAX_WEBHOOK_BODY = 2 * 1024 * 1024  # bytes; a 250-line Shopify order is well under 200 KiB
+#: how the sources are named in messages
+DISPLAY = {"shopify": "Shopify", "stripe": "Stripe", "woocommerce": "WooCommerce"}
 
 
 class _Response(JSONResponse):
@@ -113,7 +122,10 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     env_secrets = {
         "shopify": secrets_of(settings.shopify_webhook_secret),
         "stripe": secrets_of(settings.stripe_webhook_secret),
+        "woocommerce": secrets_of(settings.woocommerce_webhook_secret),
     }
+    woo_event = settings.woocommerce_event.strip()
+    woo_paid = settings.paid_statuses
     cipher_box: list[MultiFernet] = []
 
     async def secrets_for(source: str) -> list[str]:
@@ -149,6 +161,8 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 await runner.run(store.record_delivery, source, delivery_id, "ignored", now)
             return _Response({"ignored": reason}, status_code=200)
 
+        if mapped.ledger_only is not None:  # an order not to send (yet): the ledger only
+            return await record_only(source, mapped, delivery_id, now)
         signals = mapped.signals
 
         def hook(
@@ -183,21 +197,64 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         (item,) = result.results
         return _Response(item.as_dict() | {"source": source}, status_code=200)
 
+    async def record_only(
+        source: str, mapped: Mapped, delivery_id: str | None, now: float
+    ) -> JSONResponse:
+        """An order for the ledger alone: normalized (the same checks as a sent one), its row
+        written without an event_id, nothing enqueued."""
+        runner, store = state["runner"], state["store"]
+        assert mapped.conversion is not None
+        assert mapped.ledger_only is not None
+        results, good = prepare(
+            [mapped.conversion],
+            now=now,
+            default_region=settings.default_region,
+            strip_params=settings.strip_params,
+        )
+        if not good:
+            return await reject(source, SourceError(results[0].errors), delivery_id)
+        ((_, conversion),) = good
+        entry = ledger.entry(conversion, source, mapped.signals, utm)
+        if entry is None:  # an order always has an id and a value; nothing else gets here
+            return _Response({"ignored": mapped.ledger_only}, status_code=200)
+        entry.event_id = None  # no conversion was made for it
+        (new,) = await runner.run(store.record_orders, [entry], now)
+        if delivery_id:
+            await runner.run(store.record_delivery, source, delivery_id, "ignored", time.time())
+        return _Response(
+            {
+                "ignored": mapped.ledger_only,
+                "order_id": conversion.order_id,
+                "ledger": "recorded" if new else "already recorded",
+                "source": source,
+            },
+            status_code=200,
+        )
+
     async def required_secrets(source: str) -> list[str]:
         """The source's webhook secrets; none configured is a 503 so the platform retries."""
         found = await secrets_for(source)
         if not found:
+            how = "--store-url URL < secret.txt" if source == "woocommerce" else "< secret.txt"
             raise SourceError(
                 [
                     Note(
                         "secret",
-                        f"no {source.capitalize()} webhook secret configured: run `backchannel"
-                        f" source set {source}` or set BACKCHANNEL_{source.upper()}_WEBHOOK_SECRET",
+                        f"no {DISPLAY[source]} webhook secret configured: run `backchannel"
+                        f" source set {source} {how}` or set"
+                        f" BACKCHANNEL_{source.upper()}_WEBHOOK_SECRET",
                     )
                 ],
                 status=503,
                 code="not_configured",
             )
+        return found
+
+    async def store_url_for(source: str) -> str | None:
+        """The shop a source's webhooks must come from: the setting, else the stored one."""
+        if settings.woocommerce_store_url and settings.woocommerce_store_url.strip():
+            return settings.woocommerce_store_url.strip()
+        found: str | None = await state["runner"].run(state["store"].get_source_store_url, source)
         return found
 
     async def seen_before(source: str, delivery_id: str | None) -> bool:
@@ -260,6 +317,33 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             return await unusable_secret("stripe", exc, delivery_id)
         return await accept("stripe", mapped, delivery_id, now)
 
+    async def woocommerce_webhook(request: Request) -> JSONResponse:
+        now = time.time()
+        header = request.headers.get("x-wc-webhook-delivery-id") or ""
+        delivery_id = header.strip()[:256] or None
+        try:
+            body = await _raw_body(request)
+            if woocommerce.is_ping(body):  # sent when the webhook is saved: unsigned, no data
+                return _Response({"status": "ping"}, status_code=200)
+            secrets = await required_secrets("woocommerce")
+            woocommerce.verify(body, request.headers.get("x-wc-webhook-signature"), secrets)
+            shop = (request.headers.get("x-wc-webhook-source") or "").strip() or None
+            woocommerce.check_store(await store_url_for("woocommerce"), shop)
+            if await seen_before("woocommerce", delivery_id):
+                return _Response({"status": "duplicate", "delivery_id": delivery_id})
+            topic = (request.headers.get("x-wc-webhook-topic") or "").strip()
+            mapped = woocommerce.map_order(
+                _json(body), topic=topic, store_url=shop, event=woo_event, paid_statuses=woo_paid
+            )
+        except SourceError as exc:
+            return await reject("woocommerce", exc, delivery_id)
+        except credentials.SecretError as exc:
+            return await unusable_secret("woocommerce", exc, delivery_id)
+        return await accept("woocommerce", mapped, delivery_id, now)
+
     # Plain Starlette routes, like /v1/events: the raw body is read by the handler itself.
     app.router.routes.insert(0, Route("/v1/sources/shopify", shopify_webhook, methods=["POST"]))
     app.router.routes.insert(0, Route("/v1/sources/stripe", stripe_webhook, methods=["POST"]))
+    app.router.routes.insert(
+        0, Route("/v1/sources/woocommerce", woocommerce_webhook, methods=["POST"])
+    )
