@@ -66,6 +66,7 @@ NOT_DASHBOARD_POSTS = {
     "/v1/collect",  # site key
     "/v1/sources/shopify",  # webhook signature
     "/v1/sources/stripe",  # webhook signature
+    "/v1/sources/woocommerce",  # webhook signature
 }
 #: a form with something for every dashboard action, so that a missing check would act
 EVERYTHING = {
