@@ -119,12 +119,12 @@ class RangeError(ParamError):
 
 def bad_request(error: ValueError, status: int = 400) -> JSONResponse:
     """The dashboard's JSON error: ``{"error", "errors": [{path, reason}]}`` with the
-    parameter named (``not_found`` for a 404)."""
+    parameter named (``not_found`` for a 404, ``forbidden`` for a 403)."""
     message = str(error)
     path, _, reason = message.partition(": ")
     return JSONResponse(
         {
-            "error": "not_found" if status == 404 else "bad_request",
+            "error": {403: "forbidden", 404: "not_found"}.get(status, "bad_request"),
             "errors": [{"path": path, "reason": reason or message}],
         },
         status_code=status,
