@@ -18,10 +18,16 @@ cross-origin ``sendBeacon`` needs no CORS preflight)::
      "utm": {"source": "…", "medium": "…", "campaign": "…", "content": "…", "term": "…"},
      "load_time_ms": 812, "pixel": "loaded" | "blocked" | "absent",
      "page_view": true,
+     "checkout_token": "84ad7857…",   # Shopify custom pixel: checkout.token of a completed
+                                      # checkout (the orders/create webhook's checkout_token)
      "events": [{"event": "CompletePayment", "event_id": "CompletePayment-1001",
                  "at": 1790000000123},                      # platform: TikTok's (the default)
                 {"event": "purchase", "event_id": "1001",   # gtag: the transaction_id
                  "at": 1790000000124, "platform": "google"}]}
+
+The same message comes from ``bc.js`` and from the Shopify custom pixel (``backchannel snippet
+shopify``), which reads the same cookies through Shopify's ``browser.cookie`` API and adds
+``checkout_token`` when a checkout completes (see :mod:`backchannel.shopify_pixel`).
 
 No PII is collected: no email, phone or name travels on this path (bc.js never reads forms).
 The visitor's IP and user agent are taken from the request itself (the browser's own
@@ -128,6 +134,9 @@ class CollectIn(_Strict):
     utm: UtmIn | None = None
     load_time_ms: Annotated[int, Field(ge=0, le=600_000)] | None = None
     pixel: Literal["loaded", "blocked", "absent"] | None = None
+    #: Shopify's checkout token (checkout_completed's ``checkout.token``): 32 hex characters
+    #: in every capture seen, so 256 leaves room without storing junk
+    checkout_token: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     events: Annotated[list[BrowserEventIn], Field(max_length=MAX_EVENTS)] = []
 
 
@@ -225,6 +234,7 @@ def parse_collect(
         pixel_status=message.pixel or "absent",
         page_view=message.page_view,
         ids=dict(message.ids),
+        checkout_token=(message.checkout_token or "").strip() or None,
     )
     events = [
         BrowserEvent(
@@ -254,6 +264,7 @@ _TEXT_FIELDS = (
     "gbraid",
     "wbraid",
     "ga_client_id",
+    "checkout_token",
 )
 _UTM_FIELDS = ("source", "medium", "campaign", "content", "term")
 

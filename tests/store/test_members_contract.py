@@ -156,7 +156,7 @@ class TestSessionsAndKeys:
         admin = store.add_key("ops", "admin", "bc_adm", "hash-1", NOW, role="viewer")
         ingest = store.add_key("shop", "ingest", "bc_liv", "hash-2", NOW)
         assert store.find_key("hash-1") == KeyRecord(
-            admin, "ops", "admin", "bc_adm", NOW, None, "viewer"
+            admin, "ops", "admin", "bc_adm", NOW, None, role="viewer"
         )
         assert store.find_key("hash-2") == KeyRecord(ingest, "shop", "ingest", "bc_liv", NOW, None)
         assert [k.role for k in store.list_keys()] == ["viewer", None]

@@ -321,6 +321,17 @@ EXPECTED_FOREIGN_KEYS |= {
 # WooCommerce source (0015): the shop (X-WC-Webhook-Source) a source's webhooks must come from
 EXPECTED_COLUMNS["source_secrets"].append(("store_url", "text", False, None))
 
+# The Shopify custom pixel (0016): site keys that may post from an opaque origin, and which
+# landing session completed which checkout (the webhook's checkout_token finds it)
+EXPECTED_COLUMNS["api_keys"].append(("allow_null_origin", "int", True, "0"))
+EXPECTED_COLUMNS["checkout_sessions"] = [
+    ("checkout_token", "text", True, None),
+    ("session_id", "text", True, None),
+    ("seen_at", "real", True, None),
+]
+EXPECTED_PRIMARY_KEYS["checkout_sessions"] = ("checkout_token",)
+EXPECTED_INDEXES["checkout_sessions_session"] = ("checkout_sessions", ("session_id",), None)
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",

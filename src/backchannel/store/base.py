@@ -101,6 +101,9 @@ class KeyRecord:
     prefix: str
     created_at: float
     revoked_at: float | None
+    #: a site key that may post to /v1/collect from an opaque origin (``Origin: null``): a
+    #: Shopify custom pixel's sandboxed iframe (see backchannel.web.collect)
+    allow_null_origin: bool = False
     #: an admin key's role (owner | editor | viewer; host-wide); None for other scopes
     role: str | None = None
 
@@ -264,6 +267,9 @@ class SessionUpdate:
     load_time_ms: int | None = None
     pixel_status: str = "absent"
     page_view: bool = True
+    #: a Shopify checkout this session completed (the custom pixel's checkout.token): stored
+    #: in ``checkout_sessions`` in the same transaction, first report wins
+    checkout_token: str | None = None
     #: the other platforms' ids (identifiers.generic()), by field; merged into the session's
     ids: dict[str, str] = field(default_factory=dict)
 
@@ -499,6 +505,7 @@ class Store(Protocol):
         key_hash: str,
         now: float,
         *,
+        allow_null_origin: bool = False,
         role: str | None = None,
     ) -> int:
         """Store a key's hash. ``role``: an admin key's role (an admin key without one
@@ -665,6 +672,11 @@ class Store(Protocol):
     ) -> list[SessionMatch]:
         """The stitching lookup, one indexed query: every session named by id, and for each
         ttclid and email hash the most recently seen session carrying it."""
+        ...
+
+    def checkout_session(self, checkout_token: str) -> str | None:
+        """The landing session that reported this Shopify checkout token (the custom pixel's
+        checkout_completed), or None: how an ``orders/create`` webhook finds its session."""
         ...
 
     def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:

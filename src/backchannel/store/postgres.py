@@ -553,13 +553,14 @@ class PostgresStore:
         key_hash: str,
         now: float,
         *,
+        allow_null_origin: bool = False,
         role: str | None = None,
     ) -> int:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at, role)"
-                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (name, scope, prefix, key_hash, now, role),
+                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at,"
+                " allow_null_origin, role) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (name, scope, prefix, key_hash, now, 1 if allow_null_origin else 0, role),
             ).fetchone()
         assert row is not None
         return int(row[0])
@@ -567,19 +568,17 @@ class PostgresStore:
     def find_key(self, key_hash: str) -> KeyRecord | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at, role FROM api_keys"
-                " WHERE key_hash = %s",
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = %s",  # noqa: S608
                 (key_hash,),
             ).fetchone()
-        return KeyRecord(*row) if row else None
+        return _key_record(row) if row else None
 
     def list_keys(self) -> list[KeyRecord]:
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at, role FROM api_keys"
-                " ORDER BY id"
+                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id"  # noqa: S608
             ).fetchall()
-        return [KeyRecord(*row) for row in rows]
+        return [_key_record(row) for row in rows]
 
     def revoke_key(self, name_or_prefix: str, now: float) -> int:
         with self._pool.connection() as conn:
@@ -1008,6 +1007,15 @@ class PostgresStore:
             # single multi-row upsert could not merge two updates of one session.
             if rows:
                 cur.executemany(_UPSERT_SESSION, rows)
+            checkouts = [
+                (u.checkout_token, u.session_id, u.at) for u in updates if u.checkout_token
+            ]
+            if checkouts:  # the first report of a checkout wins (see base.SessionUpdate)
+                cur.executemany(
+                    "INSERT INTO checkout_sessions (checkout_token, session_id, seen_at)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (checkout_token) DO NOTHING",
+                    checkouts,
+                )
             if events:
                 cur.executemany(
                     "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
@@ -1045,6 +1053,14 @@ class PostgresStore:
                 ),
             ).fetchall()
         return [SessionMatch(kind, key, LandingSession(*session)) for kind, key, *session in rows]
+
+    def checkout_session(self, checkout_token: str) -> str | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT session_id FROM checkout_sessions WHERE checkout_token = %s",
+                (checkout_token,),
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:
         if not pairs:
@@ -1106,6 +1122,9 @@ class PostgresStore:
             counts.browser_events = conn.execute(
                 "DELETE FROM browser_events WHERE session_id = ANY(%s::text[])", (ids,)
             ).rowcount
+            conn.execute(  # the Shopify checkouts it completed: they name the session
+                "DELETE FROM checkout_sessions WHERE session_id = ANY(%s::text[])", (ids,)
+            )
             rollups = rollup_sessions(row[1:] for row in rows)
             conn.execute(
                 _UPSERT_ROLLUPS,
@@ -1369,6 +1388,15 @@ _UPSERT_SESSION: Final = (
     " THEN excluded.pixel_status ELSE landing_sessions.pixel_status END,"
     " page_views = landing_sessions.page_views + excluded.page_views"
 )
+
+#: the api_keys columns, in KeyRecord's order
+_KEY_COLUMNS: Final = "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, role"
+
+
+def _key_record(row: Sequence[Any]) -> KeyRecord:
+    key_id, name, scope, prefix, created_at, revoked_at, allow_null, role = row
+    return KeyRecord(key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), role)
+
 
 _SESSION_SELECT: Final = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
 

@@ -493,13 +493,14 @@ class SqliteStore:
         key_hash: str,
         now: float,
         *,
+        allow_null_origin: bool = False,
         role: str | None = None,
     ) -> int:
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at, role)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (name, scope, prefix, key_hash, now, role),
+                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at,"
+                " allow_null_origin, role) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, scope, prefix, key_hash, now, 1 if allow_null_origin else 0, role),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -507,19 +508,17 @@ class SqliteStore:
     def find_key(self, key_hash: str) -> KeyRecord | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at, role FROM api_keys"
-                " WHERE key_hash = ?",
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?",  # noqa: S608
                 (key_hash,),
             ).fetchone()
-        return KeyRecord(*row) if row else None
+        return _key_record(row) if row else None
 
     def list_keys(self) -> list[KeyRecord]:
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at, role FROM api_keys"
-                " ORDER BY id"
+                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id"  # noqa: S608
             ).fetchall()
-        return [KeyRecord(*row) for row in rows]
+        return [_key_record(row) for row in rows]
 
     def revoke_key(self, name_or_prefix: str, now: float) -> int:
         with self._write() as db:
@@ -979,9 +978,16 @@ class SqliteStore:
                     u.landing,
                 )
             )
+        checkouts = [(u.checkout_token, u.session_id, u.at) for u in updates if u.checkout_token]
         with self._write() as db:
             if rows:
                 db.executemany(self._UPSERT_SESSION, rows)
+            if checkouts:  # the first report of a checkout wins (see base.SessionUpdate)
+                db.executemany(
+                    "INSERT OR IGNORE INTO checkout_sessions (checkout_token, session_id,"
+                    " seen_at) VALUES (?, ?, ?)",
+                    checkouts,
+                )
             if events:
                 db.executemany(
                     "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
@@ -1051,6 +1057,14 @@ class SqliteStore:
             seen.add((kind, key))
             matches.append(SessionMatch(kind, key, LandingSession(*session)))
         return matches
+
+    def checkout_session(self, checkout_token: str) -> str | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT session_id FROM checkout_sessions WHERE checkout_token = ?",
+                (checkout_token,),
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:
         if not pairs:
@@ -1130,6 +1144,10 @@ class SqliteStore:
                     f"DELETE FROM browser_events WHERE session_id IN ({marks})",  # noqa: S608
                     chunk,
                 ).rowcount
+                db.execute(  # the Shopify checkouts it completed: they name the session
+                    f"DELETE FROM checkout_sessions WHERE session_id IN ({marks})",  # noqa: S608
+                    chunk,
+                )
                 db.execute(
                     f"DELETE FROM landing_sessions WHERE session_id IN ({marks})",  # noqa: S608
                     chunk,
@@ -1257,6 +1275,15 @@ class SqliteStore:
 
 
 # -- sources and ledger: helpers ------------------------------------------------------------------
+#: the api_keys columns, in KeyRecord's order
+_KEY_COLUMNS = "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, role"
+
+
+def _key_record(row: Sequence[Any]) -> KeyRecord:
+    key_id, name, scope, prefix, created_at, revoked_at, allow_null, role = row
+    return KeyRecord(key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), role)
+
+
 _ORDER_COLUMNS = (
     "source, order_id, order_time, value, currency, event, event_id, session_id,"
     " attributed_tiktok, evidence, recorded_at"
