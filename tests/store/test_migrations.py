@@ -362,6 +362,30 @@ EXPECTED_FOREIGN_KEYS |= {
     ),
 }
 
+# Team members (0014): members, their role per property (NULL: every property), whose session
+# it is, an admin key's role.
+EXPECTED_COLUMNS["members"] = [
+    ("id", "int", True, None),
+    ("name", "text", True, None),
+    ("password_hash", "text", True, None),
+    ("created_at", "real", True, None),
+    ("disabled_at", "real", False, None),
+]
+EXPECTED_COLUMNS["member_roles"] = [
+    ("id", "int", True, None),
+    ("member_id", "int", True, None),
+    ("property_id", "int", False, None),
+    ("role", "text", True, None),
+]
+EXPECTED_COLUMNS["admin_sessions"].append(("member_id", "int", False, None))
+EXPECTED_COLUMNS["api_keys"].append(("role", "text", False, None))
+EXPECTED_PRIMARY_KEYS.update({"members": ("id",), "member_roles": ("id",)})
+EXPECTED_UNIQUE |= {("members", ("name",)), ("member_roles", ("member_id", "property_id"))}
+EXPECTED_FOREIGN_KEYS |= {
+    ("member_roles", ("member_id",), "members", ("id",)),
+    ("admin_sessions", ("member_id",), "members", ("id",)),
+}
+
 # WooCommerce source (0015): the shop (X-WC-Webhook-Source) a source's webhooks must come from
 EXPECTED_COLUMNS["source_secrets"].append(("store_url", "text", False, None))
 

@@ -17,6 +17,7 @@ from backchannel.cli import (
     backfill,
     backups,
     keys,
+    members,
     outbox,
     properties,
     report,
@@ -66,6 +67,7 @@ app.add_typer(token.token_app, name="token")
 app.add_typer(route.route_app, name="route")
 app.add_typer(sources.source_app, name="source")
 app.add_typer(admin.admin_app, name="admin")
+app.add_typer(members.member_app, name="member")
 app.add_typer(report.report_app, name="report")
 app.add_typer(snippet.snippet_app, name="snippet")
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from backchannel import credentials
+from backchannel import credentials, members
 from backchannel.cli.common import (
     PROPERTY_HELP,
     fail,
@@ -33,6 +33,12 @@ def keys_create(
             " (Origin: null), as a Shopify custom pixel's sandbox sends.",
         ),
     ] = False,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="An admin key's role on every property: owner (default), editor or viewer."
+        ),
+    ] = None,
     property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
     """Create a key and print it once. An ingest or site key writes into its property only."""
@@ -42,12 +48,25 @@ def keys_create(
         fail("--name: must not be empty")
     if allow_null_origin and scope != "collect":
         fail("--allow-null-origin: only for site keys (--scope collect)")
+    if role is not None and scope != "admin":
+        fail("--role: only an admin key has a role (--scope admin)")
     if scope == "admin" and property_name is not None:
         fail("--property: admin keys are the install's (not a property's)")
+    try:
+        key_role = members.check_role(role or members.OWNER) if scope == "admin" else None
+    except members.MemberError as exc:
+        fail(f"--{exc}")
     store = open_configured_store(load_settings())
     try:
         owner = None if scope == "admin" else property_or_fail(store, property_name).id
-        key = create_key(store, name.strip(), scope, owner, allow_null_origin=allow_null_origin)
+        key = create_key(
+            store,
+            name.strip(),
+            scope,
+            owner,
+            allow_null_origin=allow_null_origin,
+            role=key_role,
+        )
     finally:
         store.close()
     typer.echo(key)
@@ -60,9 +79,11 @@ def create_key(
     property_id: int | None,
     *,
     allow_null_origin: bool = False,
+    role: str | None = None,
 ) -> str:
     """Store a new key (its hash) of ``property_id`` (None: an admin key, the install's) with
-    an audit row; return the key, shown only this once."""
+    an audit row; return the key, shown only this once. ``role``: an admin key's (on every
+    property)."""
     key = credentials.new_api_key(scope)
     store.add_key(
         name,
@@ -72,8 +93,11 @@ def create_key(
         time.time(),
         property_id,
         allow_null_origin=allow_null_origin,
+        role=role,
     )
-    detail = f"{name} ({scope}{', null origin allowed' if allow_null_origin else ''})"
+    extra = ", null origin allowed" if allow_null_origin else ""
+    extra += f", {role} of every property" if role is not None else ""
+    detail = f"{name} ({scope}{extra})"
     store.audit(time.time(), "cli", "key.create", detail, property_id)
     return key
 
@@ -93,7 +117,8 @@ def keys_list(
             state = "revoked" if k.revoked_at else "active"
             where = names.get(k.property_id, "-") if k.property_id is not None else "-"
             null = "\tnull origin allowed" if k.allow_null_origin else ""
-            typer.echo(f"{k.prefix}…\t{k.name}\t{k.scope}\t{state}\t{where}{null}")
+            scope = k.scope if k.role is None else f"{k.scope} ({k.role})"
+            typer.echo(f"{k.prefix}…\t{k.name}\t{scope}\t{state}\t{where}{null}")
     finally:
         store.close()
 

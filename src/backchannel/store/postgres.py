@@ -43,6 +43,7 @@ from backchannel.store.base import (
     HAD_GOOGLE_CLICK,
     IN_FLIGHT,
     LIVE_STATUSES,
+    MEMBER_COLUMNS,
     PENDING,
     PURGED_IP_ACTOR,
     SESSION_COLUMNS,
@@ -55,9 +56,11 @@ from backchannel.store.base import (
     DeliveryRow,
     ForeignSession,
     GapRow,
+    Grant,
     KeyRecord,
     LandingSession,
     LedgerEntry,
+    Member,
     NewConversion,
     OrderRow,
     Property,
@@ -72,6 +75,7 @@ from backchannel.store.base import (
     foreign_sessions,
     gap_query,
     gap_row,
+    members_from_rows,
     new_lease_token,
     properties_from_rows,
     qualified_sql,
@@ -740,13 +744,23 @@ class PostgresStore:
         property_id: int | None = DEFAULT_PROPERTY,
         *,
         allow_null_origin: bool = False,
+        role: str | None = None,
     ) -> int:
         with self._pool.connection() as conn:
             row = conn.execute(
                 "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at,"
-                " allow_null_origin, property_id) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " RETURNING id",
-                (name, scope, prefix, key_hash, now, 1 if allow_null_origin else 0, property_id),
+                " allow_null_origin, role, property_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    name,
+                    scope,
+                    prefix,
+                    key_hash,
+                    now,
+                    1 if allow_null_origin else 0,
+                    role,
+                    property_id,
+                ),
             ).fetchone()
         assert row is not None
         return int(row[0])
@@ -909,16 +923,16 @@ class PostgresStore:
         with self._pool.connection() as conn:
             conn.execute("DELETE FROM admin_sessions WHERE expires_at <= %s", (s.created_at,))
             conn.execute(
-                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at)"
-                " VALUES (%s, %s, %s, %s)",
-                (s.token_hash, s.csrf_token, s.created_at, s.expires_at),
+                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at,"
+                " member_id) VALUES (%s, %s, %s, %s, %s)",
+                (s.token_hash, s.csrf_token, s.created_at, s.expires_at, s.member_id),
             )
 
     def get_admin_session(self, token_hash: str, now: float) -> AdminSession | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT token_hash, csrf_token, created_at, expires_at FROM admin_sessions"
-                " WHERE token_hash = %s AND expires_at > %s",
+                "SELECT token_hash, csrf_token, created_at, expires_at, member_id"
+                " FROM admin_sessions WHERE token_hash = %s AND expires_at > %s",
                 (token_hash, now),
             ).fetchone()
         return AdminSession(*row) if row else None
@@ -933,6 +947,105 @@ class PostgresStore:
     def delete_admin_sessions(self) -> int:
         with self._pool.connection() as conn:
             return conn.execute("DELETE FROM admin_sessions").rowcount
+
+    # -- team members ---------------------------------------------------------------------------
+    # A member's grants change only with its row locked (FOR UPDATE): NULL property ids are
+    # distinct in the UNIQUE constraint, so the lock is what keeps two concurrent changes from
+    # both inserting a host-wide grant.
+    def add_member(self, name: str, password_hash: str, grant: Grant, now: float) -> int | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT id, disabled_at FROM members WHERE name = %s FOR UPDATE", (name,)
+            ).fetchone()
+            if row is None:
+                inserted = conn.execute(
+                    "INSERT INTO members (name, password_hash, created_at) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (name) DO NOTHING RETURNING id",
+                    (name, password_hash, now),
+                ).fetchone()
+                if inserted is None:  # added by someone else meanwhile
+                    return None
+                member_id = int(inserted[0])
+            elif row[1] is None:
+                return None
+            else:  # a removed member comes back
+                member_id = int(row[0])
+                conn.execute(
+                    "UPDATE members SET password_hash = %s, disabled_at = NULL WHERE id = %s",
+                    (password_hash, member_id),
+                )
+                conn.execute("DELETE FROM member_roles WHERE member_id = %s", (member_id,))
+            conn.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (%s, %s, %s)",
+                (member_id, grant.property_id, grant.role),
+            )
+        return member_id
+
+    def _members(self, where: str, params: Sequence[Any]) -> list[Member]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {MEMBER_COLUMNS} {where}"
+                ' ORDER BY m.name COLLATE "C", m.id, r.property_id IS NOT NULL, r.property_id',
+                tuple(params),
+            ).fetchall()
+        return members_from_rows(rows)
+
+    def member_by_name(self, name: str) -> Member | None:
+        found = self._members("WHERE m.name = %s", (name,))
+        return found[0] if found else None
+
+    def member_by_id(self, member_id: int) -> Member | None:
+        found = self._members("WHERE m.id = %s", (member_id,))
+        return found[0] if found else None
+
+    def list_members(self) -> list[Member]:
+        return self._members("", ())
+
+    def set_member_grant(self, member_id: int, grant: Grant) -> None:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            conn.execute(
+                "DELETE FROM member_roles WHERE member_id = %s"
+                " AND property_id IS NOT DISTINCT FROM %s",
+                (member_id, grant.property_id),
+            )
+            conn.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (%s, %s, %s)",
+                (member_id, grant.property_id, grant.role),
+            )
+
+    def delete_member_grant(self, member_id: int, property_id: int | None) -> bool:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            deleted = conn.execute(
+                "DELETE FROM member_roles WHERE member_id = %s"
+                " AND property_id IS NOT DISTINCT FROM %s",
+                (member_id, property_id),
+            ).rowcount
+        return deleted > 0
+
+    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE members SET password_hash = %s WHERE id = %s", (password_hash, member_id)
+            )
+            ended: int = conn.execute(
+                "DELETE FROM admin_sessions WHERE member_id = %s", (member_id,)
+            ).rowcount
+        return ended
+
+    def remove_member(self, member_id: int, now: float) -> int:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            conn.execute("DELETE FROM member_roles WHERE member_id = %s", (member_id,))
+            conn.execute(
+                "UPDATE members SET password_hash = '', disabled_at = %s WHERE id = %s",
+                (now, member_id),
+            )
+            ended: int = conn.execute(
+                "DELETE FROM admin_sessions WHERE member_id = %s", (member_id,)
+            ).rowcount
+        return ended
 
     def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
         # One transaction; FOR UPDATE keeps a concurrent `token set` from slipping in between.
@@ -1618,14 +1731,14 @@ _UPSERT_SESSION: Final = (
 
 #: the api_keys columns, in KeyRecord's order
 _KEY_COLUMNS: Final = (
-    "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, property_id"
+    "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, role, property_id"
 )
 
 
 def _key_record(row: Sequence[Any]) -> KeyRecord:
-    key_id, name, scope, prefix, created_at, revoked_at, allow_null, property_id = row
+    key_id, name, scope, prefix, created_at, revoked_at, allow_null, role, property_id = row
     return KeyRecord(
-        key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), property_id
+        key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), role, property_id
     )
 
 

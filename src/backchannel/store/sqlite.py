@@ -32,6 +32,7 @@ from backchannel.store.base import (
     HAD_GOOGLE_CLICK,
     IN_FLIGHT,
     LIVE_STATUSES,
+    MEMBER_COLUMNS,
     PENDING,
     PURGED_IP_ACTOR,
     SESSION_COLUMNS,
@@ -44,9 +45,11 @@ from backchannel.store.base import (
     DeliveryRow,
     ForeignSession,
     GapRow,
+    Grant,
     KeyRecord,
     LandingSession,
     LedgerEntry,
+    Member,
     NewConversion,
     OrderRow,
     Property,
@@ -61,6 +64,7 @@ from backchannel.store.base import (
     foreign_sessions,
     gap_query,
     gap_row,
+    members_from_rows,
     new_lease_token,
     properties_from_rows,
     qualified_sql,
@@ -713,12 +717,22 @@ class SqliteStore:
         property_id: int | None = DEFAULT_PROPERTY,
         *,
         allow_null_origin: bool = False,
+        role: str | None = None,
     ) -> int:
         with self._write() as db:
             cursor = db.execute(
                 "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at,"
-                " allow_null_origin, property_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, scope, prefix, key_hash, now, 1 if allow_null_origin else 0, property_id),
+                " allow_null_origin, role, property_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    scope,
+                    prefix,
+                    key_hash,
+                    now,
+                    1 if allow_null_origin else 0,
+                    role,
+                    property_id,
+                ),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -884,16 +898,16 @@ class SqliteStore:
         with self._write() as db:
             db.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (s.created_at,))
             db.execute(
-                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?)",
-                (s.token_hash, s.csrf_token, s.created_at, s.expires_at),
+                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at,"
+                " member_id) VALUES (?, ?, ?, ?, ?)",
+                (s.token_hash, s.csrf_token, s.created_at, s.expires_at, s.member_id),
             )
 
     def get_admin_session(self, token_hash: str, now: float) -> AdminSession | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT token_hash, csrf_token, created_at, expires_at FROM admin_sessions"
-                " WHERE token_hash = ? AND expires_at > ?",
+                "SELECT token_hash, csrf_token, created_at, expires_at, member_id"
+                " FROM admin_sessions WHERE token_hash = ? AND expires_at > ?",
                 (token_hash, now),
             ).fetchone()
         return AdminSession(*row) if row else None
@@ -910,6 +924,95 @@ class SqliteStore:
     def delete_admin_sessions(self) -> int:
         with self._write() as db:
             return db.execute("DELETE FROM admin_sessions").rowcount
+
+    # -- team members ---------------------------------------------------------------------------
+    def add_member(self, name: str, password_hash: str, grant: Grant, now: float) -> int | None:
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id, disabled_at FROM members WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                cursor = db.execute(
+                    "INSERT INTO members (name, password_hash, created_at) VALUES (?, ?, ?)",
+                    (name, password_hash, now),
+                )
+                assert cursor.lastrowid is not None
+                member_id = cursor.lastrowid
+            elif row[1] is None:
+                return None
+            else:  # a removed member comes back
+                member_id = int(row[0])
+                db.execute(
+                    "UPDATE members SET password_hash = ?, disabled_at = NULL WHERE id = ?",
+                    (password_hash, member_id),
+                )
+                db.execute("DELETE FROM member_roles WHERE member_id = ?", (member_id,))
+            db.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (?, ?, ?)",
+                (member_id, grant.property_id, grant.role),
+            )
+            return member_id
+
+    def _members(self, where: str, params: Sequence[Any]) -> list[Member]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT {MEMBER_COLUMNS} {where}"
+                " ORDER BY m.name, m.id, r.property_id IS NOT NULL, r.property_id",
+                tuple(params),
+            ).fetchall()
+        return members_from_rows(rows)
+
+    def member_by_name(self, name: str) -> Member | None:
+        found = self._members("WHERE m.name = ?", (name,))
+        return found[0] if found else None
+
+    def member_by_id(self, member_id: int) -> Member | None:
+        found = self._members("WHERE m.id = ?", (member_id,))
+        return found[0] if found else None
+
+    def list_members(self) -> list[Member]:
+        return self._members("", ())
+
+    def set_member_grant(self, member_id: int, grant: Grant) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM member_roles WHERE member_id = ? AND property_id IS ?",
+                (member_id, grant.property_id),
+            )
+            db.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (?, ?, ?)",
+                (member_id, grant.property_id, grant.role),
+            )
+
+    def delete_member_grant(self, member_id: int, property_id: int | None) -> bool:
+        with self._write() as db:
+            deleted = db.execute(
+                "DELETE FROM member_roles WHERE member_id = ? AND property_id IS ?",
+                (member_id, property_id),
+            ).rowcount
+        return deleted > 0
+
+    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+        with self._write() as db:
+            db.execute(
+                "UPDATE members SET password_hash = ? WHERE id = ?", (password_hash, member_id)
+            )
+            ended: int = db.execute(
+                "DELETE FROM admin_sessions WHERE member_id = ?", (member_id,)
+            ).rowcount
+        return ended
+
+    def remove_member(self, member_id: int, now: float) -> int:
+        with self._write() as db:
+            db.execute("DELETE FROM member_roles WHERE member_id = ?", (member_id,))
+            db.execute(
+                "UPDATE members SET password_hash = '', disabled_at = ? WHERE id = ?",
+                (now, member_id),
+            )
+            ended: int = db.execute(
+                "DELETE FROM admin_sessions WHERE member_id = ?", (member_id,)
+            ).rowcount
+        return ended
 
     def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
         with self._write() as db:
@@ -1550,13 +1653,15 @@ class SqliteStore:
 
 # -- sources and ledger: helpers ------------------------------------------------------------------
 #: the api_keys columns, in KeyRecord's order
-_KEY_COLUMNS = "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, property_id"
+_KEY_COLUMNS = (
+    "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, role, property_id"
+)
 
 
 def _key_record(row: Sequence[Any]) -> KeyRecord:
-    key_id, name, scope, prefix, created_at, revoked_at, allow_null, property_id = row
+    key_id, name, scope, prefix, created_at, revoked_at, allow_null, role, property_id = row
     return KeyRecord(
-        key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), property_id
+        key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), role, property_id
     )
 
 
