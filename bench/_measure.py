@@ -332,12 +332,17 @@ def describe_open_loop(label: str, result: dict[str, Any]) -> str:
 WRK_LUA = """
 wrk.method = "POST"
 %(headers)s
+keys = {%(keys)s}
 counter = 0
 request = function()
   counter = counter + 1
   local id = tostring(counter) .. "-" .. tostring(math.random(1, 1000000000))
   local body = string.gsub([[%(template)s]], "__ID__", id)
-  return wrk.format(nil, "%(path)s", nil, body)
+  local headers = nil
+  if #keys > 0 then
+    headers = {["Authorization"] = "Bearer " .. keys[(counter %% #keys) + 1]}
+  end
+  return wrk.format(nil, "%(path)s", headers, body)
 end
 """
 
@@ -349,12 +354,17 @@ def wrk_run(
     template: str,
     seconds: int,
     connections: int = 64,
+    keys: list[str] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """``wrk`` closed loop: (requests per second, latency percentiles in ms); fails on any
-    answer that is not 2xx. ``template``: the body, ``__ID__`` replaced per request."""
+    answer that is not 2xx. ``template``: the body, ``__ID__`` replaced per request;
+    ``keys``: API keys the requests take in turn (one per property), as Bearer tokens."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     lua_headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    script.write_text(WRK_LUA % {"headers": lua_headers, "template": template, "path": path})
+    lua_keys = ", ".join(f'"{k}"' for k in keys or [])
+    script.write_text(
+        WRK_LUA % {"headers": lua_headers, "keys": lua_keys, "template": template, "path": path}
+    )
     try:
         out = subprocess.run(
             [
