@@ -2,8 +2,11 @@
 properties sees both and each link shows that property's figures; a member of one property
 never sees the other's name, and asking for it is refused.
 
-The store: property ``default`` (id 1) with 3 production conversions received today, property
-``eu`` with 1; ``both`` is viewer of each, ``solo`` viewer of ``default`` only, ``admin`` the host
+Then the "All properties" page, for host-wide members only.
+
+The store: property ``default`` (id 1) with 3 production conversions received today (one Meta
+row dead), property ``eu`` with 1 (delivered to TikTok, pending for Meta, whose connection is
+paused); ``both`` is viewer of each, ``solo`` viewer of ``default`` only, ``admin`` the host
 owner (the first password).
 """
 
@@ -20,13 +23,13 @@ import pytest
 
 from backchannel import members
 from backchannel.store import open_store
-from backchannel.store.base import Grant, Store
+from backchannel.store.base import Dead, Grant, Store
 from backchannel.web.app import Options, create_app
 from backchannel.web.auth import set_password
 from dashboard.helpers import PASSWORD, Gateway
 from dashboard.test_members import log_in
 from serve.helpers import add_key, make_settings
-from store.helpers import conversion
+from store.helpers import LEASE, conversion
 from support.server import ServerThread
 
 PASSWORDS = {"both": "both's long password", "solo": "solo's long password"}
@@ -38,6 +41,12 @@ def seed(store: Store) -> None:
     assert eu is not None
     store.insert_conversions([conversion(n) for n in (1, 2, 3)], now)
     store.insert_conversions([conversion(9, property_id=eu)], now)
+    by_label = {c.label or c.destination: c.id for c in store.list_connections(eu)}
+    (delivered,) = store.claim(by_label["tiktok"], 10, now, LEASE)
+    store.mark_delivered([delivered.outbox_id], now + 1, "ref")
+    store.set_suspension(by_label["meta"], '{"reason": "token revoked"}')
+    dead = store.claim("meta", 1, now, LEASE)  # one of default's Meta rows
+    store.mark_dead([Dead(dead[0].outbox_id, b"{}")], "refused", "{}", None)
     members.add_member(store, "both", PASSWORDS["both"], Grant(1, "viewer"), now, "cli")
     members.set_role(store, "both", "viewer", eu, now, "cli")
     members.add_member(store, "solo", PASSWORDS["solo"], Grant(1, "viewer"), now, "cli")
@@ -149,3 +158,75 @@ def test_the_host_owner_sees_every_property(gateway: Gateway) -> None:
     with httpx.Client(base_url=gateway.url, timeout=30) as client:
         assert log_in(client, "admin", PASSWORD).status_code == 303
         assert links(switcher(client.get("/admin").text)) == {"eu": "/admin?property=eu"}
+
+
+#: the figures of the seed, counted by hand from the docstring's story
+EXPECTED = [
+    {
+        "id": 1,
+        "name": "default",
+        "conversions": 3,
+        "delivered": 0,
+        "pending": 5,  # 3 TikTok + 3 Meta rows, one of them dead
+        "dead": 1,
+        "connections": 2,
+        "paused": 0,
+    },
+    {
+        "id": 2,
+        "name": "eu",
+        "conversions": 1,
+        "delivered": 1,
+        "pending": 1,
+        "dead": 0,
+        "connections": 2,
+        "paused": 1,
+    },
+]
+
+
+def test_all_properties_for_the_host(gateway: Gateway) -> None:
+    """A host-wide member sees every property's figures, each linking to that property's
+    overview; the page shows what the JSON twin says; the menu has the entry."""
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        assert log_in(client, "admin", PASSWORD).status_code == 303
+        assert client.get("/admin/api/properties").json()["properties"] == EXPECTED
+        page = client.get("/admin/properties")
+        assert page.status_code == 200
+        assert '<a href="/admin/properties">All properties</a>' in client.get("/admin").text
+        for row in EXPECTED:
+            for key, value in row.items():
+                if key not in ("id", "name"):
+                    assert f'data-figure="{row["name"]}.{key}">{value}<' in page.text, key
+        hrefs = re.findall(r'<td><a href="([^"]+)">', page.text)
+        assert [h.replace("&amp;", "&").split("&property=")[1] for h in hrefs] == [
+            "default",
+            "eu",
+        ]
+        eu = client.get(hrefs[1].replace("&amp;", "&")).text
+        assert received(eu) == 1
+
+
+def test_the_admin_key_sees_it_too(gateway: Gateway) -> None:
+    """An admin API key holds its role host-wide: the JSON twin answers it."""
+    answer = gateway.http.get("/admin/api/properties", headers=gateway.admin)
+    assert answer.status_code == 200
+    assert answer.json()["properties"] == EXPECTED
+
+
+@pytest.mark.parametrize("name", ["both", "solo"])
+def test_all_properties_is_refused_to_others(gateway: Gateway, name: str) -> None:
+    """Roles on single properties, even on all of them one by one, are not host-wide: no menu
+    entry, and 403 on the page and its JSON twin."""
+    with logged_in(gateway, name) as client:
+        assert "/admin/properties" not in client.get("/admin").text
+        assert client.get("/admin/properties").status_code == 403
+        refused = client.get("/admin/api/properties")
+        assert refused.status_code == 403
+        assert refused.json()["errors"][0]["path"] == "role"
+
+
+def test_a_bad_range_is_a_400_naming_it(gateway: Gateway) -> None:
+    answer = gateway.http.get("/admin/api/properties?from=yesterday", headers=gateway.admin)
+    assert answer.status_code == 400
+    assert answer.json()["errors"] == [{"path": "from", "reason": "not a date; use YYYY-MM-DD"}]

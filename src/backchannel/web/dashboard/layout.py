@@ -38,11 +38,12 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("gap", "/reports/gap", "Gap report"),
     ("connections", "/admin/connections", "Connections"),
     ("members", "/admin/members", "Members"),
+    ("properties", "/admin/properties", "All properties"),
 )
 #: the role a menu entry needs (others: viewer); a member without it does not see the entry
 NAV_ROLES = {"members": OWNER}
 #: menu entries for members with a host-wide grant only
-HOST_NAV: frozenset[str] = frozenset()
+HOST_NAV = frozenset({"properties"})
 
 
 def esc(value: object) -> str:
