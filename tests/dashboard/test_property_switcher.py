@@ -120,8 +120,8 @@ def test_the_links_keep_the_other_query_parameters(gateway: Gateway) -> None:
 
 
 def test_menu_links_keep_the_named_property(gateway: Gateway) -> None:
-    """On ``?property=eu`` every menu link stays on eu; without the parameter they carry none
-    (the default property, as before)."""
+    """On ``?property=eu`` every menu link stays on eu, and so does the range form; without
+    the parameter they carry none (the default property, as before)."""
     with logged_in(gateway, "both") as client:
         eu = client.get("/admin?property=eu").text
         nav = re.search(r"<nav>(.*?)</nav>", eu, re.S)
@@ -129,6 +129,9 @@ def test_menu_links_keep_the_named_property(gateway: Gateway) -> None:
         hrefs = re.findall(r'href="([^"]+)"', nav.group(1))
         assert hrefs
         assert all(h.endswith("?property=eu") for h in hrefs), hrefs
+        form = re.search(r'<form method="get" action="/admin" class="range">(.*?)</form>', eu)
+        assert form
+        assert '<input type="hidden" name="property" value="eu">' in form.group(1)
         plain = re.search(r"<nav>(.*?)</nav>", client.get("/admin").text, re.S)
         assert plain
         assert "property=" not in plain.group(1)

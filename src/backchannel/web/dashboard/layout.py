@@ -14,6 +14,7 @@ thousands separator, no unit): :func:`figure`. The Playwright tests read them wi
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -178,6 +179,17 @@ def range_form(action: str, start: date, end: date, extra: str = "") -> str:
 
 
 # --- the page -----------------------------------------------------------------------------------
+_GET_FORM = re.compile(r'(<form method="get"[^>]*>)')
+
+
+def keep_property(body: str, name: str) -> str:
+    """Every GET form of the page (the range pickers, filters) submits ``property`` too, so
+    picking a range on property eu stays on eu. Done here once rather than in each page's
+    form: every GET form of a dashboard page is about the page's property."""
+    hidden = f'<input type="hidden" name="{PROPERTY_PARAM}" value="{esc(name)}">'
+    return _GET_FORM.sub(lambda m: m.group(1) + hidden, body)
+
+
 def switch_link(admin: Admin, name: str) -> str:
     """The URL of the page being shown, on property ``name``: the same path and the same
     query parameters, ``property`` replaced."""
@@ -235,6 +247,8 @@ def render(
         if admin.via == "session"
         else ""
     )
+    if admin.property_named:
+        body = keep_property(body, admin.property_name)
     meta_refresh = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
     document = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
