@@ -88,7 +88,8 @@ def test_the_property_lookup_reads_the_store(tmp_path: Path) -> None:
         ):
             members.resolve_property(store, "eu")
         eu = store.create_property("eu", 0.0)
-        assert eu is not None and eu != 1
+        assert eu is not None
+        assert eu != 1
         assert members.resolve_property(store, "eu") == eu
         assert members.property_name(store, None) == "*"
         assert members.property_name(store, 1) == "default"
