@@ -120,9 +120,16 @@ def register(monkeypatch: pytest.MonkeyPatch) -> Destination:
 
 
 def with_extras() -> list[str]:
-    """The registered destinations that declare more than pixel and token, and the stand-in
-    when none does yet (so the tests cover Google Ads once it lands)."""
-    real = [n for n, d in registry.DESTINATIONS.items() if len(d.CREDENTIALS) > 2]
+    """The registered destinations that declare, besides pixel and token, both a plain and a
+    secret value (what the extras tests store, show and replace), and the stand-in when none
+    does yet (so the tests cover Google Ads once it lands). A destination with plain extras
+    only (Snapchat's custom_events) goes through the same code as Google Ads' plain ones."""
+    real = [
+        n
+        for n, d in registry.DESTINATIONS.items()
+        if any(c.secret for c in d.CREDENTIALS if c.key != "token")
+        and any(not c.secret for c in d.CREDENTIALS if c.key != "pixel")
+    ]
     return real or [name]
 
 
@@ -140,6 +147,8 @@ PATTERN_SAMPLES = (
     "G-ABC123DEF4",
     "CSERVETESTPIXEL",
     "998877665544",
+    "5bf81ee1-15b1-4dc1-b636-d7dae49b950e",  # a Snap Pixel ID (a UUID)
+    "PlaceAnOrder=CUSTOM_EVENT_1",  # Snapchat's custom_events
 )
 
 

@@ -218,7 +218,7 @@ class TestConnections:
     def test_unknown_destination_is_404(self, running: App) -> None:
         """A destination that does not exist: 404 naming it."""
         browser = Browser(running)
-        response = browser.post(PATH + "/snapchat", {"pixel": "123456"})
+        response = browser.post(PATH + "/friendster", {"pixel": "123456"})
         assert response.status_code == 404
         assert "destination: unknown destination" in response.text
         browser.close()

@@ -204,7 +204,7 @@ class TestDeadLetterPages:
     @pytest.mark.parametrize(
         ("query", "name"),
         [
-            ("destination=snapchat", "destination"),
+            ("destination=friendster", "destination"),
             ("page=0", "page"),
             ("page=two", "page"),
             ("page=-1", "page"),

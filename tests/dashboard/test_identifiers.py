@@ -137,12 +137,15 @@ class TestReport:
         cp, lead, sub = report.events
         assert (cp.conversions, cp.opted_out) == (3, 1)
         # the columns: the common identifiers and TikTok's and Meta's (the default
-        # destinations); Google's fields are counted too, and carried by none of these
+        # destinations); Google's and Snapchat's fields are counted too, and carried by none
+        # of these
         shown = report.identifiers
         assert {i.key: cp.share(i.key) for i in shown} == CP_SHARES
         assert cp.counts == {
             "ga_client_id": 0,
             "gclid": 0,
+            "sc_click_id": 0,
+            "sc_cookie1": 0,
             "email": 2,
             "phone": 2,
             "external_id": 1,

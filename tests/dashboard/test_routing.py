@@ -72,8 +72,8 @@ class TestRules:
             with pytest.raises(RouteError, match="events: ") as info:
                 routing.check_events(names)
             assert reason in str(info.value)
-        with pytest.raises(RouteError, match="destination: unknown destination 'snapchat'"):
-            routing.check_destination("snapchat")
+        with pytest.raises(RouteError, match="destination: unknown destination 'friendster'"):
+            routing.check_destination("friendster")
 
     def test_damaged_setting_falls_back_to_all_events(self) -> None:
         """A setting that is not a JSON list never stops delivery: it reads as all events."""
@@ -205,8 +205,8 @@ class TestCli:
             ("cli", "route.clear", "meta: all events"),
         ]
         for args, message in [
-            (("route", "set", "snapchat", "Purchase"), "unknown destination 'snapchat'"),
-            (("route", "clear", "snapchat"), "unknown destination 'snapchat'"),
+            (("route", "set", "friendster", "Purchase"), "unknown destination 'friendster'"),
+            (("route", "clear", "friendster"), "unknown destination 'friendster'"),
             (("route", "set", "meta", "purchase"), "did you mean 'Purchase'"),
         ]:
             refused = cli(app.settings, *args)

@@ -229,7 +229,7 @@ class TestToken:
     def test_empty_token_and_bad_destination_are_refused(self, cli: Cli) -> None:
         """An empty stdin or an unknown destination exits 2 with an error line."""
         assert_clean_failure(cli("token", "set", "tiktok", "--pixel", "CPIXEL0001", stdin="\n"))
-        assert_clean_failure(cli("token", "set", "snapchat", "--pixel", "P", stdin="tok\n"))
+        assert_clean_failure(cli("token", "set", "friendster", "--pixel", "P", stdin="tok\n"))
 
     def test_token_set_is_what_the_worker_sends(
         self, tmp_path: Path, deploy: StartDeployment

@@ -204,17 +204,17 @@ class TestTokenSetExtras:
         """token set/show/remove, route, replay and send name the registered destinations."""
         known = ", ".join(registry.NAMES)
         for argv in (
-            ("token", "set", "snapchat", "--pixel", "1"),
-            ("token", "show", "snapchat"),
-            ("token", "remove", "snapchat"),
-            ("route", "set", "snapchat", "Purchase"),
-            ("route", "clear", "snapchat"),
-            ("replay", "--all-dead", "--destination", "snapchat"),
-            ("send", "--dry-run", "-d", "snapchat", "-"),
+            ("token", "set", "friendster", "--pixel", "1"),
+            ("token", "show", "friendster"),
+            ("token", "remove", "friendster"),
+            ("route", "set", "friendster", "Purchase"),
+            ("route", "clear", "friendster"),
+            ("replay", "--all-dead", "--destination", "friendster"),
+            ("send", "--dry-run", "-d", "friendster", "-"),
         ):
             result = run(*argv, stdin="tok-0123456789\n")
             assert result.exit_code == 2, (argv, result.output)
-            assert "unknown destination 'snapchat'" in result.output, argv
+            assert "unknown destination 'friendster'" in result.output, argv
             assert known in result.output, argv
 
 

@@ -225,11 +225,19 @@ def create_app(
     ]
     # Platform routes after the inspection ones: Meta's /{version}/{pixel_id}/events would
     # otherwise also match /_sandbox/tiktok/events.
+    platform: list[Route] = []
     for emulator in emulators().values():
         for path, methods, handler in emulator.extra:
-            routes.append(Route(path, sandbox.side_route(emulator, handler), methods=list(methods)))
+            platform.append(
+                Route(path, sandbox.side_route(emulator, handler), methods=list(methods))
+            )
         for path, methods in emulator.routes:
-            routes.append(Route(path, sandbox.endpoint(emulator), methods=list(methods)))
+            platform.append(Route(path, sandbox.endpoint(emulator), methods=list(methods)))
+    # The real platforms live on hosts of their own; here they share one, so a route whose
+    # first segment is a parameter (Meta's /{version}/…) goes after every route that starts
+    # with a literal (Snapchat's /v3/{pixel_id}/events), which it would otherwise swallow.
+    platform.sort(key=lambda route: route.path.startswith("/{"))
+    routes.extend(platform)
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox
     return app

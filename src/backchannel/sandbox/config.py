@@ -50,6 +50,11 @@ class SandboxConfig:
     google_ads_refresh_token: str | None = None
     #: seconds an access token from ``POST /token`` lives (Google: 3600); tests shorten it
     google_ads_token_lifetime: float = 3600.0
+    #: Snapchat: the only pixel id the token may write to (else 401 "Unauthorized
+    #: resources"); None: any
+    snapchat_pixel: str | None = None
+    #: Snapchat: the ``access_token`` query parameter it takes; None: any non-empty one
+    snapchat_token: str | None = None
     #: events older than this are refused (Meta: 62 days for action_source physical_store)
     max_age_seconds: int = DEFAULT_MAX_AGE
     #: wall clock in unix seconds; injectable so tests can age events and end outages at will
