@@ -55,6 +55,10 @@ class SandboxConfig:
     snapchat_pixel: str | None = None
     #: Snapchat: the ``access_token`` query parameter it takes; None: any non-empty one
     snapchat_token: str | None = None
+    #: Pinterest: the only ad account id the events path may name (digits); None: any
+    pinterest_ad_account_id: str | None = None
+    #: Pinterest: the conversion token the Bearer header must carry; None: any non-empty one
+    pinterest_token: str | None = None
     #: events older than this are refused (Meta: 62 days for action_source physical_store)
     max_age_seconds: int = DEFAULT_MAX_AGE
     #: wall clock in unix seconds; injectable so tests can age events and end outages at will
