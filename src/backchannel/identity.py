@@ -427,13 +427,21 @@ def _short_text(path: str, raw: str | None, limit: int, notes: list[Note]) -> st
 def _form_differs(rule: Callable[[str], str], raw: RawField) -> bool:
     """Would a platform's email rule give another string than the common rule for one of
     these addresses? A cheap test (string work, no hashing) that spares hashing every
-    address twice when, as for most addresses and Google's rule, it would not."""
+    address twice when, as for most addresses and Google's rule, it would not.
+
+    An address the common rule keeps but the platform's rule cannot use (Reddit's rule
+    leaves nothing of ``+tag@example.com``) differs too: that platform must get no email
+    rather than the common form's hash, which matches nobody there."""
     for item in _as_list(raw):
         try:
-            if rule(item) != normalize_email(item):
+            common = normalize_email(item)
+        except Unusable:
+            continue  # dropped by the common rule already (and pre-hashed values land here)
+        try:
+            if rule(item) != common:
                 return True
         except Unusable:
-            continue
+            return True
     return False
 
 

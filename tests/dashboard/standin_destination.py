@@ -48,6 +48,8 @@ CREDENTIALS = (
     ),
 )
 EMAIL_FORM = ""
+EMAIL_NORMALIZER = None
+IDENTIFIERS: tuple[Any, ...] = ()
 QUALITY_WEIGHTS = {"email": 5.0, "phone": 5.0}
 IDENTIFIER_SECTION = "user"
 CLICK_IDS: tuple[str, ...] = ()

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 import pytest
 
-from backchannel.diagnostics.identifiers import identifiers_report
+from backchannel.diagnostics.identifiers import IDENTIFIERS, identifiers_report
 from backchannel.events import Conversion
 from backchannel.identity import HashedUser
 from backchannel.store import open_store
@@ -137,11 +137,15 @@ class TestReport:
         cp, lead, sub = report.events
         assert (cp.conversions, cp.opted_out) == (3, 1)
         # the columns: the common identifiers and TikTok's and Meta's (the default
-        # destinations); Google's and Snapchat's fields are counted too, and carried by none
-        # of these
+        # destinations); the other destinations' ids (Google's, Snapchat's, Pinterest's, Reddit's…) are counted
+        # too, and carried by none of these
         shown = report.identifiers
         assert {i.key: cp.share(i.key) for i in shown} == CP_SHARES
-        carried = {
+        others = {i.key: 0 for i in IDENTIFIERS if i.key not in CP_SHARES}
+        assert {"ga_client_id", "gclid", "sc_click_id", "pin_epik", "rdt_cid", "rdt_uuid"} <= set(
+            others
+        )
+        assert cp.counts == others | {
             "email": 2,
             "phone": 2,
             "external_id": 1,
@@ -151,9 +155,6 @@ class TestReport:
             "fbc": 2,
             "fbp": 2,
         }
-        # every other destination's click id and browser id is a column of zeros
-        assert {"ga_client_id", "gclid", "sc_click_id", "sc_cookie1", "pin_epik"} <= set(cp.counts)
-        assert cp.counts == dict.fromkeys(cp.counts, 0) | carried
         assert (lead.conversions, lead.opted_out) == (2, 0)
         assert {i.key: lead.share(i.key) for i in shown} == LEAD_SHARES
         # an event name seen only opted out: no base, so no share and no score

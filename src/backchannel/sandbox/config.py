@@ -59,6 +59,10 @@ class SandboxConfig:
     pinterest_ad_account_id: str | None = None
     #: Pinterest: the conversion token the Bearer header must carry; None: any non-empty one
     pinterest_token: str | None = None
+    #: Reddit: the only Pixel ID the conversion token may post to (else 403); None: any
+    reddit_pixel: str | None = None
+    #: Reddit: the conversion access token it takes as Bearer; None: any non-empty one
+    reddit_token: str | None = None
     #: events older than this are refused (Meta: 62 days for action_source physical_store)
     max_age_seconds: int = DEFAULT_MAX_AGE
     #: wall clock in unix seconds; injectable so tests can age events and end outages at will
