@@ -12,9 +12,10 @@ The contract is ``docs/platforms/snapchat.md`` (cited below as §n). What shapes
   ``event_id``, ``action_source``, ``event_source_url``, ``user_data`` and ``custom_data``.
 - **Dedup with the Snap Pixel** (§7): Snap merges a Pixel event and a CAPI event of the same
   pixel that carry the same id, the Pixel's ``client_dedup_id`` (on ``snaptr('track', …)``)
-  matching the CAPI ``event_id``. bc.js mirrors ``snaptr`` with ``client_dedup_id`` set to our
-  ``event_id``, and this module sends that same ``event_id``; purchases also carry the order
-  id as ``custom_data.order_id``.
+  matching the CAPI ``event_id``. The browser leg's ``snaptr`` mirror (bc.js, built apart
+  from this module) gives the Pixel call ``client_dedup_id`` = our ``event_id``, and this
+  module sends that same ``event_id``; purchases also carry the order id as
+  ``custom_data.order_id``.
 - **Test conversions go to the Test Event Tool**, ``POST /v3/{pixel}/events/validate`` (§1:
   "validated, not recorded"), whose ``event_logs`` name each refused event: Snap has no
   Test Events code a user copies from a console (``TEST_EVENT_CODES = False``).
