@@ -297,6 +297,10 @@ EXPECTED_COLUMNS["landing_sessions"].append(("ids", "text", False, None))
 # WooCommerce source (0015): the shop (X-WC-Webhook-Source) a source's webhooks must come from
 EXPECTED_COLUMNS["source_secrets"].append(("store_url", "text", False, None))
 
+# Dedup page (0017): a mirrored Pixel call's id looked up among the conversions' event_ids
+# (the other Pixels name events their own way, so the (event, event_id) key cannot serve)
+EXPECTED_INDEXES["conversions_event_id"] = ("conversions", ("event_id",), None)
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",
