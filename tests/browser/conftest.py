@@ -13,6 +13,7 @@ the gateway trusts 127.0.0.1 as that proxy (X-Forwarded-For).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -25,9 +26,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from typer.testing import CliRunner
 
+from backchannel import destinations as registry
+from backchannel.cli import app as cli
+from backchannel.config import Settings
 from backchannel.sandbox import SandboxConfig
 from backchannel.sandbox import create_app as create_sandbox
+from backchannel.sandbox.app import emulators
 from backchannel.web.app import Options, create_app
 from serve.helpers import (
     FAST_RETRY,
@@ -101,10 +107,57 @@ class Stack:
         hits: list[dict[str, Any]] = self.shop_http.get("/_gtag/hits").json()["hits"]
         return hits
 
+    def standin_hits(self, name: str) -> list[dict[str, Any]]:
+        """What the shop's stand-in of another Pixel (meta, snapchat, pinterest, reddit) was
+        asked to send."""
+        hits: list[dict[str, Any]] = self.shop_http.get(f"/_standin/{name}/hits").json()["hits"]
+        return hits
+
+
+def connect_all(settings: Settings) -> None:
+    """Connect every destination that is off until connected, with its emulator's sample
+    credentials, through ``backchannel token set`` as a user would (in process: typer's
+    runner), so the stack delivers to all of them (as tests/reliability's connect_all)."""
+    runner = CliRunner()
+    env = {
+        "BACKCHANNEL_DATABASE_URL": settings.database_url,
+        "BACKCHANNEL_SECRET_KEY": settings.secret_key or "",
+    }
+    for name, destination in registry.DESTINATIONS.items():
+        if destination.ON_BY_DEFAULT:
+            continue
+        sample = emulators()[name].sample_credentials
+        args = ["token", "set", name, "--pixel", sample["pixel"]]
+        stdin = [sample["token"]]
+        for credential in destination.CREDENTIALS:
+            if credential.key in ("pixel", "token") or credential.key not in sample:
+                continue
+            if credential.secret:
+                args += ["--secret", credential.key]
+                stdin.append(sample[credential.key])
+            else:
+                args += ["--set", f"{credential.key}={sample[credential.key]}"]
+        done = runner.invoke(cli, args, input="\n".join(stdin) + "\n", env=env)
+        assert done.exit_code == 0, done.output
+
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     """Sandbox, then gateway (worker delivering to the sandbox), then the shop in front."""
+    with _stack(tmp_path, every_destination=False) as built:
+        yield built
+
+
+@pytest.fixture
+def stack_all(tmp_path: Path) -> Iterator[Stack]:
+    """The same, with every destination of the registry connected (the ones off by default
+    with their emulator's sample credentials) and delivering to the one sandbox."""
+    with _stack(tmp_path, every_destination=True) as built:
+        yield built
+
+
+@contextlib.contextmanager
+def _stack(tmp_path: Path, *, every_destination: bool) -> Iterator[Stack]:
     with ExitStack() as s:
         sandbox_server = s.enter_context(
             ServerThread(
@@ -121,9 +174,12 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             tiktok_pixel=TIKTOK_PIXEL,
             meta_pixel=META_PIXEL,
             trusted_proxies=("127.0.0.1/32",),
+            destination_urls=dict.fromkeys(registry.NAMES, sandbox_server.url),
         )
         ingest_key = add_key(settings, "shop")
         site_key = add_key(settings, "site", "collect")
+        if every_destination:
+            connect_all(settings)
         gateway = s.enter_context(
             ServerThread(
                 create_app(settings, Options(worker=True, sandbox=False, retry=FAST_RETRY))
