@@ -72,6 +72,7 @@ class Stack:
     sandbox: Sandbox
     site_key: str
     shop_http: httpx.Client
+    settings: Settings | None = None
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
@@ -114,15 +115,25 @@ class Stack:
         return hits
 
 
-def connect_all(settings: Settings) -> None:
-    """Connect every destination that is off until connected, with its emulator's sample
-    credentials, through ``backchannel token set`` as a user would (in process: typer's
-    runner), so the stack delivers to all of them (as tests/reliability's connect_all)."""
-    runner = CliRunner()
+def _cli(settings: Settings, args: list[str], stdin: str) -> None:
+    """``backchannel ARGS`` against the stack's database, in process (typer's runner)."""
     env = {
         "BACKCHANNEL_DATABASE_URL": settings.database_url,
         "BACKCHANNEL_SECRET_KEY": settings.secret_key or "",
     }
+    done = CliRunner().invoke(cli, args, input=stdin, env=env)
+    assert done.exit_code == 0, done.output
+
+
+def set_admin_password(settings: Settings, password: str) -> None:
+    """``backchannel admin set-password`` (one line on stdin), as an operator would."""
+    _cli(settings, ["admin", "set-password"], password + "\n")
+
+
+def connect_all(settings: Settings) -> None:
+    """Connect every destination that is off until connected, with its emulator's sample
+    credentials, through ``backchannel token set`` as a user would (in process: typer's
+    runner), so the stack delivers to all of them (as tests/reliability's connect_all)."""
     for name, destination in registry.DESTINATIONS.items():
         if destination.ON_BY_DEFAULT:
             continue
@@ -137,8 +148,7 @@ def connect_all(settings: Settings) -> None:
                 stdin.append(sample[credential.key])
             else:
                 args += ["--set", f"{credential.key}={sample[credential.key]}"]
-        done = runner.invoke(cli, args, input="\n".join(stdin) + "\n", env=env)
-        assert done.exit_code == 0, done.output
+        _cli(settings, args, "\n".join(stdin) + "\n")
 
 
 @pytest.fixture
@@ -193,7 +203,9 @@ def _stack(tmp_path: Path, *, every_destination: bool) -> Iterator[Stack]:
             )
         )
         shop_http = s.enter_context(httpx.Client(base_url=shop.url, timeout=30))
-        yield Stack(shop.url, gateway.url, db_path(settings), sandbox, site_key, shop_http)
+        yield Stack(
+            shop.url, gateway.url, db_path(settings), sandbox, site_key, shop_http, settings
+        )
 
 
 # Module scope, not session: Playwright's sync API keeps an event loop running on this thread
