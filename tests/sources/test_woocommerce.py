@@ -176,7 +176,8 @@ class TestMapping:
             "event_id_source": "derived",
             "user": {
                 "email": [sha("john.doe@example.com")],
-                "email_forms": {},
+                # Reddit's rule drops the dot (docs/platforms/reddit.md §5); Google's keeps it
+                "email_forms": {"reddit": [sha("johndoe@example.com")]},
                 "phone": [sha("+14155552671")],  # (415) 555-2671 in the billing country US
                 "phone_digits": [sha("14155552671")],
                 "external_id": [],  # customer_id 0: a guest
