@@ -284,6 +284,25 @@ class TestValues:
         assert custom["contents"][0]["item_price"] == "10.0"
         assert custom["num_items"] == 1
 
+    def test_num_items_given_wins_and_predicted_ltv_is_a_string(self) -> None:
+        custom = event(
+            event="Subscribe",
+            value=9.99,
+            currency="USD",
+            num_items=4,
+            predicted_ltv=120.5,
+            contents=[{"id": "A", "quantity": 1}],
+            user={"email": "a@b.co"},
+        )["custom_data"]
+        assert custom == {
+            "value": "9.99",
+            "currency": "USD",
+            "content_ids": ["A"],
+            "contents": [{"id": "A", "quantity": 1}],
+            "num_items": 4,
+            "predicted_ltv": "120.5",
+        }
+
     def test_no_ldp_by_default(self) -> None:
         assert "custom_data" not in event(user={"email": "a@b.co"})
 

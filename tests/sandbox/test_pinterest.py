@@ -387,6 +387,8 @@ class TestOurBuilder:
             "currency": "USD",
             "contents": [{"id": "SKU-1", "quantity": 2, "price": 12.75, "name": "Tee"}],
             "limited_data_use": True,
+            "num_items": 2,
+            "predicted_ltv": 80.25,
             "user": {
                 "email": "Jane@Example.com",
                 "phone": "+1 415 555 2671",
@@ -425,6 +427,7 @@ class TestOurBuilder:
         assert [e["_test_event_code"] for e in kept] == [None, None, None, "test"]
         assert [e["event_name"] for e in kept] == ["checkout", "custom", "checkout", "checkout"]
         assert kept[0]["user_data"]["click_id"] == "epik-value-1"
+        assert kept[0]["custom_data"]["predicted_ltv"] == "80.25"
 
     def test_an_old_event_comes_back_as_the_failed_row(self, http: httpx.Client) -> None:
         target = Target(base_url=str(http.base_url), pixel=ACCOUNT, token=TOKEN)

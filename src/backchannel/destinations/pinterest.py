@@ -33,6 +33,8 @@ Choices where the contract leaves room, each repeated where it is made:
 - **click_id** (§6) is the ``epik`` value, from the landing URL's ``epik`` parameter or the
   ``_epik`` cookie (one identifier, ``pin_epik``: Pinterest's Tag writes the URL value into
   that cookie).
+- ``num_items`` (given, else the contents' quantities) and ``predicted_ltv`` (a string) go
+  in ``custom_data``; ``lead`` and ``delivery_category`` have no Pinterest field.
 - ``limited_data_use`` is sent as ``custom_data.opt_out_type: "LDP"`` (§3.3, Pinterest's
   Limited Data Processing flag); ``language`` from ``user.locale`` when it starts with a
   two-letter code; ``partner_name`` is not sent (it is assigned to Pinterest partners).
@@ -254,10 +256,14 @@ def _custom_data(conversion: Conversion) -> dict[str, Any]:
             contents.append(item)
         data["contents"] = contents
         data["num_items"] = sum(c.quantity for c in conversion.contents)
+    if conversion.num_items is not None:  # a count given wins over the contents' sum
+        data["num_items"] = conversion.num_items
     if conversion.order_id is not None:
         data["order_id"] = conversion.order_id
     if conversion.query is not None:
         data["search_string"] = conversion.query
+    if conversion.predicted_ltv is not None:  # a string too, "parsed into a double" (§3.3)
+        data["predicted_ltv"] = decimal_string(conversion.predicted_ltv)
     if conversion.limited_data_use:
         data["opt_out_type"] = "LDP"  # Limited Data Processing (§3.3)
     return data

@@ -48,7 +48,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.requests import Request
@@ -150,6 +150,7 @@ CONTENT_KEYS: dict[str, str] = {
 }
 #: §3.2: the SHA-256 keys, each a list
 HASHED_KEYS = tuple("country ct db em external_id fn ge hashed_maids ln ph st zp".split())
+_HASHED = frozenset(HASHED_KEYS)
 USER_KEYS: dict[str, str] = {
     **dict.fromkeys(HASHED_KEYS, "strs"),
     "click_id": "str?",
@@ -162,6 +163,9 @@ NUMERIC_STRINGS = ("value", "predicted_ltv")
 _NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _ACCOUNT = re.compile(r"\d{1,18}")
 _LANGUAGE = re.compile(r"[A-Za-z]{2}")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+#: the common case without ipaddress's parser (the rest goes through it)
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}").fullmatch
 
 
 class PinterestError(Exception):
@@ -191,51 +195,62 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_KIND_NAMES = {
-    "str": "string",
-    "int": "integer",
-    "bool": "boolean",
-    "obj": "object",
-    "strs": "array",
-    "objs": "array",
+#: kind -> (JSON type as Python's, null allowed, element type of a list, jsonschema's name)
+Kind = tuple[type, bool, type | None, str]
+_KINDS: dict[str, Kind] = {
+    "strs": (list, False, str, "array"),
+    "objs": (list, False, dict, "array"),
 }
+for _name, (_type, _label) in {
+    "str": (str, "string"),
+    "int": (int, "integer"),
+    "bool": (bool, "boolean"),
+    "obj": (dict, "object"),
+}.items():
+    _KINDS[_name] = (_type, False, None, _label)
+    _KINDS[_name + "?"] = (_type, True, None, _label)
 
 
-def _check_kind(value: Any, kind: str, where: str) -> None:
-    """Raise the schema refusal when ``value`` is not of ``kind`` (see EVENT_KEYS)."""
-    if kind.endswith("?"):
-        if value is None:
-            return
-        kind = kind[:-1]
-    ok = {
-        "str": type(value) is str,
-        "int": type(value) is int,
-        "bool": type(value) is bool,
-        "obj": type(value) is dict,
-        "strs": type(value) is list,
-        "objs": type(value) is list,
-    }[kind]
-    if not ok:
-        raise invalid(f"{_show(value)} is not of type '{_KIND_NAMES[kind]}'", where)
-    if kind == "strs":
-        for index, one in enumerate(value):
-            if type(one) is not str:
-                raise invalid(f"{_show(one)} is not of type 'string'", f"{where}[{index}]")
-    if kind == "objs":
-        for index, one in enumerate(value):
-            if type(one) is not dict:
-                raise invalid(f"{_show(one)} is not of type 'object'", f"{where}[{index}]")
+def _compile(keys: Mapping[str, str]) -> dict[str, Kind]:
+    """Property -> kind, resolved once: the per-event check is then one dict lookup and one
+    ``type(x) is`` per field (the sandbox's hot path, as in sandbox/common.py)."""
+    return {key: _KINDS[kind] for key, kind in keys.items()}
 
 
-def _check_object(obj: dict[str, Any], keys: Mapping[str, str], where: str) -> None:
-    """``additionalProperties: false`` and the property kinds."""
+_EVENT_KINDS = _compile(EVENT_KEYS)
+_CUSTOM_KINDS = _compile(CUSTOM_KEYS)
+_CONTENT_KINDS = _compile(CONTENT_KEYS)
+_USER_KINDS = _compile(USER_KEYS)
+
+
+def _check_fields(obj: dict[str, Any], kinds: Mapping[str, Kind], where: str) -> None:
+    """Raise the schema refusal for the first property not of its kind; properties without
+    a kind are the caller's business (refused, or, in user_data, a warning)."""
+    for key, value in obj.items():
+        kind = kinds.get(key)
+        if kind is None:
+            continue
+        expected, nullable, element, label = kind
+        if type(value) is not expected:
+            if value is None and nullable:
+                continue
+            raise invalid(f"{_show(value)} is not of type '{label}'", f"{where}.{key}")
+        if element is not None:
+            for index, one in enumerate(cast("list[Any]", value)):
+                if type(one) is not element:
+                    name = "string" if element is str else "object"
+                    raise invalid(
+                        f"{_show(one)} is not of type '{name}'", f"{where}.{key}[{index}]"
+                    )
+
+
+def _no_other_keys(obj: dict[str, Any], keys: Mapping[str, Any], where: str = "") -> None:
+    """``additionalProperties: false``, in jsonschema's words."""
     extra = [key for key in obj if key not in keys]
     if extra:
         names = ", ".join(repr(k) for k in extra)
         verb = "was" if len(extra) == 1 else "were"
         raise invalid(f"Additional properties are not allowed ({names} {verb} unexpected)", where)
-    for key, value in obj.items():
-        _check_kind(value, keys[key], f"{where}.{key}" if where else key)
 
 
 def check_request(raw: bytes) -> list[dict[str, Any]]:
@@ -246,11 +261,7 @@ def check_request(raw: bytes) -> list[dict[str, Any]]:
         raise invalid("the body is not valid JSON") from None
     if type(body) is not dict:
         raise invalid(f"{_show(body)} is not of type 'object'")
-    extra = [key for key in body if key != "data"]
-    if extra:
-        names = ", ".join(repr(k) for k in extra)
-        verb = "was" if len(extra) == 1 else "were"
-        raise invalid(f"Additional properties are not allowed ({names} {verb} unexpected)")
+    _no_other_keys(body, {"data": None})
     if "data" not in body:
         raise invalid("'data' is a required property")
     data = body["data"]
@@ -271,23 +282,18 @@ def _check_event_schema(event: Any, at: str) -> None:
     for key in REQUIRED:
         if key not in event:
             raise invalid(f"{key!r} is a required property", at)
-    extra = [key for key in event if key not in EVENT_KEYS]
-    if extra:
-        names = ", ".join(repr(k) for k in extra)
-        verb = "was" if len(extra) == 1 else "were"
-        raise invalid(f"Additional properties are not allowed ({names} {verb} unexpected)", at)
-    for key, value in event.items():
-        _check_kind(value, EVENT_KEYS[key], f"{at}.{key}")
+    _no_other_keys(event, _EVENT_KINDS, at)
+    _check_fields(event, _EVENT_KINDS, at)
     custom = event.get("custom_data")
     if custom is not None:
-        _check_object(custom, CUSTOM_KEYS, f"{at}.custom_data")
-        for position, item in enumerate(custom.get("contents") or []):
-            _check_object(item, CONTENT_KEYS, f"{at}.custom_data.contents[{position}]")
+        where = f"{at}.custom_data"
+        _no_other_keys(custom, _CUSTOM_KINDS, where)
+        _check_fields(custom, _CUSTOM_KINDS, where)
+        for position, item in enumerate(custom.get("contents") or ()):
+            _no_other_keys(item, _CONTENT_KINDS, f"{where}.contents[{position}]")
+            _check_fields(item, _CONTENT_KINDS, f"{where}.contents[{position}]")
     user = event["user_data"]
-    for key, value in user.items():
-        kind = USER_KEYS.get(key)
-        if kind is not None:
-            _check_kind(value, kind, f"{at}.user_data.{key}")
+    _check_fields(user, _USER_KINDS, f"{at}.user_data")
     if not (
         "em" in user
         or "hashed_maids" in user
@@ -322,15 +328,17 @@ def event_problem(event: dict[str, Any], now: float) -> str | None:
     if language is not None and _LANGUAGE.fullmatch(language) is None:
         return f"language {language!r} is not a two-character ISO-639-1 code"
     user = event["user_data"]
-    for key in HASHED_KEYS:
-        for position, value in enumerate(user.get(key) or []):
+    for key, values in user.items():
+        if key not in _HASHED:
+            continue
+        for position, value in enumerate(values):
             if is_sha256(value) is None:
                 return (
                     f"user_data.{key}[{position}] must be a SHA-256 hash (64 lowercase hex"
                     " characters of the normalized value)"
                 )
     ip = user.get("client_ip_address")
-    if ip is not None:
+    if ip is not None and _IPV4(ip) is None:
         try:
             ipaddress.ip_address(ip)
         except ValueError:
