@@ -250,18 +250,23 @@ def run(
 
     # -- dashboard and routing (informational: neither stops delivery) -----------------------
     if store is not None:
-        from backchannel import routing
-        from backchannel.web.auth import PASSWORD_SETTING
+        from backchannel import members, routing
 
-        if store.get_admin_setting(PASSWORD_SETTING) is None:
+        team = members.active_members(store)
+        if not team:
             report.add(
                 "dashboard",
                 None,
-                "no admin password: nobody can log in to /admin; set one with"
+                "no member: nobody can log in to /admin; set the first password with"
                 " `backchannel admin set-password`",
             )
         else:
-            report.add("dashboard", True, "admin password set")
+            owners = sum(1 for m in team if members.is_host_owner(m.grants))
+            report.add(
+                "dashboard",
+                True,
+                f"{len(team)} member(s), {owners} owner(s) of every property",
+            )
         routes = routing.read(store, settings.destinations)
         limited = {name: events for name, events in routes.items() if events is not None}
         report.add(

@@ -18,6 +18,8 @@ cross-origin ``sendBeacon`` needs no CORS preflight)::
      "utm": {"source": "…", "medium": "…", "campaign": "…", "content": "…", "term": "…"},
      "load_time_ms": 812, "pixel": "loaded" | "blocked" | "absent",
      "page_view": true,
+     "checkout_token": "84ad7857…",   # Shopify custom pixel: checkout.token of a completed
+                                      # checkout (the orders/create webhook's checkout_token)
      "events": [{"event": "CompletePayment", "event_id": "CompletePayment-1001",
                  "at": 1790000000123},                      # platform: TikTok's (the default)
                 {"event": "PURCHASE", "event_id": "CompletePayment-1001",   # snaptr's
@@ -25,6 +27,10 @@ cross-origin ``sendBeacon`` needs no CORS preflight)::
                 {"event": "purchase", "event_id": "1001",   # gtag: the transaction_id
                  "at": 1790000000125, "platform": "google"}]}
        # platform: the PIXEL_MIRROR of a destination (backchannel.mirrors), one per Pixel
+
+The same message comes from ``bc.js`` and from the Shopify custom pixel (``backchannel snippet
+shopify``), which reads the same cookies through Shopify's ``browser.cookie`` API and adds
+``checkout_token`` when a checkout completes (see :mod:`backchannel.shopify_pixel`).
 
 No PII is collected: no email, phone or name travels on this path (bc.js never reads forms).
 The visitor's IP and user agent are taken from the request itself (the browser's own
@@ -132,6 +138,9 @@ class CollectIn(_Strict):
     utm: UtmIn | None = None
     load_time_ms: Annotated[int, Field(ge=0, le=600_000)] | None = None
     pixel: Literal["loaded", "blocked", "absent"] | None = None
+    #: Shopify's checkout token (checkout_completed's ``checkout.token``): 32 hex characters
+    #: in every capture seen, so 256 leaves room without storing junk
+    checkout_token: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     events: Annotated[list[BrowserEventIn], Field(max_length=MAX_EVENTS)] = []
 
 
@@ -229,6 +238,7 @@ def parse_collect(
         pixel_status=message.pixel or "absent",
         page_view=message.page_view,
         ids=dict(message.ids),
+        checkout_token=(message.checkout_token or "").strip() or None,
     )
     events = [
         BrowserEvent(
@@ -259,6 +269,7 @@ _TEXT_FIELDS = (
     "gbraid",
     "wbraid",
     "ga_client_id",
+    "checkout_token",
 )
 _UTM_FIELDS = ("source", "medium", "campaign", "content", "term")
 

@@ -279,6 +279,68 @@ class TestRefusals:
         assert bad.status_code == 403
 
 
+class TestNullOrigin:
+    """``Origin: null``: a sandboxed iframe (a Shopify custom pixel). The site key decides."""
+
+    @pytest.fixture
+    def sandboxed_key(self, gateway: Gateway) -> str:
+        settings = make_settings(gateway.db.parent)  # the same database file
+        return add_key(settings, "shopify-pixel", "collect", allow_null_origin=True)
+
+    def test_a_key_allowing_null_origin_is_accepted_with_cors_null(
+        self, gateway: Gateway, sandboxed_key: str
+    ) -> None:
+        """204 and Access-Control-Allow-Origin: null; the page view and checkout are stored."""
+        body = page(gateway, key=sandboxed_key, ttclid="T1", checkout_token="c0ffee" * 5 + "ab")
+        response = gateway.collect(body, origin="null")
+        assert response.status_code == 204, response.text
+        assert response.headers["access-control-allow-origin"] == "null"
+        assert "access-control-allow-credentials" not in response.headers
+        assert gateway.session("ttclid") == "T1"
+        assert gateway.rows("SELECT checkout_token, session_id FROM checkout_sessions") == [
+            ("c0ffee" * 5 + "ab", SID)
+        ]
+
+    def test_a_plain_site_key_is_refused_from_null(self, gateway: Gateway) -> None:
+        """A site key made without the flag: 403 naming Origin and the flag; nothing stored."""
+        response = gateway.collect(page(gateway), origin="null")
+        assert response.status_code == 403
+        [error] = response.json()["errors"]
+        assert error["path"] == "Origin"
+        assert "--allow-null-origin" in error["reason"]
+        assert "access-control-allow-origin" not in response.headers
+        assert gateway.rows("SELECT COUNT(*) FROM landing_sessions") == [(0,)]
+
+    def test_null_with_no_or_a_bad_key_is_401(self, gateway: Gateway) -> None:
+        """From null the key is checked first: missing or unknown is 401, as anywhere."""
+        body = page(gateway)
+        del body["key"]
+        assert gateway.collect(body, origin="null").status_code == 401
+        assert gateway.collect(page(gateway, key="bc_pub_nope"), origin="null").status_code == 401
+
+    def test_an_allowed_referer_still_stands_in_for_null(self, gateway: Gateway) -> None:
+        """Origin null with the shop's page as Referer is that page's post, flag or not; the
+        CORS answer names "null", the origin the browser compares it with."""
+        response = gateway.collect(page(gateway), origin="null", headers={"Referer": SHOP + "/"})
+        assert response.status_code == 204
+        assert response.headers["access-control-allow-origin"] == "null"
+
+    def test_the_flag_does_not_open_other_origins(
+        self, gateway: Gateway, sandboxed_key: str
+    ) -> None:
+        """A key allowing null is still refused from a foreign origin (only null is opened)."""
+        response = gateway.collect(page(gateway, key=sandboxed_key), origin="https://evil.example")
+        assert response.status_code == 403
+
+    def test_a_preflight_from_null_is_refused(self, gateway: Gateway) -> None:
+        """A preflight carries no key, so null gets none: the pixel sends a simple request."""
+        response = httpx.options(
+            gateway.url + "/v1/collect",
+            headers={"Origin": "null", "Access-Control-Request-Method": "POST"},
+        )
+        assert response.status_code == 403
+
+
 class TestForwardedFor:
     def test_trusted_proxy_forwarded_for_names_the_visitor(self, start: StartGateway) -> None:
         """From a trusted proxy, the first untrusted X-Forwarded-For hop is stored."""

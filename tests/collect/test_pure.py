@@ -108,6 +108,9 @@ class TestParseCollect:
             ({"events": [{"event": "X"}] * 21}, "events"),
             ({"load_time_ms": -1}, "load_time_ms"),
             ({"utm": {"source": "x" * 300}}, "utm.source"),
+            ({"checkout_token": ""}, "checkout_token"),
+            ({"checkout_token": "c" * 257}, "checkout_token"),
+            ({"checkout_token": 123}, "checkout_token"),
         ],
     )
     def test_bad_fields_name_their_path(self, fields: dict[str, Any], path: str) -> None:
@@ -128,6 +131,7 @@ class TestParseCollect:
             ({"referrer": "https://t.example/\x00x"}, "referrer"),
             ({"utm": {"campaign": "spring\x00"}}, "utm.campaign"),
             ({"events": [{"event": "Lead", "event_id": "L-\x00"}]}, "events[0].event_id"),
+            ({"checkout_token": "84ad\n7857"}, "checkout_token"),
         ],
     )
     def test_control_characters_are_refused(self, fields: dict[str, Any], path: str) -> None:
@@ -137,6 +141,20 @@ class TestParseCollect:
             parse_collect(message(**fields), now=NOW, ip=None, user_agent=None)
         assert path in paths(exc)
         assert any("control character" in n.reason for n in exc.value.notes)
+
+    def test_a_checkout_token_goes_with_the_session_update(self) -> None:
+        """The Shopify pixel's checkout token is kept (trimmed) on the session update only."""
+        token = "84ad78572dae52a8cbea7d55371afe89"
+        got = parse_collect(
+            message(page_view=False, checkout_token=f" {token} "),
+            now=NOW,
+            ip=None,
+            user_agent=None,
+        )
+        assert got.update.checkout_token == token
+        assert got.update.page_view is False
+        plain = parse_collect(message(), now=NOW, ip=None, user_agent=None)
+        assert plain.update.checkout_token is None
 
     def test_not_an_object(self) -> None:
         """A JSON array is not a message."""

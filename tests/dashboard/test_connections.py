@@ -168,14 +168,14 @@ class TestConnections:
             " OR action = 'connection.update' ORDER BY id"
         )
         assert audits == [
-            ("admin session", "token.set", f"tiktok pixel {TIKTOK_PIXEL}"),
+            ("member admin", "token.set", f"tiktok pixel {TIKTOK_PIXEL}"),
             (
-                "admin session",
+                "member admin",
                 "connection.update",
                 f"tiktok pixel {TIKTOK_PIXEL} test_event_code TEST222",
             ),
-            ("admin session", "token.replace", f"tiktok pixel {TIKTOK_PIXEL}"),
-            ("admin session", "token.remove", "tiktok"),
+            ("member admin", "token.replace", f"tiktok pixel {TIKTOK_PIXEL}"),
+            ("member admin", "token.remove", "tiktok"),
         ]
         every_row = repr(running.sql("SELECT * FROM audit_log"))
         for secret in (TOKEN, TOKEN2):

@@ -263,7 +263,12 @@ class TestAudit:
                 record(form)
                 record(
                     browser.post(
-                        "/login", data={"csrf_token": csrf_from(form.text), "password": PASSWORD}
+                        "/login",
+                        data={
+                            "csrf_token": csrf_from(form.text),
+                            "name": "admin",
+                            "password": PASSWORD,
+                        },
                     )
                 )
                 page = record(browser.get("/admin"))

@@ -234,6 +234,12 @@ class TestMapping:
             "query": None,
             "description": None,
             "consent": None,
+            "lead": None,
+            "num_items": None,
+            "delivery_category": None,
+            "predicted_ltv": None,
+            "travel": None,
+            "vehicle": None,
         }
 
     def test_documented_order_gives_this_exact_tiktok_body(self) -> None:

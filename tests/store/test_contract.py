@@ -641,6 +641,24 @@ def test_api_keys(store: Store) -> None:
     assert [k.revoked_at for k in store.list_keys()] == [NOW + 5, NOW + 7, NOW + 5]
 
 
+def test_a_site_key_may_allow_null_origin(store: Store) -> None:
+    """allow_null_origin is stored as given and read back by find_key and list_keys."""
+    plain = store.add_key("site", "collect", "bc_pub_a", "hash-a", NOW)
+    sandboxed = store.add_key(
+        "shopify-pixel", "collect", "bc_pub_b", "hash-b", NOW + 1, allow_null_origin=True
+    )
+    assert store.find_key("hash-b") == KeyRecord(
+        sandboxed, "shopify-pixel", "collect", "bc_pub_b", NOW + 1, None, True
+    )
+    found = store.find_key("hash-a")
+    assert found is not None
+    assert found.allow_null_origin is False
+    assert [(k.id, k.allow_null_origin) for k in store.list_keys()] == [
+        (plain, False),
+        (sandboxed, True),
+    ]
+
+
 def test_a_key_hash_is_unique(store: Store) -> None:
     store.add_key("shop", "ingest", "bc_abc", "same-hash", NOW)
     with pytest.raises(WRITE_ERRORS):

@@ -294,8 +294,43 @@ EXPECTED_PRIMARY_KEYS["session_rollups"] = (*_ROLLUP_KEY, "had_google_click")
 # in SQLite, JSONB in PostgreSQL so the upsert can merge them with ||)
 EXPECTED_COLUMNS["landing_sessions"].append(("ids", "text", False, None))
 
+# Team members (0014): members, their role per property (NULL: every property), whose session
+# it is, an admin key's role. 0013 (properties) comes from another branch: versions may skip it.
+EXPECTED_COLUMNS["members"] = [
+    ("id", "int", True, None),
+    ("name", "text", True, None),
+    ("password_hash", "text", True, None),
+    ("created_at", "real", True, None),
+    ("disabled_at", "real", False, None),
+]
+EXPECTED_COLUMNS["member_roles"] = [
+    ("id", "int", True, None),
+    ("member_id", "int", True, None),
+    ("property_id", "int", False, None),
+    ("role", "text", True, None),
+]
+EXPECTED_COLUMNS["admin_sessions"].append(("member_id", "int", False, None))
+EXPECTED_COLUMNS["api_keys"].append(("role", "text", False, None))
+EXPECTED_PRIMARY_KEYS.update({"members": ("id",), "member_roles": ("id",)})
+EXPECTED_UNIQUE |= {("members", ("name",)), ("member_roles", ("member_id", "property_id"))}
+EXPECTED_FOREIGN_KEYS |= {
+    ("member_roles", ("member_id",), "members", ("id",)),
+    ("admin_sessions", ("member_id",), "members", ("id",)),
+}
+
 # WooCommerce source (0015): the shop (X-WC-Webhook-Source) a source's webhooks must come from
 EXPECTED_COLUMNS["source_secrets"].append(("store_url", "text", False, None))
+
+# The Shopify custom pixel (0016): site keys that may post from an opaque origin, and which
+# landing session completed which checkout (the webhook's checkout_token finds it)
+EXPECTED_COLUMNS["api_keys"].append(("allow_null_origin", "int", True, "0"))
+EXPECTED_COLUMNS["checkout_sessions"] = [
+    ("checkout_token", "text", True, None),
+    ("session_id", "text", True, None),
+    ("seen_at", "real", True, None),
+]
+EXPECTED_PRIMARY_KEYS["checkout_sessions"] = ("checkout_token",)
+EXPECTED_INDEXES["checkout_sessions_session"] = ("checkout_sessions", ("session_id",), None)
 
 # Dedup page (0017): a mirrored Pixel call's id looked up among the conversions' event_ids
 # (the other Pixels name events their own way, so the (event, event_id) key cannot serve)

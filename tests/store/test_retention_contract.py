@@ -107,6 +107,19 @@ class TestPurgeSessions:
             SessionRollup(DAY_OF_OLD, "Safari", "iOS", "17", "2.5-5s", "blocked", True, 2)
         ]
 
+    def test_a_purged_session_takes_its_shopify_checkouts_with_it(self, store: Store) -> None:
+        """The checkout tokens a purged session reported go with it; a kept one's stay."""
+        store.record_collect(
+            [
+                safari_visit("s-old", checkout_token="tok-old"),
+                safari_visit("s-new", NOW, checkout_token="tok-new"),
+            ],
+            [],
+        )
+        assert store.purge_sessions(CUTOFF, 100).sessions == 1
+        assert store.checkout_session("tok-old") is None
+        assert store.checkout_session("tok-new") == "s-new"
+
     def test_rollup_keys_cover_every_cause_and_unknowns(self, store: Store) -> None:
         """Browser, OS major, load bucket, Pixel state and ttclid each split the counts."""
         store.record_collect(

@@ -264,6 +264,37 @@ class TestFindSessions:
         assert store.session_emails("sess-0001") == [EMAIL_A, EMAIL_B]
 
 
+class TestCheckoutSessions:
+    """The Shopify custom pixel's report of a completed checkout: token -> session."""
+
+    def test_a_reported_checkout_finds_its_session(self, store: Store) -> None:
+        """A message carrying a checkout token maps it to its session, in the same commit."""
+        store.record_collect(
+            [page("sess-land", ttclid="T1"), page("sess-land", NOW + 60, checkout_token="tok-1")],
+            [BrowserEvent("sess-land", "CompletePayment", "CompletePayment-5", NOW + 60)],
+        )
+        assert store.checkout_session("tok-1") == "sess-land"
+        assert store.checkout_session("tok-2") is None
+        session = store.get_session("sess-land")
+        assert session is not None
+        assert session.ttclid == "T1"
+
+    def test_the_first_report_of_a_checkout_wins(self, store: Store) -> None:
+        """A later message naming the same checkout from another session changes nothing:
+        the pixel fires once per checkout, so a second claim is not believed over the first."""
+        store.record_collect([page("sess-first", checkout_token="tok-1")], [])
+        store.record_collect([page("sess-other", NOW + 5, checkout_token="tok-1")], [])
+        store.record_collect(
+            [
+                page("sess-x", NOW + 9, checkout_token="tok-9"),
+                page("sess-y", checkout_token="tok-9"),
+            ],
+            [],
+        )
+        assert store.checkout_session("tok-1") == "sess-first"
+        assert store.checkout_session("tok-9") == "sess-x"  # first in the batch's order
+
+
 class TestStitchedColumn:
     def test_insert_stores_the_provenance(self, store: Store, database: Database) -> None:
         """insert_conversions fills conversions.stitched (NULL when not given)."""

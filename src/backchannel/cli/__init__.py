@@ -1,7 +1,7 @@
 """The ``backchannel`` command line (``backchannel = "backchannel.cli:main"``).
 
 One module per command group (serve, send, keys, token, route, sources, admin, outbox, upkeep,
-report), what they share in ``common``, and ``app`` assembling them.
+report, snippet), what they share in ``common``, and ``app`` assembling them.
 """
 
 from __future__ import annotations

@@ -17,11 +17,13 @@ from backchannel.cli import (
     backfill,
     backups,
     keys,
+    members,
     outbox,
     report,
     route,
     send,
     serve,
+    snippet,
     sources,
     token,
     upkeep,
@@ -63,7 +65,9 @@ app.add_typer(token.token_app, name="token")
 app.add_typer(route.route_app, name="route")
 app.add_typer(sources.source_app, name="source")
 app.add_typer(admin.admin_app, name="admin")
+app.add_typer(members.member_app, name="member")
 app.add_typer(report.report_app, name="report")
+app.add_typer(snippet.snippet_app, name="snippet")
 
 
 def main() -> None:

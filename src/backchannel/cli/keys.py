@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from backchannel import credentials
+from backchannel import credentials, members
 from backchannel.cli.common import fail, load_settings, open_configured_store
+from backchannel.store import Store
 
 keys_app = typer.Typer(help="Ingest API keys (stored hashed; shown once).", no_args_is_help=True)
 
@@ -17,24 +18,65 @@ keys_app = typer.Typer(help="Ingest API keys (stored hashed; shown once).", no_a
 def keys_create(
     name: Annotated[str, typer.Option(help="A label, e.g. the shop's name.")],
     scope: Annotated[str, typer.Option(help="ingest, collect or admin.")] = "ingest",
+    allow_null_origin: Annotated[
+        bool,
+        typer.Option(
+            "--allow-null-origin",
+            help="Site keys (--scope collect): also accept posts from an opaque origin"
+            " (Origin: null), as a Shopify custom pixel's sandbox sends.",
+        ),
+    ] = False,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="An admin key's role on every property: owner (default), editor or viewer."
+        ),
+    ] = None,
 ) -> None:
     """Create a key and print it once."""
     if scope not in credentials.KEY_PREFIXES:
         fail("--scope: must be ingest, collect or admin")
     if not name.strip():
         fail("--name: must not be empty")
+    if allow_null_origin and scope != "collect":
+        fail("--allow-null-origin: only for site keys (--scope collect)")
+    if role is not None and scope != "admin":
+        fail("--role: only an admin key has a role (--scope admin)")
+    try:
+        key_role = members.check_role(role or members.OWNER) if scope == "admin" else None
+    except members.MemberError as exc:
+        fail(f"--{exc}")
     store = open_configured_store(load_settings())
+    key = create_key(store, name.strip(), scope, allow_null_origin=allow_null_origin, role=key_role)
+    store.close()
+    typer.echo(key)
+
+
+def create_key(
+    store: Store,
+    name: str,
+    scope: str,
+    *,
+    allow_null_origin: bool = False,
+    role: str | None = None,
+) -> str:
+    """Store a new key (its hash) with an audit row; return the key, shown only this once.
+    ``role``: an admin key's (on every property)."""
     key = credentials.new_api_key(scope)
     store.add_key(
-        name.strip(),
+        name,
         scope,
         credentials.key_display_prefix(key),
         credentials.key_hash(key),
         time.time(),
+        allow_null_origin=allow_null_origin,
+        role=role,
     )
-    store.audit(time.time(), "cli", "key.create", f"{name} ({scope})")
-    store.close()
-    typer.echo(key)
+    extra = ", null origin allowed" if allow_null_origin else ""
+    extra += f", {role} of every property" if role is not None else ""
+    detail = f"{name} ({scope}{extra})"
+    store.audit(time.time(), "cli", "key.create", detail)
+    return key
 
 
 @keys_app.command("list")
@@ -43,7 +85,9 @@ def keys_list() -> None:
     store = open_configured_store(load_settings())
     for k in store.list_keys():
         state = "revoked" if k.revoked_at else "active"
-        typer.echo(f"{k.prefix}…\t{k.name}\t{k.scope}\t{state}")
+        null = "\tnull origin allowed" if k.allow_null_origin else ""
+        scope = k.scope if k.role is None else f"{k.scope} ({k.role})"
+        typer.echo(f"{k.prefix}…\t{k.name}\t{scope}\t{state}{null}")
     store.close()
 
 

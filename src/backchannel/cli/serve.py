@@ -30,8 +30,8 @@ def serve(
 ) -> None:
     """Run the ingest API and the delivery worker (SQLite + local sandbox by default)."""
     from backchannel import serving
+    from backchannel.members import active_members
     from backchannel.web.app import Options, create_app
-    from backchannel.web.auth import PASSWORD_SETTING
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
@@ -55,9 +55,9 @@ def serve(
         f"  dashboard    {base}/admin   (overview, identifiers, dedup, dead letters,"
         f" test events, connections) and {base}/reports/gap"
     )
-    if store.get_admin_setting(PASSWORD_SETTING) is None:
+    if not active_members(store):
         console.print(
-            "  [bold]no admin password yet[/bold]: set one with"
+            "  [bold]no member yet[/bold]: set the first password with"
             " `backchannel admin set-password` to log in to the dashboard"
         )
     from backchannel.routing import active_destinations

@@ -49,6 +49,9 @@ class Mapped:
     order: bool = True
     ignored: str | None = None
     ledger_only: str | None = None
+    #: Shopify: the order's checkout token, which finds the landing session the custom pixel
+    #: reported for that checkout (the webhook route looks it up; None elsewhere)
+    checkout_token: str | None = None
 
 
 __all__ = ["SOURCES", "Mapped", "SourceError"]

@@ -11,8 +11,11 @@ webhook body):
 =====================================  ======================================================
 Shopify                                canonical conversion
 =====================================  ======================================================
-``id``                                 ``order_id`` (so ``event_id = "{event}-{id}"``; the
-                                       thank-you page pixel derives the same one)
+``id``                                 ``order_id``: its number (:func:`order_number`; so
+                                       ``event_id = "{event}-{id}"``; the custom pixel
+                                       derives the same one from ``checkout.order.id``)
+``checkout_token``                     the landing session, through the custom pixel's
+                                       report of that checkout (``Mapped.checkout_token``)
 ``processed_at`` / ``created_at``      ``event_time``
 ``total_price`` (string), ``currency``  ``value``, ``currency`` — the shop currency, the one
                                        the shop's own reports use
@@ -36,6 +39,18 @@ billing (else shipping) address        first/last name, zip, city, province code
                                        ``ttclid``, ``_ttp``, ``fbclid``, ``_fbp``, ``_fbc``
 =====================================  ======================================================
 
+**One order id on both legs.** The custom pixel's ``checkout_completed`` gives
+``checkout.order.id`` as ``gid://shopify/OrderIdentity/5396439498987`` (some stores: the bare
+number); the webhook gives ``id`` ``5396439498987`` and ``admin_graphql_api_id``
+``gid://shopify/Order/5396439498987``. :func:`order_number` turns each of them into
+``"5396439498987"``, and ``shopify-pixel.js`` does exactly the same in the browser
+(docs/platforms/shopify.md §1 has the sources). A gid of any other type is not an order id:
+refused here, and the pixel fires no event for it.
+
+**The session of an order.** A cart attribute naming the session (below) wins; else the
+``checkout_token`` the pixel reported with its session id (``checkout_sessions``), which the
+webhook route looks up; else ingest's own stitching (the ttclid of ``landing_site``, an email).
+
 Both topics map to the same event and event_id, so whichever arrives first is the conversion
 and the other is a duplicate: shops that only subscribe to one topic lose nothing, shops that
 subscribe to both do not double count. Test orders (``"test": true``, Shopify's bogus gateway)
@@ -44,6 +59,7 @@ are ignored: they would teach the ad platform about purchases that never happene
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,6 +90,30 @@ USER_ATTRIBUTES = {
     "_fbp": "fbp",
     "_fbc": "fbc",
 }
+
+
+#: the two gid types whose number is the REST order id: the webhook's ``admin_graphql_api_id``
+#: (Order) and the pixel's ``checkout.order.id`` (OrderIdentity). ASCII digits, no query:
+#: the pixel's JavaScript twin uses the same pattern, and both must agree byte for byte.
+ORDER_GID = re.compile(r"gid://shopify/(?:Order|OrderIdentity)/([0-9]+)")
+
+
+class NotAnOrderId(ValueError):
+    """A ``gid://`` of a type that does not name an order."""
+
+
+def order_number(raw: Any) -> str | None:
+    """The order id both legs share: ``"123"`` for ``123``, ``"123"``,
+    ``gid://shopify/Order/123`` and ``gid://shopify/OrderIdentity/123``; any other non-gid
+    id as given (trimmed); None when absent or blank. Raises :class:`NotAnOrderId` for a gid
+    of another type (``gid://shopify/Customer/1`` is not an order)."""
+    value = ident(raw)
+    if value is None or not value.startswith("gid://"):
+        return value
+    match = ORDER_GID.fullmatch(value)
+    if match is None:
+        raise NotAnOrderId(f"{value[:80]!r} is not an Order or OrderIdentity gid")
+    return match.group(1)
 
 
 def signature(body: bytes, secret: str) -> str:
@@ -126,9 +166,13 @@ def map_order(
     if not isinstance(order, dict):
         raise SourceError([Note("(body)", "must be a JSON object (an order)")])
     errors: list[Note] = []
-    order_id = ident(order.get("id"))
-    if order_id is None:
-        errors.append(Note("id", "required: the order id"))
+    order_id: str | None = None
+    try:
+        order_id = order_number(order.get("id"))
+        if order_id is None:
+            errors.append(Note("id", "required: the order id"))
+    except NotAnOrderId as exc:
+        errors.append(Note("id", str(exc)))
     value = amount(order.get("total_price"), "total_price", errors)
     code = currency(order.get("currency"), "currency", errors)
     items = contents(
@@ -212,4 +256,9 @@ def map_order(
     session = next((attributes[n] for n in SESSION_ATTRIBUTES if attributes.get(n)), None)
     if session:
         conversion["session_id"] = session[:128]
-    return Mapped(conversion=conversion, signals=signals)
+    token = ident(order.get("checkout_token"))
+    return Mapped(
+        conversion=conversion,
+        signals=signals,
+        checkout_token=token[:256] if token else None,
+    )

@@ -101,6 +101,11 @@ class KeyRecord:
     prefix: str
     created_at: float
     revoked_at: float | None
+    #: a site key that may post to /v1/collect from an opaque origin (``Origin: null``): a
+    #: Shopify custom pixel's sandboxed iframe (see backchannel.web.collect)
+    allow_null_origin: bool = False
+    #: an admin key's role (owner | editor | viewer; host-wide); None for other scopes
+    role: str | None = None
 
 
 @dataclass(slots=True)
@@ -139,6 +144,31 @@ class AdminSession:
     csrf_token: str
     created_at: float
     expires_at: float
+    #: whose session it is (members.id); None authenticates nobody
+    member_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A role on one property, or on every property (``property_id`` None: host-wide)."""
+
+    property_id: int | None
+    role: str
+
+
+@dataclass(slots=True)
+class Member:
+    """A team member: an admin user who logs in with a name and a password."""
+
+    id: int
+    name: str
+    #: scrypt hash (web/auth.py); empty once the member was removed
+    password_hash: str
+    created_at: float
+    #: when ``member remove`` took the member's access away (None: active)
+    disabled_at: float | None
+    #: every grant, host-wide first, then by property id
+    grants: tuple[Grant, ...] = ()
 
 
 # sources and ledger ---------------------------------------------------------------------------
@@ -237,6 +267,9 @@ class SessionUpdate:
     load_time_ms: int | None = None
     pixel_status: str = "absent"
     page_view: bool = True
+    #: a Shopify checkout this session completed (the custom pixel's checkout.token): stored
+    #: in ``checkout_sessions`` in the same transaction, first report wins
+    checkout_token: str | None = None
     #: the other platforms' ids (identifiers.generic()), by field; merged into the session's
     ids: dict[str, str] = field(default_factory=dict)
 
@@ -334,6 +367,30 @@ class SessionMatch:
     kind: str
     key: str
     session: LandingSession
+
+
+#: the columns :func:`members_from_rows` reads, in order (both backends select them)
+MEMBER_COLUMNS = (
+    "m.id, m.name, m.password_hash, m.created_at, m.disabled_at, r.property_id, r.role"
+    " FROM members m LEFT JOIN member_roles r ON r.member_id = m.id"
+)
+
+
+def members_from_rows(rows: Iterable[Sequence[Any]]) -> list[Member]:
+    """Members from ``SELECT MEMBER_COLUMNS ... ORDER BY`` member, then host-wide grant first,
+    then property id: one row per grant (a member without any: one row of NULLs)."""
+    found: dict[int, Member] = {}
+    grants: dict[int, list[Grant]] = {}
+    for member_id, name, password_hash, created_at, disabled_at, property_id, role in rows:
+        mid = int(member_id)
+        if mid not in found:
+            found[mid] = Member(mid, name, password_hash, created_at, disabled_at)
+            grants[mid] = []
+        if role is not None:
+            grants[mid].append(Grant(None if property_id is None else int(property_id), role))
+    for mid, member in found.items():
+        member.grants = tuple(grants[mid])
+    return list(found.values())
 
 
 class Store(Protocol):
@@ -440,7 +497,20 @@ class Store(Protocol):
     def conversion_count(self) -> int: ...
 
     # keys and connections --------------------------------------------------------------------
-    def add_key(self, name: str, scope: str, prefix: str, key_hash: str, now: float) -> int: ...
+    def add_key(
+        self,
+        name: str,
+        scope: str,
+        prefix: str,
+        key_hash: str,
+        now: float,
+        *,
+        allow_null_origin: bool = False,
+        role: str | None = None,
+    ) -> int:
+        """Store a key's hash. ``role``: an admin key's role (an admin key without one
+        authenticates but may do nothing)."""
+        ...
 
     def find_key(self, key_hash: str) -> KeyRecord | None: ...
 
@@ -478,7 +548,45 @@ class Store(Protocol):
     def delete_admin_session(self, token_hash: str) -> bool: ...
 
     def delete_admin_sessions(self) -> int:
-        """Log everyone out (after a password change)."""
+        """Log everyone out."""
+        ...
+
+    # team members ------------------------------------------------------------------------------
+    # Rules (who may grant what, the last host owner) live in backchannel.members; these
+    # methods only keep the rows consistent: one grant per (member, property), and every
+    # change to a member's grants or access in one transaction.
+    def add_member(self, name: str, password_hash: str, grant: Grant, now: float) -> int | None:
+        """A new member with one grant, in one transaction; returns its id. A removed member
+        of that name comes back (new password, that grant only, same id). None when an active
+        member already has the name (nothing changed)."""
+        ...
+
+    def member_by_name(self, name: str) -> Member | None: ...
+
+    def member_by_id(self, member_id: int) -> Member | None: ...
+
+    def list_members(self) -> list[Member]:
+        """Every member, removed ones included, by name (byte order)."""
+        ...
+
+    def set_member_grant(self, member_id: int, grant: Grant) -> None:
+        """Give the member ``grant.role`` on ``grant.property_id``, replacing the role it had
+        there (the member's other grants stay)."""
+        ...
+
+    def delete_member_grant(self, member_id: int, property_id: int | None) -> bool:
+        """Take the member's grant on ``property_id`` (None: the host-wide one) away."""
+        ...
+
+    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+        """Store a new password hash and end the member's sessions (one transaction);
+        returns how many sessions ended."""
+        ...
+
+    def remove_member(self, member_id: int, now: float) -> int:
+        """Take every grant and the password away, mark the member removed and end its
+        sessions (one transaction; the row stays, so audit rows keep naming someone);
+        returns how many sessions ended."""
         ...
 
     def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
@@ -564,6 +672,11 @@ class Store(Protocol):
     ) -> list[SessionMatch]:
         """The stitching lookup, one indexed query: every session named by id, and for each
         ttclid and email hash the most recently seen session carrying it."""
+        ...
+
+    def checkout_session(self, checkout_token: str) -> str | None:
+        """The landing session that reported this Shopify checkout token (the custom pixel's
+        checkout_completed), or None: how an ``orders/create`` webhook finds its session."""
         ...
 
     def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:

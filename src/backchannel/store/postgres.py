@@ -40,6 +40,7 @@ from backchannel.store.base import (
     HAD_GOOGLE_CLICK,
     IN_FLIGHT,
     LIVE_STATUSES,
+    MEMBER_COLUMNS,
     PENDING,
     PURGED_IP_ACTOR,
     SESSION_COLUMNS,
@@ -50,9 +51,11 @@ from backchannel.store.base import (
     Dead,
     DeliveryRow,
     GapRow,
+    Grant,
     KeyRecord,
     LandingSession,
     LedgerEntry,
+    Member,
     NewConversion,
     OrderRow,
     PurgeCounts,
@@ -63,6 +66,7 @@ from backchannel.store.base import (
     SessionUpdate,
     connection_settings,
     gap_row,
+    members_from_rows,
     new_lease_token,
     rollup_sessions,
     scrub_payload,
@@ -541,12 +545,22 @@ class PostgresStore:
         return int(row[0])
 
     # -- keys and connections -------------------------------------------------------------------
-    def add_key(self, name: str, scope: str, prefix: str, key_hash: str, now: float) -> int:
+    def add_key(
+        self,
+        name: str,
+        scope: str,
+        prefix: str,
+        key_hash: str,
+        now: float,
+        *,
+        allow_null_origin: bool = False,
+        role: str | None = None,
+    ) -> int:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (name, scope, prefix, key_hash, now),
+                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at,"
+                " allow_null_origin, role) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (name, scope, prefix, key_hash, now, 1 if allow_null_origin else 0, role),
             ).fetchone()
         assert row is not None
         return int(row[0])
@@ -554,18 +568,17 @@ class PostgresStore:
     def find_key(self, key_hash: str) -> KeyRecord | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at FROM api_keys"
-                " WHERE key_hash = %s",
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = %s",  # noqa: S608
                 (key_hash,),
             ).fetchone()
-        return KeyRecord(*row) if row else None
+        return _key_record(row) if row else None
 
     def list_keys(self) -> list[KeyRecord]:
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at FROM api_keys ORDER BY id"
+                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id"  # noqa: S608
             ).fetchall()
-        return [KeyRecord(*row) for row in rows]
+        return [_key_record(row) for row in rows]
 
     def revoke_key(self, name_or_prefix: str, now: float) -> int:
         with self._pool.connection() as conn:
@@ -669,16 +682,16 @@ class PostgresStore:
         with self._pool.connection() as conn:
             conn.execute("DELETE FROM admin_sessions WHERE expires_at <= %s", (s.created_at,))
             conn.execute(
-                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at)"
-                " VALUES (%s, %s, %s, %s)",
-                (s.token_hash, s.csrf_token, s.created_at, s.expires_at),
+                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at,"
+                " member_id) VALUES (%s, %s, %s, %s, %s)",
+                (s.token_hash, s.csrf_token, s.created_at, s.expires_at, s.member_id),
             )
 
     def get_admin_session(self, token_hash: str, now: float) -> AdminSession | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT token_hash, csrf_token, created_at, expires_at FROM admin_sessions"
-                " WHERE token_hash = %s AND expires_at > %s",
+                "SELECT token_hash, csrf_token, created_at, expires_at, member_id"
+                " FROM admin_sessions WHERE token_hash = %s AND expires_at > %s",
                 (token_hash, now),
             ).fetchone()
         return AdminSession(*row) if row else None
@@ -693,6 +706,105 @@ class PostgresStore:
     def delete_admin_sessions(self) -> int:
         with self._pool.connection() as conn:
             return conn.execute("DELETE FROM admin_sessions").rowcount
+
+    # -- team members ---------------------------------------------------------------------------
+    # A member's grants change only with its row locked (FOR UPDATE): NULL property ids are
+    # distinct in the UNIQUE constraint, so the lock is what keeps two concurrent changes from
+    # both inserting a host-wide grant.
+    def add_member(self, name: str, password_hash: str, grant: Grant, now: float) -> int | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT id, disabled_at FROM members WHERE name = %s FOR UPDATE", (name,)
+            ).fetchone()
+            if row is None:
+                inserted = conn.execute(
+                    "INSERT INTO members (name, password_hash, created_at) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (name) DO NOTHING RETURNING id",
+                    (name, password_hash, now),
+                ).fetchone()
+                if inserted is None:  # added by someone else meanwhile
+                    return None
+                member_id = int(inserted[0])
+            elif row[1] is None:
+                return None
+            else:  # a removed member comes back
+                member_id = int(row[0])
+                conn.execute(
+                    "UPDATE members SET password_hash = %s, disabled_at = NULL WHERE id = %s",
+                    (password_hash, member_id),
+                )
+                conn.execute("DELETE FROM member_roles WHERE member_id = %s", (member_id,))
+            conn.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (%s, %s, %s)",
+                (member_id, grant.property_id, grant.role),
+            )
+        return member_id
+
+    def _members(self, where: str, params: Sequence[Any]) -> list[Member]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {MEMBER_COLUMNS} {where}"
+                ' ORDER BY m.name COLLATE "C", m.id, r.property_id IS NOT NULL, r.property_id',
+                tuple(params),
+            ).fetchall()
+        return members_from_rows(rows)
+
+    def member_by_name(self, name: str) -> Member | None:
+        found = self._members("WHERE m.name = %s", (name,))
+        return found[0] if found else None
+
+    def member_by_id(self, member_id: int) -> Member | None:
+        found = self._members("WHERE m.id = %s", (member_id,))
+        return found[0] if found else None
+
+    def list_members(self) -> list[Member]:
+        return self._members("", ())
+
+    def set_member_grant(self, member_id: int, grant: Grant) -> None:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            conn.execute(
+                "DELETE FROM member_roles WHERE member_id = %s"
+                " AND property_id IS NOT DISTINCT FROM %s",
+                (member_id, grant.property_id),
+            )
+            conn.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (%s, %s, %s)",
+                (member_id, grant.property_id, grant.role),
+            )
+
+    def delete_member_grant(self, member_id: int, property_id: int | None) -> bool:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            deleted = conn.execute(
+                "DELETE FROM member_roles WHERE member_id = %s"
+                " AND property_id IS NOT DISTINCT FROM %s",
+                (member_id, property_id),
+            ).rowcount
+        return deleted > 0
+
+    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE members SET password_hash = %s WHERE id = %s", (password_hash, member_id)
+            )
+            ended: int = conn.execute(
+                "DELETE FROM admin_sessions WHERE member_id = %s", (member_id,)
+            ).rowcount
+        return ended
+
+    def remove_member(self, member_id: int, now: float) -> int:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            conn.execute("DELETE FROM member_roles WHERE member_id = %s", (member_id,))
+            conn.execute(
+                "UPDATE members SET password_hash = '', disabled_at = %s WHERE id = %s",
+                (now, member_id),
+            )
+            ended: int = conn.execute(
+                "DELETE FROM admin_sessions WHERE member_id = %s", (member_id,)
+            ).rowcount
+        return ended
 
     def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
         # One transaction; FOR UPDATE keeps a concurrent `token set` from slipping in between.
@@ -895,6 +1007,15 @@ class PostgresStore:
             # single multi-row upsert could not merge two updates of one session.
             if rows:
                 cur.executemany(_UPSERT_SESSION, rows)
+            checkouts = [
+                (u.checkout_token, u.session_id, u.at) for u in updates if u.checkout_token
+            ]
+            if checkouts:  # the first report of a checkout wins (see base.SessionUpdate)
+                cur.executemany(
+                    "INSERT INTO checkout_sessions (checkout_token, session_id, seen_at)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (checkout_token) DO NOTHING",
+                    checkouts,
+                )
             if events:
                 cur.executemany(
                     "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
@@ -932,6 +1053,14 @@ class PostgresStore:
                 ),
             ).fetchall()
         return [SessionMatch(kind, key, LandingSession(*session)) for kind, key, *session in rows]
+
+    def checkout_session(self, checkout_token: str) -> str | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT session_id FROM checkout_sessions WHERE checkout_token = %s",
+                (checkout_token,),
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:
         if not pairs:
@@ -993,6 +1122,9 @@ class PostgresStore:
             counts.browser_events = conn.execute(
                 "DELETE FROM browser_events WHERE session_id = ANY(%s::text[])", (ids,)
             ).rowcount
+            conn.execute(  # the Shopify checkouts it completed: they name the session
+                "DELETE FROM checkout_sessions WHERE session_id = ANY(%s::text[])", (ids,)
+            )
             rollups = rollup_sessions(row[1:] for row in rows)
             conn.execute(
                 _UPSERT_ROLLUPS,
@@ -1256,6 +1388,15 @@ _UPSERT_SESSION: Final = (
     " THEN excluded.pixel_status ELSE landing_sessions.pixel_status END,"
     " page_views = landing_sessions.page_views + excluded.page_views"
 )
+
+#: the api_keys columns, in KeyRecord's order
+_KEY_COLUMNS: Final = "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, role"
+
+
+def _key_record(row: Sequence[Any]) -> KeyRecord:
+    key_id, name, scope, prefix, created_at, revoked_at, allow_null, role = row
+    return KeyRecord(key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), role)
+
 
 _SESSION_SELECT: Final = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
 

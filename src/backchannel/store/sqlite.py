@@ -28,6 +28,7 @@ from backchannel.store.base import (
     HAD_GOOGLE_CLICK,
     IN_FLIGHT,
     LIVE_STATUSES,
+    MEMBER_COLUMNS,
     PENDING,
     PURGED_IP_ACTOR,
     SESSION_COLUMNS,
@@ -38,9 +39,11 @@ from backchannel.store.base import (
     Dead,
     DeliveryRow,
     GapRow,
+    Grant,
     KeyRecord,
     LandingSession,
     LedgerEntry,
+    Member,
     NewConversion,
     OrderRow,
     PurgeCounts,
@@ -51,6 +54,7 @@ from backchannel.store.base import (
     SessionUpdate,
     connection_settings,
     gap_row,
+    members_from_rows,
     new_lease_token,
     rollup_sessions,
     scrub_payload,
@@ -481,12 +485,22 @@ class SqliteStore:
             return int(self._reader.execute("SELECT COUNT(*) FROM conversions").fetchone()[0])
 
     # -- keys and connections -------------------------------------------------------------------
-    def add_key(self, name: str, scope: str, prefix: str, key_hash: str, now: float) -> int:
+    def add_key(
+        self,
+        name: str,
+        scope: str,
+        prefix: str,
+        key_hash: str,
+        now: float,
+        *,
+        allow_null_origin: bool = False,
+        role: str | None = None,
+    ) -> int:
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (name, scope, prefix, key_hash, now),
+                "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at,"
+                " allow_null_origin, role) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, scope, prefix, key_hash, now, 1 if allow_null_origin else 0, role),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -494,18 +508,17 @@ class SqliteStore:
     def find_key(self, key_hash: str) -> KeyRecord | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at FROM api_keys"
-                " WHERE key_hash = ?",
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?",  # noqa: S608
                 (key_hash,),
             ).fetchone()
-        return KeyRecord(*row) if row else None
+        return _key_record(row) if row else None
 
     def list_keys(self) -> list[KeyRecord]:
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT id, name, scope, prefix, created_at, revoked_at FROM api_keys ORDER BY id"
+                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id"  # noqa: S608
             ).fetchall()
-        return [KeyRecord(*row) for row in rows]
+        return [_key_record(row) for row in rows]
 
     def revoke_key(self, name_or_prefix: str, now: float) -> int:
         with self._write() as db:
@@ -610,16 +623,16 @@ class SqliteStore:
         with self._write() as db:
             db.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (s.created_at,))
             db.execute(
-                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?)",
-                (s.token_hash, s.csrf_token, s.created_at, s.expires_at),
+                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at,"
+                " member_id) VALUES (?, ?, ?, ?, ?)",
+                (s.token_hash, s.csrf_token, s.created_at, s.expires_at, s.member_id),
             )
 
     def get_admin_session(self, token_hash: str, now: float) -> AdminSession | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT token_hash, csrf_token, created_at, expires_at FROM admin_sessions"
-                " WHERE token_hash = ? AND expires_at > ?",
+                "SELECT token_hash, csrf_token, created_at, expires_at, member_id"
+                " FROM admin_sessions WHERE token_hash = ? AND expires_at > ?",
                 (token_hash, now),
             ).fetchone()
         return AdminSession(*row) if row else None
@@ -636,6 +649,95 @@ class SqliteStore:
     def delete_admin_sessions(self) -> int:
         with self._write() as db:
             return db.execute("DELETE FROM admin_sessions").rowcount
+
+    # -- team members ---------------------------------------------------------------------------
+    def add_member(self, name: str, password_hash: str, grant: Grant, now: float) -> int | None:
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id, disabled_at FROM members WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                cursor = db.execute(
+                    "INSERT INTO members (name, password_hash, created_at) VALUES (?, ?, ?)",
+                    (name, password_hash, now),
+                )
+                assert cursor.lastrowid is not None
+                member_id = cursor.lastrowid
+            elif row[1] is None:
+                return None
+            else:  # a removed member comes back
+                member_id = int(row[0])
+                db.execute(
+                    "UPDATE members SET password_hash = ?, disabled_at = NULL WHERE id = ?",
+                    (password_hash, member_id),
+                )
+                db.execute("DELETE FROM member_roles WHERE member_id = ?", (member_id,))
+            db.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (?, ?, ?)",
+                (member_id, grant.property_id, grant.role),
+            )
+            return member_id
+
+    def _members(self, where: str, params: Sequence[Any]) -> list[Member]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT {MEMBER_COLUMNS} {where}"
+                " ORDER BY m.name, m.id, r.property_id IS NOT NULL, r.property_id",
+                tuple(params),
+            ).fetchall()
+        return members_from_rows(rows)
+
+    def member_by_name(self, name: str) -> Member | None:
+        found = self._members("WHERE m.name = ?", (name,))
+        return found[0] if found else None
+
+    def member_by_id(self, member_id: int) -> Member | None:
+        found = self._members("WHERE m.id = ?", (member_id,))
+        return found[0] if found else None
+
+    def list_members(self) -> list[Member]:
+        return self._members("", ())
+
+    def set_member_grant(self, member_id: int, grant: Grant) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM member_roles WHERE member_id = ? AND property_id IS ?",
+                (member_id, grant.property_id),
+            )
+            db.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (?, ?, ?)",
+                (member_id, grant.property_id, grant.role),
+            )
+
+    def delete_member_grant(self, member_id: int, property_id: int | None) -> bool:
+        with self._write() as db:
+            deleted = db.execute(
+                "DELETE FROM member_roles WHERE member_id = ? AND property_id IS ?",
+                (member_id, property_id),
+            ).rowcount
+        return deleted > 0
+
+    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+        with self._write() as db:
+            db.execute(
+                "UPDATE members SET password_hash = ? WHERE id = ?", (password_hash, member_id)
+            )
+            ended: int = db.execute(
+                "DELETE FROM admin_sessions WHERE member_id = ?", (member_id,)
+            ).rowcount
+        return ended
+
+    def remove_member(self, member_id: int, now: float) -> int:
+        with self._write() as db:
+            db.execute("DELETE FROM member_roles WHERE member_id = ?", (member_id,))
+            db.execute(
+                "UPDATE members SET password_hash = '', disabled_at = ? WHERE id = ?",
+                (now, member_id),
+            )
+            ended: int = db.execute(
+                "DELETE FROM admin_sessions WHERE member_id = ?", (member_id,)
+            ).rowcount
+        return ended
 
     def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
         with self._write() as db:
@@ -876,9 +978,16 @@ class SqliteStore:
                     u.landing,
                 )
             )
+        checkouts = [(u.checkout_token, u.session_id, u.at) for u in updates if u.checkout_token]
         with self._write() as db:
             if rows:
                 db.executemany(self._UPSERT_SESSION, rows)
+            if checkouts:  # the first report of a checkout wins (see base.SessionUpdate)
+                db.executemany(
+                    "INSERT OR IGNORE INTO checkout_sessions (checkout_token, session_id,"
+                    " seen_at) VALUES (?, ?, ?)",
+                    checkouts,
+                )
             if events:
                 db.executemany(
                     "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
@@ -948,6 +1057,14 @@ class SqliteStore:
             seen.add((kind, key))
             matches.append(SessionMatch(kind, key, LandingSession(*session)))
         return matches
+
+    def checkout_session(self, checkout_token: str) -> str | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT session_id FROM checkout_sessions WHERE checkout_token = ?",
+                (checkout_token,),
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def attach_emails(self, pairs: Sequence[tuple[str, str]], now: float) -> None:
         if not pairs:
@@ -1027,6 +1144,10 @@ class SqliteStore:
                     f"DELETE FROM browser_events WHERE session_id IN ({marks})",  # noqa: S608
                     chunk,
                 ).rowcount
+                db.execute(  # the Shopify checkouts it completed: they name the session
+                    f"DELETE FROM checkout_sessions WHERE session_id IN ({marks})",  # noqa: S608
+                    chunk,
+                )
                 db.execute(
                     f"DELETE FROM landing_sessions WHERE session_id IN ({marks})",  # noqa: S608
                     chunk,
@@ -1154,6 +1275,15 @@ class SqliteStore:
 
 
 # -- sources and ledger: helpers ------------------------------------------------------------------
+#: the api_keys columns, in KeyRecord's order
+_KEY_COLUMNS = "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, role"
+
+
+def _key_record(row: Sequence[Any]) -> KeyRecord:
+    key_id, name, scope, prefix, created_at, revoked_at, allow_null, role = row
+    return KeyRecord(key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), role)
+
+
 _ORDER_COLUMNS = (
     "source, order_id, order_time, value, currency, event, event_id, session_id,"
     " attributed_tiktok, evidence, recorded_at"

@@ -38,9 +38,9 @@ from backchannel.store.runner import for_store
 from backchannel.store.sqlite import SqliteStore
 from backchannel.targets import Targets
 from backchannel.watchdog import LoopWatchdog
+from backchannel.web import access, dashboard, ops
 from backchannel.web import auth as admin_auth
 from backchannel.web import collect as browser_leg
-from backchannel.web import dashboard, ops
 from backchannel.web import sources as source_routes
 from backchannel.web.ratelimit import RateLimiter, limited_response
 from backchannel.web.security import SecurityHeadersMiddleware
@@ -227,6 +227,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         routes=lambda: app.routes,
     )
     auth = admin_auth.install(app, settings, lambda: state["store"], lambda: state["runner"])
+    access.install(app)  # team members: the role each dashboard route needs (web/access.py)
     ops.install(app, settings, state, metrics, auth, worker_expected=lambda: opts.worker)
     dashboard.install(app, settings, state)  # the diagnostics pages
 

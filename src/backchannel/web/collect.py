@@ -9,6 +9,16 @@ Collect receives every page view of a shop, so it must stay cheap and never be a
   ``collect_origins`` setting, or, when it is empty, the gateway's own host (bc.js served from
   the shop's domain through its reverse proxy, which keeps the Host header). Allowed origins
   get CORS headers on every answer and on the preflight;
+- ``Origin: null`` (an opaque origin: a sandboxed iframe such as a Shopify custom pixel's,
+  which runs without ``allow-same-origin``) whose Referer is not allowed either is decided by
+  the site key instead: a key created with ``allow_null_origin`` (``backchannel snippet
+  shopify`` creates one; ``keys create --scope collect --allow-null-origin``) is answered with
+  ``Access-Control-Allow-Origin: null``, any other key is a 403 naming the flag. Why a flag
+  and not "null is always fine": the origin check is what stops other sites' pages from
+  posting with a copied key, and ``null`` is what *any* sandboxed page or ``data:`` URL
+  sends, so giving that check up is a choice made per key, for the key pasted into the
+  sandbox. A preflight carries no key, so a preflight from ``null`` stays refused: the pixel
+  sends a CORS-simple request (``text/plain`` body, key in the body) that needs none;
 - 401 without a valid, unrevoked *site key* (scope ``collect``, ``bc_pub_…``). ``sendBeacon``
   cannot set headers, so the key may come in the body (``key``), the query string (``?key=``)
   or ``X-Backchannel-Key``. A site key is publishable: it only lets a page report page views,
@@ -178,6 +188,10 @@ def install(app: FastAPI, settings: Settings) -> None:
         referer = request.headers.get("referer")
         return normalize_origin(referer) if referer else None
 
+    def opaque(request: Request) -> bool:
+        """The page's origin is opaque (``Origin: null``): a sandboxed iframe, a data: URL."""
+        return (request.headers.get("origin") or "").strip() == "null"
+
     def cors(request: Request) -> dict[str, str] | None:
         """CORS headers for an allowed page origin, or None when the origin is refused."""
         origin = page_origin(request)
@@ -233,9 +247,14 @@ def install(app: FastAPI, settings: Settings) -> None:
         try:
             body = await read_body(request)
             allowed_headers = cors(request)
-            if allowed_headers is None:
+            # Origin: null (and no allowed Referer): the site key decides, below
+            null_origin = allowed_headers is None and opaque(request)
+            if allowed_headers is None and not null_origin:
                 raise _Refused(403, "Origin", "this origin may not post to collect", "forbidden")
-            headers = allowed_headers
+            headers = allowed_headers or {}
+            if allowed_headers is not None and opaque(request):
+                # allowed by its Referer, but the browser checks the answer against "null"
+                headers = {"Access-Control-Allow-Origin": "null", "Vary": "Origin"}
             peer = request.client.host if request.client else None
             visitor = client_ip(peer, request.headers.get("x-forwarded-for"), trusted)
             wait = limiter.hit(visitor or peer or "unknown")
@@ -271,6 +290,18 @@ def install(app: FastAPI, settings: Settings) -> None:
                     "unauthorized",
                 )
             assert record is not None
+            if null_origin:
+                if not record.allow_null_origin:
+                    raise _Refused(
+                        403,
+                        "Origin",
+                        "null (a sandboxed page, e.g. a Shopify custom pixel): this site key"
+                        " may not post from one; use the key `backchannel snippet shopify`"
+                        " creates, or `backchannel keys create --scope collect"
+                        " --allow-null-origin`",
+                        "forbidden",
+                    )
+                headers = {"Access-Control-Allow-Origin": "null", "Vary": "Origin"}
             wait = key_limiter.hit(record.id)
             if wait:
                 limited = limited_response(wait, "key", "with this site key")

@@ -291,7 +291,19 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             return await reject("shopify", exc, delivery_id)
         except credentials.SecretError as exc:
             return await unusable_secret("shopify", exc, delivery_id)
+        await checkout_session(mapped)
         return await accept("shopify", mapped, delivery_id, now)
+
+    async def checkout_session(mapped: Mapped) -> None:
+        """Name the order's landing session from its checkout token, when the Shopify custom
+        pixel reported that checkout (and no cart attribute named a session already): ingest
+        then stitches that session in as if the shop had sent its id."""
+        conversion = mapped.conversion
+        if conversion is None or not mapped.checkout_token or conversion.get("session_id"):
+            return
+        found = await state["runner"].run(state["store"].checkout_session, mapped.checkout_token)
+        if found:
+            conversion["session_id"] = found
 
     async def stripe_webhook(request: Request) -> JSONResponse:
         now = time.time()

@@ -35,7 +35,9 @@ from backchannel.diagnostics.dedup import (
     Leg,
     dedup_report,
 )
-from backchannel.web.auth import Admin, require_admin, require_admin_page
+from backchannel.members import VIEWER
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
     ParamError,
     RangeError,
@@ -238,7 +240,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     """Add the Dedup page and its JSON twin."""
 
     async def dedup_page(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> Response:
         try:
             start, end = parse_range(request)
@@ -257,7 +259,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return render(TITLE, page_body(report), admin, active="dedup")
 
     async def dedup_api(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         try:
             start, end = parse_range(request)

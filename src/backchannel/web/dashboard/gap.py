@@ -35,9 +35,11 @@ from backchannel import charts, report
 from backchannel.config import Settings
 from backchannel.destinations import NAMES, display_name
 from backchannel.destinations import get as get_destination
+from backchannel.members import VIEWER
 from backchannel.report import SECTION_TITLES, GapReport, Tally
 from backchannel.sources.ledger import PLATFORM as LEDGER_PLATFORM
-from backchannel.web.auth import Admin, require_admin, require_admin_page
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
     ParamError,
     RangeError,
@@ -405,7 +407,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     """Add the gap report page and its downloads."""
 
     async def gap_page(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> Response:
         try:
             query = parse_query(request)
@@ -415,7 +417,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return render(TITLE, page_body(result, query), admin, active="gap")
 
     async def gap_json(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         try:
             query = parse_query(request)
@@ -425,7 +427,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return JSONResponse(result.as_dict())
 
     async def gap_csv(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         try:
             query = parse_query(request)
@@ -441,7 +443,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         )
 
     async def gap_chart(
-        request: Request, name: str, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, name: str, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         names = charts.chart_names(report.SECTIONS)  # TikTok's report has every chart
         if name not in names:

@@ -25,8 +25,10 @@ from backchannel.diagnostics.identifiers import (
     IdentifiersReport,
     identifiers_report,
 )
+from backchannel.members import VIEWER
 from backchannel.routing import active_destinations
-from backchannel.web.auth import Admin, require_admin, require_admin_page
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
     RangeError,
     bad_request,
@@ -168,7 +170,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return identifiers_report(store, start, end, destinations=active)
 
     async def identifiers_page(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> Response:
         try:
             start, end = parse_range(request)
@@ -178,7 +180,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return render(TITLE, page_body(report), admin, active="identifiers")
 
     async def identifiers_api(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         try:
             start, end = parse_range(request)

@@ -18,8 +18,10 @@ from starlette.responses import HTMLResponse, JSONResponse
 from backchannel import charts
 from backchannel.config import Settings
 from backchannel.diagnostics.overview import ErrorRow, Latency, Overview, overview
+from backchannel.members import VIEWER
 from backchannel.routing import active_destinations
-from backchannel.web.auth import Admin, require_admin, require_admin_page
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin
 from backchannel.web.dashboard import layout
 from backchannel.web.dashboard.layout import esc, figure, table, when
 
@@ -287,7 +289,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
 
     @app.get(PATH, include_in_schema=False, response_class=HTMLResponse)
     async def overview_page(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> HTMLResponse:
         try:
             start, end = layout.parse_range(request)
@@ -299,7 +301,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
 
     @app.get(API_PATH, summary="Overview figures (admin session or admin API key)")
     async def overview_json(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> JSONResponse:
         try:
             start, end = layout.parse_range(request)
