@@ -126,7 +126,8 @@ def _cli(settings: Settings, args: list[str], stdin: str) -> None:
 
 
 def set_admin_password(settings: Settings, password: str) -> None:
-    """``backchannel admin set-password`` (one line on stdin), as an operator would."""
+    """``backchannel admin set-password`` (one line on stdin), as an operator would: with no
+    member yet, the password is the member ``admin``'s."""
     _cli(settings, ["admin", "set-password"], password + "\n")
 
 

@@ -234,6 +234,7 @@ class TestDoneWhen:
         set_admin_password(stack_all.settings, PASSWORD)
         page = seen["page"]
         page.goto(f"{stack_all.gateway_url}/login?next=/admin/dedup")
+        page.fill("input[name=name]", "admin")  # the first password's member (members.py)
         page.fill("input[name=password]", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url("**/admin/dedup*")
