@@ -344,53 +344,77 @@ def _stored_ids(store: Store, column: str, ids: Iterable[str]) -> set[str]:
     return found
 
 
-def _legs(store: Store, read: _Read) -> tuple[tuple[str, ...], dict[int, dict[str, Leg]]]:
-    """Every order's leg at every destination with a Pixel, then the destinations covered."""
+def _legs(
+    store: Store, read: _Read, asked: str | None
+) -> tuple[tuple[str, ...], dict[int, dict[str, Leg]]]:
+    """Every order's leg at each destination that may be covered, then those covered.
+
+    Only the destinations the rows read can concern are judged (an outbox row for some
+    order, or a mirror row of their Pixel): for 50,000 orders that is the difference between
+    a second and a few, with seven destinations registered and two in use. ``asked``: a
+    destination to judge (and cover) whatever the rows say: the one a filter names."""
+    mirrored = {p for p, _ in read.same}
+    mirrored.update(p for calls in read.sessions.values() for p, _, _ in calls)
+    routed = {d for statuses in read.statuses.values() for d in statuses}
+    judged = [
+        (name, d.PIXEL_MIRROR, d.DEDUP_ID == "event_id", d)
+        for name, d in DESTINATIONS.items()
+        if name in routed or d.PIXEL_MIRROR in mirrored or name == asked
+    ]
     # the candidates: per order and destination, the session's calls of its Pixel under a
     # name it fires the order's event under, with another id (or none)
+    names: dict[tuple[str, str], frozenset[str]] = {}
     candidates: dict[tuple[int, str], list[str | None]] = {}
-    others: dict[str, set[str]] = {"event_id": set(), "order_id": set()}
+    others: dict[bool, set[str]] = {True: set(), False: set()}
     for conversion_id, order_id, event, event_id, _, session_id in read.orders:
-        calls = read.sessions.get(session_id or "", [])
+        calls = read.sessions.get(session_id or "")
         if not calls:
             continue
-        for name, d in DESTINATIONS.items():
-            names = {same_name(n) for n in d.pixel_events(event)}
-            own = event_id if d.DEDUP_ID == "event_id" else order_id
+        for name, platform, by_event_id, d in judged:
+            wanted = names.get((name, event))
+            if wanted is None:
+                wanted = frozenset(same_name(n) for n in d.pixel_events(event))
+                names[(name, event)] = wanted
+            own = event_id if by_event_id else order_id
             found = [
                 call_id
-                for platform, call_event, call_id in calls
-                if platform == d.PIXEL_MIRROR and same_name(call_event) in names and call_id != own
+                for call_platform, call_event, call_id in calls
+                if call_platform == platform and call_id != own and same_name(call_event) in wanted
             ]
             if found:
                 candidates[(conversion_id, name)] = found
-                others[d.DEDUP_ID].update(i for i in found if i is not None)
-    stored = {key: _stored_ids(store, key, ids) for key, ids in others.items()}
+                others[by_event_id].update(i for i in found if i is not None)
+    stored = {
+        True: _stored_ids(store, "event_id", others[True]),
+        False: _stored_ids(store, "order_id", others[False]),
+    }
     legs: dict[int, dict[str, Leg]] = {}
     covered: set[str] = set()
+    same = read.same
     for conversion_id, order_id, _, event_id, _, _ in read.orders:
         statuses = read.statuses.get(conversion_id, {})
         mine: dict[str, Leg] = {}
-        for name, d in DESTINATIONS.items():
-            own = event_id if d.DEDUP_ID == "event_id" else order_id
+        for name, platform, by_event_id, _ in judged:
+            own = event_id if by_event_id else order_id
+            seen = candidates.get((conversion_id, name), [])
             # another stored conversion's id is that order's leg, not a mismatch of this one
-            other = [
-                i
-                for i in candidates.get((conversion_id, name), [])
-                if i is None or i not in stored[d.DEDUP_ID]
-            ]
+            other = [i for i in seen if i is None or i not in stored[by_event_id]]
             leg = Leg(
                 destination=name,
                 dedup_id=own,
                 status=statuses.get(name),
-                same_id=(d.PIXEL_MIRROR, own) in read.same,
+                same_id=(platform, own) in same,
                 mismatch=bool(other),
-                browser_id=min((i for i in other if i is not None), default=None),
+                browser_id=min((i for i in other if i is not None), default=None)
+                if other
+                else None,
             )
             mine[name] = leg
-            if statuses and (leg.status is not None or leg.browser_seen):
+            if statuses and (leg.status is not None or leg.same_id or leg.mismatch):
                 covered.add(name)
         legs[conversion_id] = mine
+    if asked is not None:
+        covered.add(asked)
     return tuple(n for n in DESTINATIONS if n in covered), legs
 
 
@@ -416,9 +440,7 @@ def dedup_report(
         raise ValueError("page: must be 1 or more")
     low, high = time_range(start, end)
     read = _read(store, low, high, cap)
-    covered, legs = _legs(store, read)
-    if destination is not None and destination not in covered:
-        covered = tuple(n for n in DESTINATIONS if n in {*covered, destination})
+    covered, legs = _legs(store, read, destination)
     every = [
         DedupRow(
             conversion_id=cid,
