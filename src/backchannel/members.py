@@ -24,10 +24,9 @@ Rules kept here, for the CLI and the dashboard alike:
 - every change is audited with its actor (``member alice``, ``admin key ops``, ``cli``) and
   names only: never a password or its hash.
 
-**Properties.** Until properties exist (another branch: ``properties`` table, property 1 =
-``default``) the only property is ``default`` = id 1. :func:`resolve_property` (name -> id) and
-:func:`property_name` (id -> name) are the two places that know it; the properties work
-replaces their bodies with a lookup in the store and nothing else here changes.
+**Properties.** :func:`resolve_property` (name -> id) and :func:`property_name` (id -> name)
+read the store's properties (backchannel.properties, migration 0013): the only two places
+here that know them.
 """
 
 from __future__ import annotations
@@ -68,29 +67,25 @@ class NotAllowed(MemberError):
     """The one asking may not make this change (the dashboard answers 403)."""
 
 
-# --- properties: the one seam the properties work replaces ---------------------------------------
+# --- properties: names and ids from the store (backchannel.properties) -------------------------
 def resolve_property(store: Store, name: str) -> int:
-    """The id of the property called ``name``; :class:`MemberError` naming ``property`` if none.
-
-    Today the one property is ``default`` (id 1). The properties work replaces this body with
-    the store's lookup; every caller (CLI ``--property``, the dashboard's ``?property=``)
-    goes through here.
-    """
+    """The id of the property called ``name``; :class:`MemberError` naming ``property`` (and
+    the known ones) if none. Every caller (CLI ``--property``, the dashboard's
+    ``?property=``) goes through here."""
     value = name.strip()
-    if value == DEFAULT_PROPERTY_NAME:
-        return DEFAULT_PROPERTY_ID
-    raise MemberError(
-        f"property: no property named {value!r} (the only property is {DEFAULT_PROPERTY_NAME!r})"
-    )
+    found = store.get_property(value)
+    if found is None:
+        known = ", ".join(p.name for p in store.properties())
+        raise MemberError(f"property: no property named {value!r} (known: {known})")
+    return found.id
 
 
 def property_name(store: Store, property_id: int | None) -> str:
     """How a property is shown: its name, or ``*`` for every property (host-wide)."""
     if property_id is None:
         return ALL_PROPERTIES
-    if property_id == DEFAULT_PROPERTY_ID:
-        return DEFAULT_PROPERTY_NAME
-    return f"#{property_id}"  # a grant on a property this install does not know (yet)
+    found = store.get_property(property_id)
+    return found.name if found is not None else f"#{property_id}"
 
 
 # --- roles ---------------------------------------------------------------------------------------

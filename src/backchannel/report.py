@@ -13,7 +13,8 @@ every group says how many orders it is based on.
 - **pixel only**: those whose browser leg fired (a mirror row of the platform's Pixel with the
   order's id in its key: the event_id, or for Google's tag the order id);
 - **server delivered**: those whose conversion has a delivered outbox row for it;
-- **deduplicated**: the union of both, by event_id (what the platform counts once);
+- **deduplicated**: the union of both, by (property, event_id) (what the platform counts
+  once);
 - **recovered**: deduplicated − pixel only;
 - **coverage**: deduplicated / truth set, before and after the switch-on date if given.
 
@@ -138,6 +139,8 @@ class LedgerOrder:
     os_version: str | None = None
     load_time_ms: int | None = None
     pixel_status: str | None = None
+    #: the order's property (the deduplicated union is by property and event_id)
+    property_id: int = 1
 
 
 #: a row of either kind: TikTok's from the store, another destination's from platform_rows
@@ -268,16 +271,18 @@ def time_range(start: date, end: date) -> tuple[int, int]:
 
 
 def tally(rows: Iterable[Row]) -> Tally:
-    """Counts over truth-set rows; the deduplicated total is a union by event_id."""
+    """Counts over truth-set rows; the deduplicated total is a union by event_id (within a
+    property: two properties' orders with one event_id go to different pixels, and each is
+    counted by its own)."""
     orders = pixel = server = 0
-    union: set[str] = set()
+    union: set[tuple[int, str]] = set()
     for row in rows:
         orders += 1
         delivered = _delivered(row)
         pixel += row.pixel_fired
         server += delivered
         if row.event_id is not None and (row.pixel_fired or delivered):
-            union.add(row.event_id)
+            union.add((row.property_id, row.event_id))
     return Tally(orders, pixel, server, len(union))
 
 
@@ -603,9 +608,11 @@ def from_store(
     *,
     pixel_event: str = PIXEL_EVENT,
     destination: str | None = None,
+    property_id: int | None = None,
 ) -> GapReport:
     """The gap report read from a store: what the CLI, the page and its downloads all show
-    (two reads: the ledger rows and the imported Events Manager counts).
+    (two reads: the ledger rows and the imported Events Manager counts). ``property_id``:
+    one property's orders only (None: every property's, the host's view).
 
     ``destination``: the platform it is about (default, and ``tiktok``: TikTok's, the
     ledger's); any other destination's reads :func:`platform_rows` instead, and has no
@@ -613,14 +620,16 @@ def from_store(
     naming the known destinations for an unknown one."""
     name = destination or LEDGER_PLATFORM
     if name != LEDGER_PLATFORM:
-        return _platform_report(store, get_destination(name), start, end, switch_on)
+        return _platform_report(store, get_destination(name), start, end, switch_on, property_id)
     low, high = time_range(start, end)
-    rows = store.gap_rows(low, high)
-    counts = store.pixel_counts(start.isoformat(), end.isoformat(), pixel_event)
+    rows = store.gap_rows(low, high, property_id)
+    counts = store.pixel_counts(start.isoformat(), end.isoformat(), pixel_event, property_id)
     report = gap_report(rows, start, end, switch_on, pixel_counts=counts, pixel_event=pixel_event)
-    delivered = {
-        str(destination): int(n) for destination, n in store.read(DELIVERED_BY_SQL, (low, high))
-    }
+    sql, params = DELIVERED_BY_SQL.format(scope=""), [low, high]
+    if property_id is not None:
+        sql = DELIVERED_BY_SQL.format(scope=" AND o.property_id = ?")
+        params.append(property_id)
+    delivered = {str(destination): int(n) for destination, n in store.read(sql, params)}
     return replace(report, server_delivered_by=delivered)
 
 
@@ -629,10 +638,11 @@ def from_store(
 DELIVERED_BY_SQL = """
 SELECT x.destination, COUNT(DISTINCT o.id)
 FROM orders o
-JOIN conversions c ON c.event = o.event AND c.event_id = o.event_id
+JOIN conversions c
+  ON c.property_id = o.property_id AND c.event = o.event AND c.event_id = o.event_id
 JOIN outbox x ON x.conversion_id = c.id
 WHERE o.order_time >= ? AND o.order_time < ? AND o.attributed_tiktok = 1
-  AND x.status = 'delivered'
+  AND x.status = 'delivered'{scope}
 GROUP BY x.destination
 ORDER BY x.destination
 """
@@ -662,35 +672,40 @@ def attributed(
 _FIELD = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def platform_sql(destination: Destination) -> str:
+def platform_sql(destination: Destination, *, scoped: bool = False) -> str:
     """The ledger orders of the range with what one destination's report needs (portable SQL,
-    ``?`` placeholders: the Pixel's mirror name, the destination, the range): whether a mirror
-    row of its Pixel carries the order's id in its key, whether its outbox row is delivered,
-    the landing session's browser facts, utm_source, ids and the click-id columns the
-    destination's named click ids are kept in, and the conversion's stored payload."""
+    ``?`` placeholders: the Pixel's mirror name, the destination, the range, and the property
+    when ``scoped``): whether a mirror row of its Pixel carries the order's id in its key,
+    whether an outbox row of it is delivered, the landing session's browser facts,
+    utm_source, ids and the click-id columns the destination's named click ids are kept in,
+    and the conversion's stored payload. Everything joined is the order's own property's."""
     key = "o.event_id" if destination.DEDUP_ID == "event_id" else "o.order_id"
     columns = [f for f in destination.CLICK_IDS if f in identifiers.NAMED]
     if not all(_FIELD.fullmatch(c) for c in columns):  # declared names: never user input
         raise ValueError(f"{destination.name}: CLICK_IDS must be lower-case field names")
     extra = "".join(f", s.{c}" for c in columns)
+    scope = " AND o.property_id = ?" if scoped else ""
     return f"""
 SELECT o.order_time, o.event_id, o.session_id,
        CASE WHEN {key} IS NOT NULL AND EXISTS (
            SELECT 1 FROM browser_events b WHERE b.event_id = {key} AND b.platform = ?
+              AND b.property_id = o.property_id
        ) THEN 1 ELSE 0 END,
        CASE WHEN o.event_id IS NOT NULL AND EXISTS (
            SELECT 1 FROM conversions c JOIN outbox x ON x.conversion_id = c.id
-           WHERE c.event = o.event AND c.event_id = o.event_id
+           WHERE c.property_id = o.property_id AND c.event = o.event AND c.event_id = o.event_id
              AND x.destination = ? AND x.status = 'delivered'
        ) THEN 1 ELSE 0 END,
        CASE WHEN s.session_id IS NULL THEN 0 ELSE 1 END,
-       s.browser, s.os, s.os_version, s.load_time_ms, s.utm_source, s.ids, c.payload{extra}
+       s.browser, s.os, s.os_version, s.load_time_ms, s.utm_source, s.ids, c.payload,
+       o.property_id{extra}
 FROM orders o
-LEFT JOIN landing_sessions s ON s.session_id = o.session_id
-LEFT JOIN conversions c ON c.event = o.event AND c.event_id = o.event_id
-WHERE o.order_time >= ? AND o.order_time < ?
+LEFT JOIN landing_sessions s ON s.session_id = o.session_id AND s.property_id = o.property_id
+LEFT JOIN conversions c
+  ON c.property_id = o.property_id AND c.event = o.event AND c.event_id = o.event_id
+WHERE o.order_time >= ? AND o.order_time < ?{scope}
 ORDER BY o.order_time, o.source, o.order_id
-"""  # noqa: S608 - interpolated: two constants and declared field names checked above
+"""  # noqa: S608 - interpolated: constants and declared field names checked above
 
 
 def _json(value: Any) -> dict[str, Any]:
@@ -710,20 +725,28 @@ def _utm_source(url: Any) -> str | None:
     return found or None
 
 
-def platform_rows(store: Store, destination: Destination, low: int, high: int) -> list[LedgerOrder]:
-    """Every ledger order with ``low <= order_time < high``, oldest first, as the report of
-    ``destination`` reads it (one query, :func:`platform_sql`)."""
+def platform_rows(
+    store: Store,
+    destination: Destination,
+    low: int,
+    high: int,
+    property_id: int | None = None,
+) -> list[LedgerOrder]:
+    """Every ledger order with ``low <= order_time < high`` (of one property, or of all when
+    None), oldest first, as the report of ``destination`` reads it (one query,
+    :func:`platform_sql`)."""
     named = [f for f in destination.CLICK_IDS if f in identifiers.NAMED]
+    params: list[Any] = [destination.PIXEL_MIRROR, destination.name, low, high]
+    if property_id is not None:
+        params.append(property_id)
     out: list[LedgerOrder] = []
-    for r in store.read(
-        platform_sql(destination), (destination.PIXEL_MIRROR, destination.name, low, high)
-    ):
+    for r in store.read(platform_sql(destination, scoped=property_id is not None), params):
         payload = _json(r[12])
         user = payload.get("user")
         page = payload.get("page")
         session_ids: dict[str, str | None] = {
             **_json(r[11]),
-            **dict(zip(named, r[13:], strict=True)),
+            **dict(zip(named, r[14:], strict=True)),
         }
         out.append(
             LedgerOrder(
@@ -742,14 +765,20 @@ def platform_rows(store: Store, destination: Destination, low: int, high: int) -
                 os=r[7],
                 os_version=r[8],
                 load_time_ms=None if r[9] is None else int(r[9]),
+                property_id=int(r[13]),
             )
         )
     return out
 
 
 def _platform_report(
-    store: Store, destination: Destination, start: date, end: date, switch_on: date | None
+    store: Store,
+    destination: Destination,
+    start: date,
+    end: date,
+    switch_on: date | None,
+    property_id: int | None,
 ) -> GapReport:
     low, high = time_range(start, end)
-    rows = platform_rows(store, destination, low, high)
+    rows = platform_rows(store, destination, low, high, property_id)
     return gap_report(rows, start, end, switch_on, destination=destination.name)

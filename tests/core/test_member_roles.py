@@ -1,11 +1,15 @@
-"""The role rules of team members (backchannel.members), pure: no store, no HTTP."""
+"""The role rules of team members (backchannel.members): pure, except the property lookup (a
+real SQLite store); no HTTP."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from backchannel import members
 from backchannel.store.base import Grant
+from backchannel.store.sqlite import SqliteStore
 
 HOST_VIEWER = Grant(None, "viewer")
 
@@ -73,11 +77,22 @@ def test_bad_names_are_refused_naming_the_field(raw: str) -> None:
         members.check_name(raw)
 
 
-def test_the_property_lookup_knows_default_only() -> None:
-    """Until properties exist: `default` is property 1; any other name is refused."""
-    store = None  # the lookup does not read the store yet; the properties work will
-    assert members.resolve_property(store, " default ") == 1  # type: ignore[arg-type]
-    with pytest.raises(members.MemberError, match=r"^property: no property named 'eu'"):
-        members.resolve_property(store, "eu")  # type: ignore[arg-type]
-    assert members.property_name(store, None) == "*"  # type: ignore[arg-type]
-    assert members.property_name(store, 1) == "default"  # type: ignore[arg-type]
+def test_the_property_lookup_reads_the_store(tmp_path: Path) -> None:
+    """Names resolve to the ids the store gave; an unknown name is refused naming the known ones."""
+    store = SqliteStore(tmp_path / "members.db")
+    store.migrate()
+    try:
+        assert members.resolve_property(store, " default ") == 1
+        with pytest.raises(
+            members.MemberError, match=r"^property: no property named 'eu' \(known: default\)$"
+        ):
+            members.resolve_property(store, "eu")
+        eu = store.create_property("eu", 0.0)
+        assert eu is not None
+        assert eu != 1
+        assert members.resolve_property(store, "eu") == eu
+        assert members.property_name(store, None) == "*"
+        assert members.property_name(store, 1) == "default"
+        assert members.property_name(store, eu) == "eu"
+    finally:
+        store.close()

@@ -448,6 +448,8 @@ PLATFORM_EXPECTED = {
 
 def seed_platforms(store: Store) -> None:
     """Four orders to every destination, every Pixel's mirror, each outbox row driven."""
+    # a connection of each destination in the default property (TikTok's and Meta's exist)
+    store.ensure_connections(registry.NAMES, BASE)
     for n, session_id in PLATFORM_ORDERS.items():
         record = conversion(
             f"P{n}",

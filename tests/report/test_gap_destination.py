@@ -84,6 +84,8 @@ def ledger(n: int, day: int, session_id: str | None, *, event_id: str | None) ->
 
 
 def seed(store: Store) -> None:
+    # a connection of each destination in the default property (TikTok's and Meta's exist)
+    store.ensure_connections(("snapchat", "google_ads"), NOW)
     items = []
     for n, (day, session_id, user, url, destinations) in ORDERS.items():
         payload = {"n": str(n), "event": "CompletePayment", "user": user}

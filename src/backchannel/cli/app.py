@@ -19,6 +19,7 @@ from backchannel.cli import (
     keys,
     members,
     outbox,
+    properties,
     report,
     route,
     send,
@@ -60,6 +61,7 @@ app.command()(upkeep.doctor)
 app.command()(backups.backup)
 app.command()(backups.restore)
 app.command()(upkeep.purge)
+app.add_typer(properties.property_app, name="property")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(token.token_app, name="token")
 app.add_typer(route.route_app, name="route")

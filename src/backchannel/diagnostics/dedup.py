@@ -80,36 +80,46 @@ SHORT = {
 }
 
 #: the orders of the report: the same text for both backends (``?`` placeholders); the
-#: other queries select from it as a subquery, so they read exactly these rows
+#: other queries select from it as a subquery, so they read exactly these rows.
+#: ``{scope}``: "" or one property's (" AND c.property_id = ?"), filled in by :func:`_sql`
 ORDERS_SQL = """
-SELECT c.id, c.order_id, c.event, c.event_id, c.received_at, c.session_id
+SELECT c.id, c.order_id, c.event, c.event_id, c.received_at, c.session_id, c.property_id
 FROM conversions c
 WHERE c.test_event_code IS NULL AND c.order_id IS NOT NULL
-  AND c.received_at >= ? AND c.received_at < ?
+  AND c.received_at >= ? AND c.received_at < ?{scope}
 ORDER BY c.received_at DESC, c.id DESC
 LIMIT ?
 """
-#: every outbox row of those orders: (conversion id, destination, status)
+#: every outbox row of those orders: (conversion id, destination, status); a destination
+#: with two connections (two pixels of one property) has two rows
 OUTBOX_SQL = f"""
 SELECT x.conversion_id, x.destination, x.status
 FROM outbox x
 WHERE x.conversion_id IN (SELECT o.id FROM ({ORDERS_SQL}) o)
 """  # noqa: S608 - the only interpolation is the constant ORDERS_SQL
-#: mirror rows carrying one of those orders' ids, event_id or order_id: (platform, id)
+#: mirror rows carrying one of those orders' ids, event_id or order_id: (property, platform,
+#: id); a row pairs only with an order of its own property (matched in Python)
 SAME_ID_SQL = f"""
-SELECT DISTINCT b.platform, b.event_id
+SELECT DISTINCT b.property_id, b.platform, b.event_id
 FROM browser_events b
 WHERE b.event_id IN (SELECT o.event_id FROM ({ORDERS_SQL}) o)
    OR b.event_id IN (SELECT o.order_id FROM ({ORDERS_SQL}) o)
 """  # noqa: S608 - the only interpolation is the constant ORDERS_SQL
-#: mirror rows of those orders' landing sessions: (session, platform, event, id)
+#: mirror rows of those orders' landing sessions: (session, platform, event, id, property)
 SESSION_SQL = f"""
-SELECT b.session_id, b.platform, b.event, b.event_id
+SELECT b.session_id, b.platform, b.event, b.event_id, b.property_id
 FROM browser_events b
 WHERE b.session_id IN (
     SELECT o.session_id FROM ({ORDERS_SQL}) o WHERE o.session_id IS NOT NULL
 )
 """  # noqa: S608 - the only interpolation is the constant ORDERS_SQL
+_SCOPE = " AND c.property_id = ?"
+
+
+def _sql(query: str, property_id: int | None) -> str:
+    """A query of this module over every property's orders, or one property's."""
+    return query.replace("{scope}", "" if property_id is None else _SCOPE)
+
 
 _SEPARATORS = re.compile(r"[^0-9a-z]")
 
@@ -297,50 +307,74 @@ class DedupReport:
         }
 
 
+#: (conversion id, order id, event, event_id, received at, session id, property id)
+Order = tuple[int, str, str, str, float, str | None, int]
+
+
 @dataclass(slots=True)
 class _Read:
     """What the queries returned, before any judgement."""
 
-    orders: list[tuple[int, str, str, str, float, str | None]]
+    orders: list[Order]
     capped: bool
     statuses: dict[int, dict[str, str]]
-    #: (platform, id) of every mirror row carrying an order's event_id or order_id
-    same: set[tuple[str, str]]
-    #: session -> its mirror rows (platform, event, id)
-    sessions: dict[str, list[tuple[str, str, str | None]]]
+    #: (property, platform, id) of every mirror row carrying an order's event_id or order_id
+    same: set[tuple[int, str, str]]
+    #: (property, session) -> its mirror rows (platform, event, id)
+    sessions: dict[tuple[int, str], list[tuple[str, str, str | None]]]
 
 
-def _read(store: Store, low: int, high: int, cap: int) -> _Read:
-    window = (low, high, cap + 1)
-    raw = store.read(ORDERS_SQL, window)
-    orders = [(int(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4]), r[5]) for r in raw[:cap]]
+def _read(store: Store, low: int, high: int, cap: int, property_id: int | None) -> _Read:
+    window: tuple[Any, ...] = (low, high, cap + 1)
+    if property_id is not None:
+        window = (low, high, property_id, cap + 1)
+    raw = store.read(_sql(ORDERS_SQL, property_id), window)
+    orders = [
+        (int(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4]), r[5], int(r[6]))
+        for r in raw[:cap]
+    ]
     kept = {o[0] for o in orders}
     statuses: dict[int, dict[str, str]] = {}
-    for conversion_id, destination, status in store.read(OUTBOX_SQL, window):
-        if int(conversion_id) in kept:  # the cap's extra row is not an order of the report
-            statuses.setdefault(int(conversion_id), {})[str(destination)] = str(status)
-    same = {(str(p), str(i)) for p, i in store.read(SAME_ID_SQL, window + window)}
-    sessions: dict[str, list[tuple[str, str, str | None]]] = {}
-    for session_id, platform, event, event_id in store.read(SESSION_SQL, window):
-        sessions.setdefault(str(session_id), []).append((str(platform), str(event), event_id))
+    for conversion_id, destination, status in store.read(_sql(OUTBOX_SQL, property_id), window):
+        if int(conversion_id) not in kept:  # the cap's extra row is not an order of the report
+            continue
+        mine = statuses.setdefault(int(conversion_id), {})
+        known = mine.get(str(destination))
+        # two connections of one destination: delivered when either delivered it, else the
+        # first status in text order (stable whatever order the rows come in)
+        if known is None or (known != DELIVERED and (status == DELIVERED or status < known)):
+            mine[str(destination)] = str(status)
+    same = {
+        (int(prop), str(platform), str(i))
+        for prop, platform, i in store.read(_sql(SAME_ID_SQL, property_id), window + window)
+    }
+    sessions: dict[tuple[int, str], list[tuple[str, str, str | None]]] = {}
+    for session_id, platform, event, event_id, prop in store.read(
+        _sql(SESSION_SQL, property_id), window
+    ):
+        key = (int(prop), str(session_id))
+        sessions.setdefault(key, []).append((str(platform), str(event), event_id))
     return _Read(orders, len(raw) > cap, statuses, same, sessions)
 
 
-def _stored_ids(store: Store, column: str, ids: Iterable[str]) -> set[str]:
-    """Which of ``ids`` are some conversion's ``column`` (``event_id`` or ``order_id``)."""
-    wanted = sorted(set(ids))
-    found: set[str] = set()
-    for start in range(0, len(wanted), LOOKUP_CHUNK):
-        chunk = wanted[start : start + LOOKUP_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        found.update(
-            str(r[0])
-            for r in store.read(
+def _stored_ids(store: Store, column: str, ids: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which of ``(property, id)`` are a stored conversion's ``column`` (``event_id`` or
+    ``order_id``) in that same property (index probes: conversions_event_id, on
+    (property_id, event_id), and conversions_order)."""
+    by_property: dict[int, list[str]] = {}
+    for prop, value in sorted(set(ids)):
+        by_property.setdefault(prop, []).append(value)
+    found: set[tuple[int, str]] = set()
+    for prop, values in by_property.items():
+        for start in range(0, len(values), LOOKUP_CHUNK):
+            chunk = values[start : start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = store.read(
                 f"SELECT DISTINCT {column} FROM conversions"  # noqa: S608 - column is ours
-                f" WHERE {column} IN ({marks})",
-                chunk,
+                f" WHERE property_id = ? AND {column} IN ({marks})",
+                [prop, *chunk],
             )
-        )
+            found.update((prop, str(r[0])) for r in rows)
     return found
 
 
@@ -353,7 +387,7 @@ def _legs(
     order, or a mirror row of their Pixel): for 50,000 orders that is the difference between
     a second and a few, with seven destinations registered and two in use. ``asked``: a
     destination to judge (and cover) whatever the rows say: the one a filter names."""
-    mirrored = {p for p, _ in read.same}
+    mirrored = {p for _, p, _ in read.same}
     mirrored.update(p for calls in read.sessions.values() for p, _, _ in calls)
     routed = {d for statuses in read.statuses.values() for d in statuses}
     judged = [
@@ -365,9 +399,9 @@ def _legs(
     # name it fires the order's event under, with another id (or none)
     names: dict[tuple[str, str], frozenset[str]] = {}
     candidates: dict[tuple[int, str], list[str | None]] = {}
-    others: dict[bool, set[str]] = {True: set(), False: set()}
-    for conversion_id, order_id, event, event_id, _, session_id in read.orders:
-        calls = read.sessions.get(session_id or "")
+    others: dict[bool, set[tuple[int, str]]] = {True: set(), False: set()}
+    for conversion_id, order_id, event, event_id, _, session_id, prop in read.orders:
+        calls = read.sessions.get((prop, session_id or ""))
         if not calls:
             continue
         for name, platform, by_event_id, d in judged:
@@ -383,7 +417,7 @@ def _legs(
             ]
             if found:
                 candidates[(conversion_id, name)] = found
-                others[by_event_id].update(i for i in found if i is not None)
+                others[by_event_id].update((prop, i) for i in found if i is not None)
     stored = {
         True: _stored_ids(store, "event_id", others[True]),
         False: _stored_ids(store, "order_id", others[False]),
@@ -391,19 +425,19 @@ def _legs(
     legs: dict[int, dict[str, Leg]] = {}
     covered: set[str] = set()
     same = read.same
-    for conversion_id, order_id, _, event_id, _, _ in read.orders:
+    for conversion_id, order_id, _, event_id, _, _, prop in read.orders:
         statuses = read.statuses.get(conversion_id, {})
         mine: dict[str, Leg] = {}
         for name, platform, by_event_id, _ in judged:
             own = event_id if by_event_id else order_id
             seen = candidates.get((conversion_id, name), [])
             # another stored conversion's id is that order's leg, not a mismatch of this one
-            other = [i for i in seen if i is None or i not in stored[by_event_id]]
+            other = [i for i in seen if i is None or (prop, i) not in stored[by_event_id]]
             leg = Leg(
                 destination=name,
                 dedup_id=own,
                 status=statuses.get(name),
-                same_id=(platform, own) in same,
+                same_id=(prop, platform, own) in same,
                 mismatch=bool(other),
                 browser_id=min((i for i in other if i is not None), default=None)
                 if other
@@ -427,10 +461,13 @@ def dedup_report(
     destination: str | None = None,
     page: int = 1,
     cap: int | None = None,
+    property_id: int | None = None,
 ) -> DedupReport:
     """Read the latest ``cap`` (default :data:`CAP`) orders received in ``[start, end]`` (UTC
     days) and page ``page`` of those whose verdict is ``status`` at ``destination`` (at any
-    destination covered when None; every order when ``status`` is None)."""
+    destination covered when None; every order when ``status`` is None); ``property_id``:
+    one property's orders only (None: every property's). Everything an order is paired with
+    (its outbox rows, mirror rows, session, other orders' ids) is its own property's."""
     cap = CAP if cap is None else cap
     if status is not None and status not in VERDICTS:
         raise ValueError(f"status: one of {', '.join(VERDICTS)}")
@@ -439,7 +476,7 @@ def dedup_report(
     if page < 1:
         raise ValueError("page: must be 1 or more")
     low, high = time_range(start, end)
-    read = _read(store, low, high, cap)
+    read = _read(store, low, high, cap, property_id)
     covered, legs = _legs(store, read, destination)
     every = [
         DedupRow(
@@ -452,7 +489,7 @@ def dedup_report(
             statuses=read.statuses.get(cid, {}),
             legs={d: legs[cid][d] for d in covered},
         )
-        for cid, order_id, event, event_id, received_at, session_id in read.orders
+        for cid, order_id, event, event_id, received_at, session_id, _ in read.orders
     ]
     rows = [r for r in every if r.sent]
     counts = {d: dict.fromkeys(VERDICTS, 0) for d in covered}

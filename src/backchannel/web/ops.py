@@ -31,10 +31,10 @@ from backchannel import members
 from backchannel.config import Settings
 from backchannel.members import VIEWER
 from backchannel.metrics import CONTENT_TYPE, Metrics
-from backchannel.routing import active_destinations
+from backchannel.routing import active_connections
 from backchannel.store import migrations
-from backchannel.store.base import Store
-from backchannel.suspension import Suspension, suspension_key
+from backchannel.store.base import Store, qualified_name
+from backchannel.suspension import Suspension
 from backchannel.web.access import require_role
 from backchannel.web.auth import Admin, AdminAuth
 
@@ -46,13 +46,19 @@ def latest_migration(database_url: str) -> int:
     return max(version for version, _ in migrations.load(backend))
 
 
-def destination_states(store: Store, destinations: Sequence[str]) -> dict[str, str]:
-    """``ok``, or ``paused: <the platform's reason>`` per destination (see suspension.py)."""
-    states: dict[str, str] = {}
-    for name in destinations:
-        suspended = Suspension.parse(store.get_admin_setting(suspension_key(name)))
-        states[name] = "ok" if suspended is None else f"paused: {suspended.reason}"
-    return states
+def delivery_states(store: Store, always: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``ok``, or ``paused: <the platform's reason>``, per destination (paused when any of its
+    active connections is) and per connection (see suspension.py)."""
+    names = {p.id: p.name for p in store.properties()}
+    destinations: dict[str, str] = {}
+    connections: dict[str, str] = {}
+    for c in active_connections(store, always):
+        suspended = Suspension.parse(c.suspension)
+        state = "ok" if suspended is None else f"paused: {suspended.reason}"
+        connections[qualified_name(c.property_id, names.get(c.property_id, ""), c.name)] = state
+        if destinations.get(c.destination, "ok") == "ok":
+            destinations[c.destination] = state
+    return destinations, connections
 
 
 def install(
@@ -94,8 +100,8 @@ def install(
         if store is not None and checks.get("database") == "ok":
             # Informational, not a check: a destination paused for a refused token must not
             # take the node out of a load balancer, since ingest still works and queues.
-            body["destinations"] = await asyncio.to_thread(
-                lambda: destination_states(store, active_destinations(store, settings.destinations))
+            body["destinations"], body["connections"] = await asyncio.to_thread(
+                delivery_states, store, settings.destinations
             )
         return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -77,7 +77,7 @@ def mode_of(
     state: dict[str, Any], settings: Settings, destination: str, connection: Connection | None
 ) -> str:
     """sandbox / live while the destination gets rows; "off — not connected" otherwise."""
-    if destination not in settings.destinations and connection is None:
+    if destination not in settings.destinations and (connection is None or not connection.live):
         return OFF
     try:
         return "sandbox" if state["targets"].resolve(destination).sandbox else "live"

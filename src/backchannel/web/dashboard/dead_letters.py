@@ -209,7 +209,13 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except ParamError as exc:
             return bad_page(admin, exc)
         data = await asyncio.to_thread(
-            dead_page, state["store"], page=page, destination=destination
+            functools.partial(
+                dead_page,
+                state["store"],
+                page=page,
+                destination=destination,
+                property_id=admin.property_id,
+            )
         )
         return layout.render(
             "Dead letters", render_list(data, admin, known, replayed), admin, active="dead"
@@ -224,7 +230,13 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except ParamError as exc:
             return layout.bad_request(exc)
         data = await asyncio.to_thread(
-            dead_page, state["store"], page=page, destination=destination
+            functools.partial(
+                dead_page,
+                state["store"],
+                page=page,
+                destination=destination,
+                property_id=admin.property_id,
+            )
         )
         return JSONResponse(data.to_json())
 
@@ -234,7 +246,9 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     ) -> HTMLResponse:
         if not outbox_id.isdigit() or len(outbox_id) > 18:
             return bad_page(admin, ParamError("outbox_id: must be a whole number"))
-        letter = await asyncio.to_thread(dead_letter, state["store"], int(outbox_id))
+        letter = await asyncio.to_thread(
+            dead_letter, state["store"], int(outbox_id), admin.property_id
+        )
         if letter is None:
             return bad_page(admin, ParamError("outbox_id: no such outbox row"), 404)
         title = f"Dead letter {letter.outbox_id}"
@@ -268,19 +282,27 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 raise ParamError(f"event_id: longer than {MAX_EVENT_ID} characters")
         except ParamError as exc:
             return refuse(exc)
-        if event_id and not await asyncio.to_thread(dead_count, store, event_id, destination):
+        if event_id and not await asyncio.to_thread(
+            dead_count, store, event_id, destination, admin.property_id
+        ):
             where = f" for {destination}" if destination else ""
             return refuse(ParamError(f"event_id: no dead letter with this event_id{where}"), 404)
         now = time.time()
         runner = state["runner"]
         count: int = await runner.run(
-            functools.partial(store.replay, now, event_id=event_id or None, destination=destination)
+            functools.partial(
+                store.replay,
+                now,
+                event_id=event_id or None,
+                destination=destination,
+                property_id=admin.property_id,  # the request's property's letters only
+            )
         )
         what = f"event_id {event_id}" if event_id else "all dead"
         detail = f"{what}, destination {destination or 'all'}: {count} re-queued"
-        await runner.run(store.audit, now, admin.actor, "replay", detail)
+        await runner.run(store.audit, now, admin.actor, "replay", detail, admin.property_id)
         worker = state.get("worker")
         if worker is not None and count:
-            worker.wake(destination or "*")
+            worker.wake("*")  # lanes are per connection: each looks at its own rows
         query = {"replayed": str(count), **({"destination": destination} if destination else {})}
         return RedirectResponse(f"{PATH}?{urlencode(query)}", status_code=303)

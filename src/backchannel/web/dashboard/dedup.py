@@ -15,6 +15,7 @@ JSON error).
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -248,13 +249,16 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except (RangeError, ParamError) as exc:
             return error_page(TITLE, PATH, exc, admin, "dedup")
         report = await asyncio.to_thread(
-            dedup_report,
-            state["store"],
-            start,
-            end,
-            status=status,
-            destination=destination,
-            page=page,
+            functools.partial(
+                dedup_report,
+                state["store"],
+                start,
+                end,
+                status=status,
+                destination=destination,
+                page=page,
+                property_id=admin.property_id,
+            )
         )
         return render(TITLE, page_body(report), admin, active="dedup")
 
@@ -267,13 +271,16 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
         report = await asyncio.to_thread(
-            dedup_report,
-            state["store"],
-            start,
-            end,
-            status=status,
-            destination=destination,
-            page=page,
+            functools.partial(
+                dedup_report,
+                state["store"],
+                start,
+                end,
+                status=status,
+                destination=destination,
+                page=page,
+                property_id=admin.property_id,
+            )
         )
         return JSONResponse(report.to_dict())
 

@@ -110,7 +110,8 @@ def parse_query(request: Request, *, today: date | None = None) -> Query:
     return Query(start, end, switch_on, event, destination)
 
 
-def build(store: Any, query: Query) -> GapReport:
+def build(store: Any, query: Query, property_id: int | None = None) -> GapReport:
+    """The report of the request's property (its own orders only; None: every property's)."""
     return report.from_store(
         store,
         query.start,
@@ -118,6 +119,7 @@ def build(store: Any, query: Query) -> GapReport:
         query.switch_on,
         pixel_event=query.pixel_event,
         destination=query.destination,
+        property_id=property_id,
     )
 
 
@@ -413,7 +415,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             query = parse_query(request)
         except (RangeError, ParamError) as exc:
             return error_page(exc, admin)
-        result = await asyncio.to_thread(build, state["store"], query)
+        result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
         return render(TITLE, page_body(result, query), admin, active="gap")
 
     async def gap_json(
@@ -423,7 +425,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             query = parse_query(request)
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
-        result = await asyncio.to_thread(build, state["store"], query)
+        result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
         return JSONResponse(result.as_dict())
 
     async def gap_csv(
@@ -433,7 +435,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             query = parse_query(request)
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
-        result = await asyncio.to_thread(build, state["store"], query)
+        result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
         who = "" if query.destination == LEDGER_PLATFORM else f"{query.destination}-"
         filename = f"gap-{who}{query.start.isoformat()}-{query.end.isoformat()}.csv"
         return Response(
@@ -463,7 +465,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             query = parse_query(request)
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
-        result = await asyncio.to_thread(build, state["store"], query)
+        result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
         svg = charts.gap_charts(result).get(name)
         if svg is None:
             return JSONResponse(

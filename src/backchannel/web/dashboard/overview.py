@@ -284,8 +284,11 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 found.append(name)
         return found
 
-    async def load(start: date, end: date) -> Overview:
-        return await asyncio.to_thread(lambda: overview(state["store"], start, end, active()))
+    async def load(start: date, end: date, property_id: int | None) -> Overview:
+        """The figures of the request's property (its own rows only)."""
+        return await asyncio.to_thread(
+            lambda: overview(state["store"], start, end, active(), property_id)
+        )
 
     @app.get(PATH, include_in_schema=False, response_class=HTMLResponse)
     async def overview_page(
@@ -295,7 +298,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             start, end = layout.parse_range(request)
         except layout.RangeError as exc:
             return layout.error_page("Overview", PATH, exc, admin, "overview")
-        data = await load(start, end)
+        data = await load(start, end, admin.property_id)
         body = render_overview(data, sandboxed())
         return layout.render("Overview", body, admin, active="overview")
 
@@ -307,4 +310,4 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             start, end = layout.parse_range(request)
         except layout.RangeError as exc:
             return layout.bad_request(exc)
-        return JSONResponse((await load(start, end)).to_json())
+        return JSONResponse((await load(start, end, admin.property_id)).to_json())
