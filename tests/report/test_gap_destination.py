@@ -22,7 +22,7 @@ both legs. TikTok's (the ledger's rule, unchanged): 4 only.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +203,59 @@ def test_attribution_rule() -> None:
     assert report.attributed(meta, {"fbc": "fb.1.1.x"}, {}, ())
     assert report.attributed(meta, {}, {"fbclid": "x"}, ())
     assert not report.attributed(get("ga4"), {"gclid": "g"}, {"gclid": "g"}, ())
+
+
+def test_each_property_reads_its_own_orders(store: Store) -> None:
+    """Another property with the same order ids, its own Snapchat session, mirror row and
+    delivery: neither property's Snapchat report nor dedup verdict moves with the other's
+    rows (a mirror row pairs only with an order of its own property)."""
+    from backchannel.diagnostics.dedup import dedup_report
+    from backchannel.store.base import DEFAULT_PROPERTY
+
+    seed(store)
+    before = from_store(store, START, END, destination="snapchat", property_id=DEFAULT_PROPERTY)
+    eu = store.create_property("eu", NOW, destinations=("snapchat",))
+    assert eu is not None
+    item = conversion(
+        5,  # order 5: neither leg in the default property
+        session_id="eu-s5",
+        event_time=at(7),
+        payload=orjson.dumps({"n": "5", "user": {}}),
+        destinations=("snapchat",),
+        property_id=eu,
+    )
+    item.ledger = LedgerEntry(
+        source="api",
+        order_id="5",
+        order_time=at(7),
+        value=1.0,
+        currency="EUR",
+        event="CompletePayment",
+        event_id="CompletePayment-5",
+        session_id="eu-s5",
+        attributed_tiktok=False,
+        evidence=b"{}",
+        property_id=eu,
+    )
+    assert store.insert_conversions([item], NOW) == [True]
+    store.record_collect(
+        [SessionUpdate("eu-s5", NOW, landing=True, utm_source="snapchat", property_id=eu)],
+        [BrowserEvent("eu-s5", "PURCHASE", "CompletePayment-5", NOW, platform="snapchat",
+                      property_id=eu)],
+    )  # fmt: skip
+    after = from_store(store, START, END, destination="snapchat", property_id=DEFAULT_PROPERTY)
+    assert after.total == before.total
+    mine = from_store(store, START, END, destination="snapchat", property_id=eu)
+    assert mine.total == Tally(orders=1, pixel_only=1, server_delivered=0, deduplicated=1)
+    everyone = from_store(store, START, END, destination="snapchat")
+    assert everyone.total == Tally(orders=5, pixel_only=3, server_delivered=2, deduplicated=4)
+    # the dedup view: order 5 is "neither" at Snapchat in the default property, "browser
+    # only" in eu's (its own mirror row), never paired across
+    day = datetime.fromtimestamp(NOW, UTC).date()
+    default = {
+        r.order_id: r.verdict("snapchat")
+        for r in dedup_report(store, day, day, property_id=DEFAULT_PROPERTY).rows
+    }
+    assert default["5"] == "neither"
+    [eu_row] = dedup_report(store, day, day, property_id=eu).rows
+    assert (eu_row.order_id, eu_row.verdict("snapchat")) == ("5", "browser_only")
