@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from backchannel.destinations import tiktok as tiktok_destination
 from backchannel.events import Conversion
 from backchannel.store.base import LandingSession, LedgerEntry
 
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
     from backchannel.stitch import Provenance
 
 DEFAULT_UTM_SOURCES = "tiktok,tt,tiktokads"
+#: the destination whose attribution the ledger records (``attributed_tiktok``, the rule
+#: above): TikTok's. The gap report reads it for that destination; any other's is derived
+#: from the destination's own declarations (``backchannel.report.attributed``)
+PLATFORM = tiktok_destination.name
 #: where the signals of the landing session a conversion was joined to are reported
 LANDING_SESSION = "landing_session"
 
