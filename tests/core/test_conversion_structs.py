@@ -336,9 +336,7 @@ class TestSameVerdicts:
         if model is not None:
             assert fast is not None, (doc, conversion_structs.refusal(doc))
             # the same values, types included (59 stays an int, 59.0 a float)
-            assert orjson.dumps(plain(fast)) == orjson.dumps(
-                model.model_dump(mode="python")
-            )
+            assert orjson.dumps(plain(fast)) == orjson.dumps(model.model_dump(mode="python"))
             return
         assert fast is None, doc
         assert error is not None
