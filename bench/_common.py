@@ -67,9 +67,9 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def create_key(env: dict[str, str], cwd: Path) -> str:
+def create_key(env: dict[str, str], cwd: Path, *flags: str) -> str:
     out = subprocess.run(
-        python("-m", "backchannel.cli", "keys", "create", "--name", "bench"),
+        python("-m", "backchannel.cli", "keys", "create", "--name", "bench", *flags),
         env=env,
         cwd=cwd,
         check=True,

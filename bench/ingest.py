@@ -18,6 +18,14 @@ on a fresh SQLite file with synchronous=FULL: every 202 counted here was fsynced
 
     ./dev bench ingest [--batches 60] [--seconds 10] [--rate 1000] [--open-seconds 60]
                        [--ref-seconds 10] [--autocannon] [--skip batch,wrk,refs]
+
+Properties (issue 14): ``--properties N`` measures, in one run, batch ingest and closed-loop
+single-event ingest (wrk) on one property with 2 connections (TikTok and Meta in sandbox mode),
+then on N properties with 2 connections each, the load spread round-robin over one ingest key
+per property; ``--rounds R`` alternates the two R times (a shared machine drifts); both figures
+and their ratio are printed:
+
+    ./dev bench ingest --properties 20 [--rounds 2] [--batches 30] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -53,21 +61,28 @@ from _common import (
 HERE = Path(__file__).resolve().parent
 
 
-async def batch_ingest(url: str, key: str, batches: int, in_flight: int) -> tuple[int, float]:
+async def batch_ingest(
+    url: str, key: str | list[str], batches: int, in_flight: int
+) -> tuple[int, float]:
+    """Batches of 1000; with several keys (one per property), batch b goes with key b % n."""
+    keys = [key] if isinstance(key, str) else key
     bodies = [
-        orjson.dumps({"events": [conversion(b * 1000 + i, "batch") for i in range(1000)]})
+        (
+            keys[b % len(keys)],
+            orjson.dumps({"events": [conversion(b * 1000 + i, "batch") for i in range(1000)]}),
+        )
         for b in range(batches)
     ]
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    for item in bodies:
+        queue.put_nowait(item)
     accepted = 0
 
     async def lane(client: httpx.AsyncClient) -> None:
         nonlocal accepted
         while not queue.empty():
-            body = queue.get_nowait()
+            owner, body = queue.get_nowait()
+            headers = {"Authorization": f"Bearer {owner}", "Content-Type": "application/json"}
             response = await client.post(url + "/v1/events", content=body, headers=headers)
             if response.status_code != 202:
                 raise RuntimeError(f"batch refused: {response.status_code} {response.text[:300]}")
@@ -83,22 +98,28 @@ async def batch_ingest(url: str, key: str, batches: int, in_flight: int) -> tupl
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %(key)s"
+keys = {%(keys)s}
 counter = 0
 request = function()
   counter = counter + 1
   local id = tostring(counter) .. "-" .. tostring(math.random(1, 1000000000))
   local body = string.format([[%(template)s]], id, id)
-  return wrk.format(nil, "%(path)s", nil, body)
+  local headers = {["Authorization"] = "Bearer " .. keys[(counter %% #keys) + 1]}
+  return wrk.format(nil, "%(path)s", headers, body)
 end
 """
 
 
-def wrk_run(url: str, key: str, path: str, seconds: int) -> tuple[float, dict[str, float]]:
+def wrk_run(
+    url: str, key: str | list[str], path: str, seconds: int
+) -> tuple[float, dict[str, float]]:
+    """Closed loop; with several keys (one per property) requests take them in turn."""
+    keys = [key] if isinstance(key, str) else key
     template = orjson.dumps(conversion(0, "wrk")).decode()
     template = template.replace('"wrk-0"', '"%s"').replace('"user-0"', '"u-%s"')
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(LUA % {"key": key, "template": template, "path": path})
+    lua_keys = ", ".join(f'"{k}"' for k in keys)
+    script.write_text(LUA % {"keys": lua_keys, "template": template, "path": path})
     out = subprocess.run(
         ["wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -277,6 +298,62 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
+def properties_run(count: int, batches: int, seconds: int) -> tuple[float, float, float]:
+    """One fresh store with ``count`` properties (2 sandbox connections each) and one ingest
+    key per property; (batch events/s, wrk req/s, wrk p99 ms) with the load spread over the
+    keys round-robin."""
+    workdir = Path(tempfile.mkdtemp(prefix="bc-bench-props-"))
+    env = bench_env(workdir)
+    keys = [create_key(env, workdir)]
+    for i in range(1, count):
+        name = f"prop{i:02d}"
+        subprocess.run(
+            python("-m", "backchannel.cli", "property", "create", name),
+            env=env,
+            cwd=workdir,
+            check=True,
+            capture_output=True,
+        )
+        keys.append(create_key(env, workdir, "--property", name))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(python(str(HERE / "_server.py"), str(port), "--no-worker"), env, workdir):
+        wait_http(url + "/healthz")
+        accepted, elapsed = asyncio.run(batch_ingest(url, keys, batches, 4))
+        rps, lat = wrk_run(url, keys, "/v1/events", seconds) if shutil.which("wrk") else (0, {})
+    shutil.rmtree(workdir, ignore_errors=True)
+    return accepted / elapsed, rps, lat.get("99%", float("nan"))
+
+
+def compare_properties(count: int, rounds: int, batches: int, seconds: int) -> None:
+    """Single property vs ``count`` properties, alternated ``rounds`` times, same machine."""
+    print(f"load before: {Path('/proc/loadavg').read_text().strip()}")
+    if not shutil.which("wrk"):
+        print("closed loop: skipped, `wrk` is not installed (./dev bench installs it)")
+    results: dict[int, list[tuple[float, float, float]]] = {1: [], count: []}
+    for round_ in range(rounds):
+        for n in (1, count):
+            got = properties_run(n, batches, seconds)
+            results[n].append(got)
+            print(
+                f"round {round_ + 1}: {n} propert{'y' if n == 1 else 'ies'}, {2 * n} connections:"
+                f" batch {got[0]:,.0f} durable events/s; closed loop {got[1]:,.0f} req/s"
+                f" (p99 {got[2]:.1f} ms)"
+            )
+
+    def mean(n: int, i: int) -> float:
+        return sum(r[i] for r in results[n]) / len(results[n])
+
+    for i, what in ((0, "batch ingest events/s"), (1, "single-event req/s")):
+        single, several = mean(1, i), mean(count, i)
+        if single:
+            print(
+                f"{what}: 1 property {single:,.0f}, {count} properties {several:,.0f}"
+                f" = {several / single:.1%} of single-property"
+            )
+    print(f"load after: {Path('/proc/loadavg').read_text().strip()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=60)
@@ -289,7 +366,17 @@ def main() -> None:
     parser.add_argument(
         "--server", default="", help="flags for bench/_server.py: --no-checkpointer,--no-freeze-gc"
     )
+    parser.add_argument(
+        "--properties",
+        type=int,
+        default=0,
+        help="compare 1 property with N (2 connections each): batch and closed-loop only",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --properties: alternations")
     args = parser.parse_args()
+    if args.properties > 1:
+        compare_properties(args.properties, args.rounds, args.batches, args.seconds)
+        return
     skip = set(filter(None, args.skip.split(",")))
     workdir = Path(tempfile.mkdtemp(prefix="bc-bench-"))
     token = secrets.token_urlsafe(16)

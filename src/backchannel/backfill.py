@@ -1,9 +1,10 @@
-"""``backchannel backfill DEST --since 2d``: queue the past for a destination connected later.
+"""``backchannel backfill DEST --since 2d``: queue the past for a connection made later.
 
-Why it exists: a destination connected after conversions were stored gets only what arrives
-from then on (enabling one must not resend history on its own: the shop may have fed that
-platform another way). When the shop does want the past, this queues, for ``DEST``, every
-stored production conversion that:
+Why it exists: a connection made after conversions were stored gets only what arrives from
+then on (enabling one must not resend history on its own: the shop may have fed that
+platform another way). When the shop does want the past, this queues, for the connection
+(``DEST`` of ``--property``, ``--connection``), every stored production conversion of its
+property that:
 
 - was received since ``since``,
 - is still inside the destination's own window (``max_age``: GA4 72 h, TikTok and Meta 7
@@ -18,14 +19,15 @@ counted. The rows are pending, due now: the running worker delivers them.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
 
 from backchannel import destinations as registry
 from backchannel.events import Conversion
-from backchannel.routing import Routes
-from backchannel.store.base import Store
+from backchannel.routing import parse
+from backchannel.store.base import Connection, Store
 
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -33,8 +35,8 @@ CHUNK = 1000  # conversions read and queued per step
 
 CANDIDATES_SQL = """
 SELECT c.id, c.event, c.payload FROM conversions c
-WHERE c.test_event_code IS NULL AND c.received_at >= ? AND c.id > ?
-  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.conversion_id = c.id AND o.destination = ?)
+WHERE c.property_id = ? AND c.test_event_code IS NULL AND c.received_at >= ? AND c.id > ?
+  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.conversion_id = c.id AND o.connection_id = ?)
 ORDER BY c.id
 LIMIT ?
 """
@@ -60,23 +62,27 @@ class Backfilled:
 
 def backfill(
     store: Store,
-    destination: str,
+    connection: Connection,
     since: float,
     now: float,
     *,
     always: tuple[str, ...],
-    source_ids: dict[str, dict[str, str]] | None = None,
+    source_ids: Mapping[str, Mapping[str, str]] | None = None,
     dry_run: bool = False,
 ) -> Backfilled:
-    """Queue ``destination``'s rows for conversions received at or after ``since``."""
+    """Queue ``connection``'s rows for its property's conversions received at or after
+    ``since``, that its routes take (``source_ids``: its property's)."""
+    destination = connection.destination
+    assert connection.id is not None
     spec = registry.get(destination)
-    routes = Routes((*always, destination))
-    routes.load(store)
+    allowed = parse(connection.routes)
     own_ids = (source_ids or {}).get(destination, {})
     result = Backfilled()
     last = 0
     while True:
-        rows = store.read(CANDIDATES_SQL, (since, last, destination, CHUNK))
+        rows = store.read(
+            CANDIDATES_SQL, (connection.property_id, since, last, connection.id, CHUNK)
+        )
         if not rows:
             return result
         chosen: list[int] = []
@@ -89,7 +95,7 @@ def backfill(
                 continue
             if (
                 conversion.opt_out
-                or destination not in routes.destinations_for(str(event))
+                or (allowed is not None and str(event) not in allowed)
                 or spec.unsendable(conversion, own_ids) is not None
             ):
                 result.skipped += 1
@@ -98,4 +104,4 @@ def backfill(
             else:
                 chosen.append(int(conversion_id))
         if chosen:
-            result.queued += len(chosen) if dry_run else store.enqueue(destination, chosen, now)
+            result.queued += len(chosen) if dry_run else store.enqueue(connection.id, chosen, now)

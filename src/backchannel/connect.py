@@ -9,8 +9,12 @@ ciphertext of a JSON object of all of them (what :class:`~backchannel.targets.Ta
 
 Why "complete" depends on the destination: a destination that is on by default (TikTok, Meta)
 delivers to the local sandbox until it has a token, so it may be saved with only its pixel; any
-other destination is on as soon as a connection exists (:func:`routing.active_destinations`),
-so its connection must hold every required value. A connection with a token must too.
+other destination's connection is on as soon as it holds credentials
+(:func:`backchannel.store.base.is_active`), so it must hold every required value. A connection
+with a token must too.
+
+A connection belongs to a property and has a label unique there (a destination's first
+connection is labelled with its name); ``merge`` keeps both of the connection it changes.
 
 Messages name the field (the credential's key) and the reason, and never quote a secret.
 """
@@ -27,7 +31,7 @@ from cryptography.fernet import MultiFernet
 from backchannel import credentials, logs
 from backchannel import destinations as registry
 from backchannel.destinations import Credential, Destination
-from backchannel.store.base import Connection
+from backchannel.store.base import DEFAULT_PROPERTY, Connection
 
 #: the keys with columns of their own; every other key is an "extra"
 PIXEL, TOKEN = "pixel", "token"
@@ -146,8 +150,12 @@ def merge(
     change: Change,
     cipher: MultiFernet,
     now: float,
+    *,
+    property_id: int = DEFAULT_PROPERTY,
+    label: str = "",
 ) -> Saved:
-    """The connection after ``change``, checked complete; nothing is written here."""
+    """The connection after ``change``, checked complete; nothing is written here. A new
+    connection goes to ``property_id`` under ``label`` (default: the destination's name)."""
     name = destination.name
     pixel = change.pixel if change.pixel is not None else (existing.pixel if existing else "")
     if not pixel and declared(destination, PIXEL).required:
@@ -181,7 +189,18 @@ def merge(
     else:
         blob = existing.secrets_encrypted if existing else None
         present = set(stored_secrets(cipher, existing)) if secret_extras else set()
-    connection = Connection(name, pixel, token_ciphertext, last4, code, now, settings, blob)
+    connection = Connection(
+        name,
+        pixel,
+        token_ciphertext,
+        last4,
+        code,
+        now,
+        settings,
+        blob,
+        existing.property_id if existing else property_id,
+        existing.name if existing else (label or name),
+    )
     if token_ciphertext is not None or not destination.ON_BY_DEFAULT:
         # live, or on as soon as it is stored: every required value must be there
         missing = [
@@ -198,7 +217,9 @@ def merge(
         if missing:
             labels = ", ".join(f"{key} ({declared(destination, key).label})" for key in missing)
             raise CredentialError(f"{missing[0]}: required (missing: {labels})")
-    detail = f"{name} pixel {pixel}"
+    # the audit names the destination, and the connection's label when it is not its name
+    labelled = f"{name} {connection.name}" if connection.name != name else name
+    detail = f"{labelled} pixel {pixel}"
     if change.token is not None:
         replaced = existing is not None and existing.token_encrypted is not None
         action = "token.replace" if replaced else "token.set"
@@ -228,6 +249,8 @@ def without_secrets(
         now,
         dict(existing.settings),
         None,
+        existing.property_id,
+        existing.name,
     )
 
 

@@ -1,7 +1,8 @@
 """The delivery worker: claim due outbox rows, send them, record what the platform said.
 
-One :class:`DestinationWorker` per destination, each with its own HTTP client and its own
-loop, so a destination that is down, slow or rate-limiting never delays another. Rows are
+One :class:`DestinationWorker` per connection (a destination account of a property: two TikTok
+pixels are two), each with its own HTTP client and its own loop, so a connection that is down,
+slow, rate-limiting or suspended never delays another, and a batch never mixes connections. Rows are
 leased, not locked: a worker that dies leaves rows whose lease runs out, and any worker picks
 them up again. A platform that took a batch but whose answer never arrived gets it again; both
 platforms deduplicate on event_id, which is why every event carries one.
@@ -14,6 +15,7 @@ import contextlib
 import functools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,13 +36,14 @@ from backchannel.destinations import (
 )
 from backchannel.events import Conversion
 from backchannel.preview import batches
-from backchannel.store.base import Claimed, Dead
+from backchannel.routing import Lane
+from backchannel.store.base import Claimed, ConnectionKey, Dead
 from backchannel.store.runner import AsyncStore
 from backchannel.suspension import (
     PROBE_AFTER,
     Suspension,
     credentials_fingerprint,
-    suspension_key,
+    stored,
 )
 
 if TYPE_CHECKING:
@@ -165,8 +168,18 @@ class DestinationWorker:
         monotonic: Callable[[], float] = time.monotonic,
         seed: int | None = None,
         metrics: Metrics | None = None,
+        connection: ConnectionKey | None = None,
+        connection_name: str | None = None,
     ) -> None:
+        #: the destination's name (its messages say "older than tiktok's window"...)
         self.name = destination
+        #: the connection it claims for: an id, or a label of the default property (the
+        #: destination's name by default: that property's first connection of it)
+        self.connection: ConnectionKey = connection if connection is not None else destination
+        #: how logs and the paused gauge name the connection (label, or property/label)
+        self.connection_name = connection_name or str(self.connection)
+        #: what every log line of this worker names
+        self._where = {"destination": destination, "connection": self.connection_name}
         #: Prometheus children bound to this destination once (a label lookup per batch saved)
         self._counters: dict[str, Counter] = {}
         self._latency: Histogram | None = None
@@ -177,17 +190,14 @@ class DestinationWorker:
                 for kind in ("delivered", "retried", "dead", "expired", "lease_lost")
             }
             self._latency = metrics.latency.labels(destination)
-            self._paused_gauge = metrics.paused.labels(destination)
+            self._paused_gauge = metrics.paused.labels(destination, self.connection_name)
         self.destination: Destination = DESTINATIONS[destination]
         self.store = store
         self.target = target
         # A request must end well within the lease, or a live worker's rows could be claimed
         # again (and sent twice) while it still waits for the answer; the cycle deadline
         # (see _Cycle) bounds the whole cycle, this bounds each wait for bytes.
-        timeout = min(REQUEST_TIMEOUT_SECONDS, lease / 2)
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout))
-        )
+        self.client = client or new_client(lease)
         self.policy = policy or RetryPolicy()
         self.concurrency = concurrency
         self.lease = lease
@@ -274,7 +284,7 @@ class DestinationWorker:
                 else:
                     worked = await self.run_once()
             except Exception:  # a bug or a store outage must not kill delivery for good
-                log.exception("delivery cycle failed", extra={"destination": self.name})
+                log.exception("delivery cycle failed", extra=self._where)
                 worked = False
             if not worked and not self._stopping:
                 self.wake.clear()
@@ -295,7 +305,7 @@ class DestinationWorker:
     # -- suspension: the platform refused our credentials --------------------------------------
     async def _load_suspension(self) -> None:
         """Pick up a suspension another process (or a previous run) recorded."""
-        raw = await self.store.run(self.store.store.get_admin_setting, suspension_key(self.name))
+        raw = await self.store.run(stored, self.store.store, self.connection)
         self.suspended = Suspension.parse(raw)
         self._gauge_paused()
 
@@ -314,22 +324,18 @@ class DestinationWorker:
             why = "credentials replaced" if fingerprint != suspended.fingerprint else "probe"
             log.warning(
                 "destination resumed",
-                extra={"destination": self.name, "reason": why},
+                extra={**self._where, "connection": self.connection_name, "reason": why},
             )
             self.suspended = None
             self.failures = 0
-            await self.store.run(
-                self.store.store.set_admin_setting, suspension_key(self.name), "", wall
-            )
+            await self.store.run(self.store.store.set_suspension, self.connection, None)
             self._gauge_paused()
             return True
         # Another process may have resumed it (its lanes saw the new token first).
         now = self.monotonic()
         if now - self._suspension_checked >= PAUSE_RECHECK:
             self._suspension_checked = now
-            raw = await self.store.run(
-                self.store.store.get_admin_setting, suspension_key(self.name)
-            )
+            raw = await self.store.run(stored, self.store.store, self.connection)
             if Suspension.parse(raw) is None:
                 self.suspended = None
                 self._gauge_paused()
@@ -341,17 +347,16 @@ class DestinationWorker:
             reason=outcome.reason, since=self.clock(), fingerprint=credentials_fingerprint(target)
         )
         self.suspended = suspension
-        await self.store.run(
-            self.store.store.set_admin_setting,
-            suspension_key(self.name),
-            suspension.dump(),
-            suspension.since,
-        )
+        await self.store.run(self.store.store.set_suspension, self.connection, suspension.dump())
         self._gauge_paused()
         log.error(
             "destination paused: the platform refused the credentials; events wait until the"
             " token is replaced",
-            extra={"destination": self.name, "reason": outcome.reason},
+            extra={
+                "destination": self.name,
+                "connection": self.connection_name,
+                "reason": outcome.reason,
+            },
         )
 
     def _gauge_paused(self) -> None:
@@ -363,7 +368,7 @@ class DestinationWorker:
         """Claim one batch and deliver it. Returns False when nothing was due."""
         now = self.clock()
         claimed = await self.store.run(
-            self.store.store.claim, self.name, self.batch_size, now, self.lease
+            self.store.store.claim, self.connection, self.batch_size, now, self.lease
         )
         if not claimed:
             return False
@@ -474,7 +479,7 @@ class DestinationWorker:
         self._done(ids, changed, "dead")
         log.warning(
             "events dead-lettered without sending",
-            extra={"destination": self.name, "events": changed, "reason": reason},
+            extra={**self._where, "events": changed, "reason": reason},
         )
 
     async def _deliver(self, rows: Sequence[_Row], cycle: _Cycle) -> None:
@@ -557,7 +562,7 @@ class DestinationWorker:
                 self.stats.last_error = outcome.reason
             log.warning(
                 "could not get an access token",
-                extra={"destination": self.name, "reason": str(exc)},
+                extra={**self._where, "reason": str(exc)},
             )
             return None
         except (TimeoutError, httpx.TransportError) as exc:
@@ -595,7 +600,7 @@ class DestinationWorker:
         if len(good) == len(rows):  # each row builds alone: send them one by one
             log.error(
                 "a batch could not be built though each row can",
-                extra={"destination": self.name, "reason": str(error)},
+                extra={**self._where, "reason": str(error)},
             )
             for row in good:
                 await self._deliver([row], cycle)
@@ -651,7 +656,7 @@ class DestinationWorker:
                 response = outcome.response  # kept: the platform did not take everything
                 log.warning(
                     "platform reported a partial success; its answer is kept on the rows",
-                    extra={"destination": self.name, "events": len(rows), "reason": outcome.reason},
+                    extra={**self._where, "events": len(rows), "reason": outcome.reason},
                 )
             if rows[0].conversion.test_event_code is not None:
                 # what was sent and answered, for the Test events page
@@ -762,7 +767,7 @@ class DestinationWorker:
         self._done(ids, changed, "retried")
         log.warning(
             "delivery will be retried",
-            extra={"destination": self.name, "events": changed, "reason": outcome.reason},
+            extra={**self._where, "events": changed, "reason": outcome.reason},
         )
 
     async def _dead(
@@ -797,7 +802,7 @@ class DestinationWorker:
         self._done([d.outbox_id for d in dead], changed, "dead")
         log.warning(
             "events dead-lettered",
-            extra={"destination": self.name, "events": changed, "reason": reason},
+            extra={**self._where, "events": changed, "reason": reason},
         )
 
     async def _mark(self, cycle: _Cycle, mark: Callable[[], int]) -> int:
@@ -818,7 +823,7 @@ class DestinationWorker:
                     raise
                 log.warning(
                     "could not record a delivery outcome; retrying",
-                    extra={"destination": self.name},
+                    extra=self._where,
                     exc_info=True,
                 )
                 await asyncio.sleep(pause)
@@ -845,7 +850,7 @@ class DestinationWorker:
             self._count("lease_lost", lost)
             log.warning(
                 "lease lost: another worker took these rows over; our outcome was not recorded",
-                extra={"destination": self.name, "events": lost},
+                extra={**self._where, "events": lost},
             )
 
     def _count(self, kind: str, n: int) -> None:
@@ -880,6 +885,18 @@ class DestinationWorker:
         return self.destination.classify(response.status_code, response.headers, response.content)
 
 
+def new_client(lease: float, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """A lane set's own HTTP client (its own connection pool: a slow platform never holds
+    another connection's sockets). Its timeouts bound each wait for bytes well within the lease:
+    a request must end before another worker may claim its rows again (the cycle deadline,
+    see _Cycle, bounds the whole cycle). ``verify``: one SSL context shared by every client of
+    a process (building one reads the CA bundle: tens of ms and memory, per connection)."""
+    timeout = min(REQUEST_TIMEOUT_SECONDS, lease / 2)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)), verify=verify
+    )
+
+
 def _same_refusal(parent: Outcome, half: Outcome) -> bool:
     """Both permanent, neither naming a row, with the same reason: a request-level refusal."""
     return (
@@ -891,11 +908,11 @@ def _same_refusal(parent: Outcome, half: Outcome) -> bool:
 
 
 class Worker:
-    """All destination workers of one process.
+    """All connection workers of one process.
 
-    With ``active`` (the destinations that get rows now) and ``spawn``, a destination
-    connected while the process runs gets its lanes within ``watch_every`` seconds; lanes
-    are not kept for destinations that are off (each idle lane claims on every commit).
+    With ``active`` (the lanes of the connections that get rows now) and ``spawn``, a
+    connection made while the process runs gets its lanes within ``watch_every`` seconds;
+    lanes are not kept for connections that are off (each idle lane claims on every commit).
     """
 
     def __init__(
@@ -904,8 +921,8 @@ class Worker:
         store: AsyncStore,
         listen_url: str | None = None,
         *,
-        spawn: Callable[[str], DestinationWorker] | None = None,
-        active: Callable[[], Sequence[str]] | None = None,
+        spawn: Callable[[Lane], DestinationWorker] | None = None,
+        active: Callable[[], Sequence[Lane]] | None = None,
         watch_every: float = WATCH_EVERY,
     ) -> None:
         self.workers = workers
@@ -924,7 +941,7 @@ class Worker:
         return [*self._lanes.values(), *self._others]
 
     def start(self) -> None:
-        self._lanes = {w.name: asyncio.create_task(w.run()) for w in self.workers}
+        self._lanes = {str(w.connection): asyncio.create_task(w.run()) for w in self.workers}
         self._others = [asyncio.create_task(self._relay_wakeups())]
         if self.spawn is not None and self.active is not None:
             self._others.append(asyncio.create_task(self._watch()))
@@ -935,38 +952,38 @@ class Worker:
 
             loop = asyncio.get_running_loop()
 
-            def notified(destination: str) -> None:
-                loop.call_soon_threadsafe(self.wake, destination)
+            def notified(connection: str) -> None:
+                loop.call_soon_threadsafe(self.wake, connection)
 
             self._listener = OutboxListener(self.listen_url, channel, notified)
             self._listener.start()
 
     async def _watch(self) -> None:
-        """Start lanes for destinations connected since (every ``watch_every`` seconds)."""
+        """Start lanes for connections made since (every ``watch_every`` seconds)."""
         spawn, active = self.spawn, self.active
         if spawn is None or active is None:
             return
         while True:
             await asyncio.sleep(self.watch_every)
             try:
-                names = await self.store.run(active)
+                lanes = await self.store.run(active)
             except Exception:  # the store is away: look again next time
-                log.warning("could not read the active destinations", exc_info=True)
+                log.warning("could not read the active connections", exc_info=True)
                 continue
-            for name in names:
-                if name not in self._lanes:
-                    worker = spawn(name)
+            for lane in lanes:
+                if str(lane.connection_id) not in self._lanes:
+                    worker = spawn(lane)
                     self.workers.append(worker)
-                    self._lanes[name] = asyncio.create_task(worker.run())
+                    self._lanes[str(lane.connection_id)] = asyncio.create_task(worker.run())
                     log.info(
                         "delivery started for a newly connected destination",
-                        extra={"destination": name},
+                        extra={"destination": lane.destination, "connection": lane.name},
                     )
 
-    def wake(self, destination: str = "*") -> None:
-        """Wake the lanes of ``destination`` (``*``: all) to claim at once."""
+    def wake(self, connection: str = "*") -> None:
+        """Wake the lanes of ``connection`` (its id, as NOTIFY sends it; ``*``: all)."""
         for worker in self.workers:
-            if destination in ("*", worker.name):
+            if connection in ("*", str(worker.connection)):
                 worker.wake.set()
 
     def alive(self) -> bool:
@@ -974,7 +991,7 @@ class Worker:
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def _relay_wakeups(self) -> None:
-        """Wake the destination workers when ingest commits, instead of waiting for a poll."""
+        """Wake the connection workers when ingest commits, instead of waiting for a poll."""
         while True:
             await self.store.committed.wait()
             self.store.committed.clear()
@@ -1002,20 +1019,27 @@ class Worker:
             try:
                 released = await worker.release_held()
             except Exception:  # the store is gone: the leases will run out instead
-                log.exception("could not release leased rows", extra={"destination": worker.name})
+                log.exception(
+                    "could not release leased rows",
+                    extra={"destination": worker.name, "connection": worker.connection_name},
+                )
                 continue
             if released:
                 log.info(
                     "released leased rows at shutdown",
-                    extra={"destination": worker.name, "events": released},
+                    extra={
+                        "destination": worker.name,
+                        "connection": worker.connection_name,
+                        "events": released,
+                    },
                 )
             await worker.client.aclose()
 
 
 def build_worker(
-    destinations: Sequence[str],
+    lanes: Sequence[Lane],
     store: AsyncStore,
-    target_for: Callable[[str], Callable[[], Target]],
+    target_for: Callable[[int], Callable[[], Target]],
     *,
     policy: RetryPolicy,
     concurrency: int,
@@ -1023,27 +1047,32 @@ def build_worker(
     listen_url: str | None = None,
     poll_interval: float = POLL_INTERVAL,
     metrics: Metrics | None = None,
-    active: Callable[[], Sequence[str]] | None = None,
+    active: Callable[[], Sequence[Lane]] | None = None,
 ) -> Worker:
-    """The worker for ``serve`` and for ``backchannel worker``: one lane set per destination
-    in ``destinations``, and more as ``active`` names newly connected ones."""
+    """The worker for ``serve`` and for ``backchannel worker``: one lane set per connection
+    in ``lanes``, and more as ``active`` names newly made ones. ``target_for`` gives, for a
+    connection id, where and as whom its rows go (:meth:`Targets.getter`)."""
     cache = ParsedCache()
+    tls = httpx.create_ssl_context()
 
-    def spawn(name: str) -> DestinationWorker:
+    def spawn(lane: Lane) -> DestinationWorker:
         return DestinationWorker(
-            name,
+            lane.destination,
             store,
-            target_for(name),
+            target_for(lane.connection_id),
+            client=new_client(lease, tls),
             policy=policy,
             concurrency=concurrency,
             lease=lease,
             cache=cache,
             poll_interval=poll_interval,
             metrics=metrics,
+            connection=lane.connection_id,
+            connection_name=lane.name,
         )
 
     return Worker(
-        [spawn(name) for name in destinations],
+        [spawn(lane) for lane in lanes],
         store,
         listen_url=listen_url,
         spawn=spawn,

@@ -31,7 +31,7 @@ from backchannel import config, credentials, logs
 from backchannel import destinations as registry
 from backchannel.extras import MissingExtra, require
 from backchannel.store import migrations, open_store
-from backchannel.store.base import Store
+from backchannel.store.base import Store, qualified_name
 from backchannel.store.sqlite import path_from_url
 
 MAX_SKEW = 30.0  # seconds of clock difference tolerated
@@ -230,11 +230,7 @@ def run(
             report.add("tokens", True, "none stored (destinations use the sandbox)")
         for label, ciphertext in stored:
             kind, _, name = label.partition(" ")
-            again = (
-                f"backchannel token set {name}"
-                if kind == "token"
-                else f"backchannel source set {name}"
-            )
+            again = store_again(store, kind, name)
             try:
                 credentials.decrypt(cipher, ciphertext)
             except credentials.SecretError:
@@ -250,20 +246,29 @@ def run(
 
     # -- dashboard and routing (informational: neither stops delivery) -----------------------
     if store is not None:
-        from backchannel import routing
-        from backchannel.web.auth import PASSWORD_SETTING
+        from backchannel import members, routing
 
-        if store.get_admin_setting(PASSWORD_SETTING) is None:
+        team = members.active_members(store)
+        if not team:
             report.add(
                 "dashboard",
                 None,
-                "no admin password: nobody can log in to /admin; set one with"
+                "no member: nobody can log in to /admin; set the first password with"
                 " `backchannel admin set-password`",
             )
         else:
-            report.add("dashboard", True, "admin password set")
-        routes = routing.read(store, settings.destinations)
-        limited = {name: events for name, events in routes.items() if events is not None}
+            owners = sum(1 for m in team if members.is_host_owner(m.grants))
+            report.add(
+                "dashboard",
+                True,
+                f"{len(team)} member(s), {owners} owner(s) of every property",
+            )
+        names_of = {p.id: p.name for p in store.properties()}
+        limited = {
+            qualified_name(c.property_id, names_of.get(c.property_id, ""), c.name): sorted(events)
+            for c in routing.active_connections(store, settings.destinations)
+            if (events := routing.parse(c.routes)) is not None
+        }
         report.add(
             "routing",
             None if limited else True,
@@ -286,9 +291,12 @@ def run(
             configured = settings.base_url_for(name)
             default = registry.get(name).DEFAULT_BASE_URL
             has_token = False
-            if store is not None:
-                connection = store.get_connection(name)
-                has_token = bool(connection and connection.token_encrypted)
+            if store is not None:  # live in any property: the platform must be reachable
+                has_token = any(
+                    c.live
+                    for c in routing.active_connections(store, settings.destinations)
+                    if c.destination == name
+                )
             url = configured or (default if has_token else None)
             if url is None:
                 report.add(
@@ -352,3 +360,22 @@ def run(
         else:
             report.add("clock", True, f"within {MAX_SKEW:.0f} s of {name} ({skew:+.1f} s)")
     return report
+
+
+def store_again(store: Store, kind: str, name: str) -> str:
+    """The command that stores a secret again: ``token set``/``source set`` for the default
+    property's (``name`` is the label or source), with --property (and --connection) for
+    another's (``name`` is ``property/label``)."""
+    owner, _, label = name.rpartition("/")
+    if kind != "token" and kind != "secrets":
+        return f"backchannel source set {label}" + (f" --property {owner}" if owner else "")
+    if not owner:
+        connection = store.get_connection(label)
+        destination = connection.destination if connection is not None else label
+        flags = f" --connection {label}" if destination != label else ""
+        return f"backchannel token set {destination}{flags}"
+    prop = store.get_property(owner)
+    connection = store.get_connection(label, prop.id) if prop is not None else None
+    destination = connection.destination if connection is not None else label
+    flags = f" --connection {label}" if destination != label else ""
+    return f"backchannel token set {destination} --property {owner}{flags}"

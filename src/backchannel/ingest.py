@@ -22,7 +22,7 @@ from backchannel.events import DEFAULT_STRIP, Conversion, normalize
 from backchannel.notes import InvalidConversion, Note
 from backchannel.sources.ledger import Landing
 from backchannel.sources.ledger import landing as session_landing
-from backchannel.store.base import LedgerEntry, NewConversion
+from backchannel.store.base import DEFAULT_PROPERTY, ConnectionKey, LedgerEntry, NewConversion
 from backchannel.store.runner import AsyncStore
 
 if TYPE_CHECKING:
@@ -39,10 +39,18 @@ LedgerHook = Callable[[int, Conversion, Landing | None], LedgerEntry | None]
 class BadRequest(ValueError):
     """The request as a whole is unusable (not JSON, wrong shape, too many events)."""
 
-    def __init__(self, notes: list[Note], status: int = 422) -> None:
+    def __init__(self, notes: list[Note], status: int = 422, code: str = "bad_request") -> None:
         self.notes = notes
         self.status = status
+        self.code = code
         super().__init__("; ".join(f"{n.path}: {n.reason}" for n in notes))
+
+
+#: why a conversion naming another property's landing session is refused (403)
+FOREIGN_SESSION = (
+    "names a landing session of another property; this key (or webhook) writes into its own"
+    " property only: use that property's key"
+)
 
 
 @dataclass(slots=True)
@@ -159,26 +167,35 @@ def to_record(
     conversion: Conversion,
     warnings: list[Note],
     origin: str,
-    destinations: tuple[str, ...],
+    destinations: tuple[str, ...] | tuple[tuple[ConnectionKey, str], ...],
     source_ids: Mapping[str, Mapping[str, str]] | None = None,
+    property_id: int = DEFAULT_PROPERTY,
 ) -> NewConversion:
-    """The store row of ``conversion`` with an outbox row per destination.
+    """The store row of ``conversion`` with an outbox row per connection.
 
-    A destination that cannot take the conversion as configured (``unsendable``: TikTok
-    without the event source id of a non-web source; ``source_ids`` is
+    ``destinations`` are ``(connection, destination)`` pairs (event routing's choice: a
+    connection id, or a label of ``property_id``), or bare destination names, each meaning the
+    property's connection labelled with it (its first of that destination).
+
+    A connection that cannot take the conversion as configured (``unsendable``: TikTok
+    without the event source id of a non-web source; ``source_ids`` is the property's
     ``Settings.source_ids``) gets a dead row with the reason, and a warning saying so in
     ``warnings`` (see tiktok.missing_source_id for why this and not a 422 or a later
     failure).
     """
-    refused: dict[str, str] = {}
-    for name in destinations:
+    pairs: list[tuple[ConnectionKey, str]] = [
+        (target, target) if isinstance(target, str) else target for target in destinations
+    ]
+    refused: dict[ConnectionKey, str] = {}
+    said: set[str] = set()
+    for key, name in pairs:
         destination = DESTINATIONS[name]
         reason = destination.unsendable(conversion, (source_ids or {}).get(name, {}))
         if reason is not None:
-            refused[name] = reason
-            warnings.append(Note("source", f"not sent to {destination.display_name}: {reason}"))
-    if refused:
-        destinations = tuple(d for d in destinations if d not in refused)
+            refused[key] = reason
+            if name not in said:
+                said.add(name)
+                warnings.append(Note("source", f"not sent to {destination.display_name}: {reason}"))
     return NewConversion(
         event=conversion.event,
         event_id=conversion.event_id,
@@ -189,8 +206,9 @@ def to_record(
         payload=_PAYLOAD.encode(conversion),
         warnings=orjson.dumps([n.as_dict() for n in warnings]) if warnings else _NO_WARNINGS,
         origin=origin,
-        destinations=destinations,
+        connections=tuple(key for key, _ in pairs if key not in refused),
         refused=refused,
+        property_id=property_id,
     )
 
 
@@ -209,15 +227,19 @@ async def ingest(
     routes: Routes | None = None,
     strip_params: frozenset[str] = DEFAULT_STRIP,
     source_ids: Mapping[str, Mapping[str, str]] | None = None,
+    property_id: int = DEFAULT_PROPERTY,
 ) -> IngestResult:
     """Validate all, then store the good ones in one commit (or none, unless ``partial``).
 
-    Raises :class:`BadRequest` when nothing can be accepted. A conversion whose
-    (event, event_id) is already stored comes back as ``duplicate`` and is not enqueued again.
+    Raises :class:`BadRequest` when nothing can be accepted, with status 403 when an event
+    names a landing session of another property than ``property_id`` (the key's): nothing of
+    the request is stored. A conversion whose (property, event, event_id) is already stored
+    comes back as ``duplicate`` and is not enqueued again.
 
     ``routes`` (event routing, :mod:`backchannel.routing`): each conversion gets outbox rows
-    only for the destinations its event is routed to (one dict lookup per event); one routed
-    nowhere is still stored (and ledgered) and carries a warning. None: every destination.
+    only for the property's connections its event is routed to (one dict lookup per event);
+    one routed nowhere is still stored (and ledgered) and carries a warning. None: the
+    property's first connection of each destination in ``destinations``.
     """
     results, good = prepare(
         items, now=now, default_region=default_region, strip_params=strip_params
@@ -228,7 +250,11 @@ async def ingest(
             metrics.count_ingest(origin, 0, 0, len(rejected))
         raise InvalidBatch(results)
     # browser leg: join landing sessions before anything is stored (stitch_window=None: off)
-    provenance = await _stitch(store, good, stitch_window) if stitch_window is not None else []
+    provenance = (
+        await _stitch(store, good, stitch_window, property_id, batch=len(items) > 1)
+        if stitch_window is not None
+        else []
+    )
     # consent: an opted-out conversion is stored (and ledgered) but gets no outbox rows
     if routes is not None:  # event routing: only the destinations this event is routed to
         if routes.always != tuple(destinations):
@@ -236,16 +262,23 @@ async def ingest(
         await routes.ensure_fresh(store)
     records = []
     for index, c in good:
-        if c.opt_out:
-            targets: tuple[str, ...] = ()
-        else:
-            targets = destinations if routes is None else routes.destinations_for(c.event)
+        targets: tuple[tuple[ConnectionKey, str], ...] = ()
+        if not c.opt_out:
+            if routes is None:
+                targets = tuple((name, name) for name in destinations)
+            else:
+                targets = tuple(
+                    (t.connection_id, t.destination)
+                    for t in routes.connections_for(c.event, property_id)
+                )
             warnings = results[index].warnings
             if not targets:
                 warnings.append(Note("event", UNROUTED))
-            for name in targets:  # what a platform will refuse: said now, not only later
-                warnings.extend(DESTINATIONS[name].refusals(c))
-        records.append(to_record(c, results[index].warnings, origin, targets, source_ids))
+            for name in dict.fromkeys(d for _, d in targets):  # what a platform will refuse:
+                warnings.extend(DESTINATIONS[name].refusals(c))  # said now, not only later
+        records.append(
+            to_record(c, results[index].warnings, origin, targets, source_ids, property_id)
+        )
     for record, origin_of in zip(records, provenance, strict=False):
         record.stitched = origin_of.to_json()
     if ledger is not None:  # sources and ledger: the order row commits with its conversion
@@ -255,7 +288,10 @@ async def ingest(
         if not landings:  # stitching off
             landings = [None] * len(good)
         for (index, c), record, landing in zip(good, records, landings, strict=True):
-            record.ledger = ledger(index, c, landing)
+            entry = ledger(index, c, landing)
+            if entry is not None:
+                entry.property_id = property_id  # the order is the conversion's property's
+            record.ledger = entry
     fresh = await store.ingest(records)
     for (index, _), is_new in zip(good, fresh, strict=True):
         if not is_new:
@@ -293,11 +329,17 @@ log = logging.getLogger("backchannel.ingest")
 
 
 async def _stitch(
-    store: AsyncStore, good: list[tuple[int, Conversion]], window: float
+    store: AsyncStore,
+    good: list[tuple[int, Conversion]],
+    window: float,
+    property_id: int,
+    *,
+    batch: bool,
 ) -> list[stitch.Provenance]:
     """One batched session lookup for the whole request, then the pure join (stitch.py).
 
-    Never fails the ingest: a lookup error is logged and the conversions go as they came.
+    Never fails the ingest, except when an event names a landing session of another property
+    (:class:`BadRequest`, 403): a lookup error is logged and the conversions go as they came.
     """
     conversions = [c for _, c in good]
     keys = stitch.lookup_keys(conversions)
@@ -310,10 +352,24 @@ async def _stitch(
                     session_ids=keys.session_ids,
                     ttclids=keys.ttclids,
                     email_hashes=keys.email_hashes,
+                    property_id=property_id,
                 )
             )
         except Exception:
             log.exception("session lookup failed; conversions stored without stitching")
+    foreign = {
+        m.key for m in matches if m.kind == "session_id" and m.session.property_id != property_id
+    }
+    if foreign:
+        raise BadRequest(
+            [
+                Note(f"events[{index}].session_id" if batch else "session_id", FOREIGN_SESSION)
+                for index, c in good
+                if c.session_id in foreign
+            ],
+            status=403,
+            code="forbidden",
+        )
     return stitch.stitch_all(conversions, matches, window=window)
 
 

@@ -11,13 +11,19 @@ Series (all prefixed ``backchannel_``):
 ingested_total{origin}                 conversions stored (new, not duplicates), by origin
 duplicates_total                       conversions refused as already stored (event, event_id)
 rejected_total                         conversions refused as invalid
-delivered_total{destination}           outbox rows the platform accepted
+delivered_total{destination}           outbox rows the platform accepted (summed over the
+                                       destination's connections: labels bounded by the
+                                       registry, whatever the number of properties)
 retried_total{destination}             outbox rows scheduled for another attempt
 dead_total{destination}                outbox rows dead-lettered (permanent refusal, give-up)
 expired_total{destination}             outbox rows too old for the destination's window
 queue_depth{destination,status}        outbox rows per state, read from the store at scrape
                                        time (cached 2 s, so a scrape storm costs one query)
 delivery_latency_seconds{destination}  time of one request to the platform (a histogram)
+destination_paused{destination,        1 while the platform refuses that connection's
+  connection}                          credentials (connection: its label, or
+                                       ``property/label`` outside the default property; one
+                                       series per connection, bounded by configuration)
 request_duration_seconds{route}        time inside the app per HTTP request, from the ASGI call
                                        to the last body byte handed to the server (a histogram;
                                        route is the route's path template, so ids never make
@@ -158,8 +164,9 @@ class Metrics:
         )
         self.paused = Gauge(
             "destination_paused",
-            "1 while the platform refuses our credentials and delivery waits for a new token",
-            ["destination"],
+            "1 while the platform refuses a connection's credentials and its delivery waits"
+            " for a new token",
+            ["destination", "connection"],
             namespace=NAMESPACE,
             registry=r,
         )

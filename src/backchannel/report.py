@@ -7,7 +7,7 @@ Every figure is a count of ledger orders read from the store (one query,
 - **truth set**: orders in the ledger attributed to TikTok, in the time range;
 - **pixel only**: those whose browser leg fired (a Pixel mirror row with the order's event_id);
 - **server delivered**: those whose conversion has a delivered TikTok outbox row;
-- **deduplicated**: the union of both, by event_id (what TikTok counts once);
+- **deduplicated**: the union of both, by (property, event_id) (what TikTok counts once);
 - **recovered**: deduplicated − pixel only;
 - **coverage**: deduplicated / truth set, before and after the switch-on date if given.
 
@@ -215,15 +215,17 @@ def time_range(start: date, end: date) -> tuple[int, int]:
 
 
 def tally(rows: Iterable[GapRow]) -> Tally:
-    """Counts over truth-set rows; the deduplicated total is a union by event_id."""
+    """Counts over truth-set rows; the deduplicated total is a union by event_id (within a
+    property: two properties' orders with one event_id go to different pixels, and each is
+    counted by its own)."""
     orders = pixel = server = 0
-    union: set[str] = set()
+    union: set[tuple[int, str]] = set()
     for row in rows:
         orders += 1
         pixel += row.pixel_fired
         server += row.tiktok_delivered
         if row.event_id is not None and (row.pixel_fired or row.tiktok_delivered):
-            union.add(row.event_id)
+            union.add((row.property_id, row.event_id))
     return Tally(orders, pixel, server, len(union))
 
 
@@ -543,16 +545,20 @@ def from_store(
     switch_on: date | None = None,
     *,
     pixel_event: str = PIXEL_EVENT,
+    property_id: int | None = None,
 ) -> GapReport:
     """The gap report read from a store: what the CLI, the page and its downloads all show
-    (two reads: the ledger rows and the imported Events Manager counts)."""
+    (two reads: the ledger rows and the imported Events Manager counts). ``property_id``:
+    one property's orders only (None: every property's, the host's view)."""
     low, high = time_range(start, end)
-    rows = store.gap_rows(low, high)
-    counts = store.pixel_counts(start.isoformat(), end.isoformat(), pixel_event)
+    rows = store.gap_rows(low, high, property_id)
+    counts = store.pixel_counts(start.isoformat(), end.isoformat(), pixel_event, property_id)
     report = gap_report(rows, start, end, switch_on, pixel_counts=counts, pixel_event=pixel_event)
-    delivered = {
-        str(destination): int(n) for destination, n in store.read(DELIVERED_BY_SQL, (low, high))
-    }
+    sql, params = DELIVERED_BY_SQL.format(scope=""), [low, high]
+    if property_id is not None:
+        sql = DELIVERED_BY_SQL.format(scope=" AND o.property_id = ?")
+        params.append(property_id)
+    delivered = {str(destination): int(n) for destination, n in store.read(sql, params)}
     return replace(report, server_delivered_by=delivered)
 
 
@@ -561,10 +567,11 @@ def from_store(
 DELIVERED_BY_SQL = """
 SELECT x.destination, COUNT(DISTINCT o.id)
 FROM orders o
-JOIN conversions c ON c.event = o.event AND c.event_id = o.event_id
+JOIN conversions c
+  ON c.property_id = o.property_id AND c.event = o.event AND c.event_id = o.event_id
 JOIN outbox x ON x.conversion_id = c.id
 WHERE o.order_time >= ? AND o.order_time < ? AND o.attributed_tiktok = 1
-  AND x.status = 'delivered'
+  AND x.status = 'delivered'{scope}
 GROUP BY x.destination
 ORDER BY x.destination
 """

@@ -8,9 +8,12 @@ resumes by itself as soon as the credentials it failed with are replaced (``toke
 Connections page), or probes once after :data:`PROBE_AFTER` seconds in case the fix was made
 on the platform's side (a permission granted to the token).
 
-The record lives in the store (admin settings) so that every process sees it: the dashboard,
-``/readyz``, ``/metrics`` and the other workers. It holds the platform's reason and a short
-fingerprint of the refused credentials (a SHA-256 prefix: never the token itself).
+Suspension is per connection (one of a property's destination accounts): a second TikTok
+pixel with a revoked token pauses alone. The record lives in the store (the connection's
+``suspension`` column; an admin setting ``suspended:<destination>`` before migration 0013) so
+that every process sees it: the dashboard, ``/readyz``, ``/metrics`` and the other workers. It
+holds the platform's reason and a short fingerprint of the refused credentials (a SHA-256
+prefix: never the token itself).
 """
 
 from __future__ import annotations
@@ -21,14 +24,19 @@ from dataclasses import dataclass
 import orjson
 
 from backchannel.destinations import Target
+from backchannel.store.base import ConnectionKey, Store
 
 PROBE_AFTER = 900.0  # seconds after which a suspended destination is tried once more anyway
-KEY_PREFIX = "suspended:"
 
 
-def suspension_key(destination: str) -> str:
-    """The admin-settings key of ``destination``'s suspension record."""
-    return KEY_PREFIX + destination
+def stored(store: Store, connection: ConnectionKey) -> str | None:
+    """The raw suspension record of a connection (by id, or label in the default property)."""
+    found = (
+        store.get_connection(connection)
+        if isinstance(connection, str)
+        else store.connection(connection)
+    )
+    return None if found is None else found.suspension
 
 
 def credentials_fingerprint(target: Target) -> str:

@@ -1,8 +1,14 @@
-"""Where each destination sends right now: the real platform, or the local sandbox.
+"""Where each connection sends right now: the real platform, or the local sandbox.
 
-Why it is decided per batch and cached briefly: a token set with ``backchannel token set`` (or
-later from the dashboard) must take effect without a restart, but decrypting it for every
-batch would be waste. A destination with no token goes to the sandbox, loudly.
+A connection is one destination account of a property (a pixel and its token): the target
+is built from it alone, so two TikTok pixels of one property, or of two properties, never
+share a token. Why it is decided per batch and cached briefly: a token set with ``backchannel
+token set`` (or from the dashboard) must take effect without a restart, but decrypting it for
+every batch would be waste. A connection with no token goes to the sandbox, loudly.
+
+Install-wide settings still apply per destination (base URLs, Meta's API version); the
+settings that name one platform account (``TIKTOK_PIXEL``/``META_PIXEL`` fallbacks, TikTok's
+event-source ids of non-web events) are the default property's only.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from backchannel import logs
 from backchannel.config import Settings
 from backchannel.credentials import SecretError, decrypt, load_cipher
 from backchannel.destinations import Target
-from backchannel.store.base import Store
+from backchannel.store.base import DEFAULT_PROPERTY, Connection, ConnectionKey, Store
 
 REFRESH = 5.0  # seconds a resolved target is reused
 SANDBOX_TOKEN = "sandbox-token"  # noqa: S105 - the sandbox accepts any non-empty token
@@ -45,26 +51,38 @@ class Targets:
         self.cipher = cipher
         self.sandbox_url = sandbox_url
         self.clock = clock
-        self._cache: dict[str, tuple[float, Resolved]] = {}
+        self._cache: dict[ConnectionKey, tuple[float, Resolved]] = {}
 
-    def resolve(self, destination: str) -> Resolved:
-        cached = self._cache.get(destination)
+    def resolve(self, connection: ConnectionKey) -> Resolved:
+        """The target of a connection: its id, or a label of the default property (a
+        destination's name: that property's first connection of it)."""
+        cached = self._cache.get(connection)
         now = self.clock()
         if cached is not None and now - cached[0] < REFRESH:
             return cached[1]
-        resolved = self._resolve(destination)
-        self._cache[destination] = (now, resolved)
+        resolved = self._resolve(connection)
+        self._cache[connection] = (now, resolved)
         return resolved
 
-    def getter(self, destination: str) -> Callable[[], Target]:
-        return lambda: self.resolve(destination).target
+    def getter(self, connection: ConnectionKey) -> Callable[[], Target]:
+        return lambda: self.resolve(connection).target
 
-    def _resolve(self, destination: str) -> Resolved:
+    def _connection(self, key: ConnectionKey) -> tuple[str, Connection | None]:
+        if isinstance(key, str):
+            found = self.store.get_connection(key)
+            return (found.destination if found is not None else key), found
+        found = self.store.connection(key)
+        if found is None:
+            raise RuntimeError(f"connection {key}: not stored")
+        return found.destination, found
+
+    def _resolve(self, key: ConnectionKey) -> Resolved:
         s = self.settings
+        destination, connection = self._connection(key)
         spec = registry.get(destination)
-        connection = self.store.get_connection(destination)
         configured_url = s.base_url_for(destination)
-        default_pixel = s.pixel_for(destination)
+        default = connection is None or connection.property_id == DEFAULT_PROPERTY
+        default_pixel = s.pixel_for(destination) if default else None
         pixel = (connection.pixel if connection else None) or default_pixel or "SANDBOX_PIXEL"
         token = ""
         if connection is not None and connection.token_encrypted:
@@ -94,7 +112,7 @@ class Targets:
             # An OAuth destination pointed elsewhere (the sandbox) gets its tokens there too.
             settings.setdefault("token_url", url.rstrip("/") + "/token")
         code = connection.test_event_code if connection is not None else None
-        source_ids = s.source_ids.get(destination, {})
+        source_ids = s.source_ids.get(destination, {}) if default else {}
         target = Target(
             url,
             pixel,
@@ -116,13 +134,22 @@ class Targets:
             logs.register_secret(value)
         return secrets
 
-    def invalidate(self, destination: str | None = None) -> None:
-        """Forget the resolved target of ``destination`` (None: all) after its connection
-        changed in this process, so the next batch uses the change at once."""
-        if destination is None:
+    def invalidate(self, connection: ConnectionKey | None = None) -> None:
+        """Forget the resolved target of a connection (None: all) after it changed in this
+        process, so the next batch uses the change at once."""
+        if connection is None:
             self._cache.clear()
-        else:
-            self._cache.pop(destination, None)
+            return
+        self._cache.pop(connection, None)
+        found = (
+            self.store.get_connection(connection)
+            if isinstance(connection, str)
+            else self.store.connection(connection)
+        )
+        if found is not None and found.id is not None:  # cached under the other key too
+            self._cache.pop(found.id, None)
+            if found.property_id == DEFAULT_PROPERTY:
+                self._cache.pop(found.name, None)
 
     def _decrypt(self, ciphertext: bytes) -> str:
         """Decrypt; after `backchannel token rotate-key` rewrote the key file, reload it once."""

@@ -32,7 +32,7 @@ from backchannel import stitch
 from backchannel.destinations import DESTINATIONS
 from backchannel.ingest import BadRequest, InvalidBatch, ingest
 from backchannel.routing import Routes
-from backchannel.store.base import DEAD, DELIVERED, EXPIRED, Connection, Store
+from backchannel.store.base import DEAD, DEFAULT_PROPERTY, DELIVERED, EXPIRED, Connection, Store
 from backchannel.store.runner import AsyncStore
 
 SANDBOX_CODE = "BACKCHANNEL_TEST"
@@ -88,14 +88,23 @@ def resolve_code(
     connections: Mapping[str, Connection | None],
     destinations: Sequence[str],
 ) -> str:
-    """The conversion's test_event_code (see the module docstring for the order)."""
+    """The conversion's test_event_code (see the module docstring for the order).
+
+    ``destinations`` name the connections that will get the test order (a destination's
+    name, or a connection's label), ``connections`` what is stored under each name."""
     if given is not None:
         code = given.strip()
         if not code or len(code) > 64:
             raise FireError("test_event_code: must be 1 to 64 characters")
         return code
+
+    def takes_codes(name: str) -> bool:
+        found = connections.get(name)
+        destination = DESTINATIONS.get(found.destination if found is not None else name)
+        return destination is not None and destination.TEST_EVENT_CODES
+
     # a platform without Test Events codes validates test events elsewhere: it needs none
-    coded = [d for d in destinations if d in DESTINATIONS and DESTINATIONS[d].TEST_EVENT_CODES]
+    coded = [d for d in destinations if takes_codes(d)]
     own = {d: c.test_event_code for d in coded if (c := connections.get(d)) is not None}
     found = [code for code in own.values() if code]
     live_without = [d for d in coded if not is_sandbox(connections.get(d)) and not own.get(d)]
@@ -137,8 +146,10 @@ async def fire(
     destinations: tuple[str, ...],
     routes: Routes | None,
     stitch_window: float | None = stitch.DEFAULT_WINDOW,
+    property_id: int = DEFAULT_PROPERTY,
 ) -> Fired:
-    """Ingest one test conversion (never into the ledger); its stored id and event."""
+    """Ingest one test conversion of ``property_id`` (never into the ledger); its stored id
+    and event."""
     try:
         result = await ingest(
             [item],
@@ -150,6 +161,7 @@ async def fire(
             ledger=None,  # a test order is never an order of the ledger / gap report
             routes=routes,
             stitch_window=stitch_window,
+            property_id=property_id,
         )
     except BadRequest as exc:
         raise FireError("; ".join(f"{n.path}: {n.reason}" for n in exc.notes)) from None
@@ -166,8 +178,9 @@ async def fire(
         )
     rows = await runner.run(
         runner.store.read,
-        "SELECT id, test_event_code FROM conversions WHERE event = ? AND event_id = ?",
-        (one.event, one.event_id),
+        "SELECT id, test_event_code FROM conversions"
+        " WHERE property_id = ? AND event = ? AND event_id = ?",
+        (property_id, one.event, one.event_id),
     )
     conversion_id, code = rows[0]
     return Fired(
@@ -175,11 +188,10 @@ async def fire(
     )
 
 
-def statuses(store: Store, conversion_id: int) -> dict[str, str]:
-    rows = store.read(
-        "SELECT destination, status FROM outbox WHERE conversion_id = ?", (conversion_id,)
-    )
-    return {str(d): str(s) for d, s in rows}
+def statuses(store: Store, conversion_id: int) -> dict[int, str]:
+    """Per outbox row (one per connection) of the conversion: its state."""
+    rows = store.read("SELECT id, status FROM outbox WHERE conversion_id = ?", (conversion_id,))
+    return {int(i): str(s) for i, s in rows}
 
 
 def wait(
@@ -212,6 +224,8 @@ class Identifier:
 class DestinationView:
     destination: str
     status: str
+    #: the connection's label (the destination's name for its first connection)
+    connection: str = ""
     attempts: int = 0
     #: the code this destination receives: its connection's own, else the conversion's
     code_sent: str | None = None
@@ -229,6 +243,7 @@ class DestinationView:
     def as_dict(self) -> dict[str, Any]:
         return {
             "destination": self.destination,
+            "connection": self.connection or self.destination,
             "status": self.status,
             "attempts": self.attempts,
             "test_event_code": self.code_sent,
@@ -313,8 +328,9 @@ def identifiers(destination: str, sent: bytes | None) -> list[Identifier]:
 
 
 def load_view(store: Store, conversion_id: int, destinations: Sequence[str]) -> SideBySide | None:
-    """The test conversion and, per destination, what was sent and answered; None if it is
-    not a stored test conversion."""
+    """The test conversion and, per connection it went to, what was sent and answered (each
+    of ``destinations`` it did not go to is shown "not routed"); None if it is not a stored
+    test conversion."""
     found = store.read(
         "SELECT id, event, event_id, test_event_code, received_at FROM conversions"
         " WHERE id = ? AND test_event_code IS NOT NULL",
@@ -325,24 +341,24 @@ def load_view(store: Store, conversion_id: int, destinations: Sequence[str]) -> 
     cid, event, event_id, code, received_at = found[0]
     rows = store.read(
         "SELECT destination, status, attempts, sent_body, last_response, platform_ref,"
-        " last_error, delivered_at FROM outbox WHERE conversion_id = ? ORDER BY id",
+        " last_error, delivered_at, connection_id FROM outbox WHERE conversion_id = ?"
+        " ORDER BY id",
         (conversion_id,),
     )
-    by_destination = {str(r[0]): r for r in rows}
-    names = list(dict.fromkeys([*destinations, *by_destination]))
     views: list[DestinationView] = []
-    for name in names:
-        row = by_destination.get(name)
-        if row is None:
+    for name in destinations:
+        if all(str(row[0]) != name for row in rows):
             views.append(DestinationView(name, NOT_ROUTED))
-            continue
-        connection = store.get_connection(name)
+    for row in rows:
+        name = str(row[0])
+        connection = store.connection(int(row[8]))
         own = connection.test_event_code if connection is not None else None
         sent = bytes(row[3]) if row[3] is not None else None
         views.append(
             DestinationView(
                 destination=name,
                 status=str(row[1]),
+                connection=connection.name if connection is not None else name,
                 attempts=int(row[2]),
                 code_sent=own or code,
                 sent=orjson.dumps(orjson.loads(sent), option=orjson.OPT_INDENT_2).decode()
@@ -355,4 +371,6 @@ def load_view(store: Store, conversion_id: int, destinations: Sequence[str]) -> 
                 identifiers=identifiers(name, sent),
             )
         )
+    order = {n: i for i, n in enumerate(DESTINATIONS)}
+    views.sort(key=lambda v: (order.get(v.destination, 99), v.connection))
     return SideBySide(int(cid), str(event), str(event_id), code, float(received_at), views)

@@ -19,7 +19,7 @@ RECONNECT_DELAY = 2.0  # seconds between attempts after the listening connection
 
 
 class OutboxListener:
-    """A thread that LISTENs on ``channel`` and calls ``on_notify(destination)``."""
+    """A thread that LISTENs on ``channel`` and calls ``on_notify(connection id)``."""
 
     def __init__(self, url: str, channel: str, on_notify: Callable[[str], None]) -> None:
         self.url = url

@@ -5,6 +5,14 @@ profile per test (``browser``)."""
 from __future__ import annotations
 
 from browser.conftest import browser, playwright_driver
-from store.conftest import database, pg_server, pg_template, store
+from store.conftest import database, empty_database, pg_server, pg_template, store
 
-__all__ = ["browser", "database", "pg_server", "pg_template", "playwright_driver", "store"]
+__all__ = [
+    "browser",
+    "database",
+    "empty_database",
+    "pg_server",
+    "pg_template",
+    "playwright_driver",
+    "store",
+]

@@ -46,6 +46,7 @@ def log_in_to_connections(page: Any, url: str) -> None:
     """Open the Connections page: the login form first (the page needs an admin), then it."""
     page.goto(f"{url}/admin/connections")
     assert page.url.startswith(f"{url}/login")
+    page.fill('input[name="name"]', "admin")
     page.fill('input[name="password"]', PASSWORD)
     page.click('button[type="submit"]')
     page.wait_for_url(f"{url}/admin/connections")

@@ -71,6 +71,7 @@ def log_in(page: Any, app: hardening.App, path: str) -> None:
     """
     page.goto(f"{app.url}{path}?{QUERY}")
     assert "/login" in page.url
+    page.fill('input[name="name"]', "admin")
     page.fill('input[name="password"]', PASSWORD)
     page.click('button[type="submit"]')
     page.wait_for_url(re.compile(re.escape(f"{path}?{QUERY}") + "$"))

@@ -43,6 +43,7 @@ def test_form_login_opens_the_gap_report(browser: Any, gateway: Running) -> None
     page = browser.new_page()
     page.goto(f"{gateway.url}/reports/gap?{QUERY}")
     assert page.url.startswith(f"{gateway.url}/login")
+    page.fill('input[name="name"]', "admin")
     page.fill('input[name="password"]', PASSWORD)
     with page.expect_navigation():
         page.click('button[type="submit"]')
@@ -56,7 +57,9 @@ def session_cookie(gateway: Running) -> str:
         form = client.get("/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
         assert token, form.text
-        done = client.post("/login", data={"csrf_token": token[1], "password": PASSWORD})
+        done = client.post(
+            "/login", data={"csrf_token": token[1], "name": "admin", "password": PASSWORD}
+        )
         assert done.status_code == 303, done.text
         cookie = client.cookies.get("bc_session")
     assert cookie

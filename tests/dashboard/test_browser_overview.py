@@ -89,6 +89,7 @@ def test_overview_figures_match_the_json_and_replay_works(
 
             page.goto(f"{server.url}/admin?{RANGE}")
             assert page.url.startswith(f"{server.url}/login")
+            page.fill('input[name="name"]', "admin")
             page.fill('input[name="password"]', PASSWORD)
             page.click('button[type="submit"]')
             page.wait_for_load_state()
@@ -135,7 +136,7 @@ def test_overview_figures_match_the_json_and_replay_works(
     finally:
         store.close()
     assert rows == [("pending", 0)]
-    assert audit == [("admin session", "replay")]
+    assert audit == [("member admin", "replay")]
     for png in (overview_png, detail_png):
         data = png.read_bytes()
         assert data.startswith(PNG_MAGIC)

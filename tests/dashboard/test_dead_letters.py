@@ -149,7 +149,7 @@ class Running(Gateway):
         """A logged-in client and its session's CSRF token (read off the dashboard)."""
         with httpx.Client(base_url=self.url, timeout=30) as client:
             form = client.get("/login")
-            data = {"csrf_token": csrf(form.text), "password": PASSWORD}
+            data = {"csrf_token": csrf(form.text), "name": "admin", "password": PASSWORD}
             done = client.post("/login", data=data)
             assert done.status_code == 303, done.text
             yield client, csrf(client.get("/admin/dead-letters").text)
@@ -282,7 +282,7 @@ class TestReplay:
             "SELECT actor, action, detail FROM audit_log WHERE action = 'replay'"
         ) == [
             (
-                "admin session",
+                "member admin",
                 "replay",
                 "event_id CompletePayment-2, destination meta: 1 re-queued",
             )

@@ -441,7 +441,9 @@ class TestOverviewPage:
             form = client.get("/login")
             token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
             assert token
-            done = client.post("/login", data={"csrf_token": token[1], "password": PASSWORD})
+            done = client.post(
+                "/login", data={"csrf_token": token[1], "name": "admin", "password": PASSWORD}
+            )
             assert done.status_code == 303
             page = client.get("/admin")
             assert page.status_code == 200

@@ -17,7 +17,7 @@ import pytest
 from backchannel import routing
 from backchannel.ingest import UNROUTED, ingest
 from backchannel.routing import RouteError, Routes
-from backchannel.store.base import Store
+from backchannel.store.base import Connection, Store
 from backchannel.store.runner import AsyncStore
 from hardening import conftest as hardening
 from hardening.conftest import StartApp
@@ -38,21 +38,65 @@ class FakeClock:
         return self.now
 
 
+def connection(
+    destination: str,
+    connection_id: int,
+    routes: list[str] | None = None,
+    *,
+    property_id: int = 1,
+    label: str = "",
+) -> Connection:
+    """An active (sandbox) connection as the store hands it to Routes."""
+    return Connection(
+        destination,
+        "",
+        None,
+        None,
+        None,
+        0.0,
+        property_id=property_id,
+        label=label or destination,
+        id=connection_id,
+        routes=None if routes is None else orjson.dumps(routes).decode(),
+    )
+
+
 class TestRules:
     def test_absent_route_means_every_event(self) -> None:
         """With nothing stored, every event goes to every destination, in configured order."""
         routes = Routes(BOTH)
-        routes.apply({})
+        routes.apply([connection("tiktok", 1), connection("meta", 2)])
         assert routes.destinations_for("Lead") == BOTH
         assert routes.destinations_for("MyCustomThing") == BOTH
 
     def test_allow_list_restricts_one_destination(self) -> None:
         """A list for Meta restricts Meta only; an event in no list goes nowhere."""
         routes = Routes(BOTH)
-        routes.apply({"meta": frozenset({"Purchase"}), "tiktok": frozenset({"Purchase", "Lead"})})
+        routes.apply(
+            [connection("tiktok", 1, ["Purchase", "Lead"]), connection("meta", 2, ["Purchase"])]
+        )
         assert routes.destinations_for("Purchase") == BOTH
         assert routes.destinations_for("Lead") == ("tiktok",)
         assert routes.destinations_for("AddToCart") == ()
+
+    def test_every_connection_of_the_events_property_that_takes_it(self) -> None:
+        """Two TikTok pixels and a Meta pixel in one property, another property's pixel: an
+        event goes to each of its own property's connections its routes allow, never to
+        another property's."""
+        routes = Routes(BOTH)
+        routes.apply(
+            [
+                connection("tiktok", 1),
+                connection("tiktok", 2, ["Purchase"], label="tiktok-eu"),
+                connection("meta", 3, ["Lead"]),
+                connection("tiktok", 4, property_id=2),
+            ]
+        )
+        assert [t.connection_id for t in routes.connections_for("Purchase", 1)] == [1, 2]
+        assert [t.connection_id for t in routes.connections_for("Lead", 1)] == [1, 3]
+        assert [t.connection_id for t in routes.connections_for("Lead", 2)] == [4]
+        assert routes.connections_for("Lead", 3) == ()
+        assert routes.destinations_for("Lead", 2) == ("tiktok",)
 
     def test_names_are_checked(self) -> None:
         """Standard and custom names pass (de-duplicated); mis-cased standard ones, invalid
@@ -86,10 +130,13 @@ class TestRules:
 
 class TestStored:
     def test_round_trip_and_clear(self, store: Store) -> None:
-        """store_route writes route.<destination>; read and Routes.load see it; None clears."""
+        """store_route writes the connection's routes; read and Routes.load see them; None
+        clears; a route for a destination not connected yet makes its (empty) connection."""
         assert routing.read(store, ("tiktok", "meta")) == {"tiktok": None, "meta": None}
         routing.store_route(store, "meta", ["Purchase", "CompletePayment"], 1.0)
-        assert store.get_admin_setting("route.meta") == '["Purchase","CompletePayment"]'
+        meta = store.get_connection("meta")
+        assert meta is not None
+        assert meta.routes == '["Purchase","CompletePayment"]'
         assert routing.read(store, ("tiktok", "meta")) == {
             "tiktok": None,
             "meta": ["CompletePayment", "Purchase"],
@@ -98,8 +145,16 @@ class TestStored:
         routes.load(store)
         assert routes.destinations_for("Lead") == ("tiktok",)
         routing.store_route(store, "meta", None, 2.0)
-        assert store.get_admin_setting("route.meta") == "null"
+        again = store.get_connection("meta")
+        assert again is not None
+        assert again.routes is None
         assert routing.read(store)["meta"] is None
+        routing.store_route(store, "ga4", ["Purchase"], 3.0)
+        ga4 = store.get_connection("ga4")
+        assert ga4 is not None
+        assert (ga4.routes, ga4.live) == ('["Purchase"]', False)
+        with pytest.raises(RouteError, match="connection: no connection 'eu'"):
+            routing.store_route(store, "tiktok", ["Lead"], 4.0, label="eu")
 
     def test_other_process_change_applies_after_refresh(self, store: Store) -> None:
         """A change written elsewhere is used once the 5 s cache is stale, at once after
@@ -191,7 +246,7 @@ class TestCli:
             "tiktok\tall events",
             "meta\tCompletePayment, Purchase",
         ]
-        assert app.sql("SELECT value FROM admin_settings WHERE name = 'route.meta'") == [
+        assert app.sql("SELECT routes FROM connections WHERE label = 'meta'") == [
             ('["Purchase","CompletePayment"]',)
         ]
         cleared = cli(app.settings, "route", "clear", "meta")

@@ -230,7 +230,7 @@ class TestDashboard:
         stored = app.sql("SELECT destination, sent_body, last_response FROM outbox ORDER BY id")
         assert all(body is not None and answer for _, body, answer in stored)
         assert app.sql("SELECT actor, action FROM audit_log WHERE action = 'test.fire'") == [
-            ("admin session", "test.fire")
+            ("member admin", "test.fire")
         ]
         assert not any(TOKEN in body for body in bodies)
 

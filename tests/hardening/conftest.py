@@ -48,11 +48,15 @@ class App:
         """A fresh client (its own cookie jar), closed by the caller."""
         return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)
 
-    def login(self, client: httpx.Client, password: str = PASSWORD) -> httpx.Response:
+    def login(
+        self, client: httpx.Client, password: str = PASSWORD, name: str = "admin"
+    ) -> httpx.Response:
+        """Log in on the login form as member ``name`` (``admin``: the host owner the first
+        password made)."""
         form = client.get("/login")
         assert form.status_code == 200, form.text
         token = csrf_from(form.text)
-        return client.post("/login", data={"csrf_token": token, "password": password})
+        return client.post("/login", data={"csrf_token": token, "name": name, "password": password})
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         import sqlite3

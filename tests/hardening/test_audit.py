@@ -1,12 +1,14 @@
 """The PII and token audit: a real gateway process, then grep everything it left behind.
 
-A recognisable access token is stored with `backchannel token set` and the sandbox is started
-with ``--token`` so that a delivery only succeeds if that stored token was really decrypted
-and sent. Conversions carry recognisable emails and phone numbers. After they are delivered,
-every API endpoint and the admin page are fetched; then the gateway's captured stdout and
-stderr (JSON logs at debug level), every response (headers and body) and the raw SQLite files
-(db, -wal, -shm, read while it runs and after it stopped) are searched: neither the token nor
-any email or phone number, in any form it was sent, may appear.
+Two properties (``default`` and ``eu``), each with its own recognisable access token stored
+with `backchannel token set --property`, and the sandbox started with ``--pixel-token`` so
+that a delivery only succeeds if each connection's own stored token was really decrypted and
+sent to its own pixels (the other property's token is refused there).
+Conversions carry recognisable emails and phone numbers. After they are delivered, every API
+endpoint and the admin page are fetched; then the gateway's captured stdout and stderr (JSON
+logs at debug level), every response (headers and body) and the raw SQLite files (db, -wal,
+-shm, read while it runs and after it stopped) are searched: neither token nor any email or
+phone number, in any form it was sent, may appear.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import pytest
 from .conftest import PASSWORD, csrf_from
 
 TOKEN = "AUDIT-TOKEN-7f3a9c1e5b2d4f6a8c0e"
+#: the second property's token, and its pixels
+TOKEN2 = "AUDIT-TOKEN-EU-0d9e8c7b6a5f4e3d2c1b"
+EU_TIKTOK_PIXEL, EU_META_PIXEL = "CAUDITPIXELEU", "998877665544"
 N = 6
 EMAILS = [f"Audit.Person{i}@Recognisable-Example.com" for i in range(N)]
 PHONES = [f"+1 415 555 {2610 + i}" for i in range(N)]
@@ -128,8 +133,18 @@ class TestAudit:
         processes: list[Process] = []
         transcript: list[str] = []  # everything the gateway said to any client
         try:
+            owners = [
+                f"{TIKTOK_PIXEL}={TOKEN}",
+                f"{META_PIXEL}={TOKEN}",
+                f"{EU_TIKTOK_PIXEL}={TOKEN2}",
+                f"{EU_META_PIXEL}={TOKEN2}",
+            ]
             sandbox = Process(
-                "sandbox", ["sandbox", "--port", str(sandbox_port), "--token", TOKEN], env, workdir
+                "sandbox",
+                ["sandbox", "--port", str(sandbox_port)]
+                + [arg for owner in owners for arg in ("--pixel-token", owner)],
+                env,
+                workdir,
             )
             processes.append(sandbox)
             wait_http(sandbox_url + "/_sandbox/faults", sandbox)
@@ -151,7 +166,27 @@ class TestAudit:
                     stdin=TOKEN,
                 )
             )
-            key = cli(env, workdir, "keys", "create", "--name", "shop").strip().splitlines()[-1]
+            cli(env, workdir, "property", "create", "eu", "--origin", "https://eu.shop.example")
+            for destination, pixel in (("tiktok", EU_TIKTOK_PIXEL), ("meta", EU_META_PIXEL)):
+                transcript.append(
+                    cli(
+                        env,
+                        workdir,
+                        *("token", "set", destination, "--pixel", pixel, "--property", "eu"),
+                        *("--test-event-code", "AUDIT_TEST"),
+                        stdin=TOKEN2,
+                    )
+                )
+            key = (
+                cli(env, workdir, "keys", "create", "--name", "shop", "--property", "default")
+                .strip()
+                .splitlines()[-1]
+            )
+            eu_key = (
+                cli(env, workdir, "keys", "create", "--name", "eu", "--property", "eu")
+                .strip()
+                .splitlines()[-1]
+            )
             admin_key = (
                 cli(env, workdir, "keys", "create", "--name", "ops", "--scope", "admin")
                 .strip()
@@ -195,7 +230,12 @@ class TestAudit:
                 "referrer": f"https://mail.example/open?to={quote(URL_EMAIL)}",
             }
             site_key = (
-                cli(env, workdir, "keys", "create", "--name", "site", "--scope", "collect")
+                cli(
+                    env,
+                    workdir,
+                    *("keys", "create", "--name", "site", "--scope", "collect"),
+                    *("--property", "default"),
+                )
                 .strip()
                 .splitlines()[-1]
             )
@@ -220,8 +260,13 @@ class TestAudit:
             assert collected.status_code == 204, collected.text
             accepted = record(http.post("/v1/events", json={"events": events[:3]}, headers=auth))
             assert accepted.status_code == 202, accepted.text
-            for item in events[3:]:
-                assert record(http.post("/v1/events", json=item, headers=auth)).status_code == 202
+            eu_auth = {"Authorization": f"Bearer {eu_key}"}
+            for index, item in enumerate(events[3:], start=3):
+                # the second property's orders go with its own key, to its own pixels
+                headers = eu_auth if index % 2 else auth
+                assert (
+                    record(http.post("/v1/events", json=item, headers=headers)).status_code == 202
+                )
             # Refusals and warnings must not echo the identifiers either.
             record(http.post("/v1/events", json={**events[0], "oops": EMAILS[0]}, headers=auth))
             bad_user = {**events[0], "order_id": "x", "user": {"emial": EMAILS[1]}}
@@ -234,11 +279,14 @@ class TestAudit:
             record(http.post("/v1/events", json=bad_phone, headers=auth))
             record(http.post("/v1/events", content=b"\xff" + EMAILS[3].encode(), headers=auth))
 
+            def owner(i: int) -> dict[str, str]:
+                return eu_auth if i >= 3 and i % 2 else auth
+
             deadline = time.monotonic() + 60
             while True:
                 stats = httpx.get(f"{url}/readyz").json()
                 delivered = [
-                    httpx.get(f"{url}/v1/events/CompletePayment-audit-{i}", headers=auth).json()
+                    httpx.get(f"{url}/v1/events/CompletePayment-audit-{i}", headers=owner(i)).json()
                     for i in range(N)
                 ]
                 statuses = {d["status"] for r in delivered for d in r["deliveries"]}
@@ -246,11 +294,13 @@ class TestAudit:
                     break
                 assert time.monotonic() < deadline, f"not delivered: {statuses} {stats}"
                 time.sleep(0.2)
-            accepted_by_sandbox = httpx.get(f"{sandbox_url}/_sandbox/tiktok/stats").json()
-            assert accepted_by_sandbox, "the sandbox saw nothing"
+            by_pixel = httpx.get(f"{sandbox_url}/_sandbox/tiktok/stats").json()["by_pixel"]
+            # each property's orders reached its own pixel, with its own token
+            assert by_pixel[EU_TIKTOK_PIXEL] == 2
+            assert by_pixel[TIKTOK_PIXEL] >= 4
 
             for i in range(N):
-                record(http.get(f"/v1/events/CompletePayment-audit-{i}", headers=auth))
+                record(http.get(f"/v1/events/CompletePayment-audit-{i}", headers=owner(i)))
             for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/login"):
                 record(http.get(path))
             admin = {"Authorization": f"Bearer {admin_key}"}
@@ -263,7 +313,12 @@ class TestAudit:
                 record(form)
                 record(
                     browser.post(
-                        "/login", data={"csrf_token": csrf_from(form.text), "password": PASSWORD}
+                        "/login",
+                        data={
+                            "csrf_token": csrf_from(form.text),
+                            "name": "admin",
+                            "password": PASSWORD,
+                        },
                     )
                 )
                 page = record(browser.get("/admin"))
@@ -315,7 +370,7 @@ class TestAudit:
             "responses": "\n".join(transcript),
             "database files": stored.decode("latin-1"),
         }
-        needles = [TOKEN]
+        needles = [TOKEN, TOKEN2]
         for email, phone in zip([*EMAILS, URL_EMAIL], [*PHONES, URL_PHONE], strict=True):
             needles.extend(forms_of(email, phone))
             needles.extend({quote(email), quote(phone), quote(email.lower())})

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from backchannel.store import open_store
+from backchannel.store.base import Grant
 from backchannel.web import auth
 from serve.helpers import make_settings
 
@@ -38,7 +39,8 @@ class TestPasswordHash:
 
 class TestSetPasswordCommand:
     def test_reads_stdin_and_stores_a_hash(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
-        """`admin set-password` reads stdin, stores only a hash and logs sessions out."""
+        """`admin set-password` reads stdin and stores only a hash: the first password makes
+        the member `admin`, owner of every property."""
         settings = make_settings(tmp_path)
         env = {
             "BACKCHANNEL_DATABASE_URL": settings.database_url,
@@ -55,13 +57,15 @@ class TestSetPasswordCommand:
             run, input=PASSWORD + "\n", env=env, cwd=tmp_path, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
+        assert done.stdout == "password of admin set; 0 session(s) logged out\n"
         store = open_store(settings.database_url)
         try:
-            stored = store.get_admin_setting(auth.PASSWORD_SETTING)
+            member = store.member_by_name("admin")
         finally:
             store.close()
-        assert stored is not None
-        assert auth.verify_password(PASSWORD, stored)
+        assert member is not None
+        assert member.grants == (Grant(None, "owner"),)
+        assert auth.verify_password(PASSWORD, member.password_hash)
         assert PASSWORD not in (tmp_path / "bc.db").read_bytes().decode("latin-1")
 
 
@@ -98,7 +102,7 @@ class TestLogin:
             token = form.headers["set-cookie"].split(";")[0].split("=", 1)[1]
             response = client.post(
                 "/login",
-                data={"csrf_token": csrf_from(form.text), "password": PASSWORD},
+                data={"csrf_token": csrf_from(form.text), "name": "admin", "password": PASSWORD},
                 headers={"Cookie": f"__Host-bc_login={token}"},
             )
             assert response.status_code == 303, response.text
@@ -114,14 +118,14 @@ class TestLogin:
         with app.client() as client:
             response = app.login(client, "not the password at all")
             assert response.status_code == 401
-            assert "Wrong password" in response.text
+            assert "Wrong name or password." in response.text
             assert client.get("/admin", follow_redirects=False).status_code == 303
 
     def test_login_without_form_token_is_refused(self, start_app: StartApp) -> None:
         """A login POST without the login form's token (login CSRF) is refused."""
         app = start_app()
         with app.client() as client:
-            response = client.post("/login", data={"password": PASSWORD})
+            response = client.post("/login", data={"name": "admin", "password": PASSWORD})
             assert response.status_code == 403
             assert "set-cookie" not in response.headers or "bc_session" not in str(
                 response.headers.get_list("set-cookie")
@@ -134,7 +138,7 @@ class TestLogin:
             form = client.get("/login")
             response = client.post(
                 "/login?next=//evil.example/x",
-                data={"csrf_token": csrf_from(form.text), "password": PASSWORD},
+                data={"csrf_token": csrf_from(form.text), "name": "admin", "password": PASSWORD},
             )
             assert response.headers["location"] == "/admin"
 
@@ -172,8 +176,8 @@ class TestSession:
         assert stored != token
         assert len(stored) == 64
 
-    def test_password_change_logs_everyone_out(self, start_app: StartApp) -> None:
-        """Setting a new password ends every existing session."""
+    def test_password_change_logs_the_member_out(self, start_app: StartApp) -> None:
+        """Setting a new password ends the member's existing sessions."""
         app = start_app()
         with app.client() as client:
             app.login(client)
@@ -237,7 +241,7 @@ class TestThrottling:
                 statuses.append(app.login(client, "wrong password guess").status_code)
             assert statuses[:10] == [401] * 10
             assert statuses[-1] == 429
-            last = client.post("/login", data={"password": PASSWORD})
+            last = client.post("/login", data={"name": "admin", "password": PASSWORD})
             assert last.status_code == 429
             assert int(last.headers["retry-after"]) >= 1
             assert last.json()["errors"][0]["path"] == "password"

@@ -69,7 +69,7 @@ class TestDoctor:
         assert checks["destination tiktok"].ok is True
         assert "HTTP" in checks["destination tiktok"].detail
         assert all(TOKEN not in line for line in report.lines())
-        # informational: no admin password yet, every event to every destination
+        # informational: no member yet, every event to every destination
         assert checks["dashboard"].ok is None
         assert "backchannel admin set-password" in checks["dashboard"].detail
         assert checks["routing"].ok is True
@@ -80,7 +80,10 @@ class TestDoctor:
         finally:
             store.close()
         checks = by_name(doctor.run(load=lambda: settings))
-        assert (checks["dashboard"].ok, checks["dashboard"].detail) == (True, "admin password set")
+        assert (checks["dashboard"].ok, checks["dashboard"].detail) == (
+            True,
+            "1 member(s), 1 owner(s) of every property",  # the first password: admin
+        )
         assert (checks["routing"].ok, checks["routing"].detail) == (None, "meta: only Purchase")
 
     def test_problems_are_named_with_their_fix(self, tmp_path: Path, sandbox_url: str) -> None:

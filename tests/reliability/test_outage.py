@@ -1,10 +1,11 @@
 """Platform outages and rate-limit storms while shops keep sending.
 
-- A 60 s outage of both platforms: ingest keeps answering 202; after the outage every
+- A 60 s outage of every platform: ingest keeps answering 202; after the outage every
   acknowledged event arrives, none twice (an outage refuses before storing, so a duplicate
   here would be the gateway resending what was already delivered).
 - A 20 s TikTok 40100 storm: TikTok gets nothing during it and everything after it; Meta keeps
   delivering the whole time (one destination never delays the other).
+- A 60 s outage of one platform among all seven: the six others keep flowing and keep up.
 
 With the product's default backoff (1 s doubling, capped at 300 s, jitter x0.5-1) the last
 retry of a row that failed all through a 60 s outage can come up to ~64 s after the outage
@@ -145,5 +146,61 @@ def test_tiktok_40100_storm_loses_nothing_and_meta_keeps_delivering(
         meta_accepted_during_storm=meta_late - meta_before,
         meta_lag_s=round(meta_caught_up, 1),
         recovery_after_clear_s=round(recovery, 1),
+        duplicates=duplicates,
+    )
+
+
+@pytest.mark.slow
+def test_60s_outage_of_one_destination_leaves_the_others_flowing(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """One platform down for 60 s (the last in the registry: one connected, off by default):
+    every other destination keeps taking events the whole time and keeps up with ingest;
+    afterwards the one that was down gets everything, and nobody gets anything twice."""
+    down = DESTINATIONS[-1]
+    others = [d for d in DESTINATIONS if d != down]
+    stack = make_stack(retry=RETRY)
+    stack.start_gateway()
+    ingestor = Ingestor(stack, threads=2, batch_every=5, batch_size=20, pause=0.1).start()
+    try:
+        _wait_for_first_deliveries(stack)
+        stack.faults({down: {"outage_seconds": OUTAGE}})
+        outage_end = time.monotonic() + OUTAGE
+        time.sleep(2.0)
+        down_before = stack.stats(down)["accepted_events"]
+        others_before = {d: stack.stats(d)["accepted_events"] for d in others}
+        time.sleep(OUTAGE / 2)
+        others_middle = {d: stack.stats(d)["accepted_events"] for d in others}
+        acked_now = ingestor.acked_count()
+        lag = wait_until(
+            lambda: all(stack.stats(d)["accepted_events"] >= acked_now for d in others),
+            15,
+            f"the other destinations keeping up while {down} is down",
+        )
+        down_during = stack.stats(down)
+        time.sleep(max(0.0, outage_end - time.monotonic()))
+        outage_over = time.monotonic()
+    finally:
+        ledger = ingestor.stop()
+    assert ledger.anomalies == []
+    assert ledger.refused == {}
+    assert ledger.unanswered == set()
+    assert down_during["accepted_events"] == down_before, f"{down} took events while down"
+    assert down_during["by_code"].get("http_503", 0) > 0
+    for destination in others:
+        assert others_before[destination] < others_middle[destination], (
+            f"{destination} stopped while {down} was down"
+        )
+    wait_until(lambda: stack.undelivered() == 0, RECOVERY_DEADLINE, "delivery after the outage")
+    recovery = time.monotonic() - outage_over
+    duplicates = _all_arrived(stack, ledger.acked)
+    assert duplicates == dict.fromkeys(DESTINATIONS, 0)
+    report(
+        f"60 s outage of {down} alone",
+        destinations=len(DESTINATIONS),
+        acknowledged=len(ledger.acked),
+        others_accepted_during_outage={d: others_middle[d] - others_before[d] for d in others},
+        others_lag_s=round(lag, 1),
+        recovery_after_end_s=round(recovery, 1),
         duplicates=duplicates,
     )

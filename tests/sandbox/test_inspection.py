@@ -98,7 +98,30 @@ class TestStats:
             "without_event_id": 0,
             "rejected_requests": 2,
             "by_code": {"0": 1, "40105": 1, "40002": 1},
+            "by_pixel": {TIKTOK_PIXEL: 3},
         }
+
+    def test_events_are_kept_and_counted_per_pixel(self) -> None:
+        """Two pixels (two properties' connections) sending to one sandbox that takes any
+        pixel (as `serve` embeds it): by_pixel counts each, ?pixel= lists only its events,
+        each event names the pixel it came to."""
+        app = create_app(SandboxConfig(clock=FakeClock()))
+        with ServerThread(app) as server, httpx.Client(base_url=server.url) as http:
+            post_tiktok(http, tiktok_body([tiktok_event(event_id=f"a{i}") for i in range(2)]))
+            other = "CSECONDPIXEL02"
+            events = [tiktok_event(event_id=f"b{i}") for i in range(3)]
+            post_tiktok(http, tiktok_body(events, event_source_id=other))
+            assert stats(http, "tiktok")["by_pixel"] == {TIKTOK_PIXEL: 2, other: 3}
+            listed = http.get("/_sandbox/tiktok/events", params={"pixel": other}).json()
+            assert listed["count"] == 3
+            assert [e["event_id"] for e in listed["events"]] == ["b0", "b1", "b2"]
+            assert {e["_pixel"] for e in listed["events"]} == {other}
+            none = http.get("/_sandbox/tiktok/events", params={"pixel": other, "event_id": "a1"})
+            assert none.json()["count"] == 0
+            mine = http.get(
+                "/_sandbox/tiktok/events", params={"pixel": TIKTOK_PIXEL, "event_id": "a1"}
+            )
+            assert [e["_pixel"] for e in mine.json()["events"]] == [TIKTOK_PIXEL]
 
     def test_duplicates_across_requests(self, http: httpx.Client) -> None:
         """The same (pixel, event, event_id) twice counts one unique and one duplicate."""

@@ -190,9 +190,15 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 def add_key(
-    settings: Settings, name: str, scope: str = "ingest", *, allow_null_origin: bool = False
+    settings: Settings,
+    name: str,
+    scope: str = "ingest",
+    role: str | None = None,
+    *,
+    allow_null_origin: bool = False,
 ) -> str:
-    """Create an API key straight in the store, as `backchannel keys create` does."""
+    """Create an API key straight in the store, as `backchannel keys create` does (an admin
+    key is an owner of every property unless ``role`` says otherwise)."""
     key = credentials.new_api_key(scope)
     store = open_store(settings.database_url)
     try:
@@ -203,6 +209,7 @@ def add_key(
             credentials.key_hash(key),
             time.time(),
             allow_null_origin=allow_null_origin,
+            role=(role or "owner") if scope == "admin" else None,
         )
     finally:
         store.close()

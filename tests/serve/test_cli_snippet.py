@@ -102,7 +102,9 @@ class TestSnippetShopify:
         assert credentials.key_display_prefix(key) in result.stderr
         assert "no Meta pixel is configured" in result.stderr
         assert "Settings > Customer events > Add custom pixel" in result.stderr
-        assert site_keys(run) == [["shopify-pixel", "collect", "active", "null origin allowed"]]
+        assert site_keys(run) == [
+            ["shopify-pixel", "collect", "active", "default", "null origin allowed"]
+        ]
         assert key.encode() not in run.raw_db()  # only its hash is kept
         assert collect_from_sandbox(gateway, key).status_code == 204
 

@@ -143,7 +143,11 @@ class TestTokenSetExtras:
 
         removed = run("token", "remove", spec.name)
         assert removed.exit_code == 0, removed.output
-        assert run.connection(spec.name) is None  # off until connected again
+        # off until connected again: the row stays (outbox rows may name it), emptied
+        forgotten = run.connection(spec.name)
+        assert (forgotten.pixel, forgotten.token_encrypted, forgotten.settings) == ("", None, {})
+        assert forgotten.secrets_encrypted is None
+        assert not forgotten.live
         assert "off — not connected" in run("token", "show", spec.name).output
         store = open_store(run.url)
         try:

@@ -20,7 +20,9 @@ def conversion(
     **fields: Any,
 ) -> NewConversion:
     """Conversion ``n`` with event_id ``{event}-{n}``; ``fields`` override anything, even with
-    values the type forbids (that is how the failure tests provoke a write error)."""
+    values the type forbids (that is how the failure tests provoke a write error).
+    ``destinations`` name the connections by label: a destination's name is its first
+    connection in the property (the default one's TikTok and Meta exist from the start)."""
     values: dict[str, Any] = {
         "event": event,
         "event_id": f"{event}-{n}",
@@ -31,7 +33,7 @@ def conversion(
         "payload": payload if payload is not None else f'{{"n": "{n}"}}'.encode(),
         "warnings": b"[]",
         "origin": "api",
-        "destinations": destinations,
+        "connections": destinations,
     }
     values.update(fields)
     return NewConversion(**values)

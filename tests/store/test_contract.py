@@ -31,13 +31,14 @@ from backchannel.store.base import (
     KeyRecord,
     NewConversion,
     Store,
+    UnknownConnection,
 )
 
 from .conftest import Database, PostgresDatabase
 from .helpers import BOTH, LEASE, NOW, conversion
 
 #: errors a failed write may raise, per backend
-WRITE_ERRORS = (sqlite3.Error, psycopg.Error)
+WRITE_ERRORS = (sqlite3.Error, psycopg.Error, UnknownConnection)
 
 
 OUTBOX_COLUMNS = (
@@ -265,7 +266,8 @@ def test_claim_takes_only_its_destination(store: Store, database: Database) -> N
     assert claim_ids(store, "tiktok") == outbox_ids(database, "tiktok")
     assert len(outbox_ids(database, "tiktok")) == 1
     assert claim_ids(store, "meta") == outbox_ids(database, "meta")
-    assert claim_ids(store, "nowhere") == []
+    with pytest.raises(UnknownConnection):
+        claim_ids(store, "nowhere")
 
 
 def test_claim_respects_due_at(store: Store) -> None:
@@ -354,6 +356,7 @@ def test_enqueue_adds_a_pending_row_once_per_destination(store: Store, database:
     conversion that already has a row, adds nothing; unknown ids are ignored."""
     store.insert_conversions([conversion(n, destinations=("tiktok",)) for n in range(3)], NOW)
     ids = [int(r[0]) for r in database.rows("SELECT id FROM conversions ORDER BY id")]
+    store.set_connection(Connection("ga4", "G-TEST1234", b"ciphertext", "1234", None, NOW))
     assert store.enqueue("ga4", ids[:2], NOW + 5) == 2
     assert store.enqueue("ga4", [*ids, 999_999], NOW + 6) == 1
     assert store.enqueue("tiktok", ids, NOW + 7) == 0
@@ -601,9 +604,11 @@ def test_deliveries_of_one_event_id(store: Store) -> None:
     [tiktok_id] = [c.outbox_id for c in claimed if c.payload == b'{"n": "1"}']
     store.mark_delivered([tiktok_id], NOW + 2, "ref-1")
     assert store.deliveries("order-1") == [
-        DeliveryRow("CompletePayment", "order-1", "meta", PENDING, 0, None, None, None),
-        DeliveryRow("CompletePayment", "order-1", "tiktok", DELIVERED, 1, None, "ref-1", NOW + 2),
-        DeliveryRow("Purchase", "order-1", "meta", PENDING, 0, None, None, None),
+        DeliveryRow("CompletePayment", "order-1", "meta", PENDING, 0, None, None, None, "meta"),
+        DeliveryRow(
+            "CompletePayment", "order-1", "tiktok", DELIVERED, 1, None, "ref-1", NOW + 2, "tiktok"
+        ),
+        DeliveryRow("Purchase", "order-1", "meta", PENDING, 0, None, None, None, "meta"),
     ]
     assert store.deliveries("unknown") == []
 
@@ -666,24 +671,42 @@ def test_a_key_hash_is_unique(store: Store) -> None:
     assert len(store.list_keys()) == 1
 
 
+def credentials_of(connection: Connection | None) -> tuple[Any, ...] | None:
+    """What set_connection writes (not the id, routes and suspension the store adds)."""
+    if connection is None:
+        return None
+    c = connection
+    return (c.destination, c.pixel, c.token_encrypted, c.token_last4, c.test_event_code)
+
+
 def test_connections(store: Store) -> None:
     ciphertext = bytes(range(256)) + b"\x00gAAAAA"  # stored as given, byte for byte
+    # the default property's TikTok and Meta exist from the start: sandbox, no credentials
+    sandbox = store.get_connection("tiktok")
+    assert credentials_of(sandbox) == ("tiktok", "", None, None, None)
+    assert sandbox is not None
+    assert (sandbox.property_id, sandbox.label) == (1, "tiktok")
     tiktok = Connection("tiktok", "PIXEL1", ciphertext, "wxyz", None, NOW)
-    assert store.get_connection("tiktok") is None
-    store.set_connection(tiktok)
-    assert store.get_connection("tiktok") == tiktok
+    assert store.set_connection(tiktok) == sandbox.id
+    assert credentials_of(store.get_connection("tiktok")) == credentials_of(tiktok)
     replaced = Connection("tiktok", "PIXEL2", b"other", "abcd", "TEST42", NOW + 1)
     store.set_connection(replaced)
-    assert store.get_connection("tiktok") == replaced
+    stored = store.get_connection("tiktok")
+    assert stored is not None
+    assert stored.id == sandbox.id
+    assert stored.updated_at == NOW + 1
+    assert credentials_of(stored) == credentials_of(replaced)
     store.set_connection(Connection("meta", "123", None, None, None, NOW + 2))
-    assert store.get_connection("meta") == Connection("meta", "123", None, None, None, NOW + 2)
+    assert credentials_of(store.get_connection("meta")) == ("meta", "123", None, None, None)
     assert sorted(store.all_token_ciphertexts()) == [("tiktok", b"other")]
     store.set_connection(Connection("meta", "123", ciphertext, "1234", None, NOW + 3))
     assert sorted(store.all_token_ciphertexts()) == [("meta", ciphertext), ("tiktok", b"other")]
+    # forgetting a connection keeps its row (outbox rows name it) without its credentials
     assert store.delete_connection("tiktok") is True
-    assert store.delete_connection("tiktok") is False
-    assert store.get_connection("tiktok") is None
+    assert credentials_of(store.get_connection("tiktok")) == ("tiktok", "", None, None, None)
+    assert store.delete_connection("nothing") is False
     assert store.all_token_ciphertexts() == [("meta", ciphertext)]
+    assert store.get_connection("tiktok", property_id=99) is None
 
 
 def test_connections_keep_a_destinations_other_settings_and_secrets(store: Store) -> None:
@@ -702,7 +725,14 @@ def test_connections_keep_a_destinations_other_settings_and_secrets(store: Store
         secrets,
     )
     store.set_connection(google)
-    assert store.get_connection("google_ads") == google
+    again = store.get_connection("google_ads")
+    assert again is not None
+    assert credentials_of(again) == credentials_of(google)
+    assert (again.settings, again.secrets_encrypted, again.label) == (
+        google.settings,
+        secrets,
+        "google_ads",
+    )
     assert ("secrets google_ads", secrets) in store.all_ciphertexts()
     assert store.reencrypt_secrets(lambda c: c + b"!") == 2  # token and secrets
     again = store.get_connection("google_ads")

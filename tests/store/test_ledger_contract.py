@@ -14,12 +14,12 @@ import orjson
 import psycopg
 import pytest
 
-from backchannel.store.base import LedgerEntry, Store
+from backchannel.store.base import LedgerEntry, Store, UnknownConnection
 
 from .conftest import Database
 from .helpers import NOW, conversion
 
-WRITE_ERRORS = (sqlite3.Error, psycopg.Error)
+WRITE_ERRORS = (sqlite3.Error, psycopg.Error, UnknownConnection)
 
 
 def entry(order: str, *, source: str = "shopify", **fields: object) -> LedgerEntry:

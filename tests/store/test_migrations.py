@@ -294,6 +294,98 @@ EXPECTED_PRIMARY_KEYS["session_rollups"] = (*_ROLLUP_KEY, "had_google_click")
 # in SQLite, JSONB in PostgreSQL so the upsert can merge them with ||)
 EXPECTED_COLUMNS["landing_sessions"].append(("ids", "text", False, None))
 
+# Properties (0013): several shops in one install. Every row says whose it is; keys that made a
+# row unique gain the property; connections get an id, a label, their routes and suspension.
+EXPECTED_COLUMNS["properties"] = [
+    ("id", "int", True, None),
+    ("name", "text", True, None),
+    ("default_region", "text", False, None),
+    ("tiktok_utm_sources", "text", False, None),
+    ("created_at", "real", True, None),
+]
+EXPECTED_COLUMNS["property_bindings"] = [
+    ("kind", "text", True, None),
+    ("value", "text", True, None),
+    ("property_id", "int", True, None),
+]
+EXPECTED_PRIMARY_KEYS["properties"] = ("id",)
+EXPECTED_PRIMARY_KEYS["property_bindings"] = ("kind", "value")
+EXPECTED_UNIQUE.add(("properties", ("name",)))
+EXPECTED_COLUMNS["connections"] += [
+    ("id", "int", True, None),
+    ("property_id", "int", True, None),
+    ("label", "text", True, None),
+    ("routes", "text", False, None),
+    ("suspension", "text", False, None),
+]
+EXPECTED_PRIMARY_KEYS["connections"] = ("id",)
+EXPECTED_UNIQUE.add(("connections", ("property_id", "label")))
+EXPECTED_COLUMNS["outbox"].append(("connection_id", "int", True, None))
+EXPECTED_UNIQUE.discard(("outbox", ("conversion_id", "destination")))
+EXPECTED_UNIQUE.add(("outbox", ("conversion_id", "connection_id")))
+EXPECTED_INDEXES["outbox_due"] = ("outbox", ("connection_id", "status", "due_at"), None)
+for _table in ("conversions", "orders", "session_rollups", "pixel_counts"):
+    EXPECTED_COLUMNS[_table].append(("property_id", "int", True, None))
+for _table in (
+    "landing_sessions",
+    "browser_events",
+    "api_keys",
+    "audit_log",
+    "ingest_rejections",
+    "source_deliveries",
+):
+    EXPECTED_COLUMNS[_table].append(("property_id", "int", False, None))
+EXPECTED_UNIQUE.discard(("conversions", ("event", "event_id")))
+EXPECTED_UNIQUE.add(("conversions", ("property_id", "event", "event_id")))
+EXPECTED_UNIQUE.discard(("orders", ("source", "order_id")))
+EXPECTED_UNIQUE.add(("orders", ("property_id", "source", "order_id")))
+EXPECTED_PRIMARY_KEYS["session_rollups"] = ("property_id", *_ROLLUP_KEY, "had_google_click")
+EXPECTED_PRIMARY_KEYS["pixel_counts"] = ("property_id", "day", "event")
+EXPECTED_FOREIGN_KEYS |= {
+    ("property_bindings", ("property_id",), "properties", ("id",)),
+    ("outbox", ("connection_id",), "connections", ("id",)),
+    *(
+        (table, ("property_id",), "properties", ("id",))
+        for table in (
+            "connections",
+            "conversions",
+            "orders",
+            "session_rollups",
+            "pixel_counts",
+            "landing_sessions",
+            "browser_events",
+            "api_keys",
+            "audit_log",
+            "ingest_rejections",
+            "source_deliveries",
+        )
+    ),
+}
+
+# Team members (0014): members, their role per property (NULL: every property), whose session
+# it is, an admin key's role.
+EXPECTED_COLUMNS["members"] = [
+    ("id", "int", True, None),
+    ("name", "text", True, None),
+    ("password_hash", "text", True, None),
+    ("created_at", "real", True, None),
+    ("disabled_at", "real", False, None),
+]
+EXPECTED_COLUMNS["member_roles"] = [
+    ("id", "int", True, None),
+    ("member_id", "int", True, None),
+    ("property_id", "int", False, None),
+    ("role", "text", True, None),
+]
+EXPECTED_COLUMNS["admin_sessions"].append(("member_id", "int", False, None))
+EXPECTED_COLUMNS["api_keys"].append(("role", "text", False, None))
+EXPECTED_PRIMARY_KEYS.update({"members": ("id",), "member_roles": ("id",)})
+EXPECTED_UNIQUE |= {("members", ("name",)), ("member_roles", ("member_id", "property_id"))}
+EXPECTED_FOREIGN_KEYS |= {
+    ("member_roles", ("member_id",), "members", ("id",)),
+    ("admin_sessions", ("member_id",), "members", ("id",)),
+}
+
 # WooCommerce source (0015): the shop (X-WC-Webhook-Source) a source's webhooks must come from
 EXPECTED_COLUMNS["source_secrets"].append(("store_url", "text", False, None))
 
@@ -307,6 +399,11 @@ EXPECTED_COLUMNS["checkout_sessions"] = [
 ]
 EXPECTED_PRIMARY_KEYS["checkout_sessions"] = ("checkout_token",)
 EXPECTED_INDEXES["checkout_sessions_session"] = ("checkout_sessions", ("session_id",), None)
+
+# Webhook secrets per property (0017, after 0015 extended the table): (property, source)
+EXPECTED_COLUMNS["source_secrets"].append(("property_id", "int", True, None))
+EXPECTED_PRIMARY_KEYS["source_secrets"] = ("property_id", "source")
+EXPECTED_FOREIGN_KEYS.add(("source_secrets", ("property_id",), "properties", ("id",)))
 
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
@@ -538,3 +635,60 @@ def test_0011_keeps_the_rows_it_rebuilds_or_extends(
     assert session is not None
     assert session.ttclid == "E.C.P.1"
     assert (session.ga_client_id, session.gclid, session.gbraid, session.wbraid) == (None,) * 4
+
+
+def test_0013_and_0017_upgrade_a_store_that_got_0015_and_0016_first(
+    empty_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store of a build that had 0012, 0015 and 0016 but not properties (the migrations
+    landed apart): 0013 then 0017 apply after them and keep what they added (the WooCommerce
+    store URL of source_secrets, which SQLite's 0017 rebuilds)."""
+    from backchannel.store import postgres, sqlite
+
+    def before_properties(backend: migrations.Backend) -> list[tuple[int, str]]:
+        return [(v, text) for v, text in migrations.load(backend) if v not in (13, 17)]
+
+    monkeypatch.setattr(sqlite, "load", before_properties)
+    monkeypatch.setattr(postgres, "load", before_properties)
+    empty_database.open().close()
+    empty_database.execute(
+        "INSERT INTO source_secrets (source, secret_encrypted, updated_at, store_url)"
+        " VALUES ('woocommerce', ?, 1.0, 'https://shop.example.com/')",
+        b"cipher",
+    )
+    monkeypatch.undo()
+    store = empty_database.open()
+    assert store.get_source_store_url("woocommerce") == "https://shop.example.com/"
+    assert store.source_secrets("woocommerce") == {1: b"cipher"}
+    assert {13, 17} <= {row[0] for row in applied(empty_database)}
+    # the same columns as a fresh store (in another order where 0016 came before 0013)
+    found = read_schema(empty_database).columns
+    assert {t: sorted(c) for t, c in found.items()} == {
+        t: sorted(c) for t, c in EXPECTED_COLUMNS.items()
+    }
+
+
+def test_a_rebuild_never_drops_a_column_a_later_migration_added(
+    empty_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite rebuilds tables to change their keys, copying the columns the migration names;
+    should a table have another (a later migration applied first), the migration is refused
+    naming it. PostgreSQL alters in place, so there the column is kept."""
+    from backchannel.store import postgres, sqlite
+
+    def before_properties(backend: migrations.Backend) -> list[tuple[int, str]]:
+        return [(v, text) for v, text in migrations.load(backend) if v < 13]
+
+    monkeypatch.setattr(sqlite, "load", before_properties)
+    monkeypatch.setattr(postgres, "load", before_properties)
+    empty_database.open().close()
+    empty_database.execute("ALTER TABLE orders ADD COLUMN later_column TEXT")
+    monkeypatch.undo()
+    if empty_database.kind == "sqlite":
+        with pytest.raises(RuntimeError, match="0013 rebuilds orders and would drop its"):
+            empty_database.open()
+        assert 13 not in [row[0] for row in applied(empty_database)]  # nothing half-done
+        return
+    empty_database.open()
+    columns = [c[0] for c in read_schema(empty_database).columns["orders"]]
+    assert "later_column" in columns

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from backchannel.store import open_store
-from backchannel.store.base import Dead, Store
+from backchannel.store.base import DEFAULT_PROPERTY, Connection, Dead, LedgerEntry, Store
 from backchannel.store.postgres import NOTIFY_CHANNEL, PostgresStore
 
 from .conftest import Database, PostgresDatabase, PostgresServer
@@ -45,21 +45,34 @@ def test_notify_channel_is_public(database: Database) -> None:
     assert PostgresStore.notify_channel == NOTIFY_CHANNEL == "backchannel_outbox"
 
 
-def test_ingest_notifies_once_per_destination_at_commit(database: Database, store: Store) -> None:
+def _id(store: Store, label: str, property_id: int = DEFAULT_PROPERTY) -> str:
+    """The notification payload of a connection: its id."""
+    connection = store.get_connection(label, property_id)
+    assert connection is not None
+    return str(connection.id)
+
+
+def test_ingest_notifies_once_per_connection_at_commit(database: Database, store: Store) -> None:
     with _listen(database) as listener:
         store.insert_conversions([conversion(n) for n in range(50)], NOW)
-        assert _heard(listener, 2) == ["meta", "tiktok"]
+        assert _heard(listener, 2) == sorted([_id(store, "meta"), _id(store, "tiktok")])
         store.insert_conversions([conversion(1), conversion(2)], NOW)  # duplicates only
         store.insert_conversions([conversion(99, destinations=())], NOW)  # nothing to send
         store.insert_conversions([conversion(100, destinations=("meta",))], NOW)
-        assert _heard(listener, 1) == ["meta"]
+        assert _heard(listener, 1) == [_id(store, "meta")]
         assert _heard(listener) == []  # and nothing for the duplicates or the empty one
+        # a second TikTok pixel of the same property is its own lane: its own notification
+        store.set_connection(Connection("tiktok", "PIXEL2", None, None, None, NOW, label="eu"))
+        store.insert_conversions([conversion(101, destinations=("eu",))], NOW)
+        assert _heard(listener, 1) == [_id(store, "eu")]
 
 
 def test_failed_ingest_notifies_nobody(database: Database, store: Store) -> None:
     with _listen(database) as listener:
+        broken = conversion(2)  # its ledger row fails on the server, after the rows and NOTIFY
+        broken.ledger = LedgerEntry("api", "2", None, None, None, None, None, None, False, b"{}")  # type: ignore[arg-type]
         with pytest.raises(psycopg.Error):
-            store.insert_conversions([conversion(1), conversion(2, destinations=(None,))], NOW)
+            store.insert_conversions([conversion(1), broken], NOW)
         assert _heard(listener) == []
 
 
@@ -71,7 +84,7 @@ def test_replay_notifies_the_destinations_it_requeued(database: Database, store:
         assert store.replay(NOW, destination="tiktok") == 0
         assert _heard(listener) == []
         assert store.replay(NOW) == 1
-        assert _heard(listener, 1) == ["meta"]
+        assert _heard(listener, 1) == [_id(store, "meta")]
 
 
 def test_open_store_accepts_postgresql_urls(database: Database, pg_server: PostgresServer) -> None:

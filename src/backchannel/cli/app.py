@@ -17,7 +17,9 @@ from backchannel.cli import (
     backfill,
     backups,
     keys,
+    members,
     outbox,
+    properties,
     report,
     route,
     send,
@@ -59,11 +61,13 @@ app.command()(upkeep.doctor)
 app.command()(backups.backup)
 app.command()(backups.restore)
 app.command()(upkeep.purge)
+app.add_typer(properties.property_app, name="property")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(token.token_app, name="token")
 app.add_typer(route.route_app, name="route")
 app.add_typer(sources.source_app, name="source")
 app.add_typer(admin.admin_app, name="admin")
+app.add_typer(members.member_app, name="member")
 app.add_typer(report.report_app, name="report")
 app.add_typer(snippet.snippet_app, name="snippet")
 

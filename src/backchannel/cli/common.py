@@ -20,6 +20,7 @@ from cryptography.fernet import MultiFernet
 
 from backchannel import config, credentials
 from backchannel.store import Store, open_store
+from backchannel.store.base import Property
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -71,3 +72,21 @@ def open_configured_store(settings: config.Settings) -> Store:
         return open_store(settings.database_url)
     except (ValueError, OSError, sqlite3.Error) as exc:
         fail(f"database: {exc}")
+
+
+#: the help of every command's ``--property`` option (the pinned help must not list names)
+PROPERTY_HELP = (
+    "The property (shop, site or app) to work on; may be left out when the install has only"
+    " one (`property list` names them)."
+)
+
+
+def property_or_fail(store: Store, name: str | None) -> Property:
+    """The property a command works on: ``--property NAME``, or the only one. With several
+    and none named, the error lists them (exit 2): a command never guesses."""
+    from backchannel.properties import PropertyError, pick
+
+    try:
+        return pick(store, name)
+    except PropertyError as exc:
+        fail(str(exc))

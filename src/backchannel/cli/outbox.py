@@ -9,8 +9,11 @@ import orjson
 import typer
 
 from backchannel import destinations as registry
-from backchannel.cli.common import fail, load_settings, open_configured_store
+from backchannel.cli.common import fail, load_settings, open_configured_store, property_or_fail
 from backchannel.store.base import Store
+
+#: --property of the commands that read or change every property unless one is named
+FILTER_HELP = "Only this property's rows (default: every property's)."
 
 
 def replay(
@@ -19,6 +22,7 @@ def replay(
         bool, typer.Option("--all-dead", help="Re-queue every dead letter.")
     ] = False,
     destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+    property_name: Annotated[str | None, typer.Option("--property", help=FILTER_HELP)] = None,
 ) -> None:
     """Re-queue dead letters with their original event_id (so platforms still deduplicate)."""
     if (event_id is None) == (not all_dead):
@@ -29,11 +33,14 @@ def replay(
             f" (known: {', '.join(registry.NAMES)})"
         )
     store = open_configured_store(load_settings())
-    now = time.time()
-    stale = _older_than_dedup_window(store, now, event_id, destination)
-    count = store.replay(now, event_id=event_id, destination=destination)
-    store.audit(time.time(), "cli", "replay", event_id or "all dead")
-    store.close()
+    try:
+        owner = property_or_fail(store, property_name).id if property_name else None
+        now = time.time()
+        stale = _older_than_dedup_window(store, now, event_id, destination, owner)
+        count = store.replay(now, event_id=event_id, destination=destination, property_id=owner)
+        store.audit(time.time(), "cli", "replay", event_id or "all dead", owner)
+    finally:
+        store.close()
     if count == 0:
         fail("no dead letters matched", 1)
     typer.echo(f"re-queued {count} delivery(ies)")
@@ -55,7 +62,11 @@ STALE_SQL = (
 
 
 def _older_than_dedup_window(
-    store: Store, now: float, event_id: str | None, destination: str | None
+    store: Store,
+    now: float,
+    event_id: str | None,
+    destination: str | None,
+    property_id: int | None = None,
 ) -> int:
     """Dead letters about to be replayed whose event is older than the dedup window."""
     sql = STALE_SQL
@@ -66,12 +77,21 @@ def _older_than_dedup_window(
     if destination is not None:
         sql += " AND o.destination = ?"
         params.append(destination)
+    if property_id is not None:
+        sql += " AND c.property_id = ?"
+        params.append(property_id)
     return int(store.read(sql, params)[0][0])
 
 
-def status() -> None:
+def status(
+    property_name: Annotated[str | None, typer.Option("--property", help=FILTER_HELP)] = None,
+) -> None:
     """Outbox counts per destination and state."""
     store = open_configured_store(load_settings())
-    counts = store.outbox_counts()
-    typer.echo(orjson.dumps({"conversions": store.conversion_count(), "outbox": counts}).decode())
-    store.close()
+    try:
+        owner = property_or_fail(store, property_name).id if property_name else None
+        counts = store.outbox_counts(owner)
+        total = store.conversion_count(owner)
+    finally:
+        store.close()
+    typer.echo(orjson.dumps({"conversions": total, "outbox": counts}).decode())

@@ -10,8 +10,15 @@ import orjson
 import typer
 from rich.console import Console
 
-from backchannel.cli.common import fail, load_settings, open_configured_store
+from backchannel.cli.common import (
+    PROPERTY_HELP,
+    fail,
+    load_settings,
+    open_configured_store,
+    property_or_fail,
+)
 from backchannel.extras import MissingExtra, require
+from backchannel.store.base import DEFAULT_PROPERTY
 
 report_app = typer.Typer(help="Reports computed from the store.", no_args_is_help=True)
 
@@ -64,6 +71,7 @@ def report_gap(
         str,
         typer.Option("--pixel-event", help="Event of the imported Events Manager counts."),
     ] = "CompletePayment",
+    property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
     """The Pixel gap: TikTok-attributed orders the Pixel reported, the server leg recovered,
     and where the Pixel missed (browser, ad blockers, iOS version, page load time)."""
@@ -94,7 +102,10 @@ def report_gap(
         fail(f"--chart-dir: {chart_dir} exists and is not a directory")
     store = open_configured_store(load_settings())
     try:
-        result = report.from_store(store, first, last, switch, pixel_event=pixel_event)
+        prop = property_or_fail(store, property_name)
+        result = report.from_store(
+            store, first, last, switch, pixel_event=pixel_event, property_id=prop.id
+        )
     finally:
         store.close()
     if chart_dir is not None:
@@ -118,6 +129,8 @@ def report_gap(
     from rich.table import Table
 
     title = f"Gap report {first.isoformat()} – {last.isoformat()}"
+    if prop.id != DEFAULT_PROPERTY or property_name is not None:
+        title = f"{prop.name}: {title}"
     if switch is not None:
         title += f" (server leg on since {switch.isoformat()})"
     table = Table(title=title)
@@ -178,6 +191,7 @@ def report_import_pixel(
             " only the rows of --event are imported.",
         ),
     ] = None,
+    property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
     """Import daily Pixel counts from an Events Manager export, for the gap report's
     "pixel-only from an export" variant. Every row is checked before anything is written;
@@ -208,11 +222,18 @@ def report_import_pixel(
         raise typer.Exit(2) from None
     store = open_configured_store(load_settings())
     try:
+        prop = property_or_fail(store, property_name)
         now = time.time()
         written = store.set_pixel_counts(
-            [(day, event.strip(), count) for day, count in parsed.days], now
+            [(day, event.strip(), count) for day, count in parsed.days], now, prop.id
         )
-        store.audit(now, "cli", "pixel_counts.import", f"{file.name}: {written} day(s) of {event}")
+        store.audit(
+            now,
+            "cli",
+            "pixel_counts.import",
+            f"{file.name}: {written} day(s) of {event}",
+            prop.id,
+        )
     finally:
         store.close()
     first, last = parsed.days[0][0], parsed.days[-1][0]

@@ -12,9 +12,11 @@ from rich.console import Console
 from backchannel import config, credentials
 from backchannel import destinations as registry
 from backchannel.cli.common import (
+    PROPERTY_HELP,
     fail,
     load_settings,
     open_configured_store,
+    property_or_fail,
     read_json_input,
 )
 from backchannel.destinations import Target, meta, tiktok
@@ -62,6 +64,7 @@ def send(
     ] = None,
     tiktok_pixel: Annotated[str | None, typer.Option(help="TikTok pixel code to show.")] = None,
     meta_pixel: Annotated[str | None, typer.Option(help="Meta pixel id to show.")] = None,
+    property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
     """Preview a conversion (--dry-run), or fire a test order through the gateway (--test).
 
@@ -76,7 +79,7 @@ def send(
             fail("--test and --dry-run: choose one")
         if destination:
             fail("--destination: not with --test (event routing decides; see `route show`)")
-        send_test(settings, source, code, timeout, as_json)
+        send_test(settings, source, code, timeout, as_json, property_name)
         return
     for flag, given in (("--code", code is not None), ("--json", as_json)):
         if given:
@@ -98,42 +101,63 @@ def send(
     items = document if isinstance(document, list) else [document]
     if not items:
         fail("input: an empty array holds no conversion")
+    store = readable_store(settings)
+    region, owner = settings.default_region, None
+    if store is not None:
+        try:
+            prop = property_or_fail(store, property_name)
+            region, owner = prop.default_region or region, prop.id
+        finally:
+            store.close()
+    elif property_name is not None:
+        fail("--property: no database yet (run `backchannel migrate`)")
     try:
         accepted = normalize_all(
             items,
             now=time.time(),
-            default_region=settings.default_region,
+            default_region=region,
             strip_params=settings.strip_params,
         )
     except InvalidConversion as exc:
         fail("; ".join(f"{n.path}: {n.reason}" for n in exc.notes))
     pixels = {tiktok.name: tiktok_pixel, meta.name: meta_pixel}
-    chosen = dry_run_targets(settings, destination, pixels)
+    chosen = dry_run_targets(settings, destination, pixels, owner)
     for line in render(accepted, chosen, now=time.time()):
         typer.echo(orjson.dumps(line).decode())
 
 
 def dry_run_targets(
-    settings: config.Settings, names: list[str] | None, pixels: dict[str, str | None]
+    settings: config.Settings,
+    names: list[str] | None,
+    pixels: dict[str, str | None],
+    property_id: int | None = None,
 ) -> dict[str, Target]:
-    """The target of each destination a dry run shows (default: the active ones).
+    """The target of each destination a dry run shows (default: the property's active ones).
 
     With a readable store (an existing database, its key) a destination's target is what the
-    worker would use (:class:`~backchannel.targets.Targets`: its connection's pixel, settings
-    and secrets); otherwise, or where that cannot be resolved, a minimal one from the settings
-    (base URL, configured pixel). The bodies never hold a secret either way.
+    worker would use for the property's first connection of it (:class:`~backchannel.targets.
+    Targets`: its pixel, settings and secrets); otherwise, or where that cannot be resolved, a
+    minimal one from the settings (base URL, configured pixel). The bodies never hold a secret
+    either way.
     """
     from dataclasses import replace
 
-    from backchannel.routing import active_destinations
+    from backchannel.routing import active_connections
+    from backchannel.store.base import DEFAULT_PROPERTY
     from backchannel.targets import Targets
 
+    owner = DEFAULT_PROPERTY if property_id is None else property_id
     store = readable_store(settings)
     try:
         if names:
             chosen = list(dict.fromkeys(names))
         elif store is not None:
-            chosen = list(active_destinations(store, settings.destinations))
+            active = {
+                c.destination
+                for c in active_connections(store, settings.destinations)
+                if c.property_id == owner
+            }
+            chosen = [n for n in registry.NAMES if n in active]
         else:
             chosen = [n for n in registry.NAMES if n in settings.destinations]
         resolver = None
@@ -147,9 +171,10 @@ def dry_run_targets(
         targets: dict[str, Target] = {}
         for name in chosen:
             target = None
-            if resolver is not None:
+            connection = store.get_connection(name, owner) if store is not None else None
+            if resolver is not None and connection is not None and connection.id is not None:
                 try:
-                    target = resolver.resolve(name).target
+                    target = resolver.resolve(connection.id).target
                 except Exception:  # no token and no sandbox URL: the minimal one
                     target = None
             if target is None:
@@ -187,7 +212,12 @@ def readable_store(settings: config.Settings) -> Store | None:
 
 
 def send_test(
-    settings: config.Settings, source: str | None, code: str | None, timeout: float, as_json: bool
+    settings: config.Settings,
+    source: str | None,
+    code: str | None,
+    timeout: float,
+    as_json: bool,
+    property_name: str | None = None,
 ) -> None:
     """``send --test``: ingest one test conversion, wait for the worker, print what happened."""
     import asyncio
@@ -198,18 +228,33 @@ def send_test(
 
     if not 0 < timeout <= 600:
         fail("--timeout: must be more than 0 and at most 600 seconds")
+    from backchannel.properties import context
+    from backchannel.routing import active_connections
+
     document = read_json_input(source) if source is not None else None
     store = open_configured_store(settings)
     try:
-        connections = {d: store.get_connection(d) for d in settings.destinations}
+        owner = context(property_or_fail(store, property_name), settings)
+        store.ensure_connections(settings.destinations, time.time(), owner.id)
+        own = [
+            c for c in active_connections(store, settings.destinations) if c.property_id == owner.id
+        ]
+        connections = {c.name: c for c in own}
+        names = [c.name for c in own]
         try:
             if document is None:
-                chosen = testorder.resolve_code(code, connections, settings.destinations)
+                chosen = testorder.resolve_code(code, connections, names)
                 item = testorder.sample_order(chosen)
             else:
-                own = document.get("test_event_code") if isinstance(document, dict) else None
-                given = code if code is not None else own if isinstance(own, str) else None
-                chosen = testorder.resolve_code(given, connections, settings.destinations)
+                given_code = document.get("test_event_code") if isinstance(document, dict) else None
+                given = (
+                    code
+                    if code is not None
+                    else given_code
+                    if isinstance(given_code, str)
+                    else None
+                )
+                chosen = testorder.resolve_code(given, connections, names)
                 item = testorder.prepare_item(document, chosen, override=code is not None)
         except testorder.FireError as exc:
             fail(str(exc))
@@ -222,10 +267,11 @@ def send_test(
                     item,
                     runner,
                     now=time.time(),
-                    default_region=settings.default_region,
+                    default_region=owner.default_region,
                     destinations=settings.destinations,
                     routes=routes,
                     stitch_window=settings.click_cookie_days * 86400.0,
+                    property_id=owner.id,
                 )
             finally:
                 runner.close()
@@ -234,9 +280,13 @@ def send_test(
             fired = asyncio.run(run())
         except testorder.FireError as exc:
             fail(str(exc))
-        store.audit(time.time(), "cli", "test.fire", f"{fired.event} {fired.event_id}")
+        store.audit(time.time(), "cli", "test.fire", f"{fired.event} {fired.event_id}", owner.id)
         delivered = testorder.wait(store, fired.conversion_id, timeout)
-        view = testorder.load_view(store, fired.conversion_id, settings.destinations)
+        view = testorder.load_view(
+            store,
+            fired.conversion_id,
+            [d for d in registry.NAMES if any(c.destination == d for c in own)],
+        )
     finally:
         store.close()
     assert view is not None
@@ -268,7 +318,10 @@ def print_test_view(view: Any, warnings: list[dict[str, Any]]) -> None:
     for note in warnings:
         console.print(f"  warning: {note['path']}: {note['reason']}")
     for d in view.destinations:
-        table = Table(title=f"{d.destination}: {d.status}", show_lines=True)
+        named = d.destination
+        if d.connection and d.connection != d.destination:
+            named += f" {d.connection}"
+        table = Table(title=f"{named}: {d.status}", show_lines=True)
         table.add_column("sent")
         table.add_column("answered")
         table.add_column("identifiers")

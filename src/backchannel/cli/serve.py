@@ -30,8 +30,8 @@ def serve(
 ) -> None:
     """Run the ingest API and the delivery worker (SQLite + local sandbox by default)."""
     from backchannel import serving
+    from backchannel.members import active_members
     from backchannel.web.app import Options, create_app
-    from backchannel.web.auth import PASSWORD_SETTING
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
@@ -55,21 +55,35 @@ def serve(
         f"  dashboard    {base}/admin   (overview, identifiers, dedup, dead letters,"
         f" test events, connections) and {base}/reports/gap"
     )
-    if store.get_admin_setting(PASSWORD_SETTING) is None:
+    if not active_members(store):
         console.print(
-            "  [bold]no admin password yet[/bold]: set one with"
+            "  [bold]no member yet[/bold]: set the first password with"
             " `backchannel admin set-password` to log in to the dashboard"
         )
-    from backchannel.routing import active_destinations
+    import time
 
-    for name in active_destinations(store, settings.destinations):
-        connection = store.get_connection(name)
-        if connection is None or not connection.token_encrypted:
-            where = settings.base_url_for(name)
+    from backchannel.routing import active_connections
+    from backchannel.store.base import DEFAULT_PROPERTY, qualified_name
+
+    store.ensure_connections(settings.destinations, time.time())
+    names = {p.id: p.name for p in store.properties()}
+    for connection in active_connections(store, settings.destinations):
+        name = qualified_name(
+            connection.property_id, names.get(connection.property_id, ""), connection.name
+        )
+        if not connection.token_encrypted:
+            where = settings.base_url_for(connection.destination)
+            flags = (
+                f" --connection {connection.name}"
+                if connection.label != connection.destination
+                else ""
+            )
+            if connection.property_id != DEFAULT_PROPERTY:
+                flags += f" --property {names.get(connection.property_id, '')}"
             console.print(
                 f"  [bold yellow]{name}: SANDBOX MODE[/bold yellow] - no token set; events go to"
                 f" {where or base + '/sandbox'}, not to the real platform."
-                f" Set one with `backchannel token set {name} --pixel ...`"
+                f" Set one with `backchannel token set {connection.destination}{flags} --pixel ...`"
             )
         else:
             console.print(
@@ -128,15 +142,19 @@ def worker(
     store = open_configured_store(settings)
     cipher = load_cipher_or_fail(settings)
     targets = Targets(settings, store, cipher, sandbox_url=None)
-    from backchannel.routing import active_destinations
+    import time
 
-    for name in active_destinations(store, settings.destinations):
+    from backchannel.routing import active_lanes
+
+    store.ensure_connections(settings.destinations, time.time())
+    for lane in active_lanes(store, settings.destinations):
         try:
-            resolved = targets.resolve(name)
+            resolved = targets.resolve(lane.connection_id)
         except RuntimeError as exc:
+            name = lane.destination
             fail(f"{exc}: set a token, or BACKCHANNEL_{name.upper()}_BASE_URL to a sandbox")
         mode = "SANDBOX" if resolved.sandbox else "live"
-        typer.echo(f"worker: {name} -> {resolved.target.base_url} ({mode})", err=True)
+        typer.echo(f"worker: {lane.name} -> {resolved.target.base_url} ({mode})", err=True)
 
     metrics = Metrics() if metrics_port is not None else None
     if metrics is not None:
@@ -145,7 +163,7 @@ def worker(
     async def run() -> None:
         runner = for_store(store)
         worker = build_worker(
-            active_destinations(store, settings.destinations),
+            active_lanes(store, settings.destinations),
             runner,
             targets.getter,
             policy=RetryPolicy(base=settings.retry_base, cap=settings.retry_cap),
@@ -154,7 +172,7 @@ def worker(
             listen_url=settings.listen_url,
             poll_interval=settings.poll_interval,
             metrics=metrics,
-            active=lambda: active_destinations(store, settings.destinations),
+            active=lambda: active_lanes(store, settings.destinations),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -187,6 +205,14 @@ def sandbox(
     token: Annotated[
         str | None, typer.Option(help="Only accept this token (default: any).")
     ] = None,
+    pixel_token: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pixel-token",
+            metavar="PIXEL=TOKEN",
+            help="Only TOKEN may write to PIXEL (repeatable): one account per pixel.",
+        ),
+    ] = None,
     error_rate: Annotated[float, typer.Option(help="Share of requests answered 5xx.")] = 0.0,
     rate_limit_rate: Annotated[float, typer.Option(help="Share answered rate-limited.")] = 0.0,
     latency_ms: Annotated[int, typer.Option(help="Delay added to every answer.")] = 0,
@@ -210,9 +236,15 @@ def sandbox(
         latency_ms=latency_ms,
         timeout_rate=timeout_rate,
     )
+    owners: dict[str, str] = {}
+    for pair in pixel_token or []:
+        pixel, sep, value = pair.partition("=")
+        if not sep or not pixel.strip() or not value.strip():
+            fail(f"--pixel-token: expected PIXEL=TOKEN, got {pixel.strip() or pair!r}=…")
+        owners[pixel.strip()] = value.strip()
     typer.echo(f"sandbox on http://{host}:{port}  (events: /_sandbox/tiktok/events)", err=True)
     logs.configure("warning")
-    run(host, port, SandboxConfig(token=token), faults)
+    run(host, port, SandboxConfig(token=token, pixel_tokens=owners), faults)
 
 
 def migrate() -> None:

@@ -8,23 +8,30 @@ from urllib.parse import urlsplit
 import typer
 
 from backchannel import credentials, shopify_pixel
-from backchannel.cli.common import fail, load_settings, open_configured_store
+from backchannel.cli.common import (
+    PROPERTY_HELP,
+    fail,
+    load_settings,
+    open_configured_store,
+    property_or_fail,
+)
 from backchannel.cli.keys import create_key
 from backchannel.config import Settings
 from backchannel.destinations import meta, tiktok
 from backchannel.store import Store
+from backchannel.store.base import DEFAULT_PROPERTY
 
 snippet_app = typer.Typer(help="Code to paste into a shop platform.", no_args_is_help=True)
 
-#: the only property an installation has until properties exist (the whole installation)
-DEFAULT_PROPERTY = "default"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def _pixel(store: Store, settings: Settings, destination: str) -> str | None:
-    """The pixel code the server leg sends with: the connection's, else the setting's."""
-    connection = store.get_connection(destination)
-    return (connection.pixel if connection else None) or settings.pixel_for(destination) or None
+def _pixel(store: Store, settings: Settings, destination: str, property_id: int) -> str | None:
+    """The pixel code the server leg sends with: the property's first connection of the
+    destination's, else (the default property) the setting's."""
+    connection = store.get_connection(destination, property_id)
+    fallback = settings.pixel_for(destination) if property_id == DEFAULT_PROPERTY else None
+    return (connection.pixel if connection else None) or fallback or None
 
 
 def _note(message: str) -> None:
@@ -33,14 +40,7 @@ def _note(message: str) -> None:
 
 @snippet_app.command("shopify")
 def shopify(
-    property_name: Annotated[
-        str | None,
-        typer.Option(
-            "--property",
-            help="The property (shop) the pixel reports to. Until properties exist only"
-            " `default`, the whole installation.",
-        ),
-    ] = None,
+    property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
     """Print the Shopify custom pixel (Settings > Customer events > Add custom pixel).
 
@@ -49,11 +49,6 @@ def shopify(
     Site keys are stored hashed, so each run creates a new one (`shopify-pixel`, allowed to
     post from the sandbox's `Origin: null`) and prints the code with it.
     """
-    if property_name is not None and property_name.strip() != DEFAULT_PROPERTY:
-        fail(
-            f"--property: no property named {property_name.strip()!r}: this installation has"
-            f" no properties yet, only `{DEFAULT_PROPERTY}` (all of it); leave --property out"
-        )
     settings = load_settings()
     if not settings.public_url:
         fail(
@@ -69,8 +64,11 @@ def shopify(
         )
     store = open_configured_store(settings)
     try:
-        pixels = {name: _pixel(store, settings, name) for name in (tiktok.name, meta.name)}
-        key = create_key(store, shopify_pixel.KEY_NAME, "collect", allow_null_origin=True)
+        owner = property_or_fail(store, property_name)
+        pixels = {
+            name: _pixel(store, settings, name, owner.id) for name in (tiktok.name, meta.name)
+        }
+        key = create_key(store, shopify_pixel.KEY_NAME, "collect", owner.id, allow_null_origin=True)
     finally:
         store.close()
     code = shopify_pixel.render(

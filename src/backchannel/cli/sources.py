@@ -12,12 +12,15 @@ from rich.console import Console
 
 from backchannel import credentials
 from backchannel.cli.common import (
+    PROPERTY_HELP,
     fail,
     load_cipher_or_fail,
     load_settings,
     open_configured_store,
+    property_or_fail,
     read_secret,
 )
+from backchannel.store.base import DEFAULT_PROPERTY
 
 source_app = typer.Typer(
     help="Webhook sources (Shopify, Stripe, WooCommerce): signing secrets, encrypted at rest.",
@@ -46,10 +49,14 @@ def source_set(
             " Required the first time.",
         ),
     ] = None,
+    property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
-    """Store a source's webhook signing secret, read from stdin (never from the command line).
+    """Store a property's webhook signing secret for a source, read from stdin (never from
+    the command line).
 
-    Several secrets may be given comma-separated while one is being rotated.
+    Several secrets may be given comma-separated while one is being rotated. A Stripe
+    Connect platform's endpoint secret may be stored for each property whose Stripe account
+    it serves (the event's account then names the property).
     """
     from backchannel.sources.woocommerce import store_key
 
@@ -61,7 +68,12 @@ def source_set(
     settings = load_settings()
     store = open_configured_store(settings)
     try:
-        if name == "woocommerce" and store_url is None and not store.get_source_store_url(name):
+        prop = property_or_fail(store, property_name)
+        if (
+            name == "woocommerce"
+            and store_url is None
+            and not store.get_source_store_url(name, prop.id)
+        ):
             fail(
                 "--store-url: required for woocommerce: the shop's URL as its webhooks send it"
                 " (X-WC-Webhook-Source, e.g. https://shop.example.com/)"
@@ -70,13 +82,16 @@ def source_set(
             "secret", f"{name} webhook secret", f"backchannel source set {name} < s.txt"
         )
         cipher = load_cipher_or_fail(settings)
-        existed = store.get_source_secret(name) is not None
+        existed = store.get_source_secret(name, prop.id) is not None
         url = store_url.strip() if store_url is not None else None
-        store.set_source_secret(name, credentials.encrypt(cipher, secret), time.time(), url)
-        store.audit(time.time(), "cli", "source.replace" if existed else "source.set", name)
+        store.set_source_secret(
+            name, credentials.encrypt(cipher, secret), time.time(), url, property_id=prop.id
+        )
+        action = "source.replace" if existed else "source.set"
+        store.audit(time.time(), "cli", action, name, prop.id)
     finally:
         store.close()
-    overridden = getattr(settings, f"{name}_webhook_secret")
+    overridden = getattr(settings, f"{name}_webhook_secret", None) and prop.id == DEFAULT_PROPERTY
     typer.echo(f"{name}: webhook secret stored encrypted")
     if url is not None:
         typer.echo(f"{name}: webhooks accepted from {url} only")
@@ -95,15 +110,18 @@ def source_set(
 @source_app.command("remove")
 def source_remove(
     source: Annotated[str, typer.Argument(help="shopify, stripe or woocommerce")],
+    property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
-    """Forget a source's stored webhook secret (its webhooks are then refused with 503)."""
+    """Forget a property's stored webhook secret (its webhooks are then refused with 503)."""
     name = _source_name(source)
     store = open_configured_store(load_settings())
-    if not store.delete_source_secret(name):
+    try:
+        prop = property_or_fail(store, property_name)
+        if not store.delete_source_secret(name, prop.id):
+            fail(f"{name}: no webhook secret stored", 1)
+        store.audit(time.time(), "cli", "source.remove", name, prop.id)
+    finally:
         store.close()
-        fail(f"{name}: no webhook secret stored", 1)
-    store.audit(time.time(), "cli", "source.remove", name)
-    store.close()
     typer.echo(f"{name}: webhook secret removed")
 
 
@@ -123,6 +141,7 @@ def import_csv(
     event: Annotated[
         str, typer.Option(help="The event each order becomes (unless an 'event' column says).")
     ] = "CompletePayment",
+    property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
     """Backfill orders from a CSV export: every row is checked first; any bad row, nothing stored.
 
@@ -136,12 +155,18 @@ def import_csv(
 
     from backchannel import stitch
     from backchannel.destinations import DESTINATIONS
-    from backchannel.ingest import to_record
+    from backchannel.ingest import FOREIGN_SESSION, to_record
+    from backchannel.properties import context
     from backchannel.routing import Routes
     from backchannel.sources import csv_import, ledger
 
     settings = load_settings()
     started = time.monotonic()
+    chooser = open_configured_store(settings)
+    try:
+        owner = context(property_or_fail(chooser, property_name), settings)
+    finally:
+        chooser.close()
     now = time.time()
     try:
         raw = file.read_bytes()
@@ -173,7 +198,7 @@ def import_csv(
                 maps=maps,
                 event=event,
                 now=now,
-                default_region=settings.default_region,
+                default_region=owner.default_region,
                 progress=lambda n: progress.advance(checking, n),
             )
         except csv_import.MappingError as exc:
@@ -195,11 +220,11 @@ def import_csv(
                 "bad_rows": bad,
                 "errors": [{"line": line, **note.as_dict()} for line, note in plan.errors[:100]],
             }
-            store.record_rejection("csv", orjson.dumps(reason), time.time())
+            store.record_rejection("csv", orjson.dumps(reason), time.time(), None, owner.id)
             store.close()
         raise typer.Exit(2)
 
-    utm = ledger.utm_sources(settings.tiktok_utm_sources)
+    utm = owner.utm_sources
     # a session_id column: the landing sessions' signals are ledger evidence too
     # and the conversions are stitched from them (browser leg), as ingest does
     landings: dict[str, ledger.Landing] = {}
@@ -208,8 +233,9 @@ def import_csv(
         lookup = open_configured_store(settings)
         try:
             matches = csv_import.named_sessions(
-                plan.rows, lambda ids: lookup.find_sessions(session_ids=ids)
+                plan.rows, lambda ids: lookup.find_sessions(session_ids=ids, property_id=owner.id)
             )
+            foreign = {m.key for m in matches if m.session.property_id != owner.id}
             landings = csv_import.landings(matches)
             named = [row.conversion for row in plan.rows]
             for index, origin in enumerate(stitch.stitch_all(named, matches)):
@@ -219,6 +245,11 @@ def import_csv(
             fail(f"database: {type(exc).__name__} while reading the rows' landing sessions")
         finally:
             lookup.close()
+        if foreign:  # another property's sessions: nothing is imported (a wrong --property?)
+            bad_lines = [row.line for row in plan.rows if row.conversion.session_id in foreign]
+            for number in bad_lines[:100]:
+                typer.echo(f"error: line {number}: session_id: {FOREIGN_SESSION}", err=True)
+            fail(f"{len(bad_lines)} row(s) name another property's sessions: nothing was imported")
     send: list[Any] = []
     record: list[Any] = []
     routes = Routes(settings.destinations)  # event routing applies to imports as to the API
@@ -234,17 +265,19 @@ def import_csv(
             ()
             if record_only
             else tuple(
-                name
-                for name in routes.destinations_for(conversion.event)
-                if now - conversion.event_time <= DESTINATIONS[name].max_age(conversion)
+                (target.connection_id, target.destination)
+                for target in routes.connections_for(conversion.event, owner.id)
+                if now - conversion.event_time
+                <= DESTINATIONS[target.destination].max_age(conversion)
             )
         )
         entry = ledger.entry(
             conversion, "csv", row.signals, utm, landing=landings.get(conversion.session_id or "")
         )
         assert entry is not None  # every row has an order id and a value
+        entry.property_id = owner.id
         if targets:
-            new = to_record(conversion, row.warnings, "csv", targets, settings.source_ids)
+            new = to_record(conversion, row.warnings, "csv", targets, owner.source_ids, owner.id)
             new.stitched = provenance.get(index)
             new.ledger = entry
             send.append(new)
@@ -294,7 +327,7 @@ def import_csv(
             f"database: {type(exc).__name__} after {written} of {len(plan.rows)} orders (whole"
             " chunks only); run the same command again to complete the import"
         )
-    store.audit(time.time(), "cli", "import", f"{file.name}: {len(plan.rows)} orders")
+    store.audit(time.time(), "cli", "import", f"{file.name}: {len(plan.rows)} orders", owner.id)
     store.close()
     elapsed = time.monotonic() - started
     summary.update(

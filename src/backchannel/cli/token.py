@@ -1,5 +1,10 @@
-"""``token``: a destination's credentials (token, account id, other declared values), and the
+"""``token``: a connection's credentials (token, account id, other declared values), and the
 key that encrypts them.
+
+A connection is one destination account of a property. ``--property`` names the property
+(optional with one), ``--connection LABEL`` one of its connections: a destination's first
+connection is labelled with its name (``token set tiktok`` is the TikTok connection); a new
+label makes another one (``token set tiktok --connection tiktok-eu`` adds a second pixel).
 
 Every destination declares what a connection needs (``CREDENTIALS``); ``token set`` takes
 exactly those and checks them as the Connections page does (:mod:`backchannel.connect`).
@@ -17,13 +22,16 @@ import typer
 from backchannel import connect, credentials
 from backchannel import destinations as registry
 from backchannel.cli.common import (
+    PROPERTY_HELP,
     fail,
     load_cipher_or_fail,
     load_settings,
     open_configured_store,
+    property_or_fail,
     read_secret,
 )
 from backchannel.connect import PIXEL, TOKEN, CredentialError
+from backchannel.store.base import DEFAULT_PROPERTY, Connection, Store
 
 token_app = typer.Typer(
     help="Destination credentials: tokens and other secrets (encrypted at rest).",
@@ -32,6 +40,35 @@ token_app = typer.Typer(
 
 #: not the list itself: the pinned help must not change whenever a destination is added
 NAMES_HELP = "A registered destination (`token show` lists them)."
+CONNECTION_HELP = (
+    "Which of the property's connections of the destination: its label (default: the"
+    " destination's name, its first connection). A new label adds a connection."
+)
+
+
+def label_or_fail(destination: str, label: str | None) -> str:
+    """``--connection`` checked: a name, never another destination's name."""
+    if label is None:
+        return destination
+    from backchannel.properties import PropertyError, check_name
+
+    try:
+        checked = check_name(label, "--connection")
+    except PropertyError as exc:
+        fail(str(exc))
+    if checked != destination and checked in registry.DESTINATIONS:
+        fail(f"--connection: {checked!r} is the name of another destination")
+    return checked
+
+
+def connection_or_fail(
+    store: Store, destination: str, label: str, property_id: int
+) -> Connection | None:
+    """The property's connection ``label``, which must be of ``destination`` if it exists."""
+    found = store.get_connection(label, property_id)
+    if found is not None and found.destination != destination:
+        fail(f"--connection: {label!r} is a {found.destination} connection, not {destination}")
+    return found
 
 
 def destination_or_fail(name: str) -> registry.Destination:
@@ -132,6 +169,10 @@ def token_set(
             help="Keep the stored token: stdin holds only the --secret lines.",
         ),
     ] = False,
+    property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
+    connection_label: Annotated[
+        str | None, typer.Option("--connection", metavar="LABEL", help=CONNECTION_HELP)
+    ] = None,
 ) -> None:
     """Store a destination's credentials; secrets are read from stdin (never from argv).
 
@@ -144,8 +185,11 @@ def token_set(
     printf '%s\\n' "$TOKEN" | backchannel token set tiktok --pixel C4ABCDEF0123456789
     printf '%s\\n%s\\n%s\\n' "$DEV" "$SECRET" "$REFRESH" | backchannel token set NAME \\
         --pixel 1234567890 --set client_id=ID --secret client_secret --secret refresh_token
+    printf '%s\\n' "$TOKEN2" | backchannel token set tiktok --property shop-eu \\
+        --connection tiktok-eu --pixel C4EU0123456789
     """
     spec = destination_or_fail(destination)
+    label = label_or_fail(destination, connection_label)
     change = options_or_fail(spec, pixel, assignments or [], secret_names or [])
     if test_event_code is not None:
         try:
@@ -160,20 +204,23 @@ def token_set(
         change.secrets[key] = read_value(spec, key)
     store = open_configured_store(settings)
     try:
-        before = store.get_connection(destination)
+        prop = property_or_fail(store, property_name)
+        before = connection_or_fail(store, destination, label, prop.id)
         if keep_token and (before is None or before.token_encrypted is None):
             fail("--keep-token: no token stored yet")
         now = time.time()
         try:
-            saved = connect.merge(spec, before, change, cipher, now)
+            saved = connect.merge(
+                spec, before, change, cipher, now, property_id=prop.id, label=label
+            )
         except CredentialError as exc:
             fail(str(exc))
         store.set_connection(saved.connection)
-        store.audit(now, "cli", saved.action, saved.detail)
+        store.audit(now, "cli", saved.action, saved.detail, prop.id)
     finally:
         store.close()
     connection = saved.connection
-    said = f"{destination}: "
+    said = f"{destination}: " if label == destination else f"{destination} {label}: "
     said += (
         f"token …{connection.token_last4} stored encrypted"
         if change.token
@@ -193,23 +240,33 @@ def token_show(
     destinations: Annotated[
         list[str] | None, typer.Argument(help="Destinations to show (default: all registered).")
     ] = None,
+    property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
-    """What each destination takes and what is stored: plain values, the token's last four
-    characters, and only whether each other secret is set (never a secret)."""
+    """What each destination takes and what each of the property's connections stores: plain
+    values, the token's last four characters, and only whether each other secret is set
+    (never a secret)."""
     names = destinations or list(registry.NAMES)
     specs = [destination_or_fail(name) for name in names]
     settings = load_settings()
     store = open_configured_store(settings)
     try:
+        prop = property_or_fail(store, property_name)
+        stored = store.list_connections(prop.id)
+        shown: list[tuple[registry.Destination, Connection | None]] = []
         for spec in specs:
-            connection = store.get_connection(spec.name)
+            own = [c for c in stored if c.destination == spec.name]
+            shown += [(spec, c) for c in own] if own else [(spec, None)]
+        for spec, connection in shown:
             if connection is not None and connection.token_encrypted is not None:
                 status = "live"
-            elif connection is not None or spec.name in settings.destinations:
+            elif spec.name in settings.destinations:
                 status = "sandbox (no token)"
             else:
                 status = "off — not connected"
-            typer.echo(f"{spec.name} ({spec.display_name}): {status}")
+            named = spec.name
+            if connection is not None and connection.name != spec.name:
+                named += f" --connection {connection.name}"
+            typer.echo(f"{named} ({spec.display_name}): {status}")
             secret_keys: tuple[str, ...] = ()
             if connection is not None and connection.secrets_encrypted:
                 try:
@@ -220,17 +277,20 @@ def token_show(
             for credential in spec.CREDENTIALS:
                 key = credential.key
                 if key == PIXEL:
-                    shown = connection.pixel if connection else settings.pixel_for(spec.name) or ""
+                    fallback = (
+                        settings.pixel_for(spec.name) if prop.id == DEFAULT_PROPERTY else None
+                    )
+                    value_shown = (connection.pixel if connection else "") or fallback or ""
                 elif key == TOKEN:
                     last4 = connection.token_last4 if connection else None
-                    shown = f"…{last4}" if last4 else ""
+                    value_shown = f"…{last4}" if last4 else ""
                 elif credential.secret:
-                    shown = "set" if key in secret_keys else ""
+                    value_shown = "set" if key in secret_keys else ""
                 else:
-                    shown = connection.settings.get(key, "") if connection else ""
+                    value_shown = connection.settings.get(key, "") if connection else ""
                 kind = "secret" if credential.secret else "plain"
                 optional = "" if credential.required else ", optional"
-                value = shown.replace("\n", "; ") if shown else "not set"
+                value = value_shown.replace("\n", "; ") if value_shown else "not set"
                 typer.echo(f"  {key} ({credential.label}; {kind}{optional}): {value}")
             code = connection.test_event_code if connection else None
             typer.echo(f"  test_event_code: {code or 'not set'}")
@@ -239,28 +299,40 @@ def token_show(
 
 
 @token_app.command("remove")
-def token_remove(destination: Annotated[str, typer.Argument(help=NAMES_HELP)]) -> None:
-    """Forget a destination's secrets. One on by default goes back to sandbox mode (pixel,
-    test code and plain values stay, as when removed on the Connections page); any other
-    is disconnected (everything stored for it is forgotten; it gets no more events)."""
+def token_remove(
+    destination: Annotated[str, typer.Argument(help=NAMES_HELP)],
+    property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
+    connection_label: Annotated[
+        str | None, typer.Option("--connection", metavar="LABEL", help=CONNECTION_HELP)
+    ] = None,
+) -> None:
+    """Forget a connection's secrets. One of a destination on by default goes back to sandbox
+    mode (pixel, test code and plain values stay, as when removed on the Connections page);
+    any other is disconnected (everything stored for it is forgotten; it gets no more
+    events)."""
     spec = destination_or_fail(destination)
+    label = label_or_fail(destination, connection_label)
     store = open_configured_store(load_settings())
     try:
-        before = store.get_connection(destination)
+        prop = property_or_fail(store, property_name)
+        before = connection_or_fail(store, destination, label, prop.id)
         if before is None or (
-            spec.ON_BY_DEFAULT and before.token_encrypted is None and not before.secrets_encrypted
+            before.token_encrypted is None
+            and not before.secrets_encrypted
+            and (spec.ON_BY_DEFAULT or not before.pixel)
         ):
-            fail(f"{destination}: no token stored", 1)
+            fail(f"{label}: no token stored", 1)
         now = time.time()
         after = connect.without_secrets(spec, before, now)
         if after is None:
-            store.delete_connection(destination)
+            store.delete_connection(label, prop.id)
         else:
             store.set_connection(after)
-        store.audit(now, "cli", "token.remove", destination)
+        detail = destination if label == destination else f"{destination} {label}"
+        store.audit(now, "cli", "token.remove", detail, prop.id)
     finally:
         store.close()
-    typer.echo(f"{destination}: " + ("token removed" if after else "disconnected"))
+    typer.echo(f"{label}: " + ("token removed" if after else "disconnected"))
 
 
 @token_app.command("rotate-key")

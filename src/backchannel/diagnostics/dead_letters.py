@@ -98,12 +98,23 @@ FROM outbox o JOIN conversions c ON c.id = o.conversion_id
 WHERE o.status = ?"""
 
 
-def dead_page(store: Store, *, page: int = 1, destination: str | None = None) -> DeadPage:
-    """Page ``page`` (1-based, :data:`PER_PAGE` rows) of the dead letters, newest first."""
-    where, params = "", [DEAD]
+def dead_page(
+    store: Store,
+    *,
+    page: int = 1,
+    destination: str | None = None,
+    property_id: int | None = None,
+) -> DeadPage:
+    """Page ``page`` (1-based, :data:`PER_PAGE` rows) of the dead letters, newest first (of
+    one property: its connections' only; None: every property's)."""
+    where = ""
+    params: list[object] = [DEAD]
     if destination is not None:
         where = " AND o.destination = ?"
         params.append(destination)
+    if property_id is not None:
+        where += " AND o.connection_id IN (SELECT k.id FROM connections k WHERE k.property_id = ?)"
+        params.append(property_id)
     # only fixed fragments are concatenated; every value is a bound parameter
     count_sql = "SELECT COUNT(*) FROM outbox o WHERE o.status = ?" + where  # noqa: S608
     ((total,),) = store.read(count_sql, params)
@@ -125,15 +136,20 @@ def dead_page(store: Store, *, page: int = 1, destination: str | None = None) ->
     )
 
 
-def dead_letter(store: Store, outbox_id: int) -> DeadLetter | None:
-    """The outbox row ``outbox_id`` with its conversion, or None if there is none."""
-    rows = store.read(
+def dead_letter(store: Store, outbox_id: int, property_id: int | None = None) -> DeadLetter | None:
+    """The outbox row ``outbox_id`` with its conversion, or None if there is none (or it is
+    another property's than ``property_id``, when given)."""
+    sql = (
         "SELECT o.id, o.destination, o.status, o.attempts, o.last_error, o.last_response,"
         " o.sent_body, COALESCE(o.failed_at, o.due_at), c.event, c.event_id, c.event_time,"
         " c.received_at, c.test_event_code"
-        " FROM outbox o JOIN conversions c ON c.id = o.conversion_id WHERE o.id = ?",
-        (outbox_id,),
+        " FROM outbox o JOIN conversions c ON c.id = o.conversion_id WHERE o.id = ?"
     )
+    params: list[object] = [outbox_id]
+    if property_id is not None:
+        sql += " AND c.property_id = ?"
+        params.append(property_id)
+    rows = store.read(sql, params)
     if not rows:
         return None
     r = rows[0]
@@ -155,8 +171,11 @@ def dead_letter(store: Store, outbox_id: int) -> DeadLetter | None:
     )
 
 
-def dead_count(store: Store, event_id: str, destination: str | None = None) -> int:
-    """How many dead rows carry ``event_id`` (in ``destination``): what a replay would take."""
+def dead_count(
+    store: Store, event_id: str, destination: str | None = None, property_id: int | None = None
+) -> int:
+    """How many dead rows carry ``event_id`` (in ``destination``, of ``property_id``): what a
+    replay would take."""
     sql = (
         "SELECT COUNT(*) FROM outbox o JOIN conversions c ON c.id = o.conversion_id"
         " WHERE o.status = ? AND c.event_id = ?"
@@ -165,5 +184,8 @@ def dead_count(store: Store, event_id: str, destination: str | None = None) -> i
     if destination is not None:
         sql += " AND o.destination = ?"
         params.append(destination)
+    if property_id is not None:
+        sql += " AND c.property_id = ?"
+        params.append(property_id)
     ((n,),) = store.read(sql, params)
     return int(n)

@@ -66,21 +66,29 @@ LABELS = {
 # leg of ANOTHER stored conversion (two orders in one visit are two legit events).
 _OTHER_ID = """
     b.session_id = c.session_id AND b.event = c.event AND b.platform = 'tiktok'
+    AND b.property_id = c.property_id
     AND (b.event_id IS NULL OR b.event_id <> c.event_id)
     AND NOT EXISTS (
-        SELECT 1 FROM conversions o WHERE o.event = b.event AND o.event_id = b.event_id
+        SELECT 1 FROM conversions o
+         WHERE o.property_id = b.property_id AND o.event = b.event AND o.event_id = b.event_id
     )
 """
 
-#: the report's SQL, the same text for both backends (``?`` placeholders)
+#: the report's SQL, the same text for both backends (``?`` placeholders). Everything joined
+#: is the conversion's own property's. A property with two TikTok pixels: the server leg is
+#: delivered when any of its TikTok connections delivered it. ``{{scope}}``: "" or one property.
 ROWS_SQL = f"""
 SELECT c.order_id, c.event, c.event_id, c.received_at, c.session_id,
-       (SELECT x.status FROM outbox x
-         WHERE x.conversion_id = c.id AND x.destination = 'tiktok'),
+       CASE WHEN EXISTS (
+           SELECT 1 FROM outbox x WHERE x.conversion_id = c.id AND x.destination = 'tiktok'
+              AND x.status = 'delivered'
+       ) THEN 'delivered' ELSE (SELECT MIN(x.status) FROM outbox x
+         WHERE x.conversion_id = c.id AND x.destination = 'tiktok') END,
        (SELECT COUNT(*) FROM outbox x WHERE x.conversion_id = c.id),
        CASE WHEN EXISTS (
            SELECT 1 FROM browser_events b
             WHERE b.event_id = c.event_id AND b.platform = 'tiktok'
+              AND b.property_id = c.property_id
        ) THEN 1 ELSE 0 END,
        CASE WHEN c.session_id IS NOT NULL AND EXISTS (
            SELECT 1 FROM browser_events b WHERE {_OTHER_ID}
@@ -90,7 +98,7 @@ SELECT c.order_id, c.event, c.event_id, c.received_at, c.session_id,
        c.id
 FROM conversions c
 WHERE c.test_event_code IS NULL AND c.order_id IS NOT NULL
-  AND c.received_at >= ? AND c.received_at < ?
+  AND c.received_at >= ? AND c.received_at < ?{{scope}}
 ORDER BY c.received_at DESC, c.id DESC
 LIMIT ?
 """  # noqa: S608 - the only interpolation is the constant _OTHER_ID above
@@ -223,7 +231,9 @@ def fill_statuses(store: Store, rows: Sequence[DedupRow]) -> None:
         f" WHERE conversion_id IN ({marks})",
         list(by_id),
     ):
-        by_id[int(conversion_id)].statuses[str(destination)] = str(status)
+        statuses = by_id[int(conversion_id)].statuses
+        if statuses.get(str(destination)) != DELIVERED:  # two connections: delivered wins
+            statuses[str(destination)] = str(status)
 
 
 @dataclass(slots=True)
@@ -277,16 +287,22 @@ def dedup_report(
     status: str | None = None,
     page: int = 1,
     cap: int | None = None,
+    property_id: int | None = None,
 ) -> DedupReport:
     """Read the latest ``cap`` (default :data:`CAP`) orders received in ``[start, end]`` (UTC
-    days) and page ``page`` of those whose verdict is ``status`` (all when None)."""
+    days) and page ``page`` of those whose verdict is ``status`` (all when None);
+    ``property_id``: one property's orders only (None: every property's)."""
     cap = CAP if cap is None else cap
     if status is not None and status not in VERDICTS:
         raise ValueError(f"status: one of {', '.join(VERDICTS)}")
     if page < 1:
         raise ValueError("page: must be 1 or more")
     low, high = time_range(start, end)
-    raw = store.read(ROWS_SQL, (low, high, cap + 1))
+    if property_id is None:
+        raw = store.read(ROWS_SQL.format(scope=""), (low, high, cap + 1))
+    else:
+        query = ROWS_SQL.format(scope=" AND c.property_id = ?")
+        raw = store.read(query, (low, high, property_id, cap + 1))
     read = [dedup_row(r) for r in raw[:cap]]
     rows = [r for r in read if r.sent]
     counts = dict.fromkeys(VERDICTS, 0)

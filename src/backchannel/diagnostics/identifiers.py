@@ -75,7 +75,7 @@ _KEYS: tuple[str, ...] = tuple(i.key for i in IDENTIFIERS)
 #: the report's SQL, one query for both backends (``?`` placeholders)
 ROWS_SQL = """
 SELECT event, payload, stitched FROM conversions
-WHERE test_event_code IS NULL AND received_at >= ? AND received_at < ?
+WHERE test_event_code IS NULL AND received_at >= ? AND received_at < ?{scope}
 ORDER BY received_at DESC, id DESC
 LIMIT ?
 """
@@ -223,12 +223,17 @@ def identifiers_report(
     *,
     cap: int | None = None,
     destinations: tuple[str, ...] = DESTINATIONS,
+    property_id: int | None = None,
 ) -> IdentifiersReport:
     """Read the latest ``cap`` (default :data:`CAP`) production conversions received in
-    ``[start, end]`` (UTC days)."""
+    ``[start, end]`` (UTC days), of one property (None: every property's)."""
     cap = CAP if cap is None else cap
     low, high = time_range(start, end)
-    rows = store.read(ROWS_SQL, (low, high, cap + 1))
+    if property_id is None:
+        rows = store.read(ROWS_SQL.format(scope=""), (low, high, cap + 1))
+    else:
+        query = ROWS_SQL.format(scope=" AND property_id = ?")
+        rows = store.read(query, (low, high, property_id, cap + 1))
     capped = len(rows) > cap
     per_event: dict[str, EventIdentifiers] = {}
     sent: list[dict[str, Any]] = []  # what quality.estimate reads: event name and user

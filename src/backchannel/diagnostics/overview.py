@@ -236,29 +236,31 @@ def _bucket_expr(store: Store, column: str) -> str:
     return f"CAST(({column} - ?) / ? AS INTEGER)"
 
 
+# ``{scope}`` in each query: "" (every property) or one property's condition (one more
+# parameter, always last before LIMIT): see _scoped below.
 _RECEIVED = """
 SELECT event, {bucket}, COUNT(*) FROM conversions
-WHERE received_at >= ? AND received_at < ? AND test_event_code IS NULL
+WHERE received_at >= ? AND received_at < ? AND test_event_code IS NULL{scope}
 GROUP BY 1, 2
 """
 
 _TEST_EVENTS = """
 SELECT COUNT(*) FROM conversions
-WHERE received_at >= ? AND received_at < ? AND test_event_code IS NOT NULL
+WHERE received_at >= ? AND received_at < ? AND test_event_code IS NOT NULL{scope}
 """
 
 _DELIVERED = """
 SELECT o.destination, c.event, {bucket}, COUNT(*)
 FROM outbox o JOIN conversions c ON c.id = o.conversion_id
 WHERE o.status = ? AND o.delivered_at >= ? AND o.delivered_at < ?
-  AND c.test_event_code IS NULL
+  AND c.test_event_code IS NULL{scope}
 GROUP BY 1, 2, 3
 """
 
 _STATE = """
 SELECT o.destination, o.status, CASE WHEN o.attempts > 0 THEN 1 ELSE 0 END, COUNT(*)
 FROM outbox o JOIN conversions c ON c.id = o.conversion_id
-WHERE o.status IN (?, ?, ?, ?) AND c.test_event_code IS NULL
+WHERE o.status IN (?, ?, ?, ?) AND c.test_event_code IS NULL{scope}
 GROUP BY 1, 2, 3
 """
 
@@ -266,27 +268,43 @@ _LATENCY = """
 SELECT o.delivered_at - c.received_at
 FROM outbox o JOIN conversions c ON c.id = o.conversion_id
 WHERE o.destination = ? AND o.status = ? AND o.delivered_at >= ? AND o.delivered_at < ?
-  AND c.test_event_code IS NULL
+  AND c.test_event_code IS NULL{scope}
 ORDER BY o.delivered_at DESC, o.id DESC
 LIMIT ?
 """
 
-# Per destination so the (destination, status, due_at) index narrows it; delivered rows never
-# keep an error (mark_delivered clears it), so only the other states are read.
-_REFUSED_COUNT = "SELECT COUNT(*) FROM ingest_rejections WHERE at >= ? AND at < ?"
+# Per destination, through its connections, so the (connection_id, status, due_at) index
+# narrows it; delivered rows never keep an error (mark_delivered clears it), so only the
+# other states are read.
+_REFUSED_COUNT = "SELECT COUNT(*) FROM ingest_rejections WHERE at >= ? AND at < ?{scope}"
 _REFUSED = (
     "SELECT at, source, delivery_id, reason FROM ingest_rejections"
-    " WHERE at >= ? AND at < ? ORDER BY at DESC, id DESC LIMIT ?"
+    " WHERE at >= ? AND at < ?{scope} ORDER BY at DESC, id DESC LIMIT ?"
 )
 _ERRORS = """
 SELECT o.id, o.destination, c.event, c.event_id, o.status, o.attempts,
        COALESCE(o.failed_at, o.due_at), o.last_error, o.last_response
 FROM outbox o JOIN conversions c ON c.id = o.conversion_id
-WHERE o.destination = ? AND o.status IN (?, ?, ?, ?) AND o.last_error IS NOT NULL
-  AND c.test_event_code IS NULL
+WHERE o.connection_id IN (SELECT k.id FROM connections k WHERE k.destination = ?)
+  AND o.status IN (?, ?, ?, ?) AND o.last_error IS NOT NULL
+  AND c.test_event_code IS NULL{scope}
 ORDER BY COALESCE(o.failed_at, o.due_at) DESC, o.id DESC
 LIMIT ?
 """
+
+
+def _scoped(
+    query: str, params: Sequence[Any], property_id: int | None, column: str, **fmt: str
+) -> tuple[str, list[Any]]:
+    """``query`` for one property (``column = ?`` added, its parameter before a trailing
+    LIMIT's) or every one."""
+    values = list(params)
+    if property_id is None:
+        return query.format(scope="", **fmt), values
+    limited = query.rstrip().endswith("LIMIT ?")
+    at = len(values) - 1 if limited else len(values)
+    values.insert(at, property_id)
+    return query.format(scope=f" AND {column} = ?", **fmt), values
 
 
 def excerpt(text: str | None, limit: int = RESPONSE_EXCERPT) -> str | None:
@@ -296,12 +314,20 @@ def excerpt(text: str | None, limit: int = RESPONSE_EXCERPT) -> str | None:
     return text[: limit - 1] + "…"
 
 
-def overview(store: Store, start: date, end: date, destinations: Sequence[str]) -> Overview:
-    """Every figure of the overview page for the inclusive UTC day range ``start..end``.
+def overview(
+    store: Store,
+    start: date,
+    end: date,
+    destinations: Sequence[str],
+    property_id: int | None = None,
+) -> Overview:
+    """Every figure of the overview page for the inclusive UTC day range ``start..end``, of
+    one property (None: every property's, the host's view).
 
     ``destinations`` are always listed (with zeros); a destination found in the outbox but
     no longer configured is listed after them.
     """
+    p = property_id
     kind, width, labels = bucket_labels(start, end)
     lo, hi = time_range(start, end)
     result = Overview(start, end, kind, labels, list(destinations))
@@ -316,19 +342,30 @@ def overview(store: Store, start: date, end: date, destinations: Sequence[str]) 
 
     bucket = _bucket_expr(store, "received_at")
     for event, index, n in store.read(
-        _RECEIVED.format(bucket=bucket), (float(lo), float(width), float(lo), float(hi))
+        *_scoped(
+            _RECEIVED,
+            (float(lo), float(width), float(lo), float(hi)),
+            p,
+            "property_id",
+            bucket=bucket,
+        )
     ):
         result.received.setdefault(event, [0] * len(labels))[slot(index)] += int(n)
     result.received = dict(sorted(result.received.items()))
 
-    ((tests,),) = store.read(_TEST_EVENTS, (float(lo), float(hi)))
+    ((tests,),) = store.read(*_scoped(_TEST_EVENTS, (float(lo), float(hi)), p, "property_id"))
     result.test_events = int(tests)
 
     bucket = _bucket_expr(store, "o.delivered_at")
     delivered: dict[str, dict[str, list[int]]] = {}
     for destination, event, index, n in store.read(
-        _DELIVERED.format(bucket=bucket),
-        (float(lo), float(width), DELIVERED, float(lo), float(hi)),
+        *_scoped(
+            _DELIVERED,
+            (float(lo), float(width), DELIVERED, float(lo), float(hi)),
+            p,
+            "c.property_id",
+            bucket=bucket,
+        )
     ):
         dest(destination)
         per_event = delivered.setdefault(destination, {})
@@ -337,7 +374,9 @@ def overview(store: Store, start: date, end: date, destinations: Sequence[str]) 
     for name in result.destinations:
         for counts in (result.queue, result.retrying, result.dead, result.expired):
             counts[name] = 0
-    for destination, status, tried, n in store.read(_STATE, (PENDING, IN_FLIGHT, DEAD, EXPIRED)):
+    for destination, status, tried, n in store.read(
+        *_scoped(_STATE, (PENDING, IN_FLIGHT, DEAD, EXPIRED), p, "c.property_id")
+    ):
         dest(destination)
         for counts in (result.queue, result.retrying, result.dead, result.expired):
             counts.setdefault(destination, 0)
@@ -352,12 +391,26 @@ def overview(store: Store, start: date, end: date, destinations: Sequence[str]) 
 
     result.delivered = {d: dict(sorted(delivered.get(d, {}).items())) for d in result.destinations}
     for name in result.destinations:
-        rows = store.read(_LATENCY, (name, DELIVERED, float(lo), float(hi), LATENCY_CAP))
+        rows = store.read(
+            *_scoped(
+                _LATENCY,
+                (name, DELIVERED, float(lo), float(hi), LATENCY_CAP),
+                p,
+                "c.property_id",
+            )
+        )
         result.latency[name] = latency_of([float(r[0]) for r in rows])
 
     errors: list[ErrorRow] = []
     for name in result.destinations:
-        for row in store.read(_ERRORS, (name, PENDING, IN_FLIGHT, DEAD, EXPIRED, LAST_ERRORS)):
+        for row in store.read(
+            *_scoped(
+                _ERRORS,
+                (name, PENDING, IN_FLIGHT, DEAD, EXPIRED, LAST_ERRORS),
+                p,
+                "c.property_id",
+            )
+        ):
             oid, destination, event, event_id, status, attempts, due_at, error, response = row
             errors.append(
                 ErrorRow(
@@ -375,10 +428,10 @@ def overview(store: Store, start: date, end: date, destinations: Sequence[str]) 
     errors.sort(key=lambda e: (e.due_at, e.outbox_id), reverse=True)
     result.last_errors = errors[:LAST_ERRORS]
 
-    ((refused,),) = store.read(_REFUSED_COUNT, (float(lo), float(hi)))
+    ((refused,),) = store.read(*_scoped(_REFUSED_COUNT, (float(lo), float(hi)), p, "property_id"))
     result.refused = int(refused)
     for at, source, delivery_id, reason in store.read(
-        _REFUSED, (float(lo), float(hi), LAST_ERRORS)
+        *_scoped(_REFUSED, (float(lo), float(hi), LAST_ERRORS), p, "property_id")
     ):
         error, summary = summarize_refusal(reason)
         result.last_refused.append(RefusedRow(float(at), source, delivery_id, error, summary))

@@ -4,7 +4,8 @@ Routes (all relative, so the app also works mounted under a prefix with ``Mount`
 
     POST   /open_api/v1.3/event/track/          TikTok Events API 2.0
     POST   /{version}/{pixel_id}/events         Meta Conversions API
-    GET    /_sandbox/{tiktok|meta}/events       accepted events (?event_id= &limit= &offset=)
+    GET    /_sandbox/{tiktok|meta}/events       accepted events (?event_id= &pixel= &limit=
+                                                &offset=), each with the _pixel it came to
     GET    /_sandbox/{tiktok|meta}/stats        counters, duplicates, by_code
     POST   /_sandbox/reset                      forget everything; faults back to startup's
     GET    /_sandbox/faults                     live fault configuration
@@ -164,7 +165,10 @@ class Sandbox:
         except ValueError as exc:
             return json_response({"error": str(exc)}, 400)
         total, events = log.page(
-            event_id=request.query_params.get("event_id"), offset=offset, limit=limit
+            event_id=request.query_params.get("event_id"),
+            offset=offset,
+            limit=limit,
+            pixel=request.query_params.get("pixel"),
         )
         return json_response({"count": total, "offset": offset, "limit": limit, "events": events})
 

@@ -7,8 +7,8 @@ and keeping it apart from ``app`` avoids an import cycle.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 #: TikTok does not document the age limit of event_time (reference §3, §9); Meta's is 7 days.
 DEFAULT_MAX_AGE = 7 * 86400  # seconds
@@ -28,6 +28,10 @@ class SandboxConfig:
 
     #: the access token both emulated platforms accept; None accepts any non-empty token
     token: str | None = None
+    #: pixel (TikTok pixel code, Meta pixel id) -> the only token that may write to it: an
+    #: account per pixel, as when several properties each bring their own (a pixel not
+    #: listed takes ``token``'s rule)
+    pixel_tokens: Mapping[str, str] = field(default_factory=dict)
     #: the only TikTok event_source_id this account may write to (else 40001)
     tiktok_pixel: str | None = None
     #: the event sets / app ids non-web TikTok events may name as event_source_id (offline

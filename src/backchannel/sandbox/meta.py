@@ -297,7 +297,10 @@ def check(
     if not (version.startswith("v") and version[1:].replace(".", "", 1).isdigit()):
         # Assumption on wording: Graph's text for an unknown version is not in stored material.
         raise param_error(f"Unknown API version '{version}' (expected e.g. v25.0)")
-    if config.meta_pixel is not None and pixel != config.meta_pixel:
+    owner = config.pixel_tokens.get(pixel)
+    if (config.meta_pixel is not None and pixel != config.meta_pixel) or (
+        owner is not None and params.get("access_token") != owner
+    ):
         raise MetaError(
             400,
             {

@@ -9,6 +9,9 @@ ask two questions, "did every event arrive?" and "did any arrive twice?". So:
   ~4 µs per event, about 6x smaller than the JSON and far smaller than Python dicts). They are
   decoded only when someone lists them, which is rare and may be slow.
 - An index ``event_id -> positions`` answers ``?event_id=`` without decoding everything.
+- Every event is kept with the pixel (account) it was sent to, and counted per pixel
+  (``by_pixel`` in the stats, ``?pixel=`` on the list): several properties or connections
+  send to one sandbox, and each must be seen to reach only its own pixel.
 
 State lives in memory for the life of the process, by design: the sandbox is a test double.
 """
@@ -64,6 +67,8 @@ class EventLog:
         self.duplicates = 0
         self.without_event_id = 0
         self.by_code: Counter[str] = Counter()
+        #: accepted events per pixel (TikTok pixel code, Meta pixel id, GA4 measurement id…)
+        self.by_pixel: Counter[str] = Counter()
         self._keys: set[tuple[str, str, str]] = set()
         self._by_event_id: dict[str, int | list[int]] = {}
         self._names: dict[str, str] = {}
@@ -119,6 +124,7 @@ class EventLog:
         self.duplicates += duplicates
         self.without_event_id += without_id
         self.accepted_events += len(events)
+        self.by_pixel[pixel] += len(events)
         self._starts.append(start)
         self._batches.append(
             _Batch(
@@ -142,25 +148,44 @@ class EventLog:
             "without_event_id": self.without_event_id,
             "rejected_requests": self.rejected_requests,
             "by_code": dict(self.by_code),
+            "by_pixel": dict(self.by_pixel),
         }
 
     def page(
-        self, *, event_id: str | None = None, offset: int = 0, limit: int = 100
+        self,
+        *,
+        event_id: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        pixel: str | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """(how many match, the events from ``offset``), oldest first, with their metadata."""
+        """(how many match, the events from ``offset``), oldest first, with their metadata;
+        ``pixel``: only the events sent to that pixel."""
         positions: list[int] | range
-        if event_id is None:
+        if event_id is None and pixel is None:
             total = self.accepted_events
             positions = range(min(offset, total), min(offset + limit, total))
-        else:
+            return total, [self._event_at(p) for p in positions]
+        if event_id is not None:
             seen = self._by_event_id.get(event_id)
             found = [] if seen is None else [seen] if isinstance(seen, int) else seen
-            total = len(found)
-            positions = found[offset : offset + limit]
-        return total, [self._event_at(p) for p in positions]
+        else:
+            found = [
+                p
+                for b in self._batches
+                if b.pixel == pixel
+                for p in range(b.start, b.start + b.count)
+            ]
+        if pixel is not None and event_id is not None:
+            found = [p for p in found if self._batch_of(p).pixel == pixel]
+        total = len(found)
+        return total, [self._event_at(p) for p in found[offset : offset + limit]]
+
+    def _batch_of(self, position: int) -> _Batch:
+        return self._batches[bisect_right(self._starts, position) - 1]
 
     def _event_at(self, position: int) -> dict[str, Any]:
-        batch = self._batches[bisect_right(self._starts, position) - 1]
+        batch = self._batch_of(position)
         items = self._decode(batch)
         event: dict[str, Any] = dict(items[position - batch.start])
         event["_pixel"] = batch.pixel

@@ -289,8 +289,10 @@ def check(token: str | None, raw: bytes, config: SandboxConfig, now: float) -> A
         if source == "web"
         else config.tiktok_event_sets  # offline/CRM event sets, app ids
     )
-    if allowed is not None and pixel not in allowed:
-        # The real 40001 wording (reference §4).
+    owner = config.pixel_tokens.get(pixel)
+    if (allowed is not None and pixel not in allowed) or (owner is not None and token != owner):
+        # The real 40001 wording (reference §4); a pixel another token's account owns is
+        # refused the same way.
         raise TikTokError(
             NO_PERMISSION,
             f"No permission to operate pixel code: {pixel}. You must be an admin or operator"

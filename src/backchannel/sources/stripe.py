@@ -370,6 +370,18 @@ def event_id(document: Any) -> str | None:
     return ident(document.get("id")) if isinstance(document, dict) else None
 
 
+def account(document: Any) -> str | None:
+    """The connected account an event comes from (``acct_…``), or None for the account's own.
+
+    Stripe's Event object: "Connect platforms can also receive event notifications that occur
+    in their connected accounts. These events include an account attribute that identifies the
+    relevant connected account" (the Event object reference, as its generated SDKs carry it:
+    https://rubydoc.info/gems/stripe/Stripe/Event; the field since API version 2017-05-25,
+    https://docs.stripe.com/changelog/2017-05-25). Events of the account that owns the
+    webhook endpoint have none: their endpoint's signing secret names them."""
+    return ident(document.get("account")) if isinstance(document, dict) else None
+
+
 def map_event(document: Any, events: Events | None = None) -> Mapped:
     """Map one Stripe event; raises :class:`SourceError` (422) for a malformed mapped event."""
     events = events or Events()

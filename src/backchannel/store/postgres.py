@@ -10,8 +10,8 @@ the block ends and rolls back on any exception), so a store object is safe to sh
 threads — unlike the SQLite store, which relies on the runner's single thread.
 
 Wake-ups: after a transaction that enqueued outbox rows (ingest) or re-queued them (replay),
-the store sends ``NOTIFY backchannel_outbox`` with the destination name as payload — one
-notification per destination and transaction, delivered by the server only at commit. A
+the store sends ``NOTIFY backchannel_outbox`` with the connection's id as payload — one
+notification per connection and transaction, delivered by the server only at commit. A
 worker that ``LISTEN``\\ s on :data:`NOTIFY_CHANNEL` can wake at once instead of polling; one
 that does not loses nothing, the rows are claimed at its next poll. Payloads of events and
 tokens are never part of a notification, a log line or an error raised here.
@@ -33,13 +33,17 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from backchannel.store.base import (
+    BINDING_KINDS,
+    CONNECTION_COLUMNS,
     DEAD,
+    DEFAULT_PROPERTY,
     DELIVERED,
     EXPIRED,
-    GAP_ROWS_SQL,
+    FORGET_CONNECTION,
     HAD_GOOGLE_CLICK,
     IN_FLIGHT,
     LIVE_STATUSES,
+    MEMBER_COLUMNS,
     PENDING,
     PURGED_IP_ACTOR,
     SESSION_COLUMNS,
@@ -47,30 +51,42 @@ from backchannel.store.base import (
     BrowserEvent,
     Claimed,
     Connection,
+    ConnectionKey,
     Dead,
     DeliveryRow,
+    ForeignSession,
     GapRow,
+    Grant,
     KeyRecord,
     LandingSession,
     LedgerEntry,
+    Member,
     NewConversion,
     OrderRow,
+    Property,
     PurgeCounts,
     Rejection,
     RetentionBacklog,
     SessionMatch,
     SessionRollup,
     SessionUpdate,
-    connection_settings,
+    UnknownConnection,
+    connection_row,
+    foreign_sessions,
+    gap_query,
     gap_row,
+    members_from_rows,
     new_lease_token,
+    properties_from_rows,
+    qualified_sql,
     rollup_sessions,
     scrub_payload,
     scrub_sent_body,
+    session_owners,
 )
 from backchannel.store.migrations import load
 
-#: LISTEN on this channel to hear about newly due rows; the payload is the destination name.
+#: LISTEN on this channel to hear about newly due rows; the payload is the connection id.
 NOTIFY_CHANNEL: Final = "backchannel_outbox"
 
 #: ``pg_advisory_xact_lock`` key held while migrating ("bcmigrat" in ASCII), so two processes
@@ -95,10 +111,10 @@ _CREATE_SCHEMA_MIGRATIONS: Final = (
 
 # One statement stores a whole batch: the columns travel as arrays (binary parameters, no
 # per-row round trip), are unnested in input order, and ON CONFLICT DO NOTHING skips the
-# (event, event_id) pairs already stored. RETURNING names the rows that were new; their outbox
-# rows are inserted by the same statement, in input order, so outbox ids follow the batch order
-# (equal due times are claimed by id). The caller removes duplicates *within* the batch first,
-# so every key appears once here.
+# (property, event, event_id) keys already stored. RETURNING names the rows that were new;
+# their outbox rows (one per connection) are inserted by the same statement, in input order,
+# so outbox ids follow the batch order (equal due times are claimed by id). The caller removes
+# duplicates *within* the batch first, so every key appears once here.
 #
 # Lock order: a row inserted by a transaction still in progress makes a concurrent insert of
 # the same key wait for it. Two ingest nodes inserting overlapping keys in opposite orders
@@ -110,31 +126,32 @@ WITH input AS (
     SELECT nextval('conversions_id_seq') AS id, t.*
     FROM unnest(
         %b::text[], %b::text[], %b::int8[], %b::text[], %b::text[], %b::text[], %b::text[],
-        %b::bytea[], %b::bytea[], %b::text[]
+        %b::bytea[], %b::bytea[], %b::text[], %b::int8[]
     ) WITH ORDINALITY AS t(event, event_id, event_time, origin, order_id, session_id,
-                           test_event_code, payload, warnings, stitched, ord)
+                           test_event_code, payload, warnings, stitched, property_id, ord)
     ORDER BY t.ord
 ), inserted AS (
     INSERT INTO conversions (id, event, event_id, event_time, received_at, origin, order_id,
-                             session_id, test_event_code, payload, warnings, stitched)
+                             session_id, test_event_code, payload, warnings, stitched,
+                             property_id)
     SELECT id, event, event_id, event_time, %b, origin, order_id, session_id, test_event_code,
-           payload, warnings, stitched
-    FROM input ORDER BY event COLLATE "C", event_id COLLATE "C"
-    ON CONFLICT (event, event_id) DO NOTHING
+           payload, warnings, stitched, property_id
+    FROM input ORDER BY property_id, event COLLATE "C", event_id COLLATE "C"
+    ON CONFLICT (property_id, event, event_id) DO NOTHING
     RETURNING id
 ), queued AS (
-    INSERT INTO outbox (conversion_id, destination, due_at, created_at, status, last_error,
-                        failed_at)
-    SELECT input.id, d.destination, %b, %b, COALESCE(d.status, 'pending'), d.error,
-           CASE WHEN d.status IS NULL THEN NULL ELSE %b END
+    INSERT INTO outbox (conversion_id, connection_id, destination, due_at, created_at, status,
+                        last_error, failed_at)
+    SELECT input.id, d.connection_id, d.destination, %b, %b, COALESCE(d.status, 'pending'),
+           d.error, CASE WHEN d.status IS NULL THEN NULL ELSE %b END
     FROM inserted
     JOIN input USING (id)
-    JOIN unnest(%b::int8[], %b::text[], %b::text[], %b::text[])
-         WITH ORDINALITY AS d(item, destination, status, error, k)
+    JOIN unnest(%b::int8[], %b::int8[], %b::text[], %b::text[], %b::text[])
+         WITH ORDINALITY AS d(item, connection_id, destination, status, error, k)
       ON d.item = input.ord
     ORDER BY input.ord, d.k
 )
-SELECT input.event, input.event_id FROM inserted JOIN input USING (id)
+SELECT input.property_id, input.event, input.event_id FROM inserted JOIN input USING (id)
 """
 
 # The same order as the SQLite store: rows whose lease expired first (a dead worker's rows,
@@ -149,13 +166,13 @@ SELECT input.event, input.event_id FROM inserted JOIN input USING (id)
 _CLAIM: Final = """
 WITH expired AS MATERIALIZED (
     SELECT id, lease_until AS at FROM outbox
-    WHERE destination = %(destination)s AND status = %(in_flight)s
+    WHERE connection_id = %(connection)s AND status = %(in_flight)s
       AND lease_until < %(now)s
     ORDER BY lease_until, id LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), due AS MATERIALIZED (
     SELECT id, due_at AS at FROM outbox
-    WHERE destination = %(destination)s AND status = %(pending)s AND due_at <= %(now)s
+    WHERE connection_id = %(connection)s AND status = %(pending)s AND due_at <= %(now)s
     ORDER BY due_at, id LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), picked AS (
@@ -210,6 +227,11 @@ class PostgresStore:
         self._hint_lock = threading.Lock()
         self._hint_snapshot: str | None = None
         self._hint = 0
+        #: connection id -> (property, label, destination), and (property, label) -> id: rows
+        #: are never deleted nor relabelled, so a miss only means "added since"; reloaded then
+        self._keys_lock = threading.Lock()
+        self._connection_keys: dict[int, tuple[int, str, str]] = {}
+        self._connection_ids: dict[tuple[int, str], int] = {}
         if migrate:
             try:
                 self.migrate()
@@ -246,22 +268,30 @@ class PostgresStore:
             return []
         # Within one batch the first occurrence of a key wins and later ones are duplicates,
         # as with SQLite's row-by-row INSERT OR IGNORE; only first occurrences go to the server.
-        first: dict[tuple[str, str], int] = {}
+        first: dict[tuple[int, str, str], int] = {}
         for index, item in enumerate(items):
-            first.setdefault((item.event, item.event_id), index)
+            first.setdefault((item.property_id, item.event, item.event_id), index)
         unique = [items[i] for i in first.values()]
         dest_item: list[int] = []
+        dest_connection: list[int] = []
         dest_name: list[str] = []
         dest_status: list[str | None] = []  # None: pending; DEAD: refused (NewConversion)
         dest_error: list[str | None] = []
+        queued_by: dict[tuple[int, str, str], list[int]] = {}
         for ordinal, item in enumerate(unique, start=1):
-            for destination in item.destinations:
+            key = (item.property_id, item.event, item.event_id)
+            for connection in item.connections:
+                target, destination = self._connection_ref(connection, item.property_id)
+                queued_by.setdefault(key, []).append(target)
                 dest_item.append(ordinal)
+                dest_connection.append(target)
                 dest_name.append(destination)
                 dest_status.append(None)
                 dest_error.append(None)
-            for destination, reason in item.refused.items():
+            for connection, reason in item.refused.items():
+                target, destination = self._connection_ref(connection, item.property_id)
                 dest_item.append(ordinal)
+                dest_connection.append(target)
                 dest_name.append(destination)
                 dest_status.append(DEAD)
                 dest_error.append(reason)
@@ -276,43 +306,72 @@ class PostgresStore:
             [i.payload for i in unique],
             [i.warnings for i in unique],
             [i.stitched for i in unique],  # browser leg
+            [i.property_id for i in unique],
             now,
             now,
             now,
             now,
             dest_item,
+            dest_connection,
             dest_name,
             dest_status,
             dest_error,
         )
         with self._pool.connection() as conn:
-            new = {(event, event_id) for event, event_id in conn.execute(_INSERT_BATCH, params)}
-            queued = sorted(
-                {
-                    destination
-                    for item in unique
-                    if (item.event, item.event_id) in new
-                    for destination in item.destinations
-                }
-            )
-            self._notify(conn, queued)
+            new = {(int(p), e, i) for p, e, i in conn.execute(_INSERT_BATCH, params)}
+            queued = sorted({c for key in new for c in queued_by.get(key, ())})
+            self._notify(conn, [str(c) for c in queued])
             # sources and ledger: order-ledger rows commit with their conversions
             _insert_ledger(conn, [i.ledger for i in items if i.ledger is not None], now)
         return [
-            (item.event, item.event_id) in new and first[(item.event, item.event_id)] == index
+            (key := (item.property_id, item.event, item.event_id)) in new and first[key] == index
             for index, item in enumerate(items)
         ]
 
+    def _load_connection_keys(self) -> None:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, property_id, label, destination FROM connections"
+            ).fetchall()
+        keys = {int(i): (int(p), str(lb), str(d)) for i, p, lb, d in rows}
+        with self._keys_lock:
+            self._connection_keys = keys
+            self._connection_ids = {(p, lb): i for i, (p, lb, _) in keys.items()}
+
+    def _connection_ref(self, key: ConnectionKey, property_id: int | None) -> tuple[int, str]:
+        """(id, destination) of a connection named by id or by label in ``property_id``
+        (the default property when None); an id must belong to ``property_id`` when given."""
+        for attempt in (0, 1):
+            if attempt:
+                self._load_connection_keys()
+            if isinstance(key, int) and not isinstance(key, bool):
+                found = self._connection_keys.get(key)
+                if found is not None:
+                    if property_id is not None and found[0] != property_id:
+                        raise UnknownConnection(
+                            f"connection {key} belongs to another property than {property_id}"
+                        )
+                    return key, found[2]
+            elif isinstance(key, str):
+                owner = DEFAULT_PROPERTY if property_id is None else property_id
+                connection_id = self._connection_ids.get((owner, key))
+                if connection_id is not None:
+                    return connection_id, self._connection_keys[connection_id][2]
+        raise UnknownConnection(f"no connection {key!r} in property {property_id}")
+
     # -- delivery -------------------------------------------------------------------------------
-    def claim(self, destination: str, limit: int, now: float, lease: float) -> list[Claimed]:
+    def claim(
+        self, connection: ConnectionKey, limit: int, now: float, lease: float
+    ) -> list[Claimed]:
         if limit <= 0:
             return []
+        target, _ = self._connection_ref(connection, None)
         token = new_lease_token()
         with self._pool.connection() as conn:
             rows = conn.execute(
                 _CLAIM,
                 {
-                    "destination": destination,
+                    "connection": target,
                     "limit": limit,
                     "now": now,
                     "until": now + lease,
@@ -460,21 +519,30 @@ class PostgresStore:
             lease,
         )
 
-    def enqueue(self, destination: str, conversion_ids: Sequence[int], now: float) -> int:
+    def enqueue(self, connection: ConnectionKey, conversion_ids: Sequence[int], now: float) -> int:
         if not conversion_ids:
             return 0
+        target, destination = self._connection_ref(connection, None)
+        owner = self._connection_keys[target][0]
         with self._pool.connection() as conn:
             added = conn.execute(
-                "INSERT INTO outbox (conversion_id, destination, due_at, created_at)"
-                " SELECT id, %s, %s, %s FROM conversions WHERE id = ANY(%s::int8[])"
-                " ON CONFLICT (conversion_id, destination) DO NOTHING",
-                (destination, now, now, list(conversion_ids)),
+                "INSERT INTO outbox (conversion_id, connection_id, destination, due_at,"
+                " created_at) SELECT id, %s, %s, %s, %s FROM conversions"
+                " WHERE id = ANY(%s::int8[]) AND property_id = %s"
+                " ON CONFLICT (conversion_id, connection_id) DO NOTHING",
+                (target, destination, now, now, list(conversion_ids), owner),
             ).rowcount
-            self._notify(conn, [destination] if added else [])
+            self._notify(conn, [str(target)] if added else [])
         return added
 
     def replay(
-        self, now: float, *, event_id: str | None = None, destination: str | None = None
+        self,
+        now: float,
+        *,
+        event_id: str | None = None,
+        destination: str | None = None,
+        property_id: int | None = None,
+        connection: ConnectionKey | None = None,
     ) -> int:
         query = (
             "UPDATE outbox SET status = %s, due_at = %s, attempts = 0, lease_until = NULL"
@@ -482,16 +550,26 @@ class PostgresStore:
         )
         params: list[object] = [PENDING, now, DEAD]
         if event_id is not None:
-            query += " AND conversion_id IN (SELECT id FROM conversions WHERE event_id = %s)"
+            query += " AND conversion_id IN (SELECT id FROM conversions WHERE event_id = %s"
             params.append(event_id)
+            if property_id is not None:
+                query += " AND property_id = %s"
+                params.append(property_id)
+            query += ")"
         if destination is not None:
             query += " AND destination = %s"
             params.append(destination)
-        query += " RETURNING destination"
+        if property_id is not None:
+            query += " AND connection_id IN (SELECT id FROM connections WHERE property_id = %s)"
+            params.append(property_id)
+        if connection is not None:
+            query += " AND connection_id = %s"
+            params.append(self._connection_ref(connection, property_id)[0])
+        query += " RETURNING connection_id"
         with self._pool.connection() as conn:
-            destinations = [row[0] for row in conn.execute(query, params)]
-            self._notify(conn, sorted(set(destinations)))
-        return len(destinations)
+            connections = [row[0] for row in conn.execute(query, params)]
+            self._notify(conn, [str(c) for c in sorted(set(connections))])
+        return len(connections)
 
     def wake_hint(self) -> int:
         """A counter that moves whenever the set of committed transactions has changed.
@@ -512,33 +590,148 @@ class PostgresStore:
             return self._hint
 
     # -- reading --------------------------------------------------------------------------------
-    def outbox_counts(self) -> dict[str, dict[str, int]]:
+    def connection_counts(self, property_id: int | None = None) -> dict[int, dict[str, int]]:
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT destination, status, COUNT(*) FROM outbox GROUP BY destination, status"
+                "SELECT connection_id, status, COUNT(*) FROM outbox GROUP BY connection_id, status"
             ).fetchall()
-        counts: dict[str, dict[str, int]] = {}
-        for destination, status, n in rows:
-            counts.setdefault(destination, {})[status] = int(n)
+        if any(int(c) not in self._connection_keys for c, _, _ in rows):
+            self._load_connection_keys()
+        counts: dict[int, dict[str, int]] = {}
+        for connection_id, status, n in rows:
+            owner = self._connection_keys.get(int(connection_id), (None,))[0]
+            if property_id is None or owner == property_id:
+                counts.setdefault(int(connection_id), {})[status] = int(n)
         return counts
 
-    def deliveries(self, event_id: str) -> list[DeliveryRow]:
+    def outbox_counts(self, property_id: int | None = None) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for connection_id, statuses in self.connection_counts(property_id).items():
+            destination = self._connection_keys[connection_id][2]
+            into = counts.setdefault(destination, {})
+            for status, n in statuses.items():
+                into[status] = into.get(status, 0) + n
+        return counts
+
+    def deliveries(self, event_id: str, property_id: int | None = None) -> list[DeliveryRow]:
+        query = (
+            "SELECT c.event, c.event_id, o.destination, o.status, o.attempts, o.last_error,"
+            " o.platform_ref, o.delivered_at, k.label FROM outbox o JOIN conversions c"
+            " ON c.id = o.conversion_id JOIN connections k ON k.id = o.connection_id"
+            " WHERE c.event_id = %s"
+        )
+        params: list[object] = [event_id]
+        if property_id is not None:
+            query += " AND c.property_id = %s"
+            params.append(property_id)
+        # byte order, like SQLite, whatever the database's collation
+        query += ' ORDER BY c.event COLLATE "C", o.destination COLLATE "C", k.label COLLATE "C"'
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT c.event, c.event_id, o.destination, o.status, o.attempts, o.last_error,"
-                " o.platform_ref, o.delivered_at FROM outbox o JOIN conversions c"
-                " ON c.id = o.conversion_id WHERE c.event_id = %s"
-                # byte order, like SQLite, whatever the database's collation
-                ' ORDER BY c.event COLLATE "C", o.destination COLLATE "C"',
-                (event_id,),
-            ).fetchall()
+            rows = conn.execute(query, params).fetchall()
         return [DeliveryRow(*row) for row in rows]
 
-    def conversion_count(self) -> int:
+    def conversion_count(self, property_id: int | None = None) -> int:
+        query = "SELECT COUNT(*) FROM conversions"
+        params: tuple[int, ...] = ()
+        if property_id is not None:
+            query, params = query + " WHERE property_id = %s", (property_id,)
         with self._pool.connection() as conn:
-            row = conn.execute("SELECT COUNT(*) FROM conversions").fetchone()
+            row = conn.execute(query, params).fetchone()
         assert row is not None
         return int(row[0])
+
+    # -- properties -----------------------------------------------------------------------------
+    def create_property(
+        self,
+        name: str,
+        now: float,
+        *,
+        default_region: str | None = None,
+        tiktok_utm_sources: str | None = None,
+        destinations: Sequence[str] = (),
+    ) -> int | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO properties (name, default_region, tiktok_utm_sources, created_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
+                (name, default_region, tiktok_utm_sources, now),
+            ).fetchone()
+            if row is None:
+                return None
+            property_id = int(row[0])
+            _ensure_connections(conn, destinations, now, property_id)
+        return property_id
+
+    def properties(self) -> list[Property]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, name, created_at, default_region, tiktok_utm_sources"
+                " FROM properties ORDER BY id"
+            ).fetchall()
+            bindings = conn.execute(
+                "SELECT kind, value, property_id FROM property_bindings"
+                ' ORDER BY kind COLLATE "C", value COLLATE "C"'
+            ).fetchall()
+        return properties_from_rows(rows, bindings)
+
+    def get_property(self, name_or_id: str | int) -> Property | None:
+        column = "id" if isinstance(name_or_id, int) else "name"
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, name, created_at, default_region, tiktok_utm_sources"  # noqa: S608
+                f" FROM properties WHERE {column} = %s",
+                (name_or_id,),
+            ).fetchall()
+            if not rows:
+                return None
+            bindings = conn.execute(
+                "SELECT kind, value, property_id FROM property_bindings WHERE property_id = %s"
+                ' ORDER BY kind COLLATE "C", value COLLATE "C"',
+                (rows[0][0],),
+            ).fetchall()
+        return properties_from_rows(rows, bindings)[0]
+
+    def update_property(
+        self, property_id: int, *, default_region: str | None, tiktok_utm_sources: str | None
+    ) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE properties SET default_region = %s, tiktok_utm_sources = %s WHERE id = %s",
+                (default_region, tiktok_utm_sources, property_id),
+            )
+
+    def bind(self, property_id: int, kind: str, value: str) -> int:
+        if kind not in BINDING_KINDS:
+            raise ValueError(f"kind: must be one of {', '.join(BINDING_KINDS)}")
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO property_bindings (kind, value, property_id) VALUES (%s, %s, %s)"
+                " ON CONFLICT (kind, value) DO NOTHING",
+                (kind, value, property_id),
+            )
+            row = conn.execute(
+                "SELECT property_id FROM property_bindings WHERE kind = %s AND value = %s",
+                (kind, value),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def unbind(self, property_id: int, kind: str, value: str | None = None) -> int:
+        query = "DELETE FROM property_bindings WHERE property_id = %s AND kind = %s"
+        params: list[object] = [property_id, kind]
+        if value is not None:
+            query += " AND value = %s"
+            params.append(value)
+        with self._pool.connection() as conn:
+            return conn.execute(query, params).rowcount
+
+    def bound_property(self, kind: str, value: str) -> int | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT property_id FROM property_bindings WHERE kind = %s AND value = %s",
+                (kind, value),
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     # -- keys and connections -------------------------------------------------------------------
     def add_key(
@@ -548,14 +741,26 @@ class PostgresStore:
         prefix: str,
         key_hash: str,
         now: float,
+        property_id: int | None = DEFAULT_PROPERTY,
         *,
         allow_null_origin: bool = False,
+        role: str | None = None,
     ) -> int:
         with self._pool.connection() as conn:
             row = conn.execute(
                 "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at,"
-                " allow_null_origin) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (name, scope, prefix, key_hash, now, 1 if allow_null_origin else 0),
+                " allow_null_origin, role, property_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    name,
+                    scope,
+                    prefix,
+                    key_hash,
+                    now,
+                    1 if allow_null_origin else 0,
+                    role,
+                    property_id,
+                ),
             ).fetchone()
         assert row is not None
         return int(row[0])
@@ -568,32 +773,40 @@ class PostgresStore:
             ).fetchone()
         return _key_record(row) if row else None
 
-    def list_keys(self) -> list[KeyRecord]:
+    def list_keys(self, property_id: int | None = None) -> list[KeyRecord]:
+        query = f"SELECT {_KEY_COLUMNS} FROM api_keys"  # noqa: S608 - constant columns
+        params: tuple[object, ...] = ()
+        if property_id is not None:
+            query, params = query + " WHERE property_id = %s", (property_id,)
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id"  # noqa: S608
-            ).fetchall()
+            rows = conn.execute(query + " ORDER BY id", params).fetchall()
         return [_key_record(row) for row in rows]
 
-    def revoke_key(self, name_or_prefix: str, now: float) -> int:
+    def revoke_key(self, name_or_prefix: str, now: float, property_id: int | None = None) -> int:
+        query = (
+            "UPDATE api_keys SET revoked_at = %s WHERE revoked_at IS NULL"
+            " AND (name = %s OR prefix = %s)"
+        )
+        params: list[object] = [now, name_or_prefix, name_or_prefix]
+        if property_id is not None:
+            query += " AND property_id = %s"
+            params.append(property_id)
         with self._pool.connection() as conn:
-            return conn.execute(
-                "UPDATE api_keys SET revoked_at = %s WHERE revoked_at IS NULL"
-                " AND (name = %s OR prefix = %s)",
-                (now, name_or_prefix, name_or_prefix),
-            ).rowcount
+            return conn.execute(query, params).rowcount
 
-    def set_connection(self, connection: Connection) -> None:
+    def set_connection(self, connection: Connection) -> int:
         c = connection
+        label = c.label or c.destination
         with self._pool.connection() as conn:
             conn.execute(
                 "INSERT INTO connections (destination, pixel, token_encrypted, token_last4,"
-                " test_event_code, updated_at, settings, secrets_encrypted)"
-                " VALUES (%s, %s, %b, %s, %s, %s, %s, %b)"
-                " ON CONFLICT (destination) DO UPDATE SET pixel = excluded.pixel,"
+                " test_event_code, updated_at, settings, secrets_encrypted, property_id, label)"
+                " VALUES (%s, %s, %b, %s, %s, %s, %s, %b, %s, %s)"
+                " ON CONFLICT (property_id, label) DO UPDATE SET pixel = excluded.pixel,"
                 " token_encrypted = excluded.token_encrypted, token_last4 = excluded.token_last4,"
                 " test_event_code = excluded.test_event_code, updated_at = excluded.updated_at,"
-                " settings = excluded.settings, secrets_encrypted = excluded.secrets_encrypted",
+                " settings = excluded.settings, secrets_encrypted = excluded.secrets_encrypted"
+                " WHERE connections.destination = excluded.destination",
                 (
                     c.destination,
                     c.pixel,
@@ -603,51 +816,84 @@ class PostgresStore:
                     c.updated_at,
                     orjson.dumps(c.settings).decode() if c.settings else None,
                     c.secrets_encrypted,
+                    c.property_id,
+                    label,
                 ),
             )
-
-    def get_connection(self, destination: str) -> Connection | None:
-        with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT destination, pixel, token_encrypted, token_last4, test_event_code,"
-                " updated_at, settings, secrets_encrypted FROM connections"
-                " WHERE destination = %s",
-                (destination,),
+                "SELECT id, destination FROM connections WHERE property_id = %s AND label = %s",
+                (c.property_id, label),
             ).fetchone()
-        if row is None:
-            return None
-        destination, pixel, token, last4, test_code, updated_at, settings, secrets = row
-        return Connection(
-            destination,
-            pixel,
-            None if token is None else bytes(token),
-            last4,
-            test_code,
-            updated_at,
-            connection_settings(settings),
-            None if secrets is None else bytes(secrets),
-        )
+            assert row is not None
+            if row[1] != c.destination:
+                raise ValueError(f"label: {label!r} is already a {row[1]} connection")
+        return int(row[0])
 
-    def delete_connection(self, destination: str) -> bool:
+    def _connections(self, where: str, params: Sequence[object]) -> list[Connection]:
         with self._pool.connection() as conn:
-            deleted = conn.execute(
-                "DELETE FROM connections WHERE destination = %s", (destination,)
+            rows = conn.execute(
+                f"SELECT {CONNECTION_COLUMNS} FROM connections{where}",  # noqa: S608
+                params,
+            ).fetchall()
+        return [connection_row(row) for row in rows]
+
+    def get_connection(self, label: str, property_id: int = DEFAULT_PROPERTY) -> Connection | None:
+        found = self._connections(" WHERE property_id = %s AND label = %s", (property_id, label))
+        return found[0] if found else None
+
+    def connection(self, connection_id: int) -> Connection | None:
+        found = self._connections(" WHERE id = %s", (connection_id,))
+        return found[0] if found else None
+
+    def list_connections(self, property_id: int | None = None) -> list[Connection]:
+        if property_id is None:
+            return self._connections(" ORDER BY property_id, id", ())
+        return self._connections(" WHERE property_id = %s ORDER BY id", (property_id,))
+
+    def delete_connection(self, label: str, property_id: int = DEFAULT_PROPERTY) -> bool:
+        with self._pool.connection() as conn:
+            changed = conn.execute(
+                f"UPDATE connections SET {FORGET_CONNECTION}"  # noqa: S608
+                " WHERE property_id = %s AND label = %s",
+                (property_id, label),
             ).rowcount
-        return deleted == 1
+        return changed == 1
+
+    def ensure_connections(
+        self, destinations: Sequence[str], now: float, property_id: int | None = None
+    ) -> int:
+        with self._pool.connection() as conn:
+            return _ensure_connections(conn, destinations, now, property_id)
+
+    def set_routes(self, connection: ConnectionKey, events: str | None) -> None:
+        target, _ = self._connection_ref(connection, None)
+        with self._pool.connection() as conn:
+            conn.execute("UPDATE connections SET routes = %s WHERE id = %s", (events, target))
+
+    def set_suspension(self, connection: ConnectionKey, record: str | None) -> None:
+        target, _ = self._connection_ref(connection, None)
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE connections SET suspension = %s WHERE id = %s", (record or None, target)
+            )
 
     def all_token_ciphertexts(self) -> list[tuple[str, bytes]]:
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT destination, token_encrypted FROM connections"
-                ' WHERE token_encrypted IS NOT NULL ORDER BY destination COLLATE "C"'
+                f"SELECT {qualified_sql('c.label')}, c.token_encrypted FROM connections c"  # noqa: S608
+                " JOIN properties p ON p.id = c.property_id"
+                ' WHERE c.token_encrypted IS NOT NULL ORDER BY c.property_id, c.label COLLATE "C"'
             ).fetchall()
-        return [(destination, bytes(token)) for destination, token in rows]
+        return [(name, bytes(token)) for name, token in rows]
 
-    def audit(self, now: float, actor: str, action: str, detail: str) -> None:
+    def audit(
+        self, now: float, actor: str, action: str, detail: str, property_id: int | None = None
+    ) -> None:
         with self._pool.connection() as conn:
             conn.execute(
-                "INSERT INTO audit_log (at, actor, action, detail) VALUES (%s, %s, %s, %s)",
-                (now, actor, action, detail),
+                "INSERT INTO audit_log (at, actor, action, detail, property_id)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (now, actor, action, detail, property_id),
             )
 
     # -- hardening: readiness, admin access, key rotation ------------------------------------
@@ -677,16 +923,16 @@ class PostgresStore:
         with self._pool.connection() as conn:
             conn.execute("DELETE FROM admin_sessions WHERE expires_at <= %s", (s.created_at,))
             conn.execute(
-                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at)"
-                " VALUES (%s, %s, %s, %s)",
-                (s.token_hash, s.csrf_token, s.created_at, s.expires_at),
+                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at,"
+                " member_id) VALUES (%s, %s, %s, %s, %s)",
+                (s.token_hash, s.csrf_token, s.created_at, s.expires_at, s.member_id),
             )
 
     def get_admin_session(self, token_hash: str, now: float) -> AdminSession | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT token_hash, csrf_token, created_at, expires_at FROM admin_sessions"
-                " WHERE token_hash = %s AND expires_at > %s",
+                "SELECT token_hash, csrf_token, created_at, expires_at, member_id"
+                " FROM admin_sessions WHERE token_hash = %s AND expires_at > %s",
                 (token_hash, now),
             ).fetchone()
         return AdminSession(*row) if row else None
@@ -702,116 +948,250 @@ class PostgresStore:
         with self._pool.connection() as conn:
             return conn.execute("DELETE FROM admin_sessions").rowcount
 
+    # -- team members ---------------------------------------------------------------------------
+    # A member's grants change only with its row locked (FOR UPDATE): NULL property ids are
+    # distinct in the UNIQUE constraint, so the lock is what keeps two concurrent changes from
+    # both inserting a host-wide grant.
+    def add_member(self, name: str, password_hash: str, grant: Grant, now: float) -> int | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT id, disabled_at FROM members WHERE name = %s FOR UPDATE", (name,)
+            ).fetchone()
+            if row is None:
+                inserted = conn.execute(
+                    "INSERT INTO members (name, password_hash, created_at) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (name) DO NOTHING RETURNING id",
+                    (name, password_hash, now),
+                ).fetchone()
+                if inserted is None:  # added by someone else meanwhile
+                    return None
+                member_id = int(inserted[0])
+            elif row[1] is None:
+                return None
+            else:  # a removed member comes back
+                member_id = int(row[0])
+                conn.execute(
+                    "UPDATE members SET password_hash = %s, disabled_at = NULL WHERE id = %s",
+                    (password_hash, member_id),
+                )
+                conn.execute("DELETE FROM member_roles WHERE member_id = %s", (member_id,))
+            conn.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (%s, %s, %s)",
+                (member_id, grant.property_id, grant.role),
+            )
+        return member_id
+
+    def _members(self, where: str, params: Sequence[Any]) -> list[Member]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {MEMBER_COLUMNS} {where}"
+                ' ORDER BY m.name COLLATE "C", m.id, r.property_id IS NOT NULL, r.property_id',
+                tuple(params),
+            ).fetchall()
+        return members_from_rows(rows)
+
+    def member_by_name(self, name: str) -> Member | None:
+        found = self._members("WHERE m.name = %s", (name,))
+        return found[0] if found else None
+
+    def member_by_id(self, member_id: int) -> Member | None:
+        found = self._members("WHERE m.id = %s", (member_id,))
+        return found[0] if found else None
+
+    def list_members(self) -> list[Member]:
+        return self._members("", ())
+
+    def set_member_grant(self, member_id: int, grant: Grant) -> None:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            conn.execute(
+                "DELETE FROM member_roles WHERE member_id = %s"
+                " AND property_id IS NOT DISTINCT FROM %s",
+                (member_id, grant.property_id),
+            )
+            conn.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (%s, %s, %s)",
+                (member_id, grant.property_id, grant.role),
+            )
+
+    def delete_member_grant(self, member_id: int, property_id: int | None) -> bool:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            deleted = conn.execute(
+                "DELETE FROM member_roles WHERE member_id = %s"
+                " AND property_id IS NOT DISTINCT FROM %s",
+                (member_id, property_id),
+            ).rowcount
+        return deleted > 0
+
+    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE members SET password_hash = %s WHERE id = %s", (password_hash, member_id)
+            )
+            ended: int = conn.execute(
+                "DELETE FROM admin_sessions WHERE member_id = %s", (member_id,)
+            ).rowcount
+        return ended
+
+    def remove_member(self, member_id: int, now: float) -> int:
+        with self._pool.connection() as conn:
+            conn.execute("SELECT id FROM members WHERE id = %s FOR UPDATE", (member_id,))
+            conn.execute("DELETE FROM member_roles WHERE member_id = %s", (member_id,))
+            conn.execute(
+                "UPDATE members SET password_hash = '', disabled_at = %s WHERE id = %s",
+                (now, member_id),
+            )
+            ended: int = conn.execute(
+                "DELETE FROM admin_sessions WHERE member_id = %s", (member_id,)
+            ).rowcount
+        return ended
+
     def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
         # One transaction; FOR UPDATE keeps a concurrent `token set` from slipping in between.
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT destination, token_encrypted FROM connections"
+                "SELECT id, token_encrypted FROM connections"
                 " WHERE token_encrypted IS NOT NULL FOR UPDATE"
             ).fetchall()
-            for destination, ciphertext in rows:
+            for connection_id, ciphertext in rows:
                 conn.execute(
-                    "UPDATE connections SET token_encrypted = %b WHERE destination = %s",
-                    (transform(bytes(ciphertext)), destination),
+                    "UPDATE connections SET token_encrypted = %b WHERE id = %s",
+                    (transform(bytes(ciphertext)), connection_id),
                 )
             extras = conn.execute(
-                "SELECT destination, secrets_encrypted FROM connections"
+                "SELECT id, secrets_encrypted FROM connections"
                 " WHERE secrets_encrypted IS NOT NULL FOR UPDATE"
             ).fetchall()
-            for destination, ciphertext in extras:
+            for connection_id, ciphertext in extras:
                 conn.execute(
-                    "UPDATE connections SET secrets_encrypted = %b WHERE destination = %s",
-                    (transform(bytes(ciphertext)), destination),
+                    "UPDATE connections SET secrets_encrypted = %b WHERE id = %s",
+                    (transform(bytes(ciphertext)), connection_id),
                 )
             secrets = conn.execute(
-                "SELECT source, secret_encrypted FROM source_secrets FOR UPDATE"
+                "SELECT property_id, source, secret_encrypted FROM source_secrets FOR UPDATE"
             ).fetchall()
-            for source, ciphertext in secrets:
+            for property_id, source, ciphertext in secrets:
                 conn.execute(
-                    "UPDATE source_secrets SET secret_encrypted = %b WHERE source = %s",
-                    (transform(bytes(ciphertext)), source),
+                    "UPDATE source_secrets SET secret_encrypted = %b"
+                    " WHERE property_id = %s AND source = %s",
+                    (transform(bytes(ciphertext)), property_id, source),
                 )
         return len(rows) + len(extras) + len(secrets)
 
     def all_ciphertexts(self) -> list[tuple[str, bytes]]:
         with self._pool.connection() as conn:
             tokens = conn.execute(
-                "SELECT 'token ' || destination, token_encrypted FROM connections"
-                ' WHERE token_encrypted IS NOT NULL ORDER BY destination COLLATE "C"'
+                f"SELECT 'token ' || {qualified_sql('c.label')}, c.token_encrypted"  # noqa: S608
+                " FROM connections c JOIN properties p ON p.id = c.property_id"
+                " WHERE c.token_encrypted IS NOT NULL"
+                ' ORDER BY c.property_id, c.label COLLATE "C"'
             ).fetchall()
             extras = conn.execute(
-                "SELECT 'secrets ' || destination, secrets_encrypted FROM connections"
-                ' WHERE secrets_encrypted IS NOT NULL ORDER BY destination COLLATE "C"'
+                f"SELECT 'secrets ' || {qualified_sql('c.label')}, c.secrets_encrypted"  # noqa: S608
+                " FROM connections c JOIN properties p ON p.id = c.property_id"
+                " WHERE c.secrets_encrypted IS NOT NULL"
+                ' ORDER BY c.property_id, c.label COLLATE "C"'
             ).fetchall()
             secrets = conn.execute(
-                "SELECT 'source ' || source, secret_encrypted FROM source_secrets"
-                ' ORDER BY source COLLATE "C"'
+                f"SELECT 'source ' || {qualified_sql('c.source')}, c.secret_encrypted"  # noqa: S608
+                " FROM source_secrets c JOIN properties p ON p.id = c.property_id"
+                ' ORDER BY c.property_id, c.source COLLATE "C"'
             ).fetchall()
         return [(label, bytes(c)) for label, c in [*tokens, *extras, *secrets]]
 
     # -- helpers --------------------------------------------------------------------------------
     @staticmethod
-    def _notify(conn: psycopg.Connection[tuple[Any, ...]], destinations: Sequence[str]) -> None:
-        """Queue one notification per destination; the server sends them only at commit."""
-        if destinations:
+    def _notify(conn: psycopg.Connection[tuple[Any, ...]], connections: Sequence[str]) -> None:
+        """Queue one notification per connection (its id); the server sends them only at
+        commit."""
+        if connections:
             conn.execute(
                 "SELECT pg_notify(%s, d) FROM unnest(%s::text[]) AS d",
-                (NOTIFY_CHANNEL, list(destinations)),
+                (NOTIFY_CHANNEL, list(connections)),
             )
 
     # -- sources and ledger ---------------------------------------------------------------------
     def set_source_secret(
-        self, source: str, ciphertext: bytes, now: float, store_url: str | None = None
+        self,
+        source: str,
+        ciphertext: bytes,
+        now: float,
+        store_url: str | None = None,
+        property_id: int = DEFAULT_PROPERTY,
     ) -> None:
         with self._pool.connection() as conn:
             conn.execute(
-                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, store_url)"
-                " VALUES (%s, %b, %s, %s) ON CONFLICT (source) DO UPDATE SET"
-                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at,"
+                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, property_id,"
+                " store_url) VALUES (%s, %b, %s, %s, %s) ON CONFLICT (property_id, source) DO"
+                " UPDATE SET secret_encrypted = excluded.secret_encrypted,"
+                " updated_at = excluded.updated_at,"
                 " store_url = COALESCE(excluded.store_url, source_secrets.store_url)",
-                (source, ciphertext, now, store_url),
+                (source, ciphertext, now, property_id, store_url),
             )
 
-    def get_source_secret(self, source: str) -> bytes | None:
+    def get_source_secret(self, source: str, property_id: int = DEFAULT_PROPERTY) -> bytes | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT secret_encrypted FROM source_secrets WHERE source = %s", (source,)
+                "SELECT secret_encrypted FROM source_secrets"
+                " WHERE property_id = %s AND source = %s",
+                (property_id, source),
             ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def get_source_store_url(self, source: str) -> str | None:
+    def get_source_store_url(self, source: str, property_id: int = DEFAULT_PROPERTY) -> str | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT store_url FROM source_secrets WHERE source = %s", (source,)
+                "SELECT store_url FROM source_secrets WHERE property_id = %s AND source = %s",
+                (property_id, source),
             ).fetchone()
         return None if row is None or row[0] is None else str(row[0])
 
-    def delete_source_secret(self, source: str) -> bool:
+    def source_secrets(self, source: str) -> dict[int, bytes]:
         with self._pool.connection() as conn:
-            deleted = conn.execute("DELETE FROM source_secrets WHERE source = %s", (source,))
+            rows = conn.execute(
+                "SELECT property_id, secret_encrypted FROM source_secrets WHERE source = %s"
+                " ORDER BY property_id",
+                (source,),
+            ).fetchall()
+        return {int(p): bytes(c) for p, c in rows}
+
+    def delete_source_secret(self, source: str, property_id: int = DEFAULT_PROPERTY) -> bool:
+        with self._pool.connection() as conn:
+            deleted = conn.execute(
+                "DELETE FROM source_secrets WHERE property_id = %s AND source = %s",
+                (property_id, source),
+            )
             return deleted.rowcount == 1
 
     def record_orders(self, entries: Sequence[LedgerEntry], now: float) -> list[bool]:
         with self._pool.connection() as conn:
             return _insert_ledger(conn, entries, now)
 
-    def orders(self, *, source: str | None = None, limit: int = 1000) -> list[OrderRow]:
-        query = f"SELECT {_ORDER_COLUMNS} FROM orders"  # noqa: S608 - constant column list
+    def orders(
+        self, *, source: str | None = None, limit: int = 1000, property_id: int | None = None
+    ) -> list[OrderRow]:
+        query = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE TRUE"  # noqa: S608 - constant
         params: list[object] = []
         if source is not None:
-            query += " WHERE source = %s"
+            query += " AND source = %s"
             params.append(source)
+        if property_id is not None:
+            query += " AND property_id = %s"
+            params.append(property_id)
         query += " ORDER BY order_time DESC, id DESC LIMIT %s"
         params.append(limit)
         with self._pool.connection() as conn:
             rows = conn.execute(query, params).fetchall()
         return [_order_row(row) for row in rows]
 
-    def ledger_counts(self) -> dict[str, dict[str, int]]:
+    def ledger_counts(self, property_id: int | None = None) -> dict[str, dict[str, int]]:
+        query = "SELECT source, COUNT(*), SUM(attributed_tiktok) FROM orders"
+        params: tuple[int, ...] = ()
+        if property_id is not None:
+            query, params = query + " WHERE property_id = %s", (property_id,)
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT source, COUNT(*), SUM(attributed_tiktok) FROM orders GROUP BY source"
-            ).fetchall()
+            rows = conn.execute(query + " GROUP BY source", params).fetchall()
         return {src: {"orders": int(n), "attributed_tiktok": int(a or 0)} for src, n, a in rows}
 
     def delivery_seen(self, source: str, delivery_id: str) -> bool:
@@ -822,36 +1202,59 @@ class PostgresStore:
             ).fetchone()
         return row is not None
 
-    def record_delivery(self, source: str, delivery_id: str, status: str, now: float) -> bool:
+    def record_delivery(
+        self,
+        source: str,
+        delivery_id: str,
+        status: str,
+        now: float,
+        property_id: int | None = DEFAULT_PROPERTY,
+    ) -> bool:
         with self._pool.connection() as conn:
             cursor = conn.execute(
-                "INSERT INTO source_deliveries (source, delivery_id, received_at, status)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (source, delivery_id) DO NOTHING",
-                (source, delivery_id, now, status),
+                "INSERT INTO source_deliveries (source, delivery_id, received_at, status,"
+                " property_id) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (source, delivery_id) DO NOTHING",
+                (source, delivery_id, now, status, property_id),
             )
             return cursor.rowcount == 1
 
     def record_rejection(
-        self, source: str, reason: bytes, now: float, delivery_id: str | None = None
+        self,
+        source: str,
+        reason: bytes,
+        now: float,
+        delivery_id: str | None = None,
+        property_id: int | None = DEFAULT_PROPERTY,
     ) -> None:
         with self._pool.connection() as conn:
             conn.execute(
-                "INSERT INTO ingest_rejections (at, source, delivery_id, reason)"
-                " VALUES (%s, %s, %s, %b)",
-                (now, source, delivery_id, reason),
+                "INSERT INTO ingest_rejections (at, source, delivery_id, reason, property_id)"
+                " VALUES (%s, %s, %s, %b, %s)",
+                (now, source, delivery_id, reason, property_id),
             )
 
-    def rejections(self, *, source: str | None = None, limit: int = 100) -> list[Rejection]:
-        query = "SELECT at, source, delivery_id, reason FROM ingest_rejections"
+    def rejections(
+        self, *, source: str | None = None, limit: int = 100, property_id: int | None = None
+    ) -> list[Rejection]:
+        query = (
+            "SELECT at, source, delivery_id, reason, property_id FROM ingest_rejections WHERE TRUE"
+        )
         params: list[object] = []
         if source is not None:
-            query += " WHERE source = %s"
+            query += " AND source = %s"
             params.append(source)
+        if property_id is not None:
+            query += " AND property_id = %s"
+            params.append(property_id)
         query += " ORDER BY at DESC, id DESC LIMIT %s"
         params.append(limit)
         with self._pool.connection() as conn:
             rows = conn.execute(query, params).fetchall()
-        return [Rejection(at, src, delivery, bytes(reason)) for at, src, delivery, reason in rows]
+        return [
+            Rejection(at, src, delivery, bytes(reason), prop)
+            for at, src, delivery, reason, prop in rows
+        ]
 
     # -- browser leg ----------------------------------------------------------------------------
     def record_collect(
@@ -891,6 +1294,7 @@ class PostgresStore:
                 u.pixel_status,
                 1 if u.page_view else 0,
                 u.ids_json(),
+                u.property_id,
                 *([u.has_utm] * 5),
                 u.landing,
                 u.landing,
@@ -898,7 +1302,18 @@ class PostgresStore:
             )
             for u in updates
         ]
+        owners = session_owners(updates, events)
         with self._pool.connection() as conn, conn.cursor() as cur:
+            # a session belongs to one property: never written by another's key (the upsert's
+            # own guard also holds against a concurrent writer between this check and it)
+            found = conn.execute(
+                "SELECT session_id, property_id FROM landing_sessions"
+                " WHERE session_id = ANY(%s::text[])",
+                (sorted(owners),),
+            ).fetchall()
+            foreign = foreign_sessions(owners, found)
+            if foreign:
+                raise ForeignSession(foreign)
             # executemany: one statement per update, in order, pipelined in one round trip; a
             # single multi-row upsert could not merge two updates of one session.
             if rows:
@@ -915,7 +1330,8 @@ class PostgresStore:
             if events:
                 cur.executemany(
                     "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
-                    " pixel_status, platform) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    " pixel_status, platform, property_id)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                     [
                         (
                             e.session_id,
@@ -925,6 +1341,7 @@ class PostgresStore:
                             e.page_url,
                             e.pixel_status,
                             e.platform,
+                            e.property_id,
                         )
                         for e in events
                     ],
@@ -936,6 +1353,7 @@ class PostgresStore:
         session_ids: Sequence[str] = (),
         ttclids: Sequence[str] = (),
         email_hashes: Sequence[str] = (),
+        property_id: int = DEFAULT_PROPERTY,
     ) -> list[SessionMatch]:
         if not session_ids and not ttclids and not email_hashes:
             return []
@@ -945,7 +1363,9 @@ class PostgresStore:
                 (
                     sorted(set(session_ids)),
                     sorted(set(ttclids)),
+                    property_id,
                     sorted(set(email_hashes)),
+                    property_id,
                 ),
             ).fetchall()
         return [SessionMatch(kind, key, LandingSession(*session)) for kind, key, *session in rows]
@@ -987,11 +1407,15 @@ class PostgresStore:
         return [row[0] for row in rows]
 
     def browser_events(
-        self, *, session_id: str | None = None, event_id: str | None = None
+        self,
+        *,
+        session_id: str | None = None,
+        event_id: str | None = None,
+        property_id: int | None = None,
     ) -> list[BrowserEvent]:
         query = (
-            "SELECT session_id, event, event_id, at, page_url, pixel_status, platform"
-            " FROM browser_events WHERE TRUE"
+            "SELECT session_id, event, event_id, at, page_url, pixel_status, platform,"
+            " property_id FROM browser_events WHERE TRUE"
         )
         params: list[object] = []
         if session_id is not None:
@@ -1000,6 +1424,9 @@ class PostgresStore:
         if event_id is not None:
             query += " AND event_id = %s"
             params.append(event_id)
+        if property_id is not None:
+            query += " AND property_id = %s"
+            params.append(property_id)
         with self._pool.connection() as conn:
             rows = conn.execute(query + " ORDER BY at, id", params).fetchall()
         return [BrowserEvent(*row) for row in rows]
@@ -1025,6 +1452,7 @@ class PostgresStore:
             conn.execute(
                 _UPSERT_ROLLUPS,
                 (
+                    [r.property_id for r in rollups],
                     [r.day for r in rollups],
                     [r.browser_family for r in rollups],
                     [r.os for r in rollups],
@@ -1111,14 +1539,20 @@ class PostgresStore:
             )
             return rejections.rowcount, audit.rowcount
 
-    def session_rollups(self) -> list[SessionRollup]:
+    def session_rollups(self, property_id: int | None = None) -> list[SessionRollup]:
+        query = (
+            "SELECT day, browser_family, os, os_version_major, load_bucket, pixel_status,"
+            " had_ttclid, sessions, had_google_click, property_id FROM session_rollups"
+        )
+        params: tuple[object, ...] = ()
+        if property_id is not None:
+            query, params = query + " WHERE property_id = %s", (property_id,)
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT day, browser_family, os, os_version_major, load_bucket, pixel_status,"
-                " had_ttclid, sessions, had_google_click FROM session_rollups"
-            ).fetchall()
+            rows = conn.execute(query, params).fetchall()
         found = [
-            SessionRollup(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7]), bool(r[8]))
+            SessionRollup(
+                r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7]), bool(r[8]), int(r[9])
+            )
             for r in rows
         ]
         return sorted(found, key=lambda r: r.key)
@@ -1133,59 +1567,66 @@ class PostgresStore:
             rows = conn.execute(query, tuple(params)).fetchall()
         return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
 
-    def gap_rows(self, start: int, end: int) -> list[GapRow]:
+    def gap_rows(self, start: int, end: int, property_id: int | None = None) -> list[GapRow]:
+        query, scope = gap_query(property_id)
         with self._pool.connection() as conn:
-            rows = conn.execute(_GAP_ROWS, (start, end)).fetchall()
+            rows = conn.execute(query.replace("?", "%s"), (start, end, *scope)).fetchall()
         return [gap_row(r) for r in rows]
 
-    def set_pixel_counts(self, rows: Sequence[tuple[str, str, int]], now: float) -> int:
+    def set_pixel_counts(
+        self,
+        rows: Sequence[tuple[str, str, int]],
+        now: float,
+        property_id: int = DEFAULT_PROPERTY,
+    ) -> int:
         with self._pool.connection() as conn, conn.cursor() as cursor:  # one transaction
             cursor.executemany(
-                "INSERT INTO pixel_counts (day, event, count, imported_at)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (day, event) DO UPDATE"
+                "INSERT INTO pixel_counts (day, event, count, imported_at, property_id)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (property_id, day, event) DO UPDATE"
                 " SET count = excluded.count, imported_at = excluded.imported_at",
-                [(day, event, count, now) for day, event, count in rows],
+                [(day, event, count, now, property_id) for day, event, count in rows],
             )
         return len(rows)
 
-    def pixel_counts(self, start_day: str, end_day: str, event: str) -> dict[str, int]:
+    def pixel_counts(
+        self, start_day: str, end_day: str, event: str, property_id: int | None = None
+    ) -> dict[str, int]:
+        query = (
+            "SELECT day, SUM(count) FROM pixel_counts WHERE event = %s AND day >= %s AND day <= %s"
+        )
+        params: list[object] = [event, start_day, end_day]
+        if property_id is not None:
+            query += " AND property_id = %s"
+            params.append(property_id)
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT day, count FROM pixel_counts"
-                " WHERE event = %s AND day >= %s AND day <= %s ORDER BY day",
-                (event, start_day, end_day),
-            ).fetchall()
+            rows = conn.execute(query + " GROUP BY day ORDER BY day", params).fetchall()
         return {str(day): int(count) for day, count in rows}
-
-
-#: the gap report's query in psycopg's placeholder style
-_GAP_ROWS: Final = GAP_ROWS_SQL.replace("?", "%s")
 
 
 # -- sources and ledger: helpers ------------------------------------------------------------------
 _ORDER_COLUMNS: Final = (
     "source, order_id, order_time, value, currency, event, event_id, session_id,"
-    " attributed_tiktok, evidence, recorded_at"
+    " attributed_tiktok, evidence, recorded_at, property_id"
 )
 
 # One statement for a whole batch (arrays, like _INSERT_BATCH); RETURNING names the new keys.
 _INSERT_LEDGER: Final = """
 INSERT INTO orders (source, order_id, order_time, value, currency, event, event_id, session_id,
-                    attributed_tiktok, evidence, recorded_at)
+                    attributed_tiktok, evidence, recorded_at, property_id)
 SELECT t.source, t.order_id, t.order_time, t.value, t.currency, t.event, t.event_id,
-       t.session_id, t.attributed_tiktok, t.evidence, %b
+       t.session_id, t.attributed_tiktok, t.evidence, %b, t.property_id
 FROM unnest(%b::text[], %b::text[], %b::int8[], %b::float8[], %b::text[], %b::text[],
-            %b::text[], %b::text[], %b::int4[], %b::bytea[]) WITH ORDINALITY
+            %b::text[], %b::text[], %b::int4[], %b::bytea[], %b::int8[]) WITH ORDINALITY
      AS t(source, order_id, order_time, value, currency, event, event_id, session_id,
-          attributed_tiktok, evidence, ord)
-ORDER BY t.source COLLATE "C", t.order_id COLLATE "C"
-ON CONFLICT (source, order_id) DO UPDATE SET
+          attributed_tiktok, evidence, property_id, ord)
+ORDER BY t.property_id, t.source COLLATE "C", t.order_id COLLATE "C"
+ON CONFLICT (property_id, source, order_id) DO UPDATE SET
     order_time = excluded.order_time, value = excluded.value, currency = excluded.currency,
     event = excluded.event, event_id = excluded.event_id, session_id = excluded.session_id,
     attributed_tiktok = excluded.attributed_tiktok, evidence = excluded.evidence
     -- a row recorded without a conversion is completed by the first row that has one
     WHERE orders.event_id IS NULL AND excluded.event_id IS NOT NULL
-RETURNING source, order_id
+RETURNING property_id, source, order_id
 """
 
 
@@ -1207,9 +1648,9 @@ def _insert_ledger(
     """
     if not entries:
         return []
-    first: dict[tuple[str, str], int] = {}
+    first: dict[tuple[int, str, str], int] = {}
     for index, e in enumerate(entries):
-        first.setdefault((e.source, e.order_id), index)
+        first.setdefault((e.property_id, e.source, e.order_id), index)
     unique = [entries[i] for i in first.values()]
     params = (
         now,
@@ -1223,10 +1664,11 @@ def _insert_ledger(
         [e.session_id for e in unique],
         [int(e.attributed_tiktok) for e in unique],
         [e.evidence for e in unique],
+        [e.property_id for e in unique],
     )
-    new = {(src, oid) for src, oid in conn.execute(_INSERT_LEDGER, params)}
+    new = {(int(p), src, oid) for p, src, oid in conn.execute(_INSERT_LEDGER, params)}
     return [
-        (e.source, e.order_id) in new and first[(e.source, e.order_id)] == index
+        (key := (e.property_id, e.source, e.order_id)) in new and first[key] == index
         for index, e in enumerate(entries)
     ]
 
@@ -1239,9 +1681,10 @@ _UPSERT_SESSION: Final = (
     "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid, ttp, fbclid,"
     " fbp, fbc, ga_client_id, gclid, gbraid, wbraid, utm_source, utm_medium, utm_campaign,"
     " utm_content, utm_term, landing_url, referrer, last_url, ip, user_agent, browser,"
-    " browser_version, os, os_version, load_time_ms, pixel_status, page_views, ids)"
+    " browser_version, os, os_version, load_time_ms, pixel_status, page_views, ids,"
+    " property_id)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+    " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)"
     " ON CONFLICT (session_id) DO UPDATE SET"
     " first_seen = LEAST(landing_sessions.first_seen, excluded.first_seen),"
     " last_seen = GREATEST(landing_sessions.last_seen, excluded.last_seen),"
@@ -1283,15 +1726,20 @@ _UPSERT_SESSION: Final = (
     " ELSE 0 END)"
     " THEN excluded.pixel_status ELSE landing_sessions.pixel_status END,"
     " page_views = landing_sessions.page_views + excluded.page_views"
+    " WHERE landing_sessions.property_id = excluded.property_id"
 )
 
 #: the api_keys columns, in KeyRecord's order
-_KEY_COLUMNS: Final = "id, name, scope, prefix, created_at, revoked_at, allow_null_origin"
+_KEY_COLUMNS: Final = (
+    "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, role, property_id"
+)
 
 
 def _key_record(row: Sequence[Any]) -> KeyRecord:
-    key_id, name, scope, prefix, created_at, revoked_at, allow_null = row
-    return KeyRecord(key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null))
+    key_id, name, scope, prefix, created_at, revoked_at, allow_null, role, property_id = row
+    return KeyRecord(
+        key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), role, property_id
+    )
 
 
 _SESSION_SELECT: Final = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
@@ -1303,12 +1751,12 @@ SELECT 'session_id'::text, s.session_id, {_SESSION_SELECT}
 FROM landing_sessions s WHERE s.session_id = ANY(%s::text[])
 UNION ALL
 (SELECT DISTINCT ON (s.ttclid) 'ttclid'::text, s.ttclid, {_SESSION_SELECT}
- FROM landing_sessions s WHERE s.ttclid = ANY(%s::text[])
+ FROM landing_sessions s WHERE s.ttclid = ANY(%s::text[]) AND s.property_id = %s
  ORDER BY s.ttclid, s.last_seen DESC)
 UNION ALL
 (SELECT DISTINCT ON (e.email_hash) 'email'::text, e.email_hash, {_SESSION_SELECT}
  FROM session_emails e JOIN landing_sessions s ON s.session_id = e.session_id
- WHERE e.email_hash = ANY(%s::text[])
+ WHERE e.email_hash = ANY(%s::text[]) AND s.property_id = %s
  ORDER BY e.email_hash, s.last_seen DESC)
 """  # noqa: S608 - constant column list
 
@@ -1325,17 +1773,38 @@ WITH victims AS (
 )
 DELETE FROM landing_sessions AS s USING victims AS v WHERE s.session_id = v.session_id
 RETURNING s.session_id, s.first_seen, s.browser, s.os, s.os_version, s.load_time_ms,
-          s.pixel_status, s.ttclid IS NOT NULL, {HAD_GOOGLE_CLICK}
+          s.pixel_status, s.ttclid IS NOT NULL, {HAD_GOOGLE_CLICK}, s.property_id
 """  # noqa: S608 - a constant expression
 
 # Upsert-add; the rows arrive sorted by key (rollup_sessions), so concurrent purges lock
 # rollup rows in the same order and cannot deadlock.
 _UPSERT_ROLLUPS: Final = """
-INSERT INTO session_rollups (day, browser_family, os, os_version_major, load_bucket,
-                             pixel_status, had_ttclid, had_google_click, sessions)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                     %s::int4[], %s::int4[], %s::int8[])
-ON CONFLICT (day, browser_family, os, os_version_major, load_bucket, pixel_status, had_ttclid,
-             had_google_click)
+INSERT INTO session_rollups (property_id, day, browser_family, os, os_version_major,
+                             load_bucket, pixel_status, had_ttclid, had_google_click, sessions)
+SELECT * FROM unnest(%s::int8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                     %s::text[], %s::int4[], %s::int4[], %s::int8[])
+ON CONFLICT (property_id, day, browser_family, os, os_version_major, load_bucket, pixel_status,
+             had_ttclid, had_google_click)
 DO UPDATE SET sessions = session_rollups.sessions + excluded.sessions
 """
+
+
+def _ensure_connections(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    destinations: Sequence[str],
+    now: float,
+    property_id: int | None,
+) -> int:
+    """Store.ensure_connections inside the caller's transaction."""
+    added = 0
+    scope = "" if property_id is None else " AND p.id = %s"
+    for destination in destinations:
+        added += conn.execute(
+            "INSERT INTO connections (destination, pixel, updated_at, property_id, label)"  # noqa: S608
+            f" SELECT %s, '', %s, p.id, %s FROM properties p WHERE NOT EXISTS"
+            " (SELECT 1 FROM connections c WHERE c.property_id = p.id AND c.destination = %s)"
+            f"{scope} ORDER BY p.id ON CONFLICT (property_id, label) DO NOTHING",
+            [destination, now, destination, destination]
+            + ([] if property_id is None else [property_id]),
+        ).rowcount
+    return added

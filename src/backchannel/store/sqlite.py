@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -21,13 +22,17 @@ import orjson
 
 from backchannel.store import inuse
 from backchannel.store.base import (
+    BINDING_KINDS,
+    CONNECTION_COLUMNS,
     DEAD,
+    DEFAULT_PROPERTY,
     DELIVERED,
     EXPIRED,
-    GAP_ROWS_SQL,
+    FORGET_CONNECTION,
     HAD_GOOGLE_CLICK,
     IN_FLIGHT,
     LIVE_STATUSES,
+    MEMBER_COLUMNS,
     PENDING,
     PURGED_IP_ACTOR,
     SESSION_COLUMNS,
@@ -35,26 +40,38 @@ from backchannel.store.base import (
     BrowserEvent,
     Claimed,
     Connection,
+    ConnectionKey,
     Dead,
     DeliveryRow,
+    ForeignSession,
     GapRow,
+    Grant,
     KeyRecord,
     LandingSession,
     LedgerEntry,
+    Member,
     NewConversion,
     OrderRow,
+    Property,
     PurgeCounts,
     Rejection,
     RetentionBacklog,
     SessionMatch,
     SessionRollup,
     SessionUpdate,
-    connection_settings,
+    UnknownConnection,
+    connection_row,
+    foreign_sessions,
+    gap_query,
     gap_row,
+    members_from_rows,
     new_lease_token,
+    properties_from_rows,
+    qualified_sql,
     rollup_sessions,
     scrub_payload,
     scrub_sent_body,
+    session_owners,
 )
 from backchannel.store.migrations import load, statements
 
@@ -79,6 +96,34 @@ def path_from_url(url: str) -> str:
     if not rest:
         raise ValueError("sqlite URL without a path (use sqlite:///backchannel.db)")
     return rest
+
+
+#: ``-- rebuilds: table(col, col, ...)``: a migration's declaration that it rebuilds ``table``
+#: copying exactly those columns (SQLite cannot change a key in place)
+REBUILDS = re.compile(r"^--\s*rebuilds:\s*(\w+)\(([^)]*)\)\s*$", re.MULTILINE)
+
+
+def rebuilt_tables(sql: str) -> dict[str, set[str]]:
+    """The tables a migration declares it rebuilds, with the columns it copies."""
+    return {
+        table: {c.strip() for c in columns.split(",") if c.strip()}
+        for table, columns in REBUILDS.findall(sql)
+    }
+
+
+def check_rebuilds(db: sqlite3.Connection, version: int, sql: str) -> None:
+    """Refuse a rebuild that would drop a column (one a later migration added to a store that
+    got that one first: a development build's), naming it, instead of losing its data."""
+    for table, copied in rebuilt_tables(sql).items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        extra = sorted(present - copied)
+        if extra:
+            raise RuntimeError(
+                f"schema: migration {version:04d} rebuilds {table} and would drop its"
+                f" column(s) {', '.join(extra)} (added by a later migration this database got"
+                " first, from a development build): restore a backup taken before that build,"
+                " or export what you need and start a new store"
+            )
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -108,6 +153,10 @@ class SqliteStore:
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT}")
         self._db = db
         self._lock = threading.Lock()
+        #: connection id -> (property, label, destination), and (property, label) -> id: rows
+        #: are never deleted nor relabelled, so a miss only means "added since"; reloaded then
+        self._connection_keys: dict[int, tuple[int, str, str]] = {}
+        self._connection_ids: dict[tuple[int, str], int] = {}
         self.migrate()
         # Reads get their own connection: under WAL they never wait for the writer's commit.
         self._reader = sqlite3.connect(
@@ -164,6 +213,7 @@ class SqliteStore:
                 for version, sql in migrations():
                     if version in done:
                         continue
+                    check_rebuilds(db, version, sql)
                     for statement in statements(sql):
                         db.execute(statement)
                     db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
@@ -207,10 +257,10 @@ class SqliteStore:
             insert = (
                 "INSERT OR IGNORE INTO conversions (event, event_id, event_time, received_at,"
                 " origin, order_id, session_id, test_event_code, payload, warnings,"
-                " stitched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " stitched, property_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )
-            outbox_rows: list[tuple[int, str, float, float]] = []
-            dead_rows: list[tuple[int, str, str, float, float, str, float]] = []
+            outbox_rows: list[tuple[int, int, str, float, float]] = []
+            dead_rows: list[tuple[int, int, str, str, float, float, str, float]] = []
             for item in items:
                 cursor = db.execute(
                     insert,
@@ -226,36 +276,75 @@ class SqliteStore:
                         item.payload,
                         item.warnings,
                         item.stitched,
+                        item.property_id,
                     ),
                 )
                 if cursor.rowcount == 1:
                     conversion_id = cursor.lastrowid
                     assert conversion_id is not None
-                    outbox_rows.extend((conversion_id, d, now, now) for d in item.destinations)
-                    dead_rows.extend(
-                        (conversion_id, d, DEAD, now, now, reason, now)
-                        for d, reason in item.refused.items()
-                    )
+                    for key in item.connections:
+                        target, destination = self._connection_ref(db, key, item.property_id)
+                        outbox_rows.append((conversion_id, target, destination, now, now))
+                    for key, reason in item.refused.items():
+                        target, destination = self._connection_ref(db, key, item.property_id)
+                        dead_rows.append(
+                            (conversion_id, target, destination, DEAD, now, now, reason, now)
+                        )
                     results.append(True)
                 else:
                     results.append(False)
             db.executemany(
-                "INSERT INTO outbox (conversion_id, destination, due_at, created_at)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO outbox (conversion_id, connection_id, destination, due_at,"
+                " created_at) VALUES (?, ?, ?, ?, ?)",
                 outbox_rows,
             )
-            if dead_rows:  # destinations that cannot take it: dead at once, reason kept
+            if dead_rows:  # connections that cannot take it: dead at once, reason kept
                 db.executemany(
-                    "INSERT INTO outbox (conversion_id, destination, status, due_at, created_at,"
-                    " last_error, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO outbox (conversion_id, connection_id, destination, status,"
+                    " due_at, created_at, last_error, failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     dead_rows,
                 )
             # sources and ledger: order-ledger rows commit with their conversions
             _insert_ledger(db, [i.ledger for i in items if i.ledger is not None], now)
         return results
 
+    def _load_connection_keys(self, db: sqlite3.Connection) -> None:
+        rows = db.execute("SELECT id, property_id, label, destination FROM connections").fetchall()
+        self._connection_keys = {int(i): (int(p), str(lb), str(d)) for i, p, lb, d in rows}
+        self._connection_ids = {(p, lb): i for i, (p, lb, _) in self._connection_keys.items()}
+
+    def _connection_ref(
+        self, db: sqlite3.Connection, key: ConnectionKey, property_id: int | None
+    ) -> tuple[int, str]:
+        """(id, destination) of a connection named by id or by label in ``property_id``
+        (the default property when None); an id must belong to ``property_id`` when given."""
+        for attempt in (0, 1):
+            if attempt:
+                self._load_connection_keys(db)
+            if isinstance(key, int) and not isinstance(key, bool):
+                found = self._connection_keys.get(key)
+                if found is not None:
+                    if property_id is not None and found[0] != property_id:
+                        raise UnknownConnection(
+                            f"connection {key} belongs to another property than {property_id}"
+                        )
+                    return key, found[2]
+            elif isinstance(key, str):
+                owner = DEFAULT_PROPERTY if property_id is None else property_id
+                connection_id = self._connection_ids.get((owner, key))
+                if connection_id is not None:
+                    return connection_id, self._connection_keys[connection_id][2]
+        raise UnknownConnection(f"no connection {key!r} in property {property_id}")
+
+    def _resolve(self, key: ConnectionKey, property_id: int | None = None) -> tuple[int, str]:
+        """:meth:`_connection_ref` outside a write (on the reader connection)."""
+        with self._read_lock:
+            return self._connection_ref(self._reader, key, property_id)
+
     # -- delivery -------------------------------------------------------------------------------
-    def claim(self, destination: str, limit: int, now: float, lease: float) -> list[Claimed]:
+    def claim(
+        self, connection: ConnectionKey, limit: int, now: float, lease: float
+    ) -> list[Claimed]:
         """Expired leases first (a dead worker's rows), then due rows, oldest first.
 
         Two indexed lookups rather than one ``OR``: with the OR, SQLite scanned every row of
@@ -264,17 +353,19 @@ class SqliteStore:
         select = (
             "SELECT o.id, o.conversion_id, o.attempts + 1, c.payload FROM outbox o"
             " JOIN conversions c ON c.id = o.conversion_id"
-            " WHERE o.destination = ? AND o.status = ? AND {cond} ORDER BY o.{order}, o.id LIMIT ?"
+            " WHERE o.connection_id = ? AND o.status = ? AND {cond}"
+            " ORDER BY o.{order}, o.id LIMIT ?"
         )
         with self._write() as db:
+            target, _ = self._connection_ref(db, connection, None)
             rows = db.execute(
                 select.format(cond="o.lease_until < ?", order="lease_until"),
-                (destination, IN_FLIGHT, now, limit),
+                (target, IN_FLIGHT, now, limit),
             ).fetchall()
             if len(rows) < limit:
                 rows += db.execute(
                     select.format(cond="o.due_at <= ?", order="due_at"),
-                    (destination, PENDING, now, limit - len(rows)),
+                    (target, PENDING, now, limit - len(rows)),
                 ).fetchall()
             if not rows:
                 return []
@@ -419,22 +510,30 @@ class SqliteStore:
             lease,
         )
 
-    def enqueue(self, destination: str, conversion_ids: Sequence[int], now: float) -> int:
+    def enqueue(self, connection: ConnectionKey, conversion_ids: Sequence[int], now: float) -> int:
         added = 0
         with self._write() as db:
+            target, destination = self._connection_ref(db, connection, None)
+            owner = self._connection_keys[target][0]
             for start in range(0, len(conversion_ids), 500):
                 chunk = list(conversion_ids[start : start + 500])
                 marks = ",".join("?" * len(chunk))
                 added += db.execute(
-                    "INSERT INTO outbox (conversion_id, destination, due_at, created_at)"  # noqa: S608
-                    f" SELECT id, ?, ?, ? FROM conversions WHERE id IN ({marks})"
-                    " ON CONFLICT (conversion_id, destination) DO NOTHING",
-                    [destination, now, now, *chunk],
+                    "INSERT INTO outbox (conversion_id, connection_id, destination, due_at,"  # noqa: S608
+                    f" created_at) SELECT id, ?, ?, ?, ? FROM conversions WHERE id IN ({marks})"
+                    " AND property_id = ? ON CONFLICT (conversion_id, connection_id) DO NOTHING",
+                    [target, destination, now, now, *chunk, owner],
                 ).rowcount
         return added
 
     def replay(
-        self, now: float, *, event_id: str | None = None, destination: str | None = None
+        self,
+        now: float,
+        *,
+        event_id: str | None = None,
+        destination: str | None = None,
+        property_id: int | None = None,
+        connection: ConnectionKey | None = None,
     ) -> int:
         query = (
             "UPDATE outbox SET status = ?, due_at = ?, attempts = 0, lease_until = NULL"
@@ -442,12 +541,22 @@ class SqliteStore:
         )
         params: list[object] = [PENDING, now, DEAD]
         if event_id is not None:
-            query += " AND conversion_id IN (SELECT id FROM conversions WHERE event_id = ?)"
+            query += " AND conversion_id IN (SELECT id FROM conversions WHERE event_id = ?"
             params.append(event_id)
+            if property_id is not None:
+                query += " AND property_id = ?"
+                params.append(property_id)
+            query += ")"
         if destination is not None:
             query += " AND destination = ?"
             params.append(destination)
+        if property_id is not None:
+            query += " AND connection_id IN (SELECT id FROM connections WHERE property_id = ?)"
+            params.append(property_id)
         with self._write() as db:
+            if connection is not None:
+                query += " AND connection_id = ?"
+                params.append(self._connection_ref(db, connection, property_id)[0])
             return db.execute(query, params).rowcount
 
     def wake_hint(self) -> int:
@@ -456,29 +565,146 @@ class SqliteStore:
         return int(row[0])
 
     # -- reading --------------------------------------------------------------------------------
-    def outbox_counts(self) -> dict[str, dict[str, int]]:
+    def connection_counts(self, property_id: int | None = None) -> dict[int, dict[str, int]]:
+        # per connection: the outbox_due index covers it (no table read)
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT destination, status, COUNT(*) FROM outbox GROUP BY destination, status"
+                "SELECT connection_id, status, COUNT(*) FROM outbox GROUP BY connection_id, status"
             ).fetchall()
-        counts: dict[str, dict[str, int]] = {}
-        for destination, status, n in rows:
-            counts.setdefault(destination, {})[status] = n
+            if any(int(c) not in self._connection_keys for c, _, _ in rows):
+                self._load_connection_keys(self._reader)
+        counts: dict[int, dict[str, int]] = {}
+        for connection_id, status, n in rows:
+            owner = self._connection_keys.get(int(connection_id), (None,))[0]
+            if property_id is None or owner == property_id:
+                counts.setdefault(int(connection_id), {})[status] = n
         return counts
 
-    def deliveries(self, event_id: str) -> list[DeliveryRow]:
+    def outbox_counts(self, property_id: int | None = None) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for connection_id, statuses in self.connection_counts(property_id).items():
+            destination = self._connection_keys[connection_id][2]
+            into = counts.setdefault(destination, {})
+            for status, n in statuses.items():
+                into[status] = into.get(status, 0) + n
+        return counts
+
+    def deliveries(self, event_id: str, property_id: int | None = None) -> list[DeliveryRow]:
+        query = (
+            "SELECT c.event, c.event_id, o.destination, o.status, o.attempts, o.last_error,"
+            " o.platform_ref, o.delivered_at, k.label FROM outbox o JOIN conversions c"
+            " ON c.id = o.conversion_id JOIN connections k ON k.id = o.connection_id"
+            " WHERE c.event_id = ?"
+        )
+        params: list[object] = [event_id]
+        if property_id is not None:
+            query += " AND c.property_id = ?"
+            params.append(property_id)
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT c.event, c.event_id, o.destination, o.status, o.attempts, o.last_error,"
-                " o.platform_ref, o.delivered_at FROM outbox o JOIN conversions c"
-                " ON c.id = o.conversion_id WHERE c.event_id = ? ORDER BY c.event, o.destination",
-                (event_id,),
+                query + " ORDER BY c.event, o.destination, k.label", params
             ).fetchall()
         return [DeliveryRow(*row) for row in rows]
 
-    def conversion_count(self) -> int:
+    def conversion_count(self, property_id: int | None = None) -> int:
+        query = "SELECT COUNT(*) FROM conversions"
+        params: tuple[int, ...] = ()
+        if property_id is not None:
+            query, params = query + " WHERE property_id = ?", (property_id,)
         with self._read_lock:
-            return int(self._reader.execute("SELECT COUNT(*) FROM conversions").fetchone()[0])
+            return int(self._reader.execute(query, params).fetchone()[0])
+
+    # -- properties -----------------------------------------------------------------------------
+    def create_property(
+        self,
+        name: str,
+        now: float,
+        *,
+        default_region: str | None = None,
+        tiktok_utm_sources: str | None = None,
+        destinations: Sequence[str] = (),
+    ) -> int | None:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO properties (name, default_region, tiktok_utm_sources, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, default_region, tiktok_utm_sources, now),
+            )
+            if cursor.rowcount != 1:
+                return None
+            property_id = cursor.lastrowid
+            assert property_id is not None
+            _ensure_connections(db, destinations, now, property_id)
+        return property_id
+
+    def properties(self) -> list[Property]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT id, name, created_at, default_region, tiktok_utm_sources"
+                " FROM properties ORDER BY id"
+            ).fetchall()
+            bindings = self._reader.execute(
+                "SELECT kind, value, property_id FROM property_bindings ORDER BY kind, value"
+            ).fetchall()
+        return properties_from_rows(rows, bindings)
+
+    def get_property(self, name_or_id: str | int) -> Property | None:
+        column = "id" if isinstance(name_or_id, int) else "name"
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT id, name, created_at, default_region, tiktok_utm_sources"  # noqa: S608
+                f" FROM properties WHERE {column} = ?",
+                (name_or_id,),
+            ).fetchall()
+            if not rows:
+                return None
+            bindings = self._reader.execute(
+                "SELECT kind, value, property_id FROM property_bindings WHERE property_id = ?"
+                " ORDER BY kind, value",
+                (rows[0][0],),
+            ).fetchall()
+        return properties_from_rows(rows, bindings)[0]
+
+    def update_property(
+        self, property_id: int, *, default_region: str | None, tiktok_utm_sources: str | None
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE properties SET default_region = ?, tiktok_utm_sources = ? WHERE id = ?",
+                (default_region, tiktok_utm_sources, property_id),
+            )
+
+    def bind(self, property_id: int, kind: str, value: str) -> int:
+        if kind not in BINDING_KINDS:
+            raise ValueError(f"kind: must be one of {', '.join(BINDING_KINDS)}")
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO property_bindings (kind, value, property_id) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind, value) DO NOTHING",
+                (kind, value, property_id),
+            )
+            row = db.execute(
+                "SELECT property_id FROM property_bindings WHERE kind = ? AND value = ?",
+                (kind, value),
+            ).fetchone()
+        return int(row[0])
+
+    def unbind(self, property_id: int, kind: str, value: str | None = None) -> int:
+        query = "DELETE FROM property_bindings WHERE property_id = ? AND kind = ?"
+        params: list[object] = [property_id, kind]
+        if value is not None:
+            query += " AND value = ?"
+            params.append(value)
+        with self._write() as db:
+            return db.execute(query, params).rowcount
+
+    def bound_property(self, kind: str, value: str) -> int | None:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT property_id FROM property_bindings WHERE kind = ? AND value = ?",
+                (kind, value),
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     # -- keys and connections -------------------------------------------------------------------
     def add_key(
@@ -488,14 +714,25 @@ class SqliteStore:
         prefix: str,
         key_hash: str,
         now: float,
+        property_id: int | None = DEFAULT_PROPERTY,
         *,
         allow_null_origin: bool = False,
+        role: str | None = None,
     ) -> int:
         with self._write() as db:
             cursor = db.execute(
                 "INSERT INTO api_keys (name, scope, prefix, key_hash, created_at,"
-                " allow_null_origin) VALUES (?, ?, ?, ?, ?, ?)",
-                (name, scope, prefix, key_hash, now, 1 if allow_null_origin else 0),
+                " allow_null_origin, role, property_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    scope,
+                    prefix,
+                    key_hash,
+                    now,
+                    1 if allow_null_origin else 0,
+                    role,
+                    property_id,
+                ),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -508,32 +745,40 @@ class SqliteStore:
             ).fetchone()
         return _key_record(row) if row else None
 
-    def list_keys(self) -> list[KeyRecord]:
+    def list_keys(self, property_id: int | None = None) -> list[KeyRecord]:
+        query = f"SELECT {_KEY_COLUMNS} FROM api_keys"  # noqa: S608 - constant columns
+        params: tuple[object, ...] = ()
+        if property_id is not None:
+            query, params = query + " WHERE property_id = ?", (property_id,)
         with self._read_lock:
-            rows = self._reader.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY id"  # noqa: S608
-            ).fetchall()
+            rows = self._reader.execute(query + " ORDER BY id", params).fetchall()
         return [_key_record(row) for row in rows]
 
-    def revoke_key(self, name_or_prefix: str, now: float) -> int:
+    def revoke_key(self, name_or_prefix: str, now: float, property_id: int | None = None) -> int:
+        query = (
+            "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL"
+            " AND (name = ? OR prefix = ?)"
+        )
+        params: list[object] = [now, name_or_prefix, name_or_prefix]
+        if property_id is not None:
+            query += " AND property_id = ?"
+            params.append(property_id)
         with self._write() as db:
-            return db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL"
-                " AND (name = ? OR prefix = ?)",
-                (now, name_or_prefix, name_or_prefix),
-            ).rowcount
+            return db.execute(query, params).rowcount
 
-    def set_connection(self, connection: Connection) -> None:
+    def set_connection(self, connection: Connection) -> int:
         c = connection
+        label = c.label or c.destination
         with self._write() as db:
             db.execute(
                 "INSERT INTO connections (destination, pixel, token_encrypted, token_last4,"
-                " test_event_code, updated_at, settings, secrets_encrypted)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (destination) DO UPDATE SET pixel = excluded.pixel,"
+                " test_event_code, updated_at, settings, secrets_encrypted, property_id, label)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (property_id, label) DO UPDATE SET pixel = excluded.pixel,"
                 " token_encrypted = excluded.token_encrypted, token_last4 = excluded.token_last4,"
                 " test_event_code = excluded.test_event_code, updated_at = excluded.updated_at,"
-                " settings = excluded.settings, secrets_encrypted = excluded.secrets_encrypted",
+                " settings = excluded.settings, secrets_encrypted = excluded.secrets_encrypted"
+                " WHERE connections.destination = excluded.destination",
                 (
                     c.destination,
                     c.pixel,
@@ -543,52 +788,87 @@ class SqliteStore:
                     c.updated_at,
                     orjson.dumps(c.settings).decode() if c.settings else None,
                     c.secrets_encrypted,
+                    c.property_id,
+                    label,
                 ),
             )
-
-    def get_connection(self, destination: str) -> Connection | None:
-        with self._read_lock:
-            row = self._reader.execute(
-                "SELECT destination, pixel, token_encrypted, token_last4, test_event_code,"
-                " updated_at, settings, secrets_encrypted FROM connections WHERE destination = ?",
-                (destination,),
+            row = db.execute(
+                "SELECT id, destination FROM connections WHERE property_id = ? AND label = ?",
+                (c.property_id, label),
             ).fetchone()
-        if row is None:
-            return None
-        destination, pixel, token, last4, test_code, updated_at, settings, secrets = row
-        return Connection(
-            destination,
-            pixel,
-            token,
-            last4,
-            test_code,
-            updated_at,
-            connection_settings(settings),
-            secrets,
-        )
+            if row[1] != c.destination:
+                raise ValueError(f"label: {label!r} is already a {row[1]} connection")
+        return int(row[0])
 
-    def delete_connection(self, destination: str) -> bool:
+    def _connections(self, where: str, params: Sequence[object]) -> list[Connection]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT {CONNECTION_COLUMNS} FROM connections{where}",  # noqa: S608
+                params,
+            ).fetchall()
+        return [connection_row(row) for row in rows]
+
+    def get_connection(self, label: str, property_id: int = DEFAULT_PROPERTY) -> Connection | None:
+        found = self._connections(" WHERE property_id = ? AND label = ?", (property_id, label))
+        return found[0] if found else None
+
+    def connection(self, connection_id: int) -> Connection | None:
+        found = self._connections(" WHERE id = ?", (connection_id,))
+        return found[0] if found else None
+
+    def list_connections(self, property_id: int | None = None) -> list[Connection]:
+        if property_id is None:
+            return self._connections(" ORDER BY property_id, id", ())
+        return self._connections(" WHERE property_id = ? ORDER BY id", (property_id,))
+
+    def delete_connection(self, label: str, property_id: int = DEFAULT_PROPERTY) -> bool:
         with self._write() as db:
             return (
-                db.execute("DELETE FROM connections WHERE destination = ?", (destination,)).rowcount
+                db.execute(
+                    f"UPDATE connections SET {FORGET_CONNECTION}"  # noqa: S608
+                    " WHERE property_id = ? AND label = ?",
+                    (property_id, label),
+                ).rowcount
                 == 1
+            )
+
+    def ensure_connections(
+        self, destinations: Sequence[str], now: float, property_id: int | None = None
+    ) -> int:
+        with self._write() as db:
+            return _ensure_connections(db, destinations, now, property_id)
+
+    def set_routes(self, connection: ConnectionKey, events: str | None) -> None:
+        with self._write() as db:
+            target, _ = self._connection_ref(db, connection, None)
+            db.execute("UPDATE connections SET routes = ? WHERE id = ?", (events, target))
+
+    def set_suspension(self, connection: ConnectionKey, record: str | None) -> None:
+        with self._write() as db:
+            target, _ = self._connection_ref(db, connection, None)
+            db.execute(
+                "UPDATE connections SET suspension = ? WHERE id = ?", (record or None, target)
             )
 
     def all_token_ciphertexts(self) -> list[tuple[str, bytes]]:
         with self._read_lock:
             return [
-                (d, t)
-                for d, t in self._reader.execute(
-                    "SELECT destination, token_encrypted FROM connections"
-                    " WHERE token_encrypted IS NOT NULL"
+                (name, bytes(t))
+                for name, t in self._reader.execute(
+                    f"SELECT {qualified_sql('c.label')}, c.token_encrypted FROM connections c"  # noqa: S608
+                    " JOIN properties p ON p.id = c.property_id"
+                    " WHERE c.token_encrypted IS NOT NULL ORDER BY c.property_id, c.label"
                 )
             ]
 
-    def audit(self, now: float, actor: str, action: str, detail: str) -> None:
+    def audit(
+        self, now: float, actor: str, action: str, detail: str, property_id: int | None = None
+    ) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT INTO audit_log (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-                (now, actor, action, detail),
+                "INSERT INTO audit_log (at, actor, action, detail, property_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (now, actor, action, detail, property_id),
             )
 
     # -- hardening: readiness, admin access, key rotation ------------------------------------
@@ -618,16 +898,16 @@ class SqliteStore:
         with self._write() as db:
             db.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (s.created_at,))
             db.execute(
-                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?)",
-                (s.token_hash, s.csrf_token, s.created_at, s.expires_at),
+                "INSERT INTO admin_sessions (token_hash, csrf_token, created_at, expires_at,"
+                " member_id) VALUES (?, ?, ?, ?, ?)",
+                (s.token_hash, s.csrf_token, s.created_at, s.expires_at, s.member_id),
             )
 
     def get_admin_session(self, token_hash: str, now: float) -> AdminSession | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT token_hash, csrf_token, created_at, expires_at FROM admin_sessions"
-                " WHERE token_hash = ? AND expires_at > ?",
+                "SELECT token_hash, csrf_token, created_at, expires_at, member_id"
+                " FROM admin_sessions WHERE token_hash = ? AND expires_at > ?",
                 (token_hash, now),
             ).fetchone()
         return AdminSession(*row) if row else None
@@ -645,102 +925,223 @@ class SqliteStore:
         with self._write() as db:
             return db.execute("DELETE FROM admin_sessions").rowcount
 
+    # -- team members ---------------------------------------------------------------------------
+    def add_member(self, name: str, password_hash: str, grant: Grant, now: float) -> int | None:
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id, disabled_at FROM members WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                cursor = db.execute(
+                    "INSERT INTO members (name, password_hash, created_at) VALUES (?, ?, ?)",
+                    (name, password_hash, now),
+                )
+                assert cursor.lastrowid is not None
+                member_id = cursor.lastrowid
+            elif row[1] is None:
+                return None
+            else:  # a removed member comes back
+                member_id = int(row[0])
+                db.execute(
+                    "UPDATE members SET password_hash = ?, disabled_at = NULL WHERE id = ?",
+                    (password_hash, member_id),
+                )
+                db.execute("DELETE FROM member_roles WHERE member_id = ?", (member_id,))
+            db.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (?, ?, ?)",
+                (member_id, grant.property_id, grant.role),
+            )
+            return member_id
+
+    def _members(self, where: str, params: Sequence[Any]) -> list[Member]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                f"SELECT {MEMBER_COLUMNS} {where}"
+                " ORDER BY m.name, m.id, r.property_id IS NOT NULL, r.property_id",
+                tuple(params),
+            ).fetchall()
+        return members_from_rows(rows)
+
+    def member_by_name(self, name: str) -> Member | None:
+        found = self._members("WHERE m.name = ?", (name,))
+        return found[0] if found else None
+
+    def member_by_id(self, member_id: int) -> Member | None:
+        found = self._members("WHERE m.id = ?", (member_id,))
+        return found[0] if found else None
+
+    def list_members(self) -> list[Member]:
+        return self._members("", ())
+
+    def set_member_grant(self, member_id: int, grant: Grant) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM member_roles WHERE member_id = ? AND property_id IS ?",
+                (member_id, grant.property_id),
+            )
+            db.execute(
+                "INSERT INTO member_roles (member_id, property_id, role) VALUES (?, ?, ?)",
+                (member_id, grant.property_id, grant.role),
+            )
+
+    def delete_member_grant(self, member_id: int, property_id: int | None) -> bool:
+        with self._write() as db:
+            deleted = db.execute(
+                "DELETE FROM member_roles WHERE member_id = ? AND property_id IS ?",
+                (member_id, property_id),
+            ).rowcount
+        return deleted > 0
+
+    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+        with self._write() as db:
+            db.execute(
+                "UPDATE members SET password_hash = ? WHERE id = ?", (password_hash, member_id)
+            )
+            ended: int = db.execute(
+                "DELETE FROM admin_sessions WHERE member_id = ?", (member_id,)
+            ).rowcount
+        return ended
+
+    def remove_member(self, member_id: int, now: float) -> int:
+        with self._write() as db:
+            db.execute("DELETE FROM member_roles WHERE member_id = ?", (member_id,))
+            db.execute(
+                "UPDATE members SET password_hash = '', disabled_at = ? WHERE id = ?",
+                (now, member_id),
+            )
+            ended: int = db.execute(
+                "DELETE FROM admin_sessions WHERE member_id = ?", (member_id,)
+            ).rowcount
+        return ended
+
     def reencrypt_secrets(self, transform: Callable[[bytes], bytes]) -> int:
         with self._write() as db:
             rows = db.execute(
-                "SELECT destination, token_encrypted FROM connections"
-                " WHERE token_encrypted IS NOT NULL"
+                "SELECT id, token_encrypted FROM connections WHERE token_encrypted IS NOT NULL"
             ).fetchall()
-            for destination, ciphertext in rows:
+            for connection_id, ciphertext in rows:
                 db.execute(
-                    "UPDATE connections SET token_encrypted = ? WHERE destination = ?",
-                    (transform(bytes(ciphertext)), destination),
+                    "UPDATE connections SET token_encrypted = ? WHERE id = ?",
+                    (transform(bytes(ciphertext)), connection_id),
                 )
             extras = db.execute(
-                "SELECT destination, secrets_encrypted FROM connections"
-                " WHERE secrets_encrypted IS NOT NULL"
+                "SELECT id, secrets_encrypted FROM connections WHERE secrets_encrypted IS NOT NULL"
             ).fetchall()
-            for destination, ciphertext in extras:
+            for connection_id, ciphertext in extras:
                 db.execute(
-                    "UPDATE connections SET secrets_encrypted = ? WHERE destination = ?",
-                    (transform(bytes(ciphertext)), destination),
+                    "UPDATE connections SET secrets_encrypted = ? WHERE id = ?",
+                    (transform(bytes(ciphertext)), connection_id),
                 )
-            secrets = db.execute("SELECT source, secret_encrypted FROM source_secrets").fetchall()
-            for source, ciphertext in secrets:
+            secrets = db.execute(
+                "SELECT property_id, source, secret_encrypted FROM source_secrets"
+            ).fetchall()
+            for property_id, source, ciphertext in secrets:
                 db.execute(
-                    "UPDATE source_secrets SET secret_encrypted = ? WHERE source = ?",
-                    (transform(bytes(ciphertext)), source),
+                    "UPDATE source_secrets SET secret_encrypted = ?"
+                    " WHERE property_id = ? AND source = ?",
+                    (transform(bytes(ciphertext)), property_id, source),
                 )
         return len(rows) + len(extras) + len(secrets)
 
     def all_ciphertexts(self) -> list[tuple[str, bytes]]:
         with self._read_lock:
             tokens = self._reader.execute(
-                "SELECT 'token ' || destination, token_encrypted FROM connections"
-                " WHERE token_encrypted IS NOT NULL ORDER BY destination"
+                f"SELECT 'token ' || {qualified_sql('c.label')}, c.token_encrypted"  # noqa: S608
+                " FROM connections c JOIN properties p ON p.id = c.property_id"
+                " WHERE c.token_encrypted IS NOT NULL ORDER BY c.property_id, c.label"
             ).fetchall()
             extras = self._reader.execute(
-                "SELECT 'secrets ' || destination, secrets_encrypted FROM connections"
-                " WHERE secrets_encrypted IS NOT NULL ORDER BY destination"
+                f"SELECT 'secrets ' || {qualified_sql('c.label')}, c.secrets_encrypted"  # noqa: S608
+                " FROM connections c JOIN properties p ON p.id = c.property_id"
+                " WHERE c.secrets_encrypted IS NOT NULL ORDER BY c.property_id, c.label"
             ).fetchall()
             secrets = self._reader.execute(
-                "SELECT 'source ' || source, secret_encrypted FROM source_secrets ORDER BY source"
+                f"SELECT 'source ' || {qualified_sql('c.source')}, c.secret_encrypted"  # noqa: S608
+                " FROM source_secrets c JOIN properties p ON p.id = c.property_id"
+                " ORDER BY c.property_id, c.source"
             ).fetchall()
         return [(label, bytes(c)) for label, c in [*tokens, *extras, *secrets]]
 
     # -- sources and ledger ---------------------------------------------------------------------
     def set_source_secret(
-        self, source: str, ciphertext: bytes, now: float, store_url: str | None = None
+        self,
+        source: str,
+        ciphertext: bytes,
+        now: float,
+        store_url: str | None = None,
+        property_id: int = DEFAULT_PROPERTY,
     ) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, store_url)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET"
-                " secret_encrypted = excluded.secret_encrypted, updated_at = excluded.updated_at,"
+                "INSERT INTO source_secrets (source, secret_encrypted, updated_at, property_id,"
+                " store_url) VALUES (?, ?, ?, ?, ?) ON CONFLICT (property_id, source) DO UPDATE"
+                " SET secret_encrypted = excluded.secret_encrypted,"
+                " updated_at = excluded.updated_at,"
                 " store_url = COALESCE(excluded.store_url, source_secrets.store_url)",
-                (source, ciphertext, now, store_url),
+                (source, ciphertext, now, property_id, store_url),
             )
 
-    def get_source_secret(self, source: str) -> bytes | None:
+    def get_source_secret(self, source: str, property_id: int = DEFAULT_PROPERTY) -> bytes | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT secret_encrypted FROM source_secrets WHERE source = ?", (source,)
+                "SELECT secret_encrypted FROM source_secrets WHERE property_id = ? AND source = ?",
+                (property_id, source),
             ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def get_source_store_url(self, source: str) -> str | None:
+    def source_secrets(self, source: str) -> dict[int, bytes]:
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT property_id, secret_encrypted FROM source_secrets WHERE source = ?"
+                " ORDER BY property_id",
+                (source,),
+            ).fetchall()
+        return {int(p): bytes(c) for p, c in rows}
+
+    def get_source_store_url(self, source: str, property_id: int = DEFAULT_PROPERTY) -> str | None:
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT store_url FROM source_secrets WHERE source = ?", (source,)
+                "SELECT store_url FROM source_secrets WHERE property_id = ? AND source = ?",
+                (property_id, source),
             ).fetchone()
         return None if row is None or row[0] is None else str(row[0])
 
-    def delete_source_secret(self, source: str) -> bool:
+    def delete_source_secret(self, source: str, property_id: int = DEFAULT_PROPERTY) -> bool:
         with self._write() as db:
-            deleted = db.execute("DELETE FROM source_secrets WHERE source = ?", (source,))
+            deleted = db.execute(
+                "DELETE FROM source_secrets WHERE property_id = ? AND source = ?",
+                (property_id, source),
+            )
             return deleted.rowcount == 1
 
     def record_orders(self, entries: Sequence[LedgerEntry], now: float) -> list[bool]:
         with self._write() as db:
             return _insert_ledger(db, entries, now)
 
-    def orders(self, *, source: str | None = None, limit: int = 1000) -> list[OrderRow]:
-        query = f"SELECT {_ORDER_COLUMNS} FROM orders"  # noqa: S608 - constant column list
+    def orders(
+        self, *, source: str | None = None, limit: int = 1000, property_id: int | None = None
+    ) -> list[OrderRow]:
+        query = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE 1 = 1"  # noqa: S608 - constant
         params: list[object] = []
         if source is not None:
-            query += " WHERE source = ?"
+            query += " AND source = ?"
             params.append(source)
+        if property_id is not None:
+            query += " AND property_id = ?"
+            params.append(property_id)
         query += " ORDER BY order_time DESC, id DESC LIMIT ?"
         params.append(limit)
         with self._read_lock:
             rows = self._reader.execute(query, params).fetchall()
         return [_order_row(row) for row in rows]
 
-    def ledger_counts(self) -> dict[str, dict[str, int]]:
+    def ledger_counts(self, property_id: int | None = None) -> dict[str, dict[str, int]]:
+        query = "SELECT source, COUNT(*), SUM(attributed_tiktok) FROM orders"
+        params: tuple[int, ...] = ()
+        if property_id is not None:
+            query, params = query + " WHERE property_id = ?", (property_id,)
         with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT source, COUNT(*), SUM(attributed_tiktok) FROM orders GROUP BY source"
-            ).fetchall()
+            rows = self._reader.execute(query + " GROUP BY source", params).fetchall()
         return {src: {"orders": int(n), "attributed_tiktok": int(a or 0)} for src, n, a in rows}
 
     def delivery_seen(self, source: str, delivery_id: str) -> bool:
@@ -751,36 +1152,59 @@ class SqliteStore:
             ).fetchone()
         return row is not None
 
-    def record_delivery(self, source: str, delivery_id: str, status: str, now: float) -> bool:
+    def record_delivery(
+        self,
+        source: str,
+        delivery_id: str,
+        status: str,
+        now: float,
+        property_id: int | None = DEFAULT_PROPERTY,
+    ) -> bool:
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO source_deliveries (source, delivery_id, received_at, status)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (source, delivery_id) DO NOTHING",
-                (source, delivery_id, now, status),
+                "INSERT INTO source_deliveries (source, delivery_id, received_at, status,"
+                " property_id) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (source, delivery_id) DO NOTHING",
+                (source, delivery_id, now, status, property_id),
             )
             return cursor.rowcount == 1
 
     def record_rejection(
-        self, source: str, reason: bytes, now: float, delivery_id: str | None = None
+        self,
+        source: str,
+        reason: bytes,
+        now: float,
+        delivery_id: str | None = None,
+        property_id: int | None = DEFAULT_PROPERTY,
     ) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT INTO ingest_rejections (at, source, delivery_id, reason)"
-                " VALUES (?, ?, ?, ?)",
-                (now, source, delivery_id, reason),
+                "INSERT INTO ingest_rejections (at, source, delivery_id, reason, property_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (now, source, delivery_id, reason, property_id),
             )
 
-    def rejections(self, *, source: str | None = None, limit: int = 100) -> list[Rejection]:
-        query = "SELECT at, source, delivery_id, reason FROM ingest_rejections"
+    def rejections(
+        self, *, source: str | None = None, limit: int = 100, property_id: int | None = None
+    ) -> list[Rejection]:
+        query = (
+            "SELECT at, source, delivery_id, reason, property_id FROM ingest_rejections WHERE 1 = 1"
+        )
         params: list[object] = []
         if source is not None:
-            query += " WHERE source = ?"
+            query += " AND source = ?"
             params.append(source)
+        if property_id is not None:
+            query += " AND property_id = ?"
+            params.append(property_id)
         query += " ORDER BY at DESC, id DESC LIMIT ?"
         params.append(limit)
         with self._read_lock:
             rows = self._reader.execute(query, params).fetchall()
-        return [Rejection(at, src, delivery, bytes(reason)) for at, src, delivery, reason in rows]
+        return [
+            Rejection(at, src, delivery, bytes(reason), prop)
+            for at, src, delivery, reason, prop in rows
+        ]
 
     # -- browser leg ----------------------------------------------------------------------------
     # Session merge rules: see base.SessionUpdate. Three parameters are not columns: "is this the
@@ -789,9 +1213,10 @@ class SqliteStore:
         "INSERT INTO landing_sessions (session_id, first_seen, last_seen, ttclid, ttp, fbclid,"
         " fbp, fbc, ga_client_id, gclid, gbraid, wbraid, utm_source, utm_medium, utm_campaign,"
         " utm_content, utm_term, landing_url, referrer, last_url, ip, user_agent, browser,"
-        " browser_version, os, os_version, load_time_ms, pixel_status, page_views, ids)"
+        " browser_version, os, os_version, load_time_ms, pixel_status, page_views, ids,"
+        " property_id)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-        " ?, ?, ?, ?)"
+        " ?, ?, ?, ?, ?)"
         " ON CONFLICT (session_id) DO UPDATE SET"
         " first_seen = MIN(landing_sessions.first_seen, excluded.first_seen),"
         " last_seen = MAX(landing_sessions.last_seen, excluded.last_seen),"
@@ -834,6 +1259,7 @@ class SqliteStore:
         " ELSE 0 END)"
         " THEN excluded.pixel_status ELSE landing_sessions.pixel_status END,"
         " page_views = landing_sessions.page_views + excluded.page_views"
+        " WHERE landing_sessions.property_id = excluded.property_id"
     )
 
     def record_collect(
@@ -874,6 +1300,7 @@ class SqliteStore:
                     u.pixel_status,
                     1 if u.page_view else 0,
                     u.ids_json(),
+                    u.property_id,
                     utm,
                     utm,
                     utm,
@@ -884,8 +1311,22 @@ class SqliteStore:
                     u.landing,
                 )
             )
+        owners = session_owners(updates, events)
         checkouts = [(u.checkout_token, u.session_id, u.at) for u in updates if u.checkout_token]
         with self._write() as db:
+            if owners:  # a session belongs to one property: never written by another's key
+                names = sorted(owners)
+                found: list[tuple[str, int]] = []
+                for start in range(0, len(names), 500):
+                    chunk = names[start : start + 500]
+                    found += db.execute(
+                        "SELECT session_id, property_id FROM landing_sessions"  # noqa: S608
+                        f" WHERE session_id IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                foreign = foreign_sessions(owners, found)
+                if foreign:
+                    raise ForeignSession(foreign)
             if rows:
                 db.executemany(self._UPSERT_SESSION, rows)
             if checkouts:  # the first report of a checkout wins (see base.SessionUpdate)
@@ -897,7 +1338,7 @@ class SqliteStore:
             if events:
                 db.executemany(
                     "INSERT INTO browser_events (session_id, event, event_id, at, page_url,"
-                    " pixel_status, platform) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " pixel_status, platform, property_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             e.session_id,
@@ -907,6 +1348,7 @@ class SqliteStore:
                             e.page_url,
                             e.pixel_status,
                             e.platform,
+                            e.property_id,
                         )
                         for e in events
                     ],
@@ -918,9 +1360,12 @@ class SqliteStore:
         session_ids: Sequence[str] = (),
         ttclids: Sequence[str] = (),
         email_hashes: Sequence[str] = (),
+        property_id: int = DEFAULT_PROPERTY,
     ) -> list[SessionMatch]:
         # One statement: three indexed arms (primary key, the ttclid index, the session_emails
-        # key), the latter two keeping only the most recently seen session per key.
+        # key), the latter two keeping only the most recently seen session per key, and only
+        # the property's own sessions; the first arm returns a named session of any property
+        # (the caller refuses a conversion naming another property's session).
         columns = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
         arms: list[str] = []
         params: list[object] = []
@@ -938,19 +1383,23 @@ class SqliteStore:
         if clicks:
             arms.append(
                 f"SELECT 'ttclid', s.ttclid, {columns} FROM landing_sessions s"  # noqa: S608
-                f" WHERE s.ttclid IN ({','.join('?' * len(clicks))}) AND s.last_seen ="
-                " (SELECT MAX(t.last_seen) FROM landing_sessions t WHERE t.ttclid = s.ttclid)"
+                f" WHERE s.ttclid IN ({','.join('?' * len(clicks))}) AND s.property_id = ?"
+                " AND s.last_seen = (SELECT MAX(t.last_seen) FROM landing_sessions t"
+                " WHERE t.ttclid = s.ttclid AND t.property_id = s.property_id)"
             )
             params.extend(clicks)
+            params.append(property_id)
         if emails:
             arms.append(
                 f"SELECT 'email', e.email_hash, {columns} FROM session_emails e"  # noqa: S608
                 " JOIN landing_sessions s ON s.session_id = e.session_id"
-                f" WHERE e.email_hash IN ({','.join('?' * len(emails))}) AND s.last_seen ="
-                " (SELECT MAX(t.last_seen) FROM session_emails f JOIN landing_sessions t"
-                " ON t.session_id = f.session_id WHERE f.email_hash = e.email_hash)"
+                f" WHERE e.email_hash IN ({','.join('?' * len(emails))}) AND s.property_id = ?"
+                " AND s.last_seen = (SELECT MAX(t.last_seen) FROM session_emails f"
+                " JOIN landing_sessions t ON t.session_id = f.session_id"
+                " WHERE f.email_hash = e.email_hash AND t.property_id = s.property_id)"
             )
             params.extend(emails)
+            params.append(property_id)
         if not arms:
             return []
         with self._read_lock:
@@ -999,11 +1448,15 @@ class SqliteStore:
         return [row[0] for row in rows]
 
     def browser_events(
-        self, *, session_id: str | None = None, event_id: str | None = None
+        self,
+        *,
+        session_id: str | None = None,
+        event_id: str | None = None,
+        property_id: int | None = None,
     ) -> list[BrowserEvent]:
         query = (
-            "SELECT session_id, event, event_id, at, page_url, pixel_status, platform"
-            " FROM browser_events WHERE 1 = 1"
+            "SELECT session_id, event, event_id, at, page_url, pixel_status, platform,"
+            " property_id FROM browser_events WHERE 1 = 1"
         )
         params: list[object] = []
         if session_id is not None:
@@ -1012,6 +1465,9 @@ class SqliteStore:
         if event_id is not None:
             query += " AND event_id = ?"
             params.append(event_id)
+        if property_id is not None:
+            query += " AND property_id = ?"
+            params.append(property_id)
         with self._read_lock:
             rows = self._reader.execute(query + " ORDER BY at, id", params).fetchall()
         return [BrowserEvent(*row) for row in rows]
@@ -1021,7 +1477,7 @@ class SqliteStore:
         with self._write() as db:
             rows = db.execute(
                 "SELECT session_id, first_seen, browser, os, os_version, load_time_ms,"  # noqa: S608
-                f" pixel_status, ttclid IS NOT NULL, {HAD_GOOGLE_CLICK}"
+                f" pixel_status, ttclid IS NOT NULL, {HAD_GOOGLE_CLICK}, property_id"
                 " FROM landing_sessions WHERE last_seen < ? ORDER BY last_seen LIMIT ?",
                 (cutoff, limit),
             ).fetchall()
@@ -1031,7 +1487,7 @@ class SqliteStore:
             db.executemany(
                 _UPSERT_ROLLUP,
                 [
-                    (*r.key[:6], int(r.had_ttclid), int(r.had_google_click), r.sessions)
+                    (*r.key[:7], int(r.had_ttclid), int(r.had_google_click), r.sessions)
                     for r in rollups
                 ],
             )
@@ -1129,14 +1585,20 @@ class SqliteStore:
             )
             return rejections.rowcount, audit.rowcount
 
-    def session_rollups(self) -> list[SessionRollup]:
+    def session_rollups(self, property_id: int | None = None) -> list[SessionRollup]:
+        query = (
+            "SELECT day, browser_family, os, os_version_major, load_bucket, pixel_status,"
+            " had_ttclid, sessions, had_google_click, property_id FROM session_rollups"
+        )
+        params: tuple[object, ...] = ()
+        if property_id is not None:
+            query, params = query + " WHERE property_id = ?", (property_id,)
         with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT day, browser_family, os, os_version_major, load_bucket, pixel_status,"
-                " had_ttclid, sessions, had_google_click FROM session_rollups"
-            ).fetchall()
+            rows = self._reader.execute(query, params).fetchall()
         found = [
-            SessionRollup(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7]), bool(r[8]))
+            SessionRollup(
+                r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), int(r[7]), bool(r[8]), int(r[9])
+            )
             for r in rows
         ]
         return sorted(found, key=lambda r: r.key)
@@ -1151,30 +1613,39 @@ class SqliteStore:
             )
         return rows
 
-    def gap_rows(self, start: int, end: int) -> list[GapRow]:
+    def gap_rows(self, start: int, end: int, property_id: int | None = None) -> list[GapRow]:
+        query, scope = gap_query(property_id)
         with self._report_lock:
-            rows = self._report_reader().execute(GAP_ROWS_SQL, (start, end)).fetchall()
+            rows = self._report_reader().execute(query, (start, end, *scope)).fetchall()
         return [gap_row(r) for r in rows]
 
-    def set_pixel_counts(self, rows: Sequence[tuple[str, str, int]], now: float) -> int:
+    def set_pixel_counts(
+        self,
+        rows: Sequence[tuple[str, str, int]],
+        now: float,
+        property_id: int = DEFAULT_PROPERTY,
+    ) -> int:
         with self._write() as db:
             db.executemany(
-                "INSERT INTO pixel_counts (day, event, count, imported_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (day, event) DO UPDATE SET count = excluded.count,"
-                " imported_at = excluded.imported_at",
-                [(day, event, count, now) for day, event, count in rows],
+                "INSERT INTO pixel_counts (day, event, count, imported_at, property_id)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (property_id, day, event) DO UPDATE"
+                " SET count = excluded.count, imported_at = excluded.imported_at",
+                [(day, event, count, now, property_id) for day, event, count in rows],
             )
         return len(rows)
 
-    def pixel_counts(self, start_day: str, end_day: str, event: str) -> dict[str, int]:
+    def pixel_counts(
+        self, start_day: str, end_day: str, event: str, property_id: int | None = None
+    ) -> dict[str, int]:
+        query = "SELECT day, SUM(count) FROM pixel_counts WHERE event = ? AND day >= ? AND day <= ?"
+        params: list[object] = [event, start_day, end_day]
+        if property_id is not None:
+            query += " AND property_id = ?"
+            params.append(property_id)
         with self._report_lock:
             rows = (
                 self._report_reader()
-                .execute(
-                    "SELECT day, count FROM pixel_counts WHERE event = ? AND day >= ? AND day <= ?"
-                    " ORDER BY day",
-                    (event, start_day, end_day),
-                )
+                .execute(query + " GROUP BY day ORDER BY day", params)
                 .fetchall()
             )
         return {str(day): int(count) for day, count in rows}
@@ -1182,17 +1653,21 @@ class SqliteStore:
 
 # -- sources and ledger: helpers ------------------------------------------------------------------
 #: the api_keys columns, in KeyRecord's order
-_KEY_COLUMNS = "id, name, scope, prefix, created_at, revoked_at, allow_null_origin"
+_KEY_COLUMNS = (
+    "id, name, scope, prefix, created_at, revoked_at, allow_null_origin, role, property_id"
+)
 
 
 def _key_record(row: Sequence[Any]) -> KeyRecord:
-    key_id, name, scope, prefix, created_at, revoked_at, allow_null = row
-    return KeyRecord(key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null))
+    key_id, name, scope, prefix, created_at, revoked_at, allow_null, role, property_id = row
+    return KeyRecord(
+        key_id, name, scope, prefix, created_at, revoked_at, bool(allow_null), role, property_id
+    )
 
 
 _ORDER_COLUMNS = (
     "source, order_id, order_time, value, currency, event, event_id, session_id,"
-    " attributed_tiktok, evidence, recorded_at"
+    " attributed_tiktok, evidence, recorded_at, property_id"
 )
 
 
@@ -1208,8 +1683,8 @@ def _order_row(row: Sequence[Any]) -> OrderRow:
 #: values of the first row of its order that has one
 _INSERT_LEDGER = (
     "INSERT INTO orders (source, order_id, order_time, value, currency, event, event_id,"
-    " session_id, attributed_tiktok, evidence, recorded_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, order_id)"
+    " session_id, attributed_tiktok, evidence, recorded_at, property_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (property_id, source, order_id)"
     " DO UPDATE SET order_time = excluded.order_time, value = excluded.value,"
     " currency = excluded.currency, event = excluded.event, event_id = excluded.event_id,"
     " session_id = excluded.session_id, attributed_tiktok = excluded.attributed_tiktok,"
@@ -1239,6 +1714,7 @@ def _insert_ledger(
                 int(e.attributed_tiktok),
                 e.evidence,
                 now,
+                e.property_id,
             ),
         )
         results.append(cursor.rowcount == 1)
@@ -1354,9 +1830,28 @@ class _Transaction:
 
 # -- retention: statements ----------------------------------------------------------------------
 _UPSERT_ROLLUP = (
-    "INSERT INTO session_rollups (day, browser_family, os, os_version_major, load_bucket,"
-    " pixel_status, had_ttclid, had_google_click, sessions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (day, browser_family, os, os_version_major, load_bucket, pixel_status,"
-    " had_ttclid, had_google_click)"
+    "INSERT INTO session_rollups (property_id, day, browser_family, os, os_version_major,"
+    " load_bucket, pixel_status, had_ttclid, had_google_click, sessions)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (property_id, day, browser_family, os, os_version_major, load_bucket,"
+    " pixel_status, had_ttclid, had_google_click)"
     " DO UPDATE SET sessions = session_rollups.sessions + excluded.sessions"
 )
+
+
+def _ensure_connections(
+    db: sqlite3.Connection, destinations: Sequence[str], now: float, property_id: int | None
+) -> int:
+    """Store.ensure_connections inside the caller's transaction."""
+    added = 0
+    scope = "" if property_id is None else " AND p.id = ?"
+    for destination in destinations:
+        added += db.execute(
+            "INSERT INTO connections (destination, pixel, updated_at, property_id, label)"  # noqa: S608
+            f" SELECT ?, '', ?, p.id, ? FROM properties p WHERE NOT EXISTS"
+            " (SELECT 1 FROM connections c WHERE c.property_id = p.id AND c.destination = ?)"
+            f"{scope} ORDER BY p.id ON CONFLICT (property_id, label) DO NOTHING",
+            [destination, now, destination, destination]
+            + ([] if property_id is None else [property_id]),
+        ).rowcount
+    return added

@@ -32,15 +32,17 @@ from backchannel.ingest import BadRequest, InvalidBatch, ingest, parse_body
 from backchannel.logs import RequestIdMiddleware
 from backchannel.metrics import Metrics
 from backchannel.notes import Note
-from backchannel.routing import Routes, active_destinations
+from backchannel.properties import Properties, PropertyContext, PropertyError
+from backchannel.routing import Routes, active_lanes
 from backchannel.store import open_store, unavailable
+from backchannel.store.base import KeyRecord
 from backchannel.store.runner import for_store
 from backchannel.store.sqlite import SqliteStore
 from backchannel.targets import Targets
 from backchannel.watchdog import LoopWatchdog
+from backchannel.web import access, dashboard, ops
 from backchannel.web import auth as admin_auth
 from backchannel.web import collect as browser_leg
-from backchannel.web import dashboard, ops
 from backchannel.web import sources as source_routes
 from backchannel.web.ratelimit import RateLimiter, limited_response
 from backchannel.web.security import SecurityHeadersMiddleware
@@ -156,6 +158,9 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.database_url)
+        # every property has a connection of each destination that is on without credentials
+        # (the sandbox ones), so ingest always has a connection to give them rows for
+        store.ensure_connections(settings.destinations, time.time())
         if opts.checkpointer and isinstance(store, SqliteStore):
             state["checkpointer"] = store.start_checkpointer()
         runner = for_store(store)
@@ -169,7 +174,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         worker = None
         if opts.worker:
             worker = build_worker(
-                active_destinations(store, settings.destinations),
+                active_lanes(store, settings.destinations),
                 runner,
                 targets.getter,
                 policy=opts.retry or RetryPolicy(base=settings.retry_base, cap=settings.retry_cap),
@@ -178,7 +183,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 listen_url=settings.listen_url,
                 poll_interval=settings.poll_interval,
                 metrics=metrics,
-                active=lambda: active_destinations(store, settings.destinations),
+                active=lambda: active_lanes(store, settings.destinations),
             )
             worker.start()
         state["worker"] = worker
@@ -217,6 +222,8 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     ingest_limiter = RateLimiter(settings.ingest_rate, settings.ingest_burst)
     state.update(metrics=metrics, ingest_limiter=ingest_limiter)
     state["routes"] = Routes(settings.destinations)  # event routing (backchannel.routing)
+    # properties: the settings each one reads through, what routes a webhook to one
+    state["properties"] = Properties(settings)
     https = bool(settings.public_url and settings.public_url.startswith("https://"))
     app.add_middleware(SecurityHeadersMiddleware, https=https)
     app.add_middleware(RequestIdMiddleware)
@@ -227,6 +234,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         routes=lambda: app.routes,
     )
     auth = admin_auth.install(app, settings, lambda: state["store"], lambda: state["runner"])
+    access.install(app)  # team members: the role each dashboard route needs (web/access.py)
     ops.install(app, settings, state, metrics, auth, worker_expected=lambda: opts.worker)
     dashboard.install(app, settings, state)  # the diagnostics pages
 
@@ -257,10 +265,24 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 [Note("Authorization", f"this key is for {record.scope}, not {scope}")],
                 "forbidden",
             )
+        if record.property_id is None:  # only admin keys are the install's
+            return _error(
+                403, [Note("Authorization", "this key belongs to no property")], "forbidden"
+            )
         request.scope["backchannel.key"] = record  # for the per-key rate limit
         return None
 
-    api_ledger = source_routes.api_ledger(settings)
+    async def key_property(record: KeyRecord) -> PropertyContext:
+        """The property an (authenticated) ingest key writes into."""
+        properties: Properties = state["properties"]
+        await properties.ensure_fresh(state["runner"])
+        assert record.property_id is not None
+        try:
+            return properties.get(record.property_id)
+        except PropertyError:  # created a moment ago by another process: read again
+            properties.invalidate()
+            await properties.ensure_fresh(state["runner"])
+            return properties.get(record.property_id)
 
     async def post_events(request: Request) -> JSONResponse:
         try:
@@ -280,24 +302,27 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         if wait:
             return limited_response(wait, "Authorization", "for this API key")
         partial = request.query_params.get("partial", "false").lower() in ("1", "true", "yes")
+        owner = await key_property(request.scope["backchannel.key"])
         try:
             items = parse_body(await _read_body(request))
             result = await ingest(
                 items,
                 state["runner"],
                 now=time.time(),
-                default_region=settings.default_region,
+                default_region=owner.default_region,  # the key's property's, else install's
                 destinations=settings.destinations,
                 stitch_window=settings.click_cookie_days * 86400.0,  # browser leg
                 partial=partial,
                 metrics=metrics,
-                ledger=api_ledger,  # sources and ledger: orders land in the order ledger
+                # sources and ledger: orders land in the order ledger
+                ledger=source_routes.api_ledger(owner.utm_sources),
                 routes=state["routes"],  # event routing
                 strip_params=settings.strip_params,  # personal data out of page URLs
-                source_ids=settings.source_ids,  # non-web events (TikTok event sets)
+                source_ids=owner.source_ids,  # non-web events (TikTok event sets)
+                property_id=owner.id,  # the key's property: its connections, its dedup keys
             )
         except BadRequest as exc:
-            return _error(exc.status, exc.notes, "bad_request")
+            return _error(exc.status, exc.notes, exc.code)
         except InvalidBatch as exc:
             return ORJSONResponse(exc.as_dict(), status_code=422)
         return ORJSONResponse(result.as_dict(), status_code=202)
@@ -315,7 +340,8 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         if denied is not None:
             return denied
         runner = state["runner"]
-        rows = await runner.call(runner.store.deliveries, event_id)
+        owner = request.scope["backchannel.key"].property_id
+        rows = await runner.call(runner.store.deliveries, event_id, owner)
         if not rows:
             return _error(404, [Note("event_id", "no such event")], "not_found")
         return ORJSONResponse(
@@ -325,6 +351,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                     {
                         "event": r.event,
                         "destination": r.destination,
+                        "connection": r.connection,
                         "status": r.status,
                         "attempts": r.attempts,
                         "last_error": r.last_error,

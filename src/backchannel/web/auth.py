@@ -1,18 +1,20 @@
-"""Admin access: the password, login sessions, CSRF, and the dependencies pages use.
+"""Admin access: members' logins, sessions, CSRF, and the dependencies pages use.
 
-**Password.** One admin password, set with ``backchannel admin set-password`` (read from the
-terminal or stdin, never from argv, at least 12 characters) and stored as an scrypt hash
-(``hashlib.scrypt``, n=2**14, r=8, p=1, 16-byte random salt, 32-byte key: ~16 MiB and tens of
-milliseconds per guess). Why scrypt from the standard library rather than argon2: it is a
-memory-hard KDF that OWASP lists as acceptable, and it needs no compiled dependency. Changing
-the password logs every session out.
+**Members.** Whoever uses the dashboard is a team member (:mod:`backchannel.members`): a name
+and a password (scrypt, :mod:`backchannel.passwords`; at least 12 characters, set from the CLI
+— ``member add`` / ``admin set-password``, read from the terminal or stdin, never argv — or by
+an owner on the members page) and a role per property. The login form asks for both; a wrong
+name and a wrong password get the same answer after the same scrypt work. Changing a member's
+password logs that member's sessions out; removing a member ends them all.
 
 **Sessions are server-side rows, not signed cookies.** The cookie holds 256 random bits; the
-store keeps only their SHA-256 with an absolute expiry (``admin_session_hours``) and the
-session's CSRF token. Why: logout and a password change take effect at once (a signed cookie
-stays valid until it expires unless we keep a revocation list, which is a session table with
-extra steps), there is no signing key to manage or rotate, and a copy of the database holds
-no usable session. The lookup is one indexed read per admin request, not on the ingest path.
+store keeps only their SHA-256 with an absolute expiry (``admin_session_hours``), the
+session's CSRF token and whose session it is. Why: logout, a password change and a removed
+member take effect at once (a signed cookie stays valid until it expires unless we keep a
+revocation list, which is a session table with extra steps), there is no signing key to
+manage or rotate, and a copy of the database holds no usable session. The lookup (session,
+then member and grants) is read on every admin request, not on the ingest path, so a changed
+role applies to the very next request.
 
 **Cookie.** ``HttpOnly``, ``SameSite=Strict``, ``Path=/``; ``Secure`` and named
 ``__Host-bc_session`` when the request is https or ``public_url`` is https (the ``__Host-``
@@ -29,16 +31,18 @@ nobody can log a victim into the attacker's session either.
 **Throttling.** Login attempts: 10 per client IP, then one every 6 s (a 429 with
 Retry-After), and 100 failures per minute in total (a spread-out guesser).
 
-How pages use it (the dashboard does the same)::
+**Roles.** This module says *who* asks (:class:`Admin`); what they may do on the property a
+request concerns is checked in one place, :func:`backchannel.web.access.require_role`, which
+every dashboard route declares::
 
     @app.get("/admin/x", response_class=HTMLResponse)
-    async def page(admin: Annotated[Admin, Depends(require_admin_page)]) -> HTMLResponse:
+    async def page(admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]) -> ...:
 
-    @app.post("/admin/x")
-    async def act(admin: Annotated[Admin, Depends(require_csrf)]) -> Response:
+    @app.post("/admin/x")                # CSRF checked too
+    async def act(admin: Annotated[Admin, Depends(require_role(EDITOR))]) -> Response:
 
-    @app.get("/admin/api/x")           # JSON: session cookie or admin API key
-    async def data(admin: Annotated[Admin, Depends(require_admin)]) -> dict:
+    @app.get("/admin/api/x")             # JSON: session cookie or admin API key
+    async def data(admin: Annotated[Admin, Depends(require_role(VIEWER))]) -> dict:
 
 Forms must carry ``<input type="hidden" name="csrf_token" value="{admin.csrf_token}">``
 (:func:`csrf_field` renders it).
@@ -47,7 +51,6 @@ Forms must carry ``<input type="hidden" name="csrf_token" value="{admin.csrf_tok
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import html
@@ -61,17 +64,21 @@ from urllib.parse import parse_qs, quote, urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from backchannel import credentials
+from backchannel import credentials, members
 from backchannel.config import Settings
-from backchannel.store.base import AdminSession, Store
+from backchannel.passwords import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    PasswordError,
+    check_new_password,
+    decoy_hash,
+    hash_password,
+    verify_password,
+)
+from backchannel.store.base import AdminSession, Grant, Store
 from backchannel.store.runner import AsyncStore
 from backchannel.web.ratelimit import RateLimiter, client_ip, limited_response
 
-PASSWORD_SETTING = "password_hash"  # noqa: S105 - the name of a setting, not a password
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 1024
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-SCRYPT_SALT_BYTES, SCRYPT_KEY_BYTES = 16, 32
 MAX_FORM_BYTES = 16 * 1024
 #: fields of one admin form (the routes form has a checkbox per standard event)
 MAX_FORM_FIELDS = 64
@@ -90,57 +97,15 @@ CSRF_FIELD = "csrf_token"
 T = TypeVar("T")
 
 
-class PasswordError(ValueError):
-    """A password that may not be set (too short, too long)."""
-
-
-def check_new_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise PasswordError(f"must be at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise PasswordError(f"must be at most {MAX_PASSWORD_LENGTH} characters")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def hash_password(password: str) -> str:
-    """``scrypt$n$r$p$salt$key`` (base64 parts): self-describing, so costs can rise later."""
-    salt = secrets.token_bytes(SCRYPT_SALT_BYTES)
-    key = hashlib.scrypt(
-        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=SCRYPT_KEY_BYTES
-    )
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """Constant-time comparison; a malformed stored hash verifies nothing."""
-    try:
-        kind, n, r, p, salt, key = encoded.split("$")
-        if kind != "scrypt":
-            return False
-        expected = base64.b64decode(key)
-        actual = hashlib.scrypt(
-            password.encode(),
-            salt=base64.b64decode(salt),
-            n=int(n),
-            r=int(r),
-            p=int(p),
-            dklen=len(expected),
-            maxmem=256 * 1024 * 1024,
-        )
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(actual, expected)
-
-
 def set_password(store: Store, password: str, now: float) -> int:
-    """Store the new hash and end every session; returns how many sessions ended."""
+    """``backchannel admin set-password`` with no ``--member``: the one member's password (with
+    no member yet, the first password makes the host owner ``admin``); returns how many
+    sessions ended. Raises :class:`PasswordError` for a password that may not be set."""
     check_new_password(password)
-    store.set_admin_setting(PASSWORD_SETTING, hash_password(password), now)
-    ended = store.delete_admin_sessions()
-    store.audit(now, "cli", "admin.password", f"password changed; {ended} session(s) ended")
+    try:
+        _, ended = members.set_admin_password(store, password, now)
+    except members.MemberError as exc:
+        raise PasswordError(str(exc)) from None
     return ended
 
 
@@ -149,18 +114,38 @@ def set_password(store: Store, password: str, now: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Admin:
-    """An authenticated admin: by session (a browser) or by admin API key (a script)."""
+    """An authenticated caller: a member by session (a browser) or an admin API key (a script).
+
+    ``property_id`` and ``role`` are the property the request concerns and the caller's role
+    there; :func:`backchannel.web.access.require_role` fills them in after checking them.
+    """
 
     via: str  # "session" | "key"
+    #: the member's name, or the key's
     name: str
     #: the session's CSRF token (None for API-key callers, who need none)
     csrf_token: str | None = None
     token_hash: str | None = None
+    member_id: int | None = None
+    #: every grant the caller holds (a key: one, host-wide)
+    grants: tuple[Grant, ...] = ()
+    property_id: int = members.DEFAULT_PROPERTY_ID
+    role: str | None = None
 
     @property
     def actor(self) -> str:
-        """Who the audit log names for this admin's changes: the session, or the key."""
-        return "admin session" if self.via == "session" else f"admin key {self.name}"
+        """Who the audit log names for this caller's changes: ``member alice`` or the key."""
+        return f"member {self.name}" if self.via == "session" else f"admin key {self.name}"
+
+    def may(self, needed: str) -> bool:
+        """Whether the caller's role on this request's property allows ``needed``: what a
+        page asks before rendering a control (a viewer gets no replay button)."""
+        return members.allows(self.role, needed)
+
+    @property
+    def host_owner(self) -> bool:
+        """Owner of every property: may grant host-wide roles and remove members."""
+        return members.is_host_owner(self.grants)
 
 
 class NotAuthenticated(Exception):
@@ -244,18 +229,30 @@ class AdminAuth:
             record = await self.call(self.store.find_key, credentials.key_hash(key.strip()))
             if record is None or record.revoked_at is not None or record.scope != "admin":
                 return None
-            return Admin("key", record.name)
+            grants = (Grant(members.HOST, record.role),) if record.role else ()
+            return Admin("key", record.name, grants=grants)
         token = request.cookies.get(self.session_cookie(request))
         if not token:
             return None
         session = await self.call(self.store.get_admin_session, _token_hash(token), self.clock())
-        if session is None:
+        if session is None or session.member_id is None:
             return None
-        return Admin("session", "admin", session.csrf_token, session.token_hash)
+        member = await self.call(self.store.member_by_id, session.member_id)
+        if member is None or member.disabled_at is not None:
+            return None
+        return Admin(
+            "session",
+            member.name,
+            session.csrf_token,
+            session.token_hash,
+            member_id=member.id,
+            grants=member.grants,
+        )
 
-    async def password_hash(self) -> str | None:
-        encoded: str | None = await self.call(self.store.get_admin_setting, PASSWORD_SETTING)
-        return encoded
+    async def has_members(self) -> bool:
+        """Whether anyone can log in at all (an active member exists)."""
+        found = await self.call(members.active_members, self.store)
+        return bool(found)
 
     # -- the login flow ----------------------------------------------------------------------
     async def login_page(
@@ -263,15 +260,20 @@ class AdminAuth:
     ) -> HTMLResponse:
         token = secrets.token_urlsafe(32)
         next_path = safe_next(request.query_params.get("next"))
-        if await self.password_hash() is None:
-            error = "No admin password is set. Run `backchannel admin set-password` on the server."
+        if not await self.has_members():
+            error = (
+                "No member can log in yet. Run `backchannel admin set-password` (or"
+                " `backchannel member add NAME --role owner --all`) on the server."
+            )
         body = (
             "<h1>Backchannel admin</h1>"
             + (f'<p role="alert"><strong>{html.escape(error)}</strong></p>' if error else "")
             + f'<form method="post" action="/login?next={quote(next_path, safe="/")}">'
             f'<input type="hidden" name="{CSRF_FIELD}" value="{token}">'
+            '<label>Name <input type="text" name="name" required autocomplete="username"'
+            ' autocapitalize="none" spellcheck="false" maxlength="64" autofocus></label> '
             '<label>Password <input type="password" name="password" required'
-            ' autocomplete="current-password" autofocus></label> '
+            ' autocomplete="current-password"></label> '
             '<button type="submit">Log in</button></form>'
         )
         response = page("Log in", body, status=status)
@@ -292,30 +294,45 @@ class AdminAuth:
             return await self.login_page(
                 request, error="The form expired; please try again.", status=403
             )
-        encoded = await self.password_hash()
+        name = form.get("name", "").strip().lower()
         password = form.get("password", "")
-        if encoded is None:
-            return await self.login_page(request, status=401)
-        if len(password) > MAX_PASSWORD_LENGTH or not await asyncio.to_thread(
-            verify_password, password, encoded
-        ):
+        if not name:
+            return await self.login_page(request, error="Enter your member name.", status=401)
+        member = None
+        if len(name) <= 64 and members.NAME.fullmatch(name):
+            member = await self.call(self.store.member_by_name, name)
+        if member is not None and member.disabled_at is not None:
+            member = None
+        # the same scrypt work whether the name exists or not: timing tells no names apart
+        encoded = member.password_hash if member is not None else None
+        matches = len(password) <= MAX_PASSWORD_LENGTH and await asyncio.to_thread(
+            lambda: verify_password(password, encoded or decoy_hash())
+        )
+        if member is None or not matches:
             wait = self.failure_limiter.hit("*")
             if wait:
                 return limited_response(wait, "password", "to log in")
-            await self.call(
-                self.store.audit, self.clock(), f"ip {ip}", "admin.login_failed", "wrong password"
-            )
-            return await self.login_page(request, error="Wrong password.", status=401)
+            why = "unknown member name" if member is None else f"wrong password for {member.name}"
+            await self.call(self.store.audit, self.clock(), f"ip {ip}", "admin.login_failed", why)
+            return await self.login_page(request, error="Wrong name or password.", status=401)
         self.login_limiter.reset(ip)
         token = secrets.token_urlsafe(32)
         now = self.clock()
         await self.call(
             self.store.create_admin_session,
             AdminSession(
-                _token_hash(token), secrets.token_urlsafe(32), now, now + self.session_seconds
+                _token_hash(token),
+                secrets.token_urlsafe(32),
+                now,
+                now + self.session_seconds,
+                member.id,
             ),
         )
-        await self.call(self.store.audit, now, f"ip {ip}", "admin.login", "session started")
+        # the member's name, not the IP: retention purges IPs from actors only ("ip …"), and a
+        # successful login is the member's action (failed ones keep "ip …" as the actor)
+        await self.call(
+            self.store.audit, now, f"member {member.name}", "admin.login", "session started"
+        )
         response = RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
         self._set_cookie(
             response, request, self.session_cookie(request), token, int(self.session_seconds)
@@ -514,3 +531,29 @@ def install(
     app.add_api_route("/login", login, methods=["POST"], include_in_schema=False)
     app.add_api_route("/logout", logout, methods=["POST"], include_in_schema=False)
     return auth
+
+
+__all__ = [
+    "MAX_PASSWORD_LENGTH",
+    "MIN_PASSWORD_LENGTH",
+    "Admin",
+    "AdminAuth",
+    "CsrfRejected",
+    "FormError",
+    "NotAuthenticated",
+    "PasswordError",
+    "check_new_password",
+    "csrf_field",
+    "hash_password",
+    "install",
+    "page",
+    "read_form",
+    "read_form_fields",
+    "require_admin",
+    "require_admin_page",
+    "require_csrf",
+    "safe_next",
+    "same_origin",
+    "set_password",
+    "verify_password",
+]

@@ -5,10 +5,11 @@ Collect receives every page view of a shop, so it must stay cheap and never be a
 
 - 413 over :data:`~backchannel.sessions.MAX_COLLECT_BODY` (16 KiB), checked on the declared
   length and again while reading;
-- 403 when the page's ``Origin`` (or, lacking it, ``Referer``) is not allowed: the
-  ``collect_origins`` setting, or, when it is empty, the gateway's own host (bc.js served from
-  the shop's domain through its reverse proxy, which keeps the Host header). Allowed origins
-  get CORS headers on every answer and on the preflight;
+- 403 when the page's ``Origin`` (or, lacking it, ``Referer``) is not allowed by any
+  property: an origin bound to a property (``property create|set --origin``), the
+  ``collect_origins`` setting, or, when it is empty, the gateway's own host (bc.js served
+  from the shop's domain through its reverse proxy, which keeps the Host header). Allowed
+  origins get CORS headers on every answer and on the preflight;
 - ``Origin: null`` (an opaque origin: a sandboxed iframe such as a Shopify custom pixel's,
   which runs without ``allow-same-origin``) whose Referer is not allowed either is decided by
   the site key instead: a key created with ``allow_null_origin`` (``backchannel snippet
@@ -25,6 +26,10 @@ Collect receives every page view of a shop, so it must stay cheap and never be a
   which is why an ingest key is refused here (it must never sit in a page). Keys are checked
   against the store on every message (an indexed read, ~20 µs), so a revocation takes effect
   at once;
+- 403 when the origin is not the site key's property's: bound to another property (a shop's
+  site key on another shop's pages), or outside the property's own origins when it has some;
+  and when the message names a landing session of another property (a session belongs to the
+  property whose site key created it: another's key can never write into it);
 - 429 with Retry-After past the per-address or the per-site-key token bucket;
 - 422 with ``{path, reason}`` for a bad message; 204 once it is committed.
 
@@ -59,6 +64,7 @@ from starlette.routing import Route
 from backchannel import credentials, identifiers
 from backchannel.config import Settings
 from backchannel.notes import InvalidConversion, Note
+from backchannel.properties import Properties, PropertyError
 from backchannel.sessions import (
     MAX_COLLECT_BODY,
     client_ip,
@@ -68,7 +74,7 @@ from backchannel.sessions import (
     parse_networks,
     public_address,
 )
-from backchannel.store.base import BrowserEvent, SessionUpdate
+from backchannel.store.base import BrowserEvent, ForeignSession, SessionUpdate
 from backchannel.store.runner import AsyncStore, settle_group
 from backchannel.web.ratelimit import RateLimiter, limited_response
 
@@ -185,18 +191,33 @@ def install(app: FastAPI, settings: Settings) -> None:
         referer = request.headers.get("referer")
         return normalize_origin(referer) if referer else None
 
+    def properties() -> Properties | None:
+        found = state().get("properties")
+        return found if isinstance(found, Properties) else None
+
+    def bound_to(origin: str | None) -> int | None:
+        """The property a page origin is bound to, if any."""
+        found = properties()
+        normalized = normalize_origin(origin) if origin else None
+        return found.bound("origin", normalized) if found and normalized else None
+
     def opaque(request: Request) -> bool:
         """The page's origin is opaque (``Origin: null``): a sandboxed iframe, a data: URL."""
         return (request.headers.get("origin") or "").strip() == "null"
 
-    def cors(request: Request) -> dict[str, str] | None:
-        """CORS headers for an allowed page origin, or None when the origin is refused."""
-        origin = page_origin(request)
+    def own_address(request: Request) -> tuple[str, str | None]:
         peer = request.client.host if request.client else None
-        scheme, own_host = public_address(  # behind a TLS proxy: its X-Forwarded-Proto
+        return public_address(  # behind a TLS proxy: its X-Forwarded-Proto
             request.url.scheme, request.headers.get("host"), peer, request.headers, trusted
         )
-        if not origin_allowed(origin, allowed, own_host=own_host, scheme=scheme):
+
+    def cors(request: Request) -> dict[str, str] | None:
+        """CORS headers for a page origin some property allows, or None when none does."""
+        origin = page_origin(request)
+        scheme, own_host = own_address(request)
+        if bound_to(origin) is None and not origin_allowed(
+            origin, allowed, own_host=own_host, scheme=scheme
+        ):
             return None
         assert origin is not None
         return {
@@ -211,7 +232,15 @@ def install(app: FastAPI, settings: Settings) -> None:
             headers={"Cache-Control": SCRIPT_CACHE, "X-Content-Type-Options": "nosniff"},
         )
 
+    async def refresh() -> None:
+        """Read the properties' origins again when older than 5 s (another process may have
+        bound one meanwhile)."""
+        found = properties()
+        if found is not None:
+            await found.ensure_fresh(state()["runner"])
+
     async def preflight(request: Request) -> Response:
+        await refresh()
         headers = cors(request)
         if headers is None:
             return _answer(
@@ -243,6 +272,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         headers: dict[str, str] = {}
         try:
             body = await read_body(request)
+            await refresh()
             allowed_headers = cors(request)
             # Origin: null (and no allowed Referer): the site key decides, below
             null_origin = allowed_headers is None and opaque(request)
@@ -287,6 +317,17 @@ def install(app: FastAPI, settings: Settings) -> None:
                     "unauthorized",
                 )
             assert record is not None
+            owner = key_property(record.property_id)
+            origin = page_origin(request)
+            bound = bound_to(origin)
+            if bound is not None and bound != owner:
+                raise _Refused(
+                    403,
+                    "Origin",
+                    "this origin belongs to another property than this site key's: use that"
+                    " property's site key on its pages",
+                    "forbidden",
+                )
             if null_origin:
                 if not record.allow_null_origin:
                     raise _Refused(
@@ -299,6 +340,15 @@ def install(app: FastAPI, settings: Settings) -> None:
                         "forbidden",
                     )
                 headers = {"Access-Control-Allow-Origin": "null", "Vary": "Origin"}
+            elif bound is None and not origin_allowed(
+                origin,
+                owner_origins(owner),
+                own_host=own_address(request)[1],
+                scheme=own_address(request)[0],
+            ):
+                raise _Refused(
+                    403, "Origin", "this origin may not post with this site key", "forbidden"
+                )
             wait = key_limiter.hit(record.id)
             if wait:
                 limited = limited_response(wait, "key", "with this site key")
@@ -313,11 +363,28 @@ def install(app: FastAPI, settings: Settings) -> None:
                 user_agent=request.headers.get("user-agent"),
                 strip_params=strip_params,  # personal data out of the stored URLs
             )
+            # the session and the mirrored calls are the site key's property's
+            message.update.property_id = owner
+            for event in message.events:
+                event.property_id = owner
             # mirrored Pixel calls alone (page_view false) still refresh the session, and
             # create it if its page view was lost, without counting a page view
             await writer().write([message.update], message.events)
         except _Refused as exc:
             return _answer(exc.status, [Note(exc.path, exc.reason)], exc.code, headers)
+        except ForeignSession:
+            return _answer(
+                403,
+                [
+                    Note(
+                        "session_id",
+                        "a landing session of another property: this site key writes into its"
+                        " own property only",
+                    )
+                ],
+                "forbidden",
+                headers,
+            )
         except InvalidConversion as exc:
             return _answer(422, exc.notes, "bad_request", headers)
         except Exception:
@@ -327,6 +394,22 @@ def install(app: FastAPI, settings: Settings) -> None:
                 503, [Note("(server)", "temporarily unavailable")], "unavailable", headers
             )
         return Response(status_code=204, headers=headers)
+
+    def key_property(property_id: int | None) -> int:
+        """The property a site key writes into (refused when it names none)."""
+        if property_id is None:
+            raise _Refused(401, "key", "this site key belongs to no property", "unauthorized")
+        return property_id
+
+    def owner_origins(property_id: int) -> tuple[str, ...]:
+        """The property's own origins, else the install's ``collect_origins``."""
+        found = properties()
+        if found is None:
+            return allowed
+        try:
+            return found.get(property_id).origins
+        except PropertyError:
+            return allowed
 
     app.router.routes.insert(0, Route("/bc.js", bc_js, methods=["GET", "HEAD"]))
     app.router.routes.insert(0, Route("/v1/collect", collect, methods=["POST"]))

@@ -8,7 +8,8 @@ database answers within 2 s, its schema has every shipped migration, and — whe
 runs the delivery worker — the worker's loops are alive. A load balancer takes a node out on
 503 and the body says which check failed (never a connection string or a stack trace).
 
-``/metrics`` is protected. Choice: an admin login or admin API key works, and so does the
+``/metrics`` is protected. Choice: a member with a role on every property (its figures are
+the whole install's) or an admin API key works, and so does the
 ``metrics_token`` setting as a Bearer token (a least-privilege credential for Prometheus'
 ``authorization`` option that can read metrics and nothing else). Why not "open on
 loopback": behind a reverse proxy on the same host every request comes from loopback. Why
@@ -26,13 +27,16 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
+from backchannel import members
 from backchannel.config import Settings
+from backchannel.members import VIEWER
 from backchannel.metrics import CONTENT_TYPE, Metrics
-from backchannel.routing import active_destinations
+from backchannel.routing import active_connections
 from backchannel.store import migrations
-from backchannel.store.base import Store
-from backchannel.suspension import Suspension, suspension_key
-from backchannel.web.auth import Admin, AdminAuth, require_admin
+from backchannel.store.base import Store, qualified_name
+from backchannel.suspension import Suspension
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin, AdminAuth
 
 READY_TIMEOUT = 2.0  # seconds the database gets to answer the readiness probe
 
@@ -42,13 +46,19 @@ def latest_migration(database_url: str) -> int:
     return max(version for version, _ in migrations.load(backend))
 
 
-def destination_states(store: Store, destinations: Sequence[str]) -> dict[str, str]:
-    """``ok``, or ``paused: <the platform's reason>`` per destination (see suspension.py)."""
-    states: dict[str, str] = {}
-    for name in destinations:
-        suspended = Suspension.parse(store.get_admin_setting(suspension_key(name)))
-        states[name] = "ok" if suspended is None else f"paused: {suspended.reason}"
-    return states
+def delivery_states(store: Store, always: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``ok``, or ``paused: <the platform's reason>``, per destination (paused when any of its
+    active connections is) and per connection (see suspension.py)."""
+    names = {p.id: p.name for p in store.properties()}
+    destinations: dict[str, str] = {}
+    connections: dict[str, str] = {}
+    for c in active_connections(store, always):
+        suspended = Suspension.parse(c.suspension)
+        state = "ok" if suspended is None else f"paused: {suspended.reason}"
+        connections[qualified_name(c.property_id, names.get(c.property_id, ""), c.name)] = state
+        if destinations.get(c.destination, "ok") == "ok":
+            destinations[c.destination] = state
+    return destinations, connections
 
 
 def install(
@@ -90,8 +100,8 @@ def install(
         if store is not None and checks.get("database") == "ok":
             # Informational, not a check: a destination paused for a refused token must not
             # take the node out of a load balancer, since ingest still works and queues.
-            body["destinations"] = await asyncio.to_thread(
-                lambda: destination_states(store, active_destinations(store, settings.destinations))
+            body["destinations"], body["connections"] = await asyncio.to_thread(
+                delivery_states, store, settings.destinations
             )
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -102,14 +112,19 @@ def install(
         allowed = bool(
             token and kind.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
         )
-        if not allowed and await auth.current(request) is None:
+        caller = None if allowed else await auth.current(request)
+        # install-wide figures: a role on every property (host-wide), not on one of them
+        if not allowed and (
+            caller is None or members.role_for(caller.grants, members.HOST) is None
+        ):
             return JSONResponse(
                 {
                     "error": "unauthorized",
                     "errors": [
                         {
                             "path": "Authorization",
-                            "reason": "send the metrics token or an admin API key as Bearer",
+                            "reason": "send the metrics token or an admin API key as Bearer"
+                            " (a member needs a role on every property)",
                         }
                     ],
                 },
@@ -122,7 +137,9 @@ def install(
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
 
     @app.get("/admin/api/status", summary="Outbox counts (admin session or admin API key)")
-    async def admin_status(admin: Annotated[Admin, Depends(require_admin)]) -> dict[str, Any]:
+    async def admin_status(
+        admin: Annotated[Admin, Depends(require_role(VIEWER))],
+    ) -> dict[str, Any]:
         store = state["store"]
         return {"conversions": store.conversion_count(), "outbox": store.outbox_counts()}
 

@@ -5,16 +5,26 @@ Order of work for every request, and why:
 1. Read the **raw** body (bounded): every signature is over the exact bytes sent, so nothing
    may parse or re-encode the body first. (WooCommerce's unsigned creation ping,
    ``webhook_id=N``, is answered 200 here and nothing is stored.)
-2. Verify the signature against the configured secrets (environment first, else the encrypted
-   ``backchannel source set`` one). No secret configured: 503, so the platform retries until
-   one is set instead of the orders being dropped. Bad or missing signature: 401, nothing
-   stored but a rejection note (no body, no PII) for the diagnostics page.
-   A WooCommerce webhook from another shop than the configured store URL: 403.
-3. A delivery id already processed (``X-Shopify-Webhook-Id``, Stripe's ``evt_…`` id,
+2. Name the property, never guessing (see :mod:`backchannel.properties`): Shopify's
+   ``X-Shopify-Shop-Domain`` bound to a property; WooCommerce's ``X-WC-Webhook-Source`` the
+   store URL stored with a property's secret; Stripe's event ``account`` bound to one, else
+   the one property whose secret verifies the signature. An install with one property (and,
+   for Shopify and Stripe, no bindings) takes every webhook, as before. A shop, store or
+   account of no property is 403 and recorded (``ingest_rejections`` without a property),
+   as is a Stripe secret stored for two properties that cannot be told apart by an account.
+3. Verify the signature against that property's secrets (the default property: the
+   environment's first, else its encrypted ``backchannel source set`` one; any other: its
+   stored one). No secret configured: 503, so the platform retries until one is set instead
+   of the orders being dropped. Bad or missing signature: 401, nothing stored but a rejection
+   note (no body, no PII) for the diagnostics page. A webhook signed with one property's
+   secret but naming another property's shop or account is thus refused: each property's
+   webhooks can only write into it. A WooCommerce webhook from another shop than the
+   property's store URL: 403.
+4. A delivery id already processed (``X-Shopify-Webhook-Id``, Stripe's ``evt_…`` id,
    ``X-WC-Webhook-Delivery-ID``, which WooCommerce renews on every attempt): 200 at once.
    This is only the fast path: correctness does not depend on it, because the order id
    decides the event_id, so re-processing a delivery stores nothing new either.
-4. Map, then :func:`backchannel.ingest.ingest`: the conversion, its outbox rows and its ledger
+5. Map, then :func:`backchannel.ingest.ingest`: the conversion, its outbox rows and its ledger
    row are written in ONE transaction (the shared group commit). Only then 200 — acknowledged
    means committed. The delivery id is recorded after that commit: a crash in between makes
    the platform retry, and the retry is an idempotent duplicate (never a lost order).
@@ -47,11 +57,12 @@ from starlette.routing import Route
 from backchannel import credentials
 from backchannel.config import Settings
 from backchannel.events import Conversion
-from backchannel.ingest import InvalidBatch, LedgerHook, ingest, prepare
+from backchannel.ingest import BadRequest, InvalidBatch, LedgerHook, ingest, prepare
 from backchannel.notes import Note
+from backchannel.properties import Properties, PropertyContext
 from backchannel.sources import Mapped, SourceError, ledger, shopify, stripe, woocommerce
 from backchannel.sources.common import secrets_of
-from backchannel.store.base import LedgerEntry
+from backchannel.store.base import DEFAULT_PROPERTY, LedgerEntry
 
 log = logging.getLogger("backchannel.sources")
 
@@ -65,10 +76,10 @@ class _Response(JSONResponse):
         return orjson.dumps(content)
 
 
-def api_ledger(settings: Settings) -> LedgerHook:
+def api_ledger(utm: frozenset[str]) -> LedgerHook:
     """The ledger hook of ``POST /v1/events``: payment-like events with an order_id; the
-    landing session ingest joined the order to counts as evidence too."""
-    utm = ledger.utm_sources(settings.tiktok_utm_sources)
+    landing session ingest joined the order to counts as evidence too. ``utm``: the
+    property's TikTok utm_source values."""
 
     def hook(
         index: int, conversion: Conversion, landing: ledger.Landing | None
@@ -109,7 +120,6 @@ def _json(body: bytes) -> Any:
 
 def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     """Add the webhook routes to ``app``; ``state`` is the app's (store, runner) holder."""
-    utm = ledger.utm_sources(settings.tiktok_utm_sources)
     stripe_events = stripe.Events(
         signup=settings.stripe_signup_event.strip(),
         subscribe=settings.stripe_subscribe_event.strip(),
@@ -119,6 +129,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             else None
         ),
     )
+    #: the default property's secrets from the environment (they win over its stored ones)
     env_secrets = {
         "shopify": secrets_of(settings.shopify_webhook_secret),
         "stripe": secrets_of(settings.stripe_webhook_secret),
@@ -128,42 +139,72 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     woo_paid = settings.paid_statuses
     cipher_box: list[MultiFernet] = []
 
-    async def secrets_for(source: str) -> list[str]:
-        if env_secrets[source]:
-            return env_secrets[source]
-        store = state["store"]
-        ciphertext = await state["runner"].run(store.get_source_secret, source)
-        if ciphertext is None:
-            return []
+    async def properties() -> Properties:
+        found: Properties = state["properties"]
+        await found.ensure_fresh(state["runner"])
+        return found
+
+    def decrypt(ciphertext: bytes) -> list[str]:
         if not cipher_box:
             cipher_box.append(credentials.load_cipher(settings, create=False))
         return secrets_of(credentials.decrypt(cipher_box[0], ciphertext))
 
+    async def secrets_for(source: str, property_id: int) -> list[str]:
+        if property_id == DEFAULT_PROPERTY and env_secrets[source]:
+            return env_secrets[source]
+        store = state["store"]
+        ciphertext = await state["runner"].run(store.get_source_secret, source, property_id)
+        return [] if ciphertext is None else decrypt(ciphertext)
+
+    async def every_secret(source: str) -> dict[int, list[str]]:
+        """Every property's secrets of ``source`` (Stripe: the secret names the property)."""
+        store = state["store"]
+        stored = await state["runner"].run(store.source_secrets, source)
+        found = {property_id: decrypt(ciphertext) for property_id, ciphertext in stored.items()}
+        if env_secrets[source]:
+            found[DEFAULT_PROPERTY] = env_secrets[source]
+        return {property_id: values for property_id, values in found.items() if values}
+
     async def reject(
-        source: str, error: SourceError, delivery_id: str | None = None
+        source: str,
+        error: SourceError,
+        delivery_id: str | None = None,
+        property_id: int | None = DEFAULT_PROPERTY,
     ) -> JSONResponse:
         reason = orjson.dumps(error.as_dict())
         try:
             await state["runner"].run(
-                state["store"].record_rejection, source, reason, time.time(), delivery_id
+                state["store"].record_rejection,
+                source,
+                reason,
+                time.time(),
+                delivery_id,
+                property_id,
             )
         except Exception:  # diagnostics must never turn a 4xx into a 500
             log.exception("could not record a %s rejection", source)
         return _Response(error.as_dict(), status_code=error.status)
 
     async def accept(
-        source: str, mapped: Mapped, delivery_id: str | None, now: float
+        source: str,
+        mapped: Mapped,
+        delivery_id: str | None,
+        now: float,
+        owner: PropertyContext,
     ) -> JSONResponse:
         runner, store = state["runner"], state["store"]
         if mapped.ignored is not None or mapped.conversion is None:
             reason = mapped.ignored or "nothing to record"
             if delivery_id:
-                await runner.run(store.record_delivery, source, delivery_id, "ignored", now)
+                await runner.run(
+                    store.record_delivery, source, delivery_id, "ignored", now, owner.id
+                )
             return _Response({"ignored": reason}, status_code=200)
 
         if mapped.ledger_only is not None:  # an order not to send (yet): the ledger only
-            return await record_only(source, mapped, delivery_id, now)
+            return await record_only(source, mapped, delivery_id, now, owner)
         signals = mapped.signals
+        utm = owner.utm_sources
 
         def hook(
             index: int, conversion: Conversion, landing: ledger.Landing | None
@@ -179,7 +220,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 [mapped.conversion],
                 runner,
                 now=now,
-                default_region=settings.default_region,
+                default_region=owner.default_region,
                 destinations=settings.destinations,
                 origin=source,
                 ledger=hook,
@@ -187,18 +228,28 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 stitch_window=settings.click_cookie_days * 86400.0,  # as /v1/events
                 routes=state.get("routes"),  # event routing, as /v1/events
                 strip_params=settings.strip_params,  # personal data out of page URLs
-                source_ids=settings.source_ids,  # non-web events (TikTok event sets)
+                source_ids=owner.source_ids,  # non-web events (TikTok event sets)
+                property_id=owner.id,
             )
         except InvalidBatch as exc:
             notes = [n for r in exc.results for n in r.errors]
-            return await reject(source, SourceError(notes), delivery_id)
+            return await reject(source, SourceError(notes), delivery_id, owner.id)
+        except BadRequest as exc:  # a landing session of another property: 403
+            error = SourceError(exc.notes, status=exc.status, code=exc.code)
+            return await reject(source, error, delivery_id, owner.id)
         if delivery_id:
-            await runner.run(store.record_delivery, source, delivery_id, "processed", time.time())
+            await runner.run(
+                store.record_delivery, source, delivery_id, "processed", time.time(), owner.id
+            )
         (item,) = result.results
         return _Response(item.as_dict() | {"source": source}, status_code=200)
 
     async def record_only(
-        source: str, mapped: Mapped, delivery_id: str | None, now: float
+        source: str,
+        mapped: Mapped,
+        delivery_id: str | None,
+        now: float,
+        owner: PropertyContext,
     ) -> JSONResponse:
         """An order for the ledger alone: normalized (the same checks as a sent one), its row
         written without an event_id, nothing enqueued."""
@@ -208,19 +259,22 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         results, good = prepare(
             [mapped.conversion],
             now=now,
-            default_region=settings.default_region,
+            default_region=owner.default_region,
             strip_params=settings.strip_params,
         )
         if not good:
-            return await reject(source, SourceError(results[0].errors), delivery_id)
+            return await reject(source, SourceError(results[0].errors), delivery_id, owner.id)
         ((_, conversion),) = good
-        entry = ledger.entry(conversion, source, mapped.signals, utm)
+        entry = ledger.entry(conversion, source, mapped.signals, owner.utm_sources)
         if entry is None:  # an order always has an id and a value; nothing else gets here
             return _Response({"ignored": mapped.ledger_only}, status_code=200)
         entry.event_id = None  # no conversion was made for it
+        entry.property_id = owner.id
         (new,) = await runner.run(store.record_orders, [entry], now)
         if delivery_id:
-            await runner.run(store.record_delivery, source, delivery_id, "ignored", time.time())
+            await runner.run(
+                store.record_delivery, source, delivery_id, "ignored", time.time(), owner.id
+            )
         return _Response(
             {
                 "ignored": mapped.ledger_only,
@@ -231,30 +285,25 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             status_code=200,
         )
 
-    async def required_secrets(source: str) -> list[str]:
-        """The source's webhook secrets; none configured is a 503 so the platform retries."""
-        found = await secrets_for(source)
-        if not found:
-            how = "--store-url URL < secret.txt" if source == "woocommerce" else "< secret.txt"
-            raise SourceError(
-                [
-                    Note(
-                        "secret",
-                        f"no {DISPLAY[source]} webhook secret configured: run `backchannel"
-                        f" source set {source} {how}` or set"
-                        f" BACKCHANNEL_{source.upper()}_WEBHOOK_SECRET",
-                    )
-                ],
-                status=503,
-                code="not_configured",
-            )
-        return found
+    def not_configured(source: str, owner: PropertyContext) -> SourceError:
+        """None of the property's secrets is configured: 503, so the platform retries."""
+        how = "--store-url URL < secret.txt" if source == "woocommerce" else "< secret.txt"
+        where = (
+            f"run `backchannel source set {source} {how}` or set"
+            f" BACKCHANNEL_{source.upper()}_WEBHOOK_SECRET"
+            if owner.id == DEFAULT_PROPERTY
+            else f"run `backchannel source set {source} --property {owner.name} {how}`"
+        )
+        return SourceError(
+            [Note("secret", f"no {DISPLAY[source]} webhook secret configured: {where}")],
+            status=503,
+            code="not_configured",
+        )
 
-    async def store_url_for(source: str) -> str | None:
-        """The shop a source's webhooks must come from: the setting, else the stored one."""
-        if settings.woocommerce_store_url and settings.woocommerce_store_url.strip():
-            return settings.woocommerce_store_url.strip()
-        found: str | None = await state["runner"].run(state["store"].get_source_store_url, source)
+    async def required_secrets(source: str, owner: PropertyContext) -> list[str]:
+        found = await secrets_for(source, owner.id)
+        if not found:
+            raise not_configured(source, owner)
         return found
 
     async def seen_before(source: str, delivery_id: str | None) -> bool:
@@ -273,31 +322,60 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             delivery_id,
         )
 
+    def unknown(path: str, what: str, option: str, value: str | None) -> SourceError:
+        """403: the webhook names no property; it is recorded, never guessed."""
+        how = (
+            f"`backchannel source set woocommerce --property NAME {option} {value}`"
+            if option == "--store-url"
+            else f"`backchannel property set NAME {option} {value}`"
+        )
+        if value is None:
+            reason = f"missing: with several properties the {what} names the property"
+        else:
+            reason = f"{what} {value!r} belongs to no property: bind it with {how}"
+        return SourceError(
+            [Note(path, reason)], status=403, code=f"unknown_{what.split()[-1].lower()}"
+        )
+
+    async def shopify_owner(shop: str | None) -> PropertyContext:
+        """The property of X-Shopify-Shop-Domain (one property, no bindings: that one)."""
+        found = await properties()
+        bound = found.bound("shopify", shop.lower()) if shop else None
+        if bound is not None:
+            return found.get(bound)
+        only = found.only()
+        if only is not None and not found.has_bindings("shopify"):
+            return only
+        raise unknown("X-Shopify-Shop-Domain", "Shopify shop", "--shopify-shop", shop)
+
     async def shopify_webhook(request: Request) -> JSONResponse:
         now = time.time()
         delivery_id = (request.headers.get("x-shopify-webhook-id") or "").strip()[:256] or None
+        owner: PropertyContext | None = None
         try:
             body = await _raw_body(request)
-            secrets = await required_secrets("shopify")
+            shop = (request.headers.get("x-shopify-shop-domain") or "").strip() or None
+            owner = await shopify_owner(shop)
+            secrets = await required_secrets("shopify", owner)
             shopify.verify(body, request.headers.get("x-shopify-hmac-sha256"), secrets)
             if await seen_before("shopify", delivery_id):
                 return _Response({"status": "duplicate", "delivery_id": delivery_id})
             topic = (request.headers.get("x-shopify-topic") or "").strip()
-            shop = (request.headers.get("x-shopify-shop-domain") or "").strip() or None
             mapped = shopify.map_order(
                 _json(body), topic=topic, shop_domain=shop, event=settings.shopify_event.strip()
             )
         except SourceError as exc:
-            return await reject("shopify", exc, delivery_id)
+            return await reject("shopify", exc, delivery_id, owner.id if owner else None)
         except credentials.SecretError as exc:
             return await unusable_secret("shopify", exc, delivery_id)
         await checkout_session(mapped)
-        return await accept("shopify", mapped, delivery_id, now)
+        return await accept("shopify", mapped, delivery_id, now, owner)
 
     async def checkout_session(mapped: Mapped) -> None:
         """Name the order's landing session from its checkout token, when the Shopify custom
         pixel reported that checkout (and no cart attribute named a session already): ingest
-        then stitches that session in as if the shop had sent its id."""
+        then stitches that session in as if the shop had sent its id (a session of another
+        property is refused there, as any)."""
         conversion = mapped.conversion
         if conversion is None or not mapped.checkout_token or conversion.get("session_id"):
             return
@@ -305,42 +383,124 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         if found:
             conversion["session_id"] = found
 
+    async def stripe_owner(
+        body: bytes, header: str | None, now: float
+    ) -> tuple[PropertyContext, Any]:
+        """Verify, then name the property: the event's ``account`` bound to one, else the one
+        property whose secret signed it. Signatures are checked before the body is read."""
+        found = await properties()
+        candidates = await every_secret("stripe")
+        if not candidates:
+            only = found.only()
+            raise not_configured("stripe", only or found.get(DEFAULT_PROPERTY))
+        signed: list[int] = []
+        refusal: SourceError | None = None
+        for property_id, secrets in sorted(candidates.items()):
+            try:
+                stripe.verify(body, header, secrets, now=now, tolerance=settings.stripe_tolerance)
+            except SourceError as exc:
+                refusal = refusal or exc
+                continue
+            signed.append(property_id)
+        if not signed:
+            assert refusal is not None
+            raise refusal
+        document = _json(body)
+        account = stripe.account(document)
+        bound = found.bound("stripe", account) if account else None
+        if bound is not None:
+            if bound not in signed:
+                raise SourceError(
+                    [
+                        Note(
+                            "Stripe-Signature",
+                            f"account {account!r} belongs to another property than the"
+                            " secret that signed this event",
+                        )
+                    ],
+                    status=403,
+                    code="wrong_property",
+                )
+            return found.get(bound), document
+        only = found.only()
+        if only is not None and not found.has_bindings("stripe"):
+            return only, document
+        if account is not None:
+            raise unknown("account", "Stripe account", "--stripe-account", account)
+        if len(signed) == 1:
+            return found.get(signed[0]), document
+        names = ", ".join(found.get(p).name for p in signed)
+        raise SourceError(
+            [
+                Note(
+                    "Stripe-Signature",
+                    f"the same signing secret is stored for several properties ({names}):"
+                    " each Stripe endpoint needs its own secret",
+                )
+            ],
+            status=403,
+            code="ambiguous_property",
+        )
+
     async def stripe_webhook(request: Request) -> JSONResponse:
         now = time.time()
         delivery_id: str | None = None
+        owner: PropertyContext | None = None
         try:
             body = await _raw_body(request)
-            secrets = await required_secrets("stripe")
-            stripe.verify(
-                body,
-                request.headers.get("stripe-signature"),
-                secrets,
-                now=now,
-                tolerance=settings.stripe_tolerance,
-            )
-            document = _json(body)
+            owner, document = await stripe_owner(body, request.headers.get("stripe-signature"), now)
             delivery_id = stripe.event_id(document)
             if await seen_before("stripe", delivery_id):
                 return _Response({"status": "duplicate", "delivery_id": delivery_id})
             mapped = stripe.map_event(document, stripe_events)
         except SourceError as exc:
-            return await reject("stripe", exc, delivery_id)
+            return await reject("stripe", exc, delivery_id, owner.id if owner else None)
         except credentials.SecretError as exc:
             return await unusable_secret("stripe", exc, delivery_id)
-        return await accept("stripe", mapped, delivery_id, now)
+        return await accept("stripe", mapped, delivery_id, now, owner)
+
+    async def store_url_for(owner: PropertyContext) -> str | None:
+        """The shop a property's WooCommerce webhooks must come from: the setting (the
+        default property's), else the URL stored with its secret."""
+        configured = settings.woocommerce_store_url
+        if owner.id == DEFAULT_PROPERTY and configured and configured.strip():
+            return configured.strip()
+        found: str | None = await state["runner"].run(
+            state["store"].get_source_store_url, "woocommerce", owner.id
+        )
+        return found
+
+    async def woocommerce_owner(shop: str | None) -> PropertyContext:
+        """The property whose store URL is X-WC-Webhook-Source (one property: that one,
+        whose own URL check then applies)."""
+        found = await properties()
+        wanted = woocommerce.store_key(shop)
+        if wanted is not None:
+            matching = []
+            for prop in found.all():
+                if woocommerce.store_key(await store_url_for(prop)) == wanted:
+                    matching.append(prop)
+            if len(matching) == 1:
+                return matching[0]
+        only = found.only()
+        if only is not None:
+            return only
+        raise unknown("X-WC-Webhook-Source", "WooCommerce store", "--store-url", shop)
 
     async def woocommerce_webhook(request: Request) -> JSONResponse:
         now = time.time()
         header = request.headers.get("x-wc-webhook-delivery-id") or ""
         delivery_id = header.strip()[:256] or None
+        owner: PropertyContext | None = None
         try:
             body = await _raw_body(request)
             if woocommerce.is_ping(body):  # sent when the webhook is saved: unsigned, no data
                 return _Response({"status": "ping"}, status_code=200)
-            secrets = await required_secrets("woocommerce")
-            woocommerce.verify(body, request.headers.get("x-wc-webhook-signature"), secrets)
             shop = (request.headers.get("x-wc-webhook-source") or "").strip() or None
-            woocommerce.check_store(await store_url_for("woocommerce"), shop)
+            owner = await woocommerce_owner(shop)
+            secrets = await required_secrets("woocommerce", owner)
+            woocommerce.verify(body, request.headers.get("x-wc-webhook-signature"), secrets)
+            woocommerce.check_store(await store_url_for(owner), shop)
             if await seen_before("woocommerce", delivery_id):
                 return _Response({"status": "duplicate", "delivery_id": delivery_id})
             topic = (request.headers.get("x-wc-webhook-topic") or "").strip()
@@ -348,10 +508,10 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 _json(body), topic=topic, store_url=shop, event=woo_event, paid_statuses=woo_paid
             )
         except SourceError as exc:
-            return await reject("woocommerce", exc, delivery_id)
+            return await reject("woocommerce", exc, delivery_id, owner.id if owner else None)
         except credentials.SecretError as exc:
             return await unusable_secret("woocommerce", exc, delivery_id)
-        return await accept("woocommerce", mapped, delivery_id, now)
+        return await accept("woocommerce", mapped, delivery_id, now, owner)
 
     # Plain Starlette routes, like /v1/events: the raw body is read by the handler itself.
     app.router.routes.insert(0, Route("/v1/sources/shopify", shopify_webhook, methods=["POST"]))

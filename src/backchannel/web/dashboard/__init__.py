@@ -3,8 +3,9 @@
 One module per page (or pair of pages), each with an ``install(app, settings, state)`` that
 adds its routes; :func:`install` wires them all. The shell (menu, stylesheet, figures,
 tables) is in :mod:`.layout`. Every page reads the same store as the CLI, through
-``state["store"]``; actions (replay, connections, test orders) are POSTs that need the
-session's CSRF token (:func:`backchannel.web.auth.require_csrf`).
+``state["store"]``. Every route declares the role it needs on the request's property
+(:func:`backchannel.web.access.require_role`: viewer to read, editor for replay, connections
+and test orders, owner for members); POSTs also need the session's CSRF token.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from backchannel.web.dashboard import (
     gap,
     identifiers,
     layout,
+    members,
     overview,
     test_events,
 )
@@ -39,3 +41,4 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     connections.install(app, settings, state)  # /admin/connections: pixel, token, routes
     test_events.install(app, settings, state)  # /admin/test-events, fire a test order
     gap.install(app, settings, state)  # /reports/gap, its JSON, CSV and SVG charts
+    members.install(app, settings, state)  # /admin/members: who may do what (owners)

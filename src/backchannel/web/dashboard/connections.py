@@ -33,15 +33,10 @@ from backchannel.catalog import EVENTS
 from backchannel.config import Settings
 from backchannel.connect import PIXEL, TOKEN, CredentialError
 from backchannel.destinations import Credential, Destination
+from backchannel.members import EDITOR, VIEWER
 from backchannel.store.base import Connection, Store
-from backchannel.web.auth import (
-    Admin,
-    FormError,
-    csrf_field,
-    read_form_fields,
-    require_admin_page,
-    require_csrf,
-)
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin, FormError, csrf_field, read_form_fields
 from backchannel.web.dashboard import layout
 from backchannel.web.dashboard.layout import esc
 
@@ -82,7 +77,7 @@ def mode_of(
     state: dict[str, Any], settings: Settings, destination: str, connection: Connection | None
 ) -> str:
     """sandbox / live while the destination gets rows; "off — not connected" otherwise."""
-    if destination not in settings.destinations and connection is None:
+    if destination not in settings.destinations and (connection is None or not connection.live):
         return OFF
     try:
         return "sandbox" if state["targets"].resolve(destination).sandbox else "live"
@@ -263,9 +258,11 @@ def section(
         "</fieldset>"
         f"<button type=submit>Save events for {esc(label)}</button></form>"
     )
+    # the forms only for those who may change connections (editor, owner): a viewer reads
+    controls = f"{save}<p>{remove}</p>{route_form}" if admin.may(EDITOR) else ""
     return (
         f'<section class=connection id="{destination}"><h2>{esc(label)}</h2>'
-        f"{summary}{save}<p>{remove}</p>{route_form}</section>"
+        f"{summary}{controls}</section>"
     )
 
 
@@ -401,7 +398,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return destination in registry.DESTINATIONS
 
     async def show(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> HTMLResponse:
         saved = request.query_params.get("saved", "")
         message = f"{registry.display_name(saved)}: saved." if known(saved) else None
@@ -432,17 +429,17 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return RedirectResponse(f"{PATH}?saved={destination}#{destination}", status_code=303)
 
     async def save(
-        request: Request, destination: str, admin: Annotated[Admin, Depends(require_csrf)]
+        request: Request, destination: str, admin: Annotated[Admin, Depends(require_role(EDITOR))]
     ) -> Response:
         return await act(request, destination, admin, "save")
 
     async def remove(
-        request: Request, destination: str, admin: Annotated[Admin, Depends(require_csrf)]
+        request: Request, destination: str, admin: Annotated[Admin, Depends(require_role(EDITOR))]
     ) -> Response:
         return await act(request, destination, admin, "remove")
 
     async def set_routes(
-        request: Request, destination: str, admin: Annotated[Admin, Depends(require_csrf)]
+        request: Request, destination: str, admin: Annotated[Admin, Depends(require_role(EDITOR))]
     ) -> Response:
         return await act(request, destination, admin, "routes")
 

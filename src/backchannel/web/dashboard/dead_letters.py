@@ -27,7 +27,9 @@ from backchannel.diagnostics.dead_letters import (
     dead_letter,
     dead_page,
 )
-from backchannel.web.auth import Admin, read_form, require_admin, require_admin_page, require_csrf
+from backchannel.members import EDITOR, VIEWER
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin, read_form
 from backchannel.web.dashboard import layout
 from backchannel.web.dashboard.layout import ParamError, esc, figure, post_button, table, when
 
@@ -88,6 +90,8 @@ def replayed_notice(n: int) -> str:
 
 
 def render_list(data: DeadPage, admin: Admin, known: tuple[str, ...], replayed: int | None) -> str:
+    # replay buttons only for those who may replay (an editor or owner): a viewer sees none
+    can_replay = admin.may(EDITOR)
     rows = [
         [
             esc(r.destination),
@@ -96,8 +100,14 @@ def render_list(data: DeadPage, admin: Admin, known: tuple[str, ...], replayed: 
             str(r.attempts),
             esc(r.reason),
             esc(when(r.died_at)),
-            post_button(
-                admin, REPLAY_PATH, "Replay", event_id=r.event_id, destination=r.destination
+            *(
+                [
+                    post_button(
+                        admin, REPLAY_PATH, "Replay", event_id=r.event_id, destination=r.destination
+                    )
+                ]
+                if can_replay
+                else []
             ),
         ]
         for r in data.rows
@@ -116,7 +126,7 @@ def render_list(data: DeadPage, admin: Admin, known: tuple[str, ...], replayed: 
             all="1",
             **({"destination": data.destination} if data.destination else {}),
         )
-        if data.total
+        if data.total and can_replay
         else ""
     )
     return (
@@ -126,7 +136,8 @@ def render_list(data: DeadPage, admin: Admin, known: tuple[str, ...], replayed: 
         f"{figure('page', data.page)} of {figure('pages', data.pages)}. {replay_all}</p>"
         + '<p class="muted">Newest first, by when the platform refused them.</p>'
         + table(
-            ["destination", "event", "event_id", "attempts", "reason", "died", ""],
+            ["destination", "event", "event_id", "attempts", "reason", "died"]
+            + ([""] if can_replay else []),
             rows,
             empty="No dead letters.",
             test_id="dead-letters",
@@ -148,17 +159,19 @@ def render_detail(letter: DeadLetter, admin: Admin) -> str:
         ["test event", '<span class="badge test">test</span>' if letter.test_event_code else "no"],
     ]
     fact_rows = "".join(f'<tr><th scope="row">{k}</th><td>{v}</td></tr>' for k, v in facts)
-    replay = (
-        post_button(
+    if letter.status != "dead":
+        replay = '<p class="muted">Not dead any more: nothing to replay.</p>'
+    elif admin.may(EDITOR):
+        replay = post_button(
             admin,
             REPLAY_PATH,
             "Replay",
             event_id=letter.event_id,
             destination=letter.destination,
         )
-        if letter.status == "dead"
-        else '<p class="muted">Not dead any more: nothing to replay.</p>'
-    )
+    else:
+        replay = '<p class="muted">Replaying needs the editor role.</p>'
+
     body = (
         pretty(letter.sent_body)
         if letter.sent_body is not None
@@ -186,7 +199,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
 
     @app.get(PATH, include_in_schema=False, response_class=HTMLResponse)
     async def list_page(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> HTMLResponse:
         try:
             page, destination = list_params(request, known)
@@ -196,7 +209,13 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except ParamError as exc:
             return bad_page(admin, exc)
         data = await asyncio.to_thread(
-            dead_page, state["store"], page=page, destination=destination
+            functools.partial(
+                dead_page,
+                state["store"],
+                page=page,
+                destination=destination,
+                property_id=admin.property_id,
+            )
         )
         return layout.render(
             "Dead letters", render_list(data, admin, known, replayed), admin, active="dead"
@@ -204,31 +223,41 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
 
     @app.get(API_PATH, summary="Dead letters, newest first (admin session or admin API key)")
     async def list_json(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> JSONResponse:
         try:
             page, destination = list_params(request, known)
         except ParamError as exc:
             return layout.bad_request(exc)
         data = await asyncio.to_thread(
-            dead_page, state["store"], page=page, destination=destination
+            functools.partial(
+                dead_page,
+                state["store"],
+                page=page,
+                destination=destination,
+                property_id=admin.property_id,
+            )
         )
         return JSONResponse(data.to_json())
 
     @app.get(PATH + "/{outbox_id}", include_in_schema=False, response_class=HTMLResponse)
     async def detail_page(
-        outbox_id: str, admin: Annotated[Admin, Depends(require_admin_page)]
+        outbox_id: str, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> HTMLResponse:
         if not outbox_id.isdigit() or len(outbox_id) > 18:
             return bad_page(admin, ParamError("outbox_id: must be a whole number"))
-        letter = await asyncio.to_thread(dead_letter, state["store"], int(outbox_id))
+        letter = await asyncio.to_thread(
+            dead_letter, state["store"], int(outbox_id), admin.property_id
+        )
         if letter is None:
             return bad_page(admin, ParamError("outbox_id: no such outbox row"), 404)
         title = f"Dead letter {letter.outbox_id}"
         return layout.render(title, render_detail(letter, admin), admin, active="dead")
 
     @app.post(REPLAY_PATH, include_in_schema=False)
-    async def replay(request: Request, admin: Annotated[Admin, Depends(require_csrf)]) -> Response:
+    async def replay(
+        request: Request, admin: Annotated[Admin, Depends(require_role(EDITOR))]
+    ) -> Response:
         form = await read_form(request)
 
         def refuse(error: ParamError, status: int = 400) -> Response:
@@ -253,19 +282,27 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 raise ParamError(f"event_id: longer than {MAX_EVENT_ID} characters")
         except ParamError as exc:
             return refuse(exc)
-        if event_id and not await asyncio.to_thread(dead_count, store, event_id, destination):
+        if event_id and not await asyncio.to_thread(
+            dead_count, store, event_id, destination, admin.property_id
+        ):
             where = f" for {destination}" if destination else ""
             return refuse(ParamError(f"event_id: no dead letter with this event_id{where}"), 404)
         now = time.time()
         runner = state["runner"]
         count: int = await runner.run(
-            functools.partial(store.replay, now, event_id=event_id or None, destination=destination)
+            functools.partial(
+                store.replay,
+                now,
+                event_id=event_id or None,
+                destination=destination,
+                property_id=admin.property_id,  # the request's property's letters only
+            )
         )
         what = f"event_id {event_id}" if event_id else "all dead"
         detail = f"{what}, destination {destination or 'all'}: {count} re-queued"
-        await runner.run(store.audit, now, admin.actor, "replay", detail)
+        await runner.run(store.audit, now, admin.actor, "replay", detail, admin.property_id)
         worker = state.get("worker")
         if worker is not None and count:
-            worker.wake(destination or "*")
+            worker.wake("*")  # lanes are per connection: each looks at its own rows
         query = {"replayed": str(count), **({"destination": destination} if destination else {})}
         return RedirectResponse(f"{PATH}?{urlencode(query)}", status_code=303)

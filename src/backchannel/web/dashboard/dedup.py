@@ -12,6 +12,7 @@ Query parameters: ``from``/``to`` (UTC days), ``status`` (``all`` or a verdict),
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -30,7 +31,9 @@ from backchannel.diagnostics.dedup import (
     DedupRow,
     dedup_report,
 )
-from backchannel.web.auth import Admin, require_admin, require_admin_page
+from backchannel.members import VIEWER
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
     ParamError,
     RangeError,
@@ -190,7 +193,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     """Add the Dedup page and its JSON twin."""
 
     async def dedup_page(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> Response:
         try:
             start, end = parse_range(request)
@@ -198,12 +201,20 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except (RangeError, ParamError) as exc:
             return error_page(TITLE, PATH, exc, admin, "dedup")
         report = await asyncio.to_thread(
-            dedup_report, state["store"], start, end, status=status, page=page
+            functools.partial(
+                dedup_report,
+                state["store"],
+                start,
+                end,
+                status=status,
+                page=page,
+                property_id=admin.property_id,
+            )
         )
         return render(TITLE, page_body(report), admin, active="dedup")
 
     async def dedup_api(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         try:
             start, end = parse_range(request)
@@ -211,7 +222,15 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
         report = await asyncio.to_thread(
-            dedup_report, state["store"], start, end, status=status, page=page
+            functools.partial(
+                dedup_report,
+                state["store"],
+                start,
+                end,
+                status=status,
+                page=page,
+                property_id=admin.property_id,
+            )
         )
         return JSONResponse(report.to_dict())
 

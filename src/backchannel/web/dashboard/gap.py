@@ -33,8 +33,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from backchannel import charts, report
 from backchannel.config import Settings
 from backchannel.destinations import display_name
+from backchannel.members import VIEWER
 from backchannel.report import SECTION_TITLES, GapReport, Tally
-from backchannel.web.auth import Admin, require_admin, require_admin_page
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
     ParamError,
     RangeError,
@@ -99,9 +101,15 @@ def parse_query(request: Request, *, today: date | None = None) -> Query:
     return Query(start, end, switch_on, event)
 
 
-def build(store: Any, query: Query) -> GapReport:
+def build(store: Any, query: Query, property_id: int | None = None) -> GapReport:
+    """The report of the request's property (its own orders only; None: every property's)."""
     return report.from_store(
-        store, query.start, query.end, query.switch_on, pixel_event=query.pixel_event
+        store,
+        query.start,
+        query.end,
+        query.switch_on,
+        pixel_event=query.pixel_event,
+        property_id=property_id,
     )
 
 
@@ -348,33 +356,33 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     """Add the gap report page and its downloads."""
 
     async def gap_page(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> Response:
         try:
             query = parse_query(request)
         except (RangeError, ParamError) as exc:
             return error_page(exc, admin)
-        result = await asyncio.to_thread(build, state["store"], query)
+        result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
         return render(TITLE, page_body(result, query), admin, active="gap")
 
     async def gap_json(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         try:
             query = parse_query(request)
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
-        result = await asyncio.to_thread(build, state["store"], query)
+        result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
         return JSONResponse(result.as_dict())
 
     async def gap_csv(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         try:
             query = parse_query(request)
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
-        result = await asyncio.to_thread(build, state["store"], query)
+        result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
         filename = f"gap-{query.start.isoformat()}-{query.end.isoformat()}.csv"
         return Response(
             report.to_csv(result),
@@ -383,7 +391,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         )
 
     async def gap_chart(
-        request: Request, name: str, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, name: str, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         names = charts.chart_names(report.SECTIONS)
         if name not in names:
@@ -403,7 +411,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             query = parse_query(request)
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
-        result = await asyncio.to_thread(build, state["store"], query)
+        result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
         svg = charts.gap_charts(result)[name]
         return Response(svg, media_type="image/svg+xml", headers=SVG_HEADERS)
 

@@ -25,8 +25,10 @@ from backchannel.diagnostics.identifiers import (
     IdentifiersReport,
     identifiers_report,
 )
+from backchannel.members import VIEWER
 from backchannel.routing import active_destinations
-from backchannel.web.auth import Admin, require_admin, require_admin_page
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
     RangeError,
     bad_request,
@@ -162,29 +164,29 @@ def page_body(report: IdentifiersReport) -> str:
 def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     """Add the Identifiers page and its JSON twin."""
 
-    def _report(start: date, end: date) -> IdentifiersReport:
+    def _report(start: date, end: date, property_id: int | None) -> IdentifiersReport:
         store = state["store"]
         active = active_destinations(store, settings.destinations)
-        return identifiers_report(store, start, end, destinations=active)
+        return identifiers_report(store, start, end, destinations=active, property_id=property_id)
 
     async def identifiers_page(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> Response:
         try:
             start, end = parse_range(request)
         except RangeError as exc:
             return error_page(TITLE, PATH, exc, admin, "identifiers")
-        report = await asyncio.to_thread(_report, start, end)
+        report = await asyncio.to_thread(_report, start, end, admin.property_id)
         return render(TITLE, page_body(report), admin, active="identifiers")
 
     async def identifiers_api(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
         try:
             start, end = parse_range(request)
         except RangeError as exc:
             return bad_request(exc)
-        report = await asyncio.to_thread(_report, start, end)
+        report = await asyncio.to_thread(_report, start, end, admin.property_id)
         return JSONResponse(report.to_dict())
 
     app.add_api_route(

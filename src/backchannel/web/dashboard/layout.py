@@ -21,6 +21,7 @@ from importlib import resources
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from backchannel.members import OWNER, VIEWER
 from backchannel.web.auth import Admin, csrf_field
 
 STYLESHEET_PATH = "/static/dashboard.css"
@@ -34,7 +35,10 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("tests", "/admin/test-events", "Test events"),
     ("gap", "/reports/gap", "Gap report"),
     ("connections", "/admin/connections", "Connections"),
+    ("members", "/admin/members", "Members"),
 )
+#: the role a menu entry needs (others: viewer); a member without it does not see the entry
+NAV_ROLES = {"members": OWNER}
 
 
 def esc(value: object) -> str:
@@ -115,12 +119,12 @@ class RangeError(ParamError):
 
 def bad_request(error: ValueError, status: int = 400) -> JSONResponse:
     """The dashboard's JSON error: ``{"error", "errors": [{path, reason}]}`` with the
-    parameter named (``not_found`` for a 404)."""
+    parameter named (``not_found`` for a 404, ``forbidden`` for a 403)."""
     message = str(error)
     path, _, reason = message.partition(": ")
     return JSONResponse(
         {
-            "error": "not_found" if status == 404 else "bad_request",
+            "error": {403: "forbidden", 404: "not_found"}.get(status, "bad_request"),
             "errors": [{"path": path, "reason": reason or message}],
         },
         status_code=status,
@@ -186,6 +190,11 @@ def render(
     links = "".join(
         f'<a href="{path}"{" aria-current=page" if key == active else ""}>{esc(label)}</a>'
         for key, path, label in NAV
+        if admin.may(NAV_ROLES.get(key, VIEWER))
+    )
+    who = (
+        f'<span class="muted" data-testid="who">{esc(admin.name)}'
+        f' <span data-testid="role">({esc(admin.role or "no role")})</span></span>'
     )
     logout = (
         f'<form method="post" action="/logout" class="inline">{csrf_field(admin)}'
@@ -199,7 +208,8 @@ def render(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"{meta_refresh}<title>{esc(title)} · Backchannel</title>"
         f'<link rel="stylesheet" href="{STYLESHEET_PATH}"></head><body>'
-        f'<header><strong class="brand">Backchannel</strong><nav>{links}</nav>{logout}</header>'
+        f'<header><strong class="brand">Backchannel</strong><nav>{links}</nav>{who}{logout}'
+        "</header>"
         f"<main><h1>{esc(title)}</h1>{body}</main></body></html>"
     )
     return HTMLResponse(document, status_code=status)

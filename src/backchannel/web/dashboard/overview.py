@@ -18,8 +18,10 @@ from starlette.responses import HTMLResponse, JSONResponse
 from backchannel import charts
 from backchannel.config import Settings
 from backchannel.diagnostics.overview import ErrorRow, Latency, Overview, overview
+from backchannel.members import VIEWER
 from backchannel.routing import active_destinations
-from backchannel.web.auth import Admin, require_admin, require_admin_page
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin
 from backchannel.web.dashboard import layout
 from backchannel.web.dashboard.layout import esc, figure, table, when
 
@@ -282,27 +284,30 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 found.append(name)
         return found
 
-    async def load(start: date, end: date) -> Overview:
-        return await asyncio.to_thread(lambda: overview(state["store"], start, end, active()))
+    async def load(start: date, end: date, property_id: int | None) -> Overview:
+        """The figures of the request's property (its own rows only)."""
+        return await asyncio.to_thread(
+            lambda: overview(state["store"], start, end, active(), property_id)
+        )
 
     @app.get(PATH, include_in_schema=False, response_class=HTMLResponse)
     async def overview_page(
-        request: Request, admin: Annotated[Admin, Depends(require_admin_page)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> HTMLResponse:
         try:
             start, end = layout.parse_range(request)
         except layout.RangeError as exc:
             return layout.error_page("Overview", PATH, exc, admin, "overview")
-        data = await load(start, end)
+        data = await load(start, end, admin.property_id)
         body = render_overview(data, sandboxed())
         return layout.render("Overview", body, admin, active="overview")
 
     @app.get(API_PATH, summary="Overview figures (admin session or admin API key)")
     async def overview_json(
-        request: Request, admin: Annotated[Admin, Depends(require_admin)]
+        request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> JSONResponse:
         try:
             start, end = layout.parse_range(request)
         except layout.RangeError as exc:
             return layout.bad_request(exc)
-        return JSONResponse((await load(start, end)).to_json())
+        return JSONResponse((await load(start, end, admin.property_id)).to_json())

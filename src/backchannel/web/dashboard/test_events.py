@@ -20,9 +20,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from backchannel import testorder
 from backchannel.config import Settings
 from backchannel.diagnostics import pretty
+from backchannel.members import EDITOR, VIEWER
 from backchannel.routing import active_destinations
 from backchannel.store.base import Store
-from backchannel.web.auth import Admin, require_admin_page, require_csrf
+from backchannel.web.access import require_role
+from backchannel.web.auth import Admin
 from backchannel.web.dashboard import layout
 from backchannel.web.dashboard.layout import esc
 
@@ -86,9 +88,13 @@ def list_page(
         " conversions</small></span>"
         + f'<span class="card">{layout.figure("production_conversions", total - tests)}'
         "<small>production conversions (not listed here)</small></span></p>"
-        + layout.post_button(admin, PATH + "/fire", "Fire a test order")
-        + " <span class=muted>A sample CompletePayment (1.00 USD, test@example.com) through the"
-        " real pipeline, with each destination's test event code.</span>"
+        + (
+            layout.post_button(admin, PATH + "/fire", "Fire a test order")
+            + " <span class=muted>A sample CompletePayment (1.00 USD, test@example.com) through"
+            " the real pipeline, with each destination's test event code.</span>"
+            if admin.may(EDITOR)
+            else ""
+        )
         + layout.table(
             ["Received", "Event", "event_id", "Code", *destinations, ""],
             table_rows,
@@ -143,10 +149,14 @@ def detail_body(view: testorder.SideBySide) -> str:
 
 
 def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
-    async def show_list(admin: Annotated[Admin, Depends(require_admin_page)]) -> HTMLResponse:
+    async def show_list(
+        admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))],
+    ) -> HTMLResponse:
         return list_page(state["store"], settings, admin)
 
-    async def fire(request: Request, admin: Annotated[Admin, Depends(require_csrf)]) -> Response:
+    async def fire(
+        request: Request, admin: Annotated[Admin, Depends(require_role(EDITOR))]
+    ) -> Response:
         store: Store = state["store"]
         try:
             active = active_destinations(store, settings.destinations)
@@ -167,7 +177,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return RedirectResponse(f"{PATH}/{fired.conversion_id}", status_code=303)
 
     async def show_one(
-        conversion_id: str, admin: Annotated[Admin, Depends(require_admin_page)]
+        conversion_id: str, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
     ) -> HTMLResponse:
         store: Store = state["store"]
         if not conversion_id.isdigit() or len(conversion_id) > 18:
