@@ -77,11 +77,18 @@ def looks_personal(name: str, value: str, names: frozenset[str]) -> bool:
 
 
 def _filter(query: str, names: frozenset[str], removed: list[str]) -> str:
+    """:func:`looks_personal` on each pair, the value decoded only when the name does not
+    settle it (a click id or UTM is kept, a listed name removed, whatever the value)."""
     kept = []
     for pair in query.split("&"):
         raw_name, _, raw_value = pair.partition("=")
-        name, value = unquote_plus(raw_name), unquote_plus(raw_value)
-        if pair and looks_personal(name, value, names):
+        name = unquote_plus(raw_name)
+        lowered = name.strip().lower()
+        if not pair or lowered in KEEP or lowered.startswith("utm_"):
+            personal = False
+        else:
+            personal = lowered in names or looks_personal(name, unquote_plus(raw_value), names)
+        if personal:
             removed.append(name)
         else:
             kept.append(pair)
