@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
+import orjson
 import pytest
 
 from backchannel import mirrors, stitch
@@ -141,6 +143,33 @@ class TestParseCollect:
             parse_collect(message(**fields), now=NOW, ip=None, user_agent=None)
         assert path in paths(exc)
         assert any("control character" in n.reason for n in exc.value.notes)
+        # as the endpoint calls it, with the JSON text the message came in (either encoder)
+        for raw in (orjson.dumps(message(**fields)), json.dumps(message(**fields)).encode()):
+            with pytest.raises(InvalidConversion) as exc:
+                parse_collect(orjson.loads(raw), now=NOW, ip=None, user_agent=None, raw=raw)
+            assert path in paths(exc)
+
+    @pytest.mark.parametrize("code", [*range(0x20), 0x7F])
+    def test_any_json_text_with_a_control_character_is_checked_field_by_field(
+        self, code: int
+    ) -> None:
+        """The shortcut that skips the field-by-field check must never skip a control
+        character, however a JSON encoder writes it: escaped, upper or lower case, raw DEL."""
+        value = f"a{chr(code)}b"
+        texts = [
+            orjson.dumps(message(ttp=value)),
+            json.dumps(message(ttp=value)).encode(),
+            json.dumps(message(ttp=value), ensure_ascii=False).encode(),
+        ]
+        for raw in texts:
+            with pytest.raises(InvalidConversion) as exc:
+                parse_collect(orjson.loads(raw), now=NOW, ip=None, user_agent=None, raw=raw)
+            assert paths(exc) == ["ttp"], raw
+        escaped = f"\\u{code:04X}".encode()  # upper-case hex, as some encoders write it
+        raw = orjson.dumps(message(ttp="a__b")).replace(b"__", escaped)
+        with pytest.raises(InvalidConversion) as exc:
+            parse_collect(orjson.loads(raw), now=NOW, ip=None, user_agent=None, raw=raw)
+        assert paths(exc) == ["ttp"], raw
 
     def test_a_checkout_token_goes_with_the_session_update(self) -> None:
         """The Shopify pixel's checkout token is kept (trimmed) on the session update only."""

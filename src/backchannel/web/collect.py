@@ -136,7 +136,7 @@ class CollectWriter:
                     rows += len(entry[0]) + len(entry[1])
                 # one failing message fails alone (runner.settle_group): the others commit
                 await settle_group(
-                    self.runner.run,
+                    self.runner.write,
                     self._record,
                     [(((updates, events),), future) for updates, events, future in group],
                     lambda result, start, stop: None,
@@ -211,7 +211,11 @@ def install(app: FastAPI, settings: Settings) -> None:
     def own_address(request: Request) -> tuple[str, str | None]:
         peer = request.client.host if request.client else None
         return public_address(  # behind a TLS proxy: its X-Forwarded-Proto
-            request.url.scheme, request.headers.get("host"), peer, request.headers, trusted
+            request.scope.get("scheme", "http"),  # (request.url would parse a URL: ~10 µs)
+            request.headers.get("host"),
+            peer,
+            request.headers,
+            trusted,
         )
 
     def cors(request: Request) -> dict[str, str] | None:
@@ -365,6 +369,7 @@ def install(app: FastAPI, settings: Settings) -> None:
                 ip=visitor,
                 user_agent=request.headers.get("user-agent"),
                 strip_params=strip_params,  # personal data out of the stored URLs
+                raw=body,
             )
             # the session and the mirrored calls are the site key's property's
             message.update.property_id = owner
