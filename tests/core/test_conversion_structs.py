@@ -274,7 +274,12 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
         elif what == "nested":
             name = draw(st.sampled_from(sorted(NESTED)))
             field = draw(st.sampled_from(sorted(NESTED[name])))
-            doc[name] = {**(doc.get(name) or {}), field: draw(NESTED[name][field])}
+            # the object as drawn (a "field" step may have made it a bad scalar already)
+            inner = doc.get(name)
+            doc[name] = {
+                **(inner if isinstance(inner, dict) else {}),
+                field: draw(NESTED[name][field]),
+            }
         elif what == "unknown":
             doc["unknown_" + draw(st.sampled_from(sorted(PROPS)))] = 1
         else:
