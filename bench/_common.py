@@ -67,9 +67,10 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def create_key(env: dict[str, str], cwd: Path, *flags: str) -> str:
+def create_key(env: dict[str, str], cwd: Path, *options: str) -> str:
+    """A new API key (``options``: e.g. ``--scope collect`` for a site key)."""
     out = subprocess.run(
-        python("-m", "backchannel.cli", "keys", "create", "--name", "bench", *flags),
+        python("-m", "backchannel.cli", "keys", "create", "--name", "bench", *options),
         env=env,
         cwd=cwd,
         check=True,

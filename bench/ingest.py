@@ -1,23 +1,31 @@
-"""Ingest benchmark: durable batch ingest, single-event ingest vs a no-op endpoint, fixed-rate p99.
+"""Ingest benchmark: durable batch ingest, single-event ingest vs no-op endpoints, fixed-rate
+latency, for one server process and for a group of them (``serve --workers N``).
 
-The gateway runs as its own process (bench/_server.py, worker off so only ingest is measured)
-on a fresh SQLite file with synchronous=FULL: every 202 counted here was fsynced first.
+Each configuration (``--workers 1,2``: one process, then two) gets its own server
+(bench/_server.py: the real app plus the no-op references, delivery worker off so only ingest
+is measured) on a fresh SQLite file with synchronous=FULL: every 202 counted here was fsynced
+first. ``--rounds R`` repeats the list, interleaved (1, 2, 1, 2, …), so that the load other
+processes put on the shared machine falls on every configuration alike. Per configuration:
 
 1. Batch ingest: batches of 1000 realistic conversions, 4 in flight, unique order ids.
-2. Single-event ingest vs `POST /_bench/noop` (FastAPI route) and `POST /_bench/asgi-noop`
-   (bare ASGI) on the same server: closed-loop load by `wrk` (Debian package; installed by
-   `./dev bench ingest` when missing), 64 connections, 10 s each, unique order ids per request
-   (Lua), so nothing is a duplicate.
-3. Open loop at a fixed rate (1000 req/s): bench/openloop.js in Node (npm packages pinned by
-   bench/package-lock.json, installed by `./dev bench ingest`), latency from each request's
-   due time; first the two no-ops for 10 s each, then /v1/events for 60 s. Beside the client's
-   percentiles: the server's own (backchannel_request_duration_seconds from /metrics, the
-   difference of two scrapes), the event-loop lag, stalls and GC pauses (the watchdog's
-   metrics, stall stacks from the server's log), the server's CPU, and the fsync latency of
-   the same disk before and after.
+2. Closed loop (``wrk``, Debian package, installed by ``./dev bench`` when missing), 64
+   connections, ``--seconds`` each: ``/v1/events`` (one conversion per request, unique order
+   ids), ``POST /_bench/noop`` (a FastAPI route behind the app's middlewares, matched after
+   every other route: the reference of the issue and of earlier figures),
+   ``POST /_bench/noop-first`` (the same at the head of the router, where /v1/events is: the
+   fair reference) and ``POST /_bench/asgi-noop`` (bare ASGI in front of the app):
+   single-event req/s as a share of the no-ops' (target >= 60 %).
+3. Open loop at a fixed rate (``--rate``, 1000 req/s) with bench/openloop.js (Node, npm
+   packages pinned by bench/package-lock.json, installed by ``./dev bench ingest``); latency
+   from each request's due time: the two no-ops for ``--ref-seconds``, then ``/v1/events``
+   for ``--open-seconds`` (60). Beside the client's percentiles: the server's
+   (``backchannel_request_duration_seconds`` from /metrics, two scrapes subtracted; a group's
+   /metrics is summed over its processes), the event loop's lag and stalls, GC pauses, the
+   fsync latency of the same disk before and after, and who used the cores (the server's
+   processes each, the generator, others) with /proc/loadavg. Targets: client p99 <= 25 ms,
+   server p99 <= 10 ms, nothing lost.
 
-    ./dev bench ingest [--batches 60] [--seconds 10] [--rate 1000] [--open-seconds 60]
-                       [--ref-seconds 10] [--autocannon] [--skip batch,wrk,refs]
+A summary table of every configuration and round comes last.
 
 Properties (issue 14): ``--properties N`` measures, in one run, batch ingest and closed-loop
 single-event ingest (wrk) on one property with 2 connections (TikTok and Meta in sandbox mode),
@@ -26,13 +34,16 @@ per property; ``--rounds R`` alternates the two R times (a shared machine drifts
 and their ratio are printed:
 
     ./dev bench ingest --properties 20 [--rounds 2] [--batches 30] [--seconds 10]
+
+    ./dev bench ingest [--workers 1,2] [--rounds 1] [--batches 60] [--seconds 10]
+                       [--rate 1000] [--open-seconds 60] [--ref-seconds 10]
+                       [--autocannon] [--skip batch,wrk,refs] [--server --no-checkpointer]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import shutil
 import subprocess
@@ -43,19 +54,22 @@ from typing import Any
 
 import httpx
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
-from _common import (
-    bench_env,
-    conversion,
-    cpu_seconds,
-    create_key,
-    free_port,
-    percentile,
-    process,
-    python,
-    rss_mb,
-    wait_http,
+from _common import bench_env, conversion, create_key, free_port, process, python, rss_mb, wait_http
+from _measure import (
+    Window,
+    describe_fsync,
+    describe_open_loop,
+    describe_server,
+    describe_window,
+    fsync_probe,
+    fsync_summary,
+    loadavg,
+    open_loop,
+    scrape,
+    server_pids,
+    server_view,
+    wrk_run,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -95,145 +109,10 @@ async def batch_ingest(
     return accepted, elapsed
 
 
-LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-keys = {%(keys)s}
-counter = 0
-request = function()
-  counter = counter + 1
-  local id = tostring(counter) .. "-" .. tostring(math.random(1, 1000000000))
-  local body = string.format([[%(template)s]], id, id)
-  local headers = {["Authorization"] = "Bearer " .. keys[(counter %% #keys) + 1]}
-  return wrk.format(nil, "%(path)s", headers, body)
-end
-"""
-
-
-def wrk_run(
-    url: str, key: str | list[str], path: str, seconds: int
-) -> tuple[float, dict[str, float]]:
-    """Closed loop; with several keys (one per property) requests take them in turn."""
-    keys = [key] if isinstance(key, str) else key
-    template = orjson.dumps(conversion(0, "wrk")).decode()
-    template = template.replace('"wrk-0"', '"%s"').replace('"user-0"', '"u-%s"')
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    lua_keys = ", ".join(f'"{k}"' for k in keys)
-    script.write_text(LUA % {"keys": lua_keys, "template": template, "path": path})
-    out = subprocess.run(
-        ["wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(next(line for line in out.splitlines() if "Requests/sec" in line).split()[-1])
-    latencies: dict[str, float] = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] in ("50%", "90%", "99%"):
-            latencies[parts[0]] = _ms(parts[1])
-    non2xx = [line for line in out.splitlines() if "Non-2xx" in line]
-    if non2xx:
-        raise RuntimeError(f"{path}: {non2xx[0].strip()}")
-    return rps, latencies
-
-
-def _ms(text: str) -> float:
-    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * factor
-    return float(text)
-
-
-def fsync_probe(directory: Path, calls: int = 2000) -> list[float]:
-    """Seconds per 4 KiB write + os.fsync on the disk that holds the database, sorted."""
-    path = directory / "fsync-probe"
-    block = os.urandom(4096)
-    times: list[float] = []
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for i in range(calls):
-            os.pwrite(fd, block, (i % 256) * 4096)
-            begin = time.perf_counter()
-            os.fsync(fd)
-            times.append(time.perf_counter() - begin)
-    finally:
-        os.close(fd)
-        path.unlink()
-    return sorted(times)
-
-
-def scrape(url: str, token: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {token}"})
-    response.raise_for_status()
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def histogram_delta(
-    before: dict[tuple[str, tuple[tuple[str, str], ...]], float],
-    after: dict[tuple[str, tuple[tuple[str, str], ...]], float],
-    name: str,
-    labels: dict[str, str],
-) -> list[tuple[float, float]]:
-    """(upper bound, requests at or under it) observed between two scrapes, by bound."""
-    out = []
-    for (sample, sample_labels), value in after.items():
-        if sample != name + "_bucket":
-            continue
-        as_dict = dict(sample_labels)
-        le = as_dict.pop("le")
-        if as_dict != labels:
-            continue
-        out.append((float(le), value - before.get((sample, sample_labels), 0.0)))
-    return sorted(out)
-
-
-def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> tuple[float, float]:
-    """(interpolated value, the bucket's upper bound) at quantile ``q``, Prometheus-style."""
-    total = buckets[-1][1] if buckets else 0.0
-    if not total:
-        return float("nan"), float("nan")
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if bound == float("inf"):
-                return lower, bound
-            share = (rank - below) / (count - below) if count > below else 1.0
-            return lower + (bound - lower) * share, bound
-        lower, below = bound, count
-    return lower, float("inf")
-
-
-def open_loop(url: str, path: str, key: str, rate: int, seconds: int) -> dict[str, Any]:
-    """bench/openloop.js (Node) at a fixed rate; its JSON result."""
-    template = orjson.dumps(conversion(0, "ol")).decode()
-    template = template.replace('"ol-0"', '"__ID__"').replace('"user-0"', '"u-__ID__"')
-    config = {
-        "url": url,
-        "path": path,
-        "headers": {"authorization": f"Bearer {key}", "content-type": "application/json"},
-        "template": template,
-        "rate": rate,
-        "seconds": seconds,
-        "warmup": 2,
-        "sockets": 256,
-    }
-    config_file = Path(tempfile.mkstemp(suffix=".json")[1])
-    config_file.write_text(orjson.dumps(config).decode())
-    out = subprocess.run(
-        ["node", str(HERE / "openloop.js"), str(config_file)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    config_file.unlink()
-    result: dict[str, Any] = orjson.loads(out.strip().splitlines()[-1])
-    return result
+def template() -> str:
+    """One realistic conversion; ``__ID__`` makes its order id (and external id) unique."""
+    body = orjson.dumps(conversion(0, "t")).decode()
+    return body.replace('"t-0"', '"__ID__"').replace('"user-0"', '"u-__ID__"')
 
 
 def autocannon(url: str, path: str, key: str, rate: int, seconds: int) -> dict[str, Any]:
@@ -269,33 +148,128 @@ def autocannon(url: str, path: str, key: str, rate: int, seconds: int) -> dict[s
     return result
 
 
-def describe(label: str, result: dict[str, Any]) -> str:
-    lat = result["latency_ms"]
-    ok = sum(n for code, n in result["statuses"].items() if code.startswith("2"))
-    lost = result["sent"] - ok
-    return (
-        f"{label}: {result['achieved_rate']:,.0f} req/s achieved; client p50 {lat['p50']:.1f} ms,"
-        f" p90 {lat['p90']:.1f}, p99 {lat['p99']:.1f}, p99.9 {lat['p999']:.1f},"
-        f" max {lat['max']:.1f} ms; not 2xx: {lost} of {result['sent']}"
-        f" (statuses {result['statuses']}, errors {result['errors']});"
-        f" generator late by at most {result['max_send_lag_ms']:.1f} ms"
-    )
+def run_config(workers: int, args: argparse.Namespace, skip: set[str]) -> dict[str, Any]:
+    """One server (``workers`` processes) on a fresh database: every measurement, printed
+    as it comes; the figures for the summary returned."""
+    out: dict[str, Any] = {"workers": workers}
+    workdir = Path(tempfile.mkdtemp(prefix="bc-bench-"))
+    token = secrets.token_urlsafe(16)
+    env = bench_env(workdir, BACKCHANNEL_METRICS_TOKEN=token)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    key = create_key(env, workdir)
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    body = template()
+    out["fsync_before"] = fsync_summary(fsync_probe(workdir))
+    print(f"  fsync of a 4 KiB write, same disk, 2000 calls: {describe_fsync(out['fsync_before'])}")
+    log_path = workdir / "server.log"
+    flags = [f for f in args.server.split(",") if f]
+    with (
+        log_path.open("wb") as server_log,
+        process(
+            python(
+                str(HERE / "_server.py"),
+                str(port),
+                "--workers",
+                str(workers),
+                "--no-worker",
+                *flags,
+            ),
+            env,
+            workdir,
+            stderr=server_log,
+        ) as srv,
+    ):
+        wait_http(url + "/healthz")
+        time.sleep(1.0)  # a group: let every process finish starting
+        pids = server_pids(srv.pid) if workers > 1 else [srv.pid]
+        print(f"  server pids {pids} (flags: {args.server or 'none'}), load {loadavg()}")
 
+        if "batch" not in skip:
+            window = Window(pids).start()
+            accepted, elapsed = asyncio.run(batch_ingest(url, key, args.batches, 4))
+            out["batch"] = accepted / elapsed
+            out["batch_window"] = window.stop()
+            print(
+                f"  batch ingest: {accepted:,} events in {elapsed:.2f} s ="
+                f" {out['batch']:,.0f} durable events/s (batches of 1000, 4 in flight);"
+                f" {describe_window(out['batch_window'])}"
+            )
 
-def machine_busy() -> float:
-    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+        if "wrk" not in skip and shutil.which("wrk"):
+            rates = {}
+            for path in ("/v1/events", "/_bench/noop", "/_bench/noop-first", "/_bench/asgi-noop"):
+                window = Window(pids).start()
+                rps, lat = wrk_run(url, path, headers, body, args.seconds)
+                used = window.stop()
+                rates[path] = rps
+                out[f"wrk {path}"] = rps
+                out[f"wrk {path} window"] = used
+                print(
+                    f"  closed loop {path}: {rps:,.0f} req/s (p50 {lat.get('50%', 0):.1f} ms,"
+                    f" p99 {lat.get('99%', 0):.1f} ms, wrk, 64 connections);"
+                    f" {describe_window(used)}"
+                )
+            out["ratio"] = rates["/v1/events"] / rates["/_bench/noop"]
+            out["ratio_first"] = rates["/v1/events"] / rates["/_bench/noop-first"]
+            out["ratio_asgi"] = rates["/v1/events"] / rates["/_bench/asgi-noop"]
+            print(
+                f"  single-event ingest / FastAPI no-op = {out['ratio']:.0%};"
+                f" / no-op at the head of the router = {out['ratio_first']:.0%};"
+                f" / pure-ASGI no-op = {out['ratio_asgi']:.0%} (target >= 60 % of the no-op)"
+            )
+        elif "wrk" not in skip:
+            print("  closed loop: skipped, `wrk` is not installed (./dev bench installs it)")
 
+        if "refs" not in skip:
+            for path in ("/_bench/asgi-noop", "/_bench/noop"):
+                window = Window(pids).start()
+                result = open_loop(url, path, headers, body, args.rate, args.ref_seconds)
+                used = window.stop()
+                out[f"open {path}"] = result
+                label = f"open loop {args.rate}/s {args.ref_seconds} s {path}"
+                print("  " + describe_open_loop(label, result))
+                print(f"    {describe_window(used)}")
 
-def runqueue_wait(pid: int) -> float:
-    """Seconds the process's main (event-loop) thread was runnable but not running."""
-    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f} ms"
+        server_log.flush()
+        log_offset = log_path.stat().st_size
+        before = scrape(url, token)
+        window = Window(pids).start()
+        result = open_loop(url, "/v1/events", headers, body, args.rate, args.open_seconds)
+        used = window.stop()
+        after = scrape(url, token)
+        view = server_view(before, after, "/v1/events")
+        out.update(open=result, open_window=used, server=view)
+        label = f"open loop {args.rate}/s {args.open_seconds} s /v1/events"
+        print("  " + describe_open_loop(label, result))
+        for line in describe_server(view):
+            print(f"    {line}")
+        print(f"    {describe_window(used)}")
+        if args.autocannon:
+            ac = autocannon(url, "/v1/events", key, args.rate, args.ref_seconds)
+            lat = ac["latency"]
+            print(
+                f"  autocannon --overallRate {args.rate} -c 100, {args.ref_seconds} s (paced per"
+                f" connection per second, bursty): {ac['requests']['average']:,.0f} req/s;"
+                f" p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms;"
+                f" non-2xx {ac['non2xx']}, errors {ac['errors']}"
+            )
+        rss = [rss_mb(p, "VmHWM") for p in pids]
+        print(f"  server peak RSS: {' + '.join(f'{r:.0f}' for r in rss)} MB")
+    out["fsync_after"] = fsync_summary(fsync_probe(workdir))
+    print(f"  fsync again after the run: {describe_fsync(out['fsync_after'])}")
+    with log_path.open("rb") as logged:
+        logged.seek(log_offset)
+        stalls_seen = [
+            line
+            for line in logged.read().decode(errors="replace").splitlines()
+            if "stalled for" in line
+        ]
+    print(f"  stalls logged during the open-loop ingest run: {len(stalls_seen)}")
+    for line in stalls_seen[:10]:  # innermost frame first
+        print("    " + line[line.index("event loop stalled") :][:240])
+    shutil.rmtree(workdir, ignore_errors=True)
+    return out
 
 
 def properties_run(count: int, batches: int, seconds: int) -> tuple[float, float, float]:
@@ -320,7 +294,12 @@ def properties_run(count: int, batches: int, seconds: int) -> tuple[float, float
     with process(python(str(HERE / "_server.py"), str(port), "--no-worker"), env, workdir):
         wait_http(url + "/healthz")
         accepted, elapsed = asyncio.run(batch_ingest(url, keys, batches, 4))
-        rps, lat = wrk_run(url, keys, "/v1/events", seconds) if shutil.which("wrk") else (0, {})
+        headers = {"content-type": "application/json"}
+        rps, lat = (
+            wrk_run(url, "/v1/events", headers, template(), seconds, keys=keys)
+            if shutil.which("wrk")
+            else (0.0, {})
+        )
     shutil.rmtree(workdir, ignore_errors=True)
     return accepted / elapsed, rps, lat.get("99%", float("nan"))
 
@@ -354,8 +333,52 @@ def compare_properties(count: int, rounds: int, batches: int, seconds: int) -> N
     print(f"load after: {Path('/proc/loadavg').read_text().strip()}")
 
 
+def summary(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """One line per configuration and round: the figures the README's table holds."""
+    print()
+    print(
+        f"summary (open loop {args.rate} req/s for {args.open_seconds} s; 'others' = cores"
+        " busy with processes not ours during that run, of 2)"
+    )
+    head = (
+        "workers | batch ev/s | wrk ingest / noop / noop-first / asgi req/s (ratios) |"
+        " open ingest client"
+        " p50/p99/max ms | server p99 ms | lost | loop longest <= ms | fsync p99 ms |"
+        " noop / asgi client p99 ms | server cores (each) | others | load"
+    )
+    print(head)
+    for r in results:
+        o, v, w = r["open"], r["server"], r["open_window"]
+        lat = o["latency_ms"]
+        wrk = (
+            f"{r['wrk /v1/events']:,.0f} / {r['wrk /_bench/noop']:,.0f} /"
+            f" {r['wrk /_bench/noop-first']:,.0f} / {r['wrk /_bench/asgi-noop']:,.0f}"
+            f" ({r['ratio']:.0%}, {r['ratio_first']:.0%})"
+            if "ratio" in r
+            else "-"
+        )
+        refs = (
+            f"{r['open /_bench/noop']['latency_ms']['p99']:.1f} /"
+            f" {r['open /_bench/asgi-noop']['latency_ms']['p99']:.1f}"
+            if "open /_bench/noop" in r
+            else "-"
+        )
+        batch = f"{r['batch']:,.0f}" if "batch" in r else "-"
+        each = "+".join(f"{c:.2f}" for c in w["server_cores_each"])
+        print(
+            f"{r['workers']} | {batch} | {wrk} | {lat['p50']:.1f} / {lat['p99']:.1f} /"
+            f" {lat['max']:.1f} | {v['p99'] * 1000:.1f} (<= {v['p99_bucket'] * 1000:g})"
+            f" | {o['lost']} |"
+            f" {v['lag_longest_bucket'] * 1000:.0f} |"
+            f" {max(r['fsync_before']['p99'], r['fsync_after']['p99']) * 1000:.2f} | {refs} |"
+            f" {w['server_cores']:.2f} ({each}) | {w['others_cores']:.2f} | {w['load']}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", default="1,2", help="server processes per configuration")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the configurations")
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--seconds", type=int, default=10, help="each closed-loop wrk run")
     parser.add_argument("--rate", type=int, default=1000, help="open-loop requests per second")
@@ -372,154 +395,23 @@ def main() -> None:
         default=0,
         help="compare 1 property with N (2 connections each): batch and closed-loop only",
     )
-    parser.add_argument("--rounds", type=int, default=1, help="with --properties: alternations")
     args = parser.parse_args()
     if args.properties > 1:
         compare_properties(args.properties, args.rounds, args.batches, args.seconds)
         return
     skip = set(filter(None, args.skip.split(",")))
-    workdir = Path(tempfile.mkdtemp(prefix="bc-bench-"))
-    token = secrets.token_urlsafe(16)
-    env = bench_env(workdir, BACKCHANNEL_METRICS_TOKEN=token)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    key = create_key(env, workdir)
+    configs = [int(w) for w in args.workers.split(",") if w]
     print(f"load before: {Path('/proc/loadavg').read_text().strip()}")
-    probe = fsync_probe(workdir)
-    print(
-        f"fsync of a 4 KiB write, same disk, {len(probe)} calls: p50 {ms(percentile(probe, 0.5))},"
-        f" p99 {ms(percentile(probe, 0.99))}, max {ms(probe[-1])}"
-    )
-    log_path = workdir / "server.log"
-    with (
-        log_path.open("wb") as server_log,
-        process(
-            python(
-                str(HERE / "_server.py"),
-                str(port),
-                "--no-worker",
-                *filter(None, args.server.split(",")),
-            ),
-            env,
-            workdir,
-            stderr=server_log,
-        ) as srv,
-    ):
-        wait_http(url + "/healthz")
-        print(
-            f"ingest benchmark (server pid {srv.pid}, SQLite WAL synchronous=FULL, worker off,"
-            f" server flags: {args.server or 'none'})"
-        )
-
-        if "batch" not in skip:
-            accepted, elapsed = asyncio.run(batch_ingest(url, key, args.batches, 4))
+    results = []
+    for round_ in range(args.rounds):
+        for workers in configs:
             print(
-                f"batch ingest: {accepted:,} events in {elapsed:.2f} s ="
-                f" {accepted / elapsed:,.0f} durable events/s (batches of 1000, 4 in flight)"
+                f"== round {round_ + 1}, workers={workers}"
+                " (SQLite WAL synchronous=FULL, delivery worker off)"
             )
-
-        if "wrk" not in skip and shutil.which("wrk"):
-            rates = {}
-            for path in ("/v1/events", "/_bench/noop", "/_bench/asgi-noop"):
-                rps, lat = wrk_run(url, key, path, args.seconds)
-                rates[path] = rps
-                print(
-                    f"closed loop {path}: {rps:,.0f} req/s (p50 {lat.get('50%', 0):.1f} ms,"
-                    f" p99 {lat.get('99%', 0):.1f} ms, wrk, 64 connections)"
-                )
-            print(
-                f"single-event ingest / FastAPI no-op = "
-                f"{rates['/v1/events'] / rates['/_bench/noop']:.0%};"
-                f" / pure-ASGI no-op = {rates['/v1/events'] / rates['/_bench/asgi-noop']:.0%}"
-            )
-        elif "wrk" not in skip:
-            print("closed loop: skipped, `wrk` is not installed (./dev bench installs it)")
-
-        if "refs" not in skip:
-            for path in ("/_bench/asgi-noop", "/_bench/noop"):
-                result = open_loop(url, path, key, args.rate, args.ref_seconds)
-                print(describe(f"open loop {args.rate}/s {args.ref_seconds} s {path}", result))
-
-        server_log.flush()
-        log_offset = log_path.stat().st_size
-        before = scrape(url, token)
-        cpu_before = cpu_seconds(srv.pid)
-        busy_before, wait_before = machine_busy(), runqueue_wait(srv.pid)
-        began = time.perf_counter()
-        result = open_loop(url, "/v1/events", key, args.rate, args.open_seconds)
-        took = time.perf_counter() - began
-        cpu = cpu_seconds(srv.pid) - cpu_before
-        busy = machine_busy() - busy_before
-        waited = runqueue_wait(srv.pid) - wait_before
-        after = scrape(url, token)
-        print(describe(f"open loop {args.rate}/s {args.open_seconds} s /v1/events", result))
-        buckets = histogram_delta(
-            before, after, "backchannel_request_duration_seconds", {"route": "/v1/events"}
-        )
-        parts = []
-        for q in (0.5, 0.9, 0.99, 0.999):
-            value, bound = bucket_quantile(buckets, q)
-            parts.append(f"p{q * 100:g} {ms(value)} (bucket <= {ms(bound)})")
-        print(f"  server (time inside the app, /metrics histogram): {', '.join(parts)}")
-        over = [(b, buckets[-1][1] - c) for b, c in buckets if b in (0.01, 0.025, 0.1)]
-        print("  server requests over " + ", ".join(f"{ms(b)}: {int(n)}" for b, n in over))
-        stalls = after.get(("backchannel_event_loop_stalls_total", ()), 0.0) - before.get(
-            ("backchannel_event_loop_stalls_total", ()), 0.0
-        )
-        lag = histogram_delta(before, after, "backchannel_event_loop_lag_seconds", {})
-        lag99, _ = bucket_quantile(lag, 0.99)
-        print(
-            f"  event loop: longest lag since start"
-            f" {ms(after[('backchannel_event_loop_lag_max_seconds', ())])};"
-            f" lag p99 {ms(lag99)}; stalls >= 100 ms in this run: {int(stalls)};"
-            f" server CPU {cpu / args.open_seconds:.0%} of one core"
-        )
-        print(
-            f"  CPU contention: the server's loop thread waited {waited * 1000:.0f} ms on the run"
-            f" queue ({waited / took * 1000:.1f} ms per s: runnable, not running); the machine"
-            f" was busy {busy / took:.2f} of 2 cores, the server {cpu / took:.2f}"
-        )
-        for generation in ("0", "1", "2"):
-            gc_buckets = histogram_delta(
-                before, after, "backchannel_gc_pause_seconds", {"generation": generation}
-            )
-            count = gc_buckets[-1][1] if gc_buckets else 0
-            name = "backchannel_gc_pause_seconds_sum"
-            total = after.get((name, (("generation", generation),)), 0.0) - before.get(
-                (name, (("generation", generation),)), 0.0
-            )
-            biggest = next((b for b, c in gc_buckets if c >= count), 0.0) if count else 0.0
-            print(
-                f"  GC gen {generation}: {int(count)} collections, {ms(total)} in all,"
-                f" longest <= {ms(biggest)}"
-            )
-        if args.autocannon:
-            ac = autocannon(url, "/v1/events", key, args.rate, args.ref_seconds)
-            lat = ac["latency"]
-            print(
-                f"autocannon --overallRate {args.rate} -c 100, {args.ref_seconds} s (paced per"
-                f" connection per second, bursty): {ac['requests']['average']:,.0f} req/s;"
-                f" p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms;"
-                f" non-2xx {ac['non2xx']}, errors {ac['errors']}"
-            )
-        print(f"server peak RSS: {rss_mb(srv.pid, 'VmHWM'):.0f} MB")
-    probe = fsync_probe(workdir)
-    print(
-        f"fsync again after the run: p50 {ms(percentile(probe, 0.5))},"
-        f" p99 {ms(percentile(probe, 0.99))}, max {ms(probe[-1])}"
-    )
-    with log_path.open("rb") as logged:
-        logged.seek(log_offset)
-        stalls_seen = [
-            line
-            for line in logged.read().decode(errors="replace").splitlines()
-            if "stalled for" in line
-        ]
-    print(f"stalls logged during the open-loop ingest run: {len(stalls_seen)}")
-    for line in stalls_seen[:20]:  # innermost frame first
-        print("  " + line[line.index("event loop stalled") :][:260])
+            results.append(run_config(workers, args, skip))
+    summary(results, args)
     print(f"load after: {Path('/proc/loadavg').read_text().strip()}")
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

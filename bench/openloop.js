@@ -18,7 +18,14 @@ const hdr = require('hdr-histogram-js')
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'))
 const target = new URL(config.url)
-const agent = new http.Agent({ keepAlive: true, maxSockets: config.sockets || 256 })
+// Idle keep-alive sockets are closed after 4 s, before uvicorn's 5 s keep-alive timeout closes
+// them from its side: a request sent on a socket the server is closing at that very moment
+// fails with ECONNRESET, a loss the server never saw (uvicorn sends no Keep-Alive hint).
+const agent = new http.Agent({
+  keepAlive: true,
+  maxSockets: config.sockets || 256,
+  timeout: config.idle_ms || 4000
+})
 const rate = config.rate
 const warmupCount = Math.round(rate * (config.warmup || 0))
 const total = warmupCount + Math.round(rate * config.seconds)
@@ -30,6 +37,7 @@ const fromDue = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 12
 const fromSend = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120e6, numberOfSignificantValueDigits: 3 })
 const statuses = {}
 let errors = 0
+const errorCodes = {}
 let answered = 0
 let sent = 0
 let maxSendLag = 0
@@ -64,7 +72,12 @@ function send (i, due) {
       finish()
     })
   })
-  req.on('error', () => { errors++; finish() })
+  req.on('error', (err) => {
+    errors++
+    const code = err.code || err.message
+    errorCodes[code] = (errorCodes[code] || 0) + 1
+    finish()
+  })
   req.on('timeout', () => req.destroy(new Error('timeout')))
   req.end(payload)
 }
@@ -97,6 +110,7 @@ function finish () {
     sent,
     statuses,
     errors,
+    error_codes: errorCodes,
     achieved_rate: measured / ((lastAnswer - measuredStart) / 1000),
     max_send_lag_ms: maxSendLag,
     latency_ms: {

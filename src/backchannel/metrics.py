@@ -38,19 +38,37 @@ gc_pause_seconds{generation}           time of each garbage collection (a histog
 
 Counters count what *this process* did (Prometheus sums them over processes); the queue
 depth is the database's, the same whichever process is scraped.
+
+``serve --workers N`` (several processes behind one port, backchannel.process_group): a
+scrape reaches whichever process accepted the connection, so each process's own figures
+would be a random one's. There the series are aggregated over the whole group instead, by
+prometheus-client's multiprocess mode: the group's parent gives every process one directory
+(``PROMETHEUS_MULTIPROC_DIR``), each process keeps its values in a memory-mapped file there,
+and ``/metrics`` from any of them merges the files: counters and histograms are summed over
+the processes (those that died and were restarted included, so totals never go back),
+``event_loop_lag_max_seconds`` is the largest of them, ``destination_paused`` the largest of
+the live ones, ``queue_depth`` is read from the store as always. The directory is chosen by
+the environment before ``prometheus_client`` is first imported (it picks its value store
+then), which the parent's ``subprocess`` start guarantees.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: set (by serve --workers N) in the environment of each process of a group: aggregate there.
+#: Read when this module is imported, like prometheus-client reads it when it is imported.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROCESS_DIR = os.environ.get(MULTIPROCESS_ENV) or None
 NAMESPACE = "backchannel"
 QUEUE_DEPTH_CACHE = 2.0  # seconds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
@@ -169,6 +187,7 @@ class Metrics:
             ["destination", "connection"],
             namespace=NAMESPACE,
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.latency = Histogram(
             "delivery_latency_seconds",
@@ -198,6 +217,7 @@ class Metrics:
             "The longest event-loop lag since the process started",
             namespace=NAMESPACE,
             registry=r,
+            multiprocess_mode="max",
         )
         self.loop_stalls = Counter(
             "event_loop_stalls",
@@ -214,13 +234,19 @@ class Metrics:
             buckets=FAST_BUCKETS,
         )
         self._queue_depth: QueueDepth | None = None
+        #: what render() reads in a group: the merged files and the queue depth
+        self._group: CollectorRegistry | None = None
+        if MULTIPROCESS_DIR is not None:
+            self._group = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self._group, path=MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
 
     def watch_queue(self, counts: Callable[[], dict[str, dict[str, int]]]) -> None:
         """Report ``queue_depth`` from ``counts`` (called at most every 2 s, at scrape time)."""
+        rendered = self.registry if self._group is None else self._group
         if self._queue_depth is not None:
-            self.registry.unregister(self._queue_depth)
+            rendered.unregister(self._queue_depth)
         self._queue_depth = QueueDepth(counts)
-        self.registry.register(self._queue_depth)
+        rendered.register(self._queue_depth)
 
     def count_ingest(self, origin: str, new: int, duplicates: int, rejected: int) -> None:
         if new:
@@ -231,4 +257,5 @@ class Metrics:
             self.rejected.inc(rejected)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's series, or in a process group the whole group's (see above)."""
+        return generate_latest(self.registry if self._group is None else self._group)

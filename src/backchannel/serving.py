@@ -21,25 +21,58 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
+import sys
 from types import FrameType
 from typing import Any
+
+#: uvicorn's exit status for a server that never started (the app's start-up failed): a
+#: process group (process_group.py) stops instead of restarting such a process again and again
+STARTUP_FAILURE = 3
+
+#: how ``serve`` runs uvicorn, alone or as one process of a group
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_level": "warning",
+    "access_log": False,
+    "log_config": None,  # logs.configure: JSON or text, redacted
+    # browser leg: X-Forwarded-For is believed only from `trusted_proxies` (web/collect.py);
+    # uvicorn's own handling would trust 127.0.0.1 and rewrite the client address first
+    "proxy_headers": False,
+}
 
 
 def _absorb(signum: int, frame: FrameType | None) -> None:
     """The re-raised signal after a graceful stop: nothing left to do."""
 
 
-def run(app: Any, *, host: str, port: int, grace: float, **options: Any) -> None:
-    """Serve ``app`` until SIGTERM/SIGINT, then stop within about ``grace`` seconds."""
+def run(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    grace: float,
+    sock: socket.socket | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``app`` until SIGTERM/SIGINT, then stop within about ``grace`` seconds.
+
+    ``sock``: accept on this already listening socket (one of ``serve --workers N``'s
+    processes, which share the socket their parent bound) instead of binding host:port.
+    """
     import uvicorn
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _absorb)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        timeout_graceful_shutdown=max(1, int(grace / 2)),
-        **options,
-    )
+    timeout = max(1, int(grace / 2))
+    if sock is None:
+        uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=timeout, **options)
+    else:
+        config = uvicorn.Config(
+            app, host=host, port=port, timeout_graceful_shutdown=timeout, **options
+        )
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+        if not server.started:
+            logging.shutdown()
+            sys.exit(STARTUP_FAILURE)
     logging.shutdown()

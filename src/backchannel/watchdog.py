@@ -14,7 +14,12 @@ delays every other request by as long. Three measurements make such delays visib
   Python after at most the interpreter's switch interval (5 ms);
 - **GC pauses**: ``gc.callbacks`` time every collection, per generation
   (``gc_pause_seconds{generation}``); a collection runs on whichever thread allocated, and
-  on the loop's it is a lag like any other.
+  on the loop's it is a lag like any other. The callback only notes the pause; the
+  heartbeat puts it in the histogram. Why not at once: a collection can start inside any
+  allocation, among them one that prometheus-client makes while it holds its lock (in a
+  ``serve --workers N`` process, one lock for every metric, held while it encodes a new
+  series' key); observing from the callback then waits for that lock on the thread that
+  holds it, for ever.
 
 Cost: 100 timer wake-ups and 100 thread wake-ups a second, a few microseconds each.
 """
@@ -22,6 +27,7 @@ Cost: 100 timer wake-ups and 100 thread wake-ups a second, a few microseconds ea
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -57,6 +63,8 @@ class LoopWatchdog:
         self._stop = threading.Event()
         self._gc_start = 0.0
         self._gc_children = {g: metrics.gc_pause.labels(str(g)) for g in (0, 1, 2)}
+        #: (generation, seconds) of collections not yet in the histogram (see above)
+        self._gc_pauses: collections.deque[tuple[int, float]] = collections.deque()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -79,6 +87,7 @@ class LoopWatchdog:
                 await self._task
         if self._thread is not None:
             self._thread.join(1.0)
+        self._record_gc_pauses()
 
     # -- the loop's side ----------------------------------------------------------------------
     async def _heartbeat(self) -> None:
@@ -89,6 +98,7 @@ class LoopWatchdog:
             self._beat = asked
             await asyncio.sleep(interval)
             lag = max(0.0, time.perf_counter() - asked - interval)
+            self._record_gc_pauses()
             observe(lag)
             if lag > self.max_lag:
                 self.max_lag = lag
@@ -117,12 +127,21 @@ class LoopWatchdog:
 
     # -- garbage collection -------------------------------------------------------------------
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        """Note a collection's pause; never touch a metric here (see module docstring)."""
         if phase == "start":
             self._gc_start = time.perf_counter()
         else:
-            child = self._gc_children.get(info.get("generation", 2))
+            self._gc_pauses.append(
+                (info.get("generation", 2), time.perf_counter() - self._gc_start)
+            )
+
+    def _record_gc_pauses(self) -> None:
+        pauses = self._gc_pauses
+        while pauses:
+            generation, seconds = pauses.popleft()
+            child = self._gc_children.get(generation)
             if child is not None:
-                child.observe(time.perf_counter() - self._gc_start)
+                child.observe(seconds)
 
 
 def _summary(frame: Any) -> list[str]:

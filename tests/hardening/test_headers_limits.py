@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from backchannel import logs
 from backchannel.web.ratelimit import RateLimiter, retry_after_header
 from serve.helpers import conversion
 
@@ -54,6 +55,15 @@ class TestRequestId:
         """Every response carries an X-Request-ID."""
         app = start_app()
         assert len(app.http.get("/healthz").headers["x-request-id"]) >= 8
+
+    def test_generated_ids_are_16_random_hex_digits_and_never_repeat(self) -> None:
+        """Ids come from blocks of 512 (one getrandom call each): across several refills
+        every id is 16 hex digits, all distinct, and about half of their bits are set."""
+        ids = [logs.new_request_id() for _ in range(5000)]
+        assert all(len(i) == 16 and set(i) <= set("0123456789abcdef") for i in ids)
+        assert len(set(ids)) == len(ids)
+        ones = sum(bin(int(i, 16)).count("1") for i in ids) / (64 * len(ids))
+        assert 0.48 < ones < 0.52
 
     def test_well_formed_request_id_is_echoed(self, start_app: StartApp) -> None:
         """A client's well-formed X-Request-ID is kept; a malformed one is replaced."""

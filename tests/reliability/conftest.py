@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -461,8 +462,15 @@ class Ingestor:
         batch_every: int = 3,
         batch_size: int = 50,
         pause: float = 0.0,
+        clients: list[httpx.Client] | None = None,
     ) -> None:
+        """``clients``: one per thread (then ``threads`` is their number), already connected
+        where the test wants the load (a process of a ``serve --workers N`` group); each is
+        closed when its thread ends."""
         self.stack = stack
+        self._clients = clients
+        if clients is not None:
+            threads = len(clients)
         self.ledger = Ledger()
         self._ids = order_ids()
         self._id_lock = threading.Lock()
@@ -480,7 +488,10 @@ class Ingestor:
 
     def _run(self, number: int) -> None:
         ledger = self.ledger
-        with httpx.Client(timeout=httpx.Timeout(20.0, connect=2.0)) as client:
+        given = self._clients[number] if self._clients is not None else None
+        with contextlib.closing(
+            given or httpx.Client(timeout=httpx.Timeout(20.0, connect=2.0))
+        ) as client:
             for step in itertools.count():
                 if self._stop.is_set():
                     return
@@ -539,3 +550,56 @@ class Ingestor:
     def acked_count(self) -> int:
         with self.ledger.lock:
             return len(self.ledger.acked)
+
+
+# -- serve --workers N ---------------------------------------------------------------------------
+def which_process(url: str, client: httpx.Client) -> dict[str, Any]:
+    """``/readyz``'s ``process`` (index, of, pid, delivery_worker): the process of a
+    ``serve --workers N`` group that holds this client's connection."""
+    response = client.get(url + "/readyz")
+    assert response.status_code == 200, response.text
+    process: dict[str, Any] = response.json()["process"]
+    return process
+
+
+def pinned_clients(url: str, count: int, per_process: int) -> dict[int, list[httpx.Client]]:
+    """index -> ``per_process`` clients whose connection is held by that process of the
+    group (the caller closes them).
+
+    Why this way: a keep-alive connection stays with the process that accepted it, so a
+    client that asked ``/readyz`` once knows where its later requests go. The processes share
+    one listening socket and a new connection goes to whichever accepts first: an idle group
+    gives connections opened one after the other to the same process again and again, so
+    they are opened 16 at a time, and each process's share kept.
+    """
+    kept: dict[int, list[httpx.Client]] = {i: [] for i in range(count)}
+    deadline = time.monotonic() + 60
+
+    def connect(_: int) -> tuple[int, httpx.Client]:
+        client = httpx.Client(timeout=httpx.Timeout(20.0, connect=2.0))
+        process = which_process(url, client)
+        assert process["of"] == count
+        return process["index"], client
+
+    with ThreadPoolExecutor(16) as pool:
+        while any(len(clients) < per_process for clients in kept.values()):
+            if time.monotonic() > deadline:
+                for clients in kept.values():
+                    for client in clients:
+                        client.close()
+                pytest.fail(f"connections per process: { {i: len(c) for i, c in kept.items()} }")
+            for index, client in pool.map(connect, range(16)):
+                if len(kept[index]) < per_process:
+                    kept[index].append(client)
+                else:
+                    client.close()
+    return kept
+
+
+def group_processes(url: str, count: int) -> dict[int, dict[str, Any]]:
+    """index -> ``process`` of every process of the group."""
+    seen: dict[int, dict[str, Any]] = {}
+    for index, clients in pinned_clients(url, count, 1).items():
+        with contextlib.closing(clients[0]) as client:
+            seen[index] = which_process(url, client)
+    return seen

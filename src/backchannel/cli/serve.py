@@ -27,12 +27,21 @@ def serve(
     no_sandbox: Annotated[
         bool, typer.Option("--no-sandbox", help="Do not embed the TikTok/Meta sandbox.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Server processes sharing the port, each with its own group commit; the"
+            " first also runs the delivery worker. /metrics sums over them.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the ingest API and the delivery worker (SQLite + local sandbox by default)."""
     from backchannel import serving
     from backchannel.members import active_members
     from backchannel.web.app import Options, create_app
 
+    if workers < 1:
+        fail("--workers: must be 1 or more (server processes)")
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
     host = host or settings.host
@@ -94,17 +103,36 @@ def serve(
             "  [bold]no API key yet[/bold]: create one with `backchannel keys create --name shop`"
         )
     store.close()
+    if workers > 1:
+        from backchannel.process_group import run_group
+
+        console.print(
+            f"  processes    {workers} on one port; the first runs the delivery worker"
+            if not no_worker
+            else f"  processes    {workers} on one port, no delivery worker"
+        )
+        try:
+            code = run_group(
+                host=host,
+                port=port,
+                count=workers,
+                grace=settings.shutdown_grace,
+                worker=not no_worker,
+                sandbox=not no_sandbox,
+                self_url=base,
+            )
+        except OSError as exc:
+            fail(f"--port: cannot listen on {host}:{port} ({exc.strerror or exc})")
+        logging.shutdown()
+        if code:
+            raise typer.Exit(code)
+        return
     serving.run(
         create_app(settings, options),
         host=host,
         port=port,
         grace=settings.shutdown_grace,
-        log_level="warning",
-        access_log=False,
-        log_config=None,  # logs.configure above: JSON or text, redacted
-        # browser leg: X-Forwarded-For is believed only from `trusted_proxies` (web/collect.py);
-        # uvicorn's own handling would trust 127.0.0.1 and rewrite the client address first
-        proxy_headers=False,
+        **serving.UVICORN_OPTIONS,
     )
 
 

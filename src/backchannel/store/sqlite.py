@@ -74,8 +74,11 @@ from backchannel.store.base import (
     session_owners,
 )
 from backchannel.store.migrations import load, statements
+from backchannel.store.turns import WriterTurn
 
 BUSY_TIMEOUT = 30_000  # milliseconds another process may hold the write lock before we fail
+#: the session columns as find_sessions selects them (built once: it runs for every ingest)
+_SESSION_COLUMNS_S = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
 
 #: checkpointer thread: seconds between looks at the WAL, the size from which it copies the
 #: WAL into the database (PASSIVE: never waits for, nor blocks, the writer), and the size past
@@ -170,6 +173,14 @@ class SqliteStore:
         self._report: sqlite3.Connection | None = None
         self._report_lock = threading.Lock()
         self._checkpointer: Checkpointer | None = None
+        #: serve --workers N: the processes of the group take turns writing (store/turns.py)
+        self.turn: WriterTurn | None = None
+
+    def take_turns(self) -> WriterTurn:
+        """Write only in this process's turn among the group's (see store/turns.py)."""
+        if self.turn is None:
+            self.turn = WriterTurn(self.path)
+        return self.turn
 
     def start_checkpointer(
         self,
@@ -189,15 +200,24 @@ class SqliteStore:
         checkpoint never removes a frame it has not copied and fsynced into the database.
         """
         if self._checkpointer is None:
-            with self._lock:
-                self._db.execute("PRAGMA wal_autocheckpoint=0")
-                # the WAL file is cut back to this size whenever it restarts from the top
-                self._db.execute(f"PRAGMA journal_size_limit={start_at * 4}")
+            self.stop_inline_checkpoints(start_at=start_at)
             self._checkpointer = Checkpointer(
                 self.path, every=every, start_at=start_at, bound=bound
             )
             self._checkpointer.start()
         return self._checkpointer
+
+    def stop_inline_checkpoints(self, *, start_at: int = CHECKPOINT_FROM) -> None:
+        """This connection's commits only append to the WAL; they never checkpoint it.
+
+        Alone, as :meth:`start_checkpointer`'s first step; and in every process of
+        ``serve --workers N`` but the one that runs the checkpointer thread for the group
+        (one thread checkpoints the WAL that every process appends to).
+        """
+        with self._lock:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            # the WAL file is cut back to this size whenever it restarts from the top
+            self._db.execute(f"PRAGMA journal_size_limit={start_at * 4}")
 
     # -- lifecycle ------------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -227,6 +247,9 @@ class SqliteStore:
             self._checkpointer.stop()
             self._checkpointer = None
         with self._lock, self._read_lock, self._report_lock:
+            if self.turn is not None:
+                self.turn.close()
+                self.turn = None
             self._db.close()
             self._reader.close()
             if self._report is not None:
@@ -248,7 +271,7 @@ class SqliteStore:
         return self._report
 
     def _write(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
+        return _Transaction(self._db, self._lock, self.turn)
 
     # -- ingest ---------------------------------------------------------------------------------
     def insert_conversions(self, items: Sequence[NewConversion], now: float) -> list[bool]:
@@ -1366,7 +1389,7 @@ class SqliteStore:
         # key), the latter two keeping only the most recently seen session per key, and only
         # the property's own sessions; the first arm returns a named session of any property
         # (the caller refuses a conversion naming another property's session).
-        columns = ", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))
+        columns = _SESSION_COLUMNS_S
         arms: list[str] = []
         params: list[object] = []
         ids, clicks, emails = (
@@ -1796,14 +1819,24 @@ class _Transaction:
     after a failed COMMIT make sure nothing stays open: the next write starts clean.
     """
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, lock: threading.Lock, turn: WriterTurn | None = None
+    ) -> None:
         self._db = db
         self._lock = lock
+        self._turn = turn
 
     def __enter__(self) -> sqlite3.Connection:
         self._lock.acquire()
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self._turn is not None:
+                self._turn.take()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                if self._turn is not None:
+                    self._turn.give()
+                raise
         except BaseException:
             self._lock.release()
             raise
@@ -1820,6 +1853,8 @@ class _Transaction:
             else:
                 self._rollback_if_open()
         finally:
+            if self._turn is not None:
+                self._turn.give()
             self._lock.release()
 
     def _rollback_if_open(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -60,6 +61,16 @@ class ORJSONResponse(JSONResponse):
 
 MAX_BODY = 8 * 1024 * 1024  # bytes; 1000 rich conversions fit in well under half of this
 
+#: FastAPI releases with native OpenTelemetry look up the global tracer, meter and logger
+#: providers on every request to decide whether to trace it: ~25 µs a request measured here,
+#: more than the whole request path of a bare ASGI app. Backchannel exports Prometheus
+#: metrics (backchannel.metrics), not OpenTelemetry, so it turns that off where it exists.
+NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI).parameters
+    else {}
+)
+
 
 @dataclass
 class Options:
@@ -78,6 +89,15 @@ class Options:
     checkpointer: bool = True
     #: after start-up, exempt the objects alive then from garbage collection (runtime.py)
     freeze_gc: bool = True
+    #: ``serve --workers N``: this process's place in the group, (index, N); None when alone.
+    #: Only index 0 runs the group's chores (the SQLite checkpointer thread, the retention
+    #: purge); which one runs the delivery worker is ``worker``'s say (process_group.py)
+    group: tuple[int, int] | None = None
+
+    @property
+    def primary(self) -> bool:
+        """This process runs the chores one process per database should run."""
+        return self.group is None or self.group[0] == 0
 
 
 def _error(
@@ -158,11 +178,16 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = open_store(settings.database_url)
+        if opts.group is not None and isinstance(store, SqliteStore):
+            store.take_turns()  # the group's processes write one after the other
         # every property has a connection of each destination that is on without credentials
         # (the sandbox ones), so ingest always has a connection to give them rows for
         store.ensure_connections(settings.destinations, time.time())
         if opts.checkpointer and isinstance(store, SqliteStore):
-            state["checkpointer"] = store.start_checkpointer()
+            if opts.primary:
+                state["checkpointer"] = store.start_checkpointer()
+            else:  # the group's first process checkpoints for everyone
+                store.stop_inline_checkpoints()
         runner = for_store(store)
         cipher = credentials.load_cipher(settings)
         sandbox_url = opts.self_url.rstrip("/") + "/sandbox" if opts.sandbox else None
@@ -188,7 +213,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
             worker.start()
         state["worker"] = worker
         purger = None
-        if settings.retention_days > 0:  # retention: the hourly purge, in chunks on this loop
+        if settings.retention_days > 0 and opts.primary:  # retention: the hourly purge
             purger = asyncio.create_task(
                 retention.run_periodically(
                     store, runner.run, settings.retention_days, every=opts.retention_every
@@ -215,6 +240,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         description="Server-side conversion tracking gateway (TikTok Events API, Meta CAPI).",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        **NO_NATIVE_TELEMETRY,
     )
     # hardening: metrics, per-key rate limit, security headers, request ids, admin auth
     metrics = Metrics()
@@ -235,7 +261,9 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
     )
     auth = admin_auth.install(app, settings, lambda: state["store"], lambda: state["runner"])
     access.install(app)  # team members: the role each dashboard route needs (web/access.py)
-    ops.install(app, settings, state, metrics, auth, worker_expected=lambda: opts.worker)
+    ops.install(
+        app, settings, state, metrics, auth, worker_expected=lambda: opts.worker, group=opts.group
+    )
     dashboard.install(app, settings, state)  # the diagnostics pages
 
     async def authenticate(request: Request, scope: str) -> JSONResponse | None:
@@ -272,6 +300,10 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         request.scope["backchannel.key"] = record  # for the per-key rate limit
         return None
 
+    # read once: settings are frozen, and this property builds its value at every read (~10 µs
+    # of every ingest request)
+    strip_params = settings.strip_params
+
     async def key_property(record: KeyRecord) -> PropertyContext:
         """The property an (authenticated) ingest key writes into."""
         properties: Properties = state["properties"]
@@ -301,7 +333,9 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
         wait = ingest_limiter.hit(request.scope["backchannel.key"].id)
         if wait:
             return limited_response(wait, "Authorization", "for this API key")
-        partial = request.query_params.get("partial", "false").lower() in ("1", "true", "yes")
+        partial = bool(request.scope.get("query_string")) and (  # no query: nothing to parse
+            request.query_params.get("partial", "false").lower() in ("1", "true", "yes")
+        )
         owner = await key_property(request.scope["backchannel.key"])
         try:
             items = parse_body(await _read_body(request))
@@ -317,7 +351,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                 # sources and ledger: orders land in the order ledger
                 ledger=source_routes.api_ledger(owner.utm_sources),
                 routes=state["routes"],  # event routing
-                strip_params=settings.strip_params,  # personal data out of page URLs
+                strip_params=strip_params,  # personal data out of page URLs
                 source_ids=owner.source_ids,  # non-web events (TikTok event sets)
                 property_id=owner.id,  # the key's property: its connections, its dedup keys
             )

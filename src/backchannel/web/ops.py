@@ -7,6 +7,10 @@ The admin overview page itself (``GET /admin``) is the dashboard's
 database answers within 2 s, its schema has every shipped migration, and — when this process
 runs the delivery worker — the worker's loops are alive. A load balancer takes a node out on
 503 and the body says which check failed (never a connection string or a stack trace).
+Under ``serve --workers N`` each probe is answered by the process that accepted its
+connection, about itself; the body's ``process`` says which (index, pid, whether it runs
+the delivery worker). A dead process is restarted by the group's parent; ``/metrics``, on
+the other hand, is the whole group's (see backchannel.metrics).
 
 ``/metrics`` is protected. Choice: a member with a role on every property (its figures are
 the whole install's) or an admin API key works, and so does the
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
@@ -69,6 +74,7 @@ def install(
     auth: AdminAuth,
     *,
     worker_expected: Callable[[], bool],
+    group: tuple[int, int] | None = None,
 ) -> None:
     latest = latest_migration(settings.database_url)
 
@@ -97,6 +103,14 @@ def install(
             checks["worker"] = "ok" if worker is not None and worker.alive() else "not running"
         ready = all(v == "ok" for v in checks.values())
         body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        if group is not None:
+            # serve --workers N: the answer is this process's, whichever took the connection
+            body["process"] = {
+                "index": group[0],
+                "of": group[1],
+                "pid": os.getpid(),
+                "delivery_worker": worker_expected(),
+            }
         if store is not None and checks.get("database") == "ok":
             # Informational, not a check: a destination paused for a refused token must not
             # take the node out of a load balancer, since ingest still works and queues.
