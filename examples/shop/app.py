@@ -2,8 +2,12 @@
 
 Pages: ``/`` (landing), ``/product``, ``/checkout`` (a form), ``/thanks?order=N``. Every page
 loads ``/bc.js`` first, then the TikTok Pixel snippet (pointing at a local stand-in of
-``events.js``, since the real one cannot be fetched here) and the Google tag snippet (pointing
-at a local stand-in of ``gtag.js``, for the same reason; ``google_tag=None`` leaves it out).
+``events.js``, since the real one cannot be fetched here), the Google tag snippet (pointing
+at a local stand-in of ``gtag.js``, for the same reason; ``google_tag=None`` leaves it out),
+and the Meta Pixel, Snap Pixel, Pinterest Tag and Reddit Pixel snippets, each as the platform
+gives it, pointing at a local stand-in of its library (``static/standins/``: each hooks or
+replaces the snippet's queue function as the real one does, sets its first-party cookie and
+records the calls it was asked to send; ``pixels=()`` leaves them out).
 
 Why the shop proxies ``/bc.js`` and ``/v1/collect`` to the gateway instead of linking to the
 gateway's own host: a reverse-proxy path on the shop's own domain is what real shops do. The
@@ -15,13 +19,18 @@ gateway's same-origin check needs no configuration, and the visitor's address tr
 The backend posts each order to ``/v1/events`` with the ingest key (never exposed to the
 browser) and the ``_bc_sid`` session cookie it reads from its own request. It sends the email
 but deliberately *not* the IP and user agent: the gateway fills those, and the ttclid and
-``_ttp``, from the landing session (stitching). The thank-you page fires
-``ttq.track('CompletePayment', {...}, {event_id: bc.eventId(order, 'CompletePayment')})``, the
-same id the gateway derives, so TikTok deduplicates the two legs; and
-``gtag('event', 'purchase', {transaction_id: order})``, which bc.js mirrors too.
+``_ttp``, from the landing session (stitching). The thank-you page fires each Pixel's purchase
+with the id its platform pairs with the server leg, all from ``bc.eventId(order,
+'CompletePayment')`` (the id the gateway derives) but Google's:
+``ttq.track('CompletePayment', {...}, {event_id})``, ``fbq('track', 'Purchase', {...},
+{eventID})``, ``snaptr('track', 'PURCHASE', {..., client_dedup_id})``, ``pintrk('track',
+'checkout', {..., event_id})``, ``rdt('track', 'Purchase', {..., conversionId})``, and
+``gtag('event', 'purchase', {transaction_id: order})``. bc.js mirrors every one of them.
 
 ``/_pixel/collect`` and ``/_pixel/hits`` record what the Pixel stand-in "sent to TikTok";
-``/_gtag/collect`` and ``/_gtag/hits`` what the gtag.js stand-in "sent to Google".
+``/_gtag/collect`` and ``/_gtag/hits`` what the gtag.js stand-in "sent to Google";
+``/_standin/{meta,snapchat,pinterest,reddit}/collect`` and ``…/hits`` what the other
+stand-ins "sent".
 """
 
 from __future__ import annotations
@@ -81,6 +90,65 @@ GTAG_SNIPPET = """<script async src="{gtag_url}?id={tag}"></script>
 </script>"""
 
 
+#: the other Pixels' base code, as each platform gives it (docs/platforms/meta-pixel.md,
+#: snapchat.md §7, pinterest.md §7, reddit.md §7), with the library pointed at its stand-in
+#: ({url}) and a demo account id ({id}): name -> (snippet, stand-in path, demo id)
+PIXEL_SNIPPETS: dict[str, tuple[str, str, str]] = {
+    "meta": (
+        """<script>
+!function(f,b,e,v,n,t,s){if(f.fbq)return;n=f.fbq=function(){n.callMethod?
+n.callMethod.apply(n,arguments):n.queue.push(arguments)};if(!f._fbq)f._fbq=n;
+n.push=n;n.loaded=!0;n.version='2.0';n.queue=[];t=b.createElement(e);t.async=!0;
+t.src=v;s=b.getElementsByTagName(e)[0];s.parentNode.insertBefore(t,s)}(window,
+document,'script','{url}');
+fbq('init', '{id}');
+fbq('track', 'PageView');
+</script>""",
+        "/static/standins/meta-pixel-standin.js",
+        "1234567890123",
+    ),
+    "snapchat": (
+        """<script>
+(function(e,t,n){if(e.snaptr)return;var a=e.snaptr=function()
+{a.handleRequest?a.handleRequest.apply(a,arguments):a.queue.push(arguments)};
+a.queue=[];var s='script';r=t.createElement(s);r.async=!0;
+r.src=n;var u=t.getElementsByTagName(s)[0];
+u.parentNode.insertBefore(r,u);})(window,document,'{url}');
+snaptr('init', '{id}', {});
+snaptr('track', 'PAGE_VIEW');
+</script>""",
+        "/static/standins/snap-pixel-standin.js",
+        "5bf81ee1-15b1-4dc1-b636-d7dae49b950e",
+    ),
+    "pinterest": (
+        """<script>
+!function(e){if(!window.pintrk){window.pintrk=function(){window.pintrk.queue.push(
+Array.prototype.slice.call(arguments))};var n=window.pintrk;n.queue=[],n.version="3.0";
+var t=document.createElement("script");t.async=!0,t.src=e;var r=
+document.getElementsByTagName("script")[0];r.parentNode.insertBefore(t,r)}}("{url}");
+pintrk('load', '{id}');
+pintrk('page');
+</script>""",
+        "/static/standins/pinterest-tag-standin.js",
+        "2612345678901",
+    ),
+    "reddit": (
+        """<script>
+!function(w,d){if(!w.rdt){var p=w.rdt=function(){p.sendEvent?
+p.sendEvent.apply(p,arguments):p.callQueue.push(arguments)};p.callQueue=[];
+var t=d.createElement("script");t.src="{url}",t.async=!0;
+var s=d.getElementsByTagName("script")[0];s.parentNode.insertBefore(t,s)}}(window,document);
+rdt('init', '{id}');
+rdt('track', 'PageVisit');
+</script>""",
+        "/static/standins/reddit-pixel-standin.js",
+        "a2_demo0pixel",
+    ),
+}
+#: the other Pixels every page loads by default
+PIXELS = tuple(PIXEL_SNIPPETS)
+
+
 def _page(
     title: str,
     body: str,
@@ -90,12 +158,16 @@ def _page(
     pixel_url: str,
     google_tag: str | None = None,
     gtag_url: str = "",
+    pixels: tuple[str, ...] = (),
 ) -> HTMLResponse:
     snippet = PIXEL_SNIPPET.replace("{pixel_url}", pixel_url).replace("{pixel}", pixel)
     snippet = snippet.replace("{{", "{").replace("}}", "}")
     if google_tag:
         tag = html.escape(google_tag)
         snippet += "\n" + GTAG_SNIPPET.replace("{gtag_url}", gtag_url).replace("{tag}", tag)
+    for name in pixels:
+        code, url, account = PIXEL_SNIPPETS[name]
+        snippet += "\n" + code.replace("{url}", url).replace("{id}", account)
     return HTMLResponse(
         f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)} · Demo shop</title>
@@ -116,13 +188,19 @@ def create_shop(
     pixel_url: str = "/static/tiktok-pixel.js",
     google_tag: str | None = "G-DEMO000000",
     gtag_url: str = "/static/gtag-standin.js",
+    pixels: tuple[str, ...] = PIXELS,
     first_order: int = 1001,
 ) -> Starlette:
-    """The shop app; ``gateway_url`` is where Backchannel listens (reached server-side only)."""
+    """The shop app; ``gateway_url`` is where Backchannel listens (reached server-side only).
+    ``pixels``: which of the other Pixels (:data:`PIXEL_SNIPPETS`) the pages load."""
+    unknown = set(pixels) - set(PIXEL_SNIPPETS)
+    if unknown:
+        raise ValueError(f"pixels: unknown {sorted(unknown)} (known: {', '.join(PIXELS)})")
     orders = itertools.count(first_order)
     placed: dict[str, dict[str, Any]] = {}
     pixel_hits: list[dict[str, Any]] = []
     gtag_hits: list[dict[str, Any]] = []
+    standin_hits: dict[str, list[dict[str, Any]]] = {name: [] for name in PIXEL_SNIPPETS}
     gateway = httpx.AsyncClient(base_url=gateway_url, timeout=30.0)
 
     def page(title: str, body: str) -> HTMLResponse:
@@ -134,6 +212,7 @@ def create_shop(
             pixel_url=pixel_url,
             google_tag=google_tag,
             gtag_url=gtag_url,
+            pixels=pixels,
         )
 
     async def landing(request: Request) -> Response:
@@ -180,14 +259,27 @@ def create_shop(
         response = await gateway.post(
             "/v1/events", json=conversion, headers={"Authorization": f"Bearer {ingest_key}"}
         )
-        placed[order_id] = {"status": response.status_code, "answer": response.json()}
+        placed[order_id] = {
+            "status": response.status_code,
+            "answer": response.json(),
+            "value": value,
+            "quantity": quantity,
+        }
         return RedirectResponse(f"/thanks?order={order_id}", status_code=303)
 
     async def thanks(request: Request) -> Response:
         order_id = request.query_params.get("order", "")
         if order_id not in placed:
             return HTMLResponse("no such order", status_code=404)
-        data = orjson.dumps({"order": order_id, "currency": CURRENCY, "id": PRODUCT_ID}).decode()
+        data = orjson.dumps(
+            {
+                "order": order_id,
+                "currency": CURRENCY,
+                "id": PRODUCT_ID,
+                "value": placed[order_id]["value"],
+                "quantity": placed[order_id]["quantity"],
+            }
+        ).decode()
         return page(
             "Thank you!",
             f'<p id="order">Order {html.escape(order_id)} is confirmed.</p>'
@@ -201,6 +293,17 @@ def create_shop(
   // Google's tag deduplicates a purchase on its transaction_id: the order id itself.
   if (window.gtag) gtag("event", "purchase", {{transaction_id: order.order,
                                                currency: order.currency}});
+  // The other Pixels: each one's purchase, with the same event_id in its own dedup field.
+  var eventId = bc.eventId(order.order, "CompletePayment");
+  if (window.fbq) fbq("track", "Purchase", {{value: order.value, currency: order.currency,
+                                             content_ids: [order.id]}}, {{eventID: eventId}});
+  if (window.snaptr) snaptr("track", "PURCHASE", {{price: order.value,
+      currency: order.currency, transaction_id: order.order, client_dedup_id: eventId}});
+  if (window.pintrk) pintrk("track", "checkout", {{value: order.value,
+      order_quantity: order.quantity, currency: order.currency, order_id: order.order,
+      event_id: eventId}});
+  if (window.rdt) rdt("track", "Purchase", {{value: order.value, currency: order.currency,
+      itemCount: order.quantity, conversionId: eventId}});
 </script>""",
         )
 
@@ -239,6 +342,19 @@ def create_shop(
     async def gtag_list(request: Request) -> Response:
         return JSONResponse({"hits": gtag_hits})
 
+    async def standin_collect(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in standin_hits:
+            return Response(status_code=404)
+        standin_hits[name].append(orjson.loads(await request.body()))
+        return Response(status_code=204)
+
+    async def standin_list(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in standin_hits:
+            return Response(status_code=404)
+        return JSONResponse({"hits": standin_hits[name]})
+
     async def order_list(request: Request) -> Response:
         return JSONResponse(placed)
 
@@ -259,6 +375,8 @@ def create_shop(
             Route("/_pixel/hits", pixel_list),
             Route("/_gtag/collect", gtag_collect, methods=["POST"]),
             Route("/_gtag/hits", gtag_list),
+            Route("/_standin/{name}/collect", standin_collect, methods=["POST"]),
+            Route("/_standin/{name}/hits", standin_list),
             Route("/_orders", order_list),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from backchannel.destinations import display_name
 from backchannel.report import (
     LEGS,
     REPORTED_LEG,
@@ -42,6 +43,7 @@ from backchannel.report import (
     reading_order,
     series,
 )
+from backchannel.sources.ledger import PLATFORM as LEDGER_PLATFORM
 
 WIDTH = 640  # px: legible on a laptop, and printable
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
@@ -197,18 +199,22 @@ def _hbars(title: str, desc: str, groups: Sequence[_Group], legend: Sequence[str
     return _document(title, desc, height, axis + "".join(body))
 
 
-def gap_bar_svg(tally: Tally, title: str, *, reported: int | None = None) -> str:
+def gap_bar_svg(
+    tally: Tally, title: str, *, reported: int | None = None, platform: str | None = None
+) -> str:
     """The gap bar: truth set, Pixel, server and deduplicated counts of one group of orders.
 
     ``reported``: the Pixel count imported from Events Manager, drawn as a fifth bar when
-    given (it is TikTok's own number, next to the mirror's)."""
+    given (it is TikTok's own number, next to the mirror's). ``platform``: whose orders
+    they are (display name; default the ledger's, TikTok)."""
+    platform = platform or display_name(LEDGER_PLATFORM)
     if tally.orders == 0:
         return empty_svg(title)
     bars = [(label, int(getattr(tally, key))) for key, label in LEGS]
     if reported is not None:
         bars.insert(2, (REPORTED_LEG, reported))
     desc = (
-        f"Of {tally.orders} TikTok-attributed orders, the Pixel reported {tally.pixel_only},"
+        f"Of {tally.orders} {platform}-attributed orders, the Pixel reported {tally.pixel_only},"
         f" the server leg delivered {tally.server_delivered}, and {tally.deduplicated} are"
         f" counted once deduplicated: {tally.recovered} recovered by the server leg."
     )
@@ -366,15 +372,17 @@ def gap_charts(report: GapReport) -> dict[str, str]:
     """Every chart of a gap report, name -> SVG, in page order (see :func:`chart_names`)."""
     span = f"{report.start.isoformat()} – {report.end.isoformat()}"
     reported = report.pixel_import
+    platform = display_name(report.destination)
     charts = {
         "gap": gap_bar_svg(
             report.total,
             f"The Pixel gap, {span}",
             reported=reported.count if reported else None,
+            platform=platform,
         ),
         "timeseries": timeseries_svg(
             series(report.daily, reported.by_day if reported else None),
-            f"TikTok-attributed orders over time, {span}",
+            f"{platform}-attributed orders over time, {span}",
         ),
     }
     for section, buckets in report.breakdowns.items():

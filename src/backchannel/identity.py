@@ -206,10 +206,22 @@ def _fast_e164(compact: str) -> str | None:
     trunk = _trunk_pattern(cc)
     if trunk is None or trunk.match(national) is not None:
         return None
-    number = PhoneNumber(country_code=cc, national_number=int(national))
-    if not phonenumbers.is_possible_number(number):
+    if not _possible_length(cc, len(national)):
         return None  # let the full parse produce the precise reason
     return "+" + digits
+
+
+@lru_cache(maxsize=4096)
+def _possible_length(cc: int, length: int) -> bool:
+    """``phonenumbers.is_possible_number`` for any number of ``cc`` with a national number of
+    ``length`` digits (no leading zero), asked once per pair.
+
+    Why a table: the library's answer depends on nothing but those two (it compares the
+    national number's length with the possible lengths of ``cc``'s main region), and asking
+    it built a ``PhoneNumber`` and walked the metadata, ~4 µs of every phone. The library
+    still answers, for a stand-in number of the same length."""
+    stand_in = PhoneNumber(country_code=cc, national_number=10 ** (length - 1))
+    return bool(phonenumbers.is_possible_number(stand_in))
 
 
 _NEVER = re.compile(r"(?!)")
@@ -310,6 +322,8 @@ RawField = RawScalar | list[RawScalar] | None
 def _as_list(value: RawField) -> list[str]:
     if value is None:
         return []
+    if isinstance(value, str):  # the common case: one value, given as a string
+        return [value]
     items = value if isinstance(value, list) else [value]
     out: list[str] = []
     for item in items:
@@ -353,27 +367,27 @@ def _hash_phones(
 ) -> tuple[list[str], list[str]]:
     plus: list[str] = []
     digits: list[str] = []
-    values = _as_list(raw)
-    for index, item in enumerate(values):
-        path = f"user.phone[{index}]" if isinstance(raw, list) else "user.phone"
+    listed = isinstance(raw, list)
+    for index, item in enumerate(_as_list(raw)):
         stripped = item.strip()
         if len(stripped) > MAX_IDENTIFIER_LENGTH:
+            path = f"user.phone[{index}]" if listed else "user.phone"
             notes.append(Note(path, f"longer than {MAX_IDENTIFIER_LENGTH} characters; dropped"))
             continue
         if is_sha256_hex(stripped):
             # We cannot tell which form the caller hashed; both platforms get it as given.
-            digest = stripped.lower()
-            pair = (digest, digest)
+            with_plus = without = stripped.lower()
         else:
             try:
                 e164 = normalize_phone(stripped, region)
             except Unusable as exc:
+                path = f"user.phone[{index}]" if listed else "user.phone"
                 notes.append(Note(path, f"{exc}; dropped"))
                 continue
-            pair = (sha256_hex(e164), sha256_hex(e164[1:]))
-        if pair[0] not in plus:
-            plus.append(pair[0])
-            digits.append(pair[1])
+            with_plus, without = sha256_hex(e164), sha256_hex(e164[1:])
+        if with_plus not in plus:
+            plus.append(with_plus)
+            digits.append(without)
     return plus, digits
 
 
@@ -424,25 +438,113 @@ def _short_text(path: str, raw: str | None, limit: int, notes: list[Note]) -> st
     return value
 
 
-def _form_differs(rule: Callable[[str], str], raw: RawField) -> bool:
-    """Would a platform's email rule give another string than the common rule for one of
-    these addresses? A cheap test (string work, no hashing) that spares hashing every
-    address twice when, as for most addresses and Google's rule, it would not.
+_DROPPED = object()  # a form rule's verdict on an address it cannot use
 
-    An address the common rule keeps but the platform's rule cannot use (Reddit's rule
-    leaves nothing of ``+tag@example.com``) differs too: that platform must get no email
-    rather than the common form's hash, which matches nobody there."""
-    for item in _as_list(raw):
-        try:
-            common = normalize_email(item)
-        except Unusable:
-            continue  # dropped by the common rule already (and pre-hashed values land here)
-        try:
-            if rule(item) != common:
-                return True
-        except Unusable:
-            return True
-    return False
+
+def _hash_emails(
+    raw: RawField,
+    notes: list[Note],
+    forms: Mapping[str, Callable[[str], str]] | None,
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The common rule's digests of the addresses, and each platform form's digests where
+    that form's rule gives another result (see :attr:`HashedUser.email_forms`).
+
+    One pass: each address is normalized once by the common rule and at most once by each
+    form's rule, and a form's digest is computed only for text that differs from the common
+    one (otherwise the common digest is reused). Bad addresses are reported once, by the
+    common rule. A form is kept only when its list differs from the common list; an address
+    the common rule keeps but the form's rule cannot use makes the form differ (Reddit's rule
+    leaves nothing of ``+tag@example.com``: Reddit must then get no email rather than the
+    common form's hash, which matches nobody there)."""
+    values = _as_list(raw)
+    listed = isinstance(raw, list)
+    common: list[str] = []
+    #: per address: None (too long: dropped everywhere), or (digest, its common text), where
+    #: digest is None when the common rule refused it and text is None when pre-hashed
+    seen: list[tuple[str | None, str | None] | None] = []
+    for index, item in enumerate(values):
+        if len(item) > MAX_IDENTIFIER_LENGTH:
+            path = f"user.email[{index}]" if listed else "user.email"
+            notes.append(Note(path, f"longer than {MAX_IDENTIFIER_LENGTH} characters; dropped"))
+            seen.append(None)
+            continue
+        stripped = item.strip()
+        text: str | None = None
+        if is_sha256_hex(stripped):
+            digest = stripped.lower()
+        else:
+            try:
+                text = normalize_email(item)
+            except Unusable as exc:
+                path = f"user.email[{index}]" if listed else "user.email"
+                notes.append(Note(path, f"{exc}; dropped"))
+                seen.append((None, None))
+                continue
+            digest = sha256_hex(text)
+        seen.append((digest, text))
+        if digest not in common:
+            common.append(digest)
+    found: dict[str, list[str]] = {}
+    if not common or not forms:
+        return common, found
+    if len(seen) == 1:  # the common case, one address: its form is one digest or none
+        entry = seen[0]
+        if entry is not None and entry[1] is not None:  # not pre-hashed
+            for key, rule in forms.items():
+                try:
+                    text = rule(values[0])
+                except Unusable:
+                    found[key] = []  # the platform cannot use it: no email for it
+                    continue
+                if text != entry[1]:
+                    found[key] = [sha256_hex(text)]
+        return common, found
+    for key, rule in forms.items():
+        verdicts: dict[int, str | object] = {}
+        differs = False
+        for index, entry in enumerate(seen):
+            if entry is None or entry[1] is None:
+                continue  # too long, refused or pre-hashed: the same in every form
+            try:
+                verdicts[index] = rule(values[index])
+            except Unusable:
+                verdicts[index] = _DROPPED
+            if verdicts[index] != entry[1]:
+                differs = True
+                break
+        if not differs:
+            continue
+        form: list[str] = []
+        for index, entry in enumerate(seen):
+            if entry is None:
+                continue
+            known, text = entry
+            if text is None and known is not None:  # pre-hashed: taken as in every form
+                form_digest: str | None = known
+            else:
+                verdict = verdicts.get(index)
+                if verdict is None:
+                    try:
+                        verdict = rule(values[index])
+                    except Unusable:
+                        verdict = _DROPPED
+                if verdict is _DROPPED:
+                    form_digest = None
+                elif verdict == text:
+                    form_digest = known
+                else:
+                    form_digest = sha256_hex(str(verdict))
+            if form_digest is not None and form_digest not in form:
+                form.append(form_digest)
+        if form != common:
+            found[key] = form
+    return common, found
+
+
+#: click ids and first-party cookies kept as given (platforms take them unhashed)
+CLICK_AND_COOKIE_FIELDS = ("ttclid", "ttp", "fbclid", "fbc", "fbp", "gclid", "gbraid", "wbraid")
+#: ``(name, "user.<name>")`` for each, the paths built once
+_CLICK_PATHS = tuple((name, f"user.{name}") for name in CLICK_AND_COOKIE_FIELDS)
 
 
 def hash_user(
@@ -460,48 +562,77 @@ def hash_user(
     hashed into ``email_forms[key]`` where it differs from the common rule.
     ``ids``: generic platform identifiers (field -> (value, longest allowed)), kept as given.
     """
-    user = HashedUser()
-    user.country = _plain("user.country", raw.get("country"), normalize_country, notes)
-    region = user.country or default_region
-    user.email = _hash_many("user.email", raw.get("email"), normalize_email, notes)
-    if user.email and email_forms:
-        for key, rule in email_forms.items():
-            if _form_differs(rule, raw.get("email")):
-                ignored: list[Note] = []  # the common rule already reported bad addresses
-                form = _hash_many("user.email", raw.get("email"), rule, ignored)
-                if form != user.email:
-                    user.email_forms[key] = form
-    user.phone, user.phone_digits = _hash_phones(raw.get("phone"), region, notes)
-    user.external_id = _hash_many(
-        "user.external_id", raw.get("external_id"), normalize_external_id, notes
+    get = raw.get
+    country = _plain("user.country", get("country"), normalize_country, notes)
+    emails, forms = _hash_emails(get("email"), notes, email_forms)
+    phone = get("phone")
+    if phone is None:
+        plus: list[str] = []
+        digits: list[str] = []
+    else:
+        plus, digits = _hash_phones(phone, country or default_region, notes)
+    external_id = get("external_id")
+    external = (
+        []
+        if external_id is None
+        else _hash_many("user.external_id", external_id, normalize_external_id, notes)
     )
+    names: list[str | None] = []
     for name in ("first_name", "last_name"):
-        value = raw.get(name)
+        value = get(name)
+        names.append(
+            None if value is None else _hash_one(f"user.{name}", str(value), normalize_name, notes)
+        )
+    zip_raw = get("zip")
+    zip_code = (
+        None if zip_raw is None else _hash_one("user.zip", str(zip_raw), normalize_zip, notes)
+    )
+    city = _plain("user.city", get("city"), normalize_location, notes)
+    state = _plain("user.state", get("state"), normalize_location, notes)
+    ip = _ip(_str_or_none(get("ip")), notes)
+    user_agent = _short_text("user.user_agent", _str_or_none(get("user_agent")), 1024, notes)
+    locale = _short_text("user.locale", _str_or_none(get("locale")), 35, notes)
+    clicks: dict[str, str | None] = {}
+    for name, path in _CLICK_PATHS:  # most are absent: skip them at one lookup each
+        value = get(name)
         if value is not None:
-            setattr(user, name, _hash_one(f"user.{name}", str(value), normalize_name, notes))
-    if raw.get("zip") is not None:
-        user.zip = _hash_one("user.zip", str(raw["zip"]), normalize_zip, notes)
-    user.city = _plain("user.city", raw.get("city"), normalize_location, notes)
-    user.state = _plain("user.state", raw.get("state"), normalize_location, notes)
-    user.ip = _ip(_str_or_none(raw.get("ip")), notes)
-    user.user_agent = _short_text(
-        "user.user_agent", _str_or_none(raw.get("user_agent")), 1024, notes
+            clicks[name] = _short_text(path, _str_or_none(value), 512, notes)
+    ga_raw = get("ga_client_id")
+    ga_client_id = (
+        None
+        if ga_raw is None
+        else _plain("user.ga_client_id", _str_or_none(ga_raw), normalize_ga_client_id, notes)
     )
-    user.locale = _short_text("user.locale", _str_or_none(raw.get("locale")), 35, notes)
-    for name in CLICK_AND_COOKIE_FIELDS:
-        setattr(user, name, _short_text(f"user.{name}", _str_or_none(raw.get(name)), 512, notes))
-    user.ga_client_id = _plain(
-        "user.ga_client_id", _str_or_none(raw.get("ga_client_id")), normalize_ga_client_id, notes
-    )
+    kept_ids: dict[str, str] = {}
     for name, (given, limit) in (ids or {}).items():
         kept = _short_text(f"user.{name}", given, limit, notes)
         if kept is not None:
-            user.ids[name] = kept
+            kept_ids[name] = kept
+    user = HashedUser(
+        email=emails,
+        email_forms=forms,
+        phone=plus,
+        phone_digits=digits,
+        external_id=external,
+        ids=kept_ids,
+    )
+    # the rest only where there is a value: a 25-keyword dataclass call cost ~2 µs
+    for name, value in (
+        ("first_name", names[0]),
+        ("last_name", names[1]),
+        ("zip", zip_code),
+        ("city", city),
+        ("state", state),
+        ("country", country),
+        ("ip", ip),
+        ("user_agent", user_agent),
+        ("locale", locale),
+        ("ga_client_id", ga_client_id),
+        *clicks.items(),
+    ):
+        if value is not None:
+            setattr(user, name, value)
     return user
-
-
-#: click ids and first-party cookies kept as given (platforms take them unhashed)
-CLICK_AND_COOKIE_FIELDS = ("ttclid", "ttp", "fbclid", "fbc", "fbp", "gclid", "gbraid", "wbraid")
 
 
 def _str_or_none(value: RawField) -> str | None:

@@ -88,6 +88,14 @@ def property_name(store: Store, property_id: int | None) -> str:
     return found.name if found is not None else f"#{property_id}"
 
 
+def visible_properties(store: Store, grants: Iterable[Grant]) -> list[tuple[int, str]]:
+    """``(id, name)`` of every property the grants give a role on (all of them for a
+    host-wide grant), by id: what the dashboard's property switcher offers. A property the
+    member has no role on is left out, so its name is never shown to them."""
+    held = tuple(grants)
+    return [(p.id, p.name) for p in store.properties() if role_for(held, p.id) is not None]
+
+
 # --- roles ---------------------------------------------------------------------------------------
 def check_role(raw: str) -> str:
     """A role from the CLI or a form: owner, editor or viewer."""

@@ -1,13 +1,20 @@
-"""The gap report: how many TikTok-attributed orders the Pixel alone reports, and how many the
-server leg recovers, following the method users run by hand.
+"""The gap report: how many of a platform's orders its Pixel alone reports, and how many the
+server leg recovers, following the method users run by hand. By default the platform is
+TikTok's (the ledger's attribution rule is TikTok's); ``destination=`` runs it for any other.
 
-Every figure is a count of ledger orders read from the store (one query,
-:meth:`backchannel.store.base.Store.gap_rows`); every group says how many orders it is based on.
+Every figure is a count of ledger orders read from the store (one query: for TikTok
+:meth:`backchannel.store.base.Store.gap_rows`, for another destination :func:`platform_rows`);
+every group says how many orders it is based on.
 
-- **truth set**: orders in the ledger attributed to TikTok, in the time range;
-- **pixel only**: those whose browser leg fired (a Pixel mirror row with the order's event_id);
-- **server delivered**: those whose conversion has a delivered TikTok outbox row;
-- **deduplicated**: the union of both, by (property, event_id) (what TikTok counts once);
+- **truth set**: orders in the ledger attributed to the platform, in the time range (TikTok:
+  the ledger's ``attributed_tiktok``, its ttclid / TikTok UTM rule; any other destination: one
+  of its click ids on the order's conversion or landing session, or the landing's
+  ``utm_source`` among its ``UTM_SOURCES``, see :func:`attributed`);
+- **pixel only**: those whose browser leg fired (a mirror row of the platform's Pixel with the
+  order's id in its key: the event_id, or for Google's tag the order id);
+- **server delivered**: those whose conversion has a delivered outbox row for it;
+- **deduplicated**: the union of both, by (property, event_id) (what the platform counts
+  once);
 - **recovered**: deduplicated − pixel only;
 - **coverage**: deduplicated / truth set, before and after the switch-on date if given.
 
@@ -34,11 +41,18 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
+import orjson
+
+from backchannel import identifiers
+from backchannel.destinations import Destination
+from backchannel.destinations import get as get_destination
+from backchannel.sources.ledger import PLATFORM as LEDGER_PLATFORM
 from backchannel.store.base import (
     LOAD_BUCKETS,
     SLOW_BUCKET,
@@ -50,6 +64,9 @@ from backchannel.store.base import (
 
 #: the breakdowns, in output order
 SECTIONS = ("browser", "pixel_status", "ios_version", "load_time")
+#: the breakdowns of another destination's report: the sessions' Pixel state is TikTok's
+#: Pixel's (the only one bc.js watches load), so it says nothing of another platform's
+OTHER_SECTIONS = tuple(s for s in SECTIONS if s != "pixel_status")
 #: the event whose imported Events Manager counts the report reads by default
 PIXEL_EVENT = "CompletePayment"
 #: days a gap report covers when no range is given (the dashboard page and `report gap`)
@@ -104,6 +121,41 @@ class Tally:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerOrder:
+    """One ledger order as the report of one destination reads it (another destination's
+    :class:`~backchannel.store.base.GapRow`): plain facts, no judgement."""
+
+    order_time: int
+    event_id: str | None
+    #: attributed to the destination (see :func:`attributed`)
+    attributed: bool
+    #: a mirror row of its Pixel carries the order's id in its key
+    pixel_fired: bool
+    #: the order's conversion has a delivered outbox row for it
+    server_delivered: bool
+    has_session: bool
+    browser: str | None = None
+    os: str | None = None
+    os_version: str | None = None
+    load_time_ms: int | None = None
+    pixel_status: str | None = None
+    #: the order's property (the deduplicated union is by property and event_id)
+    property_id: int = 1
+
+
+#: a row of either kind: TikTok's from the store, another destination's from platform_rows
+Row = GapRow | LedgerOrder
+
+
+def _attributed(row: Row) -> bool:
+    return row.attributed if isinstance(row, LedgerOrder) else row.attributed_tiktok
+
+
+def _delivered(row: Row) -> bool:
+    return row.server_delivered if isinstance(row, LedgerOrder) else row.tiktok_delivered
+
+
+@dataclass(frozen=True, slots=True)
 class GapReport:
     start: date
     end: date  # inclusive
@@ -121,9 +173,12 @@ class GapReport:
     daily: list[tuple[date, Tally]] = field(default_factory=list)
     #: counts imported from an Events Manager export (None: nothing imported for the range)
     pixel_import: PixelImport | None = None
-    #: per destination, truth-set orders whose conversion was delivered there (TikTok's is
-    #: ``total.server_delivered``; the others show what the same orders reached elsewhere)
+    #: per destination, truth-set orders whose conversion was delivered there (the report's
+    #: own is ``total.server_delivered``; the others show what the same orders reached
+    #: elsewhere)
     server_delivered_by: dict[str, int] = field(default_factory=dict)
+    #: the destination whose Pixel and server leg the report is about
+    destination: str = LEDGER_PLATFORM
 
     @property
     def pixel_reported(self) -> int | None:
@@ -138,6 +193,7 @@ class GapReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "destination": self.destination,
             "from": self.start.isoformat(),
             "to": self.end.isoformat(),
             "switch_on": self.switch_on.isoformat() if self.switch_on else None,
@@ -214,7 +270,7 @@ def time_range(start: date, end: date) -> tuple[int, int]:
     return day_start(start), day_start(end + timedelta(days=1))
 
 
-def tally(rows: Iterable[GapRow]) -> Tally:
+def tally(rows: Iterable[Row]) -> Tally:
     """Counts over truth-set rows; the deduplicated total is a union by event_id (within a
     property: two properties' orders with one event_id go to different pixels, and each is
     counted by its own)."""
@@ -222,22 +278,23 @@ def tally(rows: Iterable[GapRow]) -> Tally:
     union: set[tuple[int, str]] = set()
     for row in rows:
         orders += 1
+        delivered = _delivered(row)
         pixel += row.pixel_fired
-        server += row.tiktok_delivered
-        if row.event_id is not None and (row.pixel_fired or row.tiktok_delivered):
+        server += delivered
+        if row.event_id is not None and (row.pixel_fired or delivered):
             union.add((row.property_id, row.event_id))
     return Tally(orders, pixel, server, len(union))
 
 
-def browser_bucket(row: GapRow) -> str:
+def browser_bucket(row: Row) -> str:
     return (row.browser or UNKNOWN) if row.has_session else UNKNOWN
 
 
-def pixel_bucket(row: GapRow) -> str:
+def pixel_bucket(row: Row) -> str:
     return (row.pixel_status or UNKNOWN) if row.has_session else UNKNOWN
 
 
-def ios_bucket(row: GapRow) -> str | None:
+def ios_bucket(row: Row) -> str | None:
     """``iOS 17`` (major version) for iOS sessions, ``unknown`` without a session or version,
     None (not in this breakdown) for other systems."""
     if not row.has_session:
@@ -248,7 +305,7 @@ def ios_bucket(row: GapRow) -> str | None:
     return f"iOS {major}" if major else UNKNOWN
 
 
-def load_time_bucket(row: GapRow) -> str:
+def load_time_bucket(row: Row) -> str:
     return load_bucket(row.load_time_ms) if row.has_session else UNKNOWN
 
 
@@ -274,9 +331,9 @@ def reading_order(section: str, buckets: dict[str, Tally]) -> dict[str, Tally]:
     return dict(sorted(buckets.items(), key=lambda item: (_LOAD_ORDER.get(item[0], 99), item[0])))
 
 
-def breakdown(rows: Sequence[GapRow], section: str) -> dict[str, Tally]:
+def breakdown(rows: Sequence[Row], section: str) -> dict[str, Tally]:
     key_of = _BUCKETS[section]
-    groups: dict[str, list[GapRow]] = {}
+    groups: dict[str, list[Row]] = {}
     for row in rows:
         key = key_of(row)
         if key is not None:
@@ -289,16 +346,16 @@ def days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def daily_tallies(rows: Sequence[GapRow], start: date, end: date) -> list[tuple[date, Tally]]:
+def daily_tallies(rows: Sequence[Row], start: date, end: date) -> list[tuple[date, Tally]]:
     """The truth set's tally per UTC day of ``order_time``, for EVERY day of [start, end].
 
     Why every day: a chart or a script that skips empty days draws a line straight across
     them and hides an outage. Rows outside the range are ignored (the store query already
     filters them; a caller passing more rows gets no phantom day).
     """
-    by_day: dict[date, list[GapRow]] = {day: [] for day in days(start, end)}
+    by_day: dict[date, list[Row]] = {day: [] for day in days(start, end)}
     for row in rows:
-        if not row.attributed_tiktok:
+        if not _attributed(row):
             continue
         day = datetime.fromtimestamp(row.order_time, UTC).date()
         if day in by_day:
@@ -331,18 +388,22 @@ def series(
 
 
 def gap_report(
-    rows: Sequence[GapRow],
+    rows: Sequence[Row],
     start: date,
     end: date,
     switch_on: date | None = None,
     *,
     pixel_counts: dict[str, int] | None = None,
     pixel_event: str = PIXEL_EVENT,
+    destination: str = LEDGER_PLATFORM,
 ) -> GapReport:
     """The report from the store's rows for [start, end] (both inclusive, UTC days).
 
-    ``pixel_counts``: ``Store.pixel_counts`` for the range (ISO day -> count), if any."""
-    truth = [r for r in rows if r.attributed_tiktok]
+    ``pixel_counts``: ``Store.pixel_counts`` for the range (ISO day -> count), if any.
+    ``destination``: whose report it is (its rows come from :func:`platform_rows`, TikTok's
+    from ``Store.gap_rows``); another destination's has no Pixel state breakdown."""
+    truth = [r for r in rows if _attributed(r)]
+    sections = SECTIONS if destination == LEDGER_PLATFORM else OTHER_SECTIONS
     before = after = None
     if switch_on is not None:
         cut = day_start(switch_on)
@@ -356,9 +417,10 @@ def gap_report(
         total=tally(truth),
         before=before,
         after=after,
-        breakdowns={section: breakdown(truth, section) for section in SECTIONS},
+        breakdowns={section: breakdown(truth, section) for section in sections},
         daily=daily_tallies(rows, start, end),
         pixel_import=pixel_import(pixel_counts or {}, start, end, pixel_event),
+        destination=destination,
     )
 
 
@@ -545,11 +607,20 @@ def from_store(
     switch_on: date | None = None,
     *,
     pixel_event: str = PIXEL_EVENT,
+    destination: str | None = None,
     property_id: int | None = None,
 ) -> GapReport:
     """The gap report read from a store: what the CLI, the page and its downloads all show
     (two reads: the ledger rows and the imported Events Manager counts). ``property_id``:
-    one property's orders only (None: every property's, the host's view)."""
+    one property's orders only (None: every property's, the host's view).
+
+    ``destination``: the platform it is about (default, and ``tiktok``: TikTok's, the
+    ledger's); any other destination's reads :func:`platform_rows` instead, and has no
+    Events Manager import (the imported counts are TikTok's Pixel's). Raises KeyError
+    naming the known destinations for an unknown one."""
+    name = destination or LEDGER_PLATFORM
+    if name != LEDGER_PLATFORM:
+        return _platform_report(store, get_destination(name), start, end, switch_on, property_id)
     low, high = time_range(start, end)
     rows = store.gap_rows(low, high, property_id)
     counts = store.pixel_counts(start.isoformat(), end.isoformat(), pixel_event, property_id)
@@ -575,3 +646,139 @@ WHERE o.order_time >= ? AND o.order_time < ? AND o.attributed_tiktok = 1
 GROUP BY x.destination
 ORDER BY x.destination
 """
+
+
+# another destination's report -------------------------------------------------------------------
+def attributed(
+    destination: Destination,
+    user: Mapping[str, Any],
+    session_ids: Mapping[str, str | None],
+    utm_sources: Iterable[str | None],
+) -> bool:
+    """Is an order the destination's? One of its click ids (``CLICK_IDS``) on the order's
+    conversion (``user``: its stored form, stitching's copies of the landing session's ids
+    included) or on its landing session (``session_ids``), or a ``utm_source`` of its
+    landing (the session's, the conversion page's) among its ``UTM_SOURCES`` (any case).
+
+    Why this rule: it is the ledger's TikTok rule (a click id or the platform's UTM on the
+    landing) with each destination's own declarations in place of TikTok's."""
+    for field_name in destination.CLICK_IDS:
+        if identifiers.value(user, field_name) or session_ids.get(field_name):
+            return True
+    wanted = {s.lower() for s in destination.UTM_SOURCES}
+    return any(s is not None and s.strip().lower() in wanted for s in utm_sources)
+
+
+_FIELD = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def platform_sql(destination: Destination, *, scoped: bool = False) -> str:
+    """The ledger orders of the range with what one destination's report needs (portable SQL,
+    ``?`` placeholders: the Pixel's mirror name, the destination, the range, and the property
+    when ``scoped``): whether a mirror row of its Pixel carries the order's id in its key,
+    whether an outbox row of it is delivered, the landing session's browser facts,
+    utm_source, ids and the click-id columns the destination's named click ids are kept in,
+    and the conversion's stored payload. Everything joined is the order's own property's."""
+    key = "o.event_id" if destination.DEDUP_ID == "event_id" else "o.order_id"
+    columns = [f for f in destination.CLICK_IDS if f in identifiers.NAMED]
+    if not all(_FIELD.fullmatch(c) for c in columns):  # declared names: never user input
+        raise ValueError(f"{destination.name}: CLICK_IDS must be lower-case field names")
+    extra = "".join(f", s.{c}" for c in columns)
+    scope = " AND o.property_id = ?" if scoped else ""
+    return f"""
+SELECT o.order_time, o.event_id, o.session_id,
+       CASE WHEN {key} IS NOT NULL AND EXISTS (
+           SELECT 1 FROM browser_events b WHERE b.event_id = {key} AND b.platform = ?
+              AND b.property_id = o.property_id
+       ) THEN 1 ELSE 0 END,
+       CASE WHEN o.event_id IS NOT NULL AND EXISTS (
+           SELECT 1 FROM conversions c JOIN outbox x ON x.conversion_id = c.id
+           WHERE c.property_id = o.property_id AND c.event = o.event AND c.event_id = o.event_id
+             AND x.destination = ? AND x.status = 'delivered'
+       ) THEN 1 ELSE 0 END,
+       CASE WHEN s.session_id IS NULL THEN 0 ELSE 1 END,
+       s.browser, s.os, s.os_version, s.load_time_ms, s.utm_source, s.ids, c.payload,
+       o.property_id{extra}
+FROM orders o
+LEFT JOIN landing_sessions s ON s.session_id = o.session_id AND s.property_id = o.property_id
+LEFT JOIN conversions c
+  ON c.property_id = o.property_id AND c.event = o.event AND c.event_id = o.event_id
+WHERE o.order_time >= ? AND o.order_time < ?{scope}
+ORDER BY o.order_time, o.source, o.order_id
+"""  # noqa: S608 - interpolated: constants and declared field names checked above
+
+
+def _json(value: Any) -> dict[str, Any]:
+    """A JSON object column (TEXT or BLOB in SQLite, JSONB in PostgreSQL) as a dict."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    loaded = orjson.loads(value)
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _utm_source(url: Any) -> str | None:
+    if not isinstance(url, str):
+        return None
+    found = dict(parse_qsl(urlsplit(url).query)).get("utm_source")
+    return found or None
+
+
+def platform_rows(
+    store: Store,
+    destination: Destination,
+    low: int,
+    high: int,
+    property_id: int | None = None,
+) -> list[LedgerOrder]:
+    """Every ledger order with ``low <= order_time < high`` (of one property, or of all when
+    None), oldest first, as the report of ``destination`` reads it (one query,
+    :func:`platform_sql`)."""
+    named = [f for f in destination.CLICK_IDS if f in identifiers.NAMED]
+    params: list[Any] = [destination.PIXEL_MIRROR, destination.name, low, high]
+    if property_id is not None:
+        params.append(property_id)
+    out: list[LedgerOrder] = []
+    for r in store.read(platform_sql(destination, scoped=property_id is not None), params):
+        payload = _json(r[12])
+        user = payload.get("user")
+        page = payload.get("page")
+        session_ids: dict[str, str | None] = {
+            **_json(r[11]),
+            **dict(zip(named, r[14:], strict=True)),
+        }
+        out.append(
+            LedgerOrder(
+                order_time=int(r[0]),
+                event_id=r[1],
+                attributed=attributed(
+                    destination,
+                    user if isinstance(user, dict) else {},
+                    session_ids,
+                    (r[10], _utm_source(page.get("url") if isinstance(page, dict) else None)),
+                ),
+                pixel_fired=bool(r[3]),
+                server_delivered=bool(r[4]),
+                has_session=bool(r[5]),
+                browser=r[6],
+                os=r[7],
+                os_version=r[8],
+                load_time_ms=None if r[9] is None else int(r[9]),
+                property_id=int(r[13]),
+            )
+        )
+    return out
+
+
+def _platform_report(
+    store: Store,
+    destination: Destination,
+    start: date,
+    end: date,
+    switch_on: date | None,
+    property_id: int | None,
+) -> GapReport:
+    low, high = time_range(start, end)
+    rows = platform_rows(store, destination, low, high, property_id)
+    return gap_report(rows, start, end, switch_on, destination=destination.name)

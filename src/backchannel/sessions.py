@@ -22,8 +22,11 @@ cross-origin ``sendBeacon`` needs no CORS preflight)::
                                       # checkout (the orders/create webhook's checkout_token)
      "events": [{"event": "CompletePayment", "event_id": "CompletePayment-1001",
                  "at": 1790000000123},                      # platform: TikTok's (the default)
+                {"event": "PURCHASE", "event_id": "CompletePayment-1001",   # snaptr's
+                 "at": 1790000000124, "platform": "snapchat"},    # client_dedup_id
                 {"event": "purchase", "event_id": "1001",   # gtag: the transaction_id
-                 "at": 1790000000124, "platform": "google"}]}
+                 "at": 1790000000125, "platform": "google"}]}
+       # platform: the PIXEL_MIRROR of a destination (backchannel.mirrors), one per Pixel
 
 The same message comes from ``bc.js`` and from the Shopify custom pixel (``backchannel snippet
 shopify``), which reads the same cookies through Shopify's ``browser.cookie`` API and adds
@@ -48,7 +51,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from backchannel import identifiers
+from backchannel import identifiers, mirrors
 from backchannel.events import (
     CONTROL_REASON,
     DEFAULT_STRIP,
@@ -88,11 +91,10 @@ class UtmIn(_Strict):
     term: Utm | None = None
 
 
-#: whose tag calls the Pixel mirror records: the TikTok Pixel's (``ttq.track``) and Google's
-#: tag (``gtag``, which GA4 and Google Ads share)
+#: the mirror an event naming no platform is of: the TikTok Pixel's (bc.js mirrored only
+#: ``ttq.track`` before the other Pixels, and sent no platform); ``pixel_status`` (the landing
+#: page's Pixel state) is that Pixel's too
 TIKTOK_PIXEL = MIRROR_DEFAULT
-GOOGLE_TAG = "google"
-PIXEL_PLATFORMS = frozenset({TIKTOK_PIXEL, GOOGLE_TAG})
 
 
 class BrowserEventIn(_Strict):
@@ -100,14 +102,16 @@ class BrowserEventIn(_Strict):
     event_id: Annotated[str, Field(max_length=256)] | None = None
     #: unix milliseconds (Date.now() in the browser)
     at: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    #: whose tag call bc.js mirrored: ttq.track (TikTok) or gtag('event', …) (Google)
+    #: whose Pixel call bc.js mirrored: a destination's ``PIXEL_MIRROR`` (mirrors.platforms():
+    #: ttq.track's, fbq's, gtag's, snaptr's, pintrk's, rdt's)
     platform: str = TIKTOK_PIXEL
 
     @field_validator("platform")
     @classmethod
     def _known_platform(cls, value: str) -> str:
-        if value not in PIXEL_PLATFORMS:
-            raise ValueError(f"one of {', '.join(sorted(PIXEL_PLATFORMS))}")
+        known = mirrors.platforms()
+        if value not in known:
+            raise ValueError(f"one of {', '.join(sorted(known))}")
         return value
 
 
@@ -251,7 +255,8 @@ def parse_collect(
             event_id=item.event_id.strip() if item.event_id else None,
             at=_event_time(item.at, now),
             page_url=url,
-            # the TikTok Pixel's state says nothing of a Google tag's call
+            # the landing page's Pixel state is the TikTok Pixel's: it says nothing of the
+            # other Pixels' calls
             pixel_status=message.pixel if item.platform == TIKTOK_PIXEL else None,
             platform=item.platform,
         )

@@ -12,9 +12,9 @@ What the snippet is: ``web/static/shopify-pixel.js`` with one JSON object filled
 ``/v1/collect`` is (the ``public_url`` setting), the site key, the event the webhook's orders
 become (``shopify_event``; the pixel derives the same ``{event}-{order number}`` event_id),
 Meta's name and call for it, the TikTok and Meta pixel codes to fire (None: that Pixel is
-left out), the click window and the other platforms' declared ids (as bc.js is given
-them). Everything else is fixed code, so what is tested in Chromium is what a merchant
-pastes. Pure: the CLI gathers the values and prints the result.
+left out), the click window, the other platforms' declared ids and the Pixel calls'
+mirror names (as bc.js is given them). Everything else is fixed code, so what is tested in
+Chromium is what a merchant pastes. Pure: the CLI gathers the values and prints the result.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from importlib import resources
 
 import orjson
 
-from backchannel import catalog, identifiers
+from backchannel import catalog, identifiers, mirrors
 
 PLACEHOLDER = "__BACKCHANNEL_CONFIG__"
 #: the name of the site key ``snippet shopify`` creates (keys are stored hashed: a snippet
@@ -92,6 +92,9 @@ def render(config: PixelConfig) -> str:
         "meta_pixel": config.meta_pixel,
         "click_days": config.click_days,
         "platform_ids": [list(spec) for spec in config.platform_ids],
+        # the platform each Pixel call's mirror row goes under (as bc.js is given them): the
+        # dedup page pairs each destination with its own Pixel's rows
+        "mirrors": dict(mirrors.calls()),
     }
     text = orjson.dumps(values, option=orjson.OPT_INDENT_2).decode()
     # indented as the code around it; "</" escaped so the code can also sit in a <script>

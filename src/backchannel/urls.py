@@ -77,6 +77,8 @@ def looks_personal(name: str, value: str, names: frozenset[str]) -> bool:
 
 
 def _filter(query: str, names: frozenset[str], removed: list[str]) -> str:
+    """:func:`looks_personal` on each pair: a click id or UTM is kept and a listed name
+    removed whatever the value; a pair is percent-decoded only when it holds a % or +."""
     kept = []
     for pair in query.split("&"):
         raw_name, _, raw_value = pair.partition("=")
@@ -84,7 +86,12 @@ def _filter(query: str, names: frozenset[str], removed: list[str]) -> str:
             name, value = unquote_plus(raw_name), unquote_plus(raw_value)
         else:  # nothing to decode (the usual case): unquote_plus would return them as they are
             name, value = raw_name, raw_value
-        if pair and looks_personal(name, value, names):
+        lowered = name.strip().lower()
+        if not pair or lowered in KEEP or lowered.startswith("utm_"):
+            personal = False
+        else:
+            personal = lowered in names or looks_personal(name, value, names)
+        if personal:
             removed.append(name)
         else:
             kept.append(pair)

@@ -13,6 +13,7 @@ the gateway trusts 127.0.0.1 as that proxy (X-Forwarded-For).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -25,9 +26,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from typer.testing import CliRunner
 
+from backchannel import destinations as registry
+from backchannel.cli import app as cli
+from backchannel.config import Settings
 from backchannel.sandbox import SandboxConfig
 from backchannel.sandbox import create_app as create_sandbox
+from backchannel.sandbox.app import emulators
 from backchannel.web.app import Options, create_app
 from serve.helpers import (
     FAST_RETRY,
@@ -66,6 +72,7 @@ class Stack:
     sandbox: Sandbox
     site_key: str
     shop_http: httpx.Client
+    settings: Settings | None = None
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         db = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
@@ -101,10 +108,67 @@ class Stack:
         hits: list[dict[str, Any]] = self.shop_http.get("/_gtag/hits").json()["hits"]
         return hits
 
+    def standin_hits(self, name: str) -> list[dict[str, Any]]:
+        """What the shop's stand-in of another Pixel (meta, snapchat, pinterest, reddit) was
+        asked to send."""
+        hits: list[dict[str, Any]] = self.shop_http.get(f"/_standin/{name}/hits").json()["hits"]
+        return hits
+
+
+def _cli(settings: Settings, args: list[str], stdin: str) -> None:
+    """``backchannel ARGS`` against the stack's database, in process (typer's runner)."""
+    env = {
+        "BACKCHANNEL_DATABASE_URL": settings.database_url,
+        "BACKCHANNEL_SECRET_KEY": settings.secret_key or "",
+    }
+    done = CliRunner().invoke(cli, args, input=stdin, env=env)
+    assert done.exit_code == 0, done.output
+
+
+def set_admin_password(settings: Settings, password: str) -> None:
+    """``backchannel admin set-password`` (one line on stdin), as an operator would: with no
+    member yet, the password is the member ``admin``'s."""
+    _cli(settings, ["admin", "set-password"], password + "\n")
+
+
+def connect_all(settings: Settings) -> None:
+    """Connect every destination that is off until connected, with its emulator's sample
+    credentials, through ``backchannel token set`` as a user would (in process: typer's
+    runner), so the stack delivers to all of them (as tests/reliability's connect_all)."""
+    for name, destination in registry.DESTINATIONS.items():
+        if destination.ON_BY_DEFAULT:
+            continue
+        sample = emulators()[name].sample_credentials
+        args = ["token", "set", name, "--pixel", sample["pixel"]]
+        stdin = [sample["token"]]
+        for credential in destination.CREDENTIALS:
+            if credential.key in ("pixel", "token") or credential.key not in sample:
+                continue
+            if credential.secret:
+                args += ["--secret", credential.key]
+                stdin.append(sample[credential.key])
+            else:
+                args += ["--set", f"{credential.key}={sample[credential.key]}"]
+        _cli(settings, args, "\n".join(stdin) + "\n")
+
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     """Sandbox, then gateway (worker delivering to the sandbox), then the shop in front."""
+    with _stack(tmp_path, every_destination=False) as built:
+        yield built
+
+
+@pytest.fixture
+def stack_all(tmp_path: Path) -> Iterator[Stack]:
+    """The same, with every destination of the registry connected (the ones off by default
+    with their emulator's sample credentials) and delivering to the one sandbox."""
+    with _stack(tmp_path, every_destination=True) as built:
+        yield built
+
+
+@contextlib.contextmanager
+def _stack(tmp_path: Path, *, every_destination: bool) -> Iterator[Stack]:
     with ExitStack() as s:
         sandbox_server = s.enter_context(
             ServerThread(
@@ -121,9 +185,12 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             tiktok_pixel=TIKTOK_PIXEL,
             meta_pixel=META_PIXEL,
             trusted_proxies=("127.0.0.1/32",),
+            destination_urls=dict.fromkeys(registry.NAMES, sandbox_server.url),
         )
         ingest_key = add_key(settings, "shop")
         site_key = add_key(settings, "site", "collect")
+        if every_destination:
+            connect_all(settings)
         gateway = s.enter_context(
             ServerThread(
                 create_app(settings, Options(worker=True, sandbox=False, retry=FAST_RETRY))
@@ -137,7 +204,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             )
         )
         shop_http = s.enter_context(httpx.Client(base_url=shop.url, timeout=30))
-        yield Stack(shop.url, gateway.url, db_path(settings), sandbox, site_key, shop_http)
+        yield Stack(
+            shop.url, gateway.url, db_path(settings), sandbox, site_key, shop_http, settings
+        )
 
 
 # Module scope, not session: Playwright's sync API keeps an event loop running on this thread

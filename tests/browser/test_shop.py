@@ -86,6 +86,10 @@ class TestPixelLoaded:
             "ttp": "session",
             "user_agent": "session",
             "page_url": "session",
+            # the shop's other Pixels (their stand-ins) set their first-party cookies too
+            "fbp": "session",
+            "sc_cookie1": "session",
+            "rdt_uuid": "session",
         }  # ip: the browser's 127.0.0.1 is not public, so it is (rightly) not sent
         tiktok = delivered(stack, "tiktok")
         assert tiktok["user"]["ttclid"] == CLICK
@@ -108,7 +112,8 @@ class TestPixelLoaded:
         assert delivered(stack, "tiktok")["event_id"] == EVENT_ID
         mirrored = wait_for(
             lambda: stack.rows(
-                "SELECT session_id, event, event_id FROM browser_events WHERE event_id = ?",
+                "SELECT session_id, event, event_id FROM browser_events WHERE event_id = ?"
+                " AND platform = 'tiktok'",  # the other Pixels' mirrors carry the id too
                 EVENT_ID,
             ),
             what="bc.js's mirror of the Pixel call",
@@ -193,7 +198,9 @@ class TestPixelBlocked:
         # bc.js still saw the page *try* to fire CompletePayment (into the Pixel's stub queue)
         mirrored = wait_for(
             lambda: stack.rows(
-                "SELECT event_id, pixel_status FROM browser_events WHERE event_id = ?", EVENT_ID
+                "SELECT event_id, pixel_status FROM browser_events WHERE event_id = ?"
+                " AND platform = 'tiktok'",
+                EVENT_ID,
             ),
             what="the mirrored (unsent) Pixel call",
         )

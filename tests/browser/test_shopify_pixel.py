@@ -319,12 +319,16 @@ class TestPastedPixel:
         mirrored = wait_for(
             lambda: stack.rows(
                 "SELECT session_id, event, event_id, platform FROM browser_events"
-                " WHERE event_id = ?",
+                " WHERE event_id = ? ORDER BY platform",
                 EVENT_ID,
             ),
             what="the browser leg reported to collect",
         )
-        assert mirrored == [(session_id, "CompletePayment", EVENT_ID, "tiktok")]
+        # both Pixels' calls, each under its platform with Meta's name for the event
+        assert mirrored == [
+            (session_id, "Purchase", EVENT_ID, "meta"),
+            (session_id, "CompletePayment", EVENT_ID, "tiktok"),
+        ]
 
         response = stack.webhook(webhook_order(ORDER))
         assert response.status_code == 200, response.text
@@ -352,12 +356,17 @@ class TestPastedPixel:
             )
             assert answer.status_code == 200, answer.text
             rows = [r for r in answer.json()["rows"] if r["event_id"] == EVENT_ID]
-            return rows[0] if rows and rows[0]["server_delivered"] else None
+            legs = rows[0]["legs"] if rows else {}
+            delivered = all(legs.get(d, {}).get("server_delivered") for d in ("tiktok", "meta"))
+            return rows[0] if delivered else None
 
         row = wait_for(dedup, what="the dedup view's row for the order")
         assert (row["order_id"], row["session_id"]) == (str(ORDER), session_id)
-        assert (row["browser_seen"], row["same_event_id"], row["mismatch"]) == (True, True, False)
-        assert row["verdict"] == "both"
+        # both Pixels' calls were mirrored with the event_id: TikTok and Meta pair both legs
+        for destination in ("tiktok", "meta"):
+            leg = row["legs"][destination]
+            assert (leg["same_id"], leg["mismatch"], leg["dedup_id"]) == (True, False, EVENT_ID)
+            assert leg["verdict"] == "both"
 
     def test_the_pixels_event_id_equals_the_webhooks_for_each_id_form(
         self, pixel_stack: PixelStack, shopper: Any
@@ -437,7 +446,9 @@ class TestPastedPixel:
         # the call went into the stub's queue (the page did try), and was reported as such
         mirrored = wait_for(
             lambda: pixel_stack.rows(
-                "SELECT event_id, pixel_status FROM browser_events WHERE event_id = ?", EVENT_ID
+                "SELECT event_id, pixel_status FROM browser_events WHERE event_id = ?"
+                " AND platform = 'tiktok'",
+                EVENT_ID,
             ),
             what="the reported (unsent) Pixel call",
         )

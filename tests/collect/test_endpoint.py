@@ -7,6 +7,7 @@ directly to see exactly what a 204 or a 202 committed.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -121,6 +122,22 @@ class TestScript:
         assert "/*__BC_IDS__*/" not in response.text
         assert "eventId" in response.text
         assert len(response.content) < 32_000
+
+    def test_bc_js_is_told_which_pixel_calls_to_mirror(self, start: StartGateway) -> None:
+        """The served script's MIRRORS is every declared Pixel call and the platform its rows
+        go under (written out here, so a destination losing its mirror shows)."""
+        response = httpx.get(start().url + "/bc.js")
+        found = re.search(r"var MIRRORS = (\{[^\n]*\});", response.text)
+        assert found is not None
+        assert orjson.loads(found.group(1)) == {
+            "ttq.track": "tiktok",
+            "fbq": "meta",
+            "gtag": "google",
+            "snaptr": "snapchat",
+            "pintrk": "pinterest",
+            "rdt": "reddit",
+        }
+        assert "__BC_MIRRORS__" not in response.text
 
 
 class TestCollect:

@@ -176,8 +176,9 @@ class TestStitching:
 
 
 class TestTikTokReportsReadTikToksMirrorOnly:
-    """The dedup page and the gap report judge the TikTok Pixel: a gtag call mirrored with
-    the same id, or in the same session under the same name, is not TikTok's browser leg."""
+    """The dedup page's TikTok verdict and the gap report judge the TikTok Pixel: a gtag call
+    mirrored with the same id, or in the same session under the same name, is not TikTok's
+    browser leg (it is Google's)."""
 
     def test_a_google_row_is_neither_the_pixels_leg_nor_a_mismatch(self, database_url: str) -> None:
         received = datetime(2027, 1, 14, 12, tzinfo=UTC).timestamp()
@@ -206,7 +207,11 @@ class TestTikTokReportsReadTikToksMirrorOnly:
                 ],
             )
             [row] = dedup_report(store, date(2027, 1, 10), date(2027, 1, 15)).rows
-            assert (row.same_id, row.mismatch) == (False, False)
+            tiktok = row.legs["tiktok"]
+            assert (tiktok.same_id, tiktok.mismatch) == (False, False)
+            # they are Google's tag's: the one carrying the order id is GA4's and Google
+            # Ads' browser leg (their key is the order id, the transaction_id)
+            assert (row.legs["ga4"].same_id, row.legs["google_ads"].same_id) == (True, True)
             [gap] = store.gap_rows(int(received) - 60, int(received) + 60)
             assert gap.pixel_fired is False
             # the same rows as TikTok's are the Pixel's leg
@@ -214,7 +219,7 @@ class TestTikTokReportsReadTikToksMirrorOnly:
                 [], [BrowserEvent("sG", "CompletePayment", "CompletePayment-1", received)]
             )
             [row] = dedup_report(store, date(2027, 1, 10), date(2027, 1, 15)).rows
-            assert row.same_id is True
+            assert row.legs["tiktok"].same_id is True
             [gap] = store.gap_rows(int(received) - 60, int(received) + 60)
             assert gap.pixel_fired is True
         finally:

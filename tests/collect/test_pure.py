@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 
-from backchannel import stitch
+from backchannel import mirrors, stitch
 from backchannel.events import normalize
 from backchannel.notes import InvalidConversion
 from backchannel.sessions import (
@@ -511,6 +511,48 @@ class TestGoogleIds:
             ("CompletePayment", "CompletePayment-1001", "tiktok", "loaded"),
             ("purchase", "1001", "google", None),
         ]
+
+
+class TestEveryPixel:
+    def test_each_pixels_calls_keep_their_platform(self) -> None:
+        """Every Pixel's mirrored calls are stored under the platform bc.js names: the mirror
+        name each destination declares (one per Pixel: GA4's and Google Ads' is "google");
+        only TikTok's rows get the page's (TikTok) Pixel state."""
+        events = [
+            {"event": "Purchase", "event_id": "CompletePayment-1001", "platform": "meta"},
+            {"event": "PURCHASE", "event_id": "CompletePayment-1001", "platform": "snapchat"},
+            {"event": "checkout", "event_id": "CompletePayment-1001", "platform": "pinterest"},
+            {"event": "Purchase", "event_id": "CompletePayment-1001", "platform": "reddit"},
+            {"event": "purchase", "event_id": "1001", "platform": "google"},
+            {"event": "CompletePayment", "event_id": "CompletePayment-1001", "platform": "tiktok"},
+        ]
+        got = parse_collect(
+            message(pixel="blocked", events=events), now=NOW, ip=None, user_agent=None
+        )
+        assert [(e.event, e.platform, e.pixel_status) for e in got.events] == [
+            ("Purchase", "meta", None),
+            ("PURCHASE", "snapchat", None),
+            ("checkout", "pinterest", None),
+            ("Purchase", "reddit", None),
+            ("purchase", "google", None),
+            ("CompletePayment", "tiktok", "blocked"),
+        ]
+        assert {e["platform"] for e in events} == mirrors.platforms()
+
+    def test_a_platform_no_destination_declares_is_refused(self) -> None:
+        """A platform is one of the declared mirror names, else a 422 naming the event and
+        listing them (a destination's own name is not enough: GA4's calls are Google's)."""
+        for platform in ("bing", "ga4", "google_ads", ""):
+            with pytest.raises(InvalidConversion) as exc:
+                parse_collect(
+                    message(events=[{"event": "purchase", "platform": platform}]),
+                    now=NOW,
+                    ip=None,
+                    user_agent=None,
+                )
+            assert paths(exc) == ["events[0].platform"]
+            reason = exc.value.notes[0].reason
+            assert reason == "one of google, meta, pinterest, reddit, snapchat, tiktok"
 
 
 GOOGLE = session(

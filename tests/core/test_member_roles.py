@@ -96,5 +96,3 @@ def test_the_property_lookup_reads_the_store(tmp_path: Path) -> None:
         assert members.property_name(store, eu) == "eu"
     finally:
         store.close()
-
-

@@ -14,6 +14,7 @@ from typing import get_type_hints
 import pytest
 
 from backchannel import destinations as registry
+from backchannel import mirrors
 from backchannel.destinations.base import Credential, Destination, Identifier
 from backchannel.identifiers import NAMED, declared
 from backchannel.quality import LABELS
@@ -62,6 +63,13 @@ class TestEveryDestination:
         declared = {i.field for i in d.IDENTIFIERS}
         assert set(d.CLICK_IDS) | set(d.BROWSER_IDS) <= declared
         assert d.max_batch >= 1
+        # the browser leg: the Pixel call bc.js mirrors, the name its rows go under, the id
+        # both legs carry, and the utm_source values the gap report attributes to it
+        assert re.fullmatch(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)?", d.PIXEL_CALL)
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", d.PIXEL_MIRROR)
+        assert d.DEDUP_ID in ("event_id", "order_id")
+        assert d.UTM_SOURCES
+        assert all(s and s == s.strip().lower() for s in d.UTM_SOURCES)
 
     def test_has_an_emulator(self, name: str) -> None:
         """One destination = one module + one emulator (the sandbox stands in for it)."""
@@ -95,3 +103,16 @@ def test_identifiers_are_declared_once_and_alike() -> None:
     cookies = [i.cookie for i in ids.values() if i.cookie]
     assert len(params) == len(set(params))
     assert len(cookies) == len(set(cookies))
+
+
+def test_each_pixel_call_has_one_mirror_name() -> None:
+    """bc.js records a call under one name: destinations sharing a Pixel (GA4 and Google Ads,
+    Google's tag) share its mirror name, and /v1/collect accepts exactly those names."""
+    by_call: dict[str, set[str]] = {}
+    for d in registry.DESTINATIONS.values():
+        by_call.setdefault(d.PIXEL_CALL, set()).add(d.PIXEL_MIRROR)
+    assert all(len(names) == 1 for names in by_call.values())
+    assert dict(mirrors.calls()) == {call: names.pop() for call, names in by_call.items()}
+    assert mirrors.platforms() == {d.PIXEL_MIRROR for d in registry.DESTINATIONS.values()}
+    assert mirrors.destinations_of("google") == ("ga4", "google_ads")
+    assert set(mirrors.calls()) == {"ttq.track", "fbq", "gtag", "snaptr", "pintrk", "rdt"}

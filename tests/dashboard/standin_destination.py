@@ -57,12 +57,19 @@ CLICK_ID_LABEL = ""
 BROWSER_IDS: tuple[str, ...] = ()
 BROWSER_ID_LABEL = ""
 PIXEL_CALL = "standin.track"
+PIXEL_MIRROR = name
+DEDUP_ID = "event_id"
+UTM_SOURCES = ("standin",)
 OAUTH = None
 TEST_EVENT_CODES = True
 
 
 def max_age(conversion: Conversion) -> int:
     return 90 * 86400
+
+
+def pixel_events(event: str) -> tuple[str, ...]:
+    return (event,)
 
 
 def build_body(batch: Sequence[Conversion], target: Target) -> dict[str, Any]:

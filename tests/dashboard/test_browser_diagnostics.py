@@ -117,28 +117,37 @@ def test_identifiers_page_matches_its_json(
 
 
 def test_dedup_page_matches_its_json(app: hardening.App, browser: Any, tmp_path: Path) -> None:
-    """The summary figures and each order's verdict are the JSON twin's; mismatches alarm."""
+    """Each destination's summary figures and each order's verdict at each destination are
+    the JSON twin's; mismatches alarm."""
     page = browser.new_page()
     log_in(page, app, "/admin/dedup")
     data = twin(app, "/admin/api/dedup")
     assert read(page, "orders") == str(data["orders"])
-    for verdict, figures in data["summary"].items():
-        assert read(page, f"dedup.{verdict}.count") == str(figures["count"]), verdict
-        assert read(page, f"dedup.{verdict}").rstrip("%") == shown(figures["percent"]), verdict
-    assert data["summary"]["mismatch"]["count"] == 2
-    verdicts = page.locator("[data-verdict]")
-    assert [verdicts.nth(i).get_attribute("data-verdict") for i in range(verdicts.count())] == [
-        r["verdict"] for r in data["rows"]
+    assert data["destinations"] == ["tiktok", "meta"]
+    for destination, summary in data["summary"].items():
+        for verdict, figures in summary.items():
+            key = f"dedup.{destination}.{verdict}"
+            assert read(page, f"{key}.count") == str(figures["count"]), key
+            assert read(page, key).rstrip("%") == shown(figures["percent"]), key
+    assert data["summary"]["tiktok"]["mismatch"]["count"] == 2
+    cells = page.locator("[data-testid=dedup] [data-verdict]")
+    shown_cells = [
+        (cells.nth(i).get_attribute("data-destination"), cells.nth(i).get_attribute("data-verdict"))
+        for i in range(cells.count())
+    ]
+    assert shown_cells == [
+        (d, r["verdicts"][d]) for r in data["rows"] for d in data["destinations"]
     ]
     alarm = page.get_by_role("alert")
     assert alarm.is_visible()
-    assert "DIFFERENT event_id" in alarm.inner_text()
+    assert "DIFFERENT id than the server leg at TikTok (2)" in alarm.inner_text()
     page.screenshot(path=str(tmp_path / "dedup.png"), full_page=True)
-    # the filter form: pick "event_id mismatch" and submit, as a person would
+    # the filter form: pick "id mismatch" at TikTok and submit, as a person would
     page.select_option('select[name="status"]', "mismatch")
+    page.select_option('select[name="destination"]', "tiktok")
     page.click('form.range button[type="submit"]')
     page.wait_for_url(re.compile(r"[?&]status=mismatch"))
     assert read(page, "matching") == "2"
-    assert page.locator("[data-verdict]").count() == 2
+    assert page.locator("[data-testid=dedup] [data-destination=tiktok]").count() == 2
     page.screenshot(path=str(tmp_path / "dedup-mismatch.png"), full_page=True)
     assert (tmp_path / "dedup.png").stat().st_size > 10_000

@@ -1,7 +1,8 @@
-"""The Dedup page: per-order verdicts and the summary from a seeded store, exactly.
+"""The Dedup page: per-order, per-destination verdicts and the summaries from a seeded store.
 
-The seed (CompletePayment unless said; received 2027-01-14 12:00 + n seconds, so n=14 is the
-newest; event_id ``CompletePayment-n``):
+The first seed is TikTok's Pixel mirror (CompletePayment unless said; received 2027-01-14
+12:00 + n seconds, so n=14 is the newest; event_id ``CompletePayment-n``); Meta gets rows too
+but its Pixel fired nothing (only order 3 is delivered there):
 
 ===  =======  =================================================  ==========  ================
 n    session  Pixel mirror                                       TikTok      verdict
@@ -22,8 +23,11 @@ n    session  Pixel mirror                                       TikTok      ver
 14   sN       CompletePayment-14; routed to Meta only            not sent    browser_only
 ===  =======  =================================================  ==========  ================
 
-Summary over 10 orders (13 is counted apart): both 4 (40%), browser only 2 (20%), server only
-1 (10%), neither 1 (10%), mismatch 2 (20%).
+TikTok's summary over 10 orders (13 is counted apart): both 4 (40%), browser only 2 (20%),
+server only 1 (10%), neither 1 (10%), mismatch 2 (20%). Meta's: server only 1, neither 9.
+
+The second seed (:func:`seed_platforms`) has every Pixel's mirror, each platform pairing on its
+own key and naming events its own way: see :class:`TestEveryPlatform`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 import orjson
 import pytest
 
+from backchannel import destinations as registry
 from backchannel.diagnostics import dedup as module
 from backchannel.diagnostics.dedup import PAGE_SIZE, dedup_report
 from backchannel.store import open_store
@@ -100,6 +105,8 @@ EXPECTED = {
 COUNTS = {"both": 4, "browser_only": 2, "server_only": 1, "neither": 1, "mismatch": 2}
 PERCENTS = {"both": 40.0, "browser_only": 20.0, "server_only": 10.0, "neither": 10.0,
             "mismatch": 20.0}  # fmt: skip
+#: Meta's Pixel fired nothing: order 3 (delivered there) is server only, the rest neither
+META_COUNTS = {"both": 0, "browser_only": 0, "server_only": 1, "neither": 9, "mismatch": 0}
 
 
 def payload(n: int, event: str) -> bytes:
@@ -151,7 +158,12 @@ class TestReport:
         conversions are not orders of the range."""
         seed_dedup(store)
         report = dedup_report(store, START, END)
-        assert [(int(r.order_id), r.verdict) for r in report.rows] == list(EXPECTED.items())
+        assert report.destinations == ("tiktok", "meta")
+        got = [(int(r.order_id), r.verdict("tiktok")) for r in report.rows]
+        assert got == list(EXPECTED.items())
+        # Meta's Pixel fired nothing: only its server leg counts
+        meta = {int(r.order_id): r.verdict("meta") for r in report.rows}
+        assert meta == {n: "server_only" if n == 3 else "neither" for n in EXPECTED}
 
     def test_summary_counts_and_shares(self, store: Store) -> None:
         """The five verdicts partition the base; each share is of that base."""
@@ -159,15 +171,18 @@ class TestReport:
         report = dedup_report(store, START, END)
         assert (report.orders, report.unsent, report.capped) == (10, 1, False)
         assert (report.matching, report.pages) == (10, 1)
-        assert report.counts == COUNTS
-        assert {v: report.share(v) for v in COUNTS} == PERCENTS
+        assert report.counts == {"tiktok": COUNTS, "meta": META_COUNTS}
+        assert {v: report.share("tiktok", v) for v in COUNTS} == PERCENTS
+        assert report.mismatches == {"tiktok": 2}
 
     def test_legs_of_each_order(self, store: Store) -> None:
-        """Browser leg, same event_id, server status (TikTok and Meta) per order."""
+        """TikTok's browser leg, same event_id and server status, and Meta's status, per order."""
         seed_dedup(store)
-        rows = {int(r.order_id): r for r in dedup_report(store, START, END).rows}
+        report = dedup_report(store, START, END)
+        rows = {int(r.order_id): r.legs["tiktok"] for r in report.rows}
+        meta = {int(r.order_id): r.legs["meta"].status for r in report.rows}
         legs = {
-            n: (r.browser_seen, r.same_id, r.mismatch, r.browser_id, r.tiktok, r.meta)
+            n: (r.browser_seen, r.same_id, r.mismatch, r.browser_id, r.status, meta[n])
             for n, r in rows.items()
         }
         assert legs == {
@@ -185,19 +200,27 @@ class TestReport:
         assert rows[5].browser_leg == "different id: purchase-xyz-5"
         assert rows[5].advice.startswith("counted twice")
         assert rows[6].browser_leg == "different id: (none sent)"
-        assert rows[6].advice.startswith("different event_ids: the legs cannot pair")
+        assert rows[6].advice.startswith("different ids: the legs cannot pair")
         assert rows[2].advice == "browser leg only: the server leg is not delivered (yet)"
         assert rows[14].advice.endswith("no server leg goes to TikTok (not routed there)")
         assert rows[4].browser_leg == "not seen"
 
     def test_status_filter(self, store: Store) -> None:
-        """status= keeps one verdict in the table; the summary stays the whole range's."""
+        """status= keeps the orders with that verdict at the destination given (at any when
+        none is); the summary stays the whole range's."""
         seed_dedup(store)
-        report = dedup_report(store, START, END, status="mismatch")
+        report = dedup_report(store, START, END, status="mismatch", destination="tiktok")
         assert [r.order_id for r in report.rows] == ["6", "5"]
-        assert (report.matching, report.orders, report.counts) == (2, 10, COUNTS)
+        assert (report.matching, report.orders, report.counts["tiktok"]) == (2, 10, COUNTS)
+        # server only: order 3 at TikTok and at Meta; at any destination, 3 is listed once
+        at_meta = dedup_report(store, START, END, status="server_only", destination="meta")
+        assert [r.order_id for r in at_meta.rows] == ["3"]
+        anywhere = dedup_report(store, START, END, status="neither")
+        assert [r.order_id for r in anywhere.rows] == ["14", "9", "8", "7", "6", "5", "4", "2", "1"]
         with pytest.raises(ValueError, match="status"):
             dedup_report(store, START, END, status="twice")
+        with pytest.raises(ValueError, match="destination"):
+            dedup_report(store, START, END, destination="friendster")
 
     def test_pages_of_fifty_newest_first(self, store: Store) -> None:
         """55 orders make two pages: 50 newest, then the 5 oldest."""
@@ -210,7 +233,7 @@ class TestReport:
         assert [r.order_id for r in first.rows[:2]] == ["54", "53"]
         assert [r.order_id for r in second.rows] == ["4", "3", "2", "1", "0"]
         assert dedup_report(store, START, END, page=3).rows == []
-        assert first.counts["neither"] == 55
+        assert first.counts["tiktok"]["neither"] == 55
 
     def test_cap(self, store: Store) -> None:
         """Over the cap, only the latest orders are read and the report says so."""
@@ -223,7 +246,7 @@ class TestReport:
 
 # --- over HTTP ------------------------------------------------------------------------------------
 FIGURE = re.compile(r'data-figure="([^"]+)">([^<]*)</span>')
-VERDICT = re.compile(r'data-verdict="([^"]+)"')
+VERDICT = re.compile(r'data-destination="([^"]+)" data-verdict="([^"]+)"')
 RANGE = {"from": START.isoformat(), "to": END.isoformat()}
 
 
@@ -262,8 +285,10 @@ class TestHttp:
             store.close()
         data: dict[str, Any] = response.json()
         assert data == orjson.loads(orjson.dumps(expected))
-        assert {v: s["count"] for v, s in data["summary"].items()} == COUNTS
-        assert [(int(r["order_id"]), r["verdict"]) for r in data["rows"]] == list(EXPECTED.items())
+        assert {v: s["count"] for v, s in data["summary"]["tiktok"].items()} == COUNTS
+        assert {v: s["count"] for v, s in data["summary"]["meta"].items()} == META_COUNTS
+        got = [(int(r["order_id"]), r["verdicts"]["tiktok"]) for r in data["rows"]]
+        assert got == list(EXPECTED.items())
 
     def test_page_figures_and_verdicts(self, start_app: StartApp) -> None:
         """The page shows the summary's figures, every order's verdict and the mismatch alarm."""
@@ -271,19 +296,30 @@ class TestHttp:
         with app.client() as client:
             assert app.login(client).status_code == 303
             page = client.get("/admin/dedup", params=RANGE)
-            mismatches = client.get("/admin/dedup", params={**RANGE, "status": "mismatch"})
+            mismatches = client.get(
+                "/admin/dedup", params={**RANGE, "status": "mismatch", "destination": "tiktok"}
+            )
         assert page.status_code == 200, page.text
         shown = dict(FIGURE.findall(page.text))
         assert (shown["orders"], shown["unsent"]) == ("10", "1")
         for verdict, count in COUNTS.items():
-            assert shown[f"dedup.{verdict}.count"] == str(count)
-            assert shown[f"dedup.{verdict}"] == str(PERCENTS[verdict])
-        assert VERDICT.findall(page.text) == list(EXPECTED.values())
+            assert shown[f"dedup.tiktok.{verdict}.count"] == str(count)
+            assert shown[f"dedup.tiktok.{verdict}"] == str(PERCENTS[verdict])
+            assert shown[f"dedup.meta.{verdict}.count"] == str(META_COUNTS[verdict])
+        cells = VERDICT.findall(page.text)
+        assert [v for d, v in cells if d == "tiktok"] == list(EXPECTED.values())
+        assert [v for d, v in cells if d == "meta"].count("server_only") == 1
         assert 'role="alert"' in page.text
         assert "counts those orders twice" in page.text
+        assert "at TikTok (2)" in page.text
         assert "different id: purchase-xyz-5" in page.text
         assert mismatches.status_code == 200
-        assert VERDICT.findall(mismatches.text) == ["mismatch", "mismatch"]
+        assert VERDICT.findall(mismatches.text) == [
+            ("tiktok", "mismatch"),
+            ("meta", "neither"),
+            ("tiktok", "mismatch"),
+            ("meta", "neither"),
+        ]
         assert dict(FIGURE.findall(mismatches.text))["matching"] == "2"
 
     def test_no_alarm_without_mismatch(self, start_app: StartApp) -> None:
@@ -294,7 +330,8 @@ class TestHttp:
             page = client.get("/admin/dedup", params={"from": "2027-02-01", "to": "2027-02-02"})
         assert page.status_code == 200
         shown = dict(FIGURE.findall(page.text))
-        assert (shown["orders"], shown["dedup.both"]) == ("0", "—")
+        assert shown["orders"] == "0"
+        assert not any(key.startswith("dedup.") for key in shown)  # no destination covered
         assert 'role="alert"' not in page.text
 
     @pytest.mark.parametrize(
@@ -303,6 +340,7 @@ class TestHttp:
             ({"from": "01/10/2027"}, "from"),
             ({"to": "2027-02-30"}, "to"),
             ({"status": "twice"}, "status"),
+            ({"destination": "friendster"}, "destination"),
             ({"page": "0"}, "page"),
             ({"page": "-1"}, "page"),
             ({"page": "²"}, "page"),
@@ -334,11 +372,172 @@ class TestHttp:
         app = seeded_app(start_app)
         with app.client() as client:
             assert app.login(client).status_code == 303
-            page = client.get("/admin/dedup", params={**RANGE, "status": "both", "page": "2"})
-        assert VERDICT.findall(page.text) == ["both", "both"]
+            params = {**RANGE, "status": "both", "destination": "tiktok", "page": "2"}
+            page = client.get("/admin/dedup", params=params)
+        assert [v for d, v in VERDICT.findall(page.text) if d == "tiktok"] == ["both", "both"]
         shown = dict(FIGURE.findall(page.text))
         assert (shown["page"], shown["pages"]) == ("2", "2")
         assert (
-            'href="/admin/dedup?from=2027-01-10&amp;to=2027-01-15&amp;page=1&amp;status=both"'
-            in page.text
+            'href="/admin/dedup?from=2027-01-10&amp;to=2027-01-15&amp;page=1&amp;status=both'
+            '&amp;destination=tiktok"' in page.text
         )
+
+
+# --- every platform: its own Pixel, its own key, its own event names --------------------------
+#: the orders of the second seed: n -> session (each goes to every destination)
+PLATFORM_ORDERS = {1: "S1", 2: "S2", 3: "S3", 4: "S3"}
+#: every Pixel's mirror: (session, platform, event as the Pixel names it, id it sent)
+PLATFORM_PIXELS: list[tuple[str, str, str, str | None]] = [
+    # order 1: each Pixel fired its purchase with the id its platform pairs on
+    ("S1", "tiktok", "CompletePayment", "CompletePayment-P1"),
+    ("S1", "meta", "Purchase", "CompletePayment-P1"),
+    ("S1", "google", "purchase", "P1"),  # gtag's transaction_id: the order id
+    ("S1", "snapchat", "PURCHASE", "CompletePayment-P1"),
+    ("S1", "pinterest", "checkout", "CompletePayment-P1"),
+    ("S1", "reddit", "Purchase", "CompletePayment-P1"),
+    # order 2: fbq without eventID, snaptr and rdt with ids of their own, gtag with the event
+    # id instead of the order id (GA4's purchase: a mismatch; Google Ads' tag fires
+    # "conversion", so a "purchase" is not its), page events without ids (not purchases)
+    ("S2", "meta", "Purchase", None),
+    ("S2", "snapchat", "PURCHASE", "snap-random-1"),
+    ("S2", "google", "purchase", "CompletePayment-P2"),
+    ("S2", "pinterest", "pagevisit", None),
+    ("S2", "reddit", "PageVisit", None),
+    ("S2", "reddit", "Purchase", "rdt-other"),
+    # orders 3 and 4, one visit: each call is one order's (the other's id is a stored order's)
+    ("S3", "pinterest", "checkout", "CompletePayment-P3"),
+    ("S3", "pinterest", "checkout", "CompletePayment-P4"),
+    ("S3", "google", "purchase", "P3"),
+    ("S3", "google", "purchase", "P4"),
+    ("S3", "reddit", "Purchase", "CompletePayment-P4"),
+]
+#: n -> destination -> outcome, where not delivered
+PLATFORM_OUTCOMES = {(2, "meta"): "pending", (4, "snapchat"): "dead"}
+#: hand-written: every order's verdict at every destination
+PLATFORM_EXPECTED = {
+    4: {
+        "tiktok": "server_only",
+        "meta": "server_only",
+        "ga4": "both",
+        "google_ads": "both",
+        "snapchat": "neither",
+        "pinterest": "both",
+        "reddit": "both",
+    },
+    3: {
+        "tiktok": "server_only",
+        "meta": "server_only",
+        "ga4": "both",
+        "google_ads": "both",
+        "snapchat": "server_only",
+        "pinterest": "both",
+        "reddit": "server_only",
+    },
+    2: {
+        "tiktok": "server_only",
+        "meta": "mismatch",
+        "ga4": "mismatch",
+        "google_ads": "server_only",
+        "snapchat": "mismatch",
+        "pinterest": "server_only",
+        "reddit": "mismatch",
+    },
+    1: dict.fromkeys(registry.NAMES, "both"),
+}
+
+
+def seed_platforms(store: Store) -> None:
+    """Four orders to every destination, every Pixel's mirror, each outbox row driven."""
+    # a connection of each destination in the default property (TikTok's and Meta's exist)
+    store.ensure_connections(registry.NAMES, BASE)
+    for n, session_id in PLATFORM_ORDERS.items():
+        record = conversion(
+            f"P{n}",
+            payload=orjson.dumps({"event": "CompletePayment", "event_id": f"CompletePayment-P{n}"}),
+            session_id=session_id,
+            destinations=registry.NAMES,
+        )
+        assert store.insert_conversions([record], BASE + n) == [True]
+    store.record_collect(
+        [SessionUpdate(session_id=s, at=BASE, landing=True) for s in ("S1", "S2", "S3")],
+        [
+            BrowserEvent(s, event, event_id, BASE + i, platform=platform)
+            for i, (s, platform, event, event_id) in enumerate(PLATFORM_PIXELS)
+        ],
+    )
+    for destination in registry.NAMES:
+        claimed = store.claim(destination, 100, LATER, LEASE)
+        by_n = {int(orjson.loads(c.payload)["event_id"][-1]): c.outbox_id for c in claimed}
+        assert set(by_n) == set(PLATFORM_ORDERS)
+        outcome = {n: PLATFORM_OUTCOMES.get((n, destination), "delivered") for n in by_n}
+        store.mark_delivered([by_n[n] for n, o in outcome.items() if o == "delivered"], LATER, "r")
+        dead = [Dead(by_n[n], b"{}") for n, o in outcome.items() if o == "dead"]
+        if dead:
+            store.mark_dead(dead, "permanent: invalid", None, None)
+        store.release([by_n[n] for n, o in outcome.items() if o == "pending"], LATER)
+
+
+class TestEveryPlatform:
+    def test_one_verdict_per_order_per_platform(self, store: Store) -> None:
+        """Each destination pairs its own Pixel's mirror rows with its own key: the event_id
+        (TikTok, Meta, Snapchat, Pinterest, Reddit) or the order id (GA4 and Google Ads, who
+        share Google's tag); names are each Pixel's own."""
+        seed_platforms(store)
+        report = dedup_report(store, START, END)
+        assert report.destinations == registry.NAMES
+        assert {int(r.order_id[1:]): r.verdicts for r in report.rows} == PLATFORM_EXPECTED
+        assert [r.order_id for r in report.rows] == ["P4", "P3", "P2", "P1"]
+
+    def test_the_other_ids_are_named(self, store: Store) -> None:
+        """A mismatch names the id the Pixel sent instead (None when it sent none)."""
+        seed_platforms(store)
+        legs = next(r for r in dedup_report(store, START, END).rows if r.order_id == "P2").legs
+        assert {d: legs[d].browser_id for d in ("meta", "ga4", "snapchat", "reddit")} == {
+            "meta": None,
+            "ga4": "CompletePayment-P2",
+            "snapchat": "snap-random-1",
+            "reddit": "rdt-other",
+        }
+        assert legs["meta"].browser_leg == "different id: (none sent)"
+        assert legs["meta"].advice.startswith("different ids: the legs cannot pair")
+        assert legs["snapchat"].advice == (
+            "counted twice by Snapchat: the Pixel and the server sent different ids"
+        )
+        assert (legs["ga4"].dedup_id, legs["meta"].dedup_id) == ("P2", "CompletePayment-P2")
+
+    def test_summary_per_destination(self, store: Store) -> None:
+        """Each destination's five counts partition the four orders."""
+        seed_platforms(store)
+        report = dedup_report(store, START, END)
+        for destination in registry.NAMES:
+            expected = dict.fromkeys(("both", "browser_only", "server_only", "neither",
+                                      "mismatch"), 0)  # fmt: skip
+            for verdicts in PLATFORM_EXPECTED.values():
+                expected[verdicts[destination]] += 1
+            assert report.counts[destination] == expected
+            assert sum(report.counts[destination].values()) == report.orders == 4
+        assert report.mismatches == {"meta": 1, "ga4": 1, "snapchat": 1, "reddit": 1}
+        by_status = dedup_report(store, START, END, status="mismatch", destination="ga4")
+        assert [r.order_id for r in by_status.rows] == ["P2"]
+
+    def test_json_twin_and_page(self, start_app: StartApp) -> None:
+        """The JSON carries every leg; the page one cell per order and destination, and the
+        alarm names each destination that would count an order twice."""
+        app = start_app()
+        store = open_store(app.settings.database_url)
+        try:
+            seed_platforms(store)
+        finally:
+            store.close()
+        data = app.http.get("/admin/api/dedup", params=RANGE, headers=admin_headers(app)).json()
+        assert data["destinations"] == list(registry.NAMES)
+        assert {int(r["order_id"][1:]): r["verdicts"] for r in data["rows"]} == PLATFORM_EXPECTED
+        p1 = next(r for r in data["rows"] if r["order_id"] == "P1")
+        assert p1["legs"]["google_ads"]["dedup_id"] == "P1"
+        assert p1["legs"]["reddit"]["dedup_id"] == "CompletePayment-P1"
+        with app.client() as client:
+            assert app.login(client).status_code == 303
+            page = client.get("/admin/dedup", params=RANGE)
+        cells = VERDICT.findall(page.text)
+        assert cells == [(d, v) for n in (4, 3, 2, 1) for d, v in PLATFORM_EXPECTED[n].items()]
+        assert "at Meta (1), GA4 (1), Snapchat (1), Reddit (1)" in page.text

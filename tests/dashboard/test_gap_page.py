@@ -112,8 +112,8 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-#: the JSON's fields that are not numbers (dates, names; null objects)
-NOT_FIGURES = {"from", "to", "switch_on", "pixel_import", "pixel_import.event"}
+#: the JSON's fields that are not numbers (the platform, dates, names; null objects)
+NOT_FIGURES = {"destination", "from", "to", "switch_on", "pixel_import", "pixel_import.event"}
 
 
 def expected_figures(data: dict[str, Any]) -> dict[str, str]:
@@ -259,6 +259,7 @@ class TestDownloads:
         ({"from": "2020-01-01", "to": "2026-11-30"}, "from", "longer than 366 days"),
         ({"switch_on": "tomorrow"}, "switch_on", "not a date"),
         ({"pixel_event": "<script>"}, "pixel_event", "not an event name"),
+        ({"destination": "friendster"}, "destination", "must be one of tiktok, meta"),
     ],
 )
 def test_bad_parameters_are_a_400_naming_them(
@@ -309,3 +310,37 @@ def test_hostile_bucket_names_are_escaped(tmp_path: Path) -> None:
             if r.get("class") == "bar"
         }
         assert labels == {HOSTILE}
+
+
+class TestAnotherPlatform:
+    """``destination=``: the report of another platform, as ``report gap --destination``."""
+
+    @pytest.fixture
+    def snap(self, tmp_path: Path, database_url: str) -> Iterator[Running]:
+        from report.test_gap_destination import seed as seed_platforms
+
+        yield from start(tmp_path, database_url, seed_platforms)
+
+    def test_every_figure_equals_the_cli_json(self, snap: Running) -> None:
+        query = {**RANGE, "destination": "snapchat"}
+        page = snap.get("/reports/gap", **query)
+        assert page.status_code == 200, page.text
+        data = orjson.loads(snap.cli(*CLI_RANGE, "--destination", "snapchat", "--format", "json"))
+        assert figures(page.text) == expected_figures(data)
+        found = figures(page.text)
+        assert (found["truth_set"], found["total.recovered"]) == ("4", "1")
+        assert "Snapchat-attributed" in page.text
+        assert '<option value="snapchat" selected>Snapchat</option>' in page.text
+        assert "mirror of Snapchat&#x27;s Pixel (snaptr)" in page.text
+        assert "breakdown-pixel_status" not in page.text  # TikTok's Pixel's state only
+        downloaded = snap.get("/reports/gap.json", **query)
+        assert downloaded.json() == data
+        csv = snap.get("/reports/gap.csv", **query)
+        assert (
+            'filename="gap-snapchat-2026-11-01-2026-11-30.csv"'
+            in csv.headers["content-disposition"]
+        )
+        assert snap.get("/reports/gap/charts/gap.svg", **query).status_code == 200
+        missing = snap.get("/reports/gap/charts/breakdown-pixel_status.svg", **query)
+        assert missing.status_code == 404
+        assert "no Pixel state breakdown" in missing.json()["errors"][0]["reason"]

@@ -137,12 +137,14 @@ class TestReport:
         cp, lead, sub = report.events
         assert (cp.conversions, cp.opted_out) == (3, 1)
         # the columns: the common identifiers and TikTok's and Meta's (the default
-        # destinations); the other destinations' ids (Google's, Reddit's…) are counted
-        # too, and carried by none of these
+        # destinations); the other destinations' ids (Google's, Snapchat's, Pinterest's,
+        # Reddit's…) are counted too, and carried by none of these
         shown = report.identifiers
         assert {i.key: cp.share(i.key) for i in shown} == CP_SHARES
         others = {i.key: 0 for i in IDENTIFIERS if i.key not in CP_SHARES}
-        assert {"ga_client_id", "gclid", "sc_click_id", "pin_epik", "rdt_cid"} <= set(others)
+        assert {"ga_client_id", "gclid", "sc_click_id", "pin_epik", "rdt_cid", "rdt_uuid"} <= set(
+            others
+        )
         assert cp.counts == others | {
             "email": 2,
             "phone": 2,

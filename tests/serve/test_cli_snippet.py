@@ -96,6 +96,14 @@ class TestSnippetShopify:
             "platform_ids": [  # what bc.js is given: the destinations' generic ids
                 [i.field, i.url_param, i.cookie] for i in identifiers.generic().values()
             ],
+            "mirrors": {  # and the platform each Pixel call's mirror rows go under
+                "ttq.track": "tiktok",
+                "fbq": "meta",
+                "gtag": "google",
+                "snaptr": "snapchat",
+                "pintrk": "pinterest",
+                "rdt": "reddit",
+            },
         }
         assert key.startswith("bc_pub_")
         assert key not in result.stderr

@@ -405,6 +405,11 @@ EXPECTED_COLUMNS["source_secrets"].append(("property_id", "int", True, None))
 EXPECTED_PRIMARY_KEYS["source_secrets"] = ("property_id", "source")
 EXPECTED_FOREIGN_KEYS.add(("source_secrets", ("property_id",), "properties", ("id",)))
 
+# Dedup page (0018): a mirrored Pixel call's id looked up among its property's conversions'
+# event_ids (the other Pixels name events their own way, so the (property, event, event_id)
+# key cannot serve)
+EXPECTED_INDEXES["conversions_event_id"] = ("conversions", ("property_id", "event_id"), None)
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",
@@ -646,7 +651,8 @@ def test_0013_and_0017_upgrade_a_store_that_got_0015_and_0016_first(
     from backchannel.store import postgres, sqlite
 
     def before_properties(backend: migrations.Backend) -> list[tuple[int, str]]:
-        return [(v, text) for v, text in migrations.load(backend) if v not in (13, 17)]
+        # that build had nothing after 0016 either (0018, the dedup page's index, came later)
+        return [(v, text) for v, text in migrations.load(backend) if v not in (13, 17) and v < 18]
 
     monkeypatch.setattr(sqlite, "load", before_properties)
     monkeypatch.setattr(postgres, "load", before_properties)

@@ -71,13 +71,28 @@ def report_gap(
         str,
         typer.Option("--pixel-event", help="Event of the imported Events Manager counts."),
     ] = "CompletePayment",
+    destination: Annotated[
+        str | None,
+        typer.Option(
+            "--destination",
+            help="The platform to report on (a destination name, e.g. snapchat): its"
+            " attributed orders, its Pixel's mirror and its server leg. Default: tiktok.",
+        ),
+    ] = None,
     property_name: Annotated[str | None, typer.Option("--property", help=PROPERTY_HELP)] = None,
 ) -> None:
-    """The Pixel gap: TikTok-attributed orders the Pixel reported, the server leg recovered,
-    and where the Pixel missed (browser, ad blockers, iOS version, page load time)."""
+    """The Pixel gap: a platform's attributed orders (TikTok's by default) its Pixel reported,
+    the server leg recovered, and where the Pixel missed (browser, ad blockers, iOS version,
+    page load time)."""
     from datetime import UTC, datetime, timedelta
 
     from backchannel import charts, report
+    from backchannel.destinations import NAMES, display_name
+    from backchannel.sources.ledger import PLATFORM
+
+    if destination is not None and destination not in NAMES:
+        fail(f"--destination: unknown destination {destination!r} (known: {', '.join(NAMES)})")
+    platform = destination or PLATFORM
 
     last = _parse_day("--to", end) if end is not None else datetime.now(UTC).date()
     first = (
@@ -104,7 +119,13 @@ def report_gap(
     try:
         prop = property_or_fail(store, property_name)
         result = report.from_store(
-            store, first, last, switch, pixel_event=pixel_event, property_id=prop.id
+            store,
+            first,
+            last,
+            switch,
+            pixel_event=pixel_event,
+            destination=platform,
+            property_id=prop.id,
         )
     finally:
         store.close()
@@ -128,7 +149,7 @@ def report_gap(
         return
     from rich.table import Table
 
-    title = f"Gap report {first.isoformat()} – {last.isoformat()}"
+    title = f"{display_name(platform)} gap report {first.isoformat()} – {last.isoformat()}"
     if prop.id != DEFAULT_PROPERTY or property_name is not None:
         title = f"{prop.name}: {title}"
     if switch is not None:
@@ -154,8 +175,9 @@ def report_gap(
     console.print(table)
     console.print(
         f"{result.ledger_orders} ledger order(s) in range, {result.total.orders} attributed to"
-        " TikTok (the truth set). Every figure is a count of those orders; 'unknown' buckets"
-        " are orders whose landing session is not stored (never seen, or purged)."
+        f" {display_name(platform)} (the truth set). Every figure is a count of those orders;"
+        " 'unknown' buckets are orders whose landing session is not stored (never seen, or"
+        " purged)."
     )
     imported = result.pixel_import
     if imported is not None:

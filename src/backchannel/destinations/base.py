@@ -215,8 +215,21 @@ class Destination(Protocol):
     CLICK_ID_LABEL: str
     BROWSER_IDS: tuple[str, ...]
     BROWSER_ID_LABEL: str
-    #: the browser Pixel's call bc.js mirrors for the dedup page, e.g. "ttq.track"
+    #: the browser Pixel's call bc.js mirrors for the dedup page, e.g. "ttq.track", "fbq":
+    #: bc.js knows how to read each call; the server tells it which ones to watch (the
+    #: calls the registry declares) and the name of each (below)
     PIXEL_CALL: str
+    #: the ``platform`` its mirrored calls are stored under (``browser_events.platform``,
+    #: ``events[].platform`` of /v1/collect): its own name, or a name the destinations sharing
+    #: one Pixel share (Google's tag, for GA4 and Google Ads, is "google")
+    PIXEL_MIRROR: str
+    #: which id of a conversion its Pixel call and its server event both carry, the pair the
+    #: platform deduplicates on: our "event_id" (TikTok's event_id, Meta's eventID, Snap's
+    #: client_dedup_id…) or the "order_id" (Google's transaction_id)
+    DEDUP_ID: Literal["event_id", "order_id"]
+    #: utm_source values (lower case) that attribute an order to it in the gap report,
+    #: besides its click ids
+    UTM_SOURCES: tuple[str, ...]
     #: access tokens from an OAuth refresh flow, or None
     OAUTH: OAuth | None
     #: True when the platform files test events under a Test Events code the user copies
@@ -228,6 +241,13 @@ class Destination(Protocol):
         """The per-event items of a body it built, in batch order (TikTok's and Meta's
         ``data``, GA4's ``events``, Google Ads' ``conversions``): what dead letters and test
         orders keep as "the event as sent"."""
+        ...
+
+    def pixel_events(self, event: str) -> tuple[str, ...]:
+        """The names its Pixel fires a conversion of our ``event`` under (what bc.js mirrors):
+        the dedup page takes a mirrored call with another id than the order's for a mismatch
+        only under one of these names (compared without case, ``_`` or spaces); empty when
+        its Pixel has no name for the event."""
         ...
 
     def batch_key(self, conversion: Conversion) -> str:

@@ -115,7 +115,15 @@ QUALITY_WEIGHTS = {
 }
 IDENTIFIER_SECTION = "user_data"
 TEST_EVENT_CODES = False
+#: Google's tag (gtag('event', 'purchase', {transaction_id})), which GA4 and Google Ads share:
+#: its mirror rows go under "google", and the id both legs carry is the order id (GA4 dedups
+#: purchases on transaction_id, §9)
 PIXEL_CALL = "gtag"
+PIXEL_MIRROR = "google"
+DEDUP_ID = "order_id"
+#: utm_source values that attribute an order to it in the gap report (a shop's own tagging
+#: convention, not a platform field; its click ids count too)
+UTM_SOURCES = ("google",)
 #: GA4 takes no click id here (``gclid`` is a reserved parameter name, ga4.md §12); its
 #: browser id is the ``_ga`` client id, which every event needs
 CLICK_IDS: tuple[str, ...] = ()
@@ -216,6 +224,11 @@ def unsendable(conversion: Conversion, source_ids: Mapping[str, str]) -> str | N
 
 def max_age(conversion: Conversion) -> int:
     return MAX_AGE
+
+
+def pixel_events(event: str) -> tuple[str, ...]:
+    """gtag fires GA4's name for the event (CompletePayment -> purchase), as we send it."""
+    return (EVENT_NAMES.get(event) or snake_case(event),)
 
 
 def snake_case(event: str) -> str:

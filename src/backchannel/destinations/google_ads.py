@@ -93,7 +93,15 @@ QUALITY_WEIGHTS = {"click_id": 6.0, "email": 2.5, "phone": 1.5}
 #: each conversions[] row keeps its identifiers in this list
 IDENTIFIER_SECTION = "userIdentifiers"
 TEST_EVENT_CODES = False
+#: Google's tag (gtag('event', 'conversion', {transaction_id})), which GA4 and Google Ads share:
+#: its mirror rows go under "google", and the id both legs carry is the order id (our orderId,
+#: Google's dedup key per conversion action, §9)
 PIXEL_CALL = "gtag"
+PIXEL_MIRROR = "google"
+DEDUP_ID = "order_id"
+#: utm_source values that attribute an order to it in the gap report (a shop's own tagging
+#: convention, not a platform field; its click ids count too)
+UTM_SOURCES = ("google",)
 #: user fields of its click ids (gclid from the URL or the _gcl_aw cookie; iOS braids) and
 #: browser id: Google Ads takes no first-party cookie value
 CLICK_IDS = ("gclid", "gbraid", "wbraid")
@@ -640,6 +648,13 @@ def unsendable(conversion: Conversion, source_ids: Mapping[str, str]) -> str | N
 
 def max_age(conversion: Conversion) -> int:
     return MAX_AGE
+
+
+def pixel_events(event: str) -> tuple[str, ...]:
+    """The Google Ads conversion tag fires ``gtag('event', 'conversion', {send_to,
+    transaction_id})`` whatever the conversion action counts (Google Ads help 6386790:
+    the transaction ID on the conversion tag)."""
+    return ("conversion",)
 
 
 def refusals(conversion: Conversion) -> list[Note]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from backchannel import catalog
 from backchannel.destinations.base import (
     Credential,
     Identifier,
@@ -72,7 +73,14 @@ CLICK_ID_LABEL = "fbc or fbclid"
 BROWSER_IDS = ("fbp",)
 BROWSER_ID_LABEL = "_fbp cookie"
 TEST_EVENT_CODES = True
+#: fbq('track', name, data, {eventID}): Meta pairs eventID with the server event's event_id
+#: (and the event names), docs/platforms/meta-pixel.md
 PIXEL_CALL = "fbq"
+PIXEL_MIRROR = name
+DEDUP_ID = "event_id"
+#: utm_source values that attribute an order to it in the gap report (a shop's own tagging
+#: convention, not a platform field; its click ids count too)
+UTM_SOURCES = ("facebook", "fb", "instagram", "ig", "meta")
 OAUTH = None
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v25.0"
@@ -105,6 +113,13 @@ def batch_key(conversion: Conversion) -> str:
 
 def max_age(conversion: Conversion) -> int:
     return MAX_AGE_PHYSICAL_STORE if conversion.source == "offline" else MAX_AGE
+
+
+def pixel_events(event: str) -> tuple[str, ...]:
+    """fbq fires Meta's name for the event (CompletePayment -> Purchase), as the server leg
+    sends it: Meta pairs the two legs on eventID *and* the event name."""
+    spec = catalog.lookup(event)
+    return (spec.meta_name if spec is not None else event,)
 
 
 def event_name(conversion: Conversion) -> str:

@@ -105,7 +105,13 @@ BROWSER_IDS: tuple[str, ...] = ()
 BROWSER_ID_LABEL = "none"
 #: tests go with ?test=true (§1), no code to copy from a console
 TEST_EVENT_CODES = False
+#: pintrk('track', name, {event_id}): the Tag's event_id pairs with ours (§7)
 PIXEL_CALL = "pintrk"
+PIXEL_MIRROR = name
+DEDUP_ID = "event_id"
+#: utm_source values that attribute an order to it in the gap report (a shop's own tagging
+#: convention, not a platform field; its click ids count too)
+UTM_SOURCES = ("pinterest",)
 OAUTH = None
 DEFAULT_BASE_URL = "https://api.pinterest.com"
 PATH = "/v5/ad_accounts/{ad_account_id}/events"
@@ -157,6 +163,13 @@ def batch_key(conversion: Conversion) -> str:
 
 def max_age(conversion: Conversion) -> int:
     return MAX_AGE
+
+
+def pixel_events(event: str) -> tuple[str, ...]:
+    """pintrk fires the Tag's names, the API's without the underscore (checkout,
+    addtocart, pagevisit…): the dedup page compares names without case or separators."""
+    name = EVENT_NAMES.get(event)
+    return (name,) if name is not None else ()
 
 
 def event_name(conversion: Conversion) -> str:

@@ -113,7 +113,14 @@ BROWSER_IDS = ("rdt_uuid",)
 BROWSER_ID_LABEL = "_rdt_uuid cookie"
 #: test events go under a test_id copied from Events Manager → Event Testing (§1)
 TEST_EVENT_CODES = True
+#: rdt('track', name, {conversionId}): the Pixel's conversionId pairs with our
+#: metadata.conversion_id, which is our event_id (§7)
 PIXEL_CALL = "rdt"
+PIXEL_MIRROR = name
+DEDUP_ID = "event_id"
+#: utm_source values that attribute an order to it in the gap report (a shop's own tagging
+#: convention, not a platform field; its click ids count too)
+UTM_SOURCES = ("reddit",)
 OAUTH = None
 DEFAULT_BASE_URL = "https://ads-api.reddit.com"
 PATH = "/api/v3/pixels/{pixel}/conversion_events"
@@ -194,6 +201,14 @@ def batch_key(conversion: Conversion) -> str:
 
 def max_age(conversion: Conversion) -> int:
     return MAX_AGE
+
+
+def pixel_events(event: str) -> tuple[str, ...]:
+    """rdt fires the Pixel's names (Purchase, AddToCart, SignUp…), the API's tracking types
+    in another case (PURCHASE, ADD_TO_CART, SIGN_UP): the dedup page compares names without
+    case or separators. A custom event has no standard name."""
+    name = TRACKING_TYPES.get(event)
+    return (name,) if name is not None else ()
 
 
 def unsendable(conversion: Conversion, source_ids: Mapping[str, str]) -> str | None:

@@ -161,7 +161,13 @@ BROWSER_IDS = ("sc_cookie1",)
 BROWSER_ID_LABEL = "_scid cookie"
 #: test conversions go to the Test Event Tool endpoint (§1), no code to copy
 TEST_EVENT_CODES = False
+#: snaptr('track', NAME, {client_dedup_id}): Snap pairs client_dedup_id with our event_id (§7)
 PIXEL_CALL = "snaptr"
+PIXEL_MIRROR = name
+DEDUP_ID = "event_id"
+#: utm_source values that attribute an order to it in the gap report (a shop's own tagging
+#: convention, not a platform field; its click ids count too)
+UTM_SOURCES = ("snapchat", "snap")
 OAUTH = None
 DEFAULT_BASE_URL = "https://tr.snapchat.com"
 #: §8: 2,000 events per request (RudderStack's MAX_BATCH_SIZE; Still unsure 4)
@@ -483,6 +489,13 @@ def batch_key(conversion: Conversion) -> str:
 
 def max_age(conversion: Conversion) -> int:
     return MAX_AGE
+
+
+def pixel_events(event: str) -> tuple[str, ...]:
+    """snaptr fires Snap's names, the same as the Conversions API's (PURCHASE…); an event
+    with no Snap name has none (the connection's custom mapping is per connection)."""
+    name = EVENT_NAMES.get(event) or (event if event in SNAP_EVENTS else None)
+    return (name,) if name is not None else ()
 
 
 def unsendable(conversion: Conversion, source_ids: Mapping[str, str]) -> str | None:

@@ -75,7 +75,13 @@ CLICK_ID_LABEL = "ttclid"
 BROWSER_IDS = ("ttp",)
 BROWSER_ID_LABEL = "_ttp cookie"
 TEST_EVENT_CODES = True
+#: ttq.track(event, props, {event_id}): its event_id is ours (the Events API's event_id)
 PIXEL_CALL = "ttq.track"
+PIXEL_MIRROR = name
+DEDUP_ID = "event_id"
+#: the ledger's default TikTok sources (sources.ledger.DEFAULT_UTM_SOURCES; the installation's
+#: ``tiktok_utm_sources`` setting replaces them there)
+UTM_SOURCES = ("tiktok", "tt", "tiktokads")
 OAUTH = None
 PATH = "/open_api/v1.3/event/track/"
 DEFAULT_BASE_URL = "https://business-api.tiktok.com"
@@ -106,6 +112,11 @@ def batch_key(conversion: Conversion) -> str:
 
 def max_age(conversion: Conversion) -> int:
     return MAX_AGE
+
+
+def pixel_events(event: str) -> tuple[str, ...]:
+    """ttq.track fires our own names: the catalog's standard events are TikTok's."""
+    return (event,)
 
 
 def _one_or_many(values: list[str]) -> str | list[str]:

@@ -31,13 +31,15 @@ Pure: no I/O; the store writes what :func:`entry` returns.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import orjson
 
+from backchannel.destinations import tiktok as tiktok_destination
 from backchannel.events import Conversion
 from backchannel.store.base import LandingSession, LedgerEntry
 
@@ -45,6 +47,10 @@ if TYPE_CHECKING:
     from backchannel.stitch import Provenance
 
 DEFAULT_UTM_SOURCES = "tiktok,tt,tiktokads"
+#: the destination whose attribution the ledger records (``attributed_tiktok``, the rule
+#: above): TikTok's. The gap report reads it for that destination; any other's is derived
+#: from the destination's own declarations (``backchannel.report.attributed``)
+PLATFORM = tiktok_destination.name
 #: where the signals of the landing session a conversion was joined to are reported
 LANDING_SESSION = "landing_session"
 
@@ -108,18 +114,50 @@ def utm_sources(setting: str | Iterable[str]) -> frozenset[str]:
 
 def url_signals(url: str | None, where: str) -> list[Signal]:
     """``ttclid`` and ``utm_source`` from a URL or a bare path with a query (Shopify's
-    ``landing_site`` is ``/path?query``)."""
+    ``landing_site`` is ``/path?query``): what ``urlsplit`` and ``parse_qsl`` find.
+
+    Why by hand for most URLs: the two took ~6 µs of every order at ingest. For an ASCII
+    URL without spaces, control characters or brackets, ``urlsplit`` can neither fail nor
+    strip anything, and its query is the text after the first ``?`` before the first
+    ``#``; each ``name=value`` pair is then read as ``parse_qsl`` reads it, and a value is
+    decoded only under one of the two names. Other URLs take the library's way. A property
+    test holds the two ways equal."""
     if not url or "?" not in url:
         return []
-    try:
-        query = urlsplit(url).query
-    except ValueError:
-        return []
+    if url.isascii() and _PLAIN_URL.search(url) is None:
+        query = url.partition("#")[0].partition("?")[2]
+        pairs = _named_pairs(query)
+    else:
+        try:
+            query = urlsplit(url).query
+        except ValueError:
+            return []
+        pairs = parse_qsl(query, keep_blank_values=False)
     found: list[Signal] = []
-    for key, value in parse_qsl(query, keep_blank_values=False):
-        if key in ("ttclid", "utm_source") and value.strip():
+    for key, value in pairs:
+        if key in _SIGNAL_NAMES and value.strip():
             found.append(Signal(key, value.strip(), where))
     return found
+
+
+_SIGNAL_NAMES = ("ttclid", "utm_source")
+#: what makes ``urlsplit`` strip, remove or refuse something: C0 controls and space, brackets
+#: (IPv6 hosts); and DEL, which it leaves alone, to keep the by-hand way to plain URLs
+_PLAIN_URL = re.compile(r"[\x00-\x20\x7f\[\]]")
+
+
+def _named_pairs(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query)``'s pairs named ttclid or utm_source (values decoded only there)."""
+    pairs: list[tuple[str, str]] = []
+    for pair in query.split("&"):
+        name, equals, value = pair.partition("=")
+        if not equals or not value:
+            continue  # parse_qsl drops a pair without '=' or with an empty value
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if name in _SIGNAL_NAMES:
+            pairs.append((name, unquote_plus(value)))
+    return pairs
 
 
 def evidence(signals: Iterable[Signal], tiktok_utm: frozenset[str]) -> dict[str, str]:

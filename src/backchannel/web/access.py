@@ -101,12 +101,22 @@ class RoleCheck:
                 raise NotAuthenticated(html_page=self.page)
         else:
             admin = await require_csrf(request)
+        auth = _auth(request)
+        visible = await auth.call(members.visible_properties, auth.store, admin.grants)
         try:
             property_id = await request_property(request)
-        except members.MemberError as exc:
-            _, _, reason = str(exc).partition(": ")
+        except members.MemberError:
+            # the store's message lists every property; name only those the caller may see
+            raw = str(
+                request.path_params.get(PROPERTY_PARAM) or request.query_params[PROPERTY_PARAM]
+            )
+            known = ", ".join(name for _, name in visible) or "none"
             raise AccessRefused(
-                404, PROPERTY_PARAM, reason, html_page=wants_html, admin=admin
+                404,
+                PROPERTY_PARAM,
+                f"no property named {raw.strip()!r} (yours: {known})",
+                html_page=wants_html,
+                admin=admin,
             ) from None
         role = members.role_for(admin.grants, property_id)
         if not members.allows(role, needed):
@@ -119,7 +129,16 @@ class RoleCheck:
                 html_page=wants_html,
                 admin=admin,
             )
-        return replace(admin, property_id=property_id, role=role)
+        named = bool(str(request.query_params.get(PROPERTY_PARAM, "")).strip())
+        return replace(
+            admin,
+            property_id=property_id,
+            role=role,
+            properties=tuple(visible),
+            property_named=named,
+            path=request.url.path,
+            query=tuple(request.query_params.multi_items()),
+        )
 
 
 def require_role(needed: str, *, page: bool = False) -> RoleCheck:

@@ -131,6 +131,15 @@ class Admin:
     grants: tuple[Grant, ...] = ()
     property_id: int = members.DEFAULT_PROPERTY_ID
     role: str | None = None
+    #: ``(id, name)`` of every property the caller has a role on, by id (the switcher's
+    #: entries; filled in by require_role, empty before)
+    properties: tuple[tuple[int, str], ...] = ()
+    #: whether the request named its property (``?property=``): the menu then keeps it
+    property_named: bool = False
+    #: the request's path and query parameters: the switcher links to the same page (with
+    #: the same parameters) on another property
+    path: str = ""
+    query: tuple[tuple[str, str], ...] = ()
 
     @property
     def actor(self) -> str:
@@ -141,6 +150,16 @@ class Admin:
         """Whether the caller's role on this request's property allows ``needed``: what a
         page asks before rendering a control (a viewer gets no replay button)."""
         return members.allows(self.role, needed)
+
+    @property
+    def property_name(self) -> str:
+        """The name of the request's property, as far as the caller may see it."""
+        return dict(self.properties).get(self.property_id, "")
+
+    @property
+    def host_wide(self) -> bool:
+        """Holds a role on every property (a host-wide grant): sees the host's pages."""
+        return members.role_for(self.grants, members.HOST) is not None
 
     @property
     def host_owner(self) -> bool:

@@ -61,7 +61,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from backchannel import credentials, identifiers
+from backchannel import credentials, identifiers, mirrors
 from backchannel.config import Settings
 from backchannel.notes import InvalidConversion, Note
 from backchannel.properties import Properties, PropertyError
@@ -146,14 +146,17 @@ class CollectWriter:
 
 
 def _load_script(click_days: int) -> bytes:
-    """bc.js with the install's click window and the platform ids the destinations declare
+    """bc.js with the install's click window, the platform ids the destinations declare
     (``[field, url parameter, cookie]`` each: see :mod:`backchannel.identifiers`), so a new
-    platform's ids are captured without editing the script."""
+    platform's ids are captured without editing the script, and the Pixel calls to mirror
+    with the platform each one's rows go under (``{call: platform}``: see
+    :mod:`backchannel.mirrors`; a call no destination declares is not watched)."""
     text = (resources.files("backchannel.web") / "static" / "bc.js").read_text(encoding="utf-8")
     ids = [[i.field, i.url_param, i.cookie] for i in identifiers.generic().values()]
     return (
         text.replace("__BC_CLICK_DAYS__", str(int(click_days)))
         .replace("/*__BC_IDS__*/[]", orjson.dumps(ids).decode())
+        .replace("/*__BC_MIRRORS__*/{}", orjson.dumps(dict(mirrors.calls())).decode())
         .encode()
     )
 

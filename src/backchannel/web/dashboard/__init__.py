@@ -25,6 +25,7 @@ from backchannel.web.dashboard import (
     layout,
     members,
     overview,
+    properties,
     test_events,
 )
 
@@ -42,3 +43,4 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     test_events.install(app, settings, state)  # /admin/test-events, fire a test order
     gap.install(app, settings, state)  # /reports/gap, its JSON, CSV and SVG charts
     members.install(app, settings, state)  # /admin/members: who may do what (owners)
+    properties.install(app, settings, state)  # /admin/properties: every property (host-wide)

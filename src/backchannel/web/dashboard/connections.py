@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI
 from starlette.requests import Request
@@ -34,15 +35,16 @@ from backchannel.config import Settings
 from backchannel.connect import PIXEL, TOKEN, CredentialError
 from backchannel.destinations import Credential, Destination
 from backchannel.members import EDITOR, VIEWER
-from backchannel.store.base import Connection, Store
-from backchannel.web.access import require_role
+from backchannel.properties import PropertyError, check_name
+from backchannel.store.base import DEFAULT_PROPERTY, Connection, Store
+from backchannel.web.access import PROPERTY_PARAM, require_role
 from backchannel.web.auth import Admin, FormError, csrf_field, read_form_fields
 from backchannel.web.dashboard import layout
 from backchannel.web.dashboard.layout import esc
 
 PATH = "/admin/connections"
 #: the form's own fields: a destination's credential keys must not be one of these
-RESERVED_FIELDS = ("csrf_token", "test_event_code")
+RESERVED_FIELDS = ("csrf_token", "test_event_code", "connection", "new")
 PIXEL_MAXLENGTH = 64
 OFF = "off — not connected"
 
@@ -72,15 +74,56 @@ def token_set_at(store: Store, destination: str) -> float | None:
     return None if not rows or rows[0][0] is None else float(rows[0][0])
 
 
+# -- which connection ---------------------------------------------------------------------------
+def on_property(admin: Admin, url: str, **params: str) -> str:
+    """``url`` with ``params`` and, when the request named it, ``?property=``: every form and
+    redirect of the page stays on the property it shows (require_role reads it from there)."""
+    query = dict(params)
+    if admin.property_named:
+        query[PROPERTY_PARAM] = admin.property_name
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+def check_label(destination: str, raw: str) -> str:
+    """A connection label from a form, as ``token set --connection`` checks it: a name, never
+    another destination's name. Empty: the destination's first connection."""
+    if not raw.strip():
+        return destination
+    try:
+        label = check_name(raw, "connection")
+    except PropertyError as exc:
+        raise FieldError(str(exc)) from None
+    if label != destination and label in registry.DESTINATIONS:
+        raise FieldError(f"connection: {label!r} is the name of another destination")
+    return label
+
+
+def connection_of(
+    store: Store, destination: str, label: str, property_id: int
+) -> Connection | None:
+    """The property's connection ``label``, which must be of ``destination`` if it exists."""
+    found = store.get_connection(label, property_id)
+    if found is not None and found.destination != destination:
+        raise FieldError(f"connection: {label!r} is a {found.destination} connection")
+    return found
+
+
+def anchor(destination: str, label: str) -> str:
+    """The section id and test-id suffix of a connection: the destination's name for its first
+    connection (as before several were possible), ``destination-label`` for the others."""
+    return destination if label == destination else f"{destination}-{label}"
+
+
 # -- the page ---------------------------------------------------------------------------------
 def mode_of(
     state: dict[str, Any], settings: Settings, destination: str, connection: Connection | None
 ) -> str:
-    """sandbox / live while the destination gets rows; "off — not connected" otherwise."""
+    """sandbox / live while the connection gets rows; "off — not connected" otherwise."""
     if destination not in settings.destinations and (connection is None or not connection.live):
         return OFF
+    key = connection.id if connection is not None and connection.id is not None else destination
     try:
-        return "sandbox" if state["targets"].resolve(destination).sandbox else "live"
+        return "sandbox" if state["targets"].resolve(key).sandbox else "live"
     except Exception as exc:  # no sandbox and no token, or a key that does not decrypt
         return f"unavailable ({type(exc).__name__})"
 
@@ -151,25 +194,37 @@ def section(
     settings: Settings,
     admin: Admin,
     spec: Destination,
-    routes: list[str] | None,
+    connection: Connection | None,
 ) -> str:
+    """One connection of the request's property (None: the destination has none there yet;
+    the section then sets up its first)."""
     store: Store = state["store"]
     destination = spec.name
-    label = spec.display_name
-    connection = store.get_connection(destination)
+    name = connection.name if connection is not None else destination
+    tid = anchor(destination, name)
+    label = spec.display_name if name == destination else f"{spec.display_name} — {name}"
+    parsed = routing.parse(connection.routes if connection is not None else None)
+    routes = None if parsed is None else sorted(parsed)
+    first_of_default = name == destination and admin.property_id == DEFAULT_PROPERTY
     mode = mode_of(state, settings, destination, connection)
     has_token = connection is not None and connection.token_encrypted is not None
     secret_keys = known_secret_keys(settings, connection)
     if has_token and connection is not None:
-        set_at = token_set_at(store, destination) or connection.updated_at
+        set_at = (
+            token_set_at(store, destination) if first_of_default else None
+        ) or connection.updated_at
         token_text = (
-            f'<span data-testid="token-{destination}">…{esc(connection.token_last4)}</span>'
+            f'<span data-testid="token-{tid}">…{esc(connection.token_last4)}</span>'
             f" <span class=muted>set {esc(layout.when(set_at))}</span>"
         )
     else:
-        token_text = f'<span data-testid="token-{destination}">not set</span>'
+        token_text = f'<span data-testid="token-{tid}">not set</span>'
     # no connection yet: the pixel from the configuration (BACKCHANNEL_*_PIXEL), as Targets uses
-    pixel = connection.pixel if connection is not None else (settings.pixel_for(destination) or "")
+    pixel = (
+        connection.pixel
+        if connection is not None
+        else ((settings.pixel_for(destination) or "") if first_of_default else "")
+    )
     code = (connection.test_event_code if connection is not None else None) or ""
     mode_class = "ok" if mode == "live" else "warn"
     facts = []
@@ -178,7 +233,7 @@ def section(
         if key == PIXEL:
             facts.append(
                 f"<dt>{esc(credential.label)}</dt>"
-                f'<dd data-testid="pixel-{destination}">{esc(pixel) or "—"}</dd>'
+                f'<dd data-testid="pixel-{tid}">{esc(pixel) or "—"}</dd>'
             )
         elif key == TOKEN:
             facts.append(f"<dt>{esc(credential.label)}</dt><dd>{token_text}</dd>")
@@ -189,7 +244,7 @@ def section(
                 shown = connect.plain_values(connection).get(key) or "—"
             facts.append(
                 f"<dt>{esc(credential.label)}</dt>"
-                f'<dd data-testid="setting-{destination}-{esc(key)}">{esc(shown)}</dd>'
+                f'<dd data-testid="setting-{tid}-{esc(key)}">{esc(shown)}</dd>'
             )
     if mode == "sandbox":
         note = (
@@ -202,11 +257,11 @@ def section(
         note = ""
     summary = (
         "<dl class=facts>"
-        f'<dt>Mode</dt><dd><strong class="{mode_class}" data-testid="mode-{destination}">'
+        f'<dt>Mode</dt><dd><strong class="{mode_class}" data-testid="mode-{tid}">'
         f"{esc(mode)}</strong>{note}</dd>"
         + "".join(facts)
-        + f'<dt>Test event code</dt><dd data-testid="code-{destination}">{esc(code) or "—"}</dd>'
-        f'<dt>Events sent</dt><dd data-testid="routes-{destination}">'
+        + f'<dt>Test event code</dt><dd data-testid="code-{tid}">{esc(code) or "—"}</dd>'
+        f'<dt>Events sent</dt><dd data-testid="routes-{tid}">'
         f"{esc(routing.describe(routes))}</dd></dl>"
     )
     inputs = []
@@ -219,22 +274,25 @@ def section(
                 f' <input type=text name=test_event_code value="{esc(code)}" maxlength=64'
                 " autocomplete=off></label>"
             )
+    which = f'<input type=hidden name=connection value="{esc(name)}">'
+    remove_to = on_property(admin, f"{PATH}/{destination}/remove-token")
     save = (
-        f'<form method="post" action="{PATH}/{destination}" class="stacked"'
-        f' data-testid="connection-{destination}">{csrf_field(admin)}'
+        f'<form method="post" action="{esc(on_property(admin, f"{PATH}/{destination}"))}"'
+        ' class="stacked"'
+        f' data-testid="connection-{tid}">{csrf_field(admin)}{which}'
         + "".join(inputs)
         + f"<button type=submit>Save {esc(label)}</button></form>"
     )
     if spec.ON_BY_DEFAULT:
         remove = (
-            layout.post_button(admin, f"{PATH}/{destination}/remove-token", "Remove the token")
+            layout.post_button(admin, remove_to, "Remove the token", connection=name)
             + " <span class=muted>(keeps pixel and code; back to sandbox mode)</span>"
             if has_token or secret_keys
             else ""
         )
     else:
         remove = (
-            layout.post_button(admin, f"{PATH}/{destination}/remove-token", "Disconnect")
+            layout.post_button(admin, remove_to, "Disconnect", connection=name)
             + " <span class=muted>(forgets every value stored for it; it gets no events)</span>"
             if connection is not None
             else ""
@@ -247,8 +305,9 @@ def section(
     )
     custom = ", ".join(sorted(chosen - set(EVENTS)))
     route_form = (
-        f'<form method="post" action="{PATH}/{destination}/routes" class="routes"'
-        f' data-testid="routes-form-{destination}">{csrf_field(admin)}'
+        f'<form method="post" action="{esc(on_property(admin, f"{PATH}/{destination}/routes"))}"'
+        ' class="routes"'
+        f' data-testid="routes-form-{tid}">{csrf_field(admin)}{which}'
         f"<fieldset><legend>Events sent to {esc(label)}</legend>"
         f"<label class=all><input type=checkbox name=all value=1"
         f"{' checked' if routes is None else ''}> All events</label>"
@@ -261,8 +320,7 @@ def section(
     # the forms only for those who may change connections (editor, owner): a viewer reads
     controls = f"{save}<p>{remove}</p>{route_form}" if admin.may(EDITOR) else ""
     return (
-        f'<section class=connection id="{destination}"><h2>{esc(label)}</h2>'
-        f"{summary}{controls}</section>"
+        f'<section class=connection id="{tid}"><h2>{esc(label)}</h2>{summary}{controls}</section>'
     )
 
 
@@ -276,24 +334,47 @@ def page(
     status: int = 200,
 ) -> HTMLResponse:
     store: Store = state["store"]
-    routes = routing.read(store, registry.NAMES)
+    stored = store.list_connections(admin.property_id)
     intro = (
         "<p class=muted>Paste each platform's account id and secrets from its Events Manager"
         " or API settings. Secrets are stored encrypted and never shown again (the token's"
         " last four characters only). Without a token a destination that is on by default is in"
         " <strong>sandbox mode</strong>: events go to the built-in emulator; any other"
         " destination is off until connected. The CLI sets the same things:"
-        " <code>backchannel token set</code>, <code>backchannel route set</code>.</p>"
+        " <code>backchannel token set</code>, <code>backchannel route set</code>"
+        " (<code>--property</code>, <code>--connection</code>).</p>"
     )
-    body = (
-        layout.notice(message, kind=kind)
-        + intro
-        + "".join(
-            section(state, settings, admin, spec, routes.get(name))
-            for name, spec in registry.DESTINATIONS.items()
-        )
-    )
+    parts: list[str] = []
+    for name, spec in registry.DESTINATIONS.items():
+        # the property's connections of it, its first (labelled with its name) first
+        mine = sorted((c for c in stored if c.destination == name), key=lambda c: c.name != name)
+        shown: list[Connection | None] = [*mine] if mine else [None]
+        parts.extend(section(state, settings, admin, spec, c) for c in shown)
+        if admin.may(EDITOR):
+            parts.append(add_form(admin, spec))
+    body = layout.notice(message, kind=kind) + intro + "".join(parts)
     return layout.render("Connections", body, admin, active="connections", status=status)
+
+
+def add_form(admin: Admin, spec: Destination) -> str:
+    """ "Add another connection" of a destination to the request's property: a label and the
+    destination's values (a second TikTok pixel with its own token)."""
+    destination = spec.name
+    inputs = "".join(credential_input(c, destination, None, "", ()) for c in spec.CREDENTIALS)
+    return (
+        f'<details class=add-connection data-testid="add-{destination}">'
+        f"<summary>Add another {esc(spec.display_name)} connection</summary>"
+        f'<form method="post" action="{esc(on_property(admin, f"{PATH}/{destination}"))}"'
+        f' class="stacked" data-testid="add-form-{destination}">{csrf_field(admin)}'
+        "<input type=hidden name=new value=1>"
+        "<label>Label <span class=muted>(a name for this account, e.g. us-pixel: a letter,"
+        " then letters, digits, '.', '_' or '-')</span> <input type=text name=connection"
+        ' value="" required maxlength=64 autocomplete=off></label>'
+        + inputs
+        + "<label>Test event code <span class=muted>(optional)</span> <input type=text"
+        ' name=test_event_code value="" maxlength=64 autocomplete=off></label>'
+        f"<button type=submit>Add {esc(spec.display_name)} connection</button></form></details>"
+    )
 
 
 # -- the actions ------------------------------------------------------------------------------
@@ -325,21 +406,29 @@ def save_connection(
     destination: str,
     fields: dict[str, list[str]],
     who: str,
+    property_id: int = DEFAULT_PROPERTY,
 ) -> str:
-    """Validate everything first, then write; returns the message to show."""
+    """Validate everything first, then write; returns the message to show. The form's
+    ``connection`` names which of the property's connections (a new label adds one; with
+    ``new`` set, the label must be new)."""
     spec = connect.spec(destination)
-    change = change_from_form(spec, fields)
+    label = check_label(destination, one(fields, "connection"))
     store: Store = state["store"]
-    existing = store.get_connection(destination)
+    existing = connection_of(store, destination, label, property_id)
+    if existing is not None and one(fields, "new"):
+        raise FieldError(
+            f"connection: {label!r} exists already in this property; change it in its section"
+        )
+    change = change_from_form(spec, fields)
     now = time.time()
     try:
         cipher = credentials.load_cipher(settings)
     except credentials.SecretError as exc:
         raise FieldError(f"(key): {exc}") from None
-    saved = connect.merge(spec, existing, change, cipher, now)
+    saved = connect.merge(spec, existing, change, cipher, now, property_id=property_id, label=label)
     store.set_connection(saved.connection)
-    store.audit(now, who, saved.action, saved.detail)
-    state["targets"].invalidate(destination)
+    store.audit(now, who, saved.action, saved.detail, property_id)
+    state["targets"].invalidate()  # by id and by name: forget every cached target
     state["routes"].invalidate()  # a destination that is not on by default is on once stored
     last4 = saved.connection.token_last4
     return f"{spec.display_name} saved" + (
@@ -347,10 +436,17 @@ def save_connection(
     )
 
 
-def remove_token(state: dict[str, Any], destination: str, who: str) -> str:
+def remove_token(
+    state: dict[str, Any],
+    destination: str,
+    who: str,
+    label: str | None = None,
+    property_id: int = DEFAULT_PROPERTY,
+) -> str:
     spec = connect.spec(destination)
     store: Store = state["store"]
-    existing = store.get_connection(destination)
+    name = check_label(destination, label or "")
+    existing = connection_of(store, destination, name, property_id)
     if existing is None or (
         spec.ON_BY_DEFAULT and existing.token_encrypted is None and not existing.secrets_encrypted
     ):
@@ -358,11 +454,17 @@ def remove_token(state: dict[str, Any], destination: str, who: str) -> str:
     now = time.time()
     after = connect.without_secrets(spec, existing, now)
     if after is None:
-        store.delete_connection(destination)
+        store.delete_connection(name, property_id)
     else:
         store.set_connection(after)
-    store.audit(now, who, "token.remove", destination)
-    state["targets"].invalidate(destination)
+    store.audit(
+        now,
+        who,
+        "token.remove",
+        destination if name == destination else f"{destination} {name}",
+        property_id,
+    )
+    state["targets"].invalidate()
     state["routes"].invalidate()
     if after is None:
         return f"{spec.display_name}: disconnected; it gets no events"
@@ -370,13 +472,23 @@ def remove_token(state: dict[str, Any], destination: str, who: str) -> str:
 
 
 def save_routes(
-    state: dict[str, Any], destination: str, fields: dict[str, list[str]], who: str
+    state: dict[str, Any],
+    destination: str,
+    fields: dict[str, list[str]],
+    who: str,
+    property_id: int = DEFAULT_PROPERTY,
 ) -> str:
     store: Store = state["store"]
     now = time.time()
+    label = check_label(destination, one(fields, "connection"))
+    connection_of(store, destination, label, property_id)
+    named = destination if label == destination else f"{destination} {label}"
     if one(fields, "all"):
-        routing.store_route(store, destination, None, now)
-        store.audit(now, who, "route.clear", f"{destination}: all events")
+        try:
+            routing.store_route(store, destination, None, now, property_id=property_id, label=label)
+        except routing.RouteError as exc:
+            raise FieldError(str(exc)) from None
+        store.audit(now, who, "route.clear", f"{named}: all events", property_id)
         names: list[str] | None = None
     else:
         picked = [v for v in fields.get("event", []) if v.strip()]
@@ -387,8 +499,8 @@ def save_routes(
             names = routing.check_events(picked)
         except routing.RouteError as exc:
             raise FieldError(str(exc)) from None
-        routing.store_route(store, destination, names, now)
-        store.audit(now, who, "route.set", f"{destination}: {routing.describe(names)}")
+        routing.store_route(store, destination, names, now, property_id=property_id, label=label)
+        store.audit(now, who, "route.set", f"{named}: {routing.describe(names)}", property_id)
     state["routes"].invalidate()
     return f"{registry.display_name(destination)}: {routing.describe(names)}"
 
@@ -418,15 +530,18 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         try:
             fields = await read_fields(request)
             who = admin.actor
+            pid = admin.property_id
+            label = check_label(destination, one(fields, "connection"))
             if action == "save":
-                save_connection(state, settings, destination, fields, who)
+                save_connection(state, settings, destination, fields, who, pid)
             elif action == "remove":
-                remove_token(state, destination, who)
+                remove_token(state, destination, who, label, pid)
             else:
-                save_routes(state, destination, fields, who)
+                save_routes(state, destination, fields, who, pid)
         except FieldError as exc:
             return page(state, settings, admin, message=str(exc), kind="error", status=400)
-        return RedirectResponse(f"{PATH}?saved={destination}#{destination}", status_code=303)
+        back = on_property(admin, PATH, saved=destination)
+        return RedirectResponse(f"{back}#{anchor(destination, label)}", status_code=303)
 
     async def save(
         request: Request, destination: str, admin: Annotated[Admin, Depends(require_role(EDITOR))]

@@ -1,12 +1,15 @@
 """The Dedup page (``/admin/dedup``) and its JSON twin (``/admin/api/dedup``).
 
-Per order: did the Pixel fire, did the server leg deliver, and did both use the same
-event_id? The figures come from :func:`backchannel.diagnostics.dedup.dedup_report`; the page
-lays out its summary (each share with its base) and one page of orders, and flags event_id
-mismatches loudly — the orders the platform counts twice.
+Per order and per platform: did its Pixel fire, did its server leg deliver, and did both use
+the same id (in the platform's key: our event_id, or the order id for Google's tag)? The
+figures come from :func:`backchannel.diagnostics.dedup.dedup_report`; the page lays out, per
+destination, its summary (each share with its base), then one page of orders with one verdict
+per destination, and flags id mismatches loudly — the orders a platform counts twice.
 
 Query parameters: ``from``/``to`` (UTC days), ``status`` (``all`` or a verdict),
-``page`` (1-based). A bad one answers 400 naming it (HTML page or JSON error).
+``destination`` (``all`` or a destination's name: the one ``status`` is about; at any
+destination when ``all``), ``page`` (1-based). A bad one answers 400 naming it (HTML page or
+JSON error).
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from backchannel.config import Settings
-from backchannel.destinations import display_name, tiktok
+from backchannel.destinations import DESTINATIONS, display_name
 from backchannel.diagnostics.dedup import (
     LABELS,
     MAX_PAGE,
     MISMATCH,
+    SHORT,
     VERDICTS,
     DedupReport,
     DedupRow,
+    Leg,
     dedup_report,
 )
 from backchannel.members import VIEWER
@@ -49,65 +54,84 @@ from backchannel.web.dashboard.layout import (
     when,
 )
 
-#: the verdict is TikTok's (the Pixel mirror watches its Pixel); others are listed under it
-TIKTOK = tiktok.name
 PATH = "/admin/dedup"
 API_PATH = "/admin/api/dedup"
 TITLE = "Dedup"
 ALL = "all"
 
 
-def parse_params(request: Request) -> tuple[str | None, int]:
-    """``(status or None for all, page)`` from the query string; raises :class:`ParamError`."""
+def parse_params(request: Request) -> tuple[str | None, str | None, int]:
+    """``(status, destination, page)`` from the query string (None: all); raises
+    :class:`ParamError` naming the bad one."""
     raw_status = request.query_params.get("status", "").strip() or ALL
     if raw_status != ALL and raw_status not in VERDICTS:
         raise ParamError(f"status: must be one of {ALL}, {', '.join(VERDICTS)}")
+    raw_destination = request.query_params.get("destination", "").strip() or ALL
+    if raw_destination != ALL and raw_destination not in DESTINATIONS:
+        raise ParamError(f"destination: must be one of {ALL}, {', '.join(DESTINATIONS)}")
     raw_page = request.query_params.get("page", "").strip() or "1"
     # isascii: str.isdigit() accepts "²", which int() refuses; len: no 5000-digit int()
     if not (raw_page.isascii() and raw_page.isdigit() and len(raw_page) <= 6) or not (
         1 <= int(raw_page) <= MAX_PAGE
     ):
         raise ParamError(f"page: must be a whole number from 1 to {MAX_PAGE}")
-    return (None if raw_status == ALL else raw_status), int(raw_page)
+    return (
+        None if raw_status == ALL else raw_status,
+        None if raw_destination == ALL else raw_destination,
+        int(raw_page),
+    )
 
 
 # --- the page -----------------------------------------------------------------------------------
 def _summary(report: DedupReport) -> str:
-    cards = []
-    for verdict in VERDICTS:
-        share = report.share(verdict)
-        css = "card bad" if verdict == MISMATCH and report.counts[verdict] else "card"
-        cards.append(
-            f'<div class="{css}"><span class="headline">'
-            + figure(f"dedup.{verdict}", share, suffix="%" if share is not None else "")
-            + f"</span><small>{esc(LABELS[verdict])}: "
-            + figure(f"dedup.{verdict}.count", report.counts[verdict])
-            + f" of {report.orders}</small></div>"
-        )
-    return '<div class="cards">' + "".join(cards) + "</div>"
-
-
-def _row(row: DedupRow) -> list[str]:
-    tiktok = row.tiktok or "not sent"
-    others = "".join(
-        f'<br><small class="muted">{esc(display_name(d))}: {esc(state)}</small>'
-        for d, state in row.statuses.items()
-        if d != TIKTOK
+    """One line per destination: each verdict's share of the base, and its count."""
+    rows = []
+    for d in report.destinations:
+        cells = [esc(display_name(d))]
+        for verdict in VERDICTS:
+            share = report.share(d, verdict)
+            count = report.counts[d][verdict]
+            cell = (
+                figure(f"dedup.{d}.{verdict}", share, suffix="%" if share is not None else "")
+                + " <small>("
+                + figure(f"dedup.{d}.{verdict}.count", count)
+                + ")</small>"
+            )
+            if verdict == MISMATCH and count:
+                cell = f'<strong class="bad">{cell}</strong>'
+            cells.append(cell)
+        rows.append(cells)
+    return table(
+        ["destination", *(LABELS[v] for v in VERDICTS)],
+        rows,
+        caption="Each destination's verdicts, as a share of the orders (and how many)",
+        empty="No destination received or was shown any of these orders.",
+        test_id="dedup-summary",
     )
-    verdict = esc(row.advice)
-    if row.verdict == MISMATCH:
+
+
+def _leg(leg: Leg) -> str:
+    verdict = esc(SHORT[leg.verdict])
+    if leg.verdict == MISMATCH:
         verdict = f'<strong class="bad">{verdict}</strong>'
-    browser = esc(row.browser_leg)
-    if row.mismatch:
+    browser = esc(leg.browser_leg)
+    if leg.mismatch:
         browser = f'<span class="bad">{browser}</span>'
+    return (
+        f'<span data-destination="{esc(leg.destination)}" data-verdict="{esc(leg.verdict)}"'
+        f' title="{esc(leg.advice)}">{verdict}</span>'
+        f'<br><small class="muted">browser: {browser}'
+        f' · <span class="status-{esc(leg.server_leg.replace(" ", "_"))}">server:'
+        f" {esc(leg.server_leg)}</span></small>"
+    )
+
+
+def _row(report: DedupReport, row: DedupRow) -> list[str]:
     return [
         esc(row.order_id),
         esc(row.event),
         f"<code>{esc(row.event_id)}</code>",
-        browser,
-        f'<span class="status-{esc(tiktok.replace(" ", "_"))}">TikTok: {esc(tiktok)}</span>'
-        + others,
-        f'<span data-verdict="{esc(row.verdict)}">{verdict}</span>',
+        *(_leg(row.legs[d]) for d in report.destinations),
         esc(when(row.received_at)),
     ]
 
@@ -116,6 +140,8 @@ def _link(report: DedupReport, page: int) -> str:
     query = {"from": report.start.isoformat(), "to": report.end.isoformat(), "page": str(page)}
     if report.status is not None:
         query["status"] = report.status
+    if report.destination is not None:
+        query["destination"] = report.destination
     return f"{PATH}?{urlencode(query)}"
 
 
@@ -129,18 +155,26 @@ def _pager(report: DedupReport) -> str:
     return '<p class="pager">' + " · ".join(links) + "</p>"
 
 
-def _status_select(current: str | None) -> str:
-    options = "".join(
-        f'<option value="{v}"{" selected" if v == (current or ALL) else ""}>'
+def _filters(report: DedupReport) -> str:
+    statuses = "".join(
+        f'<option value="{v}"{" selected" if v == (report.status or ALL) else ""}>'
         f"{esc(LABELS.get(v, 'all orders'))}</option>"
         for v in (ALL, *VERDICTS)
     )
-    return f'<label>Show <select name="status">{options}</select></label> '
+    destinations = "".join(
+        f'<option value="{esc(d)}"{" selected" if d == (report.destination or ALL) else ""}>'
+        f"{esc('any destination' if d == ALL else display_name(d))}</option>"
+        for d in (ALL, *DESTINATIONS)
+    )
+    return (
+        f'<label>Show <select name="status">{statuses}</select></label> '
+        f'<label>at <select name="destination">{destinations}</select></label> '
+    )
 
 
 def page_body(report: DedupReport) -> str:
     """The page's HTML (without the shell): summary, mismatch alarm, the table of orders."""
-    parts = [range_form(PATH, report.start, report.end, _status_select(report.status))]
+    parts = [range_form(PATH, report.start, report.end, _filters(report))]
     if report.capped:
         parts.append(
             notice(
@@ -148,14 +182,17 @@ def page_body(report: DedupReport) -> str:
                 f" latest {report.cap} of them only. Pick a shorter range for all of them."
             )
         )
-    mismatches = report.counts[MISMATCH]
+    mismatches = report.mismatches
     if mismatches:
+        where = ", ".join(f"{display_name(d)} ({n})" for d, n in mismatches.items())
         parts.append(
             notice(
-                f"{mismatches} order(s) had a Pixel event with a DIFFERENT event_id than the server"
-                " leg: the platform cannot pair them and counts those orders twice. Make the"
-                " Pixel's ttq.track use the event_id Backchannel derives ({event}-{order_id},"
-                " bc.eventId in bc.js).",
+                f"Orders had a Pixel call with a DIFFERENT id than the server leg at {where}:"
+                " the platform cannot pair them and counts those orders twice. Give each"
+                " Pixel's call the id Backchannel derives ({event}-{order_id}, bc.eventId in"
+                " bc.js): ttq.track's event_id, fbq's eventID, snaptr's client_dedup_id,"
+                " pintrk's event_id, rdt's conversionId; gtag's transaction_id is the order"
+                " id itself.",
                 kind="error",
             )
         )
@@ -165,12 +202,17 @@ def page_body(report: DedupReport) -> str:
         + " production orders received in the range (conversions with an order_id; test"
         " events are not counted; "
         + figure("unsent", report.unsent)
-        + " sent to no platform, opted out or routed nowhere, are counted apart). Both legs:"
-        " the Pixel fired with the same event_id and the server leg was delivered to"
-        " TikTok.</p>"
+        + " sent to no platform, opted out or routed nowhere, are counted apart). Per"
+        " destination, both legs: its Pixel fired with the id the platform pairs on (the"
+        " event_id; Google's tag: the order id as transaction_id) and the server leg was"
+        " delivered there.</p>"
     )
     parts.append(_summary(report))
     shown = LABELS[report.status] if report.status else "all orders"
+    if report.status and report.destination:
+        shown += f" at {display_name(report.destination)}"
+    elif report.status:
+        shown += " at any destination"
     parts.append(f"<h2>Orders: {esc(shown)}</h2>")
     parts.append(
         '<p class="base">'
@@ -179,8 +221,14 @@ def page_body(report: DedupReport) -> str:
     )
     parts.append(
         table(
-            ["order", "event", "event_id", "browser leg", "server leg", "verdict", "received"],
-            (_row(r) for r in report.rows),
+            [
+                "order",
+                "event",
+                "event_id",
+                *(display_name(d) for d in report.destinations),
+                "received",
+            ],
+            (_row(report, r) for r in report.rows),
             empty="No orders here.",
             test_id="dedup",
         )
@@ -197,7 +245,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     ) -> Response:
         try:
             start, end = parse_range(request)
-            status, page = parse_params(request)
+            status, destination, page = parse_params(request)
         except (RangeError, ParamError) as exc:
             return error_page(TITLE, PATH, exc, admin, "dedup")
         report = await asyncio.to_thread(
@@ -207,6 +255,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 start,
                 end,
                 status=status,
+                destination=destination,
                 page=page,
                 property_id=admin.property_id,
             )
@@ -218,7 +267,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     ) -> Response:
         try:
             start, end = parse_range(request)
-            status, page = parse_params(request)
+            status, destination, page = parse_params(request)
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
         report = await asyncio.to_thread(
@@ -228,6 +277,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 start,
                 end,
                 status=status,
+                destination=destination,
                 page=page,
                 property_id=admin.property_id,
             )
@@ -241,5 +291,5 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         API_PATH,
         dedup_api,
         methods=["GET"],
-        summary="Browser and server legs per order, and their event_ids (admin)",
+        summary="Browser and server legs per order and per destination, and their ids (admin)",
     )

@@ -9,9 +9,10 @@ it is based on, and the charts (:mod:`backchannel.charts`) are inline SVG, which
 allows (presentation attributes, no inline style, no script).
 
 Query parameters (page and downloads alike): ``from``/``to`` (UTC days, default the last 30
-days), ``switch_on`` (the day the server leg was switched on; optional) and ``pixel_event``
-(whose imported Events Manager counts to show; default CompletePayment). A bad one answers
-400 naming it: an HTML page for the page, a JSON error for the downloads.
+days), ``switch_on`` (the day the server leg was switched on; optional), ``pixel_event``
+(whose imported Events Manager counts to show; default CompletePayment) and ``destination``
+(the platform the report is about, as ``report gap --destination``; default TikTok's). A bad
+one answers 400 naming it: an HTML page for the page, a JSON error for the downloads.
 
 Downloads: ``/reports/gap.json``, ``/reports/gap.csv``, ``/reports/gap/charts/{name}.svg``
 (names: :func:`backchannel.charts.chart_names`). They need an admin session or admin API key.
@@ -32,9 +33,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from backchannel import charts, report
 from backchannel.config import Settings
-from backchannel.destinations import display_name
+from backchannel.destinations import NAMES, display_name
+from backchannel.destinations import get as get_destination
 from backchannel.members import VIEWER
 from backchannel.report import SECTION_TITLES, GapReport, Tally
+from backchannel.sources.ledger import PLATFORM as LEDGER_PLATFORM
 from backchannel.web.access import require_role
 from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
@@ -69,6 +72,7 @@ class Query:
     end: date
     switch_on: date | None
     pixel_event: str
+    destination: str = LEDGER_PLATFORM
 
     def string(self) -> str:
         """The query string that asks for this same report (for the download links)."""
@@ -77,6 +81,8 @@ class Query:
             params["switch_on"] = self.switch_on.isoformat()
         if self.pixel_event != report.PIXEL_EVENT:
             params["pixel_event"] = self.pixel_event
+        if self.destination != LEDGER_PLATFORM:
+            params["destination"] = self.destination
         return urlencode(params)
 
 
@@ -98,7 +104,10 @@ def parse_query(request: Request, *, today: date | None = None) -> Query:
         raise ParamError(
             "pixel_event: not an event name (letters, digits, _; e.g. CompletePayment)"
         )
-    return Query(start, end, switch_on, event)
+    destination = request.query_params.get("destination", "").strip() or LEDGER_PLATFORM
+    if destination not in NAMES:
+        raise ParamError(f"destination: must be one of {', '.join(NAMES)}")
+    return Query(start, end, switch_on, event, destination)
 
 
 def build(store: Any, query: Query, property_id: int | None = None) -> GapReport:
@@ -109,6 +118,7 @@ def build(store: Any, query: Query, property_id: int | None = None) -> GapReport
         query.end,
         query.switch_on,
         pixel_event=query.pixel_event,
+        destination=query.destination,
         property_id=property_id,
     )
 
@@ -122,6 +132,27 @@ METHOD = (
     " joined by event_id), so recovered = deduplicated − Pixel only, and coverage ="
     " deduplicated ÷ truth set."
 )
+
+
+def method(destination: str) -> str:
+    """How the report counts, in words, for the platform it is about."""
+    if destination == LEDGER_PLATFORM:
+        return METHOD
+    d = get_destination(destination)
+    name = d.display_name
+    clicks = ", ".join(d.CLICK_IDS) or "none"
+    key = "the order id (its transaction_id)" if d.DEDUP_ID == "order_id" else "its event_id"
+    return (
+        f"The truth set is every order in the ledger attributed to {name}: one of its click"
+        f" ids ({clicks}) on the order or its landing session, or a landing utm_source of"
+        f" {', '.join(d.UTM_SOURCES)}. An order counts as reported by the Pixel when the"
+        f" mirror of {name}'s Pixel ({d.PIXEL_CALL}) saw a call carrying {key}, and as"
+        f" delivered when its conversion reached {name}. {name} counts an order once when"
+        " either leg reported it (the deduplicated total), so recovered = deduplicated −"
+        " Pixel only, and coverage = deduplicated ÷ truth set."
+    )
+
+
 #: (Tally.as_dict key, column heading) of the tables, in order
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("orders", "orders (base)"),
@@ -163,8 +194,9 @@ def _ratio_card(key: str, value: float | None, label: str) -> str:
 
 def _headline(result: GapReport) -> str:
     total = result.total.as_dict()
+    platform = display_name(result.destination)
     cards = [
-        _card("total.orders", total["orders"], "Truth set (TikTok-attributed)"),
+        _card("total.orders", total["orders"], f"Truth set ({platform}-attributed)"),
         _card("total.pixel_only", total["pixel_only"], "Reported by the Pixel"),
         _card("total.server_delivered", total["server_delivered"], "Delivered by the server"),
         _card("total.deduplicated", total["deduplicated"], "Counted once (deduplicated)"),
@@ -194,7 +226,7 @@ def _periods(result: GapReport) -> str:
 
 
 def _delivered_by(result: GapReport) -> str:
-    """What the same truth-set orders reached at every destination (the gap is TikTok's)."""
+    """What the same truth-set orders reached at every destination (TikTok's report only)."""
     if not result.server_delivered_by:
         return ""
     rows = [
@@ -211,6 +243,15 @@ def _delivered_by(result: GapReport) -> str:
 
 def _imported(result: GapReport, query: Query) -> str:
     imported = result.pixel_import
+    if query.destination != LEDGER_PLATFORM:
+        return (
+            '<p class="muted" data-testid="no-import">Pixel count reported by Events Manager: '
+            + figure("pixel_reported", None)
+            + "; recovered vs reported: "
+            + figure("recovered_vs_reported", None)
+            + ". Imported Events Manager counts are TikTok's Pixel's: they are shown on"
+            " TikTok's report only.</p>"
+        )
     if imported is None:
         return (
             '<p class="muted" data-testid="no-import">Pixel count reported by Events Manager: '
@@ -299,15 +340,26 @@ def _downloads(query: Query) -> str:
         *(
             f'<a href="{esc(CHART_PATH.format(name=n) + "?" + qs)}" download="{esc(n)}.svg">'
             f"{esc(n)}.svg</a>"
-            for n in charts.chart_names(report.SECTIONS)
+            for n in charts.chart_names(_sections(query))
         ),
     ]
     return '<p class="downloads" data-testid="downloads">Download: ' + " · ".join(links) + "</p>"
 
 
+def _sections(query: Query) -> tuple[str, ...]:
+    """The breakdowns of the report asked for (another platform's has no Pixel state)."""
+    return report.SECTIONS if query.destination == LEDGER_PLATFORM else report.OTHER_SECTIONS
+
+
 def _form(query: Query) -> str:
     switch = query.switch_on.isoformat() if query.switch_on else ""
+    options = "".join(
+        f'<option value="{esc(n)}"{" selected" if n == query.destination else ""}>'
+        f"{esc(display_name(n))}</option>"
+        for n in NAMES
+    )
     extra = (
+        f'<label>Platform <select name="destination">{options}</select></label> '
         f'<label>Server leg on since <input type="date" name="switch_on" value="{switch}"></label> '
     )
     if query.pixel_event != report.PIXEL_EVENT:
@@ -321,9 +373,10 @@ def page_body(result: GapReport, query: Query) -> str:
     return "".join(
         [
             _form(query),
-            f'<p class="base" data-testid="method">{esc(METHOD)}</p>',
+            f'<p class="base" data-testid="method">{esc(method(query.destination))}</p>',
             f'<p class="base">Based on {figure("truth_set", result.total.orders)}'
-            f" TikTok-attributed orders of {figure('ledger_orders', result.ledger_orders)}"
+            f" {esc(display_name(result.destination))}-attributed orders of"
+            f" {figure('ledger_orders', result.ledger_orders)}"
             " in the ledger, placed"
             f" {esc(query.start.isoformat())} to {esc(query.end.isoformat())} (UTC).</p>",
             _headline(result),
@@ -383,7 +436,8 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
         result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
-        filename = f"gap-{query.start.isoformat()}-{query.end.isoformat()}.csv"
+        who = "" if query.destination == LEDGER_PLATFORM else f"{query.destination}-"
+        filename = f"gap-{who}{query.start.isoformat()}-{query.end.isoformat()}.csv"
         return Response(
             report.to_csv(result),
             media_type="text/csv; charset=utf-8",
@@ -393,7 +447,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     async def gap_chart(
         request: Request, name: str, admin: Annotated[Admin, Depends(require_role(VIEWER))]
     ) -> Response:
-        names = charts.chart_names(report.SECTIONS)
+        names = charts.chart_names(report.SECTIONS)  # TikTok's report has every chart
         if name not in names:
             return JSONResponse(
                 {
@@ -412,7 +466,21 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except (RangeError, ParamError) as exc:
             return bad_request(exc)
         result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
-        svg = charts.gap_charts(result)[name]
+        svg = charts.gap_charts(result).get(name)
+        if svg is None:
+            return JSONResponse(
+                {
+                    "error": "not_found",
+                    "errors": [
+                        {
+                            "path": "name",
+                            "reason": f"{display_name(query.destination)}'s report has no"
+                            f" chart {name} (it has no Pixel state breakdown)",
+                        }
+                    ],
+                },
+                status_code=404,
+            )
         return Response(svg, media_type="image/svg+xml", headers=SVG_HEADERS)
 
     app.add_api_route(

@@ -14,14 +14,17 @@ thousands separator, no unit): :func:`figure`. The Playwright tests read them wi
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from backchannel.members import OWNER, VIEWER
+from backchannel.web.access import PROPERTY_PARAM
 from backchannel.web.auth import Admin, csrf_field
 
 STYLESHEET_PATH = "/static/dashboard.css"
@@ -36,9 +39,12 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("gap", "/reports/gap", "Gap report"),
     ("connections", "/admin/connections", "Connections"),
     ("members", "/admin/members", "Members"),
+    ("properties", "/admin/properties", "All properties"),
 )
 #: the role a menu entry needs (others: viewer); a member without it does not see the entry
 NAV_ROLES = {"members": OWNER}
+#: menu entries for members with a host-wide grant only
+HOST_NAV = frozenset({"properties"})
 
 
 def esc(value: object) -> str:
@@ -173,6 +179,43 @@ def range_form(action: str, start: date, end: date, extra: str = "") -> str:
 
 
 # --- the page -----------------------------------------------------------------------------------
+_GET_FORM = re.compile(r'(<form method="get"[^>]*>)')
+
+
+def keep_property(body: str, name: str) -> str:
+    """Every GET form of the page (the range pickers, filters) submits ``property`` too, so
+    picking a range on property eu stays on eu. Done here once rather than in each page's
+    form: every GET form of a dashboard page is about the page's property."""
+    hidden = f'<input type="hidden" name="{PROPERTY_PARAM}" value="{esc(name)}">'
+    return _GET_FORM.sub(lambda m: m.group(1) + hidden, body)
+
+
+def switch_link(admin: Admin, name: str) -> str:
+    """The URL of the page being shown, on property ``name``: the same path and the same
+    query parameters, ``property`` replaced."""
+    query = [(k, v) for k, v in admin.query if k != PROPERTY_PARAM]
+    return f"{admin.path}?{urlencode([*query, (PROPERTY_PARAM, name)])}"
+
+
+def property_switcher(admin: Admin) -> str:
+    """The current property's name and a link to this page on each other property the
+    member has a role on; nothing when there is only one. Only properties in
+    ``admin.properties`` (those the member holds a role on) are ever named."""
+    if len(admin.properties) < 2:
+        return ""
+    others = "".join(
+        f'<li><a href="{esc(switch_link(admin, name))}" data-property="{esc(name)}">'
+        f"{esc(name)}</a></li>"
+        for pid, name in admin.properties
+        if pid != admin.property_id
+    )
+    return (
+        '<nav class="properties" aria-label="Property" data-testid="property-switcher">'
+        f'Property: <strong data-testid="current-property">{esc(admin.property_name)}</strong>'
+        f"<ul>{others}</ul></nav>"
+    )
+
+
 def render(
     title: str,
     body: str,
@@ -187,10 +230,12 @@ def render(
     ``refresh``: seconds after which the browser reloads the page (a ``<meta>`` refresh:
     allowed by the CSP, unlike a script), for pages that wait for a delivery.
     """
+    keep = f"?{urlencode({PROPERTY_PARAM: admin.property_name})}" if admin.property_named else ""
     links = "".join(
-        f'<a href="{path}"{" aria-current=page" if key == active else ""}>{esc(label)}</a>'
+        f'<a href="{esc(path + keep)}"{" aria-current=page" if key == active else ""}>'
+        f"{esc(label)}</a>"
         for key, path, label in NAV
-        if admin.may(NAV_ROLES.get(key, VIEWER))
+        if admin.may(NAV_ROLES.get(key, VIEWER)) and (key not in HOST_NAV or admin.host_wide)
     )
     who = (
         f'<span class="muted" data-testid="who">{esc(admin.name)}'
@@ -202,13 +247,16 @@ def render(
         if admin.via == "session"
         else ""
     )
+    if admin.property_named:
+        body = keep_property(body, admin.property_name)
     meta_refresh = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
     document = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"{meta_refresh}<title>{esc(title)} · Backchannel</title>"
         f'<link rel="stylesheet" href="{STYLESHEET_PATH}"></head><body>'
-        f'<header><strong class="brand">Backchannel</strong><nav>{links}</nav>{who}{logout}'
+        f'<header><strong class="brand">Backchannel</strong><nav>{links}</nav>'
+        f"{property_switcher(admin)}{who}{logout}"
         "</header>"
         f"<main><h1>{esc(title)}</h1>{body}</main></body></html>"
     )

@@ -1,7 +1,7 @@
 /*! Backchannel bc.js: the first-party browser leg (https://github.com/…/backchannel).
  *
- * Put it in <head>, before the TikTok Pixel and Google tag snippets, served from the shop's
- * own domain (a reverse-proxy path to Backchannel), with a publishable site key:
+ * Put it in <head>, before the Pixel snippets (TikTok, Meta, Google's tag, Snap, Pinterest,
+ * Reddit; after them works too), served from the shop's own domain (a reverse-proxy path to Backchannel), with a publishable site key:
  *
  *   <script src="/bc.js" data-key="bc_pub_…"></script>
  *
@@ -17,16 +17,23 @@
  *   - does the same for every other platform's ids its destination module declares
  *     (Snapchat's ScCid and _scid, Pinterest's epik/_epik, Reddit's rdt_cid/_rdt_uuid…):
  *     the server writes that list into this script (PLATFORM_IDS) when it serves it;
- *   - mirrors ttq.track(event, props, {event_id}) calls (and ttq.instance(code).track on
- *     multi-pixel pages), so Backchannel knows which conversions the Pixel fired (or tried
- *     to); and gtag('event', name, {transaction_id}) calls (Google's tag), whose
- *     transaction_id is their event id;
+ *   - mirrors each Pixel's conversion calls with the id the platform deduplicates on, so
+ *     Backchannel knows which conversions each Pixel fired (or tried to):
+ *       ttq.track(event, props, {event_id}) (and ttq.instance(code).track),
+ *       fbq('track', name, data, {eventID}) (and trackCustom, trackSingle…),
+ *       gtag('event', name, {transaction_id}) (Google's tag: the transaction_id),
+ *       snaptr('track', NAME, {client_dedup_id}), pintrk('track', name, {event_id}),
+ *       rdt('track', name, {conversionId});
+ *     the server writes which calls to watch, and each one's platform, into this script
+ *     (MIRRORS) from the destinations it knows;
  *   - sends it all to /v1/collect with sendBeacon (fetch keepalive as a fallback).
  *
  * It reads no form field and no PII. Cookies are SameSite=Lax, and Secure on https.
  *
  * API: bc.eventId(orderId, eventName) -> the event_id Backchannel derives for that order
- *      ("CompletePayment-1001"): pass it to ttq.track(..., {event_id}) on the thank-you page.
+ *      ("CompletePayment-1001"): pass it as each Pixel's dedup id on the thank-you page
+ *      (ttq's event_id, fbq's eventID, snaptr's client_dedup_id, pintrk's event_id, rdt's
+ *      conversionId); gtag's transaction_id is the order id itself.
  *      bc.sessionId() -> the session id, for the shop's backend to send with the order.
  *      bc.pixelStatus() -> "loaded" | "blocked" | "absent".
  */
@@ -38,6 +45,9 @@
   // [field, landing URL parameter or null, the platform's cookie or null], from the
   // destination modules' IDENTIFIERS (backchannel.identifiers.generic); filled by the server
   var PLATFORM_IDS = /*__BC_IDS__*/[];
+  // {Pixel call: platform its mirrored calls are stored under}, from the destination
+  // modules' PIXEL_CALL/PIXEL_MIRROR (backchannel.mirrors); a call not listed is not watched
+  var MIRRORS = /*__BC_MIRRORS__*/{};
   var SESSION_SECONDS = 30 * 60;
   var script = document.currentScript;
   function attr(name) {
@@ -275,25 +285,30 @@
     return "blocked";
   }
 
-  // --- mirror ttq.track(event, props, {event_id}) ------------------------------------------
+  // --- the mirror: each Pixel call seen, sent in batches ------------------------------------
   var pending = [];
   var mirrored = {};
   var flushTimer = null;
+  // what the server takes as an event name (a call named otherwise would fail its batch)
+  var EVENT_NAME = /^[A-Za-z][A-Za-z0-9_ ]{0,99}$/;
   function record(platform, name, id) {
+    if (!platform || typeof name !== "string") return;
+    name = name.trim();
+    if (!EVENT_NAME.test(name)) return;
     if (id !== null) {
       var seen = platform + "\u0000" + name + "\u0000" + id;
       if (mirrored[seen]) return; // the Pixel replaying its queue
       mirrored[seen] = true;
     }
-    var item = { event: name.slice(0, 100), event_id: id, at: Date.now() };
-    if (platform !== "tiktok") item.platform = platform; // the server's default is tiktok
-    pending.push(item);
+    pending.push({ event: name, event_id: id, at: Date.now(), platform: platform });
     if (flushTimer === null) flushTimer = window.setTimeout(flushEvents, 0);
   }
+
+  // --- mirror ttq.track(event, props, {event_id}) ------------------------------------------
   function mirror(name, props, options) {
     if (typeof name !== "string" || !name) return;
     var id = (options && (options.event_id || options.eventID)) || (props && props.event_id);
-    record("tiktok", name, id === undefined || id === null ? null : String(id));
+    record(MIRRORS["ttq.track"], name, id === undefined || id === null ? null : String(id));
   }
   function flushEvents() {
     flushTimer = null;
@@ -348,6 +363,7 @@
     wrapInstance(ttq);
   }
   (function hookTtq() {
+    if (!MIRRORS["ttq.track"]) return;
     var name = window.TiktokAnalyticsObject || "ttq";
     if (window[name]) return hook(window[name]);
     var holder;
@@ -370,14 +386,13 @@
   // wraps our wrapper, which keeps seeing every later call; items queued before bc.js ran are
   // read once. Only calls that carry a transaction_id are mirrored (Google deduplicates
   // purchases on it), with it as the event id; gtag itself is never replaced.
-  var GTAG_NAME = /^[A-Za-z][A-Za-z0-9_ ]{0,99}$/; // what the server takes as an event name
   function mirrorGtag(item) {
     if (Object.prototype.toString.call(item) !== "[object Arguments]") return; // not gtag()
-    if (item[0] !== "event" || typeof item[1] !== "string" || !GTAG_NAME.test(item[1])) return;
+    if (item[0] !== "event" || typeof item[1] !== "string") return;
     var params = item[2];
     if (!params || typeof params !== "object") return;
     var id = clip(params.transaction_id, 256);
-    if (id !== undefined) record("google", item[1], id);
+    if (id !== undefined) record(MIRRORS.gtag, item[1], id);
   }
   function wrapDataLayer(layer) {
     if (!layer || typeof layer.push !== "function" || layer.__bcMirror) return;
@@ -398,6 +413,7 @@
     } catch (e) { /* push not writable: the queued calls above are all we see */ }
   }
   (function hookDataLayer() {
+    if (!MIRRORS.gtag) return;
     if (window[DATA_LAYER]) return wrapDataLayer(window[DATA_LAYER]);
     // Not there yet (bc.js goes first): catch the snippet's `window.dataLayer = … || []`.
     var holder;
@@ -413,6 +429,74 @@
       });
     } catch (e) { /* not configurable: gtag will not be mirrored */ }
   })();
+
+  // --- mirror the queue-function Pixels: fbq, snaptr, pintrk, rdt --------------------------
+  // Each snippet makes window.<name> a stub function that queues its calls (fbq.queue,
+  // snaptr.queue, pintrk.queue, rdt.callQueue) until the library loads; the library then
+  // hooks the stub (fbq.callMethod, snaptr.handleRequest, rdt.sendEvent) or replaces
+  // window.<name> with a function of its own. bc.js keeps a Proxy of whichever function
+  // window.<name> holds (an accessor on window catches every assignment, before or after the
+  // snippet ran): each call the page makes passes through the mirror, then on to that
+  // function unchanged, while every property the snippet and the library read or set stays
+  // the function's own. Calls the stub queued before bc.js ran are read once from its queue.
+  // [queue property, reader of one call -> [event name, the object holding the dedup id, its
+  // key], or null for a call that is not a conversion]
+  var QUEUE_PIXELS = {
+    // fbq('track'|'trackCustom', name, data, {eventID}); trackSingle(Custom) name a pixel first
+    fbq: ["queue", function (a) {
+      var at = /^trackSingle/.test(a[0]) ? 1 : 0;
+      return /^track(Single)?(Custom)?$/.test(a[0]) ? [a[1 + at], a[3 + at], "eventID"] : null;
+    }],
+    snaptr: ["queue", function (a) { return a[0] === "track" ? [a[1], a[2], "client_dedup_id"] : null; }],
+    pintrk: ["queue", function (a) { return a[0] === "track" ? [a[1], a[2], "event_id"] : null; }],
+    rdt: ["callQueue", function (a) { return a[0] === "track" ? [a[1], a[2], "conversionId"] : null; }],
+  };
+  // each Pixel's automatic page event, not mirrored unless it carries a dedup id
+  var PAGE_EVENT = /^page_?(view|visit)$/i;
+  function mirrorCall(call, args) {
+    if (!args || typeof args.length !== "number") return;
+    var found = QUEUE_PIXELS[call][1](args);
+    if (!found || typeof found[0] !== "string") return;
+    var holder = found[1];
+    var id = holder && typeof holder === "object" ? clip(holder[found[2]], 256) : undefined;
+    if (id === undefined && PAGE_EVENT.test(found[0])) return;
+    record(MIRRORS[call], found[0], id === undefined ? null : id);
+  }
+  function hookQueuePixel(call) {
+    if (!MIRRORS[call] || !window.Proxy || !window.Reflect) return;
+    var holder;
+    function wrap(fn) {
+      if (typeof fn !== "function") return fn;
+      return new Proxy(fn, {
+        apply: function (target, self, args) {
+          try { mirrorCall(call, args); } catch (e) { /* never break the Pixel */ }
+          return Reflect.apply(target, self, args);
+        },
+      });
+    }
+    var current = window[call];
+    try {
+      var queued = typeof current === "function" && current[QUEUE_PIXELS[call][0]];
+      for (var i = 0; queued && i < queued.length; i++) mirrorCall(call, queued[i]);
+    } catch (e) { /* never break the Pixel */ }
+    holder = wrap(current);
+    try {
+      Object.defineProperty(window, call, {
+        configurable: true,
+        enumerable: true,
+        get: function () { return holder; },
+        set: function (value) {
+          if (value === holder) return;
+          try { holder = wrap(value); } catch (e) { holder = value; }
+        },
+      });
+    } catch (e) { /* not configurable: this Pixel will not be mirrored */ }
+  }
+  for (var call in QUEUE_PIXELS) {
+    if (Object.prototype.hasOwnProperty.call(QUEUE_PIXELS, call)) {
+      try { hookQueuePixel(call); } catch (e) { /* never break the page */ }
+    }
+  }
 
   // --- the page view, once the page (and the Pixel's script) finished loading ---------------
   function loadTime() {

@@ -350,7 +350,10 @@
             };
           }),
         }, { event_id: id });
-        fired.push({ event: CONFIG.event, event_id: id, at: Date.now() });
+        var tiktokMirror = CONFIG.mirrors && CONFIG.mirrors["ttq.track"];
+        if (tiktokMirror) {
+          fired.push({ event: CONFIG.event, event_id: id, at: Date.now(), platform: tiktokMirror });
+        }
       }
       if (CONFIG.meta_pixel && window.fbq) {
         window.fbq(CONFIG.meta_call, CONFIG.meta_event, {
@@ -362,6 +365,11 @@
             return { id: contentId(line), quantity: line.quantity };
           }),
         }, { eventID: id });
+        // mirrored too: the dedup page's Meta verdict pairs this eventID with the server leg
+        var metaMirror = CONFIG.mirrors && CONFIG.mirrors.fbq;
+        if (metaMirror) {
+          fired.push({ event: CONFIG.meta_event, event_id: id, at: Date.now(), platform: metaMirror });
+        }
       }
     }
     return Promise.all([session(secure), pixelState])
