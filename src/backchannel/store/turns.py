@@ -16,8 +16,9 @@ the kernel would end the very moment the turn is free: it cannot time out, and a
 stopped mid-transaction (SIGSTOP, a debugger) must cost the others a 503 after
 ``BUSY_TIMEOUT``, as SQLite's own wait does, not hang them. Measured on this project's
 machine, two processes committing single rows as fast as they could, three interleaved runs
-(the machine heavily loaded by other work): the wait for the write lock was p99 4.5–12 ms
-with turns, 18–56 ms with the busy handler, and more commits went through per second.
+(the machine heavily loaded by other work; ``./dev bench write_turns`` repeats it): the wait
+for the write lock was p99 4.5–13 ms with turns, 18–56 ms with the busy handler, and more
+commits went through per second.
 
 The group commits go one better (:meth:`WriterTurn.free`, :meth:`WriterTurn.wait`, used by
 store/runner.py): when another process has the turn, they wait for it on a thread, so the
