@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -159,11 +160,25 @@ PHONES = ["+1 415 555 2671", "+14155552671", "(415) 555-2671", "415.555.2671", "
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
     stream = io.StringIO()
-    handler = logs.configure("debug", "json", stream)
+    with restored_levels():
+        handler = logs.configure("debug", "json", stream)
+        try:
+            yield stream
+        finally:
+            logging.getLogger().removeHandler(handler)
+
+
+@contextlib.contextmanager
+def restored_levels() -> Iterator[None]:
+    """The root's and httpx's levels as they were before :func:`logs.configure` (which sets
+    httpx's to WARNING): a later test's caplog then still sees httpx's request lines."""
+    loggers = [logging.getLogger(), logging.getLogger("httpx")]
+    levels = [logger.level for logger in loggers]
     try:
-        yield stream
+        yield
     finally:
-        logging.getLogger().removeHandler(handler)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def records(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -262,11 +277,12 @@ class TestLogs:
                 return True
 
         stream = Tty()
-        handler = logs.configure("info", "auto", stream)
-        try:
-            logging.getLogger("backchannel.test").info("mail %s", EMAIL)
-        finally:
-            logging.getLogger().removeHandler(handler)
+        with restored_levels():
+            handler = logs.configure("info", "auto", stream)
+            try:
+                logging.getLogger("backchannel.test").info("mail %s", EMAIL)
+            finally:
+                logging.getLogger().removeHandler(handler)
         line = stream.getvalue()
         assert not line.startswith("{")
         assert EMAIL not in line

@@ -87,7 +87,12 @@ def settled(gateway: Gateway, destination: str, expected: dict[str, int]) -> Non
 
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every record at debug level, httpx's request lines included: the product's logging
+    setup (run by earlier tests in this process) holds httpx at WARNING, so it is lowered
+    here explicitly, and restored after the test."""
     caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
     return caplog
 
 

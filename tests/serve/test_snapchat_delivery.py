@@ -198,17 +198,20 @@ def captured() -> Iterator[io.StringIO]:
     """Every log record of this process at debug level, httpx's request lines included
     (each holds the full request URL, the token with it), through the redacting handler."""
     stream = io.StringIO()
-    handler = logs.configure("debug", "json", stream)
+    # the levels as they were BEFORE configure (which sets httpx's to WARNING): restored after,
+    # or a later test's caplog never sees httpx's request lines
+    root = logging.getLogger()
     noisy = [logging.getLogger(n) for n in ("httpx", "httpcore")]
-    levels = [n.level for n in noisy]
+    levels = [n.level for n in (root, *noisy)]
+    handler = logs.configure("debug", "json", stream)
     for logger in noisy:
         logger.setLevel(logging.DEBUG)
     try:
         yield stream
     finally:
-        for logger, level in zip(noisy, levels, strict=True):
+        for logger, level in zip((root, *noisy), levels, strict=True):
             logger.setLevel(level)
-        logging.getLogger().removeHandler(handler)
+        root.removeHandler(handler)
 
 
 class TestTheTokenStaysOutOfSight:
