@@ -112,10 +112,24 @@ def estimate(conversions: Iterable[Mapping[str, Any]], destination: str) -> list
         counts[name] = counts.get(name, 0) + 1
         tally = carried.setdefault(name, dict.fromkeys(weights, 0))
         for identifier in identifiers(conversion.get("user") or {}, destination):
-            tally[identifier] += 1
+            if identifier in tally:  # one the destination weighs (Google Ads: three)
+                tally[identifier] += 1
+    return from_counts(counts, carried, destination)
+
+
+def from_counts(
+    counts: Mapping[str, int], carried: Mapping[str, Mapping[str, int]], destination: str
+) -> list[EventQuality]:
+    """The estimate from counts: per event name, its events (``counts``) and how many of them
+    carry each weighted identifier (``carried``, keys of :data:`WEIGHTS`; a missing key is
+    0). What :func:`estimate` computes from the events themselves, and the identifiers
+    report from its per-day partials."""
+    weights = WEIGHTS[destination]
     results: list[EventQuality] = []
     for name, total in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        shares = {k: carried[name][k] / total for k in weights}
+        if total <= 0:
+            continue
+        shares = {k: carried.get(name, {}).get(k, 0) / total for k in weights}
         score = sum(weights[k] * shares[k] for k in weights)
         advice = [
             Advice(k, label(k, destination), round(weights[k] * (1 - shares[k]), 2), 1 - shares[k])
