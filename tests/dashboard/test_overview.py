@@ -362,7 +362,7 @@ class TestOverviewPage:
         assert found["delivered.meta.ViewContent.2027-01-13"] == "1"
         assert found["delivered.tiktok.CompletePayment.total"] == "3"
         assert 'href="/admin/test-events"' in page.text
-        assert "based on 3 deliveries" in page.text
+        assert "tiktok: based on all 3 deliveries" in page.text
         assert found["refused"] == "2"
         refused = page.text.split('data-testid="refused"', 1)[1].split("</table>", 1)[0]
         assert "line 3: value: must not be negative (+1 more)" in refused

@@ -8,35 +8,52 @@ Rules that decide the numbers:
 
 - **Production only.** Conversions with a ``test_event_code`` are left out of every figure
   and counted apart (:attr:`Overview.test_events`); the Test events page shows them.
-- **Range figures** (received, delivered, latency) use the half-open unix interval of the
-  inclusive UTC day range: received by ``conversions.received_at``, delivered and latency by
-  ``outbox.delivered_at``. Buckets are UTC days, or UTC hours when the range is one day.
+- **Range figures** (received, test events, delivered, latency) use the half-open unix
+  interval of the inclusive UTC day range: received and test events by
+  ``conversions.received_at``, delivered and latency by ``outbox.delivered_at``. Buckets are
+  UTC days, or UTC hours when the range is one day. They are merged from one partial per
+  (property, UTC day) (:func:`day_partial`, through :func:`backchannel.rollups.partials`,
+  which keeps a day's partial until a write changes that day): the day's received and
+  delivered counts per event and UTC hour, its test events, and per destination a histogram
+  of its latencies in whole milliseconds. A day bucket is the sum of its 24 hours.
+  ``overview(..., scan=True)`` reads the rows of the whole range instead, with the same
+  queries: the reference the tests hold the merge equal to, on both backends.
 - **State figures** (queue depth, retrying, dead, expired) are the outbox *now*, whatever
-  the range: an outbox row has no timestamp for when it entered those states.
-- **Latency** is ``delivered_at − received_at`` per delivered row, in seconds, over the
-  latest :data:`LATENCY_CAP` deliveries of the range per destination (the page says how many
-  it is based on). Percentiles use the **nearest-rank** method: the p-th percentile of n
-  sorted values is the value at rank ``ceil(p/100 × n)`` (1-based) — always a value that
-  was observed, never an interpolation.
+  the range: an outbox row has no timestamp for when it entered those states. They, the last
+  errors and the refused input (count and latest) are read live, each with an index-backed
+  query (see the comments on the queries).
+- **Latency** is ``delivered_at − received_at`` per delivered row in whole milliseconds
+  (:func:`to_ms`: ``round(seconds × 1000)``, half to even), over **every** delivery of the
+  range per destination (its ``base``: the destination's delivered total). Percentiles use
+  the **nearest-rank** method: the p-th percentile of n sorted values is the value at rank
+  ``ceil(p/100 × n)`` (1-based) — always a value that was observed (to the millisecond),
+  never an interpolation. Why the per-day histograms give the exact figure: rounding is
+  monotone (a ≤ b ⇒ to_ms(a) ≤ to_ms(b)), so the rounded durations sort in the order of the
+  exact ones, and the value at rank r of the rounded list is the rounding of the value at
+  rank r of the exact list; the days' histograms add up to the range's. (Until the rollups:
+  the latest 100,000 deliveries of the range, each percentile rounded with ``round(s, 3)``.)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
 
+from backchannel import rollups
 from backchannel.report import time_range
 from backchannel.store.base import DEAD, DELIVERED, EXPIRED, IN_FLIGHT, PENDING, Store
 
-LATENCY_CAP = 100_000  # deliveries per destination the latency figures are computed from
+#: the per-(property, day) partial's name and shape version (see :func:`day_partial`)
+PARTIAL = "overview/1"
 LAST_ERRORS = 20  # rows in the "last errors" and "refused input" tables
 RESPONSE_EXCERPT = 500  # characters of the platform's answer shown per error
 DAY, HOUR = 86_400, 3_600  # seconds per bucket
+HOURS = DAY // HOUR
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,20 +208,31 @@ class Overview:
         }
 
 
+def to_ms(seconds: float) -> int:
+    """A duration in whole milliseconds, half to even: the unit of the latency figures (and
+    the key of the per-day histograms)."""
+    return round(seconds * 1000)
+
+
 def nearest_rank(sorted_values: Sequence[float], p: float) -> float | None:
     """The p-th percentile (0 < p <= 100) by nearest rank; None for no values."""
     if not sorted_values:
         return None
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
+    return sorted_values[_rank(p, len(sorted_values)) - 1]
+
+
+def _rank(p: float, n: int) -> int:
+    """The 1-based nearest rank of the p-th percentile of n values."""
+    return max(1, math.ceil(p / 100 * n))
 
 
 def latency_of(durations: Sequence[float]) -> Latency:
-    """p50/p90/p99/max of ``durations`` (seconds), rounded to milliseconds."""
+    """p50/p90/p99/max of ``durations`` (seconds, exact), each the nearest-rank value in
+    whole milliseconds (shown in seconds): the row scan's way."""
     values = sorted(durations)
 
     def ms(value: float | None) -> float | None:
-        return None if value is None else round(value, 3)
+        return None if value is None else to_ms(value) / 1000
 
     return Latency(
         base=len(values),
@@ -213,6 +241,24 @@ def latency_of(durations: Sequence[float]) -> Latency:
         p99=ms(nearest_rank(values, 99)),
         max=ms(values[-1] if values else None),
     )
+
+
+def latency_of_histogram(histogram: Mapping[int, int]) -> Latency:
+    """The same figures from a histogram (milliseconds -> deliveries): the merge's way."""
+    keys = sorted(k for k, n in histogram.items() if n > 0)
+    total = sum(histogram[k] for k in keys)
+    if not total:
+        return Latency(0, None, None, None, None)
+
+    def at(p: float) -> float:
+        rank, seen = _rank(p, total), 0
+        for key in keys:
+            seen += histogram[key]
+            if seen >= rank:
+                return key / 1000
+        raise AssertionError("unreachable: the rank is at most the total")
+
+    return Latency(base=total, p50=at(50), p90=at(90), p99=at(99), max=keys[-1] / 1000)
 
 
 def bucket_labels(start: date, end: date) -> tuple[str, int, list[str]]:
@@ -238,6 +284,9 @@ def _bucket_expr(store: Store, column: str) -> str:
 
 # ``{scope}`` in each query: "" (every property) or one property's condition (one more
 # parameter, always last before LIMIT): see _scoped below.
+#
+# The range queries read a range of conversions_received (received_at) or outbox_delivered
+# (delivered_at), each row's conversion by its key: one day's rows per partial.
 _RECEIVED = """
 SELECT event, {bucket}, COUNT(*) FROM conversions
 WHERE received_at >= ? AND received_at < ? AND test_event_code IS NULL{scope}
@@ -257,40 +306,41 @@ WHERE o.status = ? AND o.delivered_at >= ? AND o.delivered_at < ?
 GROUP BY 1, 2, 3
 """
 
+_LATENCY = """
+SELECT o.destination, o.delivered_at - c.received_at
+FROM outbox o JOIN conversions c ON c.id = o.conversion_id
+WHERE o.status = ? AND o.delivered_at >= ? AND o.delivered_at < ?
+  AND c.test_event_code IS NULL{scope}
+"""
+
+# The "now" queries. The outbox is read through the connections of the scope, so the
+# (connection_id, status, due_at) index (outbox_due) hands over the rows in those states and
+# never the delivered ones (the bulk of the table); each row's conversion is read by its key.
+_CONNECTIONS = "SELECT id, destination FROM connections{scope} ORDER BY id"
 _STATE = """
 SELECT o.destination, o.status, CASE WHEN o.attempts > 0 THEN 1 ELSE 0 END, COUNT(*)
 FROM outbox o JOIN conversions c ON c.id = o.conversion_id
-WHERE o.status IN (?, ?, ?, ?) AND c.test_event_code IS NULL{scope}
+WHERE o.connection_id IN ({connections}) AND o.status IN (?, ?, ?, ?)
+  AND c.test_event_code IS NULL{scope}
 GROUP BY 1, 2, 3
 """
-
-_LATENCY = """
-SELECT o.delivered_at - c.received_at
+# One connection's latest errors: delivered rows never keep an error (mark_delivered clears
+# it), so only the other states are read.
+_ERRORS = """
+SELECT o.id, o.destination, c.event, c.event_id, o.status, o.attempts,
+       COALESCE(o.failed_at, o.due_at), o.last_error, o.last_response
 FROM outbox o JOIN conversions c ON c.id = o.conversion_id
-WHERE o.destination = ? AND o.status = ? AND o.delivered_at >= ? AND o.delivered_at < ?
+WHERE o.connection_id = ? AND o.status IN (?, ?, ?, ?) AND o.last_error IS NOT NULL
   AND c.test_event_code IS NULL{scope}
-ORDER BY o.delivered_at DESC, o.id DESC
+ORDER BY COALESCE(o.failed_at, o.due_at) DESC, o.id DESC
 LIMIT ?
 """
-
-# Per destination, through its connections, so the (connection_id, status, due_at) index
-# narrows it; delivered rows never keep an error (mark_delivered clears it), so only the
-# other states are read.
+# ingest_rejections_at (at) narrows both to the range.
 _REFUSED_COUNT = "SELECT COUNT(*) FROM ingest_rejections WHERE at >= ? AND at < ?{scope}"
 _REFUSED = (
     "SELECT at, source, delivery_id, reason FROM ingest_rejections"
     " WHERE at >= ? AND at < ?{scope} ORDER BY at DESC, id DESC LIMIT ?"
 )
-_ERRORS = """
-SELECT o.id, o.destination, c.event, c.event_id, o.status, o.attempts,
-       COALESCE(o.failed_at, o.due_at), o.last_error, o.last_response
-FROM outbox o JOIN conversions c ON c.id = o.conversion_id
-WHERE o.connection_id IN (SELECT k.id FROM connections k WHERE k.destination = ?)
-  AND o.status IN (?, ?, ?, ?) AND o.last_error IS NOT NULL
-  AND c.test_event_code IS NULL{scope}
-ORDER BY COALESCE(o.failed_at, o.due_at) DESC, o.id DESC
-LIMIT ?
-"""
 
 
 def _scoped(
@@ -314,108 +364,203 @@ def excerpt(text: str | None, limit: int = RESPONSE_EXCERPT) -> str | None:
     return text[: limit - 1] + "…"
 
 
-def overview(
-    store: Store,
-    start: date,
-    end: date,
-    destinations: Sequence[str],
-    property_id: int | None = None,
-) -> Overview:
-    """Every figure of the overview page for the inclusive UTC day range ``start..end``, of
-    one property (None: every property's, the host's view).
+# --- the range figures: one reading, for a whole range (the scan) or one day (a partial) -----
+def _slot(index: Any, slots: int) -> int:
+    # the range filter keeps every row inside; clamp anyway against float edge cases
+    return min(max(int(index), 0), slots - 1)
 
-    ``destinations`` are always listed (with zeros); a destination found in the outbox but
-    no longer configured is listed after them.
-    """
-    p = property_id
-    kind, width, labels = bucket_labels(start, end)
-    lo, hi = time_range(start, end)
-    result = Overview(start, end, kind, labels, list(destinations))
 
-    def dest(name: str) -> None:
-        if name not in result.destinations:
-            result.destinations.append(name)
-
-    def slot(index: int) -> int:
-        # the range filter keeps every row inside; clamp anyway against float edge cases
-        return min(max(int(index), 0), len(labels) - 1)
-
-    bucket = _bucket_expr(store, "received_at")
+def _received(
+    store: Store, lo: int, hi: int, width: int, property_id: int | None
+) -> dict[str, list[int]]:
+    """Event name -> production conversions received per bucket of ``width`` in [lo, hi)."""
+    slots = (hi - lo) // width
+    found: dict[str, list[int]] = {}
     for event, index, n in store.read(
         *_scoped(
             _RECEIVED,
             (float(lo), float(width), float(lo), float(hi)),
-            p,
+            property_id,
             "property_id",
-            bucket=bucket,
+            bucket=_bucket_expr(store, "received_at"),
         )
     ):
-        result.received.setdefault(event, [0] * len(labels))[slot(index)] += int(n)
-    result.received = dict(sorted(result.received.items()))
+        found.setdefault(str(event), [0] * slots)[_slot(index, slots)] += int(n)
+    return found
 
-    ((tests,),) = store.read(*_scoped(_TEST_EVENTS, (float(lo), float(hi)), p, "property_id"))
-    result.test_events = int(tests)
 
-    bucket = _bucket_expr(store, "o.delivered_at")
-    delivered: dict[str, dict[str, list[int]]] = {}
+def _test_events(store: Store, lo: int, hi: int, property_id: int | None) -> int:
+    ((n,),) = store.read(*_scoped(_TEST_EVENTS, (float(lo), float(hi)), property_id, "property_id"))
+    return int(n)
+
+
+def _delivered(
+    store: Store, lo: int, hi: int, width: int, property_id: int | None
+) -> dict[str, dict[str, list[int]]]:
+    """Destination -> event name -> production rows delivered per bucket in [lo, hi)."""
+    slots = (hi - lo) // width
+    found: dict[str, dict[str, list[int]]] = {}
     for destination, event, index, n in store.read(
         *_scoped(
             _DELIVERED,
             (float(lo), float(width), DELIVERED, float(lo), float(hi)),
-            p,
+            property_id,
             "c.property_id",
-            bucket=bucket,
+            bucket=_bucket_expr(store, "o.delivered_at"),
         )
     ):
-        dest(destination)
-        per_event = delivered.setdefault(destination, {})
-        per_event.setdefault(event, [0] * len(labels))[slot(index)] += int(n)
+        per_event = found.setdefault(str(destination), {})
+        per_event.setdefault(str(event), [0] * slots)[_slot(index, slots)] += int(n)
+    return found
 
-    for name in result.destinations:
-        for counts in (result.queue, result.retrying, result.dead, result.expired):
-            counts[name] = 0
-    for destination, status, tried, n in store.read(
-        *_scoped(_STATE, (PENDING, IN_FLIGHT, DEAD, EXPIRED), p, "c.property_id")
-    ):
-        dest(destination)
-        for counts in (result.queue, result.retrying, result.dead, result.expired):
-            counts.setdefault(destination, 0)
-        if status in (PENDING, IN_FLIGHT):
-            result.queue[destination] += int(n)
-        if status == PENDING and int(tried):
-            result.retrying[destination] += int(n)
-        if status == DEAD:
-            result.dead[destination] += int(n)
-        if status == EXPIRED:
-            result.expired[destination] += int(n)
 
-    result.delivered = {d: dict(sorted(delivered.get(d, {}).items())) for d in result.destinations}
-    for name in result.destinations:
-        rows = store.read(
-            *_scoped(
-                _LATENCY,
-                (name, DELIVERED, float(lo), float(hi), LATENCY_CAP),
-                p,
-                "c.property_id",
-            )
+def _durations(
+    store: Store, lo: int, hi: int, property_id: int | None
+) -> Iterable[tuple[str, float]]:
+    """(destination, delivered_at - received_at) of every production row delivered in
+    [lo, hi), in no particular order."""
+    rows = store.read(
+        *_scoped(_LATENCY, (DELIVERED, float(lo), float(hi)), property_id, "c.property_id")
+    )
+    return ((str(d), float(seconds)) for d, seconds in rows)
+
+
+def day_partial(store: Store, property_id: int, low: int, high: int) -> rollups.Partial:
+    """One property's range figures for one UTC day [low, high) (unix seconds), JSON-able:
+
+    ``received``: event -> 24 hourly counts; ``test_events``: a count; ``delivered``:
+    destination -> event -> 24 hourly counts; ``latency``: destination -> {milliseconds (a
+    string): deliveries}. The hours are the row scan's own buckets of a one-day range (the
+    same queries), so a one-day overview is the partial itself and a day bucket its sum.
+    """
+    histograms: dict[str, dict[str, int]] = {}
+    for destination, seconds in _durations(store, low, high, property_id):
+        histogram = histograms.setdefault(destination, {})
+        key = str(to_ms(seconds))
+        histogram[key] = histogram.get(key, 0) + 1
+    return {
+        "received": _received(store, low, high, HOUR, property_id),
+        "test_events": _test_events(store, low, high, property_id),
+        "delivered": _delivered(store, low, high, HOUR, property_id),
+        "latency": histograms,
+    }
+
+
+@dataclass(slots=True)
+class _Range:
+    """The range figures before the destinations are known."""
+
+    received: dict[str, list[int]]
+    test_events: int
+    delivered: dict[str, dict[str, list[int]]]
+    latency: dict[str, Latency]
+
+
+def _scan(store: Store, start: date, end: date, property_id: int | None) -> _Range:
+    """The range figures from the rows of the whole range (the reference)."""
+    _, width, _ = bucket_labels(start, end)
+    lo, hi = time_range(start, end)
+    durations: dict[str, list[float]] = {}
+    for destination, seconds in _durations(store, lo, hi, property_id):
+        durations.setdefault(destination, []).append(seconds)
+    return _Range(
+        received=_received(store, lo, hi, width, property_id),
+        test_events=_test_events(store, lo, hi, property_id),
+        delivered=_delivered(store, lo, hi, width, property_id),
+        latency={d: latency_of(values) for d, values in durations.items()},
+    )
+
+
+def merge(parts: Iterable[rollups.DayPartial], start: date, end: date) -> _Range:
+    """The range figures from the day partials of [start, end] (any properties): hours for a
+    one-day range, else each day's 24 hours summed into its day."""
+    one_day = start == end
+    slots = HOURS if one_day else (end - start).days + 1
+    received: dict[str, list[int]] = {}
+    delivered: dict[str, dict[str, list[int]]] = {}
+    histograms: dict[str, dict[int, int]] = {}
+    tests = 0
+
+    def add(into: list[int], hours: list[int], day: int) -> None:
+        if one_day:
+            for hour, n in enumerate(hours):
+                into[hour] += n
+        else:
+            into[day] += sum(hours)
+
+    for part in parts:
+        day = (part.day - start).days
+        data = part.data
+        for event, hours in data["received"].items():
+            add(received.setdefault(event, [0] * slots), hours, day)
+        tests += data["test_events"]
+        for destination, per_event in data["delivered"].items():
+            mine = delivered.setdefault(destination, {})
+            for event, hours in per_event.items():
+                add(mine.setdefault(event, [0] * slots), hours, day)
+        for destination, histogram in data["latency"].items():
+            total = histograms.setdefault(destination, {})
+            for ms, n in histogram.items():
+                total[int(ms)] = total.get(int(ms), 0) + n
+    return _Range(
+        received=received,
+        test_events=tests,
+        delivered=delivered,
+        latency={d: latency_of_histogram(h) for d, h in histograms.items()},
+    )
+
+
+# --- the state of the outbox now, the last errors, the refused input --------------------------
+def _connections(store: Store, property_id: int | None) -> list[tuple[int, str]]:
+    """(id, destination) of the connections of one property, or of every one."""
+    if property_id is None:
+        rows = store.read(_CONNECTIONS.format(scope=""))
+    else:
+        rows = store.read(_CONNECTIONS.format(scope=" WHERE property_id = ?"), (property_id,))
+    return [(int(i), str(d)) for i, d in rows]
+
+
+def _state(
+    store: Store, connections: Sequence[tuple[int, str]], property_id: int | None
+) -> list[tuple[str, str, int, int]]:
+    """(destination, status, tried, rows) of the production rows not delivered, now."""
+    if not connections:
+        return []
+    ids = ",".join(str(i) for i, _ in connections)  # integers read from the store
+    rows = store.read(
+        *_scoped(
+            _STATE, (PENDING, IN_FLIGHT, DEAD, EXPIRED), property_id, "c.property_id",
+            connections=ids,
         )
-        result.latency[name] = latency_of([float(r[0]) for r in rows])
+    )  # fmt: skip
+    return [(str(d), str(s), int(t), int(n)) for d, s, t, n in rows]
 
+
+def _errors(
+    store: Store,
+    connections: Sequence[tuple[int, str]],
+    destinations: Sequence[str],
+    property_id: int | None,
+) -> list[ErrorRow]:
+    """The latest :data:`LAST_ERRORS` production rows with an error, newest failure first:
+    the latest of each connection (an index walk each), then the latest of those."""
     errors: list[ErrorRow] = []
-    for name in result.destinations:
+    for connection_id, destination in connections:
+        if destination not in destinations:
+            continue
         for row in store.read(
             *_scoped(
                 _ERRORS,
-                (name, PENDING, IN_FLIGHT, DEAD, EXPIRED, LAST_ERRORS),
-                p,
+                (connection_id, PENDING, IN_FLIGHT, DEAD, EXPIRED, LAST_ERRORS),
+                property_id,
                 "c.property_id",
             )
         ):
-            oid, destination, event, event_id, status, attempts, due_at, error, response = row
+            oid, name, event, event_id, status, attempts, due_at, error, response = row
             errors.append(
                 ErrorRow(
                     int(oid),
-                    destination,
+                    name,
                     event,
                     event_id,
                     status,
@@ -426,8 +571,62 @@ def overview(
                 )
             )
     errors.sort(key=lambda e: (e.due_at, e.outbox_id), reverse=True)
-    result.last_errors = errors[:LAST_ERRORS]
+    return errors[:LAST_ERRORS]
 
+
+def overview(
+    store: Store,
+    start: date,
+    end: date,
+    destinations: Sequence[str],
+    property_id: int | None = None,
+    *,
+    scan: bool = False,
+    max_stale: float = 0.0,
+) -> Overview:
+    """Every figure of the overview page for the inclusive UTC day range ``start..end``, of
+    one property (None: every property's, the host's view).
+
+    ``destinations`` are always listed (with zeros); a destination found in the outbox but
+    no longer configured is listed after them (by name). The range figures are merged from
+    the day partials (``max_stale``: see :func:`backchannel.rollups.partials`), or with
+    ``scan=True`` read from the rows of the whole range (the reference the tests compare).
+    """
+    p = property_id
+    kind, _, labels = bucket_labels(start, end)
+    if scan:
+        figures = _scan(store, start, end, p)
+    else:
+        parts = rollups.partials(store, PARTIAL, day_partial, start, end, p, max_stale=max_stale)
+        figures = merge(parts, start, end)
+    connections = _connections(store, p)
+    state = _state(store, connections, p)
+
+    listed = list(destinations)
+    found = set(figures.delivered) | {destination for destination, _, _, _ in state}
+    result = Overview(start, end, kind, labels, listed + sorted(found - set(listed)))
+    result.received = dict(sorted(figures.received.items()))
+    result.test_events = figures.test_events
+    result.delivered = {
+        d: dict(sorted(figures.delivered.get(d, {}).items())) for d in result.destinations
+    }
+    nothing = Latency(0, None, None, None, None)
+    result.latency = {d: figures.latency.get(d, nothing) for d in result.destinations}
+
+    for counts in (result.queue, result.retrying, result.dead, result.expired):
+        counts.update(dict.fromkeys(result.destinations, 0))
+    for destination, status, tried, n in state:
+        if status in (PENDING, IN_FLIGHT):
+            result.queue[destination] += n
+        if status == PENDING and tried:
+            result.retrying[destination] += n
+        if status == DEAD:
+            result.dead[destination] += n
+        if status == EXPIRED:
+            result.expired[destination] += n
+
+    result.last_errors = _errors(store, connections, result.destinations, p)
+    lo, hi = time_range(start, end)
     ((refused,),) = store.read(*_scoped(_REFUSED_COUNT, (float(lo), float(hi)), p, "property_id"))
     result.refused = int(refused)
     for at, source, delivery_id, reason in store.read(

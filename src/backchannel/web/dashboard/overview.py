@@ -125,11 +125,14 @@ def _latency(data: Overview) -> str:
                 figure(f"latency.{d}.max", lat.max),
             ]
         )
-    notes = "; ".join(f"{d}: based on {data.latency[d].base} deliveries" for d in data.destinations)
+    notes = "; ".join(
+        f"{d}: based on all {data.latency[d].base} deliveries" for d in data.destinations
+    )
     return (
         "<h2>Delivery latency</h2>"
-        '<p class="muted">Seconds from received to delivered, nearest-rank percentiles over the'
-        f" latest deliveries in the range (at most 100000 per destination). {esc(notes)}.</p>"
+        '<p class="muted">Seconds from received to delivered, each delivery to the millisecond;'
+        " nearest-rank percentiles over every production delivery in the range (a value that"
+        f" was observed, never an interpolation). {esc(notes)}.</p>"
         + table(
             ["destination", "deliveries", "p50 (s)", "p90 (s)", "p99 (s)", "max (s)"],
             rows,
