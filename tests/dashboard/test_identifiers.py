@@ -132,7 +132,7 @@ class TestReport:
         """Each share is carried/base over production, opted-in conversions of the range."""
         seed_identifiers(store)
         report = identifiers_report(store, START, END)
-        assert (report.conversions, report.opted_out, report.capped) == (5, 2, False)
+        assert (report.conversions, report.opted_out) == (5, 2)
         assert [e.event for e in report.events] == ["CompletePayment", "Lead", "Subscribe"]
         cp, lead, sub = report.events
         assert (cp.conversions, cp.opted_out) == (3, 1)
@@ -197,19 +197,17 @@ class TestReport:
             assert lead.quality[destination].score == 2.0
             assert str(lead.quality[destination].advice[0]) == "add hashed phone: +3.0"
 
-    def test_cap_reads_only_the_latest(self, store: Store) -> None:
-        """Over the cap, only the latest conversions are read and the report says so."""
+    def test_merged_report_is_the_full_read(self, store: Store) -> None:
+        """The report merged from the day partials equals the read of every row of the range
+        (``scan=True``), for the seed's range and a one-day range."""
         seed_identifiers(store)
-        report = identifiers_report(store, START, END, cap=3)
-        # the 3 latest of the range: sub1 (opted out), lead2, lead1
-        assert (report.capped, report.cap, report.conversions, report.opted_out) == (
-            True,
-            3,
-            2,
-            1,
-        )
-        assert [e.event for e in report.events] == ["Lead", "Subscribe"]
-        assert not identifiers_report(store, START, END, cap=7).capped  # exactly 7 in range
+        for start, end in ((START, END), (date(2027, 1, 14), date(2027, 1, 14))):
+            merged = identifiers_report(store, start, end, destinations=("tiktok", "meta"))
+            scanned = identifiers_report(
+                store, start, end, destinations=("tiktok", "meta"), scan=True
+            )
+            assert merged.to_dict() == scanned.to_dict()
+        assert identifiers_report(store, START, END).conversions == 5
 
     def test_empty_range(self, store: Store) -> None:
         """A range with nothing in it reports a zero base and no events (no invented share)."""
@@ -307,20 +305,6 @@ class TestHttp:
         # hashes and raw identifiers never reach the page
         assert sha("a@b.co") not in page.text
         assert "81.2.69.160" not in page.text
-
-    def test_capped_page_says_so(
-        self, start_app: StartApp, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """When the cap applies, the page names it (the cap lowered for the test)."""
-        from backchannel.diagnostics import identifiers as module
-
-        app = seeded_app(start_app)
-        monkeypatch.setattr(module, "CAP", 2)
-        with app.client() as client:
-            assert app.login(client).status_code == 303
-            page = client.get("/admin/identifiers", params=RANGE)
-        assert "the latest 2 of them only" in page.text
-        assert figures(page.text)["conversions"] == "1"  # lead2 and sub1 (opted out)
 
     @pytest.mark.parametrize(
         ("params", "field"),

@@ -6,18 +6,26 @@ a shop believes it sends. Only production conversions count (a test event is a c
 traffic), and an opted-out conversion is counted apart: it is never sent, so its identifiers
 match nothing.
 
-One query reads the latest :data:`CAP` conversions of the range (newest first); the payloads
-are parsed here with orjson, because JSON inside the database is read differently by SQLite
-and PostgreSQL and a portable query must not depend on either. The cap keeps one page view
-bounded on a busy shop; the report says when it applied.
+Every production conversion received in the range counts (by ``conversions.received_at``).
+The report is merged from one partial per (property, UTC day) (:func:`day_partial`, through
+:func:`backchannel.rollups.partials`, which keeps a day's partial until a write changes that
+day): per event name, its conversions, opted-out ones, stitched ones, and how many carried
+each *combination* of identifier fields (a handful per shop). Every figure of the page is a
+sum over combinations — the shares per identifier and each destination's tallies for the
+quality estimate alike — so the merge is exact. ``identifiers_report(..., scan=True)`` reads
+the rows of the whole range instead: the reference the tests hold the merge equal to, on both
+backends. (Until the rollups the report read the latest 50,000 conversions of the range.)
+The payloads are parsed here with orjson, because JSON inside the database is read
+differently by SQLite and PostgreSQL and a portable query must not depend on either.
 
 The match-quality estimate and its advice are :func:`backchannel.quality.estimate` (its
-docstring documents the weights), run on the same conversions.
+docstring documents the weights), run on the same conversions
+(:func:`backchannel.quality.from_counts` on the merged counts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -25,14 +33,14 @@ from typing import Any
 import orjson
 
 from backchannel import destinations as registry
-from backchannel import quality
+from backchannel import quality, rollups
 from backchannel.diagnostics import percent
 from backchannel.identifiers import value as platform_id
 from backchannel.report import time_range
 from backchannel.store.base import Store
 
-#: at most this many conversions (the latest of the range) are read per report
-CAP = 50_000
+#: the per-(property, day) partial's name and shape version (see :func:`day_partial`)
+PARTIAL = "identifiers/1"
 #: what the report estimates unless told: the destinations on with no connection
 DESTINATIONS = registry.ON_BY_DEFAULT
 
@@ -72,13 +80,21 @@ IDENTIFIERS: tuple[Identifier, ...] = _identifiers()
 
 _KEYS: tuple[str, ...] = tuple(i.key for i in IDENTIFIERS)
 
-#: the report's SQL, one query for both backends (``?`` placeholders)
+#: the report's SQL, one query for both backends (``?`` placeholders): a range of
+#: conversions_received, every row of it
 ROWS_SQL = """
 SELECT event, payload, stitched FROM conversions
 WHERE test_event_code IS NULL AND received_at >= ? AND received_at < ?{scope}
-ORDER BY received_at DESC, id DESC
-LIMIT ?
 """
+
+#: the ``user`` facts a combination records (see :func:`features`): the common identifiers,
+#: then every field a destination declares as its click id or browser id
+_COMMON = ("email", "phone", "external_id", "ip_user_agent")
+_PLATFORM_FIELDS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        f for spec in registry.DESTINATIONS.values() for f in (*spec.CLICK_IDS, *spec.BROWSER_IDS)
+    )
+)
 
 
 def carried(user: Mapping[str, Any]) -> set[str]:
@@ -173,12 +189,9 @@ class IdentifiersReport:
 
     start: date
     end: date
-    #: the base: production, opted-in conversions read
+    #: the base: production, opted-in conversions received in the range
     conversions: int
     opted_out: int
-    #: True when the range held more than ``cap`` conversions (only the latest were read)
-    capped: bool
-    cap: int
     events: list[EventIdentifiers]
     #: the destinations estimated (the active ones, in registry order)
     destinations: tuple[str, ...] = DESTINATIONS
@@ -196,8 +209,6 @@ class IdentifiersReport:
             "to": self.end.isoformat(),
             "conversions": self.conversions,
             "opted_out": self.opted_out,
-            "capped": self.capped,
-            "cap": self.cap,
             "destinations": list(self.destinations),
             "identifiers": [
                 {"key": i.key, "label": i.label, "platforms": i.platforms} for i in self.identifiers
@@ -216,28 +227,106 @@ def _parse(payload: bytes | str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def identifiers_report(
-    store: Store,
-    start: date,
-    end: date,
-    *,
-    cap: int | None = None,
-    destinations: tuple[str, ...] = DESTINATIONS,
-    property_id: int | None = None,
-) -> IdentifiersReport:
-    """Read the latest ``cap`` (default :data:`CAP`) production conversions received in
-    ``[start, end]`` (UTC days), of one property (None: every property's)."""
-    cap = CAP if cap is None else cap
-    low, high = time_range(start, end)
+def features(user: Mapping[str, Any]) -> list[str]:
+    """The facts of a stored ``user`` the report and the estimate read, in a fixed order: the
+    :data:`_COMMON` identifiers it carries (as :func:`carried` counts them), then each
+    destination's click-id and browser-id fields it holds a value for."""
+    found = [k for k in ("email", "phone", "external_id") if user.get(k)]
+    if user.get("ip") and user.get("user_agent"):
+        found.append("ip_user_agent")
+    found.extend(f for f in _PLATFORM_FIELDS if platform_id(user, f))
+    return found
+
+
+def _rows(store: Store, low: int, high: int, property_id: int | None) -> list[tuple[Any, ...]]:
+    """(event, payload, stitched) of every production conversion received in [low, high)."""
     if property_id is None:
-        rows = store.read(ROWS_SQL.format(scope=""), (low, high, cap + 1))
-    else:
-        query = ROWS_SQL.format(scope=" AND property_id = ?")
-        rows = store.read(query, (low, high, property_id, cap + 1))
-    capped = len(rows) > cap
+        return store.read(ROWS_SQL.format(scope=""), (low, high))
+    return store.read(ROWS_SQL.format(scope=" AND property_id = ?"), (low, high, property_id))
+
+
+def day_partial(store: Store, property_id: int, low: int, high: int) -> rollups.Partial:
+    """One property's conversions received in one UTC day [low, high), JSON-able: per event
+    name, ``conversions`` (opted in), ``opted_out``, ``stitched`` (opted in, an identifier
+    filled from the landing session) and ``carried``: combination -> opted-in conversions
+    carrying exactly those :func:`features` (joined with commas; "" for none)."""
+    events: dict[str, dict[str, Any]] = {}
+    for event, payload, stitched in _rows(store, low, high, property_id):
+        entry = events.setdefault(
+            str(event), {"conversions": 0, "opted_out": 0, "stitched": 0, "carried": {}}
+        )
+        data = _parse(payload)
+        if data.get("opt_out"):
+            entry["opted_out"] += 1
+            continue
+        user = data.get("user")
+        entry["conversions"] += 1
+        entry["stitched"] += int(stitched_from_session(stitched))
+        combination = ",".join(features(user if isinstance(user, dict) else {}))
+        entry["carried"][combination] = entry["carried"].get(combination, 0) + 1
+    return {"events": events}
+
+
+def _merge(
+    parts: Iterable[rollups.DayPartial], destinations: tuple[str, ...]
+) -> list[EventIdentifiers]:
+    """The report's events from day partials: every count a sum over the combinations."""
+    totals: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for event, entry in part.data["events"].items():
+            total = totals.setdefault(
+                event, {"conversions": 0, "opted_out": 0, "stitched": 0, "carried": {}}
+            )
+            for key in ("conversions", "opted_out", "stitched"):
+                total[key] += entry[key]
+            for combination, n in entry["carried"].items():
+                total["carried"][combination] = total["carried"].get(combination, 0) + n
+    per_event: dict[str, EventIdentifiers] = {}
+    sent: dict[str, int] = {}
+    tallies: dict[str, dict[str, dict[str, int]]] = {d: {} for d in destinations}
+    for event, total in totals.items():
+        entry = per_event[event] = EventIdentifiers(event)
+        entry.conversions = total["conversions"]
+        entry.opted_out = total["opted_out"]
+        entry.stitched = total["stitched"]
+        if entry.conversions:
+            sent[event] = entry.conversions
+        for combination, n in total["carried"].items():
+            facts = set(combination.split(",")) if combination else set()
+            for identifier in IDENTIFIERS:
+                fields = identifier.fields or (identifier.key,)
+                if facts.intersection(fields):
+                    entry.counts[identifier.key] += n
+            for destination in destinations:
+                tally = tallies[destination].setdefault(event, {})
+                for key in _weighed(facts, destination):
+                    tally[key] = tally.get(key, 0) + n
+    for destination in destinations:
+        for estimate in quality.from_counts(sent, tallies[destination], destination):
+            per_event[estimate.event].quality[destination] = estimate
+    return list(per_event.values())
+
+
+def _weighed(facts: set[str], destination: str) -> set[str]:
+    """What :func:`backchannel.quality.identifiers` finds for ``destination`` in a user
+    with these :func:`features`."""
+    spec = registry.DESTINATIONS[destination]
+    found = facts.intersection(("email", "phone", "external_id", "ip_user_agent"))
+    if facts.intersection(spec.CLICK_IDS):
+        found.add("click_id")
+    if facts.intersection(spec.BROWSER_IDS):
+        found.add("browser_id")
+    return found
+
+
+def _scan(
+    store: Store, start: date, end: date, destinations: tuple[str, ...], property_id: int | None
+) -> list[EventIdentifiers]:
+    """The report's events from the rows of the whole range (the reference)."""
+    low, high = time_range(start, end)
     per_event: dict[str, EventIdentifiers] = {}
     sent: list[dict[str, Any]] = []  # what quality.estimate reads: event name and user
-    for event, payload, stitched in rows[:cap]:
+    for event, payload, stitched in _rows(store, low, high, property_id):
         entry = per_event.setdefault(event, EventIdentifiers(event))
         data = _parse(payload)
         if data.get("opt_out"):
@@ -253,14 +342,36 @@ def identifiers_report(
     for destination in destinations:
         for estimate in quality.estimate(sent, destination):
             per_event[estimate.event].quality[destination] = estimate
-    events = sorted(per_event.values(), key=lambda e: (-e.conversions, -e.opted_out, e.event))
+    return list(per_event.values())
+
+
+def identifiers_report(
+    store: Store,
+    start: date,
+    end: date,
+    *,
+    destinations: tuple[str, ...] = DESTINATIONS,
+    property_id: int | None = None,
+    scan: bool = False,
+    max_stale: float = 0.0,
+) -> IdentifiersReport:
+    """Every production conversion received in ``[start, end]`` (UTC days), of one property
+    (None: every property's): merged from the day partials (``max_stale``: see
+    :func:`backchannel.rollups.partials`), or with ``scan=True`` read from the rows of the
+    whole range (the reference the tests compare)."""
+    if scan:
+        found = _scan(store, start, end, destinations, property_id)
+    else:
+        parts = rollups.partials(
+            store, PARTIAL, day_partial, start, end, property_id, max_stale=max_stale
+        )
+        found = _merge(parts, destinations)
+    events = sorted(found, key=lambda e: (-e.conversions, -e.opted_out, e.event))
     return IdentifiersReport(
         start=start,
         end=end,
         conversions=sum(e.conversions for e in events),
         opted_out=sum(e.opted_out for e in events),
-        capped=capped,
-        cap=cap,
         events=events,
         destinations=destinations,
     )

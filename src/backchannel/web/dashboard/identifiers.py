@@ -35,7 +35,6 @@ from backchannel.web.dashboard.layout import (
     error_page,
     esc,
     figure,
-    notice,
     parse_range,
     range_form,
     render,
@@ -84,13 +83,6 @@ def _weights_table(destinations: tuple[str, ...]) -> str:
 def page_body(report: IdentifiersReport) -> str:
     """The page's HTML (without the shell): counts first, then quality, then the method."""
     parts = [range_form(PATH, report.start, report.end)]
-    if report.capped:
-        parts.append(
-            notice(
-                f"The range holds more than {report.cap} conversions: these figures are based on"
-                f" the latest {report.cap} of them only. Pick a shorter range for all of them."
-            )
-        )
     parts.append(
         '<p class="base">Based on '
         + figure("conversions", report.conversions)
