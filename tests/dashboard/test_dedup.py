@@ -169,7 +169,7 @@ class TestReport:
         """The five verdicts partition the base; each share is of that base."""
         seed_dedup(store)
         report = dedup_report(store, START, END)
-        assert (report.orders, report.unsent, report.capped) == (10, 1, False)
+        assert (report.orders, report.unsent) == (10, 1)
         assert (report.matching, report.pages) == (10, 1)
         assert report.counts == {"tiktok": COUNTS, "meta": META_COUNTS}
         assert {v: report.share("tiktok", v) for v in COUNTS} == PERCENTS
@@ -235,13 +235,37 @@ class TestReport:
         assert dedup_report(store, START, END, page=3).rows == []
         assert first.counts["tiktok"]["neither"] == 55
 
-    def test_cap(self, store: Store) -> None:
-        """Over the cap, only the latest orders are read and the report says so."""
-        seed_dedup(store)
-        report = dedup_report(store, START, END, cap=3)
-        # read: 14, 13 (unsent: apart), 9
-        assert (report.capped, report.orders, report.unsent) == (True, 2, 1)
-        assert [r.order_id for r in report.rows] == ["14", "9"]
+    def test_pages_cross_days_newest_first(self, store: Store) -> None:
+        """Pages run newest first across UTC days (the days before a page skipped by their
+        counts, its days read in batches), including an order received exactly at midnight;
+        each page is the full read's (``scan=True``) page."""
+        midnight = datetime(2027, 1, 13, tzinfo=UTC).timestamp()
+        times = [midnight - 3600 + 90 * n for n in range(120)]  # 2027-01-12 23:00 onwards
+        items = [conversion(n, payload=payload(n, "CompletePayment")) for n in range(120)]
+        for at, item in zip(times, items, strict=True):
+            assert store.insert_conversions([item], at) == [True]
+        # every third order delivered to TikTok: the filter keeps 40 across both days
+        claimed = store.claim("tiktok", 200, LATER, LEASE)
+        store.mark_delivered([c.outbox_id for c in claimed if c.conversion_id % 3 == 0], LATER, "r")
+        assert times[40] == midnight  # order 40 is the first of 2027-01-13
+        newest = [str(n) for n in range(119, -1, -1)]
+        pages = [dedup_report(store, START, END, page=n) for n in (1, 2, 3)]
+        assert [[r.order_id for r in p.rows] for p in pages] == [
+            newest[:50],
+            newest[50:100],
+            newest[100:],
+        ]
+        assert [p.pages for p in pages] == [3, 3, 3]
+        ids = {int(r.order_id): r.conversion_id for p in pages for r in p.rows}
+        delivered = [str(n) for n in range(119, -1, -1) if ids[n] % 3 == 0]
+        kept = dedup_report(store, START, END, status="server_only", destination="tiktok")
+        assert [r.order_id for r in kept.rows] == delivered
+        assert kept.matching == len(delivered) == 40
+        for n in (1, 2, 3):
+            for status in (None, "server_only", "neither"):
+                merged = dedup_report(store, START, END, page=n, status=status)
+                scanned = dedup_report(store, START, END, page=n, status=status, scan=True)
+                assert merged.to_dict() == scanned.to_dict()
 
 
 # --- over HTTP ------------------------------------------------------------------------------------

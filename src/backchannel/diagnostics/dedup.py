@@ -24,13 +24,25 @@ up to the base: ``mismatch`` first, then ``both`` (same id and delivered), ``bro
 ``server_only``, ``neither``.
 
 The orders are production conversions (``test_event_code IS NULL``) with an ``order_id``,
-received in the range. One with no outbox row at all (opted out, or no destination takes
-its event) goes to no platform: it is counted apart (``unsent``), not in the base. The
-destinations reported are those the orders read show any sign of: an outbox row, or a leg of
-their Pixel. Four portable queries over the latest :data:`CAP` orders (the orders, their
-outbox rows, the mirror rows carrying their ids, the mirror rows of their sessions), and one
-lookup of the other ids those sessions hold; the summary and the pages come from that one
-snapshot.
+received in the range (every one of them). One with no outbox row at all (opted out, or no
+destination takes its event) goes to no platform: it is counted apart (``unsent``), not in the
+base. The destinations reported are those the orders show any sign of: an outbox row, or a
+leg of their Pixel. An order's verdicts are its own (its outbox rows, the mirror rows carrying
+its ids, its session's mirror rows, the stored ids of its property), so they are computed per
+(property, UTC day of ``received_at``): the summary is merged from one partial per day
+(:func:`day_partial`, through :func:`backchannel.rollups.partials`, which keeps a day's
+partial until a write changes that day) — per destination its five counts, how many orders
+have each verdict somewhere, the destinations the day covers. A destination a day does not
+cover has no sign on any of its orders, so each of them is ``neither`` there.
+
+The table's page is read live, newest first: the partials say how many orders of each day
+match the filter, so the days before the page are skipped, and the page's day is read in
+small batches (``ORDER BY received_at DESC, id DESC LIMIT``) until the page is full.
+``dedup_report(..., scan=True)`` reads every order of the range at once instead (four
+portable queries: the orders, their outbox rows, the mirror rows carrying their ids, the
+mirror rows of their sessions; and one lookup of the other ids those sessions hold): the
+reference the tests hold the merged summary and the batched pages equal to, on both backends.
+(Until the rollups the report read the latest 50,000 orders of the range.)
 """
 
 from __future__ import annotations
@@ -42,14 +54,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from backchannel import rollups
 from backchannel.destinations import DESTINATIONS, display_name
 from backchannel.diagnostics import percent
 from backchannel.report import time_range
 from backchannel.store.base import DELIVERED, Store
 
-#: at most this many conversions (the latest of the range) are read per report
-CAP = 50_000
+#: the per-(property, day) partial's name and shape version (see :func:`day_partial`)
+PARTIAL = "dedup/1"
 PAGE_SIZE = 50
+#: orders read per query when a page is walked (doubling up to BATCH_MAX)
+BATCH, BATCH_MAX = 100, 6400
 MAX_PAGE = 100_000
 #: ids looked up per query (well under SQLite's and PostgreSQL's parameter limits)
 LOOKUP_CHUNK = 500
@@ -80,45 +95,52 @@ SHORT = {
 }
 
 #: the orders of the report: the same text for both backends (``?`` placeholders); the
-#: other queries select from it as a subquery, so they read exactly these rows.
-#: ``{scope}``: "" or one property's (" AND c.property_id = ?"), filled in by :func:`_sql`
+#: other queries select from it as a subquery, so they read exactly these rows. Filled in by
+#: :func:`_orders_sql`: ``{scope}`` "" or one property's (" AND c.property_id = ?"),
+#: ``{before}`` "" or a keyset condition (the rows after a page's last one), ``{order}`` the
+#: ORDER BY and LIMIT of a batch, or "" (a day's or a range's rows, every one).
 ORDERS_SQL = """
 SELECT c.id, c.order_id, c.event, c.event_id, c.received_at, c.session_id, c.property_id
 FROM conversions c
 WHERE c.test_event_code IS NULL AND c.order_id IS NOT NULL
-  AND c.received_at >= ? AND c.received_at < ?{scope}
-ORDER BY c.received_at DESC, c.id DESC
-LIMIT ?
+  AND c.received_at >= ? AND c.received_at < ?{scope}{before}{order}
 """
+_SCOPE = " AND c.property_id = ?"
+_BEFORE = " AND (c.received_at < ? OR (c.received_at = ? AND c.id < ?))"
+_ORDER = "\nORDER BY c.received_at DESC, c.id DESC\nLIMIT ?"
 #: every outbox row of those orders: (conversion id, destination, status); a destination
 #: with two connections (two pixels of one property) has two rows
-OUTBOX_SQL = f"""
+OUTBOX_SQL = """
 SELECT x.conversion_id, x.destination, x.status
 FROM outbox x
-WHERE x.conversion_id IN (SELECT o.id FROM ({ORDERS_SQL}) o)
-"""  # noqa: S608 - the only interpolation is the constant ORDERS_SQL
+WHERE x.conversion_id IN (SELECT o.id FROM ({orders}) o)
+"""
 #: mirror rows carrying one of those orders' ids, event_id or order_id: (property, platform,
 #: id); a row pairs only with an order of its own property (matched in Python)
-SAME_ID_SQL = f"""
+SAME_ID_SQL = """
 SELECT DISTINCT b.property_id, b.platform, b.event_id
 FROM browser_events b
-WHERE b.event_id IN (SELECT o.event_id FROM ({ORDERS_SQL}) o)
-   OR b.event_id IN (SELECT o.order_id FROM ({ORDERS_SQL}) o)
-"""  # noqa: S608 - the only interpolation is the constant ORDERS_SQL
+WHERE b.event_id IN (SELECT o.event_id FROM ({orders}) o)
+   OR b.event_id IN (SELECT o.order_id FROM ({orders}) o)
+"""
 #: mirror rows of those orders' landing sessions: (session, platform, event, id, property)
-SESSION_SQL = f"""
+SESSION_SQL = """
 SELECT b.session_id, b.platform, b.event, b.event_id, b.property_id
 FROM browser_events b
 WHERE b.session_id IN (
-    SELECT o.session_id FROM ({ORDERS_SQL}) o WHERE o.session_id IS NOT NULL
+    SELECT o.session_id FROM ({orders}) o WHERE o.session_id IS NOT NULL
 )
-"""  # noqa: S608 - the only interpolation is the constant ORDERS_SQL
-_SCOPE = " AND c.property_id = ?"
+"""
 
 
-def _sql(query: str, property_id: int | None) -> str:
-    """A query of this module over every property's orders, or one property's."""
-    return query.replace("{scope}", "" if property_id is None else _SCOPE)
+def _orders_sql(property_id: int | None, *, before: bool, batch: bool) -> str:
+    """:data:`ORDERS_SQL` for every property's orders or one's, after a keyset or not, a
+    batch (newest first, LIMIT) or every row."""
+    return ORDERS_SQL.format(
+        scope="" if property_id is None else _SCOPE,
+        before=_BEFORE if before else "",
+        order=_ORDER if batch else "",
+    )
 
 
 _SEPARATORS = re.compile(r"[^0-9a-z]")
@@ -256,16 +278,15 @@ class DedupReport:
 
     start: date
     end: date
-    #: the base: orders read that go to a platform (an outbox row somewhere)
+    #: the base: orders of the range that go to a platform (an outbox row somewhere)
     orders: int
-    #: orders read that go to no platform (opted out, or routed nowhere): not in the base
+    #: orders of the range that go to no platform (opted out, or routed nowhere): not in
+    #: the base
     unsent: int
     #: the destinations covered, in registry order
     destinations: tuple[str, ...]
     #: destination -> verdict -> orders
     counts: dict[str, dict[str, int]]
-    capped: bool
-    cap: int
     #: the table's filter: orders whose verdict is ``status`` at ``destination`` (at any
     #: destination covered when None); no status: every order
     status: str | None
@@ -290,8 +311,6 @@ class DedupReport:
             "to": self.end.isoformat(),
             "orders": self.orders,
             "unsent": self.unsent,
-            "capped": self.capped,
-            "cap": self.cap,
             "destinations": list(self.destinations),
             "summary": {
                 d: {v: {"count": self.counts[d][v], "percent": self.share(d, v)} for v in VERDICTS}
@@ -316,7 +335,6 @@ class _Read:
     """What the queries returned, before any judgement."""
 
     orders: list[Order]
-    capped: bool
     statuses: dict[int, dict[str, str]]
     #: (property, platform, id) of every mirror row carrying an order's event_id or order_id
     same: set[tuple[int, str, str]]
@@ -324,19 +342,36 @@ class _Read:
     sessions: dict[tuple[int, str], list[tuple[str, str, str | None]]]
 
 
-def _read(store: Store, low: int, high: int, cap: int, property_id: int | None) -> _Read:
-    window: tuple[Any, ...] = (low, high, cap + 1)
+def _read(
+    store: Store,
+    low: int,
+    high: int,
+    property_id: int | None,
+    *,
+    limit: int | None = None,
+    before: tuple[float, int] | None = None,
+) -> _Read:
+    """The orders received in [low, high) (of one property, or all) and what they pair with:
+    every one, or (``limit``) the newest ``limit`` of them older than ``before`` (the
+    (received_at, id) of the last order of the previous batch)."""
+    orders_sql = _orders_sql(property_id, before=before is not None, batch=limit is not None)
+    window: list[Any] = [low, high]
     if property_id is not None:
-        window = (low, high, property_id, cap + 1)
-    raw = store.read(_sql(ORDERS_SQL, property_id), window)
+        window.append(property_id)
+    if before is not None:
+        window.extend((before[0], before[0], before[1]))
+    if limit is not None:
+        window.append(limit)
     orders = [
         (int(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4]), r[5], int(r[6]))
-        for r in raw[:cap]
+        for r in store.read(orders_sql, window)
     ]
     kept = {o[0] for o in orders}
     statuses: dict[int, dict[str, str]] = {}
-    for conversion_id, destination, status in store.read(_sql(OUTBOX_SQL, property_id), window):
-        if int(conversion_id) not in kept:  # the cap's extra row is not an order of the report
+    for conversion_id, destination, status in store.read(
+        OUTBOX_SQL.format(orders=orders_sql), window
+    ):
+        if int(conversion_id) not in kept:  # inserted between the two queries
             continue
         mine = statuses.setdefault(int(conversion_id), {})
         known = mine.get(str(destination))
@@ -346,15 +381,15 @@ def _read(store: Store, low: int, high: int, cap: int, property_id: int | None) 
             mine[str(destination)] = str(status)
     same = {
         (int(prop), str(platform), str(i))
-        for prop, platform, i in store.read(_sql(SAME_ID_SQL, property_id), window + window)
+        for prop, platform, i in store.read(SAME_ID_SQL.format(orders=orders_sql), window + window)
     }
     sessions: dict[tuple[int, str], list[tuple[str, str, str | None]]] = {}
     for session_id, platform, event, event_id, prop in store.read(
-        _sql(SESSION_SQL, property_id), window
+        SESSION_SQL.format(orders=orders_sql), window
     ):
         key = (int(prop), str(session_id))
         sessions.setdefault(key, []).append((str(platform), str(event), event_id))
-    return _Read(orders, len(raw) > cap, statuses, same, sessions)
+    return _Read(orders, statuses, same, sessions)
 
 
 def _stored_ids(store: Store, column: str, ids: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:
@@ -378,22 +413,26 @@ def _stored_ids(store: Store, column: str, ids: Iterable[tuple[int, str]]) -> se
     return found
 
 
-def _legs(
-    store: Store, read: _Read, asked: str | None
-) -> tuple[tuple[str, ...], dict[int, dict[str, Leg]]]:
-    """Every order's leg at each destination that may be covered, then those covered.
-
-    Only the destinations the rows read can concern are judged (an outbox row for some
-    order, or a mirror row of their Pixel): for 50,000 orders that is the difference between
-    a second and a few, with seven destinations registered and two in use. ``asked``: a
-    destination to judge (and cover) whatever the rows say: the one a filter names."""
+def _judged(read: _Read, asked: str | None) -> tuple[str, ...]:
+    """The destinations the orders read can concern (an outbox row for some order, or a
+    mirror row of their Pixel), and ``asked`` (the one a filter names): only these are
+    judged — for 50,000 orders that is the difference between a second and a few, with seven
+    destinations registered and two in use. Any other is ``neither`` for every order."""
     mirrored = {p for _, p, _ in read.same}
     mirrored.update(p for calls in read.sessions.values() for p, _, _ in calls)
     routed = {d for statuses in read.statuses.values() for d in statuses}
-    judged = [
-        (name, d.PIXEL_MIRROR, d.DEDUP_ID == "event_id", d)
+    return tuple(
+        name
         for name, d in DESTINATIONS.items()
         if name in routed or d.PIXEL_MIRROR in mirrored or name == asked
+    )
+
+
+def _legs(store: Store, read: _Read, judged: Sequence[str]) -> dict[int, dict[str, Leg]]:
+    """Every order's leg at each of the ``judged`` destinations."""
+    specs = [
+        (name, DESTINATIONS[name].PIXEL_MIRROR, DESTINATIONS[name].DEDUP_ID == "event_id")
+        for name in judged
     ]
     # the candidates: per order and destination, the session's calls of its Pixel under a
     # name it fires the order's event under, with another id (or none)
@@ -404,10 +443,11 @@ def _legs(
         calls = read.sessions.get((prop, session_id or ""))
         if not calls:
             continue
-        for name, platform, by_event_id, d in judged:
+        for name, platform, by_event_id in specs:
             wanted = names.get((name, event))
             if wanted is None:
-                wanted = frozenset(same_name(n) for n in d.pixel_events(event))
+                events = DESTINATIONS[name].pixel_events(event)
+                wanted = frozenset(same_name(n) for n in events)
                 names[(name, event)] = wanted
             own = event_id if by_event_id else order_id
             found = [
@@ -423,17 +463,16 @@ def _legs(
         False: _stored_ids(store, "order_id", others[False]),
     }
     legs: dict[int, dict[str, Leg]] = {}
-    covered: set[str] = set()
     same = read.same
     for conversion_id, order_id, _, event_id, _, _, prop in read.orders:
         statuses = read.statuses.get(conversion_id, {})
         mine: dict[str, Leg] = {}
-        for name, platform, by_event_id, _ in judged:
+        for name, platform, by_event_id in specs:
             own = event_id if by_event_id else order_id
             seen = candidates.get((conversion_id, name), [])
             # another stored conversion's id is that order's leg, not a mismatch of this one
             other = [i for i in seen if i is None or (prop, i) not in stored[by_event_id]]
-            leg = Leg(
+            mine[name] = Leg(
                 destination=name,
                 dedup_id=own,
                 status=statuses.get(name),
@@ -443,42 +482,25 @@ def _legs(
                 if other
                 else None,
             )
-            mine[name] = leg
-            if statuses and (leg.status is not None or leg.same_id or leg.mismatch):
-                covered.add(name)
         legs[conversion_id] = mine
-    if asked is not None:
-        covered.add(asked)
-    return tuple(n for n in DESTINATIONS if n in covered), legs
+    return legs
 
 
-def dedup_report(
-    store: Store,
-    start: date,
-    end: date,
-    *,
-    status: str | None = None,
-    destination: str | None = None,
-    page: int = 1,
-    cap: int | None = None,
-    property_id: int | None = None,
-) -> DedupReport:
-    """Read the latest ``cap`` (default :data:`CAP`) orders received in ``[start, end]`` (UTC
-    days) and page ``page`` of those whose verdict is ``status`` at ``destination`` (at any
-    destination covered when None; every order when ``status`` is None); ``property_id``:
-    one property's orders only (None: every property's). Everything an order is paired with
-    (its outbox rows, mirror rows, session, other orders' ids) is its own property's."""
-    cap = CAP if cap is None else cap
-    if status is not None and status not in VERDICTS:
-        raise ValueError(f"status: one of {', '.join(VERDICTS)}")
-    if destination is not None and destination not in DESTINATIONS:
-        raise ValueError(f"destination: one of {', '.join(DESTINATIONS)}")
-    if page < 1:
-        raise ValueError("page: must be 1 or more")
-    low, high = time_range(start, end)
-    read = _read(store, low, high, cap, property_id)
-    covered, legs = _legs(store, read, destination)
-    every = [
+def _covered(read: _Read, legs: dict[int, dict[str, Leg]]) -> set[str]:
+    """The destinations with a sign on an order that goes to a platform: its outbox row
+    there, or its Pixel's leg."""
+    covered: set[str] = set()
+    for conversion_id, *_ in read.orders:
+        if read.statuses.get(conversion_id):
+            for name, leg in legs[conversion_id].items():
+                if leg.status is not None or leg.same_id or leg.mismatch:
+                    covered.add(name)
+    return covered
+
+
+def _rows(read: _Read, legs: dict[int, dict[str, Leg]], covered: Sequence[str]) -> list[DedupRow]:
+    """Every order read, with its legs at the ``covered`` destinations."""
+    return [
         DedupRow(
             conversion_id=cid,
             order_id=order_id,
@@ -491,6 +513,191 @@ def dedup_report(
         )
         for cid, order_id, event, event_id, received_at, session_id, _ in read.orders
     ]
+
+
+def day_partial(store: Store, property_id: int, low: int, high: int) -> rollups.Partial:
+    """One property's orders received in one UTC day [low, high), JSON-able: ``orders``
+    (those going to a platform) and ``unsent``; ``covered``: the destinations the day's
+    orders show a sign of; ``counts``: per covered destination, orders per verdict; ``any``:
+    per verdict, the orders with that verdict at one covered destination at least."""
+    read = _read(store, low, high, property_id)
+    legs = _legs(store, read, _judged(read, None))
+    covered = [d for d in DESTINATIONS if d in _covered(read, legs)]
+    rows = [r for r in _rows(read, legs, covered) if r.sent]
+    counts = {d: dict.fromkeys(VERDICTS, 0) for d in covered}
+    somewhere = dict.fromkeys(VERDICTS, 0)
+    for row in rows:
+        verdicts = row.verdicts
+        for d, verdict in verdicts.items():
+            counts[d][verdict] += 1
+        for verdict in set(verdicts.values()):
+            somewhere[verdict] += 1
+    return {
+        "orders": len(rows),
+        "unsent": len(read.orders) - len(rows),
+        "covered": covered,
+        "counts": counts,
+        "any": somewhere,
+    }
+
+
+def _day_matching(
+    data: rollups.Partial, covered: Sequence[str], status: str | None, destination: str | None
+) -> int:
+    """How many of a day partial's orders the table's filter keeps (see :func:`_filtered`),
+    when the report covers ``covered``: a destination the day does not cover is ``neither``
+    for each of its orders."""
+    if status is None:
+        return int(data["orders"])
+    mine = set(data["covered"])
+    if destination is not None:
+        if destination in mine:
+            return int(data["counts"][destination][status])
+        return int(data["orders"]) if status == NEITHER else 0
+    if status == NEITHER and not mine.issuperset(covered):
+        return int(data["orders"])
+    return int(data["any"][status])
+
+
+def _merge(
+    parts: Sequence[rollups.DayPartial], asked: str | None
+) -> tuple[int, int, tuple[str, ...], dict[str, dict[str, int]]]:
+    """(orders, unsent, destinations covered, their counts) of the day partials."""
+    found = {d for part in parts for d in part.data["covered"]}
+    if asked is not None:
+        found.add(asked)
+    covered = tuple(n for n in DESTINATIONS if n in found)
+    counts = {d: dict.fromkeys(VERDICTS, 0) for d in covered}
+    for part in parts:
+        data = part.data
+        for d in covered:
+            if d in data["counts"]:
+                for verdict, n in data["counts"][d].items():
+                    counts[d][verdict] += n
+            else:
+                counts[d][NEITHER] += data["orders"]
+    orders = sum(int(part.data["orders"]) for part in parts)
+    unsent = sum(int(part.data["unsent"]) for part in parts)
+    return orders, unsent, covered, counts
+
+
+def _page(
+    store: Store,
+    parts: Sequence[rollups.DayPartial],
+    covered: tuple[str, ...],
+    property_id: int | None,
+    status: str | None,
+    destination: str | None,
+    page: int,
+) -> list[DedupRow]:
+    """Page ``page`` of the orders the filter keeps, newest first: the days before it are
+    skipped by their partials' counts; its days are read in batches, newest first, each
+    stopped once its matching orders are all found."""
+    per_day: dict[date, int] = {}
+    for part in parts:
+        n = _day_matching(part.data, covered, status, destination)
+        per_day[part.day] = per_day.get(part.day, 0) + n
+    skip = (page - 1) * PAGE_SIZE
+    rows: list[DedupRow] = []
+    for day in sorted(per_day, reverse=True):
+        matching = per_day[day]
+        if matching == 0:
+            continue
+        if skip >= matching:
+            skip -= matching
+            continue
+        low, high = rollups.day_bounds(day)
+        before: tuple[float, int] | None = None
+        batch, seen = BATCH, 0
+        while seen < matching:
+            read = _read(store, low, high, property_id, limit=batch, before=before)
+            legs = _legs(store, read, covered)
+            for row in _filtered(
+                [r for r in _rows(read, legs, covered) if r.sent], status, destination
+            ):
+                seen += 1
+                if skip:
+                    skip -= 1
+                    continue
+                rows.append(row)
+                if len(rows) == PAGE_SIZE:
+                    return rows
+            if len(read.orders) < batch:
+                break  # the day's orders are all read (its count was taken earlier)
+            last = read.orders[-1]
+            before = (last[4], last[0])
+            batch = min(batch * 2, BATCH_MAX)
+    return rows
+
+
+def dedup_report(
+    store: Store,
+    start: date,
+    end: date,
+    *,
+    status: str | None = None,
+    destination: str | None = None,
+    page: int = 1,
+    property_id: int | None = None,
+    scan: bool = False,
+    max_stale: float = 0.0,
+) -> DedupReport:
+    """Every order received in ``[start, end]`` (UTC days), summarised per destination, and
+    page ``page`` of those whose verdict is ``status`` at ``destination`` (at any destination
+    covered when None; every order when ``status`` is None); ``property_id``: one property's
+    orders only (None: every property's). Everything an order is paired with (its outbox
+    rows, mirror rows, session, other orders' ids) is its own property's.
+
+    The summary is merged from the day partials (``max_stale``: see
+    :func:`backchannel.rollups.partials`) and the page read in batches; ``scan=True`` reads
+    every order of the range at once instead (the reference the tests compare)."""
+    if status is not None and status not in VERDICTS:
+        raise ValueError(f"status: one of {', '.join(VERDICTS)}")
+    if destination is not None and destination not in DESTINATIONS:
+        raise ValueError(f"destination: one of {', '.join(DESTINATIONS)}")
+    if page < 1:
+        raise ValueError("page: must be 1 or more")
+    if scan:
+        return _scan(store, start, end, status, destination, page, property_id)
+    parts = rollups.partials(
+        store, PARTIAL, day_partial, start, end, property_id, max_stale=max_stale
+    )
+    orders, unsent, covered, counts = _merge(parts, destination)
+    matching = sum(_day_matching(p.data, covered, status, destination) for p in parts)
+    return DedupReport(
+        start=start,
+        end=end,
+        orders=orders,
+        unsent=unsent,
+        destinations=covered,
+        counts=counts,
+        status=status,
+        destination=destination,
+        page=page,
+        matching=matching,
+        pages=max(1, math.ceil(matching / PAGE_SIZE)),
+        rows=_page(store, parts, covered, property_id, status, destination, page),
+    )
+
+
+def _scan(
+    store: Store,
+    start: date,
+    end: date,
+    status: str | None,
+    destination: str | None,
+    page: int,
+    property_id: int | None,
+) -> DedupReport:
+    """The report from every order of the range read at once (the reference)."""
+    low, high = time_range(start, end)
+    read = _read(store, low, high, property_id)
+    legs = _legs(store, read, _judged(read, destination))
+    found = _covered(read, legs) | ({destination} if destination else set())
+    covered = tuple(n for n in DESTINATIONS if n in found)
+    # newest first, as a page is read (the query itself leaves the order to the database)
+    every = sorted(_rows(read, legs, covered), key=lambda r: (r.received_at, r.conversion_id))
+    every.reverse()
     rows = [r for r in every if r.sent]
     counts = {d: dict.fromkeys(VERDICTS, 0) for d in covered}
     for row in rows:
@@ -505,8 +712,6 @@ def dedup_report(
         unsent=len(every) - len(rows),
         destinations=covered,
         counts=counts,
-        capped=read.capped,
-        cap=cap,
         status=status,
         destination=destination,
         page=page,

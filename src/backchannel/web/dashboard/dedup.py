@@ -175,13 +175,6 @@ def _filters(report: DedupReport) -> str:
 def page_body(report: DedupReport) -> str:
     """The page's HTML (without the shell): summary, mismatch alarm, the table of orders."""
     parts = [range_form(PATH, report.start, report.end, _filters(report))]
-    if report.capped:
-        parts.append(
-            notice(
-                f"The range holds more than {report.cap} orders: these figures are based on the"
-                f" latest {report.cap} of them only. Pick a shorter range for all of them."
-            )
-        )
     mismatches = report.mismatches
     if mismatches:
         where = ", ".join(f"{display_name(d)} ({n})" for d, n in mismatches.items())
