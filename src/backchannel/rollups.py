@@ -85,6 +85,9 @@ def scope(store: Store, property_id: int | None) -> list[int]:
 _REGISTRY: dict[str, Compute] = {}
 #: seconds between background refreshes (serve's primary process)
 REFRESH_EVERY = 30.0
+#: seconds a dashboard page may show a day's partial computed before the day's latest change
+#: (the page says when its figures are from); the refresh keeps them well within it
+DASHBOARD_STALE = 120.0
 #: days back the background refresh looks at (older days change rarely; a read recomputes them)
 REFRESH_DAYS = 62
 
