@@ -28,8 +28,10 @@ from backchannel.diagnostics import dedup
 from backchannel.diagnostics.dedup import VERDICTS, dedup_report
 from backchannel.diagnostics.identifiers import identifiers_report
 from backchannel.diagnostics.overview import Latency, latency_of, latency_of_histogram, overview
-from backchannel.store.base import Store
+from backchannel.store.base import BrowserEvent, Dead, SessionUpdate, Store
+from backchannel.web.dashboard.overview import render_overview
 from dashboard.rollup_seed import CONFIGURED, DAYS, Seeded, midnight, seed
+from store.helpers import conversion
 
 #: every inclusive range of the seeded week (28), one-day ranges first
 RANGES = sorted(itertools.combinations_with_replacement(DAYS, 2), key=lambda r: (r[1] - r[0], r))
@@ -49,8 +51,10 @@ FILTERS: list[tuple[str | None, str | None]] = [
 
 @pytest.fixture
 def cached(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, date]]:
-    """``rollups.partials`` with a cache: each (name, property, day) computed once, kept as
-    JSON bytes and read back. Returns the computations made (to check the cache is used)."""
+    """``rollups.partials`` that computes each (report, property, day) once and then hands
+    back the JSON it kept, read back with orjson (what the store's cache does with a partial
+    whose day did not change): every merge below runs on round-tripped partials. Returns the
+    computations made, to check the cache was used."""
     live = rollups.partials
     kept: dict[tuple[str, int, date], bytes] = {}
     computed: list[tuple[str, int, date]] = []
@@ -65,32 +69,20 @@ def cached(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, date]]:
         **options: Any,
     ) -> list[rollups.DayPartial]:
         out = []
-        for part in live(store, name, _counted(compute, name, computed, kept), start, end,
-                         property_id, **options):  # fmt: skip
-            data = orjson.loads(kept[(name, part.property_id, part.day)])
-            out.append(rollups.DayPartial(part.property_id, part.day, data, part.computed_at))
+        day = start
+        while day <= end:
+            for p in rollups.scope(store, property_id):
+                key = (name, p, day)
+                if key not in kept:
+                    computed.append(key)
+                    [part] = live(store, name, compute, day, day, p, **options)
+                    kept[key] = orjson.dumps(part.data)
+                out.append(rollups.DayPartial(p, day, orjson.loads(kept[key]), 0.0))
+            day += timedelta(days=1)
         return out
 
     monkeypatch.setattr(rollups, "partials", partials)
     return computed
-
-
-def _counted(
-    compute: rollups.Compute,
-    name: str,
-    computed: list[tuple[str, int, date]],
-    kept: dict[tuple[str, int, date], bytes],
-) -> rollups.Compute:
-    """``compute`` run only for a (property, day) not kept yet; its answer kept as JSON."""
-
-    def run(store: Store, property_id: int, low: int, high: int) -> rollups.Partial:
-        key = (name, property_id, date(1970, 1, 1) + timedelta(days=low // rollups.DAY))
-        if key not in kept:
-            computed.append(key)
-            kept[key] = orjson.dumps(compute(store, property_id, low, high))
-        return {}
-
-    return run
 
 
 def scopes(seeded: Seeded) -> list[int | None]:
@@ -239,3 +231,80 @@ class TestLatencyHistogram:
         histogram = {1: 1, 2: 2, 3: 1, 250: 1, 4000: 1}
         assert latency_of_histogram(histogram) == Latency(6, 0.002, 4.0, 4.0, 4.0)
         assert latency_of_histogram({}) == Latency(0, None, None, None, None)
+
+
+class TestKeptPartials:
+    """The store's own cache (migration 0019): partials kept across reads stay equal to the
+    scan after writes of every kind, and a page allowed stale partials says from when."""
+
+    def test_kept_partials_follow_writes(self, store: Store) -> None:
+        seeded = seed(store, random.Random(3))
+        week = [(DAYS[0], DAYS[-1]), (DAYS[1], DAYS[1]), (DAYS[4], DAYS[4])]
+        check_overview(store, seeded, week)  # every partial computed and kept
+        check_identifiers(store, seeded, week)
+        check_dedup(store, seeded, week, pages=(1,))
+        kept = store.read("SELECT name, property_id, day, computed_at FROM rollups")
+        assert {r[0] for r in kept} == {"overview/1", "identifiers/1", "dedup/1"}
+        # read again with nothing written: every answer from the kept partials
+        check_overview(store, seeded, week)
+        assert sorted(store.read("SELECT name, property_id, day, computed_at FROM rollups")) == (
+            sorted(kept)
+        )
+        _write_more(store, seeded)
+        check_overview(store, seeded, week)
+        check_identifiers(store, seeded, week)
+        check_dedup(store, seeded, week, pages=(1, 2))
+
+    def test_a_page_may_show_a_kept_partial_and_says_so(self, store: Store) -> None:
+        """max_stale: a day changed since its partial was computed is answered from it (the
+        report's as_of says when it was computed); exact reads (0) recompute it."""
+        at = midnight(DAYS[1]) + 3600
+        store.insert_conversions([conversion("a", payload=b'{"user": {}}')], at)
+        first = overview(store, DAYS[1], DAYS[1], CONFIGURED)
+        assert (first.received_total, first.as_of) == (1, None)
+        store.insert_conversions([conversion("b", payload=b'{"user": {}}')], at + 60)
+        stale = overview(store, DAYS[1], DAYS[1], CONFIGURED, max_stale=3600)
+        assert stale.received_total == 1
+        assert stale.as_of is not None
+        assert "Some figures are from" in render_overview(stale)
+        exact = overview(store, DAYS[1], DAYS[1], CONFIGURED)
+        assert (exact.received_total, exact.as_of) == (2, None)
+        assert "Some figures are from" not in render_overview(exact)
+        for report in (
+            identifiers_report(store, DAYS[1], DAYS[1], max_stale=3600),
+            dedup_report(store, DAYS[1], DAYS[1], max_stale=3600),
+        ):
+            assert report.as_of is None  # their first read: computed now, not stale
+
+
+def _write_more(store: Store, seeded: Seeded) -> None:
+    """Writes of every kind the reports read, on days whose partials are kept."""
+    default, eu, _ = seeded.properties
+    d1, d3 = midnight(DAYS[2]), midnight(DAYS[4])  # day 1 and day 3 of the seed
+    items = [
+        conversion("late-1", payload=b'{"user": {"email": ["x"]}}', session_id="late-s"),
+        conversion("late-2", payload=b'{"user": {}, "opt_out": true}', destinations=()),
+        conversion("late-3", test_event_code="T2"),
+        conversion("late-4", event="Lead", property_id=eu, destinations=("tiktok",)),
+    ]
+    assert store.insert_conversions(items[:2], d1) == [True, True]  # at midnight exactly
+    assert store.insert_conversions(items[2:], d3 + 5) == [True, True]
+    # rows of every connection change state: delivered on day 3 (received earlier), dead,
+    # expired, retried
+    for prop in (default, eu):
+        for c in store.list_connections(prop):
+            assert c.id is not None
+            claimed = store.claim(c.id, 10_000, d3 + 86_400 * 30, 60)
+            ids = [x.outbox_id for x in claimed]
+            store.mark_delivered(ids[0::4], d3 + 30, "ref")
+            store.mark_dead([Dead(i, b"{}") for i in ids[1::4]], "late", None, None)
+            store.mark_expired(ids[2::4], "late")
+            store.mark_retry(ids[3::4], d3 + 90_000, "HTTP 500", None, failed_at=d3 + 40)
+    # the Pixel: a call with the late order's own id, and another id in its session
+    store.record_collect(
+        [SessionUpdate("late-s", d1 - 60, landing=True)],
+        [
+            BrowserEvent("late-s", "CompletePayment", "CompletePayment-late-1", d1 - 5),
+            BrowserEvent("late-s", "CompletePayment", "someone-else", d1 - 4),
+        ],
+    )

@@ -296,6 +296,9 @@ class DedupReport:
     matching: int
     pages: int
     rows: list[DedupRow]
+    #: None: the summary is exact as read; else the oldest computation of a day's partial
+    #: shown although the day changed since (``max_stale`` allowed it)
+    as_of: float | None = None
 
     def share(self, destination: str, verdict: str) -> float | None:
         return percent(self.counts[destination][verdict], self.orders)
@@ -677,6 +680,7 @@ def dedup_report(
         matching=matching,
         pages=max(1, math.ceil(matching / PAGE_SIZE)),
         rows=_page(store, parts, covered, property_id, status, destination, page),
+        as_of=min((part.computed_at for part in parts if part.stale), default=None),
     )
 
 
@@ -729,3 +733,6 @@ def _filtered(
     if destination is not None:
         return [r for r in rows if r.verdict(destination) == status]
     return [r for r in rows if status in r.verdicts.values()]
+
+
+rollups.register(PARTIAL, day_partial)

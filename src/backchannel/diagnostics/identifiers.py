@@ -195,6 +195,9 @@ class IdentifiersReport:
     events: list[EventIdentifiers]
     #: the destinations estimated (the active ones, in registry order)
     destinations: tuple[str, ...] = DESTINATIONS
+    #: None: exact as read; else the oldest computation of a day's partial shown although
+    #: the day changed since (``max_stale`` allowed it)
+    as_of: float | None = None
 
     @property
     def identifiers(self) -> tuple[Identifier, ...]:
@@ -359,6 +362,7 @@ def identifiers_report(
     (None: every property's): merged from the day partials (``max_stale``: see
     :func:`backchannel.rollups.partials`), or with ``scan=True`` read from the rows of the
     whole range (the reference the tests compare)."""
+    as_of = None
     if scan:
         found = _scan(store, start, end, destinations, property_id)
     else:
@@ -366,6 +370,7 @@ def identifiers_report(
             store, PARTIAL, day_partial, start, end, property_id, max_stale=max_stale
         )
         found = _merge(parts, destinations)
+        as_of = min((part.computed_at for part in parts if part.stale), default=None)
     events = sorted(found, key=lambda e: (-e.conversions, -e.opted_out, e.event))
     return IdentifiersReport(
         start=start,
@@ -374,4 +379,8 @@ def identifiers_report(
         opted_out=sum(e.opted_out for e in events),
         events=events,
         destinations=destinations,
+        as_of=as_of,
     )
+
+
+rollups.register(PARTIAL, day_partial)

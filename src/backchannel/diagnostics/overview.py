@@ -141,6 +141,9 @@ class Overview:
     #: source input refused in the range (webhooks, CSV imports), and the latest of them
     refused: int = 0
     last_refused: list[RefusedRow] = field(default_factory=list)
+    #: None: every range figure is exact as read; else the oldest computation of a day's
+    #: partial shown although the day changed since (``max_stale`` allowed it)
+    as_of: float | None = None
 
     @property
     def received_total(self) -> int:
@@ -454,6 +457,7 @@ class _Range:
     test_events: int
     delivered: dict[str, dict[str, list[int]]]
     latency: dict[str, Latency]
+    as_of: float | None = None
 
 
 def _scan(store: Store, start: date, end: date, property_id: int | None) -> _Range:
@@ -599,6 +603,7 @@ def overview(
     else:
         parts = rollups.partials(store, PARTIAL, day_partial, start, end, p, max_stale=max_stale)
         figures = merge(parts, start, end)
+        figures.as_of = min((part.computed_at for part in parts if part.stale), default=None)
     connections = _connections(store, p)
     state = _state(store, connections, p)
 
@@ -607,6 +612,7 @@ def overview(
     result = Overview(start, end, kind, labels, listed + sorted(found - set(listed)))
     result.received = dict(sorted(figures.received.items()))
     result.test_events = figures.test_events
+    result.as_of = figures.as_of
     result.delivered = {
         d: dict(sorted(figures.delivered.get(d, {}).items())) for d in result.destinations
     }
@@ -635,3 +641,6 @@ def overview(
         error, summary = summarize_refusal(reason)
         result.last_refused.append(RefusedRow(float(at), source, delivery_id, error, summary))
     return result
+
+
+rollups.register(PARTIAL, day_partial)

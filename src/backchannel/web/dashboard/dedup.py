@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from backchannel import rollups
 from backchannel.config import Settings
 from backchannel.destinations import DESTINATIONS, display_name
 from backchannel.diagnostics.dedup import (
@@ -42,6 +43,7 @@ from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
     ParamError,
     RangeError,
+    as_of_notice,
     bad_request,
     error_page,
     esc,
@@ -174,7 +176,10 @@ def _filters(report: DedupReport) -> str:
 
 def page_body(report: DedupReport) -> str:
     """The page's HTML (without the shell): summary, mismatch alarm, the table of orders."""
-    parts = [range_form(PATH, report.start, report.end, _filters(report))]
+    parts = [
+        range_form(PATH, report.start, report.end, _filters(report)),
+        as_of_notice(report.as_of),
+    ]
     mismatches = report.mismatches
     if mismatches:
         where = ", ".join(f"{display_name(d)} ({n})" for d, n in mismatches.items())
@@ -251,6 +256,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 destination=destination,
                 page=page,
                 property_id=admin.property_id,
+                max_stale=rollups.DASHBOARD_STALE,
             )
         )
         return render(TITLE, page_body(report), admin, active="dedup")

@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from backchannel import quality
+from backchannel import quality, rollups
 from backchannel.config import Settings
 from backchannel.destinations import display_name
 from backchannel.diagnostics.identifiers import (
@@ -31,6 +31,7 @@ from backchannel.web.access import require_role
 from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
     RangeError,
+    as_of_notice,
     bad_request,
     error_page,
     esc,
@@ -82,7 +83,7 @@ def _weights_table(destinations: tuple[str, ...]) -> str:
 
 def page_body(report: IdentifiersReport) -> str:
     """The page's HTML (without the shell): counts first, then quality, then the method."""
-    parts = [range_form(PATH, report.start, report.end)]
+    parts = [range_form(PATH, report.start, report.end), as_of_notice(report.as_of)]
     parts.append(
         '<p class="base">Based on '
         + figure("conversions", report.conversions)
@@ -156,10 +157,20 @@ def page_body(report: IdentifiersReport) -> str:
 def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     """Add the Identifiers page and its JSON twin."""
 
-    def _report(start: date, end: date, property_id: int | None) -> IdentifiersReport:
+    def _report(
+        start: date, end: date, property_id: int | None, max_stale: float = 0.0
+    ) -> IdentifiersReport:
+        """The page passes rollups.DASHBOARD_STALE; the JSON twin is exact (0)."""
         store = state["store"]
         active = active_destinations(store, settings.destinations)
-        return identifiers_report(store, start, end, destinations=active, property_id=property_id)
+        return identifiers_report(
+            store,
+            start,
+            end,
+            destinations=active,
+            property_id=property_id,
+            max_stale=max_stale,
+        )
 
     async def identifiers_page(
         request: Request, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
@@ -168,7 +179,9 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             start, end = parse_range(request)
         except RangeError as exc:
             return error_page(TITLE, PATH, exc, admin, "identifiers")
-        report = await asyncio.to_thread(_report, start, end, admin.property_id)
+        report = await asyncio.to_thread(
+            _report, start, end, admin.property_id, rollups.DASHBOARD_STALE
+        )
         return render(TITLE, page_body(report), admin, active="identifiers")
 
     async def identifiers_api(

@@ -110,6 +110,17 @@ def notice(text: str | None, *, kind: str = "info") -> str:
     return f'<p class="notice {esc(kind)}"{role}>{esc(text)}</p>'
 
 
+def as_of_notice(as_of: float | None) -> str:
+    """Said when a page's figures include a day's partial computed before that day's latest
+    change (``max_stale``, backchannel.rollups): from when they are. Nothing when exact."""
+    if as_of is None:
+        return ""
+    return notice(
+        f"Some figures are from {when(as_of)}: a day that changed since is recomputed in the"
+        " background within a minute or two (reload then). The JSON twin is always exact."
+    )
+
+
 # --- date ranges ----------------------------------------------------------------------------------
 DEFAULT_DAYS = 7
 

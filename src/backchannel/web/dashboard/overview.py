@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from starlette.responses import HTMLResponse, JSONResponse
 
-from backchannel import charts
+from backchannel import charts, rollups
 from backchannel.config import Settings
 from backchannel.diagnostics.overview import ErrorRow, Latency, Overview, overview
 from backchannel.members import VIEWER
@@ -238,6 +238,7 @@ def render_overview(data: Overview, sandboxed: list[str] | None = None) -> str:
     return (
         sandbox_notice(sandboxed or [])
         + layout.range_form(PATH, data.start, data.end)
+        + layout.as_of_notice(data.as_of)
         + tests
         + _cards(data)
         + _latency(data)
@@ -287,10 +288,13 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 found.append(name)
         return found
 
-    async def load(start: date, end: date, property_id: int | None) -> Overview:
-        """The figures of the request's property (its own rows only)."""
+    async def load(
+        start: date, end: date, property_id: int | None, max_stale: float = 0.0
+    ) -> Overview:
+        """The figures of the request's property (its own rows only); ``max_stale``: the
+        page's (rollups.DASHBOARD_STALE), the JSON twin's is exact (0)."""
         return await asyncio.to_thread(
-            lambda: overview(state["store"], start, end, active(), property_id)
+            lambda: overview(state["store"], start, end, active(), property_id, max_stale=max_stale)
         )
 
     @app.get(PATH, include_in_schema=False, response_class=HTMLResponse)
@@ -301,7 +305,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             start, end = layout.parse_range(request)
         except layout.RangeError as exc:
             return layout.error_page("Overview", PATH, exc, admin, "overview")
-        data = await load(start, end, admin.property_id)
+        data = await load(start, end, admin.property_id, rollups.DASHBOARD_STALE)
         body = render_overview(data, sandboxed())
         return layout.render("Overview", body, admin, active="overview")
 
