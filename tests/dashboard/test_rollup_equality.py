@@ -308,3 +308,63 @@ def _write_more(store: Store, seeded: Seeded) -> None:
             BrowserEvent("late-s", "CompletePayment", "someone-else", d1 - 4),
         ],
     )
+
+
+class TestNowFigures:
+    def test_outbox_now_and_errors_equal_a_plain_reading(self, store: Store) -> None:
+        """Queue, retrying, dead, expired, the last errors and the refused input of each
+        property and of all, against every outbox row read plainly (joined to its conversion,
+        the property taken from the conversion) and counted here."""
+        seeded = seed(store, random.Random(4))
+        for p in scopes(seeded):
+            rows = [
+                r[1:]
+                for r in store.read(
+                    "SELECT c.property_id, o.id, o.destination, o.status, o.attempts,"
+                    " o.last_error, COALESCE(o.failed_at, o.due_at) FROM outbox o"
+                    " JOIN conversions c ON c.id = o.conversion_id"
+                    " WHERE c.test_event_code IS NULL"
+                )
+                if p is None or r[0] == p
+            ]
+            names = sorted({str(r[1]) for r in rows} - set(CONFIGURED))
+            expected: dict[str, dict[str, int]] = {
+                k: dict.fromkeys([*CONFIGURED, *names], 0)
+                for k in ("queue", "retrying", "dead", "expired")
+            }
+            for _, destination, status, attempts, _, _ in rows:
+                if status in ("pending", "in_flight"):
+                    expected["queue"][destination] += 1
+                if status == "pending" and attempts > 0:
+                    expected["retrying"][destination] += 1
+                if status in ("dead", "expired"):
+                    expected[status][destination] += 1
+            errors = sorted(
+                ((float(r[5]), int(r[0])) for r in rows if r[4] is not None),
+                reverse=True,
+            )[:20]
+            data = overview(store, DAYS[0], DAYS[-1], CONFIGURED, p)
+            got = {
+                "queue": data.queue,
+                "retrying": data.retrying,
+                "dead": data.dead,
+                "expired": data.expired,
+            }
+            assert got == expected, p
+            assert [(e.due_at, e.outbox_id) for e in data.last_errors] == errors, p
+            lo, hi = midnight(DAYS[0]), midnight(DAYS[-1]) + 86_400
+            refused = [
+                r[1:]
+                for r in store.read(
+                    "SELECT property_id, at FROM ingest_rejections WHERE at >= ? AND at < ?"
+                    " ORDER BY at DESC, id DESC",
+                    (lo, hi),
+                )
+                if p is None or r[0] == p
+            ]
+            assert data.refused == len(refused), p
+            assert [r.at for r in data.last_refused] == [float(r[0]) for r in refused[:20]]
+        everything = overview(store, DAYS[0], DAYS[-1], CONFIGURED)
+        assert sum(everything.dead.values()) > 0
+        assert sum(everything.retrying.values()) > 0
+        assert everything.last_errors

@@ -56,7 +56,7 @@ from typing import Any
 
 from backchannel import rollups
 from backchannel.destinations import DESTINATIONS, display_name
-from backchannel.diagnostics import percent
+from backchannel.diagnostics import percent, property_term
 from backchannel.report import time_range
 from backchannel.store.base import DELIVERED, Store
 
@@ -105,7 +105,6 @@ FROM conversions c
 WHERE c.test_event_code IS NULL AND c.order_id IS NOT NULL
   AND c.received_at >= ? AND c.received_at < ?{scope}{before}{order}
 """
-_SCOPE = " AND c.property_id = ?"
 _BEFORE = " AND (c.received_at < ? OR (c.received_at = ? AND c.id < ?))"
 _ORDER = "\nORDER BY c.received_at DESC, c.id DESC\nLIMIT ?"
 #: every outbox row of those orders: (conversion id, destination, status); a destination
@@ -133,11 +132,11 @@ WHERE b.session_id IN (
 """
 
 
-def _orders_sql(property_id: int | None, *, before: bool, batch: bool) -> str:
+def _orders_sql(dialect: str, property_id: int | None, *, before: bool, batch: bool) -> str:
     """:data:`ORDERS_SQL` for every property's orders or one's, after a keyset or not, a
     batch (newest first, LIMIT) or every row."""
     return ORDERS_SQL.format(
-        scope="" if property_id is None else _SCOPE,
+        scope="" if property_id is None else property_term(dialect, "c.property_id"),
         before=_BEFORE if before else "",
         order=_ORDER if batch else "",
     )
@@ -357,7 +356,9 @@ def _read(
     """The orders received in [low, high) (of one property, or all) and what they pair with:
     every one, or (``limit``) the newest ``limit`` of them older than ``before`` (the
     (received_at, id) of the last order of the previous batch)."""
-    orders_sql = _orders_sql(property_id, before=before is not None, batch=limit is not None)
+    orders_sql = _orders_sql(
+        store.dialect, property_id, before=before is not None, batch=limit is not None
+    )
     window: list[Any] = [low, high]
     if property_id is not None:
         window.append(property_id)

@@ -34,7 +34,7 @@ import orjson
 
 from backchannel import destinations as registry
 from backchannel import quality, rollups
-from backchannel.diagnostics import percent
+from backchannel.diagnostics import percent, property_term
 from backchannel.identifiers import value as platform_id
 from backchannel.report import time_range
 from backchannel.store.base import Store
@@ -245,7 +245,8 @@ def _rows(store: Store, low: int, high: int, property_id: int | None) -> list[tu
     """(event, payload, stitched) of every production conversion received in [low, high)."""
     if property_id is None:
         return store.read(ROWS_SQL.format(scope=""), (low, high))
-    return store.read(ROWS_SQL.format(scope=" AND property_id = ?"), (low, high, property_id))
+    scope = property_term(store.dialect, "property_id")
+    return store.read(ROWS_SQL.format(scope=scope), (low, high, property_id))
 
 
 def day_partial(store: Store, property_id: int, low: int, high: int) -> rollups.Partial:

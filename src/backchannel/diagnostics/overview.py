@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 
 from backchannel import rollups
+from backchannel.diagnostics import property_term
 from backchannel.report import time_range
 from backchannel.store.base import DEAD, DELIVERED, EXPIRED, IN_FLIGHT, PENDING, Store
 
@@ -316,25 +317,44 @@ WHERE o.status = ? AND o.delivered_at >= ? AND o.delivered_at < ?
   AND c.test_event_code IS NULL{scope}
 """
 
-# The "now" queries. The outbox is read through the connections of the scope, so the
-# (connection_id, status, due_at) index (outbox_due) hands over the rows in those states and
-# never the delivered ones (the bulk of the table); each row's conversion is read by its key.
+# The "now" queries read the outbox through the connections of the scope (an outbox row's
+# connection is of its conversion's property: the store refuses any other), never its
+# delivered rows (the bulk of the table).
 _CONNECTIONS = "SELECT id, destination FROM connections{scope} ORDER BY id"
+# Every row not delivered, counted on the outbox alone: the (connection_id, status, due_at)
+# index (outbox_due) narrows it to those rows; with (connection_id, status, attempts) WHERE
+# status <> 'delivered' (outbox_state, proposed for migration 0019+) it is an index-only
+# count. ``<> 'delivered'`` is implied by the IN list, and written so SQLite sees that the
+# partial index applies.
 _STATE = """
-SELECT o.destination, o.status, CASE WHEN o.attempts > 0 THEN 1 ELSE 0 END, COUNT(*)
-FROM outbox o JOIN conversions c ON c.id = o.conversion_id
+SELECT o.connection_id, o.status, o.attempts, COUNT(*)
+FROM outbox o
 WHERE o.connection_id IN ({connections}) AND o.status IN (?, ?, ?, ?)
-  AND c.test_event_code IS NULL{scope}
+  AND o.status <> 'delivered'
+GROUP BY 1, 2, 3
+"""
+# ... minus the rows of test conversions: the test conversions first (a handful, through
+# conversions (property_id) WHERE test_event_code IS NOT NULL, conversions_test, proposed;
+# without it a scan of the conversions), then their outbox rows by their key. The unary "+"
+# keeps SQLite from reading the connections' rows through outbox_due instead (every row not
+# delivered, each checked against the list).
+_STATE_TESTS = """
+SELECT o.connection_id, o.status, o.attempts, COUNT(*)
+FROM outbox o
+WHERE o.conversion_id IN (SELECT c.id FROM conversions c WHERE c.test_event_code IS NOT NULL)
+  AND +o.connection_id IN ({connections}) AND o.status IN (?, ?, ?, ?)
 GROUP BY 1, 2, 3
 """
 # One connection's latest errors: delivered rows never keep an error (mark_delivered clears
-# it), so only the other states are read.
+# it). outbox_due narrows it to the connection's rows not delivered, sorted here; with
+# (connection_id, COALESCE(failed_at, due_at), id) WHERE last_error IS NOT NULL
+# (outbox_errors, proposed) it is a walk of the newest index entries, stopped at the LIMIT.
 _ERRORS = """
 SELECT o.id, o.destination, c.event, c.event_id, o.status, o.attempts,
        COALESCE(o.failed_at, o.due_at), o.last_error, o.last_response
 FROM outbox o JOIN conversions c ON c.id = o.conversion_id
 WHERE o.connection_id = ? AND o.status IN (?, ?, ?, ?) AND o.last_error IS NOT NULL
-  AND c.test_event_code IS NULL{scope}
+  AND c.test_event_code IS NULL
 ORDER BY COALESCE(o.failed_at, o.due_at) DESC, o.id DESC
 LIMIT ?
 """
@@ -347,17 +367,22 @@ _REFUSED = (
 
 
 def _scoped(
-    query: str, params: Sequence[Any], property_id: int | None, column: str, **fmt: str
+    store: Store,
+    query: str,
+    params: Sequence[Any],
+    property_id: int | None,
+    column: str,
+    **fmt: str,
 ) -> tuple[str, list[Any]]:
     """``query`` for one property (``column = ?`` added, its parameter before a trailing
-    LIMIT's) or every one."""
+    LIMIT's: see :func:`backchannel.diagnostics.property_term`) or every one."""
     values = list(params)
     if property_id is None:
         return query.format(scope="", **fmt), values
     limited = query.rstrip().endswith("LIMIT ?")
     at = len(values) - 1 if limited else len(values)
     values.insert(at, property_id)
-    return query.format(scope=f" AND {column} = ?", **fmt), values
+    return query.format(scope=property_term(store.dialect, column), **fmt), values
 
 
 def excerpt(text: str | None, limit: int = RESPONSE_EXCERPT) -> str | None:
@@ -381,6 +406,7 @@ def _received(
     found: dict[str, list[int]] = {}
     for event, index, n in store.read(
         *_scoped(
+            store,
             _RECEIVED,
             (float(lo), float(width), float(lo), float(hi)),
             property_id,
@@ -393,7 +419,9 @@ def _received(
 
 
 def _test_events(store: Store, lo: int, hi: int, property_id: int | None) -> int:
-    ((n,),) = store.read(*_scoped(_TEST_EVENTS, (float(lo), float(hi)), property_id, "property_id"))
+    ((n,),) = store.read(
+        *_scoped(store, _TEST_EVENTS, (float(lo), float(hi)), property_id, "property_id")
+    )
     return int(n)
 
 
@@ -405,6 +433,7 @@ def _delivered(
     found: dict[str, dict[str, list[int]]] = {}
     for destination, event, index, n in store.read(
         *_scoped(
+            store,
             _DELIVERED,
             (float(lo), float(width), DELIVERED, float(lo), float(hi)),
             property_id,
@@ -423,7 +452,7 @@ def _durations(
     """(destination, delivered_at - received_at) of every production row delivered in
     [lo, hi), in no particular order."""
     rows = store.read(
-        *_scoped(_LATENCY, (DELIVERED, float(lo), float(hi)), property_id, "c.property_id")
+        *_scoped(store, _LATENCY, (DELIVERED, float(lo), float(hi)), property_id, "c.property_id")
     )
     return ((str(d), float(seconds)) for d, seconds in rows)
 
@@ -524,27 +553,26 @@ def _connections(store: Store, property_id: int | None) -> list[tuple[int, str]]
     return [(int(i), str(d)) for i, d in rows]
 
 
-def _state(
-    store: Store, connections: Sequence[tuple[int, str]], property_id: int | None
-) -> list[tuple[str, str, int, int]]:
-    """(destination, status, tried, rows) of the production rows not delivered, now."""
+def _state(store: Store, connections: Sequence[tuple[int, str]]) -> list[tuple[str, str, int, int]]:
+    """(destination, status, tried, rows) of the production rows of ``connections`` not
+    delivered, now: every such row, minus those of test conversions."""
     if not connections:
         return []
-    ids = ",".join(str(i) for i, _ in connections)  # integers read from the store
-    rows = store.read(
-        *_scoped(
-            _STATE, (PENDING, IN_FLIGHT, DEAD, EXPIRED), property_id, "c.property_id",
-            connections=ids,
-        )
-    )  # fmt: skip
-    return [(str(d), str(s), int(t), int(n)) for d, s, t, n in rows]
+    destination = dict(connections)
+    ids = ",".join(str(i) for i in destination)  # integers read from the store
+    states = (PENDING, IN_FLIGHT, DEAD, EXPIRED)
+    counts: dict[tuple[str, str, int], int] = {}
+    for query, sign in ((_STATE, 1), (_STATE_TESTS, -1)):
+        for connection_id, status, attempts, n in store.read(
+            query.format(connections=ids), states
+        ):  # grouped by attempts itself: the index's order, no sort
+            key = (destination[int(connection_id)], str(status), int(int(attempts) > 0))
+            counts[key] = counts.get(key, 0) + sign * int(n)
+    return [(d, s, t, n) for (d, s, t), n in sorted(counts.items()) if n]
 
 
 def _errors(
-    store: Store,
-    connections: Sequence[tuple[int, str]],
-    destinations: Sequence[str],
-    property_id: int | None,
+    store: Store, connections: Sequence[tuple[int, str]], destinations: Sequence[str]
 ) -> list[ErrorRow]:
     """The latest :data:`LAST_ERRORS` production rows with an error, newest failure first:
     the latest of each connection (an index walk each), then the latest of those."""
@@ -553,12 +581,7 @@ def _errors(
         if destination not in destinations:
             continue
         for row in store.read(
-            *_scoped(
-                _ERRORS,
-                (connection_id, PENDING, IN_FLIGHT, DEAD, EXPIRED, LAST_ERRORS),
-                property_id,
-                "c.property_id",
-            )
+            _ERRORS, (connection_id, PENDING, IN_FLIGHT, DEAD, EXPIRED, LAST_ERRORS)
         ):
             oid, name, event, event_id, status, attempts, due_at, error, response = row
             errors.append(
@@ -605,7 +628,7 @@ def overview(
         figures = merge(parts, start, end)
         figures.as_of = min((part.computed_at for part in parts if part.stale), default=None)
     connections = _connections(store, p)
-    state = _state(store, connections, p)
+    state = _state(store, connections)
 
     listed = list(destinations)
     found = set(figures.delivered) | {destination for destination, _, _, _ in state}
@@ -631,12 +654,14 @@ def overview(
         if status == EXPIRED:
             result.expired[destination] += n
 
-    result.last_errors = _errors(store, connections, result.destinations, p)
+    result.last_errors = _errors(store, connections, result.destinations)
     lo, hi = time_range(start, end)
-    ((refused,),) = store.read(*_scoped(_REFUSED_COUNT, (float(lo), float(hi)), p, "property_id"))
+    ((refused,),) = store.read(
+        *_scoped(store, _REFUSED_COUNT, (float(lo), float(hi)), p, "property_id")
+    )
     result.refused = int(refused)
     for at, source, delivery_id, reason in store.read(
-        *_scoped(_REFUSED, (float(lo), float(hi), LAST_ERRORS), p, "property_id")
+        *_scoped(store, _REFUSED, (float(lo), float(hi), LAST_ERRORS), p, "property_id")
     ):
         error, summary = summarize_refusal(reason)
         result.last_refused.append(RefusedRow(float(at), source, delivery_id, error, summary))
