@@ -105,7 +105,9 @@ FROM conversions c
 WHERE c.test_event_code IS NULL AND c.order_id IS NOT NULL
   AND c.received_at >= ? AND c.received_at < ?{scope}{before}{order}
 """
-_BEFORE = " AND (c.received_at < ? OR (c.received_at = ? AND c.id < ?))"
+#: the keyset: older than the previous batch's last row; its first term bounds the index
+#: range (the second alone is a filter both databases apply row by row, from the range's end)
+_BEFORE = " AND c.received_at <= ? AND (c.received_at < ? OR c.id < ?)"
 _ORDER = "\nORDER BY c.received_at DESC, c.id DESC\nLIMIT ?"
 #: every outbox row of those orders: (conversion id, destination, status); a destination
 #: with two connections (two pixels of one property) has two rows
@@ -115,12 +117,15 @@ FROM outbox x
 WHERE x.conversion_id IN (SELECT o.id FROM ({orders}) o)
 """
 #: mirror rows carrying one of those orders' ids, event_id or order_id: (property, platform,
-#: id); a row pairs only with an order of its own property (matched in Python)
+#: id); a row pairs only with an order of its own property (matched in Python). One IN over
+#: a UNION: PostgreSQL answers ``IN (…) OR IN (…)`` with a scan of every mirror row (hashed
+#: subplans), a single IN with probes of browser_events_event_id
 SAME_ID_SQL = """
 SELECT DISTINCT b.property_id, b.platform, b.event_id
 FROM browser_events b
-WHERE b.event_id IN (SELECT o.event_id FROM ({orders}) o)
-   OR b.event_id IN (SELECT o.order_id FROM ({orders}) o)
+WHERE b.event_id IN (
+    SELECT o.event_id FROM ({orders}) o UNION SELECT o.order_id FROM ({orders}) o
+)
 """
 #: mirror rows of those orders' landing sessions: (session, platform, event, id, property)
 SESSION_SQL = """
