@@ -78,7 +78,11 @@ def _user(rng: random.Random, n: int) -> dict[str, Any]:
         if rng.random() < 0.25:
             user[field] = f"{field}-{n}"
     if rng.random() < 0.15:
-        user["ids"] = {"ga_client_id": f"GA1.{n}", "pin_epik": f"epik-{n}"}
+        user["ids"] = {"ga_client_id": f"GA1.{n}", "pin_epik": f"epik-{n}", "ttp": f"t{n}"}
+        # a field on the user that is not a string is looked up in ids; an empty string
+        # is the user's answer (not carried), whatever ids says
+        user["pin_epik"] = None
+        user["ttp"] = rng.choice(("", None, f"ttp-{n}"))
     return user
 
 

@@ -530,20 +530,34 @@ def day_partial(store: Store, property_id: int, low: int, high: int) -> rollups.
     orders show a sign of; ``counts``: per covered destination, orders per verdict; ``any``:
     per verdict, the orders with that verdict at one covered destination at least."""
     read = _read(store, low, high, property_id)
-    legs = _legs(store, read, _judged(read, None))
-    covered = [d for d in DESTINATIONS if d in _covered(read, legs)]
-    rows = [r for r in _rows(read, legs, covered) if r.sent]
+    judged = _judged(read, None)
+    legs = _legs(store, read, judged)
+    # one pass: per order that goes to a platform, its verdict at each judged destination
+    # and whether it shows a sign there; the same verdicts counted once per combination
+    combinations: dict[tuple[str, ...], int] = {}
+    signs: set[str] = set()
+    for conversion_id, *_ in read.orders:
+        if not read.statuses.get(conversion_id):
+            continue
+        mine = legs[conversion_id]
+        for name, leg in mine.items():
+            if leg.status is not None or leg.same_id or leg.mismatch:
+                signs.add(name)
+        key = tuple(mine[name].verdict for name in judged)
+        combinations[key] = combinations.get(key, 0) + 1
+    covered = [d for d in DESTINATIONS if d in signs]
+    at = [judged.index(d) for d in covered]
     counts = {d: dict.fromkeys(VERDICTS, 0) for d in covered}
     somewhere = dict.fromkeys(VERDICTS, 0)
-    for row in rows:
-        verdicts = row.verdicts
-        for d, verdict in verdicts.items():
-            counts[d][verdict] += 1
-        for verdict in set(verdicts.values()):
-            somewhere[verdict] += 1
+    for verdicts, n in combinations.items():
+        for d, i in zip(covered, at, strict=True):
+            counts[d][verdicts[i]] += n
+        for verdict in {verdicts[i] for i in at}:
+            somewhere[verdict] += n
+    orders = sum(combinations.values())
     return {
-        "orders": len(rows),
-        "unsent": len(read.orders) - len(rows),
+        "orders": orders,
+        "unsent": len(read.orders) - orders,
         "covered": covered,
         "counts": counts,
         "any": somewhere,
