@@ -198,6 +198,8 @@ def measure(label: str, store: Store, days: int, today: date, repeat: int) -> No
                         "event": "CompletePayment",
                         "event_time": int(now) - 20,
                         "order_id": "later",
+                        "value": 10.0,
+                        "currency": "USD",
                         "user": {"email": "later@example.com", "ip": "81.2.69.160"},
                     },
                     now=now,
@@ -227,15 +229,17 @@ def main() -> None:
         default=os.environ.get("BACKCHANNEL_TEST_POSTGRES_URL"),
         help="a PostgreSQL server URL (default: BACKCHANNEL_TEST_POSTGRES_URL, which ./dev sets)",
     )
+    parser.add_argument(
+        "--only",
+        choices=("sqlite", "postgres"),
+        help="measure one backend only (default: SQLite, then PostgreSQL when a URL is known)",
+    )
     args = parser.parse_args()
     today = datetime.now(UTC).date()
-    with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteStore(Path(tmp) / "bench.db", synchronous="OFF")
-        try:
-            seed(store, args.n, args.days, today)
-            measure(f"SQLite, {args.n} conversions", store, args.days, today, args.repeat)
-        finally:
-            store.close()
+    if args.only != "postgres":
+        sqlite(args, today)
+    if args.only == "sqlite":
+        return
     if not args.postgres:
         print("PostgreSQL skipped (set BACKCHANNEL_TEST_POSTGRES_URL or pass --postgres URL)")
         return
@@ -249,6 +253,16 @@ def main() -> None:
             measure(f"PostgreSQL, {args.n} conversions", pg, args.days, today, args.repeat)
         finally:
             pg.close()
+
+
+def sqlite(args: argparse.Namespace, today: date) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "bench.db", synchronous="OFF")
+        try:
+            seed(store, args.n, args.days, today)
+            measure(f"SQLite, {args.n} conversions", store, args.days, today, args.repeat)
+        finally:
+            store.close()
 
 
 if __name__ == "__main__":
