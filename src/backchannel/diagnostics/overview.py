@@ -20,8 +20,10 @@ Rules that decide the numbers:
   queries: the reference the tests hold the merge equal to, on both backends.
 - **State figures** (queue depth, retrying, dead, expired) are the outbox *now*, whatever
   the range: an outbox row has no timestamp for when it entered those states. They, the last
-  errors and the refused input (count and latest) are read live, each with an index-backed
-  query (see the comments on the queries).
+  errors and the refused input (count and latest) are read live, never from the delivered
+  rows (the bulk of the outbox): the state counts and the errors through outbox_due, which
+  the indexes proposed for a migration (outbox_state, conversions_test, outbox_errors: see
+  the comments on the queries) turn into index-only counts and LIMIT walks.
 - **Latency** is ``delivered_at − received_at`` per delivered row in whole milliseconds
   (:func:`to_ms`: ``round(seconds × 1000)``, half to even), over **every** delivery of the
   range per destination (its ``base``: the destination's delivered total). Percentiles use
