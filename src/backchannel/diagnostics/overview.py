@@ -337,14 +337,15 @@ GROUP BY 1, 2, 3
 """
 # ... minus the rows of test conversions: the test conversions first (a handful, through
 # conversions (property_id) WHERE test_event_code IS NOT NULL, conversions_test, proposed;
-# without it a scan of the conversions), then their outbox rows by their key. The unary "+"
-# keeps SQLite from reading the connections' rows through outbox_due instead (every row not
-# delivered, each checked against the list).
+# without it a scan of the conversions), then their outbox rows by their key. On SQLite the
+# unary "+" ({plus}) keeps it from reading the connections' rows through outbox_due instead
+# (every row not delivered, each checked against the list); PostgreSQL chooses by itself
+# (and with "+" would scan the outbox when conversions_test is missing).
 _STATE_TESTS = """
 SELECT o.connection_id, o.status, o.attempts, COUNT(*)
 FROM outbox o
 WHERE o.conversion_id IN (SELECT c.id FROM conversions c WHERE c.test_event_code IS NOT NULL)
-  AND +o.connection_id IN ({connections}) AND o.status IN (?, ?, ?, ?)
+  AND {plus}o.connection_id IN ({connections}) AND o.status IN (?, ?, ?, ?)
 GROUP BY 1, 2, 3
 """
 # One connection's latest errors: delivered rows never keep an error (mark_delivered clears
@@ -565,8 +566,9 @@ def _state(store: Store, connections: Sequence[tuple[int, str]]) -> list[tuple[s
     states = (PENDING, IN_FLIGHT, DEAD, EXPIRED)
     counts: dict[tuple[str, str, int], int] = {}
     for query, sign in ((_STATE, 1), (_STATE_TESTS, -1)):
+        plus = "+" if store.dialect == "sqlite" else ""
         for connection_id, status, attempts, n in store.read(
-            query.format(connections=ids), states
+            query.format(connections=ids, plus=plus), states
         ):  # grouped by attempts itself: the index's order, no sort
             key = (destination[int(connection_id)], str(status), int(int(attempts) > 0))
             counts[key] = counts.get(key, 0) + sign * int(n)
