@@ -22,13 +22,19 @@ that were read recently fresh in the background (:func:`refresh`).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from backchannel.store.base import Store
+import orjson
+
+from backchannel.store.base import RollupRow, Store
+
+log = logging.getLogger(__name__)
 
 #: a partial: a JSON-able summary of one (property, day) (dict keys are strings)
 Partial = dict[str, Any]
@@ -73,6 +79,24 @@ def scope(store: Store, property_id: int | None) -> list[int]:
     return sorted(p.id for p in store.properties())
 
 
+#: report name -> its compute: filled when a report module is imported (its own
+#: ``register`` call) or first asks for partials; the background refresh recomputes only the
+#: reports it knows
+_REGISTRY: dict[str, Compute] = {}
+#: seconds between background refreshes (serve's primary process)
+REFRESH_EVERY = 30.0
+#: seconds a dashboard page may show a day's partial computed before the day's latest change
+#: (the page says when its figures are from); the refresh keeps them well within it
+DASHBOARD_STALE = 120.0
+#: days back the background refresh looks at (older days change rarely; a read recomputes them)
+REFRESH_DAYS = 62
+
+
+def register(name: str, compute: Compute) -> None:
+    """Declare report ``name``'s compute so the background refresh can keep it fresh."""
+    _REGISTRY[name] = compute
+
+
 def partials(
     store: Store,
     name: str,
@@ -88,14 +112,105 @@ def partials(
 
     ``name`` names the report and the version of its partial's shape ("gap.tiktok/1"): a
     change of shape takes a new name, so no partial of the old shape is ever merged.
+    ``max_stale`` > 0: a day that changed since its partial was computed may still be
+    answered from it when it was computed at most that many seconds ago (``stale`` says so).
     """
-    del name, max_stale  # the cache lands with the store's side (migration 0019)
+    register(name, compute)
     clock = time.time() if now is None else now
+    wanted = scope(store, property_id)
+    low, high = day_number(start), day_number(end)
+    store.take_rollup_marks()  # first: every change committed so far has bumped its day
+    versions, cached = _state(store, name, low, high, property_id)
     out: list[DayPartial] = []
-    day = start
-    while day <= end:
-        low, high = day_bounds(day)
-        for p in scope(store, property_id):
-            out.append(DayPartial(p, day, compute(store, p, low, high), clock))
-        day += timedelta(days=1)
+    fresh: list[RollupRow] = []
+    for number in range(low, high + 1):
+        day = start + timedelta(days=number - low)
+        for p in wanted:
+            version = versions.get((p, number), 0)
+            hit = cached.get((p, number))
+            if hit is not None and hit[0] == version:
+                out.append(DayPartial(p, day, orjson.loads(hit[2]), hit[1]))
+                continue
+            if hit is not None and max_stale > 0 and clock - hit[1] <= max_stale:
+                out.append(DayPartial(p, day, orjson.loads(hit[2]), hit[1], stale=True))
+                continue
+            began = time.time()
+            data = compute(store, p, *day_bounds(day))
+            fresh.append(RollupRow(p, number, version, began, orjson.dumps(data)))
+            out.append(DayPartial(p, day, data, began))
+    store.put_rollups(name, fresh)
     return out
+
+
+def _state(
+    store: Store, name: str, low: int, high: int, property_id: int | None
+) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], tuple[int, float, bytes]]]:
+    """The days' versions and report ``name``'s cached partials of [low, high] (day numbers).
+
+    Read in this order: a partial read after its day's version can only be older than it
+    looks (recomputed once more), never newer."""
+    only, extra = ("", ()) if property_id is None else (" AND property_id = ?", (property_id,))
+    versions = {
+        (int(p), int(d)): int(v)
+        for p, d, v in store.read(
+            "SELECT property_id, day, version FROM rollup_days"  # noqa: S608 - constant
+            f" WHERE day >= ? AND day <= ?{only}",
+            (low, high, *extra),
+        )
+    }
+    cached = {
+        (int(p), int(d)): (int(v), float(t), bytes(b))
+        for p, d, v, t, b in store.read(
+            "SELECT property_id, day, version, computed_at, data FROM rollups"  # noqa: S608
+            f" WHERE name = ? AND day >= ? AND day <= ?{only}",
+            (name, low, high, *extra),
+        )
+    }
+    return versions, cached
+
+
+def refresh(store: Store, *, now: float | None = None, days: int = REFRESH_DAYS) -> int:
+    """Recompute every kept partial (of the reports this process knows) whose day changed
+    since, for the last ``days`` days: what the dashboard will ask for next is ready, and its
+    pages answer from the cache. Returns how many partials were recomputed."""
+    clock = time.time() if now is None else now
+    store.take_rollup_marks()
+    since = day_of(clock) - days
+    outdated = store.read(
+        "SELECT r.name, r.property_id, r.day, d.version FROM rollups r"
+        " JOIN rollup_days d ON d.property_id = r.property_id AND d.day = r.day"
+        " WHERE d.version > r.version AND r.day >= ? ORDER BY r.day DESC",
+        (since,),
+    )
+    done = 0
+    by_name: dict[str, list[RollupRow]] = {}
+    for name, p, number, version in outdated:
+        compute = _REGISTRY.get(str(name))
+        if compute is None:
+            continue
+        day = date(1970, 1, 1) + timedelta(days=int(number))
+        began = time.time()
+        data = compute(store, int(p), *day_bounds(day))
+        by_name.setdefault(str(name), []).append(
+            RollupRow(int(p), int(number), int(version), began, orjson.dumps(data))
+        )
+        done += 1
+    for name, rows in by_name.items():
+        store.put_rollups(name, rows)
+    return done
+
+
+async def run_periodically(
+    store: Store,
+    call: Callable[..., Awaitable[Any]],
+    *,
+    every: float = REFRESH_EVERY,
+) -> None:
+    """``serve``'s background refresh (the primary process): :func:`refresh` every ``every``
+    seconds, on the store's thread (``call``). Never raises; cancel to stop."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await call(refresh, store)
+        except Exception:
+            log.exception("rollup refresh failed; retrying at the next run")

@@ -410,6 +410,42 @@ EXPECTED_FOREIGN_KEYS.add(("source_secrets", ("property_id",), "properties", ("i
 # key cannot serve)
 EXPECTED_INDEXES["conversions_event_id"] = ("conversions", ("property_id", "event_id"), None)
 
+# Daily rollups (0019): marks appended by every write that changes a day's figures, each
+# day's version, the kept partials; and the indexes the marks are found by
+EXPECTED_COLUMNS["rollup_marks"] = [
+    ("id", "int", True, None),
+    ("property_id", "int", True, None),
+    ("day", "int", True, None),
+]
+EXPECTED_COLUMNS["rollup_days"] = [
+    ("property_id", "int", True, None),
+    ("day", "int", True, None),
+    ("version", "int", True, None),
+]
+EXPECTED_COLUMNS["rollups"] = [
+    ("name", "text", True, None),
+    ("property_id", "int", True, None),
+    ("day", "int", True, None),
+    ("version", "int", True, None),
+    ("computed_at", "real", True, None),
+    ("data", "blob", True, None),
+]
+EXPECTED_PRIMARY_KEYS.update(
+    {
+        "rollup_marks": ("id",),
+        "rollup_days": ("property_id", "day"),
+        "rollups": ("name", "property_id", "day"),
+    }
+)
+EXPECTED_INDEXES.update(
+    {
+        "orders_event_id": ("orders", ("property_id", "event_id"), "event_id IS NOT NULL"),
+        "orders_order_id": ("orders", ("property_id", "order_id"), None),
+        "orders_session": ("orders", ("session_id",), "session_id IS NOT NULL"),
+        "conversions_session": ("conversions", ("session_id",), "session_id IS NOT NULL"),
+    }
+)
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",

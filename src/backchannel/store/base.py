@@ -1043,6 +1043,20 @@ class Store(Protocol):
         """The counts kept from purged sessions, sorted by their key."""
         ...
 
+    # rollups (backchannel.rollups, migration 0019) ----------------------------------------------
+    def take_rollup_marks(self) -> int:
+        """Take every rollup mark written so far: delete them and bump the version of each
+        (property, day) they name, in one transaction. Returns how many marks were taken.
+
+        Every write that can change a report's figure of a day appends a mark for it in its
+        own transaction; a cached partial is valid only at the version it was computed at."""
+        ...
+
+    def put_rollups(self, name: str, rows: Sequence[RollupRow]) -> None:
+        """Keep partials of report ``name`` (a row computed at an older version than the one
+        stored never replaces it)."""
+        ...
+
     # reports ----------------------------------------------------------------------------------
     #: "sqlite" or "postgres": which SQL dialect :meth:`read` speaks
     dialect: str
@@ -1236,6 +1250,17 @@ def scrub_sent_body(body: bytes) -> bytes | None:
 
 
 # reports ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RollupRow:
+    """One report's partial of one (property, UTC day number), computed at ``version``."""
+
+    property_id: int
+    day: int
+    version: int
+    computed_at: float
+    data: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class GapRow:
     """One ledger order as the gap report reads it: plain facts from the store, no judgement.

@@ -67,6 +67,7 @@ from backchannel.store.base import (
     PurgeCounts,
     Rejection,
     RetentionBacklog,
+    RollupRow,
     SessionMatch,
     SessionRollup,
     SessionUpdate,
@@ -319,6 +320,30 @@ class PostgresStore:
         )
         with self._pool.connection() as conn:
             new = {(int(p), e, i) for p, e, i in conn.execute(_INSERT_BATCH, params)}
+            days: set[tuple[int, int]] = set()
+            repeats: list[NewConversion] = []
+            for index, item in enumerate(items):
+                key = (item.property_id, item.event, item.event_id)
+                if key in new and first[key] == index:
+                    days.add((item.property_id, _day(now)))
+                    days.add((item.property_id, _day(item.event_time)))
+                elif item.ledger is not None:  # its order may now span two days
+                    repeats.append(item)
+            if repeats:
+                days |= {
+                    (int(p), _day(float(t)))
+                    for p, t in conn.execute(
+                        "SELECT c.property_id, c.event_time FROM conversions c"
+                        " JOIN unnest(%s::int8[], %s::text[], %s::text[]) AS k(p, e, i)"
+                        " ON c.property_id = k.p AND c.event = k.e AND c.event_id = k.i",
+                        (
+                            [i.property_id for i in repeats],
+                            [i.event for i in repeats],
+                            [i.event_id for i in repeats],
+                        ),
+                    ).fetchall()
+                }
+            _mark(conn, days)
             queued = sorted({c for key in new for c in queued_by.get(key, ())})
             self._notify(conn, [str(c) for c in queued])
             # sources and ledger: order-ledger rows commit with their conversions
@@ -380,6 +405,8 @@ class PostgresStore:
                     "in_flight": IN_FLIGHT,
                 },
             ).fetchall()
+            if rows:
+                _mark_outbox(conn, [row[0] for row in rows])
         rows.sort(key=lambda row: (row[4], row[5], row[0]))  # claim order, as SQLite returns
         return [
             Claimed(oid, conv, attempts, bytes(payload), token)
@@ -392,6 +419,7 @@ class PostgresStore:
         params: Sequence[object],
         ids: Sequence[int],
         lease: str | None,
+        delivered_at: float | None = None,
     ) -> int:
         """One UPDATE for all ``ids``; with ``lease``, only rows still in flight under that
         claim token change (see :meth:`Store.claim`). Returns how many rows changed."""
@@ -405,6 +433,8 @@ class PostgresStore:
                 f" WHERE id = ANY(%s::int8[]){guard}",
                 [*params, list(ids), *extra],
             )
+            if cursor.rowcount:
+                _mark_outbox(conn, ids, delivered_at)
             return cursor.rowcount
 
     def mark_delivered(
@@ -426,6 +456,7 @@ class PostgresStore:
                 (DELIVERED, now, ref),
                 ids,
                 lease,
+                now,
             )
         bodies = list(sent) if sent is not None else [None] * len(ids)
         if len(bodies) != len(ids):
@@ -441,6 +472,8 @@ class PostgresStore:
                 f" WHERE o.id = d.id{guard}",
                 [DELIVERED, now, ref, response, list(ids), bodies, *extra],
             )
+            if cursor.rowcount:
+                _mark_outbox(conn, ids, now)
             return cursor.rowcount
 
     def mark_retry(
@@ -501,6 +534,8 @@ class PostgresStore:
                     *extra,
                 ],
             )
+            if cursor.rowcount:
+                _mark_outbox(conn, [r.outbox_id for r in rows])
             return cursor.rowcount
 
     def mark_expired(
@@ -532,6 +567,8 @@ class PostgresStore:
                 " ON CONFLICT (conversion_id, connection_id) DO NOTHING",
                 (target, destination, now, now, list(conversion_ids), owner),
             ).rowcount
+            if added:
+                _mark_conversions(conn, conversion_ids)
             self._notify(conn, [str(target)] if added else [])
         return added
 
@@ -565,9 +602,12 @@ class PostgresStore:
         if connection is not None:
             query += " AND connection_id = %s"
             params.append(self._connection_ref(connection, property_id)[0])
-        query += " RETURNING connection_id"
+        query += " RETURNING connection_id, conversion_id"
         with self._pool.connection() as conn:
-            connections = [row[0] for row in conn.execute(query, params)]
+            changed = conn.execute(query, params).fetchall()
+            connections = [row[0] for row in changed]
+            if changed:
+                _mark_conversions(conn, sorted({int(row[1]) for row in changed}))
             self._notify(conn, [str(c) for c in sorted(set(connections))])
         return len(connections)
 
@@ -1346,6 +1386,8 @@ class PostgresStore:
                         for e in events
                     ],
                 )
+            _mark_sessions(conn, [u.session_id for u in updates] + [e.session_id for e in events])
+            _mark_mirror(conn, [(e.property_id, e.event_id) for e in events if e.event_id])
 
     def find_sessions(
         self,
@@ -1439,6 +1481,15 @@ class PostgresStore:
                 return PurgeCounts()
             ids = [row[0] for row in rows]
             counts = PurgeCounts(sessions=len(rows))
+            _mark_sessions(conn, ids)
+            _mark_mirror(  # their Pixel mirror rows go too
+                conn,
+                conn.execute(
+                    "SELECT property_id, event_id FROM browser_events"
+                    " WHERE event_id IS NOT NULL AND session_id = ANY(%s::text[])",
+                    (ids,),
+                ).fetchall(),
+            )
             counts.session_emails = conn.execute(
                 "DELETE FROM session_emails WHERE session_id = ANY(%s::text[])", (ids,)
             ).rowcount
@@ -1484,6 +1535,7 @@ class PostgresStore:
             conn.execute(
                 "UPDATE conversions SET scrubbed_at = %s WHERE id = ANY(%s::int8[])", (now, ids)
             )
+            _mark_conversions(conn, ids)
             if rewritten:
                 conn.execute(
                     "UPDATE conversions AS c SET payload = d.payload"
@@ -1556,6 +1608,30 @@ class PostgresStore:
             for r in rows
         ]
         return sorted(found, key=lambda r: r.key)
+
+    # rollups (backchannel.rollups) -------------------------------------------------------------
+    def take_rollup_marks(self) -> int:
+        with self._pool.connection() as conn:
+            rows = conn.execute("DELETE FROM rollup_marks RETURNING property_id, day").fetchall()
+            if rows:
+                days = sorted({(int(p), int(d)) for p, d in rows})
+                conn.execute(_BUMP_DAYS, ([p for p, _ in days], [d for _, d in days]))
+        return len(rows)
+
+    def put_rollups(self, name: str, rows: Sequence[RollupRow]) -> None:
+        if rows:
+            with self._pool.connection() as conn:
+                conn.execute(
+                    _PUT_ROLLUPS,
+                    (
+                        name,
+                        [r.property_id for r in rows],
+                        [r.day for r in rows],
+                        [r.version for r in rows],
+                        [r.computed_at for r in rows],
+                        [r.data for r in rows],
+                    ),
+                )
 
     # reports ----------------------------------------------------------------------------------
     dialect = "postgres"
@@ -1666,7 +1742,25 @@ def _insert_ledger(
         [e.evidence for e in unique],
         [e.property_id for e in unique],
     )
+    completing = [e for e in unique if e.event_id is not None]
+    days: set[tuple[int, int]] = set()
+    if completing:  # each may complete a stored ledger-only row of another day
+        days |= {
+            (int(p), _day(float(t)))
+            for p, t in conn.execute(
+                "SELECT o.property_id, o.order_time FROM orders o"
+                " JOIN unnest(%s::int8[], %s::text[], %s::text[]) AS k(p, s, i)"
+                " ON o.property_id = k.p AND o.source = k.s AND o.order_id = k.i",
+                (
+                    [e.property_id for e in completing],
+                    [e.source for e in completing],
+                    [e.order_id for e in completing],
+                ),
+            ).fetchall()
+        }
     new = {(int(p), src, oid) for p, src, oid in conn.execute(_INSERT_LEDGER, params)}
+    days |= {(e.property_id, _day(e.order_time)) for e in unique}  # all stored: well-typed
+    _mark(conn, days)
     return [
         (key := (e.property_id, e.source, e.order_id)) in new and first[key] == index
         for index, e in enumerate(entries)
@@ -1808,3 +1902,120 @@ def _ensure_connections(
             + ([] if property_id is None else [property_id]),
         ).rowcount
     return added
+
+
+# rollup marks (see backchannel.rollups and migration 0019) -------------------------------------
+DAY_SECONDS = 86_400
+_BUMP_DAYS: Final = (
+    "INSERT INTO rollup_days (property_id, day, version)"
+    " SELECT p, d, 1 FROM unnest(%s::int8[], %s::int8[]) AS m(p, d)"
+    " ON CONFLICT (property_id, day) DO UPDATE SET version = rollup_days.version + 1"
+)
+_PUT_ROLLUPS: Final = (
+    "INSERT INTO rollups (name, property_id, day, version, computed_at, data)"
+    " SELECT %s, p, d, v, t, b"
+    " FROM unnest(%s::int8[], %s::int8[], %s::int8[], %s::float8[], %b::bytea[])"
+    " AS r(p, d, v, t, b)"
+    " ON CONFLICT (name, property_id, day) DO UPDATE SET"
+    " version = excluded.version, computed_at = excluded.computed_at, data = excluded.data"
+    " WHERE excluded.version >= rollups.version"
+)
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def _day(unix: float) -> int:
+    return int(unix // DAY_SECONDS)
+
+
+def _mark(conn: Conn, pairs: set[tuple[int, int]]) -> None:
+    """Append one rollup mark per (property, day): inside the caller's transaction."""
+    if pairs:
+        ordered = sorted(pairs)
+        conn.execute(
+            "INSERT INTO rollup_marks (property_id, day)"
+            " SELECT * FROM unnest(%s::int8[], %s::int8[])",
+            ([p for p, _ in ordered], [d for _, d in ordered]),
+        )
+
+
+def _conversion_days(rows: Sequence[Sequence[Any]]) -> set[tuple[int, int]]:
+    """(property, day) of each (property_id, received_at, event_time) row: both days."""
+    out: set[tuple[int, int]] = set()
+    for property_id, received_at, event_time in rows:
+        out.add((int(property_id), _day(float(received_at))))
+        out.add((int(property_id), _day(float(event_time))))
+    return out
+
+
+def _mark_outbox(conn: Conn, ids: Sequence[int], now: float | None = None) -> None:
+    """Marks for outbox rows whose state changes: their conversions' received and event days,
+    and ``now``'s day (a delivery is counted on the day of its ``delivered_at``)."""
+    rows = conn.execute(
+        "SELECT DISTINCT c.property_id, c.received_at, c.event_time FROM outbox o"
+        " JOIN conversions c ON c.id = o.conversion_id WHERE o.id = ANY(%s::int8[])",
+        (list(ids),),
+    ).fetchall()
+    pairs = _conversion_days(rows)
+    if now is not None:
+        pairs |= {(int(r[0]), _day(now)) for r in rows}
+    _mark(conn, pairs)
+
+
+def _mark_conversions(conn: Conn, ids: Sequence[int]) -> None:
+    rows = conn.execute(
+        "SELECT property_id, received_at, event_time FROM conversions WHERE id = ANY(%s::int8[])",
+        (list(ids),),
+    ).fetchall()
+    _mark(conn, _conversion_days(rows))
+
+
+def _mark_sessions(conn: Conn, session_ids: Sequence[str]) -> None:
+    """Marks for the days of the conversions and ledger orders naming these sessions (a
+    session's browser facts are the gap report's breakdowns; its Pixel rows the dedup page's)."""
+    names = sorted(set(session_ids))
+    if not names:
+        return
+    pairs = _conversion_days(
+        conn.execute(
+            "SELECT property_id, received_at, event_time FROM conversions"
+            " WHERE session_id = ANY(%s::text[])",
+            (names,),
+        ).fetchall()
+    )
+    pairs |= {
+        (int(p), _day(float(t)))
+        for p, t in conn.execute(
+            "SELECT property_id, order_time FROM orders WHERE session_id = ANY(%s::text[])",
+            (names,),
+        ).fetchall()
+    }
+    _mark(conn, pairs)
+
+
+def _mark_mirror(conn: Conn, keys: Sequence[tuple[int, str]]) -> None:
+    """Marks for a Pixel mirror row's (property, id): the conversions and orders whose
+    event_id, or order id (Google's tags mirror the order id), it is."""
+    unique = sorted(set(keys))
+    if not unique:
+        return
+    arrays = ([int(p) for p, _ in unique], [k for _, k in unique])
+    pairs: set[tuple[int, int]] = set()
+    for column in ("event_id", "order_id"):
+        pairs |= _conversion_days(
+            conn.execute(
+                "SELECT c.property_id, c.received_at, c.event_time FROM conversions c"  # noqa: S608
+                " JOIN unnest(%s::int8[], %s::text[]) AS k(p, id)"
+                f" ON c.property_id = k.p AND c.{column} = k.id",
+                arrays,
+            ).fetchall()
+        )
+        pairs |= {
+            (int(p), _day(float(t)))
+            for p, t in conn.execute(
+                "SELECT o.property_id, o.order_time FROM orders o"  # noqa: S608
+                " JOIN unnest(%s::int8[], %s::text[]) AS k(p, id)"
+                f" ON o.property_id = k.p AND o.{column} = k.id",
+                arrays,
+            ).fetchall()
+        }
+    _mark(conn, pairs)

@@ -56,6 +56,7 @@ from backchannel.store.base import (
     PurgeCounts,
     Rejection,
     RetentionBacklog,
+    RollupRow,
     SessionMatch,
     SessionRollup,
     SessionUpdate,
@@ -284,6 +285,7 @@ class SqliteStore:
             )
             outbox_rows: list[tuple[int, int, str, float, float]] = []
             dead_rows: list[tuple[int, int, str, str, float, float, str, float]] = []
+            days: set[tuple[int, int]] = set()
             for item in items:
                 cursor = db.execute(
                     insert,
@@ -314,8 +316,20 @@ class SqliteStore:
                             (conversion_id, target, destination, DEAD, now, now, reason, now)
                         )
                     results.append(True)
+                    days.add((item.property_id, _day(now)))
+                    days.add((item.property_id, _day(item.event_time)))
                 else:
                     results.append(False)
+                    if item.ledger is not None:  # its order may now span two days
+                        days |= {
+                            (int(p), _day(float(t)))
+                            for p, t in db.execute(
+                                "SELECT property_id, event_time FROM conversions"
+                                " WHERE property_id = ? AND event = ? AND event_id = ?",
+                                (item.property_id, item.event, item.event_id),
+                            )
+                        }
+            _mark(db, days)
             db.executemany(
                 "INSERT INTO outbox (conversion_id, connection_id, destination, due_at,"
                 " created_at) VALUES (?, ?, ?, ?, ?)",
@@ -402,6 +416,7 @@ class SqliteStore:
                     f" attempts = attempts + 1 WHERE id IN ({marks})",
                     [IN_FLIGHT, now + lease, token, *chunk],
                 )
+            _mark_outbox(db, ids)
         return [
             Claimed(oid, conv, attempts, payload, token) for oid, conv, attempts, payload in rows
         ]
@@ -412,6 +427,7 @@ class SqliteStore:
         params: Sequence[object],
         ids: Sequence[int],
         lease: str | None,
+        delivered_at: float | None = None,
     ) -> int:
         """One UPDATE per 500 ids instead of one per row: a batch is marked in a few steps.
 
@@ -431,6 +447,8 @@ class SqliteStore:
                     f" WHERE id IN ({marks}){guard}",
                     [*params, *chunk, *extra],
                 ).rowcount
+            if changed:
+                _mark_outbox(db, ids, delivered_at)
         return changed
 
     def mark_delivered(
@@ -450,6 +468,7 @@ class SqliteStore:
                 (DELIVERED, now, ref),
                 ids,
                 lease,
+                now,
             )
         bodies = list(sent) if sent is not None else [None] * len(ids)
         if len(bodies) != len(ids):
@@ -466,6 +485,8 @@ class SqliteStore:
                     for i, body in zip(ids, bodies, strict=True)
                 ],
             )
+            if cursor.rowcount:
+                _mark_outbox(db, ids, now)
             return cursor.rowcount
 
     def mark_retry(
@@ -516,6 +537,8 @@ class SqliteStore:
                     for r in rows
                 ],
             )
+            if cursor.rowcount:
+                _mark_outbox(db, [r.outbox_id for r in rows])
             return cursor.rowcount
 
     def mark_expired(
@@ -547,6 +570,8 @@ class SqliteStore:
                     " AND property_id = ? ON CONFLICT (conversion_id, connection_id) DO NOTHING",
                     [target, destination, now, now, *chunk, owner],
                 ).rowcount
+            if added:
+                _mark_conversions(db, conversion_ids)
         return added
 
     def replay(
@@ -580,7 +605,10 @@ class SqliteStore:
             if connection is not None:
                 query += " AND connection_id = ?"
                 params.append(self._connection_ref(db, connection, property_id)[0])
-            return db.execute(query, params).rowcount
+            changed = db.execute(query + " RETURNING conversion_id", params).fetchall()
+            if changed:
+                _mark_conversions(db, sorted({int(r[0]) for r in changed}))
+            return len(changed)
 
     def wake_hint(self) -> int:
         with self._lock:
@@ -1352,6 +1380,8 @@ class SqliteStore:
                     raise ForeignSession(foreign)
             if rows:
                 db.executemany(self._UPSERT_SESSION, rows)
+            if rows or events:
+                _mark_sessions(db, [u.session_id for u in updates] + [e.session_id for e in events])
             if checkouts:  # the first report of a checkout wins (see base.SessionUpdate)
                 db.executemany(
                     "INSERT OR IGNORE INTO checkout_sessions (checkout_token, session_id,"
@@ -1376,6 +1406,7 @@ class SqliteStore:
                         for e in events
                     ],
                 )
+                _mark_mirror(db, [(e.property_id, e.event_id) for e in events if e.event_id])
 
     def find_sessions(
         self,
@@ -1516,6 +1547,18 @@ class SqliteStore:
             )
             counts = PurgeCounts(sessions=len(rows))
             ids = [row[0] for row in rows]
+            _mark_sessions(db, ids)
+            for start in range(0, len(ids), 500):  # their Pixel mirror rows go too
+                chunk = ids[start : start + 500]
+                _mark_mirror(
+                    db,
+                    db.execute(
+                        "SELECT property_id, event_id FROM browser_events"  # noqa: S608
+                        " WHERE event_id IS NOT NULL"
+                        f" AND session_id IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall(),
+                )
             # One IN list per 5000 ids: session_emails has no session_id index, so each
             # statement is one scan of it.
             for start in range(0, len(ids), 5000):
@@ -1563,6 +1606,7 @@ class SqliteStore:
             )
             db.executemany("UPDATE conversions SET scrubbed_at = ? WHERE id = ?", untouched)
             ids = [row[0] for row in rows]
+            _mark_conversions(db, ids)
             bodies: list[tuple[bytes, int]] = []
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
@@ -1625,6 +1669,22 @@ class SqliteStore:
             for r in rows
         ]
         return sorted(found, key=lambda r: r.key)
+
+    # rollups (backchannel.rollups) -------------------------------------------------------------
+    def take_rollup_marks(self) -> int:
+        with self._write() as db:
+            rows = db.execute("DELETE FROM rollup_marks RETURNING property_id, day").fetchall()
+            if rows:
+                db.executemany(_BUMP_DAY, sorted({(int(p), int(d)) for p, d in rows}))
+        return len(rows)
+
+    def put_rollups(self, name: str, rows: Sequence[RollupRow]) -> None:
+        if rows:
+            with self._write() as db:
+                db.executemany(
+                    _PUT_ROLLUP,
+                    [(name, r.property_id, r.day, r.version, r.computed_at, r.data) for r in rows],
+                )
 
     # reports ----------------------------------------------------------------------------------
     dialect = "sqlite"
@@ -1722,7 +1782,17 @@ def _insert_ledger(
     """Insert ledger rows inside the caller's transaction; the first row per key wins, except
     that a row without a conversion is completed by the first one with (``_INSERT_LEDGER``)."""
     results: list[bool] = []
+    days: set[tuple[int, int]] = set()
     for e in entries:
+        if e.event_id is not None:  # it may complete a stored ledger-only row of another day
+            days |= {
+                (int(p), _day(float(t)))
+                for p, t in db.execute(
+                    "SELECT property_id, order_time FROM orders"
+                    " WHERE property_id = ? AND source = ? AND order_id = ?",
+                    (e.property_id, e.source, e.order_id),
+                )
+            }
         cursor = db.execute(
             _INSERT_LEDGER,
             (
@@ -1741,6 +1811,8 @@ def _insert_ledger(
             ),
         )
         results.append(cursor.rowcount == 1)
+    days |= {(e.property_id, _day(e.order_time)) for e in entries}  # all stored: well-typed
+    _mark(db, days)
     return results
 
 
@@ -1890,3 +1962,118 @@ def _ensure_connections(
             + ([] if property_id is None else [property_id]),
         ).rowcount
     return added
+
+
+# rollup marks (see backchannel.rollups and migration 0019) -------------------------------------
+DAY_SECONDS = 86_400
+_BUMP_DAY = (
+    "INSERT INTO rollup_days (property_id, day, version) VALUES (?, ?, 1)"
+    " ON CONFLICT (property_id, day) DO UPDATE SET version = rollup_days.version + 1"
+)
+_PUT_ROLLUP = (
+    "INSERT INTO rollups (name, property_id, day, version, computed_at, data)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, property_id, day) DO UPDATE SET"
+    " version = excluded.version, computed_at = excluded.computed_at, data = excluded.data"
+    " WHERE excluded.version >= rollups.version"
+)
+
+
+def _day(unix: float) -> int:
+    return int(unix // DAY_SECONDS)
+
+
+def _mark(db: sqlite3.Connection, pairs: set[tuple[int, int]]) -> None:
+    """Append one rollup mark per (property, day): inside the caller's write transaction."""
+    if pairs:
+        db.executemany("INSERT INTO rollup_marks (property_id, day) VALUES (?, ?)", sorted(pairs))
+
+
+def _conversion_days(rows: Sequence[Sequence[Any]]) -> set[tuple[int, int]]:
+    """(property, day) of each (property_id, received_at, event_time) row: both days."""
+    out: set[tuple[int, int]] = set()
+    for property_id, received_at, event_time in rows:
+        out.add((int(property_id), _day(float(received_at))))
+        out.add((int(property_id), _day(float(event_time))))
+    return out
+
+
+def _mark_outbox(db: sqlite3.Connection, ids: Sequence[int], now: float | None = None) -> None:
+    """Marks for outbox rows whose state changes: their conversions' received and event days,
+    and ``now``'s day (a delivery is counted on the day of its ``delivered_at``)."""
+    pairs: set[tuple[int, int]] = set()
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        rows = db.execute(
+            "SELECT DISTINCT c.property_id, c.received_at, c.event_time FROM outbox o"  # noqa: S608
+            " JOIN conversions c ON c.id = o.conversion_id"
+            f" WHERE o.id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ).fetchall()
+        pairs |= _conversion_days(rows)
+        if now is not None:
+            pairs |= {(int(r[0]), _day(now)) for r in rows}
+    _mark(db, pairs)
+
+
+def _mark_conversions(db: sqlite3.Connection, ids: Sequence[int]) -> None:
+    pairs: set[tuple[int, int]] = set()
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        pairs |= _conversion_days(
+            db.execute(
+                "SELECT property_id, received_at, event_time FROM conversions"  # noqa: S608
+                f" WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        )
+    _mark(db, pairs)
+
+
+def _mark_sessions(db: sqlite3.Connection, session_ids: Sequence[str]) -> None:
+    """Marks for the days of the conversions and ledger orders naming these sessions (a
+    session's browser facts are the gap report's breakdowns; its Pixel rows the dedup page's)."""
+    names = sorted(set(session_ids))
+    pairs: set[tuple[int, int]] = set()
+    for start in range(0, len(names), 500):
+        chunk = names[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        pairs |= _conversion_days(
+            db.execute(
+                "SELECT property_id, received_at, event_time FROM conversions"  # noqa: S608
+                f" WHERE session_id IN ({marks})",
+                chunk,
+            ).fetchall()
+        )
+        pairs |= {
+            (int(p), _day(float(t)))
+            for p, t in db.execute(
+                f"SELECT property_id, order_time FROM orders WHERE session_id IN ({marks})",  # noqa: S608
+                chunk,
+            )
+        }
+    _mark(db, pairs)
+
+
+def _mark_mirror(db: sqlite3.Connection, keys: Sequence[tuple[int, str]]) -> None:
+    """Marks for a Pixel mirror row's (property, id): the conversions and orders whose
+    event_id, or order id (Google's tags mirror the order id), it is."""
+    pairs: set[tuple[int, int]] = set()
+    for property_id, key in set(keys):
+        for sql in (
+            "SELECT property_id, received_at, event_time FROM conversions"
+            " WHERE property_id = ? AND event_id = ?",
+            "SELECT property_id, received_at, event_time FROM conversions"
+            " WHERE order_id = ? AND property_id = ?",
+        ):
+            args = (property_id, key) if "event_id = ?" in sql else (key, property_id)
+            pairs |= _conversion_days(db.execute(sql, args).fetchall())
+        for column in ("event_id", "order_id"):
+            pairs |= {
+                (int(p), _day(float(t)))
+                for p, t in db.execute(
+                    f"SELECT property_id, order_time FROM orders"  # noqa: S608 - our column
+                    f" WHERE property_id = ? AND {column} = ?",
+                    (property_id, key),
+                )
+            }
+    _mark(db, pairs)

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount, Route
 
-from backchannel import __version__, credentials, identifiers, retention, runtime
+from backchannel import __version__, credentials, identifiers, retention, rollups, runtime
 from backchannel.config import Settings
 from backchannel.delivery import RetryPolicy, build_worker
 from backchannel.events import ConversionIn
@@ -85,6 +85,8 @@ class Options:
     concurrency: int | None = None
     #: retention: seconds between background purges (when settings.retention_days > 0)
     retention_every: float = retention.HOUR
+    #: seconds between background refreshes of the daily rollups the dashboard read
+    rollup_every: float = rollups.REFRESH_EVERY
     #: SQLite: WAL checkpoints on a thread of their own, off the commit path (store/sqlite.py)
     checkpointer: bool = True
     #: after start-up, exempt the objects alive then from garbage collection (runtime.py)
@@ -219,11 +221,20 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
                     store, runner.run, settings.retention_days, every=opts.retention_every
                 )
             )
+        refresher = None
+        if opts.primary:  # daily rollups: keep the partials the dashboard read fresh
+            refresher = asyncio.create_task(
+                rollups.run_periodically(store, asyncio.to_thread, every=opts.rollup_every)
+            )
         if opts.freeze_gc:
             runtime.freeze_startup_objects()
         try:
             yield
         finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
             if purger is not None:
                 purger.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,294 @@
+"""Daily rollups in the store (migration 0019): the same contract on SQLite and PostgreSQL.
+
+Every write that can change a report's figure of a UTC day leaves a mark for (property, day)
+in its own transaction; taking the marks bumps each day's version; a kept partial is valid
+only at the version it was computed at (backchannel.rollups). These tests check each kind of
+write marks exactly the days whose figures it can change, and that the cache recomputes a
+day when, and only when, it changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+import pytest
+
+from backchannel import rollups
+from backchannel.store.base import (
+    DEFAULT_PROPERTY,
+    BrowserEvent,
+    Dead,
+    LedgerEntry,
+    RollupRow,
+    SessionUpdate,
+    Store,
+)
+
+from .conftest import Database
+from .helpers import LEASE, NOW, conversion
+
+DAY = 86_400
+TODAY = int(NOW // DAY)  # the day of NOW (received_at of every insert)
+EVENT_DAY = TODAY - 3  # the event (and order) time of the conversions below
+EVENT_TIME = EVENT_DAY * DAY + 4_000
+
+
+def versions(db: Database) -> dict[tuple[int, int], int]:
+    return {(int(p), int(d)): int(v) for p, d, v in db.rows("SELECT * FROM rollup_days")}
+
+
+def marked(store: Store, db: Database, action: Callable[[], object]) -> set[tuple[int, int]]:
+    """The (property, day) pairs whose version ``action`` bumped."""
+    store.take_rollup_marks()
+    before = versions(db)
+    action()
+    store.take_rollup_marks()
+    after = versions(db)
+    return {key for key, v in after.items() if v != before.get(key, 0)}
+
+
+def ledger(order: str, day: int, **fields: object) -> LedgerEntry:
+    values: dict[str, object] = {
+        "source": "shopify",
+        "order_id": order,
+        "order_time": day * DAY + 600,
+        "value": 10.0,
+        "currency": "USD",
+        "event": "CompletePayment",
+        "event_id": f"CompletePayment-{order}",
+        "session_id": None,
+        "attributed_tiktok": True,
+        "evidence": b"{}",
+        "property_id": DEFAULT_PROPERTY,
+    }
+    values.update(fields)
+    return LedgerEntry(**values)  # type: ignore[arg-type]
+
+
+def p(day: int) -> tuple[int, int]:
+    return (DEFAULT_PROPERTY, day)
+
+
+class TestMarks:
+    def test_a_new_conversion_marks_its_received_and_event_days(
+        self, store: Store, database: Database
+    ) -> None:
+        got = marked(
+            store,
+            database,
+            lambda: store.insert_conversions([conversion(1, event_time=EVENT_TIME)], NOW),
+        )
+        assert got == {p(TODAY), p(EVENT_DAY)}
+        # a duplicate without a ledger row changes nothing a report counts
+        again = marked(
+            store,
+            database,
+            lambda: store.insert_conversions([conversion(1, event_time=EVENT_TIME)], NOW),
+        )
+        assert again == set()
+
+    def test_outbox_changes_mark_the_conversion_days_and_the_delivery_day(
+        self, store: Store, database: Database
+    ) -> None:
+        store.insert_conversions([conversion(1, event_time=EVENT_TIME)], NOW)
+        claimed: list[int] = []
+        assert marked(
+            store,
+            database,
+            lambda: claimed.extend(c.outbox_id for c in store.claim("tiktok", 10, NOW, LEASE)),
+        ) == {p(TODAY), p(EVENT_DAY)}
+        later = NOW + 2 * DAY  # delivered two days after it was received
+        assert marked(store, database, lambda: store.mark_delivered(claimed, later, "ref")) == {
+            p(TODAY),
+            p(EVENT_DAY),
+            p(TODAY + 2),
+        }
+        [meta] = store.claim("meta", 10, NOW, LEASE)
+        assert marked(
+            store, database, lambda: store.mark_retry([meta.outbox_id], NOW + 5, "boom", None)
+        ) == {p(TODAY), p(EVENT_DAY)}
+        [meta] = store.claim("meta", 10, NOW + 10, LEASE)
+        assert marked(
+            store,
+            database,
+            lambda: store.mark_dead([Dead(meta.outbox_id, b"{}")], "bad", None, None),
+        ) == {p(TODAY), p(EVENT_DAY)}
+        assert marked(store, database, lambda: store.replay(NOW + 20)) == {p(TODAY), p(EVENT_DAY)}
+        # a write that changes no row marks nothing
+        assert marked(store, database, lambda: store.mark_delivered([999_999], later, "x")) == set()
+
+    def test_ledger_rows_mark_their_order_days_and_a_completed_rows_old_day(
+        self, store: Store, database: Database
+    ) -> None:
+        assert marked(
+            store,
+            database,
+            lambda: store.record_orders([ledger("A", TODAY - 5, event_id=None, event=None)], NOW),
+        ) == {p(TODAY - 5)}
+        # a conversion's ledger row completes the ledger-only row: its old day changes too
+        completing = conversion(
+            "A", event_time=EVENT_TIME, ledger=ledger("A", EVENT_DAY), order_id="A"
+        )
+        assert marked(store, database, lambda: store.insert_conversions([completing], NOW)) == {
+            p(TODAY),
+            p(EVENT_DAY),
+            p(TODAY - 5),
+        }
+
+    def test_a_repeated_order_from_another_source_marks_the_first_orders_day(
+        self, store: Store, database: Database
+    ) -> None:
+        first = conversion("B", event_time=EVENT_TIME, ledger=ledger("B", EVENT_DAY))
+        store.insert_conversions([first], NOW)
+        # the same order again (same event_id) from the API, dated the next day: the
+        # deduplicated count of EVENT_DAY may change (the event id now spans two days)
+        repeat = conversion(
+            "B",
+            event_time=EVENT_TIME + DAY,
+            ledger=ledger("B", EVENT_DAY + 1, source="api"),
+        )
+        assert marked(store, database, lambda: store.insert_conversions([repeat], NOW)) == {
+            p(EVENT_DAY),
+            p(EVENT_DAY + 1),
+        }
+
+    def test_browser_writes_mark_the_days_of_the_orders_they_touch(
+        self, store: Store, database: Database
+    ) -> None:
+        order = conversion(
+            "C",
+            event_time=EVENT_TIME,
+            session_id="s-c",
+            ledger=ledger("C", EVENT_DAY, session_id="s-c"),
+        )
+        store.insert_conversions([order], NOW)
+        # a landing session's facts (the gap report's breakdowns) change
+        update = SessionUpdate("s-c", NOW + 60, browser="Safari", pixel_status="blocked")
+        assert marked(store, database, lambda: store.record_collect([update], [])) == {
+            p(TODAY),
+            p(EVENT_DAY),
+        }
+        # a session no order names: nothing a report counts changes
+        other = SessionUpdate("s-none", NOW + 60, browser="Safari")
+        assert marked(store, database, lambda: store.record_collect([other], [])) == set()
+        # a Pixel mirror row by event id, from another session (bc.js on another tab)
+        mirror = BrowserEvent("s-none", "CompletePayment", "CompletePayment-C", NOW + 61)
+        assert marked(store, database, lambda: store.record_collect([], [mirror])) == {
+            p(TODAY),
+            p(EVENT_DAY),
+        }
+        # Google's tag mirrors the order id instead
+        gtag = BrowserEvent("s-none", "purchase", "C", NOW + 62, platform="google")
+        assert marked(store, database, lambda: store.record_collect([], [gtag])) == {
+            p(TODAY),
+            p(EVENT_DAY),
+        }
+
+    def test_retention_marks_what_it_purges_and_scrubs(
+        self, store: Store, database: Database
+    ) -> None:
+        order = conversion(
+            "D",
+            event_time=EVENT_TIME,
+            session_id="s-d",
+            ledger=ledger("D", EVENT_DAY, session_id="s-d"),
+        )
+        store.insert_conversions([order], NOW)
+        store.record_collect([SessionUpdate("s-d", NOW - 10, landing=True)], [])
+        for c in store.claim("tiktok", 10, NOW, LEASE) + store.claim("meta", 10, NOW, LEASE):
+            store.mark_delivered([c.outbox_id], NOW + 1, "ref")
+        assert marked(store, database, lambda: store.purge_sessions(NOW + 100, 10)) == {
+            p(TODAY),
+            p(EVENT_DAY),
+        }
+        assert marked(
+            store, database, lambda: store.scrub_conversions(NOW + 100, 10, NOW + 100)
+        ) == {
+            p(TODAY),
+            p(EVENT_DAY),
+        }
+
+
+class TestCache:
+    def test_put_never_replaces_a_newer_partial(self, store: Store, database: Database) -> None:
+        store.put_rollups("t/1", [RollupRow(1, TODAY, 3, NOW, b'{"v": 3}')])
+        store.put_rollups("t/1", [RollupRow(1, TODAY, 2, NOW + 1, b'{"v": 2}')])
+        assert database.rows("SELECT version, data FROM rollups") == [(3, b'{"v": 3}')]
+        store.put_rollups("t/1", [RollupRow(1, TODAY, 4, NOW + 2, b'{"v": 4}')])
+        assert [tuple(r) for r in database.rows("SELECT version FROM rollups")] == [(4,)]
+
+    def test_a_day_is_recomputed_when_and_only_when_it_changed(self, store: Store) -> None:
+        calls: list[tuple[int, int]] = []
+
+        def received(s: Store, property_id: int, low: int, high: int) -> dict[str, int]:
+            calls.append((property_id, low))
+            ((n,),) = s.read(
+                "SELECT COUNT(*) FROM conversions WHERE property_id = ?"
+                " AND received_at >= ? AND received_at < ?",
+                (property_id, low, high),
+            )
+            return {"n": int(n)}
+
+        first = date.fromordinal(date(1970, 1, 1).toordinal() + TODAY - 2)
+        last = date.fromordinal(date(1970, 1, 1).toordinal() + TODAY)
+
+        def counts(max_stale: float = 0.0) -> list[int]:
+            got = rollups.partials(
+                store, "test.received/1", received, first, last, None, max_stale=max_stale
+            )
+            return [d.data["n"] for d in got]
+
+        store.insert_conversions([conversion(1)], NOW - DAY)  # yesterday
+        assert counts() == [0, 1, 0]
+        assert len(calls) == 3  # one property, three days
+        calls.clear()
+        assert counts() == [0, 1, 0]
+        assert calls == []  # nothing changed: every day from the cache
+        store.insert_conversions([conversion(2)], NOW)  # today changes, the others do not
+        assert counts() == [0, 1, 1]
+        assert [low // DAY for _, low in calls] == [TODAY]
+        calls.clear()
+        store.insert_conversions([conversion(3)], NOW)
+        # the dashboard may take a partial computed moments ago, flagged stale
+        stale = rollups.partials(
+            store, "test.received/1", received, first, last, None, max_stale=3600.0
+        )
+        assert [d.data["n"] for d in stale] == [0, 1, 1]
+        assert [d.stale for d in stale] == [False, False, True]
+        assert calls == []
+        # the background refresh recomputes it; the exact read then needs no computing
+        assert rollups.refresh(store, now=NOW) == 1
+        calls.clear()
+        assert counts() == [0, 1, 2]
+        assert calls == []
+
+    def test_each_property_has_its_own_days(self, store: Store) -> None:
+        other = store.create_property("eu", NOW, destinations=("tiktok",))
+        assert other is not None
+
+        def received(s: Store, property_id: int, low: int, high: int) -> dict[str, int]:
+            ((n,),) = s.read(
+                "SELECT COUNT(*) FROM conversions WHERE property_id = ?"
+                " AND received_at >= ? AND received_at < ?",
+                (property_id, low, high),
+            )
+            return {"n": int(n)}
+
+        today = date.fromordinal(date(1970, 1, 1).toordinal() + TODAY)
+        store.insert_conversions([conversion(1)], NOW)
+        before = rollups.partials(store, "test.p/1", received, today, today, None)
+        assert {(d.property_id, d.data["n"]) for d in before} == {(DEFAULT_PROPERTY, 1), (other, 0)}
+        store.insert_conversions([conversion(2, property_id=other, destinations=("tiktok",))], NOW)
+        after = rollups.partials(store, "test.p/1", received, today, today, other)
+        assert [(d.property_id, d.data["n"]) for d in after] == [(other, 1)]
+        both = rollups.partials(store, "test.p/1", received, today, today, None)
+        assert {(d.property_id, d.data["n"]) for d in both} == {(DEFAULT_PROPERTY, 1), (other, 1)}
+
+
+@pytest.mark.parametrize("n", [1])
+def test_the_marks_table_is_emptied_by_taking(store: Store, database: Database, n: int) -> None:
+    store.insert_conversions([conversion(n)], NOW)
+    assert database.rows("SELECT COUNT(*) FROM rollup_marks")[0][0] > 0
+    assert store.take_rollup_marks() > 0
+    assert database.rows("SELECT COUNT(*) FROM rollup_marks")[0][0] == 0
