@@ -51,7 +51,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from backchannel import identifiers, rollups
-from backchannel.destinations import Destination
+from backchannel.destinations import DESTINATIONS, Destination
 from backchannel.destinations import get as get_destination
 from backchannel.sources.ledger import PLATFORM as LEDGER_PLATFORM
 from backchannel.store.base import (
@@ -943,6 +943,18 @@ def day_partial(
     if destination.name == LEDGER_PLATFORM:
         partial["delivered_by"] = delivered_by(store, low, high, property_id) if rows else {}
     return partial
+
+
+def _register() -> None:
+    """Declare every destination's compute to the rollups, so that the background refresh
+    (serve's primary process) keeps the gap partials a page read fresh."""
+    for name, destination in DESTINATIONS.items():
+        rollups.register(
+            partial_name(name), functools.partial(day_partial, destination=destination)
+        )
+
+
+_register()
 
 
 class _Merged:
