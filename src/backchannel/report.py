@@ -55,11 +55,13 @@ from backchannel.destinations import DESTINATIONS, Destination
 from backchannel.destinations import get as get_destination
 from backchannel.sources.ledger import PLATFORM as LEDGER_PLATFORM
 from backchannel.store.base import (
+    GAP_ROWS_SQL,
     LOAD_BUCKETS,
     SLOW_BUCKET,
     UNKNOWN,
     GapRow,
     Store,
+    gap_row,
     load_bucket,
 )
 
@@ -72,6 +74,14 @@ OTHER_SECTIONS = tuple(s for s in SECTIONS if s != "pixel_status")
 PIXEL_EVENT = "CompletePayment"
 #: days a gap report covers when no range is given (the dashboard page and `report gap`)
 DEFAULT_DAYS = 30
+#: the filter of the ledger's queries to one property
+SCOPE = " AND o.property_id = ?"
+#: the same for the queries of ONE day (the partials): the ``+`` keeps SQLite, which has no
+#: statistics, from reading the orders by an index led by property_id (the property's whole
+#: ledger, every day of it: ~1 s a day at 1,000,000 orders) instead of by ``orders_time`` (the
+#: day's rows); PostgreSQL plans by its statistics either way
+DAY_SCOPE = " AND +o.property_id = ?"
+
 #: section -> what its buckets are, for headings and chart titles
 SECTION_TITLES = {
     "browser": "By browser family",
@@ -669,12 +679,15 @@ def scan_report(
     return replace(report, server_delivered_by=delivered_by(store, low, high, property_id))
 
 
-def delivered_by(store: Store, low: int, high: int, property_id: int | None) -> dict[str, int]:
+def delivered_by(
+    store: Store, low: int, high: int, property_id: int | None, *, scope: str = SCOPE
+) -> dict[str, int]:
     """:data:`DELIVERED_BY_SQL` over [low, high): destination -> truth-set orders delivered
-    there (destinations with none are absent)."""
+    there (destinations with none are absent). ``scope``: how one property is filtered
+    (:data:`SCOPE`, or :data:`DAY_SCOPE` for one day)."""
     sql, params = DELIVERED_BY_SQL.format(scope=""), [low, high]
     if property_id is not None:
-        sql = DELIVERED_BY_SQL.format(scope=" AND o.property_id = ?")
+        sql = DELIVERED_BY_SQL.format(scope=scope)
         params.append(property_id)
     return {str(destination): int(n) for destination, n in store.read(sql, params)}
 
@@ -718,19 +731,19 @@ def attributed(
 _FIELD = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def platform_sql(destination: Destination, *, scoped: bool = False) -> str:
+def platform_sql(destination: Destination, *, scope: str = "") -> str:
     """The ledger orders of the range with what one destination's report needs (portable SQL,
     ``?`` placeholders: the Pixel's mirror name, the destination, the range, and the property
-    when ``scoped``): whether a mirror row of its Pixel carries the order's id in its key,
-    whether an outbox row of it is delivered, the landing session's browser facts,
-    utm_source, ids and the click-id columns the destination's named click ids are kept in,
-    and the conversion's stored payload. Everything joined is the order's own property's."""
+    with a ``scope``, :data:`SCOPE` or :data:`DAY_SCOPE`): whether a mirror row of its Pixel
+    carries the order's id in its key, whether an outbox row of it is delivered, the landing
+    session's browser facts, utm_source, ids and the click-id columns the destination's named
+    click ids are kept in, and the conversion's stored payload. Everything joined is the
+    order's own property's."""
     key = "o.event_id" if destination.DEDUP_ID == "event_id" else "o.order_id"
     columns = [f for f in destination.CLICK_IDS if f in identifiers.NAMED]
     if not all(_FIELD.fullmatch(c) for c in columns):  # declared names: never user input
         raise ValueError(f"{destination.name}: CLICK_IDS must be lower-case field names")
     extra = "".join(f", s.{c}" for c in columns)
-    scope = " AND o.property_id = ?" if scoped else ""
     return f"""
 SELECT o.order_time, o.event_id, o.session_id,
        CASE WHEN {key} IS NOT NULL AND EXISTS (
@@ -777,16 +790,19 @@ def platform_rows(
     low: int,
     high: int,
     property_id: int | None = None,
+    *,
+    scope: str = SCOPE,
 ) -> list[LedgerOrder]:
     """Every ledger order with ``low <= order_time < high`` (of one property, or of all when
     None), oldest first, as the report of ``destination`` reads it (one query,
-    :func:`platform_sql`)."""
+    :func:`platform_sql`; ``scope``: how one property is filtered)."""
     named = [f for f in destination.CLICK_IDS if f in identifiers.NAMED]
     params: list[Any] = [destination.PIXEL_MIRROR, destination.name, low, high]
     if property_id is not None:
         params.append(property_id)
     out: list[LedgerOrder] = []
-    for r in store.read(platform_sql(destination, scoped=property_id is not None), params):
+    sql = platform_sql(destination, scope="" if property_id is None else scope)
+    for r in store.read(sql, params):
         payload = _json(r[12])
         user = payload.get("user")
         page = payload.get("page")
@@ -851,12 +867,13 @@ def partial_name(destination: str) -> str:
 
 
 #: the event_ids of one property's orders of [low, high) that also have a ledger row (of the
-#: same property) outside it: the only ones two days' partials can both count. One index
-#: probe per order (orders (property_id, event_id), migration 0019)
+#: same property) outside it: the only ones two days' partials can both count. The day's
+#: orders by orders_time (``+``: see :data:`DAY_SCOPE`), one probe of orders_event_id each
 SHARED_SQL = """
 SELECT DISTINCT o.event_id
 FROM orders o
-WHERE o.order_time >= ? AND o.order_time < ? AND o.property_id = ? AND o.event_id IS NOT NULL
+WHERE o.order_time >= ? AND o.order_time < ? AND +o.property_id = ?
+  AND o.event_id IS NOT NULL
   AND EXISTS (
       SELECT 1 FROM orders d
       WHERE d.property_id = o.property_id AND d.event_id = o.event_id
@@ -930,18 +947,22 @@ def day_partial(
 ) -> dict[str, Any]:
     """The gap partial of one property's UTC day [low, high) for ``destination`` (the
     ``compute`` of :func:`backchannel.rollups.partials`): :func:`summarize` of the same rows
-    the row scan reads (``Store.gap_rows`` for TikTok, :func:`platform_rows` for another),
-    and for TikTok ``delivered_by`` (:func:`delivered_by` of the day)."""
+    the row scan reads (``Store.gap_rows``'s query for TikTok, :func:`platform_rows` for
+    another; by the day's index, :data:`DAY_SCOPE`), and for TikTok ``delivered_by``
+    (:func:`delivered_by` of the day)."""
     if destination.name == LEDGER_PLATFORM:
-        rows: Sequence[Row] = store.gap_rows(low, high, property_id)
+        gap_sql = GAP_ROWS_SQL.format(scope=DAY_SCOPE)  # Store.gap_rows's query, by the day
+        rows: Sequence[Row] = [gap_row(r) for r in store.read(gap_sql, [low, high, property_id])]
         sections: Sequence[str] = SECTIONS
     else:
-        rows = platform_rows(store, destination, low, high, property_id)
+        rows = platform_rows(store, destination, low, high, property_id, scope=DAY_SCOPE)
         sections = OTHER_SECTIONS
     shared = shared_event_ids(store, property_id, low, high) if rows else set()
     partial = summarize(rows, sections, shared)
     if destination.name == LEDGER_PLATFORM:
-        partial["delivered_by"] = delivered_by(store, low, high, property_id) if rows else {}
+        partial["delivered_by"] = (
+            delivered_by(store, low, high, property_id, scope=DAY_SCOPE) if rows else {}
+        )
     return partial
 
 
