@@ -2,9 +2,11 @@
 server leg recovers, following the method users run by hand. By default the platform is
 TikTok's (the ledger's attribution rule is TikTok's); ``destination=`` runs it for any other.
 
-Every figure is a count of ledger orders read from the store (one query: for TikTok
-:meth:`backchannel.store.base.Store.gap_rows`, for another destination :func:`platform_rows`);
-every group says how many orders it is based on.
+Every figure is a count of ledger orders read from the store (the rows of
+:meth:`backchannel.store.base.Store.gap_rows`'s query for TikTok, of :func:`platform_rows` for
+another destination), summarized per property and UTC day and merged (see "per-day partials"
+below; ``scan=True`` reads the whole range at once, the reference); every group says how many
+orders it is based on.
 
 - **truth set**: orders in the ledger attributed to the platform, in the time range (TikTok:
   the ledger's ``attributed_tiktok``, its ttclid / TikTok UTM rule; any other destination: one

@@ -632,3 +632,22 @@ def test_the_background_refresh_recomputes_the_changed_days(
     for name in MAIN:
         same(store, start, end, None, destination=name)
     assert calls == []
+
+
+def test_max_stale_may_answer_from_a_changed_day(store: Store) -> None:
+    """``max_stale`` reaches the rollups: a day changed since its partial was kept is still
+    answered from it when allowed (the dashboard's choice), and never by default."""
+    seed(store, random.Random(7), per_property=30, again=False)
+    [(event_id,)] = store.read(
+        "SELECT o.event_id FROM orders o WHERE o.property_id = ? AND o.attributed_tiktok = 1"
+        " AND o.event_id IS NOT NULL AND o.order_time >= ? AND NOT EXISTS (SELECT 1 FROM"
+        " browser_events b WHERE b.property_id = o.property_id AND b.event_id = o.event_id"
+        " AND b.platform = 'tiktok') ORDER BY o.order_time LIMIT 1",
+        [DEFAULT_PROPERTY, time_range(FIRST, FIRST)[0]],
+    )
+    kept = same(store, FIRST, LAST, None, property_id=DEFAULT_PROPERTY)
+    store.record_collect([], [BrowserEvent("px-1", "CompletePayment", str(event_id), NOW)])
+    stale = from_store(store, FIRST, LAST, property_id=DEFAULT_PROPERTY, max_stale=3600)
+    assert stale == kept
+    exact = same(store, FIRST, LAST, None, property_id=DEFAULT_PROPERTY)
+    assert exact.total.pixel_only == kept.total.pixel_only + 1
