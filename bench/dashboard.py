@@ -200,6 +200,8 @@ def measure(label: str, store: Store, days: int, today: date, repeat: int) -> No
                         "event": "CompletePayment",
                         "event_time": int(now) - 20,
                         "order_id": "later",
+                        "value": 10.0,
+                        "currency": "USD",
                         "user": {"email": "later@example.com", "ip": "81.2.69.160"},
                     },
                     now=now,
