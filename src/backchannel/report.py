@@ -637,8 +637,8 @@ def from_store(
     :func:`backchannel.rollups.partials` (:func:`day_partial`; a day that did not change is
     not read again), merged by :func:`merge_partials`; the imported Events Manager counts
     are read live (a small table). ``scan=True`` reads every row of the range instead (one
-    query, :func:`scan_report`): the reference the partials are tested against, equal by
-    construction and checked on both backends. ``max_stale``: see
+    query, :func:`scan_report`): the reference the merged partials are tested against on
+    both backends. ``max_stale``: see
     :func:`backchannel.rollups.partials` (0, the default: exact)."""
     name = destination or LEDGER_PLATFORM
     target = get_destination(name)
