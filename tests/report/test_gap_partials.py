@@ -572,11 +572,6 @@ def test_kept_partials_follow_every_write(store: Store, monkeypatch: pytest.Monk
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store marks: an outbox change marks its conversion's days, not the days of the"
-    " other ledger rows of its (property, event_id) (lead: mark them in _mark_outbox)",
-)
 def test_a_delivery_reaches_every_day_its_order_is_on(store: Store) -> None:
     """An order sent at 23:59 on Nov 5 by the API and at 00:01 on Nov 6 by Shopify (one
     conversion, two ledger rows, one per day); read (both days kept); then its TikTok row is
