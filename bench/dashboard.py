@@ -163,6 +163,8 @@ def measure(label: str, store: Store, days: int, today: date, repeat: int) -> No
         for page, call in pages(store, start, today).items():
             once(f"{page}, {name}, first read", call)
             timed(f"{page}, {name}, kept partials", call, repeat)
+        scan = functools.partial(report.from_store, store, start, today, scan=True)
+        timed(f"gap report, {name}, row scan (scan=True)", scan, repeat)
     timed("dead letters page 1", lambda: dead_page(store), repeat)
     now = time.time()
     store.insert_conversions(

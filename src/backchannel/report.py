@@ -2,9 +2,11 @@
 server leg recovers, following the method users run by hand. By default the platform is
 TikTok's (the ledger's attribution rule is TikTok's); ``destination=`` runs it for any other.
 
-Every figure is a count of ledger orders read from the store (one query: for TikTok
-:meth:`backchannel.store.base.Store.gap_rows`, for another destination :func:`platform_rows`);
-every group says how many orders it is based on.
+Every figure is a count of ledger orders read from the store (the rows of
+:meth:`backchannel.store.base.Store.gap_rows`'s query for TikTok, of :func:`platform_rows` for
+another destination), summarized per property and UTC day and merged (see "per-day partials"
+below; ``scan=True`` reads the whole range at once, the reference); every group says how many
+orders it is based on.
 
 - **truth set**: orders in the ledger attributed to the platform, in the time range (TikTok:
   the ledger's ``attributed_tiktok``, its ttclid / TikTok UTM rule; any other destination: one
@@ -39,6 +41,7 @@ Two additions feed the pictures and the "pixel-only from an export" variant of t
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,16 +52,18 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from backchannel import identifiers
-from backchannel.destinations import Destination
+from backchannel import identifiers, rollups
+from backchannel.destinations import DESTINATIONS, Destination
 from backchannel.destinations import get as get_destination
 from backchannel.sources.ledger import PLATFORM as LEDGER_PLATFORM
 from backchannel.store.base import (
+    GAP_ROWS_SQL,
     LOAD_BUCKETS,
     SLOW_BUCKET,
     UNKNOWN,
     GapRow,
     Store,
+    gap_row,
     load_bucket,
 )
 
@@ -71,6 +76,13 @@ OTHER_SECTIONS = tuple(s for s in SECTIONS if s != "pixel_status")
 PIXEL_EVENT = "CompletePayment"
 #: days a gap report covers when no range is given (the dashboard page and `report gap`)
 DEFAULT_DAYS = 30
+#: the filter of the ledger's queries to one property
+SCOPE = " AND o.property_id = ?"
+#: the same for the queries of ONE day (the partials): read through orders_property_time
+#: (migration 0019), the property's rows of the day (without that index SQLite, which has no
+#: statistics, read the property's whole ledger, ~1 s a day at 1,000,000 orders)
+DAY_SCOPE = SCOPE
+
 #: section -> what its buckets are, for headings and chart titles
 SECTION_TITLES = {
     "browser": "By browser family",
@@ -609,28 +621,76 @@ def from_store(
     pixel_event: str = PIXEL_EVENT,
     destination: str | None = None,
     property_id: int | None = None,
+    scan: bool = False,
+    max_stale: float = 0.0,
 ) -> GapReport:
-    """The gap report read from a store: what the CLI, the page and its downloads all show
-    (two reads: the ledger rows and the imported Events Manager counts). ``property_id``:
-    one property's orders only (None: every property's, the host's view).
+    """The gap report read from a store: what the CLI, the page and its downloads all show.
+    ``property_id``: one property's orders only (None: every property's, the host's view).
 
     ``destination``: the platform it is about (default, and ``tiktok``: TikTok's, the
     ledger's); any other destination's reads :func:`platform_rows` instead, and has no
     Events Manager import (the imported counts are TikTok's Pixel's). Raises KeyError
-    naming the known destinations for an unknown one."""
+    naming the known destinations for an unknown one.
+
+    How it reads: one partial per (property, UTC day of ``order_time``) from
+    :func:`backchannel.rollups.partials` (:func:`day_partial`; a day that did not change is
+    not read again), merged by :func:`merge_partials`; the imported Events Manager counts
+    are read live (a small table). ``scan=True`` reads every row of the range instead (one
+    query, :func:`scan_report`): the reference the merged partials are tested against on
+    both backends. ``max_stale``: see
+    :func:`backchannel.rollups.partials` (0, the default: exact)."""
     name = destination or LEDGER_PLATFORM
-    if name != LEDGER_PLATFORM:
-        return _platform_report(store, get_destination(name), start, end, switch_on, property_id)
+    target = get_destination(name)
+    if scan:
+        return scan_report(store, target, start, end, switch_on, property_id, pixel_event)
+    parts = rollups.partials(
+        store,
+        partial_name(name),
+        functools.partial(day_partial, destination=target),
+        start,
+        end,
+        property_id,
+        max_stale=max_stale,
+    )
+    counts = None
+    if name == LEDGER_PLATFORM:
+        counts = store.pixel_counts(start.isoformat(), end.isoformat(), pixel_event, property_id)
+    return merge_partials(
+        parts, start, end, switch_on, destination=name, pixel_counts=counts, pixel_event=pixel_event
+    )
+
+
+def scan_report(
+    store: Store,
+    destination: Destination,
+    start: date,
+    end: date,
+    switch_on: date | None,
+    property_id: int | None,
+    pixel_event: str = PIXEL_EVENT,
+) -> GapReport:
+    """The gap report from every row of the range at once (``from_store(..., scan=True)``):
+    the definition the per-day partials must reproduce exactly."""
+    if destination.name != LEDGER_PLATFORM:
+        return _platform_report(store, destination, start, end, switch_on, property_id)
     low, high = time_range(start, end)
     rows = store.gap_rows(low, high, property_id)
     counts = store.pixel_counts(start.isoformat(), end.isoformat(), pixel_event, property_id)
     report = gap_report(rows, start, end, switch_on, pixel_counts=counts, pixel_event=pixel_event)
+    return replace(report, server_delivered_by=delivered_by(store, low, high, property_id))
+
+
+def delivered_by(
+    store: Store, low: int, high: int, property_id: int | None, *, scope: str = SCOPE
+) -> dict[str, int]:
+    """:data:`DELIVERED_BY_SQL` over [low, high): destination -> truth-set orders delivered
+    there (destinations with none are absent). ``scope``: how one property is filtered
+    (:data:`SCOPE`, or :data:`DAY_SCOPE` for one day)."""
     sql, params = DELIVERED_BY_SQL.format(scope=""), [low, high]
     if property_id is not None:
-        sql = DELIVERED_BY_SQL.format(scope=" AND o.property_id = ?")
+        sql = DELIVERED_BY_SQL.format(scope=scope)
         params.append(property_id)
-    delivered = {str(destination): int(n) for destination, n in store.read(sql, params)}
-    return replace(report, server_delivered_by=delivered)
+    return {str(destination): int(n) for destination, n in store.read(sql, params)}
 
 
 #: truth-set orders (TikTok-attributed, in the range) delivered, per destination; an order
@@ -672,19 +732,19 @@ def attributed(
 _FIELD = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def platform_sql(destination: Destination, *, scoped: bool = False) -> str:
+def platform_sql(destination: Destination, *, scope: str = "") -> str:
     """The ledger orders of the range with what one destination's report needs (portable SQL,
     ``?`` placeholders: the Pixel's mirror name, the destination, the range, and the property
-    when ``scoped``): whether a mirror row of its Pixel carries the order's id in its key,
-    whether an outbox row of it is delivered, the landing session's browser facts,
-    utm_source, ids and the click-id columns the destination's named click ids are kept in,
-    and the conversion's stored payload. Everything joined is the order's own property's."""
+    with a ``scope``, :data:`SCOPE` or :data:`DAY_SCOPE`): whether a mirror row of its Pixel
+    carries the order's id in its key, whether an outbox row of it is delivered, the landing
+    session's browser facts, utm_source, ids and the click-id columns the destination's named
+    click ids are kept in, and the conversion's stored payload. Everything joined is the
+    order's own property's."""
     key = "o.event_id" if destination.DEDUP_ID == "event_id" else "o.order_id"
     columns = [f for f in destination.CLICK_IDS if f in identifiers.NAMED]
     if not all(_FIELD.fullmatch(c) for c in columns):  # declared names: never user input
         raise ValueError(f"{destination.name}: CLICK_IDS must be lower-case field names")
     extra = "".join(f", s.{c}" for c in columns)
-    scope = " AND o.property_id = ?" if scoped else ""
     return f"""
 SELECT o.order_time, o.event_id, o.session_id,
        CASE WHEN {key} IS NOT NULL AND EXISTS (
@@ -731,16 +791,19 @@ def platform_rows(
     low: int,
     high: int,
     property_id: int | None = None,
+    *,
+    scope: str = SCOPE,
 ) -> list[LedgerOrder]:
     """Every ledger order with ``low <= order_time < high`` (of one property, or of all when
     None), oldest first, as the report of ``destination`` reads it (one query,
-    :func:`platform_sql`)."""
+    :func:`platform_sql`; ``scope``: how one property is filtered)."""
     named = [f for f in destination.CLICK_IDS if f in identifiers.NAMED]
     params: list[Any] = [destination.PIXEL_MIRROR, destination.name, low, high]
     if property_id is not None:
         params.append(property_id)
     out: list[LedgerOrder] = []
-    for r in store.read(platform_sql(destination, scoped=property_id is not None), params):
+    sql = platform_sql(destination, scope="" if property_id is None else scope)
+    for r in store.read(sql, params):
         payload = _json(r[12])
         user = payload.get("user")
         page = payload.get("page")
@@ -782,3 +845,212 @@ def _platform_report(
     low, high = time_range(start, end)
     rows = platform_rows(store, destination, low, high, property_id)
     return gap_report(rows, start, end, switch_on, destination=destination.name)
+
+
+# per-day partials ------------------------------------------------------------------------------
+# Why: at 1,000,000 orders a month, reading every row of 30 days is seconds per report. Each
+# (property, UTC day of order_time) is summarized once (rollups.partials keeps it until the day
+# changes) and the report merges 30 small summaries. Every figure but one is a sum over days
+# (counts of orders; the cut at the switch-on date is a day boundary). The one that is not is
+# the deduplicated union by (property, event_id): an event_id can have ledger rows on two days
+# (two sources recording one order), and counting it once per day would count it twice. So a
+# day's tally keeps ``local``, the number of its qualifying event_ids that have no ledger row on
+# another day (they cannot meet another day's), and ``shared``, the list of the qualifying
+# event_ids that do (found by a query at compute time); merged: sum(local) + |union(shared)|.
+
+#: the shape of the partials below; a change of shape takes a new number (a new rollup name)
+PARTIAL_VERSION = 1
+
+
+def partial_name(destination: str) -> str:
+    """The rollup name of one destination's gap partials, shape included ("gap.tiktok/1")."""
+    return f"gap.{destination}/{PARTIAL_VERSION}"
+
+
+#: the event_ids of one property's orders of [low, high) that also have a ledger row (of the
+#: same property) outside it: the only ones two days' partials can both count. The day's
+#: orders by orders_property_time, one probe of orders_event_id each
+SHARED_SQL = """
+SELECT DISTINCT o.event_id
+FROM orders o
+WHERE o.order_time >= ? AND o.order_time < ? AND o.property_id = ?
+  AND o.event_id IS NOT NULL
+  AND EXISTS (
+      SELECT 1 FROM orders d
+      WHERE d.property_id = o.property_id AND d.event_id = o.event_id
+        AND (d.order_time < ? OR d.order_time >= ?)
+  )
+"""
+
+
+def shared_event_ids(store: Store, property_id: int, low: int, high: int) -> set[str]:
+    """:data:`SHARED_SQL`: the event_ids of the day's orders that another day also has."""
+    return {str(r[0]) for r in store.read(SHARED_SQL, [low, high, property_id, low, high])}
+
+
+class _DayTally:
+    """A tally being counted over one day's rows (see :func:`summarize`)."""
+
+    __slots__ = ("local", "orders", "pixel", "server", "shared")
+
+    def __init__(self) -> None:
+        self.orders = self.pixel = self.server = 0
+        self.local: set[str] = set()
+        self.shared: set[str] = set()
+
+    def dump(self) -> list[Any]:
+        """``[orders, pixel_only, server_delivered, local, [shared event_ids]]`` (JSON)."""
+        return [self.orders, self.pixel, self.server, len(self.local), sorted(self.shared)]
+
+
+def summarize(rows: Sequence[Row], sections: Sequence[str], shared: set[str]) -> dict[str, Any]:
+    """The partial of one property's day from its rows (TikTok's :class:`GapRow` or another
+    destination's :class:`LedgerOrder`): ``ledger_orders``; the truth set's ``total``; and
+    ``sections``: section -> bucket -> tally, with the buckets of :data:`_BUCKETS` (the same
+    functions the row scan groups by). ``shared``: :func:`shared_event_ids` of the day. A
+    tally is ``[orders, pixel_only, server_delivered, local, [shared event_ids]]``, where the
+    union of :func:`tally` is split as this section's header says."""
+    total = _DayTally()
+    groups: dict[str, dict[str, _DayTally]] = {section: {} for section in sections}
+    bucket_of = [(_BUCKETS[section], groups[section]) for section in sections]
+    for row in rows:
+        if not _attributed(row):
+            continue
+        delivered = _delivered(row)
+        pixel = row.pixel_fired
+        counted = row.event_id if row.event_id is not None and (pixel or delivered) else None
+        targets = [total]
+        for key_of, buckets in bucket_of:
+            key = key_of(row)
+            if key is not None:
+                target = buckets.get(key)
+                if target is None:
+                    target = buckets[key] = _DayTally()
+                targets.append(target)
+        for t in targets:
+            t.orders += 1
+            t.pixel += pixel
+            t.server += delivered
+            if counted is not None:
+                (t.shared if counted in shared else t.local).add(counted)
+    return {
+        "ledger_orders": len(rows),
+        "total": total.dump(),
+        "sections": {
+            section: {key: t.dump() for key, t in sorted(buckets.items())}
+            for section, buckets in groups.items()
+        },
+    }
+
+
+def day_partial(
+    store: Store, property_id: int, low: int, high: int, *, destination: Destination
+) -> dict[str, Any]:
+    """The gap partial of one property's UTC day [low, high) for ``destination`` (the
+    ``compute`` of :func:`backchannel.rollups.partials`): :func:`summarize` of the same rows
+    the row scan reads (``Store.gap_rows``'s query for TikTok, :func:`platform_rows` for
+    another; by the day's index, :data:`DAY_SCOPE`), and for TikTok ``delivered_by``
+    (:func:`delivered_by` of the day)."""
+    if destination.name == LEDGER_PLATFORM:
+        gap_sql = GAP_ROWS_SQL.format(scope=DAY_SCOPE)  # Store.gap_rows's query, by the day
+        rows: Sequence[Row] = [gap_row(r) for r in store.read(gap_sql, [low, high, property_id])]
+        sections: Sequence[str] = SECTIONS
+    else:
+        rows = platform_rows(store, destination, low, high, property_id, scope=DAY_SCOPE)
+        sections = OTHER_SECTIONS
+    shared = shared_event_ids(store, property_id, low, high) if rows else set()
+    partial = summarize(rows, sections, shared)
+    if destination.name == LEDGER_PLATFORM:
+        partial["delivered_by"] = (
+            delivered_by(store, low, high, property_id, scope=DAY_SCOPE) if rows else {}
+        )
+    return partial
+
+
+def _register() -> None:
+    """Declare every destination's compute to the rollups, so that the background refresh
+    (serve's primary process) keeps the gap partials a page read fresh."""
+    for name, destination in DESTINATIONS.items():
+        rollups.register(
+            partial_name(name), functools.partial(day_partial, destination=destination)
+        )
+
+
+_register()
+
+
+class _Merged:
+    """Day tallies being merged into one :class:`Tally` (shared ids are per property)."""
+
+    __slots__ = ("local", "orders", "pixel", "server", "shared")
+
+    def __init__(self) -> None:
+        self.orders = self.pixel = self.server = self.local = 0
+        self.shared: set[tuple[int, str]] = set()
+
+    def add(self, property_id: int, part: Sequence[Any]) -> None:
+        orders, pixel, server, local, shared = part
+        self.orders += orders
+        self.pixel += pixel
+        self.server += server
+        self.local += local
+        self.shared.update((property_id, event_id) for event_id in shared)
+
+    def tally(self) -> Tally:
+        return Tally(self.orders, self.pixel, self.server, self.local + len(self.shared))
+
+
+def merge_partials(
+    parts: Iterable[rollups.DayPartial],
+    start: date,
+    end: date,
+    switch_on: date | None = None,
+    *,
+    destination: str = LEDGER_PLATFORM,
+    pixel_counts: dict[str, int] | None = None,
+    pixel_event: str = PIXEL_EVENT,
+) -> GapReport:
+    """The report of [start, end] from its days' partials (:func:`day_partial`, of one
+    property or of several): what :func:`gap_report` makes of the same rows. The total, the
+    breakdowns and before/after switch-on (a day boundary) merge every day's tallies; each
+    day of ``daily`` merges that day's (every property's)."""
+    sections = SECTIONS if destination == LEDGER_PLATFORM else OTHER_SECTIONS
+    ledger_orders = 0
+    total = _Merged()
+    before = _Merged() if switch_on is not None else None
+    after = _Merged() if switch_on is not None else None
+    by_day = {day: _Merged() for day in days(start, end)}
+    breakdowns: dict[str, dict[str, _Merged]] = {section: {} for section in sections}
+    delivered: dict[str, int] = {}
+    for part in parts:
+        data, pid = part.data, part.property_id
+        ledger_orders += data["ledger_orders"]
+        total.add(pid, data["total"])
+        by_day[part.day].add(pid, data["total"])
+        if switch_on is not None and before is not None and after is not None:
+            (before if part.day < switch_on else after).add(pid, data["total"])
+        for section in sections:
+            merged = breakdowns[section]
+            for key, t in data["sections"][section].items():
+                if key not in merged:
+                    merged[key] = _Merged()
+                merged[key].add(pid, t)
+        for name, n in data.get("delivered_by", {}).items():
+            delivered[name] = delivered.get(name, 0) + n
+    return GapReport(
+        start=start,
+        end=end,
+        switch_on=switch_on,
+        ledger_orders=ledger_orders,
+        total=total.tally(),
+        before=before.tally() if before is not None else None,
+        after=after.tally() if after is not None else None,
+        breakdowns={
+            section: {key: m.tally() for key, m in sorted(merged.items())}
+            for section, merged in breakdowns.items()
+        },
+        daily=[(day, m.tally()) for day, m in by_day.items()],
+        pixel_import=pixel_import(pixel_counts or {}, start, end, pixel_event),
+        server_delivered_by=dict(sorted(delivered.items())),
+        destination=destination,
+    )

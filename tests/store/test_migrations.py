@@ -443,6 +443,16 @@ EXPECTED_INDEXES.update(
         "orders_order_id": ("orders", ("property_id", "order_id"), None),
         "orders_session": ("orders", ("session_id",), "session_id IS NOT NULL"),
         "conversions_session": ("conversions", ("session_id",), "session_id IS NOT NULL"),
+        "orders_property_time": ("orders", ("property_id", "order_time"), None),
+        "conversions_property_received": ("conversions", ("property_id", "received_at"), None),
+        "outbox_state": (
+            "outbox",
+            ("connection_id", "status", "attempts"),
+            "status <> 'delivered'",
+        ),
+        "conversions_test": ("conversions", ("property_id",), "test_event_code IS NOT NULL"),
+        # an expression column reads as None on both (SQLite's index_info, PostgreSQL's 0)
+        "outbox_errors": ("outbox", ("connection_id", None, "id"), "last_error IS NOT NULL"),
     }
 )
 
@@ -546,7 +556,7 @@ def _postgres_schema(database: Database) -> Schema:
                 table,
             )
         )
-        return tuple(by_number[n] for n in numbers)
+        return tuple(by_number.get(n) for n in numbers)  # 0: an expression (None)
 
     for kind, table, keys, parent, parent_keys in database.rows(
         "SELECT c.contype::text, c.conrelid::regclass::text, c.conkey,"
@@ -570,8 +580,8 @@ def _postgres_schema(database: Database) -> Schema:
         " JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'public'"
         " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
     ):
-        if predicate is not None:
-            predicate = predicate.removeprefix("(").removesuffix(")")
+        if predicate is not None:  # PostgreSQL's rendering: (x <> 'a'::text) is x <> 'a'
+            predicate = predicate.removeprefix("(").removesuffix(")").replace("'::text", "'")
         schema.indexes[index] = (table, columns(table, list(keys)), predicate)
     return schema
 

@@ -153,6 +153,33 @@ class TestMarks:
             p(EVENT_DAY + 1),
         }
 
+    def test_a_delivery_marks_every_day_its_event_has_an_order_on(
+        self, store: Store, database: Database
+    ) -> None:
+        first = conversion("E", event_time=EVENT_TIME, ledger=ledger("E", EVENT_DAY))
+        store.insert_conversions([first], NOW)
+        # the same order from the API dated two days later: a ledger row on another day
+        repeat = conversion(
+            "E", event_time=EVENT_TIME + 2 * DAY, ledger=ledger("E", EVENT_DAY + 2, source="api")
+        )
+        store.insert_conversions([repeat], NOW)
+        [claimed] = store.claim("tiktok", 10, NOW, LEASE)
+        # the stored conversion's days, the delivery's, and the other order's day: its
+        # "server delivered" flag is the event's
+        assert marked(
+            store, database, lambda: store.mark_delivered([claimed.outbox_id], NOW, "ref")
+        ) == {p(TODAY), p(EVENT_DAY), p(EVENT_DAY + 2)}
+
+    def test_ledger_rows_with_an_event_id_mark_the_other_orders_of_it(
+        self, store: Store, database: Database
+    ) -> None:
+        store.record_orders([ledger("F", TODAY - 6)], NOW)
+        assert marked(
+            store,
+            database,
+            lambda: store.record_orders([ledger("F", TODAY - 8, source="csv")], NOW),
+        ) == {p(TODAY - 6), p(TODAY - 8)}
+
     def test_browser_writes_mark_the_days_of_the_orders_they_touch(
         self, store: Store, database: Database
     ) -> None:

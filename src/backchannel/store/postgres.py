@@ -335,10 +335,15 @@ class PostgresStore:
                     for p, t in conn.execute(
                         "SELECT c.property_id, c.event_time FROM conversions c"
                         " JOIN unnest(%s::int8[], %s::text[], %s::text[]) AS k(p, e, i)"
-                        " ON c.property_id = k.p AND c.event = k.e AND c.event_id = k.i",
+                        " ON c.property_id = k.p AND c.event = k.e AND c.event_id = k.i"
+                        " UNION SELECT o.property_id, o.order_time FROM orders o"
+                        " JOIN unnest(%s::int8[], %s::text[]) AS k(p, i)"
+                        " ON o.property_id = k.p AND o.event_id = k.i",
                         (
                             [i.property_id for i in repeats],
                             [i.event for i in repeats],
+                            [i.event_id for i in repeats],
+                            [i.property_id for i in repeats],
                             [i.event_id for i in repeats],
                         ),
                     ).fetchall()
@@ -1206,7 +1211,22 @@ class PostgresStore:
 
     def record_orders(self, entries: Sequence[LedgerEntry], now: float) -> list[bool]:
         with self._pool.connection() as conn:
-            return _insert_ledger(conn, entries, now)
+            stored = _insert_ledger(conn, entries, now)
+            keyed = [e for e in entries if e.event_id is not None]
+            if keyed:  # an event id on ledger rows of other days: their deduplicated counts
+                _mark(
+                    conn,
+                    {
+                        (int(p), _day(float(t)))
+                        for p, t in conn.execute(
+                            "SELECT o.property_id, o.order_time FROM orders o"
+                            " JOIN unnest(%s::int8[], %s::text[]) AS k(p, i)"
+                            " ON o.property_id = k.p AND o.event_id = k.i",
+                            ([e.property_id for e in keyed], [e.event_id for e in keyed]),
+                        ).fetchall()
+                    },
+                )
+            return stored
 
     def orders(
         self, *, source: str | None = None, limit: int = 1000, property_id: int | None = None
@@ -1939,11 +1959,15 @@ def _mark(conn: Conn, pairs: set[tuple[int, int]]) -> None:
 
 
 def _conversion_days(rows: Sequence[Sequence[Any]]) -> set[tuple[int, int]]:
-    """(property, day) of each (property_id, received_at, event_time) row: both days."""
+    """(property, day) of each (property_id, received_at, event_time[, order_time]) row: the
+    days of a conversion, and of a ledger order with its event id when the row has one (the
+    order of another source may be dated another day: the delivered flag is the event's)."""
     out: set[tuple[int, int]] = set()
-    for property_id, received_at, event_time in rows:
+    for property_id, received_at, event_time, *order in rows:
         out.add((int(property_id), _day(float(received_at))))
         out.add((int(property_id), _day(float(event_time))))
+        if order and order[0] is not None:
+            out.add((int(property_id), _day(float(order[0]))))
     return out
 
 
@@ -1951,8 +1975,10 @@ def _mark_outbox(conn: Conn, ids: Sequence[int], now: float | None = None) -> No
     """Marks for outbox rows whose state changes: their conversions' received and event days,
     and ``now``'s day (a delivery is counted on the day of its ``delivered_at``)."""
     rows = conn.execute(
-        "SELECT DISTINCT c.property_id, c.received_at, c.event_time FROM outbox o"
-        " JOIN conversions c ON c.id = o.conversion_id WHERE o.id = ANY(%s::int8[])",
+        "SELECT DISTINCT c.property_id, c.received_at, c.event_time, l.order_time"
+        " FROM outbox o JOIN conversions c ON c.id = o.conversion_id"
+        " LEFT JOIN orders l ON l.property_id = c.property_id AND l.event_id = c.event_id"
+        " WHERE o.id = ANY(%s::int8[])",
         (list(ids),),
     ).fetchall()
     pairs = _conversion_days(rows)
@@ -1963,7 +1989,9 @@ def _mark_outbox(conn: Conn, ids: Sequence[int], now: float | None = None) -> No
 
 def _mark_conversions(conn: Conn, ids: Sequence[int]) -> None:
     rows = conn.execute(
-        "SELECT property_id, received_at, event_time FROM conversions WHERE id = ANY(%s::int8[])",
+        "SELECT c.property_id, c.received_at, c.event_time, l.order_time FROM conversions c"
+        " LEFT JOIN orders l ON l.property_id = c.property_id AND l.event_id = c.event_id"
+        " WHERE c.id = ANY(%s::int8[])",
         (list(ids),),
     ).fetchall()
     _mark(conn, _conversion_days(rows))

@@ -321,12 +321,15 @@ class SqliteStore:
                 else:
                     results.append(False)
                     if item.ledger is not None:  # its order may now span two days
+                        same = (item.property_id, item.event_id)
                         days |= {
                             (int(p), _day(float(t)))
                             for p, t in db.execute(
                                 "SELECT property_id, event_time FROM conversions"
-                                " WHERE property_id = ? AND event = ? AND event_id = ?",
-                                (item.property_id, item.event, item.event_id),
+                                " WHERE property_id = ? AND event = ? AND event_id = ?"
+                                " UNION SELECT property_id, order_time FROM orders"
+                                " WHERE property_id = ? AND event_id = ?",
+                                (item.property_id, item.event, item.event_id, *same),
                             )
                         }
             _mark(db, days)
@@ -1167,7 +1170,21 @@ class SqliteStore:
 
     def record_orders(self, entries: Sequence[LedgerEntry], now: float) -> list[bool]:
         with self._write() as db:
-            return _insert_ledger(db, entries, now)
+            stored = _insert_ledger(db, entries, now)
+            _mark(  # an event id on ledger rows of other days: their deduplicated counts
+                db,
+                {
+                    (int(p), _day(float(t)))
+                    for e in entries
+                    if e.event_id is not None
+                    for p, t in db.execute(
+                        "SELECT property_id, order_time FROM orders"
+                        " WHERE property_id = ? AND event_id = ?",
+                        (e.property_id, e.event_id),
+                    )
+                },
+            )
+            return stored
 
     def orders(
         self, *, source: str | None = None, limit: int = 1000, property_id: int | None = None
@@ -1989,11 +2006,15 @@ def _mark(db: sqlite3.Connection, pairs: set[tuple[int, int]]) -> None:
 
 
 def _conversion_days(rows: Sequence[Sequence[Any]]) -> set[tuple[int, int]]:
-    """(property, day) of each (property_id, received_at, event_time) row: both days."""
+    """(property, day) of each (property_id, received_at, event_time[, order_time]) row: the
+    days of a conversion, and of a ledger order with its event id when the row has one (the
+    order of another source may be dated another day: the delivered flag is the event's)."""
     out: set[tuple[int, int]] = set()
-    for property_id, received_at, event_time in rows:
+    for property_id, received_at, event_time, *order in rows:
         out.add((int(property_id), _day(float(received_at))))
         out.add((int(property_id), _day(float(event_time))))
+        if order and order[0] is not None:
+            out.add((int(property_id), _day(float(order[0]))))
     return out
 
 
@@ -2004,8 +2025,9 @@ def _mark_outbox(db: sqlite3.Connection, ids: Sequence[int], now: float | None =
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
         rows = db.execute(
-            "SELECT DISTINCT c.property_id, c.received_at, c.event_time FROM outbox o"  # noqa: S608
-            " JOIN conversions c ON c.id = o.conversion_id"
+            "SELECT DISTINCT c.property_id, c.received_at, c.event_time, l.order_time"  # noqa: S608
+            " FROM outbox o JOIN conversions c ON c.id = o.conversion_id"
+            " LEFT JOIN orders l ON l.property_id = c.property_id AND l.event_id = c.event_id"
             f" WHERE o.id IN ({','.join('?' * len(chunk))})",
             chunk,
         ).fetchall()
@@ -2021,8 +2043,10 @@ def _mark_conversions(db: sqlite3.Connection, ids: Sequence[int]) -> None:
         chunk = list(ids[start : start + 500])
         pairs |= _conversion_days(
             db.execute(
-                "SELECT property_id, received_at, event_time FROM conversions"  # noqa: S608
-                f" WHERE id IN ({','.join('?' * len(chunk))})",
+                "SELECT c.property_id, c.received_at, c.event_time, l.order_time"  # noqa: S608
+                " FROM conversions c LEFT JOIN orders l"
+                " ON l.property_id = c.property_id AND l.event_id = c.event_id"
+                f" WHERE c.id IN ({','.join('?' * len(chunk))})",
                 chunk,
             ).fetchall()
         )
@@ -2062,8 +2086,10 @@ def _mark_mirror(db: sqlite3.Connection, keys: Sequence[tuple[int, str]]) -> Non
         for sql in (
             "SELECT property_id, received_at, event_time FROM conversions"
             " WHERE property_id = ? AND event_id = ?",
+            # +property_id: without statistics SQLite would read the whole property through
+            # conversions_event_id instead of probing conversions_order
             "SELECT property_id, received_at, event_time FROM conversions"
-            " WHERE order_id = ? AND property_id = ?",
+            " WHERE order_id = ? AND +property_id = ?",
         ):
             args = (property_id, key) if "event_id = ?" in sql else (key, property_id)
             pairs |= _conversion_days(db.execute(sql, args).fetchall())

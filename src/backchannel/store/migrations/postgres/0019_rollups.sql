@@ -39,3 +39,18 @@ CREATE INDEX orders_event_id ON orders (property_id, event_id) WHERE event_id IS
 CREATE INDEX orders_order_id ON orders (property_id, order_id);
 CREATE INDEX orders_session ON orders (session_id) WHERE session_id IS NOT NULL;
 CREATE INDEX conversions_session ON conversions (session_id) WHERE session_id IS NOT NULL;
+
+-- What a day's partial of one property reads: its ledger orders of the day, its conversions
+-- received that day (without these, one property's day is read through the day's rows of
+-- every property, or through the property's every row).
+CREATE INDEX orders_property_time ON orders (property_id, order_time);
+CREATE INDEX conversions_property_received ON conversions (property_id, received_at);
+
+-- The overview's figures of now, at a million conversions: the outbox rows not delivered,
+-- counted from the index alone (the literal status test lets SQLite see the partial index
+-- applies); the test conversions to leave out of them (a handful, not every conversion); the
+-- newest rows with an error per connection (a walk of the index stopped at the LIMIT).
+CREATE INDEX outbox_state ON outbox (connection_id, status, attempts) WHERE status <> 'delivered';
+CREATE INDEX conversions_test ON conversions (property_id) WHERE test_event_code IS NOT NULL;
+CREATE INDEX outbox_errors ON outbox (connection_id, COALESCE(failed_at, due_at), id)
+    WHERE last_error IS NOT NULL;
