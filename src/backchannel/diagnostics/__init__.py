@@ -5,17 +5,18 @@ from __future__ import annotations
 import orjson
 
 
-def property_term(dialect: str, column: str) -> str:
+def property_term(dialect: str, column: str, *, leads: bool = True) -> str:
     """The condition a report's range query puts on one property's rows: `` AND column = ?``.
 
-    Why the unary ``+`` on SQLite: without statistics (the store runs no ANALYZE) SQLite
-    prefers, for an equality, any index that starts with ``property_id`` (conversions_event_id,
-    the (property_id, event, event_id) key) over the range index the query is meant to read
-    (received_at, delivered_at): it then reads every row of the property to answer one day
-    (1.6 s a query at 1,000,000 conversions, measured). ``+column`` cannot use an index, so the
-    day's range is read and filtered. PostgreSQL keeps statistics and chooses by itself.
+    ``leads``: the property's rows of the range are read through an index led by the
+    property (conversions_property_received, migration 0019). Otherwise (``leads=False``: a
+    filter on a joined row, the query reading a range of another table, such as the outbox's
+    deliveries of a day) SQLite gets ``+column``: without statistics (the store runs no
+    ANALYZE) it would otherwise enter through any index led by property_id and read the
+    property's every row (1.6 s a query at 1,000,000 conversions, measured); the unary ``+``
+    cannot use an index. PostgreSQL keeps statistics and chooses by itself.
     """
-    if dialect == "sqlite":
+    if dialect == "sqlite" and not leads:
         return f" AND +{column} = ?"
     return f" AND {column} = ?"
 

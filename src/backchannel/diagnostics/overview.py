@@ -385,7 +385,9 @@ def _scoped(
     limited = query.rstrip().endswith("LIMIT ?")
     at = len(values) - 1 if limited else len(values)
     values.insert(at, property_id)
-    return query.format(scope=property_term(store.dialect, column), **fmt), values
+    # a condition on the joined conversion (c.…) filters a range of the outbox
+    term = property_term(store.dialect, column, leads=not column.startswith("c."))
+    return query.format(scope=term, **fmt), values
 
 
 def excerpt(text: str | None, limit: int = RESPONSE_EXCERPT) -> str | None:
