@@ -191,6 +191,9 @@ class GapReport:
     server_delivered_by: dict[str, int] = field(default_factory=dict)
     #: the destination whose Pixel and server leg the report is about
     destination: str = LEDGER_PLATFORM
+    #: when the oldest kept day partial shown although its day changed since was computed
+    #: (``max_stale`` allowed it: the dashboard page); None: exact
+    as_of: float | None = None
 
     @property
     def pixel_reported(self) -> int | None:
@@ -655,9 +658,11 @@ def from_store(
     counts = None
     if name == LEDGER_PLATFORM:
         counts = store.pixel_counts(start.isoformat(), end.isoformat(), pixel_event, property_id)
-    return merge_partials(
+    merged = merge_partials(
         parts, start, end, switch_on, destination=name, pixel_counts=counts, pixel_event=pixel_event
     )
+    stale = [part.computed_at for part in parts if part.stale]
+    return replace(merged, as_of=min(stale)) if stale else merged
 
 
 def scan_report(

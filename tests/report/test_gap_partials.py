@@ -24,6 +24,7 @@ each day alone.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -41,6 +42,7 @@ from backchannel.store.base import (
     SessionUpdate,
     Store,
 )
+from backchannel.web.dashboard import gap as gap_page
 from store.helpers import LEASE, NOW, conversion
 
 #: the seeded days (November 1 to December 10, 2026); no order on EMPTY days
@@ -643,6 +645,14 @@ def test_max_stale_may_answer_from_a_changed_day(store: Store) -> None:
     kept = same(store, FIRST, LAST, None, property_id=DEFAULT_PROPERTY)
     store.record_collect([], [BrowserEvent("px-1", "CompletePayment", str(event_id), NOW)])
     stale = from_store(store, FIRST, LAST, property_id=DEFAULT_PROPERTY, max_stale=3600)
-    assert stale == kept
+    assert kept.as_of is None
+    assert stale.as_of is not None  # it says from when: the page shows it
+    assert replace(stale, as_of=None) == kept
+    body = gap_page.page_body(stale, gap_page.Query(FIRST, LAST, None, report.PIXEL_EVENT))
+    assert "Some figures are from" in body
+    assert "Some figures are from" not in gap_page.page_body(
+        kept, gap_page.Query(FIRST, LAST, None, report.PIXEL_EVENT)
+    )
     exact = same(store, FIRST, LAST, None, property_id=DEFAULT_PROPERTY)
+    assert exact.as_of is None
     assert exact.total.pixel_only == kept.total.pixel_only + 1

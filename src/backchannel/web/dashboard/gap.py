@@ -31,7 +31,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from backchannel import charts, report
+from backchannel import charts, report, rollups
 from backchannel.config import Settings
 from backchannel.destinations import NAMES, display_name
 from backchannel.destinations import get as get_destination
@@ -43,6 +43,7 @@ from backchannel.web.auth import Admin
 from backchannel.web.dashboard.layout import (
     ParamError,
     RangeError,
+    as_of_notice,
     bad_request,
     esc,
     figure,
@@ -110,8 +111,12 @@ def parse_query(request: Request, *, today: date | None = None) -> Query:
     return Query(start, end, switch_on, event, destination)
 
 
-def build(store: Any, query: Query, property_id: int | None = None) -> GapReport:
-    """The report of the request's property (its own orders only; None: every property's)."""
+def build(
+    store: Any, query: Query, property_id: int | None = None, max_stale: float = 0.0
+) -> GapReport:
+    """The report of the request's property (its own orders only; None: every property's).
+    ``max_stale``: the page's (rollups.DASHBOARD_STALE, and it says from when); the
+    downloads are exact (0)."""
     return report.from_store(
         store,
         query.start,
@@ -120,6 +125,7 @@ def build(store: Any, query: Query, property_id: int | None = None) -> GapReport
         pixel_event=query.pixel_event,
         destination=query.destination,
         property_id=property_id,
+        max_stale=max_stale,
     )
 
 
@@ -373,6 +379,7 @@ def page_body(result: GapReport, query: Query) -> str:
     return "".join(
         [
             _form(query),
+            as_of_notice(result.as_of),
             f'<p class="base" data-testid="method">{esc(method(query.destination))}</p>',
             f'<p class="base">Based on {figure("truth_set", result.total.orders)}'
             f" {esc(display_name(result.destination))}-attributed orders of"
@@ -415,7 +422,9 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             query = parse_query(request)
         except (RangeError, ParamError) as exc:
             return error_page(exc, admin)
-        result = await asyncio.to_thread(build, state["store"], query, admin.property_id)
+        result = await asyncio.to_thread(
+            build, state["store"], query, admin.property_id, rollups.DASHBOARD_STALE
+        )
         return render(TITLE, page_body(result, query), admin, active="gap")
 
     async def gap_json(
