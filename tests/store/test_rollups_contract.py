@@ -212,6 +212,22 @@ class TestMarks:
             p(EVENT_DAY),
         }
 
+    def test_a_new_conversion_marks_the_orders_whose_mirror_rows_carry_its_id(
+        self, store: Store, database: Database
+    ) -> None:
+        # order o1 of EVENT_DAY in session S; the visit's Pixel also fired o2's id, before o2
+        # was stored: on the dedup page that call is o1's "mismatch" until o2 exists
+        first = conversion("o1", event_time=EVENT_TIME, session_id="S")
+        store.insert_conversions([first], NOW)
+        mirror = BrowserEvent("S", "CompletePayment", "CompletePayment-o2", NOW + 5)
+        store.record_collect([], [mirror])
+        later = conversion("o2", event_time=EVENT_TIME + 2 * DAY, session_id="T")
+        assert marked(store, database, lambda: store.insert_conversions([later], NOW)) == {
+            p(TODAY),
+            p(EVENT_DAY + 2),
+            p(EVENT_DAY),  # o1's day, through its session's mirror row
+        }
+
     def test_retention_marks_what_it_purges_and_scrubs(
         self, store: Store, database: Database
     ) -> None:

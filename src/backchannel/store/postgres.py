@@ -349,6 +349,15 @@ class PostgresStore:
                     ).fetchall()
                 }
             _mark(conn, days)
+            _mark_mirrored(
+                conn,
+                [
+                    item
+                    for index, item in enumerate(items)
+                    if (k := (item.property_id, item.event, item.event_id)) in new
+                    and first[k] == index
+                ],
+            )
             queued = sorted({c for key in new for c in queued_by.get(key, ())})
             self._notify(conn, [str(c) for c in queued])
             # sources and ledger: order-ledger rows commit with their conversions
@@ -2018,6 +2027,26 @@ def _mark_sessions(conn: Conn, session_ids: Sequence[str]) -> None:
         ).fetchall()
     }
     _mark(conn, pairs)
+
+
+def _mark_mirrored(conn: Conn, items: Sequence[NewConversion]) -> None:
+    """Marks for the sessions whose Pixel mirror rows carry a new conversion's event_id or
+    order id: such a row was another order's "mismatch" candidate until this conversion made
+    it an order's own (the dedup page's verdict of that other order, maybe of another day)."""
+    keys = sorted({(i.property_id, k) for i in items for k in (i.event_id, i.order_id) if k})
+    if not keys:
+        return
+    sessions = [
+        str(s)
+        for (s,) in conn.execute(
+            "SELECT DISTINCT b.session_id FROM browser_events b"
+            " JOIN unnest(%s::int8[], %s::text[]) AS k(p, id)"
+            " ON b.event_id = k.id AND b.property_id = k.p",
+            ([p for p, _ in keys], [k for _, k in keys]),
+        ).fetchall()
+    ]
+    if sessions:
+        _mark_sessions(conn, sessions)
 
 
 def _mark_mirror(conn: Conn, keys: Sequence[tuple[int, str]]) -> None:

@@ -333,6 +333,7 @@ class SqliteStore:
                             )
                         }
             _mark(db, days)
+            _mark_mirrored(db, [i for i, new in zip(items, results, strict=True) if new])
             db.executemany(
                 "INSERT INTO outbox (conversion_id, connection_id, destination, due_at,"
                 " created_at) VALUES (?, ?, ?, ?, ?)",
@@ -2076,6 +2077,26 @@ def _mark_sessions(db: sqlite3.Connection, session_ids: Sequence[str]) -> None:
             )
         }
     _mark(db, pairs)
+
+
+def _mark_mirrored(db: sqlite3.Connection, items: Sequence[NewConversion]) -> None:
+    """Marks for the sessions whose Pixel mirror rows carry a new conversion's event_id or
+    order id: such a row was another order's "mismatch" candidate until this conversion made
+    it an order's own (the dedup page's verdict of that other order, maybe of another day)."""
+    keys = {(i.property_id, k) for i in items for k in (i.event_id, i.order_id) if k}
+    ids = sorted({k for _, k in keys})
+    sessions: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for property_id, session_id, key in db.execute(
+            "SELECT DISTINCT property_id, session_id, event_id FROM browser_events"  # noqa: S608
+            f" WHERE event_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            if (int(property_id), key) in keys:
+                sessions.add(session_id)
+    if sessions:
+        _mark_sessions(db, sorted(sessions))
 
 
 def _mark_mirror(db: sqlite3.Connection, keys: Sequence[tuple[int, str]]) -> None:
