@@ -1249,6 +1249,28 @@ def scrub_sent_body(body: bytes) -> bytes | None:
     return orjson.dumps(data) if changed else None
 
 
+# rollup marks (backchannel.rollups, migration 0019) --------------------------------------------
+DAY_SECONDS = 86_400
+
+
+def mark_day(unix: float) -> int:
+    """The UTC day number (days since 1970-01-01) a rollup mark names for a unix time."""
+    return int(unix // DAY_SECONDS)
+
+
+def conversion_days(rows: Iterable[Sequence[Any]]) -> set[tuple[int, int]]:
+    """(property, day) of each (property_id, received_at, event_time[, order_time]) row: the
+    days of a conversion, and of a ledger order with its event id when the row has one (the
+    order of another source may be dated another day: the delivered flag is the event's)."""
+    out: set[tuple[int, int]] = set()
+    for property_id, received_at, event_time, *order in rows:
+        out.add((int(property_id), mark_day(float(received_at))))
+        out.add((int(property_id), mark_day(float(event_time))))
+        if order and order[0] is not None:
+            out.add((int(property_id), mark_day(float(order[0]))))
+    return out
+
+
 # reports ----------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class RollupRow:

@@ -73,9 +73,11 @@ from backchannel.store.base import (
     SessionUpdate,
     UnknownConnection,
     connection_row,
+    conversion_days,
     foreign_sessions,
     gap_query,
     gap_row,
+    mark_day,
     members_from_rows,
     new_lease_token,
     properties_from_rows,
@@ -325,13 +327,13 @@ class PostgresStore:
             for index, item in enumerate(items):
                 key = (item.property_id, item.event, item.event_id)
                 if key in new and first[key] == index:
-                    days.add((item.property_id, _day(now)))
-                    days.add((item.property_id, _day(item.event_time)))
+                    days.add((item.property_id, mark_day(now)))
+                    days.add((item.property_id, mark_day(item.event_time)))
                 elif item.ledger is not None:  # its order may now span two days
                     repeats.append(item)
             if repeats:
                 days |= {
-                    (int(p), _day(float(t)))
+                    (int(p), mark_day(float(t)))
                     for p, t in conn.execute(
                         "SELECT c.property_id, c.event_time FROM conversions c"
                         " JOIN unnest(%s::int8[], %s::text[], %s::text[]) AS k(p, e, i)"
@@ -1226,7 +1228,7 @@ class PostgresStore:
                 _mark(
                     conn,
                     {
-                        (int(p), _day(float(t)))
+                        (int(p), mark_day(float(t)))
                         for p, t in conn.execute(
                             "SELECT o.property_id, o.order_time FROM orders o"
                             " JOIN unnest(%s::int8[], %s::text[]) AS k(p, i)"
@@ -1775,7 +1777,7 @@ def _insert_ledger(
     days: set[tuple[int, int]] = set()
     if completing:  # each may complete a stored ledger-only row of another day
         days |= {
-            (int(p), _day(float(t)))
+            (int(p), mark_day(float(t)))
             for p, t in conn.execute(
                 "SELECT o.property_id, o.order_time FROM orders o"
                 " JOIN unnest(%s::int8[], %s::text[], %s::text[]) AS k(p, s, i)"
@@ -1788,7 +1790,7 @@ def _insert_ledger(
             ).fetchall()
         }
     new = {(int(p), src, oid) for p, src, oid in conn.execute(_INSERT_LEDGER, params)}
-    days |= {(e.property_id, _day(e.order_time)) for e in unique}  # all stored: well-typed
+    days |= {(e.property_id, mark_day(e.order_time)) for e in unique}  # all stored: well-typed
     _mark(conn, days)
     return [
         (key := (e.property_id, e.source, e.order_id)) in new and first[key] == index
@@ -1934,7 +1936,6 @@ def _ensure_connections(
 
 
 # rollup marks (see backchannel.rollups and migration 0019) -------------------------------------
-DAY_SECONDS = 86_400
 _BUMP_DAYS: Final = (
     "INSERT INTO rollup_days (property_id, day, version)"
     " SELECT p, d, 1 FROM unnest(%s::int8[], %s::int8[]) AS m(p, d)"
@@ -1952,10 +1953,6 @@ _PUT_ROLLUPS: Final = (
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def _day(unix: float) -> int:
-    return int(unix // DAY_SECONDS)
-
-
 def _mark(conn: Conn, pairs: set[tuple[int, int]]) -> None:
     """Append one rollup mark per (property, day): inside the caller's transaction."""
     if pairs:
@@ -1965,19 +1962,6 @@ def _mark(conn: Conn, pairs: set[tuple[int, int]]) -> None:
             " SELECT * FROM unnest(%s::int8[], %s::int8[])",
             ([p for p, _ in ordered], [d for _, d in ordered]),
         )
-
-
-def _conversion_days(rows: Sequence[Sequence[Any]]) -> set[tuple[int, int]]:
-    """(property, day) of each (property_id, received_at, event_time[, order_time]) row: the
-    days of a conversion, and of a ledger order with its event id when the row has one (the
-    order of another source may be dated another day: the delivered flag is the event's)."""
-    out: set[tuple[int, int]] = set()
-    for property_id, received_at, event_time, *order in rows:
-        out.add((int(property_id), _day(float(received_at))))
-        out.add((int(property_id), _day(float(event_time))))
-        if order and order[0] is not None:
-            out.add((int(property_id), _day(float(order[0]))))
-    return out
 
 
 def _mark_outbox(conn: Conn, ids: Sequence[int], now: float | None = None) -> None:
@@ -1990,9 +1974,9 @@ def _mark_outbox(conn: Conn, ids: Sequence[int], now: float | None = None) -> No
         " WHERE o.id = ANY(%s::int8[])",
         (list(ids),),
     ).fetchall()
-    pairs = _conversion_days(rows)
+    pairs = conversion_days(rows)
     if now is not None:
-        pairs |= {(int(r[0]), _day(now)) for r in rows}
+        pairs |= {(int(r[0]), mark_day(now)) for r in rows}
     _mark(conn, pairs)
 
 
@@ -2003,7 +1987,7 @@ def _mark_conversions(conn: Conn, ids: Sequence[int]) -> None:
         " WHERE c.id = ANY(%s::int8[])",
         (list(ids),),
     ).fetchall()
-    _mark(conn, _conversion_days(rows))
+    _mark(conn, conversion_days(rows))
 
 
 def _mark_sessions(conn: Conn, session_ids: Sequence[str]) -> None:
@@ -2012,7 +1996,7 @@ def _mark_sessions(conn: Conn, session_ids: Sequence[str]) -> None:
     names = sorted(set(session_ids))
     if not names:
         return
-    pairs = _conversion_days(
+    pairs = conversion_days(
         conn.execute(
             "SELECT property_id, received_at, event_time FROM conversions"
             " WHERE session_id = ANY(%s::text[])",
@@ -2020,7 +2004,7 @@ def _mark_sessions(conn: Conn, session_ids: Sequence[str]) -> None:
         ).fetchall()
     )
     pairs |= {
-        (int(p), _day(float(t)))
+        (int(p), mark_day(float(t)))
         for p, t in conn.execute(
             "SELECT property_id, order_time FROM orders WHERE session_id = ANY(%s::text[])",
             (names,),
@@ -2058,7 +2042,7 @@ def _mark_mirror(conn: Conn, keys: Sequence[tuple[int, str]]) -> None:
     arrays = ([int(p) for p, _ in unique], [k for _, k in unique])
     pairs: set[tuple[int, int]] = set()
     for column in ("event_id", "order_id"):
-        pairs |= _conversion_days(
+        pairs |= conversion_days(
             conn.execute(
                 "SELECT c.property_id, c.received_at, c.event_time FROM conversions c"  # noqa: S608
                 " JOIN unnest(%s::int8[], %s::text[]) AS k(p, id)"
@@ -2067,7 +2051,7 @@ def _mark_mirror(conn: Conn, keys: Sequence[tuple[int, str]]) -> None:
             ).fetchall()
         )
         pairs |= {
-            (int(p), _day(float(t)))
+            (int(p), mark_day(float(t)))
             for p, t in conn.execute(
                 "SELECT o.property_id, o.order_time FROM orders o"  # noqa: S608
                 " JOIN unnest(%s::int8[], %s::text[]) AS k(p, id)"

@@ -62,9 +62,11 @@ from backchannel.store.base import (
     SessionUpdate,
     UnknownConnection,
     connection_row,
+    conversion_days,
     foreign_sessions,
     gap_query,
     gap_row,
+    mark_day,
     members_from_rows,
     new_lease_token,
     properties_from_rows,
@@ -316,14 +318,14 @@ class SqliteStore:
                             (conversion_id, target, destination, DEAD, now, now, reason, now)
                         )
                     results.append(True)
-                    days.add((item.property_id, _day(now)))
-                    days.add((item.property_id, _day(item.event_time)))
+                    days.add((item.property_id, mark_day(now)))
+                    days.add((item.property_id, mark_day(item.event_time)))
                 else:
                     results.append(False)
                     if item.ledger is not None:  # its order may now span two days
                         same = (item.property_id, item.event_id)
                         days |= {
-                            (int(p), _day(float(t)))
+                            (int(p), mark_day(float(t)))
                             for p, t in db.execute(
                                 "SELECT property_id, event_time FROM conversions"
                                 " WHERE property_id = ? AND event = ? AND event_id = ?"
@@ -1175,7 +1177,7 @@ class SqliteStore:
             _mark(  # an event id on ledger rows of other days: their deduplicated counts
                 db,
                 {
-                    (int(p), _day(float(t)))
+                    (int(p), mark_day(float(t)))
                     for e in entries
                     if e.event_id is not None
                     for p, t in db.execute(
@@ -1804,7 +1806,7 @@ def _insert_ledger(
     for e in entries:
         if e.event_id is not None:  # it may complete a stored ledger-only row of another day
             days |= {
-                (int(p), _day(float(t)))
+                (int(p), mark_day(float(t)))
                 for p, t in db.execute(
                     "SELECT property_id, order_time FROM orders"
                     " WHERE property_id = ? AND source = ? AND order_id = ?",
@@ -1829,7 +1831,7 @@ def _insert_ledger(
             ),
         )
         results.append(cursor.rowcount == 1)
-    days |= {(e.property_id, _day(e.order_time)) for e in entries}  # all stored: well-typed
+    days |= {(e.property_id, mark_day(e.order_time)) for e in entries}  # all stored: well-typed
     _mark(db, days)
     return results
 
@@ -1983,7 +1985,6 @@ def _ensure_connections(
 
 
 # rollup marks (see backchannel.rollups and migration 0019) -------------------------------------
-DAY_SECONDS = 86_400
 _BUMP_DAY = (
     "INSERT INTO rollup_days (property_id, day, version) VALUES (?, ?, 1)"
     " ON CONFLICT (property_id, day) DO UPDATE SET version = rollup_days.version + 1"
@@ -1996,27 +1997,10 @@ _PUT_ROLLUP = (
 )
 
 
-def _day(unix: float) -> int:
-    return int(unix // DAY_SECONDS)
-
-
 def _mark(db: sqlite3.Connection, pairs: set[tuple[int, int]]) -> None:
     """Append one rollup mark per (property, day): inside the caller's write transaction."""
     if pairs:
         db.executemany("INSERT INTO rollup_marks (property_id, day) VALUES (?, ?)", sorted(pairs))
-
-
-def _conversion_days(rows: Sequence[Sequence[Any]]) -> set[tuple[int, int]]:
-    """(property, day) of each (property_id, received_at, event_time[, order_time]) row: the
-    days of a conversion, and of a ledger order with its event id when the row has one (the
-    order of another source may be dated another day: the delivered flag is the event's)."""
-    out: set[tuple[int, int]] = set()
-    for property_id, received_at, event_time, *order in rows:
-        out.add((int(property_id), _day(float(received_at))))
-        out.add((int(property_id), _day(float(event_time))))
-        if order and order[0] is not None:
-            out.add((int(property_id), _day(float(order[0]))))
-    return out
 
 
 def _mark_outbox(db: sqlite3.Connection, ids: Sequence[int], now: float | None = None) -> None:
@@ -2032,9 +2016,9 @@ def _mark_outbox(db: sqlite3.Connection, ids: Sequence[int], now: float | None =
             f" WHERE o.id IN ({','.join('?' * len(chunk))})",
             chunk,
         ).fetchall()
-        pairs |= _conversion_days(rows)
+        pairs |= conversion_days(rows)
         if now is not None:
-            pairs |= {(int(r[0]), _day(now)) for r in rows}
+            pairs |= {(int(r[0]), mark_day(now)) for r in rows}
     _mark(db, pairs)
 
 
@@ -2042,7 +2026,7 @@ def _mark_conversions(db: sqlite3.Connection, ids: Sequence[int]) -> None:
     pairs: set[tuple[int, int]] = set()
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
-        pairs |= _conversion_days(
+        pairs |= conversion_days(
             db.execute(
                 "SELECT c.property_id, c.received_at, c.event_time, l.order_time"  # noqa: S608
                 " FROM conversions c LEFT JOIN orders l"
@@ -2062,7 +2046,7 @@ def _mark_sessions(db: sqlite3.Connection, session_ids: Sequence[str]) -> None:
     for start in range(0, len(names), 500):
         chunk = names[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        pairs |= _conversion_days(
+        pairs |= conversion_days(
             db.execute(
                 "SELECT property_id, received_at, event_time FROM conversions"  # noqa: S608
                 f" WHERE session_id IN ({marks})",
@@ -2070,7 +2054,7 @@ def _mark_sessions(db: sqlite3.Connection, session_ids: Sequence[str]) -> None:
             ).fetchall()
         )
         pairs |= {
-            (int(p), _day(float(t)))
+            (int(p), mark_day(float(t)))
             for p, t in db.execute(
                 f"SELECT property_id, order_time FROM orders WHERE session_id IN ({marks})",  # noqa: S608
                 chunk,
@@ -2113,10 +2097,10 @@ def _mark_mirror(db: sqlite3.Connection, keys: Sequence[tuple[int, str]]) -> Non
             " WHERE order_id = ? AND +property_id = ?",
         ):
             args = (property_id, key) if "event_id = ?" in sql else (key, property_id)
-            pairs |= _conversion_days(db.execute(sql, args).fetchall())
+            pairs |= conversion_days(db.execute(sql, args).fetchall())
         for column in ("event_id", "order_id"):
             pairs |= {
-                (int(p), _day(float(t)))
+                (int(p), mark_day(float(t)))
                 for p, t in db.execute(
                     f"SELECT property_id, order_time FROM orders"  # noqa: S608 - our column
                     f" WHERE property_id = ? AND {column} = ?",
