@@ -532,7 +532,9 @@ def test_kept_partials_follow_every_write(store: Store, monkeypatch: pytest.Monk
         pass
     assert 0 < check("every session purged") < every
     assert store.replay(NOW + 7, destination="tiktok") > 0
-    assert 0 < check("dead rows replayed") < every
+    # a replay moves rows between "not delivered" states: no figure changes, no day is marked
+    # (the equality below still holds: check() compares every report with the row scan)
+    assert check("dead rows replayed") == 0
     claimed = store.claim("tiktok", 10_000, NOW + 8, LEASE)
     quarter = len(claimed) // 4
     assert quarter > 0

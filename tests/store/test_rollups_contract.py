@@ -88,16 +88,21 @@ class TestMarks:
         )
         assert again == set()
 
-    def test_outbox_changes_mark_the_conversion_days_and_the_delivery_day(
+    def test_a_delivery_marks_the_conversion_days_and_its_own_day_and_nothing_else_does(
         self, store: Store, database: Database
     ) -> None:
+        """Every report counts an outbox row as delivered or not: a delivery changes a kept
+        figure, a claim, a retry, a dead letter, a replay (all "not delivered") do not."""
         store.insert_conversions([conversion(1, event_time=EVENT_TIME)], NOW)
         claimed: list[int] = []
-        assert marked(
-            store,
-            database,
-            lambda: claimed.extend(c.outbox_id for c in store.claim("tiktok", 10, NOW, LEASE)),
-        ) == {p(TODAY), p(EVENT_DAY)}
+        assert (
+            marked(
+                store,
+                database,
+                lambda: claimed.extend(c.outbox_id for c in store.claim("tiktok", 10, NOW, LEASE)),
+            )
+            == set()
+        )
         later = NOW + 2 * DAY  # delivered two days after it was received
         assert marked(store, database, lambda: store.mark_delivered(claimed, later, "ref")) == {
             p(TODAY),
@@ -105,16 +110,24 @@ class TestMarks:
             p(TODAY + 2),
         }
         [meta] = store.claim("meta", 10, NOW, LEASE)
-        assert marked(
-            store, database, lambda: store.mark_retry([meta.outbox_id], NOW + 5, "boom", None)
-        ) == {p(TODAY), p(EVENT_DAY)}
+        assert (
+            marked(store, database, lambda: store.mark_retry([meta.outbox_id], NOW + 5, "x", None))
+            == set()
+        )
         [meta] = store.claim("meta", 10, NOW + 10, LEASE)
-        assert marked(
-            store,
-            database,
-            lambda: store.mark_dead([Dead(meta.outbox_id, b"{}")], "bad", None, None),
+        assert (
+            marked(
+                store,
+                database,
+                lambda: store.mark_dead([Dead(meta.outbox_id, b"{}")], "bad", None, None),
+            )
+            == set()
+        )
+        assert marked(store, database, lambda: store.replay(NOW + 20)) == set()
+        [meta] = store.claim("meta", 10, NOW + 30, LEASE)
+        assert marked(  # delivered after a replay: counted then, on its day
+            store, database, lambda: store.mark_delivered([meta.outbox_id], NOW + 40, "ref")
         ) == {p(TODAY), p(EVENT_DAY)}
-        assert marked(store, database, lambda: store.replay(NOW + 20)) == {p(TODAY), p(EVENT_DAY)}
         # a write that changes no row marks nothing
         assert marked(store, database, lambda: store.mark_delivered([999_999], later, "x")) == set()
 

@@ -421,8 +421,6 @@ class PostgresStore:
                     "in_flight": IN_FLIGHT,
                 },
             ).fetchall()
-            if rows:
-                _mark_outbox(conn, [row[0] for row in rows])
         rows.sort(key=lambda row: (row[4], row[5], row[0]))  # claim order, as SQLite returns
         return [
             Claimed(oid, conv, attempts, bytes(payload), token)
@@ -449,7 +447,7 @@ class PostgresStore:
                 f" WHERE id = ANY(%s::int8[]){guard}",
                 [*params, list(ids), *extra],
             )
-            if cursor.rowcount:
+            if cursor.rowcount and delivered_at is not None:  # _mark_outbox: delivered only
                 _mark_outbox(conn, ids, delivered_at)
             return cursor.rowcount
 
@@ -550,8 +548,6 @@ class PostgresStore:
                     *extra,
                 ],
             )
-            if cursor.rowcount:
-                _mark_outbox(conn, [r.outbox_id for r in rows])
             return cursor.rowcount
 
     def mark_expired(
@@ -618,12 +614,9 @@ class PostgresStore:
         if connection is not None:
             query += " AND connection_id = %s"
             params.append(self._connection_ref(connection, property_id)[0])
-        query += " RETURNING connection_id, conversion_id"
+        query += " RETURNING connection_id"
         with self._pool.connection() as conn:
-            changed = conn.execute(query, params).fetchall()
-            connections = [row[0] for row in changed]
-            if changed:
-                _mark_conversions(conn, sorted({int(row[1]) for row in changed}))
+            connections = [row[0] for row in conn.execute(query, params)]
             self._notify(conn, [str(c) for c in sorted(set(connections))])
         return len(connections)
 
@@ -1965,8 +1958,11 @@ def _mark(conn: Conn, pairs: set[tuple[int, int]]) -> None:
 
 
 def _mark_outbox(conn: Conn, ids: Sequence[int], now: float | None = None) -> None:
-    """Marks for outbox rows whose state changes: their conversions' received and event days,
-    and ``now``'s day (a delivery is counted on the day of its ``delivered_at``)."""
+    """Marks for outbox rows delivered: their conversions' received and event days, the days of
+    the ledger orders of their event ids, and ``now``'s (a delivery counts on the day of its
+    ``delivered_at``). Only delivery (and a row added, :meth:`enqueue`) changes a kept figure:
+    every report counts an outbox row as delivered or not, and claims, retries, dead letters,
+    expiry and replays move a row only between states that are all "not delivered"."""
     rows = conn.execute(
         "SELECT DISTINCT c.property_id, c.received_at, c.event_time, l.order_time"
         " FROM outbox o JOIN conversions c ON c.id = o.conversion_id"

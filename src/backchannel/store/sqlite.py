@@ -422,7 +422,6 @@ class SqliteStore:
                     f" attempts = attempts + 1 WHERE id IN ({marks})",
                     [IN_FLIGHT, now + lease, token, *chunk],
                 )
-            _mark_outbox(db, ids)
         return [
             Claimed(oid, conv, attempts, payload, token) for oid, conv, attempts, payload in rows
         ]
@@ -453,7 +452,7 @@ class SqliteStore:
                     f" WHERE id IN ({marks}){guard}",
                     [*params, *chunk, *extra],
                 ).rowcount
-            if changed:
+            if changed and delivered_at is not None:  # see _mark_outbox: delivered only
                 _mark_outbox(db, ids, delivered_at)
         return changed
 
@@ -543,8 +542,6 @@ class SqliteStore:
                     for r in rows
                 ],
             )
-            if cursor.rowcount:
-                _mark_outbox(db, [r.outbox_id for r in rows])
             return cursor.rowcount
 
     def mark_expired(
@@ -611,10 +608,7 @@ class SqliteStore:
             if connection is not None:
                 query += " AND connection_id = ?"
                 params.append(self._connection_ref(db, connection, property_id)[0])
-            changed = db.execute(query + " RETURNING conversion_id", params).fetchall()
-            if changed:
-                _mark_conversions(db, sorted({int(r[0]) for r in changed}))
-            return len(changed)
+            return db.execute(query, params).rowcount
 
     def wake_hint(self) -> int:
         with self._lock:
@@ -2004,8 +1998,11 @@ def _mark(db: sqlite3.Connection, pairs: set[tuple[int, int]]) -> None:
 
 
 def _mark_outbox(db: sqlite3.Connection, ids: Sequence[int], now: float | None = None) -> None:
-    """Marks for outbox rows whose state changes: their conversions' received and event days,
-    and ``now``'s day (a delivery is counted on the day of its ``delivered_at``)."""
+    """Marks for outbox rows delivered: their conversions' received and event days, the days of
+    the ledger orders of their event ids, and ``now``'s (a delivery counts on the day of its
+    ``delivered_at``). Only delivery (and a row added, :meth:`enqueue`) changes a kept figure:
+    every report counts an outbox row as delivered or not, and claims, retries, dead letters,
+    expiry and replays move a row only between states that are all "not delivered"."""
     pairs: set[tuple[int, int]] = set()
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
