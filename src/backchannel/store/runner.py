@@ -5,6 +5,14 @@ event needs one. Requests that arrive while a commit is in progress wait for the
 share it, so 500 concurrent single-event requests cost a handful of fsyncs, not 500 — and a
 request is still only answered after *its* rows are on disk.
 
+Why, on SQLite, a group's COMMIT runs on a thread of its own (:meth:`AsyncStore.write`,
+``SqliteStore.write_deferred``): the statements run on the event loop (see
+:class:`AsyncStore`), but the COMMIT, which writes the WAL and waits for its fsync, is one
+call with the GIL released. On the loop it held every request of the process for its whole
+duration; on a thread the loop keeps reading, validating and answering requests meanwhile,
+and those that arrive join the next group, which starts as soon as the COMMIT returns. A
+request is still answered only after that COMMIT returned.
+
 Why a failed group is retried member by member (:func:`settle_group`): one request whose rows
 the database refuses (validation missed something, a constraint, a driver that cannot bind a
 value) must fail alone. The group's transaction rolled back as a whole, so nothing of it was
@@ -19,11 +27,20 @@ import concurrent.futures
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from backchannel.store.base import NewConversion, Store
 
+if TYPE_CHECKING:
+    from backchannel.store.sqlite import PendingCommit
+
 T = TypeVar("T")
+
+
+class Deferred(Protocol):
+    """``SqliteStore.write_deferred``: run a write, hand back its result and its open COMMIT."""
+
+    def __call__(self, fn: Callable[..., T], *args: object) -> tuple[T, PendingCommit | None]: ...
 
 
 def for_store(store: Store) -> AsyncStore:
@@ -31,7 +48,7 @@ def for_store(store: Store) -> AsyncStore:
     from backchannel.store.sqlite import SqliteStore
 
     if isinstance(store, SqliteStore):
-        return AsyncStore(store, inline=True)
+        return AsyncStore(store, inline=True, deferred=store.write_deferred)
     return AsyncStore(store, threads=4)
 
 
@@ -95,12 +112,28 @@ class AsyncStore:
     (PostgreSQL) use a thread pool, where waiting on the server releases the GIL for real.
     """
 
-    def __init__(self, store: Store, *, threads: int = 1, inline: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        threads: int = 1,
+        inline: bool = False,
+        deferred: Deferred | None = None,
+    ) -> None:
         self.store = store
         self.inline = inline
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="store"
         )
+        #: inline SQLite: the store's write_deferred, and the thread its COMMITs run on
+        self._deferred = deferred if inline else None
+        self._committer = (
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+            if self._deferred is not None
+            else None
+        )
+        #: resolved when the COMMIT in progress on that thread has returned
+        self._committing: asyncio.Future[None] | None = None
         self._pending: deque[tuple[Sequence[NewConversion], asyncio.Future[list[bool]]]] = deque()
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
@@ -110,18 +143,42 @@ class AsyncStore:
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         if self.inline:
             await asyncio.sleep(0)
+            await self._commit_done()  # its transaction holds the connection until then
             return fn(*args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, *args)
 
     async def write(self, fn: Callable[..., T], *args: object) -> T:
-        """A group commit's write: :meth:`run`, but in a process group on SQLite, while
-        another process has the turn to write (store/turns.py), wait for it on a thread, so
-        this event loop goes on reading requests instead of blocking in the write."""
+        """A group commit's write: :meth:`run`, with two waits taken off the event loop on
+        SQLite. In a process group, while another process has the turn to write
+        (store/turns.py), wait for it on a thread. Then run the statements here, and their
+        COMMIT (the fsync) on the commit thread (module docstring); returns once committed."""
         turn = getattr(self.store, "turn", None) if self.inline else None
         if turn is not None and not turn.free():
             await asyncio.to_thread(turn.wait)
-        return await self.run(fn, *args)
+        if self._deferred is None or self._committer is None:
+            return await self.run(fn, *args)
+        await asyncio.sleep(0)
+        await self._commit_done()
+        result, pending = self._deferred(fn, *args)
+        if pending is None:
+            return result
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._committing = done
+        try:
+            # shielded: a cancelled caller must not end the wait while the COMMIT still holds
+            # the connection; the commit thread always finishes (and releases) it
+            await asyncio.shield(loop.run_in_executor(self._committer, pending.commit))
+        finally:
+            self._committing = None
+            done.set_result(None)
+        return result
+
+    async def _commit_done(self) -> None:
+        """Wait, without blocking the loop, until no COMMIT is in progress on the thread."""
+        while self._committing is not None:
+            await asyncio.shield(self._committing)
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """A short read or write from a request handler (key lookup, session, audit row).
@@ -166,4 +223,6 @@ class AsyncStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
         self.store.close()
