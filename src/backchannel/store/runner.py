@@ -134,6 +134,8 @@ class AsyncStore:
         )
         #: resolved when the COMMIT in progress on that thread has returned
         self._committing: asyncio.Future[None] | None = None
+        #: told of every group commit: (writer, requests, seconds) — the app's metrics
+        self.on_group: Callable[[str, int, float], None] | None = None
         self._pending: deque[tuple[Sequence[NewConversion], asyncio.Future[list[bool]]]] = deque()
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
@@ -211,6 +213,7 @@ class AsyncStore:
                     entry = self._pending.popleft()
                     group.append(entry)
                     rows += len(entry[0])
+                began = time.perf_counter()
                 if await settle_group(
                     self.write,
                     lambda rows: self.store.insert_conversions(rows, time.time()),
@@ -218,6 +221,8 @@ class AsyncStore:
                     lambda result, start, stop: result[start:stop],
                 ):
                     self.committed.set()
+                if self.on_group is not None:
+                    self.on_group("ingest", len(group), time.perf_counter() - began)
         finally:
             self._flushing = False
 
