@@ -272,6 +272,7 @@ def server_view(
                 "size_p99": bucket_quantile(sizes, 0.99)[1],
                 "time_p50": bucket_quantile(times, 0.5)[0],
                 "time_p99": bucket_quantile(times, 0.99)[0],
+                "time_longest": longest(times),
             }
     return out
 
@@ -298,7 +299,8 @@ def describe_server(view: dict[str, Any]) -> list[str]:
             [
                 f"group commits: {g['commits']}, requests in each: mean {g['mean']:.2f},"
                 f" p50 <= {g['size_p50']:g}, p99 <= {g['size_p99']:g}; time of each (statements"
-                f" to COMMIT's return): p50 {ms(g['time_p50'])}, p99 {ms(g['time_p99'])}"
+                f" to COMMIT's return): p50 {ms(g['time_p50'])}, p99 {ms(g['time_p99'])}, longest"
+                f" <= {ms(g['time_longest'])}"
             ]
             if (g := view.get("groups"))
             else []

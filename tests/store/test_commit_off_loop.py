@@ -4,7 +4,8 @@ What must hold (store/runner.py, ``SqliteStore.write_deferred``): the statements
 loop, the COMMIT on the commit thread; while it is in progress the loop keeps running (the
 next requests are read and queued for the next group), nothing is acknowledged before its
 COMMIT returned, other writes on the loop wait for it without blocking the loop, and a COMMIT
-that fails reaches the requests of its group and leaves the store ready for the next write.
+that fails reaches the requests of its group and leaves the store ready for the next write;
+a group waits the commit window before it is taken, so requests arriving within it join.
 
 How a COMMIT is made slow at will: SQLite's trace callback runs on the thread that executes a
 statement, as it starts; for ``COMMIT`` it records that thread's name and waits for an event
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from backchannel.store.runner import AsyncStore, for_store
+from backchannel.store.runner import COMMIT_WINDOW, AsyncStore, for_store
 from backchannel.store.sqlite import SqliteStore
 
 from .helpers import NOW, conversion
@@ -181,3 +182,33 @@ def test_a_deferred_write_holds_one_transaction(db_path: Path) -> None:
         assert store.insert_conversions([conversion(4)], NOW) == [True]  # the lock is free
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("window", "commits"), [(0.3, 1), (0.0, 2)])
+async def test_a_request_arriving_within_the_window_joins_the_group(
+    db_path: Path, window: float, commits: int
+) -> None:
+    """The group waits ``window`` before it is taken: a request queued 50 ms after the first
+    shares its COMMIT when the window is longer than that, and gets a COMMIT of its own
+    without a window."""
+    store = SqliteStore(db_path)
+    runner = AsyncStore(store, inline=True, deferred=store.write_deferred, window=window)
+    counted = SlowCommits(store)
+    counted.release()  # count only
+    try:
+        first = asyncio.create_task(runner.ingest([conversion(1)]))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(runner.ingest([conversion(2)]))
+        assert await asyncio.gather(first, second) == [[True], [True]]
+    finally:
+        runner.close()
+    assert counted.commits == commits
+    assert committed_rows(db_path) == 2
+
+
+def test_sqlite_groups_wait_the_commit_window(db_path: Path) -> None:
+    runner = for_store(SqliteStore(db_path))
+    try:
+        assert runner.window == COMMIT_WINDOW > 0
+    finally:
+        runner.close()
