@@ -222,8 +222,11 @@ def longest(buckets: list[tuple[float, float]]) -> float:
     return next(bound for bound, count in buckets if count >= total)
 
 
-def server_view(before: Samples, after: Samples, route: str) -> dict[str, Any]:
-    """The server's own figures for one run: its percentiles for ``route``, loop lag, GC."""
+def server_view(
+    before: Samples, after: Samples, route: str, writer: str | None = None
+) -> dict[str, Any]:
+    """The server's own figures for one run: its percentiles for ``route``, loop lag, GC,
+    and ``writer``'s group commits (how many, requests in each, time of each)."""
     buckets = histogram_delta(
         before, after, "backchannel_request_duration_seconds", {"route": route}
     )
@@ -252,6 +255,25 @@ def server_view(before: Samples, after: Samples, route: str) -> dict[str, Any]:
         total = after.get(key, 0.0) - before.get(key, 0.0)
         gc[generation] = (int(pauses[-1][1]) if pauses else 0, total, longest(pauses))
     out["gc"] = gc
+    if writer is not None:
+        sizes = histogram_delta(
+            before, after, "backchannel_group_commit_requests", {"writer": writer}
+        )
+        commits = int(sizes[-1][1]) if sizes else 0
+        if commits:
+            key = ("backchannel_group_commit_requests_sum", (("writer", writer),))
+            times = histogram_delta(
+                before, after, "backchannel_group_commit_seconds", {"writer": writer}
+            )
+            out["groups"] = {
+                "commits": commits,
+                "mean": (after.get(key, 0.0) - before.get(key, 0.0)) / commits,
+                "size_p50": bucket_quantile(sizes, 0.5)[1],
+                "size_p99": bucket_quantile(sizes, 0.99)[1],
+                "time_p50": bucket_quantile(times, 0.5)[0],
+                "time_p99": bucket_quantile(times, 0.99)[0],
+                "time_longest": longest(times),
+            }
     return out
 
 
@@ -273,6 +295,16 @@ def describe_server(view: dict[str, Any]) -> list[str]:
         f" bucket), lag p99 {ms(view['lag_p99'])}, stalls >= 100 ms: {view['stalls']};"
         f" longest since start {ms(view['lag_max_since_start'])}",
         f"GC {gc}",
+        *(
+            [
+                f"group commits: {g['commits']}, requests in each: mean {g['mean']:.2f},"
+                f" p50 <= {g['size_p50']:g}, p99 <= {g['size_p99']:g}; time of each (statements"
+                f" to COMMIT's return): p50 {ms(g['time_p50'])}, p99 {ms(g['time_p99'])}, longest"
+                f" <= {ms(g['time_longest'])}"
+            ]
+            if (g := view.get("groups"))
+            else []
+        ),
     ]
 
 

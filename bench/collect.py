@@ -139,7 +139,7 @@ def run_config(workers: int, args: argparse.Namespace) -> dict[str, Any]:
         result = open_loop(url, "/v1/collect", HEADERS, body, args.rate, args.open_seconds)
         used = window.stop()
         after = scrape(url, token)
-        view = server_view(before, after, "/v1/collect")
+        view = server_view(before, after, "/v1/collect", "collect")
         out.update(open=result, open_window=used, server=view)
         print(
             "  "

@@ -241,7 +241,7 @@ def run_config(workers: int, args: argparse.Namespace, skip: set[str]) -> dict[s
         result = open_loop(url, "/v1/events", headers, body, args.rate, args.open_seconds)
         used = window.stop()
         after = scrape(url, token)
-        view = server_view(before, after, "/v1/events")
+        view = server_view(before, after, "/v1/events", "ingest")
         out.update(open=result, open_window=used, server=view)
         label = f"open loop {args.rate}/s {args.open_seconds} s /v1/events"
         print("  " + describe_open_loop(label, result))
@@ -347,7 +347,8 @@ def summary(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "workers | batch ev/s (server CPU per event) |"
         " wrk ingest / noop / noop-first / asgi req/s (ratios) | open ingest client"
         " p50/p99/max ms | server p99 ms | lost | loop longest <= ms | fsync p99 ms |"
-        " noop / asgi client p99 ms | server cores (each) | others | load"
+        " noop / asgi client p99 ms | server cores (each) | others | load |"
+        " group commits (requests each)"
     )
     print(head)
     for r in results:
@@ -368,13 +369,16 @@ def summary(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         )
         batch = f"{r['batch']:,.0f} ({r['batch_cpu_us']:.0f} µs)" if "batch" in r else "-"
         each = "+".join(f"{c:.2f}" for c in w["server_cores_each"])
+        g = v.get("groups")
+        groups = f"{g['commits']:,} ({g['mean']:.2f})" if g else "-"
         print(
             f"{r['workers']} | {batch} | {wrk} | {lat['p50']:.1f} / {lat['p99']:.1f} /"
             f" {lat['max']:.1f} | {v['p99'] * 1000:.1f} (<= {v['p99_bucket'] * 1000:g})"
             f" | {o['lost']} |"
             f" {v['lag_longest_bucket'] * 1000:.0f} |"
             f" {max(r['fsync_before']['p99'], r['fsync_after']['p99']) * 1000:.2f} | {refs} |"
-            f" {w['server_cores']:.2f} ({each}) | {w['others_cores']:.2f} | {w['load']}"
+            f" {w['server_cores']:.2f} ({each}) | {w['others_cores']:.2f} | {w['load']} |"
+            f" {groups}"
         )
 
 

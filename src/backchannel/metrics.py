@@ -92,6 +92,9 @@ FAST_BUCKETS = (
     5.0,
 )
 
+#: requests per group commit: one alone, or how many shared it
+GROUP_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256, 512, 1024)
+
 
 class QueueDepth(Collector):
     """``queue_depth{destination,status}`` from ``counts()`` (e.g. ``store.outbox_counts``)."""
@@ -233,6 +236,22 @@ class Metrics:
             registry=r,
             buckets=FAST_BUCKETS,
         )
+        self.group_requests = Histogram(
+            "group_commit_requests",
+            "Requests whose rows one group commit stored (its count: the commits)",
+            ["writer"],
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=GROUP_BUCKETS,
+        )
+        self.group_seconds = Histogram(
+            "group_commit_seconds",
+            "Time of one group commit, its statements to its COMMIT's return (fsync included)",
+            ["writer"],
+            namespace=NAMESPACE,
+            registry=r,
+            buckets=FAST_BUCKETS,
+        )
         self._queue_depth: QueueDepth | None = None
         #: what render() reads in a group: the merged files and the queue depth
         self._group: CollectorRegistry | None = None
@@ -255,6 +274,12 @@ class Metrics:
             self.duplicates.inc(duplicates)
         if rejected:
             self.rejected.inc(rejected)
+
+    def observe_group(self, writer: str, requests: int, seconds: float) -> None:
+        """One group commit of ``writer`` (``ingest``, ``collect``): how many requests
+        shared it, and how long it took."""
+        self.group_requests.labels(writer).observe(requests)
+        self.group_seconds.labels(writer).observe(seconds)
 
     def render(self) -> bytes:
         """This process's series, or in a process group the whole group's (see above)."""

@@ -70,6 +70,41 @@ class TestRequestDuration:
         assert samples[("backchannel_request_duration_seconds_bucket", at_100ms)] == 1
 
 
+class TestGroupCommits:
+    def test_each_group_commit_is_counted_with_its_requests_and_its_time(
+        self, start_app: StartApp
+    ) -> None:
+        """Requests one after the other: one group commit each, of one request; the slow
+        one's time lands above its hold-up, the others' below it."""
+        app = start_app()
+        runner = app.asgi.state.backchannel["runner"]
+        insert = runner.store.insert_conversions
+        calls = 0
+
+        def second_is_slow(*args: object) -> list[bool]:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                time.sleep(0.06)
+            return insert(*args)
+
+        runner.store.insert_conversions = second_is_slow
+        headers = {"Authorization": f"Bearer {app.key}"}
+        for i in range(3):
+            response = app.http.post("/v1/events", json=conversion(i), headers=headers)
+            assert response.status_code == 202
+        samples = scrape(app)
+        ingest = (("writer", "ingest"),)
+        assert samples[("backchannel_group_commit_requests_count", ingest)] == 3
+        assert samples[("backchannel_group_commit_requests_sum", ingest)] == 3
+        one = (("le", "1.0"), ("writer", "ingest"))
+        assert samples[("backchannel_group_commit_requests_bucket", one)] == 3
+        at_50ms = (("le", "0.05"), ("writer", "ingest"))
+        at_100ms = (("le", "0.1"), ("writer", "ingest"))
+        assert samples[("backchannel_group_commit_seconds_bucket", at_50ms)] == 2
+        assert samples[("backchannel_group_commit_seconds_bucket", at_100ms)] == 3
+
+
 def _block_the_loop(seconds: float) -> None:
     time.sleep(seconds)  # a synchronous section on the event loop, as a slow fsync would be
 

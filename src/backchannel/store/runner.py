@@ -5,6 +5,22 @@ event needs one. Requests that arrive while a commit is in progress wait for the
 share it, so 500 concurrent single-event requests cost a handful of fsyncs, not 500 — and a
 request is still only answered after *its* rows are on disk.
 
+Why, on SQLite, a group's COMMIT runs on a thread of its own (:meth:`AsyncStore.write`,
+``SqliteStore.write_deferred``): the statements run on the event loop (see
+:class:`AsyncStore`), but the COMMIT, which writes the WAL and waits for its fsync, is one
+call with the GIL released. On the loop it held every request of the process for its whole
+duration; on a thread the loop keeps reading, validating and answering requests meanwhile,
+and those that arrive join the next group, which starts as soon as the COMMIT returns. A
+request is still answered only after that COMMIT returned.
+
+Why a group waits :data:`COMMIT_WINDOW` before it is taken (SQLite; PostgreSQL's
+``commit_delay`` is the same idea): with the COMMIT off the loop, a new group would start the
+moment the last COMMIT returned, holding whoever happened to be queued, often one request.
+Each commit costs its statements, its WAL writes and fsync, and two handovers between the
+loop and the commit thread, so more requests per commit is less work per request; a short
+wait lets the requests the loop is reading meanwhile join. It adds about that much to each
+request's time. Measured against no wait in paired runs (README, Benchmarks).
+
 Why a failed group is retried member by member (:func:`settle_group`): one request whose rows
 the database refuses (validation missed something, a constraint, a driver that cannot bind a
 value) must fail alone. The group's transaction rolled back as a whole, so nothing of it was
@@ -19,11 +35,20 @@ import concurrent.futures
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from backchannel.store.base import NewConversion, Store
 
+if TYPE_CHECKING:
+    from backchannel.store.sqlite import PendingCommit
+
 T = TypeVar("T")
+
+
+class Deferred(Protocol):
+    """``SqliteStore.write_deferred``: run a write, hand back its result and its open COMMIT."""
+
+    def __call__(self, fn: Callable[..., T], *args: object) -> tuple[T, PendingCommit | None]: ...
 
 
 def for_store(store: Store) -> AsyncStore:
@@ -31,12 +56,14 @@ def for_store(store: Store) -> AsyncStore:
     from backchannel.store.sqlite import SqliteStore
 
     if isinstance(store, SqliteStore):
-        return AsyncStore(store, inline=True)
+        return AsyncStore(store, inline=True, deferred=store.write_deferred, window=COMMIT_WINDOW)
     return AsyncStore(store, threads=4)
 
 
 #: most rows one group commit takes; larger groups wait for the next commit
 MAX_GROUP = 5000
+#: seconds a SQLite group waits for more requests before it is taken (module docstring)
+COMMIT_WINDOW = 0.001
 
 R = TypeVar("R")
 
@@ -95,12 +122,33 @@ class AsyncStore:
     (PostgreSQL) use a thread pool, where waiting on the server releases the GIL for real.
     """
 
-    def __init__(self, store: Store, *, threads: int = 1, inline: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        threads: int = 1,
+        inline: bool = False,
+        deferred: Deferred | None = None,
+        window: float = 0.0,
+    ) -> None:
         self.store = store
         self.inline = inline
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="store"
         )
+        #: inline SQLite: the store's write_deferred, and the thread its COMMITs run on
+        self._deferred = deferred if inline else None
+        self._committer = (
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+            if self._deferred is not None
+            else None
+        )
+        #: seconds each group waits for more requests before it is taken
+        self.window = window
+        #: resolved when the COMMIT in progress on that thread has returned
+        self._committing: asyncio.Future[None] | None = None
+        #: told of every group commit: (writer, requests, seconds) — the app's metrics
+        self.on_group: Callable[[str, int, float], None] | None = None
         self._pending: deque[tuple[Sequence[NewConversion], asyncio.Future[list[bool]]]] = deque()
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
@@ -110,18 +158,42 @@ class AsyncStore:
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         if self.inline:
             await asyncio.sleep(0)
+            await self._commit_done()  # its transaction holds the connection until then
             return fn(*args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, *args)
 
     async def write(self, fn: Callable[..., T], *args: object) -> T:
-        """A group commit's write: :meth:`run`, but in a process group on SQLite, while
-        another process has the turn to write (store/turns.py), wait for it on a thread, so
-        this event loop goes on reading requests instead of blocking in the write."""
+        """A group commit's write: :meth:`run`, with two waits taken off the event loop on
+        SQLite. In a process group, while another process has the turn to write
+        (store/turns.py), wait for it on a thread. Then run the statements here, and their
+        COMMIT (the fsync) on the commit thread (module docstring); returns once committed."""
         turn = getattr(self.store, "turn", None) if self.inline else None
         if turn is not None and not turn.free():
             await asyncio.to_thread(turn.wait)
-        return await self.run(fn, *args)
+        if self._deferred is None or self._committer is None:
+            return await self.run(fn, *args)
+        await asyncio.sleep(0)
+        await self._commit_done()
+        result, pending = self._deferred(fn, *args)
+        if pending is None:
+            return result
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._committing = done
+        try:
+            # shielded: a cancelled caller must not end the wait while the COMMIT still holds
+            # the connection; the commit thread always finishes (and releases) it
+            await asyncio.shield(loop.run_in_executor(self._committer, pending.commit))
+        finally:
+            self._committing = None
+            done.set_result(None)
+        return result
+
+    async def _commit_done(self) -> None:
+        """Wait, without blocking the loop, until no COMMIT is in progress on the thread."""
+        while self._committing is not None:
+            await asyncio.shield(self._committing)
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """A short read or write from a request handler (key lookup, session, audit row).
@@ -148,12 +220,15 @@ class AsyncStore:
     async def _flush_loop(self) -> None:
         try:
             while self._pending:
+                if self.window:
+                    await asyncio.sleep(self.window)  # more requests join (module docstring)
                 group: list[tuple[Sequence[NewConversion], asyncio.Future[list[bool]]]] = []
                 rows = 0
                 while self._pending and (not group or rows + len(self._pending[0][0]) <= MAX_GROUP):
                     entry = self._pending.popleft()
                     group.append(entry)
                     rows += len(entry[0])
+                began = time.perf_counter()
                 if await settle_group(
                     self.write,
                     lambda rows: self.store.insert_conversions(rows, time.time()),
@@ -161,9 +236,13 @@ class AsyncStore:
                     lambda result, start, stop: result[start:stop],
                 ):
                     self.committed.set()
+                if self.on_group is not None:
+                    self.on_group("ingest", len(group), time.perf_counter() - began)
         finally:
             self._flushing = False
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
         self.store.close()

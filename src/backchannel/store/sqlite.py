@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -78,6 +78,15 @@ from backchannel.store.base import (
 )
 from backchannel.store.migrations import load, statements
 from backchannel.store.turns import WriterTurn
+
+T = TypeVar("T")
+
+
+class PendingCommit(Protocol):
+    """A write transaction :meth:`SqliteStore.write_deferred` left open: its COMMIT."""
+
+    def commit(self) -> None: ...
+
 
 BUSY_TIMEOUT = 30_000  # milliseconds another process may hold the write lock before we fail
 #: the session columns as find_sessions selects them (built once: it runs for every ingest)
@@ -178,6 +187,8 @@ class SqliteStore:
         self._checkpointer: Checkpointer | None = None
         #: serve --workers N: the processes of the group take turns writing (store/turns.py)
         self.turn: WriterTurn | None = None
+        #: during :meth:`write_deferred`: its thread, and the transaction it keeps open
+        self._deferring: tuple[int, list[_Transaction]] | None = None
 
     def take_turns(self) -> WriterTurn:
         """Write only in this process's turn among the group's (see store/turns.py)."""
@@ -274,7 +285,41 @@ class SqliteStore:
         return self._report
 
     def _write(self) -> _Transaction:
+        deferring = self._deferring
+        if deferring is not None and deferring[0] == threading.get_ident():
+            if deferring[1]:
+                raise RuntimeError("a write whose commit is deferred holds one transaction")
+            return _Transaction(self._db, self._lock, self.turn, keep=deferring[1].append)
         return _Transaction(self._db, self._lock, self.turn)
+
+    def write_deferred(self, fn: Callable[..., T], *args: object) -> tuple[T, PendingCommit | None]:
+        """Run ``fn(*args)``, a write of one transaction, here; leave its COMMIT to the caller.
+
+        Why (store/runner.py, a group commit): the statements of a transaction are Python
+        calls best made on the event loop's thread (sqlite3 hands the GIL back at every row
+        it steps, so on a helper thread they convoy behind the busy loop), but its COMMIT is
+        one call that writes the WAL frames and fsyncs them, with the GIL released all along.
+        Run on a thread, that wait no longer holds the loop, which goes on reading and
+        validating the next requests (they form the next group meanwhile).
+
+        Returns ``fn``'s result and the transaction still open, holding this store's write
+        lock (and its process's turn, store/turns.py), or None when ``fn`` wrote nothing.
+        Nothing is durable, nor may be acknowledged, before :meth:`PendingCommit.commit`
+        (callable from any thread) has returned; it releases the lock and the turn either way.
+        When ``fn`` raises after its transaction was handed over, that transaction is rolled
+        back here and the error goes on.
+        """
+        kept: list[_Transaction] = []
+        self._deferring = (threading.get_ident(), kept)
+        try:
+            result = fn(*args)
+        except BaseException:
+            for transaction in kept:
+                transaction.__exit__(RuntimeError, None, None)  # rolls back, releases
+            raise
+        finally:
+            self._deferring = None
+        return result, (kept[0] if kept else None)
 
     # -- ingest ---------------------------------------------------------------------------------
     def insert_conversions(self, items: Sequence[NewConversion], now: float) -> list[bool]:
@@ -1906,11 +1951,19 @@ class _Transaction:
     """
 
     def __init__(
-        self, db: sqlite3.Connection, lock: threading.Lock, turn: WriterTurn | None = None
+        self,
+        db: sqlite3.Connection,
+        lock: threading.Lock,
+        turn: WriterTurn | None = None,
+        *,
+        keep: Callable[[_Transaction], None] | None = None,
     ) -> None:
         self._db = db
         self._lock = lock
         self._turn = turn
+        #: SqliteStore.write_deferred: a body that ran without error is handed to ``keep``
+        #: still open (lock and turn held), and :meth:`commit` ends it later
+        self._keep = keep
 
     def __enter__(self) -> sqlite3.Connection:
         self._lock.acquire()
@@ -1929,6 +1982,10 @@ class _Transaction:
         return self._db
 
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is None and self._keep is not None:
+            keep, self._keep = self._keep, None
+            keep(self)
+            return
         try:
             if kind is None:
                 try:
@@ -1942,6 +1999,11 @@ class _Transaction:
             if self._turn is not None:
                 self._turn.give()
             self._lock.release()
+
+    def commit(self) -> None:
+        """COMMIT a transaction :meth:`SqliteStore.write_deferred` kept open (any thread); on
+        failure it is rolled back and the error raised. Releases the lock and the turn."""
+        self.__exit__(None, None, None)
 
     def _rollback_if_open(self) -> None:
         if self._db.in_transaction:

@@ -191,6 +191,7 @@ def create_app(settings: Settings, options: Options | None = None) -> FastAPI:
             else:  # the group's first process checkpoints for everyone
                 store.stop_inline_checkpoints()
         runner = for_store(store)
+        runner.on_group = metrics.observe_group
         cipher = credentials.load_cipher(settings)
         sandbox_url = opts.self_url.rstrip("/") + "/sandbox" if opts.sandbox else None
         targets = Targets(settings, store, cipher, sandbox_url)

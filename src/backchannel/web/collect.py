@@ -135,12 +135,15 @@ class CollectWriter:
                     group.append(entry)
                     rows += len(entry[0]) + len(entry[1])
                 # one failing message fails alone (runner.settle_group): the others commit
+                began = time.perf_counter()
                 await settle_group(
                     self.runner.write,
                     self._record,
                     [(((updates, events),), future) for updates, events, future in group],
                     lambda result, start, stop: None,
                 )
+                if self.runner.on_group is not None:
+                    self.runner.on_group("collect", len(group), time.perf_counter() - began)
         finally:
             self._flushing = False
 
