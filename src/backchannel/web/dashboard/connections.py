@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI
 from starlette.requests import Request
@@ -37,10 +36,10 @@ from backchannel.destinations import Credential, Destination
 from backchannel.members import EDITOR, VIEWER
 from backchannel.properties import PropertyError, check_name
 from backchannel.store.base import DEFAULT_PROPERTY, Connection, Store
-from backchannel.web.access import PROPERTY_PARAM, require_role
+from backchannel.web.access import require_role
 from backchannel.web.auth import Admin, FormError, csrf_field, read_form_fields
 from backchannel.web.dashboard import layout
-from backchannel.web.dashboard.layout import esc
+from backchannel.web.dashboard.layout import esc, on_property
 
 PATH = "/admin/connections"
 #: the form's own fields: a destination's credential keys must not be one of these
@@ -75,15 +74,6 @@ def token_set_at(store: Store, destination: str) -> float | None:
 
 
 # -- which connection ---------------------------------------------------------------------------
-def on_property(admin: Admin, url: str, **params: str) -> str:
-    """``url`` with ``params`` and, when the request named it, ``?property=``: every form and
-    redirect of the page stays on the property it shows (require_role reads it from there)."""
-    query = dict(params)
-    if admin.property_named:
-        query[PROPERTY_PARAM] = admin.property_name
-    return f"{url}?{urlencode(query)}" if query else url
-
-
 def check_label(destination: str, raw: str) -> str:
     """A connection label from a form, as ``token set --connection`` checks it: a name, never
     another destination's name. Empty: the destination's first connection."""

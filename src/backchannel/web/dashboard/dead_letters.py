@@ -305,4 +305,4 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         if worker is not None and count:
             worker.wake("*")  # lanes are per connection: each looks at its own rows
         query = {"replayed": str(count), **({"destination": destination} if destination else {})}
-        return RedirectResponse(f"{PATH}?{urlencode(query)}", status_code=303)
+        return RedirectResponse(layout.on_property(admin, PATH, **query), status_code=303)

@@ -18,16 +18,18 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from backchannel.members import OWNER, VIEWER
+from backchannel.members import DEFAULT_PROPERTY_ID, OWNER, VIEWER
 from backchannel.web.access import PROPERTY_PARAM
 from backchannel.web.auth import Admin, csrf_field
 
 STYLESHEET_PATH = "/static/dashboard.css"
+#: the signed-in member's own password page (backchannel.web.dashboard.password)
+ACCOUNT_PATH = "/admin/password"
 
 #: (key, path, label) of every dashboard page, in menu order
 NAV: tuple[tuple[str, str, str], ...] = (
@@ -191,13 +193,53 @@ def range_form(action: str, start: date, end: date, extra: str = "") -> str:
 
 # --- the page -----------------------------------------------------------------------------------
 _GET_FORM = re.compile(r'(<form method="get"[^>]*>)')
+#: a same-site dashboard URL in a link or a POST form's action (as rendered: HTML-escaped);
+#: a GET form's action is left alone (a browser replaces its query by the form's fields)
+_DASHBOARD_URL = re.compile(
+    r'(?<!<form method="get" )\b(href|action)="(/(?:admin|reports)(?:[/?#][^"]*)?)"'
+)
 
 
-def keep_property(body: str, name: str) -> str:
-    """Every GET form of the page (the range pickers, filters) submits ``property`` too, so
-    picking a range on property eu stays on eu. Done here once rather than in each page's
-    form: every GET form of a dashboard page is about the page's property."""
-    hidden = f'<input type="hidden" name="{PROPERTY_PARAM}" value="{esc(name)}">'
+def keeps_property(admin: Admin) -> bool:
+    """Whether the page's links must name its property: when the request named it, and
+    always for a property other than the default (a link without ``?property=`` means the
+    default property, where the member may have no role)."""
+    return admin.property_named or admin.property_id != DEFAULT_PROPERTY_ID
+
+
+def on_property(admin: Admin, url: str, **params: str) -> str:
+    """``url`` with ``params`` and, when the page is about a property other than the default
+    (or the request named it), ``property=NAME``: every link, form action and redirect of a
+    page stays on the property it shows (require_role reads it from there). ``url`` may
+    already hold a query string and a ``#fragment``. The one place that builds such a URL;
+    :func:`render` passes each page's body through :func:`keep_property`, which calls it
+    for every dashboard link a page rendered without it."""
+    base, hashmark, fragment = url.partition("#")
+    path, _, query = base.partition("?")
+    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)]
+    pairs += list(params.items())
+    if keeps_property(admin) and not any(k == PROPERTY_PARAM for k, _ in pairs):
+        pairs.append((PROPERTY_PARAM, admin.property_name))
+    built = f"{path}?{urlencode(pairs)}" if pairs else path
+    return built + (hashmark + fragment if hashmark else "")
+
+
+def keep_property(body: str, admin: Admin) -> str:
+    """Every dashboard link and form of the page stays on the page's property: each
+    ``href``/``action`` to /admin or /reports gets ``property=NAME`` (unless it names a
+    property already, as the "All properties" page's do) and every GET form (the range
+    pickers, filters) a hidden ``property`` field, so picking a range on property eu stays
+    on eu. Done here once, for every page :func:`render` shows, rather than in each page:
+    a page added later cannot forget it."""
+    if not keeps_property(admin):
+        return body
+    hidden = f'<input type="hidden" name="{PROPERTY_PARAM}" value="{esc(admin.property_name)}">'
+
+    def link(match: re.Match[str]) -> str:
+        url = html.unescape(match.group(2))
+        return f'{match.group(1)}="{esc(on_property(admin, url))}"'
+
+    body = _DASHBOARD_URL.sub(link, body)
     return _GET_FORM.sub(lambda m: m.group(1) + hidden, body)
 
 
@@ -241,9 +283,8 @@ def render(
     ``refresh``: seconds after which the browser reloads the page (a ``<meta>`` refresh:
     allowed by the CSP, unlike a script), for pages that wait for a delivery.
     """
-    keep = f"?{urlencode({PROPERTY_PARAM: admin.property_name})}" if admin.property_named else ""
     links = "".join(
-        f'<a href="{esc(path + keep)}"{" aria-current=page" if key == active else ""}>'
+        f'<a href="{esc(on_property(admin, path))}"{" aria-current=page" if key == active else ""}>'
         f"{esc(label)}</a>"
         for key, path, label in NAV
         if admin.may(NAV_ROLES.get(key, VIEWER)) and (key not in HOST_NAV or admin.host_wide)
@@ -253,13 +294,14 @@ def render(
         f' <span data-testid="role">({esc(admin.role or "no role")})</span></span>'
     )
     logout = (
+        f'<a href="{esc(on_property(admin, ACCOUNT_PATH))}" data-testid="change-password"'
+        f"{' aria-current=page' if active == 'password' else ''}>Password</a> "
         f'<form method="post" action="/logout" class="inline">{csrf_field(admin)}'
         '<button type="submit">Log out</button></form>'
         if admin.via == "session"
         else ""
     )
-    if admin.property_named:
-        body = keep_property(body, admin.property_name)
+    body = keep_property(body, admin)
     meta_refresh = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
     document = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI
 from starlette.requests import Request
@@ -31,7 +30,7 @@ from backchannel import members
 from backchannel.config import Settings
 from backchannel.members import OWNER, ROLES, MemberError, NotAllowed, UnknownMember
 from backchannel.store.base import Grant, Member, Store
-from backchannel.web.access import PROPERTY_PARAM, require_role
+from backchannel.web.access import require_role
 from backchannel.web.auth import Admin, csrf_field, read_form
 from backchannel.web.dashboard import layout
 from backchannel.web.dashboard.layout import esc, when
@@ -43,13 +42,6 @@ DONE = {
     "role": "Role changed.",
     "remove": "Member removed: their sessions ended and they can no longer log in.",
 }
-
-
-def _query(store: Store, admin: Admin) -> str:
-    """The property in a link or form action, URL-encoded (nothing for the default one)."""
-    if admin.property_id == members.DEFAULT_PROPERTY_ID:
-        return ""
-    return "?" + urlencode({PROPERTY_PARAM: members.property_name(store, admin.property_id)})
 
 
 def listed(store: Store, admin: Admin) -> list[Member]:
@@ -79,7 +71,7 @@ def render_row(store: Store, admin: Admin, member: Member) -> list[str]:
         )
         + "</ul>"
     )
-    action = esc(PATH + "/role" + _query(store, admin))
+    action = esc(layout.on_property(admin, PATH + "/role"))
     here = members.role_for(member.grants, admin.property_id)
     change = (
         f'<form method="post" action="{action}" class="inline"'
@@ -90,7 +82,7 @@ def render_row(store: Store, admin: Admin, member: Member) -> list[str]:
     )
     remove = (
         layout.post_button(
-            admin, PATH + "/remove" + _query(store, admin), "Remove", name=member.name
+            admin, layout.on_property(admin, PATH + "/remove"), "Remove", name=member.name
         )
         if admin.host_owner
         else ""
@@ -106,7 +98,8 @@ def render_row(store: Store, admin: Admin, member: Member) -> list[str]:
 
 def add_form(store: Store, admin: Admin) -> str:
     return (
-        f'<form method="post" action="{esc(PATH + "/add" + _query(store, admin))}" class="stacked"'
+        f'<form method="post" action="{esc(layout.on_property(admin, PATH + "/add"))}"'
+        ' class="stacked"'
         f' data-testid="add-member">{csrf_field(admin)}'
         "<h2>Add a member</h2>"
         "<label>Name <span class=muted>(letters, digits, . _ @ + -)</span> <input type=text"
@@ -183,9 +176,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         return page(store, admin, message=str(error), kind="error", status=status)
 
     def done(store: Store, admin: Admin, what: str) -> Response:
-        query = _query(store, admin)
-        joiner = "&" if query else "?"
-        return RedirectResponse(f"{PATH}{query}{joiner}done={what}", status_code=303)
+        return RedirectResponse(layout.on_property(admin, PATH, done=what), status_code=303)
 
     async def show(
         request: Request, admin: Annotated[Admin, Depends(require_role(OWNER, page=True))]

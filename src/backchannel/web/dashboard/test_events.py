@@ -174,7 +174,9 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         except testorder.FireError as exc:
             return list_page(store, settings, admin, message=str(exc), status=400)
         store.audit(time.time(), admin.actor, "test.fire", f"{fired.event} {fired.event_id}")
-        return RedirectResponse(f"{PATH}/{fired.conversion_id}", status_code=303)
+        return RedirectResponse(
+            layout.on_property(admin, f"{PATH}/{fired.conversion_id}"), status_code=303
+        )
 
     async def show_one(
         conversion_id: str, admin: Annotated[Admin, Depends(require_role(VIEWER, page=True))]
