@@ -14,17 +14,25 @@ routes and calls each as a member without the role it needs (tests/hardening/tes
 
 Which property: ``?property=NAME`` (or a ``{property}`` path parameter), resolved by
 :func:`backchannel.members.resolve_property`; without one, the default property (id 1). The
-property switcher adds the parameter to its links and forms; nothing else changes here.
+property switcher adds the parameter to its links and forms, and every link of a page on
+another property carries it (``layout.keep_property``).
+
+A page opened without a property by a member who holds no role on the default one (a member
+of another shop only, who typed the bare ``/admin`` or came from the login form) is not
+refused: it is redirected (303) to the same page on the first property, by name, they hold a
+role on (:class:`GoToProperty`). A member with no role anywhere still gets the 403 page, which
+says so. JSON twins are not redirected: a script names its property.
 """
 
 from __future__ import annotations
 
 import html
 from dataclasses import replace
+from urllib.parse import urlencode
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from backchannel import members
 from backchannel.web.auth import (
@@ -55,6 +63,31 @@ class AccessRefused(Exception):
         #: who was refused (their page offers to log out, to log in as someone else)
         self.admin = admin
         super().__init__(reason)
+
+
+class GoToProperty(Exception):
+    """A page opened without ``?property=`` by a member without a role on the default
+    property: the same page on a property they hold a role on (303 to ``location``)."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        super().__init__(location)
+
+
+def _named(request: Request) -> bool:
+    """Whether the request names its property (query or path parameter)."""
+    raw = request.path_params.get(PROPERTY_PARAM) or request.query_params.get(PROPERTY_PARAM)
+    return raw is not None and bool(str(raw).strip())
+
+
+def _elsewhere(request: Request, visible: list[tuple[int, str]]) -> str | None:
+    """The URL of this page on the first property (by name) in ``visible``; None without
+    one. The path and the other query parameters are kept."""
+    if not visible:
+        return None
+    first = min(name for _, name in visible)
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != PROPERTY_PARAM]
+    return f"{request.url.path}?{urlencode([*query, (PROPERTY_PARAM, first)])}"
 
 
 def _auth(request: Request) -> AdminAuth:
@@ -119,9 +152,17 @@ class RoleCheck:
                 admin=admin,
             ) from None
         role = members.role_for(admin.grants, property_id)
+        if role is None and self.page and request.method in SAFE_METHODS and not _named(request):
+            # the bare /admin of a member of another property: take them to theirs
+            location = _elsewhere(request, visible)
+            if location is not None:
+                raise GoToProperty(location)
         if not members.allows(role, needed):
             holds = f"is {role}" if role else "has no role"
             where = members.property_name(_auth(request).store, property_id)
+            if not visible:
+                holds = "has no role"
+                where = f"{where} (nor on any other property: an owner can give one)"
             raise AccessRefused(
                 403,
                 "role",
@@ -175,14 +216,22 @@ async def access_refused(request: Request, exc: Exception) -> Response:
     )
 
 
+async def go_to_property(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GoToProperty)
+    return RedirectResponse(exc.location, status_code=303)
+
+
 def install(app: FastAPI) -> None:
-    """Answer :class:`AccessRefused` (call once per app, next to auth's handlers)."""
+    """Answer :class:`AccessRefused` and :class:`GoToProperty` (call once per app, next to
+    auth's handlers)."""
     app.add_exception_handler(AccessRefused, access_refused)
+    app.add_exception_handler(GoToProperty, go_to_property)
 
 
 __all__ = [
     "PROPERTY_PARAM",
     "AccessRefused",
+    "GoToProperty",
     "RoleCheck",
     "access_refused",
     "install",
