@@ -154,8 +154,34 @@ def install(
     async def admin_status(
         admin: Annotated[Admin, Depends(require_role(VIEWER))],
     ) -> dict[str, Any]:
-        store = state["store"]
-        return {"conversions": store.conversion_count(), "outbox": store.outbox_counts()}
+        return await auth.call(status_counts, state["store"], admin)
+
+
+def status_counts(store: Store, admin: Admin) -> dict[str, Any]:
+    """``/admin/api/status``: the request's property's conversions, outbox rows per
+    destination and state, and rows per connection; or, for a caller with a host-wide grant
+    who names no property, the whole install's (``scope`` says which).
+
+    Why scoped: a member of one shop must not read another's volumes through a status
+    check; install-wide figures are for those who see every property anyway (as /metrics
+    and the "All properties" page decide: a role on every property)."""
+    if admin.host_wide and not admin.property_named:
+        return {
+            "scope": "install",
+            "conversions": store.conversion_count(),
+            "outbox": store.outbox_counts(),
+        }
+    pid = admin.property_id
+    counts = store.connection_counts(pid)
+    return {
+        "scope": "property",
+        "property": members.property_name(store, pid),
+        "conversions": store.conversion_count(pid),
+        "outbox": store.outbox_counts(pid),
+        "connections": {
+            c.name: counts.get(c.id, {}) for c in store.list_connections(pid) if c.id is not None
+        },
+    }
 
 
 def worker_metrics_server(
