@@ -281,16 +281,32 @@ def remove_member(store: Store, name: str, now: float, actor: str) -> int:
     return ended
 
 
-def set_password(store: Store, name: str, password: str, now: float, actor: str) -> int:
-    """A member's new password; ends that member's sessions (returns how many)."""
+def set_password(
+    store: Store,
+    name: str,
+    password: str,
+    now: float,
+    actor: str,
+    *,
+    keep_session: str | None = None,
+    field: str = "password",
+) -> int:
+    """A member's new password; ends that member's sessions (returns how many).
+
+    ``keep_session``: the token hash of the session that stays — the member's own, when they
+    change their password themselves (the dashboard's password page): their other sessions
+    end, this one goes on. ``field``: how the error names the password (the form's field)."""
     member = active(store, name)
     try:
         check_new_password(password)
     except PasswordError as exc:
-        raise MemberError(f"password: {exc}") from None
-    ended = store.set_member_password(member.id, hash_password(password), now)
+        raise MemberError(f"{field}: {exc}") from None
+    ended = store.set_member_password(
+        member.id, hash_password(password), now, keep_session=keep_session
+    )
+    which = "other session(s)" if keep_session else "session(s)"
     store.audit(
-        now, actor, "member.password", f"{member.name}: password changed; {ended} session(s) ended"
+        now, actor, "member.password", f"{member.name}: password changed; {ended} {which} ended"
     )
     return ended
 

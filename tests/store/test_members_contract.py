@@ -90,6 +90,25 @@ class TestMembers:
         assert store.get_admin_session("token-0", NOW) is None
         assert store.get_admin_session("token-2", NOW) == session(2, bob)
 
+    def test_password_change_may_keep_the_changing_session(self, store: Store) -> None:
+        """``keep_session``: the member's other sessions end, that one goes on (a member
+        changing their own password from the dashboard)."""
+        alice = store.add_member("alice", "old", HOST_OWNER, NOW)
+        bob = store.add_member("bob", "b", Grant(1, "viewer"), NOW)
+        assert alice is not None
+        assert bob is not None
+        for n, who in enumerate((alice, alice, alice, bob)):
+            store.create_admin_session(session(n, who))
+        assert store.set_member_password(alice, "new", NOW + 5, keep_session="token-1") == 2
+        assert store.get_admin_session("token-0", NOW) is None
+        assert store.get_admin_session("token-1", NOW) == session(1, alice)
+        assert store.get_admin_session("token-2", NOW) is None
+        assert store.get_admin_session("token-3", NOW) == session(3, bob)
+        # keeping another member's session keeps nothing of alice's, and ends none of bob's
+        store.create_admin_session(session(4, alice))
+        assert store.set_member_password(alice, "newer", NOW + 6, keep_session="token-3") == 2
+        assert store.get_admin_session("token-3", NOW) == session(3, bob)
+
     def test_remove_takes_everything_but_the_name(self, store: Store, database: Database) -> None:
         """Removing: grants, password and sessions gone, the row kept (audit rows name it)."""
         alice = store.add_member("alice", "hash-a", HOST_OWNER, NOW)

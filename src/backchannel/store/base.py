@@ -854,9 +854,12 @@ class Store(Protocol):
         """Take the member's grant on ``property_id`` (None: the host-wide one) away."""
         ...
 
-    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+    def set_member_password(
+        self, member_id: int, password_hash: str, now: float, *, keep_session: str | None = None
+    ) -> int:
         """Store a new password hash and end the member's sessions (one transaction);
-        returns how many sessions ended."""
+        returns how many sessions ended. ``keep_session``: the token hash of one session
+        that stays (the member's own, changing their password from it)."""
         ...
 
     def remove_member(self, member_id: int, now: float) -> int:

@@ -1073,13 +1073,17 @@ class PostgresStore:
             ).rowcount
         return deleted > 0
 
-    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+    def set_member_password(
+        self, member_id: int, password_hash: str, now: float, *, keep_session: str | None = None
+    ) -> int:
         with self._pool.connection() as conn:
             conn.execute(
                 "UPDATE members SET password_hash = %s WHERE id = %s", (password_hash, member_id)
             )
             ended: int = conn.execute(
-                "DELETE FROM admin_sessions WHERE member_id = %s", (member_id,)
+                "DELETE FROM admin_sessions WHERE member_id = %s"
+                " AND token_hash IS DISTINCT FROM %s",
+                (member_id, keep_session),
             ).rowcount
         return ended
 

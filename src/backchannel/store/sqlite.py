@@ -1088,13 +1088,16 @@ class SqliteStore:
             ).rowcount
         return deleted > 0
 
-    def set_member_password(self, member_id: int, password_hash: str, now: float) -> int:
+    def set_member_password(
+        self, member_id: int, password_hash: str, now: float, *, keep_session: str | None = None
+    ) -> int:
         with self._write() as db:
             db.execute(
                 "UPDATE members SET password_hash = ? WHERE id = ?", (password_hash, member_id)
             )
             ended: int = db.execute(
-                "DELETE FROM admin_sessions WHERE member_id = ?", (member_id,)
+                "DELETE FROM admin_sessions WHERE member_id = ? AND token_hash IS NOT ?",
+                (member_id, keep_session),
             ).rowcount
         return ended
 

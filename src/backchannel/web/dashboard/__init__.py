@@ -25,6 +25,7 @@ from backchannel.web.dashboard import (
     layout,
     members,
     overview,
+    password,
     properties,
     test_events,
 )
@@ -44,3 +45,4 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
     gap.install(app, settings, state)  # /reports/gap, its JSON, CSV and SVG charts
     members.install(app, settings, state)  # /admin/members: who may do what (owners)
     properties.install(app, settings, state)  # /admin/properties: every property (host-wide)
+    password.install(app, settings, state)  # /admin/password: a member changes their own
