@@ -3,9 +3,11 @@
 **Members.** Whoever uses the dashboard is a team member (:mod:`backchannel.members`): a name
 and a password (scrypt, :mod:`backchannel.passwords`; at least 12 characters, set from the CLI
 — ``member add`` / ``admin set-password``, read from the terminal or stdin, never argv — or by
-an owner on the members page) and a role per property. The login form asks for both; a wrong
-name and a wrong password get the same answer after the same scrypt work. Changing a member's
-password logs that member's sessions out; removing a member ends them all.
+an owner on the members page, or by the member on their own password page,
+:mod:`backchannel.web.dashboard.password`) and a role per property. The login form asks for
+both; a wrong name and a wrong password get the same answer after the same scrypt work.
+Changing a member's password logs that member's sessions out (but the one a member changes
+their own password from); removing a member ends them all.
 
 **Sessions are server-side rows, not signed cookies.** The cookie holds 256 random bits; the
 store keeps only their SHA-256 with an absolute expiry (``admin_session_hours``), the
@@ -29,7 +31,8 @@ Bearer bc_admin_…``) need none: a browser never attaches that header on its ow
 nobody can log a victim into the attacker's session either.
 
 **Throttling.** Login attempts: 10 per client IP, then one every 6 s (a 429 with
-Retry-After), and 100 failures per minute in total (a spread-out guesser).
+Retry-After), and 100 failures per minute in total (a spread-out guesser). A member's own
+password change draws on the same limits (a wrong current password is a failed login).
 
 **Roles.** This module says *who* asks (:class:`Admin`); what they may do on the property a
 request concerns is checked in one place, :func:`backchannel.web.access.require_role`, which

@@ -105,8 +105,8 @@ def add_form(store: Store, admin: Admin) -> str:
         "<label>Name <span class=muted>(letters, digits, . _ @ + -)</span> <input type=text"
         " name=name required maxlength=64 autocomplete=off autocapitalize=none></label>"
         "<label>Password <span class=muted>(at least 12 characters; give it to them in"
-        " person; they cannot change it themselves yet: <code>backchannel admin set-password"
-        " --member NAME</code>)</span> <input type=password name=password required"
+        " person; they change it on their Password page)</span>"
+        " <input type=password name=password required"
         " minlength=12 maxlength=1024 autocomplete=new-password></label>"
         f'<label>Role <select name="role">{role_options("viewer")}</select></label>'
         f"<label>On {scope_select(admin)}</label>"
