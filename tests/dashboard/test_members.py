@@ -9,7 +9,7 @@ admin     owner of every property (host owner)    the first password (``set_pass
 olga      owner of ``default`` only                manages members of ``default``
 ed        editor of ``default``                    replay, connections, routes, test orders
 vera      viewer of ``default``                    reads
-stranger  owner of property 2 only                 nothing on ``default``
+stranger  owner of property 2 (``other``) only      nothing on ``default``
 ========  ======================================  ==========================================
 
 The route lists are read from the app itself (``app.routes``), so a route added later is
@@ -102,7 +102,7 @@ class Team:
         with httpx.Client(base_url=self.url, timeout=30) as client:
             response = log_in(client, name, password or PASSWORDS.get(name, PASSWORD))
             assert response.status_code == 303, response.text
-            yield client, csrf(client.get("/admin").text)
+            yield client, csrf(client.get("/admin", follow_redirects=True).text)
 
 
 def postgres_url(database: Database) -> str:
@@ -132,6 +132,7 @@ def team(tmp_path: Path) -> Iterator[Team]:
     store = open_store(settings.database_url)
     try:
         seed(store)
+        assert store.create_property("other", time.time()) == 2  # stranger's
         set_password(store, PASSWORD, time.time())  # the first password: the host owner admin
         for name, grant in GRANTS.items():
             members.add_member(store, name, PASSWORDS[name], grant, time.time(), "cli")
@@ -346,13 +347,28 @@ class TestRolesOnRoutes:
 
     def test_a_member_of_another_property_sees_nothing_here(self, team: Team) -> None:
         """stranger (owner of property 2 only): every dashboard GET — pages, JSON twins, the
-        CSV and the SVGs — is 403 on the default property, and so are the install's metrics."""
+        CSV and the SVGs — is 403 on the default property, and so are the install's metrics.
+        Without ``?property=`` a page sends them to their own property instead (303)."""
         gets = [path for m, path, _ in dashboard_routes(team.app) if m == "GET"]
+        pages = {
+            route.path
+            for route in team.app.routes
+            if isinstance(route, APIRoute) and any(c.page for c in role_checks(route))
+        }
+        assert {"/admin", "/admin/dedup", "/reports/gap"} <= pages
         with team.login("stranger") as (client, _):
             for path in gets:
-                response = client.get(concrete(path, team), follow_redirects=False)
+                url = concrete(path, team)
+                response = client.get(url + "?property=default", follow_redirects=False)
                 assert response.status_code == 403, path
                 assert "stranger has no role on property default" in response.text, path
+                bare = client.get(url, follow_redirects=False)
+                if path in pages:
+                    assert bare.status_code == 303, path
+                    assert bare.headers["location"] == url + "?property=other", path
+                else:
+                    assert bare.status_code == 403, path
+                    assert "stranger has no role on property default" in bare.text, path
             assert client.get("/metrics").status_code == 401
 
     def test_an_unknown_property_is_404(self, team: Team) -> None:

@@ -58,6 +58,7 @@ class TestMembers:
     ) -> None:
         """Setting a grant replaces the role on that property only (host-wide included);
         grants read back host-wide first, then by property id."""
+        assert store.create_property("eu", NOW) == 2
         member = store.add_member("carol", "h", Grant(2, "viewer"), NOW)
         assert member is not None
         store.set_member_grant(member, Grant(1, "editor"))
@@ -108,6 +109,20 @@ class TestMembers:
         store.create_admin_session(session(4, alice))
         assert store.set_member_password(alice, "newer", NOW + 6, keep_session="token-3") == 2
         assert store.get_admin_session("token-3", NOW) == session(3, bob)
+
+    def test_a_grant_names_a_property_that_exists(self, store: Store) -> None:
+        """A role on a property id no property has is refused by the database (migration
+        0020's foreign key): it would otherwise apply to a property created later."""
+        with pytest.raises(Exception, match=r"(?i)foreign key"):
+            store.add_member("dan", "h", Grant(7, "viewer"), NOW)
+        assert store.member_by_name("dan") is None
+        erin = store.add_member("erin", "h", Grant(1, "viewer"), NOW)
+        assert erin is not None
+        with pytest.raises(Exception, match=r"(?i)foreign key"):
+            store.set_member_grant(erin, Grant(7, "owner"))
+        found = store.member_by_id(erin)
+        assert found is not None
+        assert found.grants == (Grant(1, "viewer"),)
 
     def test_remove_takes_everything_but_the_name(self, store: Store, database: Database) -> None:
         """Removing: grants, password and sessions gone, the row kept (audit rows name it)."""

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from backchannel.store import migrations
+from backchannel.store.base import Grant
 from backchannel.store.postgres import PostgresStore
 
 from .conftest import Database, PostgresDatabase
@@ -456,6 +457,9 @@ EXPECTED_INDEXES.update(
     }
 )
 
+# Member roles (0020): the foreign key to properties 0014 left out
+EXPECTED_FOREIGN_KEYS.add(("member_roles", ("property_id",), "properties", ("id",)))
+
 SQLITE_TYPES = {"INTEGER": "int", "TEXT": "text", "REAL": "real", "BLOB": "blob"}
 POSTGRES_TYPES = {
     "bigint": "int",
@@ -744,3 +748,43 @@ def test_a_rebuild_never_drops_a_column_a_later_migration_added(
     empty_database.open()
     columns = [c[0] for c in read_schema(empty_database).columns["orders"]]
     assert "later_column" in columns
+
+
+def test_0020_keeps_every_grant_but_those_on_no_property(
+    empty_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrading a store at 0019 with members: every grant on an existing property, and every
+    host-wide one, survives with its id (SQLite rebuilds the table); a grant on an id no
+    property has is removed and named in the audit log; afterwards the database refuses one."""
+    from backchannel.store import postgres, sqlite
+
+    def up_to_19(backend: migrations.Backend) -> list[tuple[int, str]]:
+        return [(v, text) for v, text in migrations.load(backend) if v <= 19]
+
+    monkeypatch.setattr(sqlite, "load", up_to_19)
+    monkeypatch.setattr(postgres, "load", up_to_19)
+    empty_database.open().close()
+    empty_database.execute("INSERT INTO properties (id, name, created_at) VALUES (2, 'eu', 1.0)")
+    for member_id, name in ((1, "admin"), (2, "olga"), (3, "ghost")):
+        empty_database.execute(
+            "INSERT INTO members (id, name, password_hash, created_at) VALUES (?, ?, 'h', 1.0)",
+            member_id,
+            name,
+        )
+    rows = [(10, 1, None, "owner"), (11, 2, 1, "viewer"), (12, 2, 2, "owner"), (13, 3, 9, "editor")]
+    for row in rows:
+        empty_database.execute(
+            "INSERT INTO member_roles (id, member_id, property_id, role) VALUES (?, ?, ?, ?)", *row
+        )
+    monkeypatch.undo()
+    store = empty_database.open()
+    assert applied(empty_database)[-1][0] == 20
+    assert (
+        empty_database.rows("SELECT id, member_id, property_id, role FROM member_roles ORDER BY id")
+        == rows[:3]
+    )
+    assert empty_database.rows(
+        "SELECT actor, action, detail, property_id FROM audit_log ORDER BY id"
+    ) == [("migration 0020", "member.role", "ghost: editor of #9 removed (no such property)", None)]
+    with pytest.raises(Exception, match=r"(?i)foreign key"):
+        store.set_member_grant(2, Grant(9, "viewer"))
