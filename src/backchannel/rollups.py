@@ -84,6 +84,8 @@ def scope(store: Store, property_id: int | None) -> list[int]:
 #: ``register`` call) or first asks for partials; the background refresh recomputes only the
 #: reports it knows
 _REGISTRY: dict[str, Compute] = {}
+#: report name -> the properties whose partials the start-up warm-up computes (default: all)
+_WARM_FOR: dict[str, Callable[[Store], set[int]]] = {}
 #: seconds between background refreshes (serve's primary process)
 REFRESH_EVERY = 30.0
 #: seconds a dashboard page may show a day's partial computed before the day's latest change
@@ -96,9 +98,16 @@ REFRESH_DAYS = 62
 WARM_DAYS = 31
 
 
-def register(name: str, compute: Compute) -> None:
-    """Declare report ``name``'s compute so the background refresh can keep it fresh."""
+def register(
+    name: str, compute: Compute, *, warm_for: Callable[[Store], set[int]] | None = None
+) -> None:
+    """Declare report ``name``'s compute so the background refresh can keep it fresh.
+
+    ``warm_for``: the properties whose partials the start-up warm-up computes (e.g. a
+    destination's gap report only where the destination is connected); all by default."""
     _REGISTRY[name] = compute
+    if warm_for is not None:
+        _WARM_FOR[name] = warm_for
 
 
 def partials(
@@ -233,11 +242,16 @@ def warm_steps(
         )
     }
     properties = scope(store, None)
+    names = sorted(_REGISTRY)
+    chosen = {
+        name: [p for p in properties if name not in _WARM_FOR or p in _WARM_FOR[name](store)]
+        for name in names
+    }
     return [
         (name, p, date(1970, 1, 1) + timedelta(days=number))
         for number in range(today, low - 1, -1)
-        for name in sorted(_REGISTRY)
-        for p in properties
+        for name in names
+        for p in chosen[name]
         if (name, p, number) not in kept
     ]
 

@@ -431,3 +431,20 @@ class TestWarmUp:
         store.insert_conversions([conversion(1, event_time=int(long_ago))], long_ago)
         days = [d for _, _, d in rollups.warm_steps(store, now=NOW)]
         assert days == [self.day(TODAY - back) for back in range(rollups.WARM_DAYS)]
+
+    def test_a_report_warms_only_the_properties_it_names(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        other = store.create_property("eu", NOW, destinations=("tiktok",))
+        assert other is not None
+        monkeypatch.setattr(rollups, "_REGISTRY", {})
+        monkeypatch.setattr(rollups, "_WARM_FOR", {})
+        rollups.register("test.all/1", self.counting([]))
+        rollups.register("test.eu/1", self.counting([]), warm_for=lambda s: {other})
+        store.insert_conversions([conversion(1)], NOW)
+        steps = {(name, p) for name, p, _ in rollups.warm_steps(store, now=NOW)}
+        assert steps == {
+            ("test.all/1", DEFAULT_PROPERTY),
+            ("test.all/1", other),
+            ("test.eu/1", other),
+        }
