@@ -977,8 +977,15 @@ def _register() -> None:
     (serve's primary process) keeps the gap partials a page read fresh."""
     for name, destination in DESTINATIONS.items():
         rollups.register(
-            partial_name(name), functools.partial(day_partial, destination=destination)
+            partial_name(name),
+            functools.partial(day_partial, destination=destination),
+            warm_for=functools.partial(_connected, destination=name),
         )
+
+
+def _connected(store: Store, destination: str) -> set[int]:
+    """The properties with a connection to ``destination``: whose gap report a page shows."""
+    return {c.property_id for c in store.list_connections() if c.destination == destination}
 
 
 _register()

@@ -23,6 +23,7 @@ that were read recently fresh in the background (:func:`refresh`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -83,6 +84,8 @@ def scope(store: Store, property_id: int | None) -> list[int]:
 #: ``register`` call) or first asks for partials; the background refresh recomputes only the
 #: reports it knows
 _REGISTRY: dict[str, Compute] = {}
+#: report name -> the properties whose partials the start-up warm-up computes (default: all)
+_WARM_FOR: dict[str, Callable[[Store], set[int]]] = {}
 #: seconds between background refreshes (serve's primary process)
 REFRESH_EVERY = 30.0
 #: seconds a dashboard page may show a day's partial computed before the day's latest change
@@ -90,11 +93,21 @@ REFRESH_EVERY = 30.0
 DASHBOARD_STALE = 120.0
 #: days back the background refresh looks at (older days change rarely; a read recomputes them)
 REFRESH_DAYS = 62
+#: days back the start-up warm-up computes what is not kept (the dashboard's longest preset,
+#: 30 days, and today)
+WARM_DAYS = 31
 
 
-def register(name: str, compute: Compute) -> None:
-    """Declare report ``name``'s compute so the background refresh can keep it fresh."""
+def register(
+    name: str, compute: Compute, *, warm_for: Callable[[Store], set[int]] | None = None
+) -> None:
+    """Declare report ``name``'s compute so the background refresh can keep it fresh.
+
+    ``warm_for``: the properties whose partials the start-up warm-up computes (e.g. a
+    destination's gap report only where the destination is connected); all by default."""
     _REGISTRY[name] = compute
+    if warm_for is not None:
+        _WARM_FOR[name] = warm_for
 
 
 def partials(
@@ -200,14 +213,86 @@ def refresh(store: Store, *, now: float | None = None, days: int = REFRESH_DAYS)
     return done
 
 
+def warm_steps(
+    store: Store, *, now: float | None = None, days: int = WARM_DAYS
+) -> list[tuple[str, int, date]]:
+    """What the start-up warm-up computes: (report, property, day) of the last ``days`` days
+    that has no kept partial at all, newest day first, from the first day with any row.
+
+    Why: after an upgrade (or on a store filled by an import) nothing is kept, and the first
+    page view would compute every day of its range — 10 to 60 s at a million orders a month.
+    Computing them in the background first makes that view read kept partials. A day already
+    kept, even at an old version, is :func:`refresh`'s business, not this."""
+    clock = time.time() if now is None else now
+    today = day_of(clock)
+    first = [
+        row[0]
+        for row in store.read(
+            "SELECT MIN(received_at) FROM conversions UNION ALL SELECT MIN(order_time) FROM orders"
+        )
+        if row[0] is not None
+    ]
+    if not first:
+        return []
+    low = max(today - days + 1, day_of(float(min(first))))
+    kept = {
+        (str(name), int(p), int(d))
+        for name, p, d in store.read(
+            "SELECT name, property_id, day FROM rollups WHERE day >= ? AND day <= ?", (low, today)
+        )
+    }
+    properties = scope(store, None)
+    names = sorted(_REGISTRY)
+    chosen = {
+        name: [p for p in properties if name not in _WARM_FOR or p in _WARM_FOR[name](store)]
+        for name in names
+    }
+    return [
+        (name, p, date(1970, 1, 1) + timedelta(days=number))
+        for number in range(today, low - 1, -1)
+        for name in names
+        for p in chosen[name]
+        if (name, p, number) not in kept
+    ]
+
+
+def warm_one(store: Store, name: str, property_id: int, day: date) -> None:
+    """Compute and keep report ``name``'s partial of one (property, day) if it is not kept."""
+    compute = _REGISTRY.get(name)
+    if compute is not None:
+        partials(store, name, compute, day, day, property_id)
+
+
+async def warm(
+    store: Store, call: Callable[..., Awaitable[Any]], *, now: float | None = None
+) -> int:
+    """The start-up warm-up (:func:`warm_steps`), one (report, property, day) per ``call`` so
+    that ingest's and delivery's writes interleave with it. Returns how many it computed."""
+    steps: list[tuple[str, int, date]] = await call(functools.partial(warm_steps, now=now), store)
+    began = time.monotonic()
+    for name, p, day in steps:
+        try:
+            await call(warm_one, store, name, p, day)
+        except Exception:  # one report's failure must not leave the others cold
+            log.exception("rollup warm-up of %s for %s failed; its page computes it", name, day)
+    if steps:
+        log.info("rollups warmed: %d partials in %.1f s", len(steps), time.monotonic() - began)
+    return len(steps)
+
+
 async def run_periodically(
     store: Store,
     call: Callable[..., Awaitable[Any]],
     *,
     every: float = REFRESH_EVERY,
 ) -> None:
-    """``serve``'s background refresh (the primary process): :func:`refresh` every ``every``
-    seconds, on the store's thread (``call``). Never raises; cancel to stop."""
+    """``serve``'s background work on the partials (the primary process): the warm-up once
+    (:func:`warm`), then :func:`refresh` every ``every`` seconds, on a thread (``call``).
+    Never raises; cancel to stop."""
+    try:
+        await warm(store, call)
+    except Exception:
+        log.exception("rollup warm-up failed; pages compute what they read")
     while True:
         await asyncio.sleep(every)
         try:

@@ -9,6 +9,7 @@ day when, and only when, it changed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import date
 
@@ -348,3 +349,102 @@ def test_the_marks_table_is_emptied_by_taking(store: Store, database: Database, 
     assert database.rows("SELECT COUNT(*) FROM rollup_marks")[0][0] > 0
     assert store.take_rollup_marks() > 0
     assert database.rows("SELECT COUNT(*) FROM rollup_marks")[0][0] == 0
+
+
+class TestWarmUp:
+    """serve's start-up warm-up computes the partials not kept yet (after an upgrade, or an
+    import), so the first page view of a month at a million orders reads kept partials."""
+
+    @staticmethod
+    def counting(calls: list[tuple[int, int]]) -> rollups.Compute:
+        def received(s: Store, property_id: int, low: int, high: int) -> dict[str, int]:
+            calls.append((property_id, low // DAY))
+            ((n,),) = s.read(
+                "SELECT COUNT(*) FROM conversions WHERE property_id = ?"
+                " AND received_at >= ? AND received_at < ?",
+                (property_id, low, high),
+            )
+            return {"n": int(n)}
+
+        return received
+
+    @staticmethod
+    def day(number: int) -> date:
+        return date.fromordinal(date(1970, 1, 1).toordinal() + number)
+
+    def test_it_computes_every_day_from_the_first_row_then_nothing(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        calls: list[tuple[int, int]] = []
+        compute = self.counting(calls)
+        monkeypatch.setattr(rollups, "_REGISTRY", {"test.warm/1": compute})
+        assert rollups.warm_steps(store, now=NOW) == []  # an empty store: nothing to warm
+        other = store.create_property("eu", NOW, destinations=("tiktok",))
+        assert other is not None
+        old = NOW - 3 * DAY
+        store.insert_conversions([conversion(1, event_time=int(old))], old)
+        store.insert_conversions([conversion(2)], NOW)
+        steps = rollups.warm_steps(store, now=NOW)
+        # newest day first, every property, from the first day with a row to today
+        assert steps == [
+            ("test.warm/1", p, self.day(TODAY - back))
+            for back in range(4)
+            for p in sorted((DEFAULT_PROPERTY, other))
+        ]
+
+        async def call(fn: Callable[..., object], *args: object) -> object:
+            return fn(*args)
+
+        assert asyncio.run(rollups.warm(store, call, now=NOW)) == 8
+        assert sorted(calls) == sorted(
+            (p, TODAY - back) for back in range(4) for p in (DEFAULT_PROPERTY, other)
+        )
+        assert rollups.warm_steps(store, now=NOW) == []
+        # the page's read of those days computes nothing, and answers the rows' counts
+        calls.clear()
+        got = rollups.partials(
+            store, "test.warm/1", compute, self.day(TODAY - 3), self.day(TODAY), DEFAULT_PROPERTY
+        )
+        assert calls == []
+        assert [d.data["n"] for d in got] == [1, 0, 0, 1]
+
+    def test_a_kept_day_that_changed_is_left_to_the_refresh(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        calls: list[tuple[int, int]] = []
+        monkeypatch.setattr(rollups, "_REGISTRY", {"test.warm/1": self.counting(calls)})
+        store.insert_conversions([conversion(1)], NOW)
+
+        async def call(fn: Callable[..., object], *args: object) -> object:
+            return fn(*args)
+
+        assert asyncio.run(rollups.warm(store, call, now=NOW)) == 1
+        store.insert_conversions([conversion(2)], NOW)  # today changes after it was kept
+        assert rollups.warm_steps(store, now=NOW) == []
+        assert rollups.refresh(store, now=NOW) == 1
+
+    def test_it_looks_back_at_most_warm_days(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(rollups, "_REGISTRY", {"test.warm/1": self.counting([])})
+        long_ago = NOW - 90 * DAY
+        store.insert_conversions([conversion(1, event_time=int(long_ago))], long_ago)
+        days = [d for _, _, d in rollups.warm_steps(store, now=NOW)]
+        assert days == [self.day(TODAY - back) for back in range(rollups.WARM_DAYS)]
+
+    def test_a_report_warms_only_the_properties_it_names(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        other = store.create_property("eu", NOW, destinations=("tiktok",))
+        assert other is not None
+        monkeypatch.setattr(rollups, "_REGISTRY", {})
+        monkeypatch.setattr(rollups, "_WARM_FOR", {})
+        rollups.register("test.all/1", self.counting([]))
+        rollups.register("test.eu/1", self.counting([]), warm_for=lambda s: {other})
+        store.insert_conversions([conversion(1)], NOW)
+        steps = {(name, p) for name, p, _ in rollups.warm_steps(store, now=NOW)}
+        assert steps == {
+            ("test.all/1", DEFAULT_PROPERTY),
+            ("test.all/1", other),
+            ("test.eu/1", other),
+        }
