@@ -96,6 +96,17 @@ REFRESH_DAYS = 62
 #: days back the start-up warm-up computes what is not kept (the dashboard's longest preset,
 #: 30 days, and today)
 WARM_DAYS = 31
+#: a property's day with more conversions than this is not warmed at start-up: computing it
+#: holds its rows (~1.2-1.8 KB each for the dedup and identifiers partials, measured at
+#: 100,000: 125 and 175 MB; gigabytes for a million-row import or backlog) in the serving
+#: process while it delivers; its page computes it when asked. 50,000 covers a shop of a
+#: million orders a month (~33,000 a day) at ~100 MB
+WARM_MAX_ROWS = 50_000
+#: a kept partial is recomputed in the background at most every COST_SHARE times what it took
+#: to compute (so the refresh takes at most ~1/COST_SHARE of a core), and a dashboard page may
+#: show it up to that much older than its max_stale (saying from when) instead of computing
+#: it on the request: a minute-long partial of a huge day is not recomputed every 30 s
+COST_SHARE = 10.0
 
 
 def register(
@@ -126,7 +137,8 @@ def partials(
     ``name`` names the report and the version of its partial's shape ("gap.tiktok/1"): a
     change of shape takes a new name, so no partial of the old shape is ever merged.
     ``max_stale`` > 0: a day that changed since its partial was computed may still be
-    answered from it when it was computed at most that many seconds ago (``stale`` says so).
+    answered from it when it was computed at most that many seconds ago, plus
+    :data:`COST_SHARE` times what computing it took (``stale`` says so).
     """
     register(name, compute)
     clock = time.time() if now is None else now
@@ -144,12 +156,17 @@ def partials(
             if hit is not None and hit[0] == version:
                 out.append(DayPartial(p, day, orjson.loads(hit[2]), hit[1]))
                 continue
-            if hit is not None and max_stale > 0 and clock - hit[1] <= max_stale:
+            if (
+                hit is not None
+                and max_stale > 0
+                and clock - hit[1] <= max_stale + COST_SHARE * hit[3]
+            ):
                 out.append(DayPartial(p, day, orjson.loads(hit[2]), hit[1], stale=True))
                 continue
             began = time.time()
             data = compute(store, p, *day_bounds(day))
-            fresh.append(RollupRow(p, number, version, began, orjson.dumps(data)))
+            took = max(0.0, time.time() - began)
+            fresh.append(RollupRow(p, number, version, began, orjson.dumps(data), took))
             out.append(DayPartial(p, day, data, began))
     store.put_rollups(name, fresh)
     return out
@@ -157,7 +174,7 @@ def partials(
 
 def _state(
     store: Store, name: str, low: int, high: int, property_id: int | None
-) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], tuple[int, float, bytes]]]:
+) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], tuple[int, float, bytes, float]]]:
     """The days' versions and report ``name``'s cached partials of [low, high] (day numbers).
 
     Read in this order: a partial read after its day's version can only be older than it
@@ -172,10 +189,10 @@ def _state(
         )
     }
     cached = {
-        (int(p), int(d)): (int(v), float(t), bytes(b))
-        for p, d, v, t, b in store.read(
-            "SELECT property_id, day, version, computed_at, data FROM rollups"  # noqa: S608
-            f" WHERE name = ? AND day >= ? AND day <= ?{only}",
+        (int(p), int(d)): (int(v), float(t), bytes(b), float(s))
+        for p, d, v, t, b, s in store.read(
+            "SELECT property_id, day, version, computed_at, data, seconds"  # noqa: S608
+            f" FROM rollups WHERE name = ? AND day >= ? AND day <= ?{only}",
             (name, low, high, *extra),
         )
     }
@@ -185,27 +202,29 @@ def _state(
 def refresh(store: Store, *, now: float | None = None, days: int = REFRESH_DAYS) -> int:
     """Recompute every kept partial (of the reports this process knows) whose day changed
     since, for the last ``days`` days: what the dashboard will ask for next is ready, and its
-    pages answer from the cache. Returns how many partials were recomputed."""
+    pages answer from the cache. A partial computed less than :data:`COST_SHARE` times its
+    cost ago waits for a later run. Returns how many partials were recomputed."""
     clock = time.time() if now is None else now
     store.take_rollup_marks()
     since = day_of(clock) - days
     outdated = store.read(
-        "SELECT r.name, r.property_id, r.day, d.version FROM rollups r"
+        "SELECT r.name, r.property_id, r.day, d.version, r.computed_at, r.seconds FROM rollups r"
         " JOIN rollup_days d ON d.property_id = r.property_id AND d.day = r.day"
         " WHERE d.version > r.version AND r.day >= ? ORDER BY r.day DESC",
         (since,),
     )
     done = 0
     by_name: dict[str, list[RollupRow]] = {}
-    for name, p, number, version in outdated:
+    for name, p, number, version, computed_at, seconds in outdated:
         compute = _REGISTRY.get(str(name))
-        if compute is None:
+        if compute is None or clock - float(computed_at) < COST_SHARE * float(seconds):
             continue
         day = date(1970, 1, 1) + timedelta(days=int(number))
         began = time.time()
         data = compute(store, int(p), *day_bounds(day))
+        took = max(0.0, time.time() - began)
         by_name.setdefault(str(name), []).append(
-            RollupRow(int(p), int(number), int(version), began, orjson.dumps(data))
+            RollupRow(int(p), int(number), int(version), began, orjson.dumps(data), took)
         )
         done += 1
     for name, rows in by_name.items():
@@ -217,7 +236,8 @@ def warm_steps(
     store: Store, *, now: float | None = None, days: int = WARM_DAYS
 ) -> list[tuple[str, int, date]]:
     """What the start-up warm-up computes: (report, property, day) of the last ``days`` days
-    that has no kept partial at all, newest day first, from the first day with any row.
+    that has no kept partial at all, newest day first, from the first day with any row; not
+    a property's day of more than :data:`WARM_MAX_ROWS` conversions.
 
     Why: after an upgrade (or on a store filled by an import) nothing is kept, and the first
     page view would compute every day of its range — 10 to 60 s at a million orders a month.
@@ -242,6 +262,18 @@ def warm_steps(
         )
     }
     properties = scope(store, None)
+    crowded: set[tuple[int, int]] = set()
+    for number in range(low, today + 1):
+        begin = number * DAY
+        crowded.update(
+            (int(p), number)
+            for p, n in store.read(
+                "SELECT property_id, COUNT(*) FROM conversions"
+                " WHERE received_at >= ? AND received_at < ? GROUP BY property_id",
+                (begin, begin + DAY),
+            )
+            if int(n) > WARM_MAX_ROWS
+        )
     names = sorted(_REGISTRY)
     chosen = {
         name: [p for p in properties if name not in _WARM_FOR or p in _WARM_FOR[name](store)]
@@ -252,7 +284,7 @@ def warm_steps(
         for number in range(today, low - 1, -1)
         for name in names
         for p in chosen[name]
-        if (name, p, number) not in kept
+        if (name, p, number) not in kept and (p, number) not in crowded
     ]
 
 

@@ -430,6 +430,7 @@ EXPECTED_COLUMNS["rollups"] = [
     ("version", "int", True, None),
     ("computed_at", "real", True, None),
     ("data", "blob", True, None),
+    ("seconds", "real", True, "0"),  # 0021
 ]
 EXPECTED_PRIMARY_KEYS.update(
     {
@@ -778,7 +779,7 @@ def test_0020_keeps_every_grant_but_those_on_no_property(
         )
     monkeypatch.undo()
     store = empty_database.open()
-    assert applied(empty_database)[-1][0] == 20
+    assert 20 in {version for version, *_ in applied(empty_database)}
     assert (
         empty_database.rows("SELECT id, member_id, property_id, role FROM member_roles ORDER BY id")
         == rows[:3]

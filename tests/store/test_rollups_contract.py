@@ -275,6 +275,69 @@ class TestCache:
         store.put_rollups("t/1", [RollupRow(1, TODAY, 4, NOW + 2, b'{"v": 4}')])
         assert [tuple(r) for r in database.rows("SELECT version FROM rollups")] == [(4,)]
 
+    def test_a_partial_keeps_what_computing_it_took(self, store: Store, database: Database) -> None:
+        store.put_rollups("t/1", [RollupRow(1, TODAY, 1, NOW, b"{}", 12.5)])
+        assert database.rows("SELECT seconds FROM rollups") == [(12.5,)]
+        store.put_rollups("t/1", [RollupRow(1, TODAY, 2, NOW + 1, b"{}", 0.25)])
+        assert database.rows("SELECT version, seconds FROM rollups") == [(2, 0.25)]
+
+    def test_a_costly_partial_is_refreshed_and_accepted_stale_in_proportion(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A partial that took ``s`` seconds is recomputed by the refresh at most every
+        COST_SHARE * s, and a page (max_stale) takes it up to that much older than its
+        max_stale instead of computing it on the request."""
+        calls: list[int] = []
+
+        def received(s: Store, property_id: int, low: int, high: int) -> dict[str, int]:
+            calls.append(low // DAY)
+            return {"n": 1}
+
+        monkeypatch.setattr(rollups, "_REGISTRY", {"test.cost/1": received})
+        today = date.fromordinal(date(1970, 1, 1).toordinal() + TODAY)
+        store.insert_conversions([conversion(1)], NOW)
+        store.take_rollup_marks()
+        ((version,),) = store.read("SELECT version FROM rollup_days WHERE day = ?", (TODAY,))
+        took = 30.0  # a huge day: the refresh waits COST_SHARE * 30 s between recomputes
+        since = rollups.COST_SHARE * took
+        store.put_rollups(
+            "test.cost/1", [RollupRow(1, TODAY, version, NOW - since + 5, b'{"n": 7}', took)]
+        )
+        store.insert_conversions([conversion(2)], NOW)  # the day changes
+        assert rollups.refresh(store, now=NOW) == 0  # computed only since - 5 s ago
+        assert calls == []
+        # a page allowing 120 s takes the kept (stale) partial: 120 + COST_SHARE * 30 s
+        got = rollups.partials(
+            store,
+            "test.cost/1",
+            received,
+            today,
+            today,
+            DEFAULT_PROPERTY,
+            max_stale=120.0,
+            now=NOW,
+        )
+        assert [(d.data["n"], d.stale) for d in got] == [(7, True)]
+        assert calls == []
+        # past the allowance the refresh recomputes it
+        assert rollups.refresh(store, now=NOW + 10) == 1
+        assert calls == [TODAY]
+        # a cheap partial (0 s) gets no allowance: a page past max_stale computes it
+        store.put_rollups("test.cost/1", [RollupRow(1, TODAY, version + 99, NOW - 200, b"{}", 0.0)])
+        calls.clear()
+        store.insert_conversions([conversion(3)], NOW)
+        rollups.partials(
+            store,
+            "test.cost/1",
+            received,
+            today,
+            today,
+            DEFAULT_PROPERTY,
+            max_stale=120.0,
+            now=NOW,
+        )
+        assert calls == [TODAY]
+
     def test_a_day_is_recomputed_when_and_only_when_it_changed(self, store: Store) -> None:
         calls: list[tuple[int, int]] = []
 
@@ -448,3 +511,19 @@ class TestWarmUp:
             ("test.all/1", other),
             ("test.eu/1", other),
         }
+
+    def test_a_crowded_day_is_not_warmed(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A property's day with more than WARM_MAX_ROWS conversions (an import, a backlog) is
+        left to its page: computing it at start-up would hold its rows in the server."""
+        monkeypatch.setattr(rollups, "_REGISTRY", {"test.warm/1": self.counting([])})
+        monkeypatch.setattr(rollups, "WARM_MAX_ROWS", 2)
+        yesterday = NOW - DAY
+        store.insert_conversions([conversion(1, event_time=int(yesterday))], yesterday)
+        store.insert_conversions([conversion(n) for n in (2, 3, 4)], NOW)  # 3 > 2 today
+        days = [d for _, _, d in rollups.warm_steps(store, now=NOW)]
+        assert days == [self.day(TODAY - 1)]
+        monkeypatch.setattr(rollups, "WARM_MAX_ROWS", 3)  # at the bound: warmed
+        days = [d for _, _, d in rollups.warm_steps(store, now=NOW)]
+        assert days == [self.day(TODAY), self.day(TODAY - 1)]

@@ -1284,6 +1284,8 @@ class RollupRow:
     version: int
     computed_at: float
     data: bytes
+    #: how long computing it took (the refresh's and the pages' allowance, rollups.COST_SHARE)
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1658,6 +1658,7 @@ class PostgresStore:
                         [r.version for r in rows],
                         [r.computed_at for r in rows],
                         [r.data for r in rows],
+                        [r.seconds for r in rows],
                     ),
                 )
 
@@ -1939,12 +1940,13 @@ _BUMP_DAYS: Final = (
     " ON CONFLICT (property_id, day) DO UPDATE SET version = rollup_days.version + 1"
 )
 _PUT_ROLLUPS: Final = (
-    "INSERT INTO rollups (name, property_id, day, version, computed_at, data)"
-    " SELECT %s, p, d, v, t, b"
-    " FROM unnest(%s::int8[], %s::int8[], %s::int8[], %s::float8[], %b::bytea[])"
-    " AS r(p, d, v, t, b)"
+    "INSERT INTO rollups (name, property_id, day, version, computed_at, data, seconds)"
+    " SELECT %s, p, d, v, t, b, s"
+    " FROM unnest(%s::int8[], %s::int8[], %s::int8[], %s::float8[], %b::bytea[], %s::float8[])"
+    " AS r(p, d, v, t, b, s)"
     " ON CONFLICT (name, property_id, day) DO UPDATE SET"
-    " version = excluded.version, computed_at = excluded.computed_at, data = excluded.data"
+    " version = excluded.version, computed_at = excluded.computed_at, data = excluded.data,"
+    " seconds = excluded.seconds"
     " WHERE excluded.version >= rollups.version"
 )
 Conn = psycopg.Connection[tuple[Any, ...]]

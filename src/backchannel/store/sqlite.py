@@ -1745,7 +1745,10 @@ class SqliteStore:
             with self._write() as db:
                 db.executemany(
                     _PUT_ROLLUP,
-                    [(name, r.property_id, r.day, r.version, r.computed_at, r.data) for r in rows],
+                    [
+                        (name, r.property_id, r.day, r.version, r.computed_at, r.data, r.seconds)
+                        for r in rows
+                    ],
                 )
 
     # reports ----------------------------------------------------------------------------------
@@ -2049,9 +2052,10 @@ _BUMP_DAY = (
     " ON CONFLICT (property_id, day) DO UPDATE SET version = rollup_days.version + 1"
 )
 _PUT_ROLLUP = (
-    "INSERT INTO rollups (name, property_id, day, version, computed_at, data)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, property_id, day) DO UPDATE SET"
-    " version = excluded.version, computed_at = excluded.computed_at, data = excluded.data"
+    "INSERT INTO rollups (name, property_id, day, version, computed_at, data, seconds)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, property_id, day) DO UPDATE SET"
+    " version = excluded.version, computed_at = excluded.computed_at, data = excluded.data,"
+    " seconds = excluded.seconds"
     " WHERE excluded.version >= rollups.version"
 )
 
