@@ -327,14 +327,22 @@ def identifiers(destination: str, sent: bytes | None) -> list[Identifier]:
     ]
 
 
-def load_view(store: Store, conversion_id: int, destinations: Sequence[str]) -> SideBySide | None:
+def load_view(
+    store: Store,
+    conversion_id: int,
+    destinations: Sequence[str],
+    *,
+    property_id: int | None = None,
+) -> SideBySide | None:
     """The test conversion and, per connection it went to, what was sent and answered (each
     of ``destinations`` it did not go to is shown "not routed"); None if it is not a stored
-    test conversion."""
+    test conversion (of ``property_id``, when given: a page of one property never shows
+    another's, even by its id)."""
+    only, extra = ("", ()) if property_id is None else (" AND property_id = ?", (property_id,))
     found = store.read(
-        "SELECT id, event, event_id, test_event_code, received_at FROM conversions"
-        " WHERE id = ? AND test_event_code IS NOT NULL",
-        (conversion_id,),
+        "SELECT id, event, event_id, test_event_code, received_at FROM conversions"  # noqa: S608
+        f" WHERE id = ? AND test_event_code IS NOT NULL{only}",
+        (conversion_id, *extra),
     )
     if not found:
         return None

@@ -288,6 +288,81 @@ class TestDashboard:
         assert TOKEN not in response.text
 
 
+class TestPerProperty:
+    def test_each_property_fires_to_and_sees_only_its_own(self, start_app: StartApp) -> None:
+        """On ``?property=eu`` the button fires into eu (eu's connections and code, the audit
+        row eu's); each property's list and counts hold only its own test events; the detail
+        page of eu's conversion is a 404 on the default property, not a view of it."""
+        app = start_app(sandbox=True, worker=True)
+        configure(app, token=False)  # the default property: TikTok and Meta, their own codes
+        eu_code = "TEST_EU_333"
+        store = open_store(app.settings.database_url)
+        try:
+            eu = store.create_property("eu", time.time(), destinations=("tiktok",))
+            assert eu is not None
+            store.set_connection(
+                Connection("tiktok", TIKTOK_PIXEL, None, None, eu_code, 1.0, property_id=eu)
+            )
+        finally:
+            store.close()
+        with app.client() as client:
+            app.login(client)
+            home = fire_from_dashboard(app, client)
+            assert home.status_code == 303, home.text
+            page = client.get("/admin/test-events?property=eu")
+            assert page.status_code == 200
+            fired = client.post(
+                "/admin/test-events/fire?property=eu",
+                data={"csrf_token": csrf_from(page.text)},
+                follow_redirects=False,
+            )
+            assert fired.status_code == 303, fired.text
+            location = fired.headers["location"]
+            assert re.fullmatch(r"/admin/test-events/\d+\?property=eu", location)
+            eu_id = location.split("/")[-1].split("?")[0]
+            wait_for(
+                lambda: len(sandbox_events(app, "tiktok")) == 2 or None,
+                timeout=20,
+                interval=0.2,
+                what="both test orders at TikTok",
+            )
+            default_list = client.get("/admin/test-events")
+            eu_list = client.get("/admin/test-events?property=eu")
+            eu_detail = client.get(location)
+            eu_on_default = client.get(f"/admin/test-events/{eu_id}")
+        stored = app.sql(
+            "SELECT c.property_id, c.test_event_code, c.event_id, o.destination, n.property_id"
+            " FROM conversions c JOIN outbox o ON o.conversion_id = c.id"
+            " JOIN connections n ON n.id = o.connection_id ORDER BY c.id, o.id"
+        )
+        (default_event,) = {r[2] for r in stored if r[0] == 1}
+        (eu_event,) = {r[2] for r in stored if r[0] == eu}
+        # eu's order went to eu's TikTok connection only, with eu's code
+        assert [(r[1], r[3], r[4]) for r in stored if r[0] == eu] == [(eu_code, "tiktok", eu)]
+        assert sorted((r[1], r[3], r[4]) for r in stored if r[0] == 1) == [
+            (META_CODE, "meta", 1),
+            (TT_CODE, "tiktok", 1),
+        ]
+        codes = sorted(e["_test_event_code"] for e in sandbox_events(app, "tiktok"))
+        assert codes == sorted([TT_CODE, eu_code])
+        assert len(sandbox_events(app, "meta")) == 1
+        assert app.sql(
+            "SELECT property_id FROM audit_log WHERE action = 'test.fire' ORDER BY id"
+        ) == [(1,), (eu,)]
+        # each list: its own event only, its own counts, its own destinations' columns
+        assert default_event in default_list.text
+        assert eu_event not in default_list.text
+        assert re.search(r'data-figure="test_conversions">1<', default_list.text)
+        assert eu_event in eu_list.text
+        assert default_event not in eu_list.text
+        assert re.search(r'data-figure="test_conversions">1<', eu_list.text)
+        assert "<th>meta</th>" not in eu_list.text.replace(' scope="col"', "")
+        assert eu_detail.status_code == 200
+        assert eu_event in eu_detail.text
+        assert eu_on_default.status_code == 404
+        assert eu_event not in eu_on_default.text
+
+
 # -- the CLI ----------------------------------------------------------------------------------
 def cli(app: App, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKCHANNEL_")}

@@ -6,6 +6,11 @@ are never listed here, and test ones never count as orders: see :mod:`backchanne
 and answers 303 to ``GET /admin/test-events/{conversion_id}``: per destination, side by side,
 what was sent, what the platform answered and which identifiers it carried. That page reloads
 itself every 2 s (a ``<meta>`` refresh: the CSP forbids script) until every row is final.
+
+Everything is the request's property's (``?property=``), as ``backchannel send --test
+--property`` is: the list and its counts, the connections a fired order goes to (and their
+test event codes, and the property's default region), and the detail page, which answers 404
+for another property's conversion id rather than show it.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from fastapi import Depends, FastAPI
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from backchannel import destinations as registry
 from backchannel import testorder
 from backchannel.config import Settings
 from backchannel.diagnostics import pretty
 from backchannel.members import EDITOR, VIEWER
-from backchannel.routing import active_destinations
-from backchannel.store.base import Store
+from backchannel.properties import context
+from backchannel.routing import active_connections
+from backchannel.store.base import Connection, Store
 from backchannel.web.access import require_role
 from backchannel.web.auth import Admin
 from backchannel.web.dashboard import layout
@@ -30,6 +37,19 @@ from backchannel.web.dashboard.layout import esc
 
 PATH = "/admin/test-events"
 LIST_LIMIT = 100
+
+
+def own_connections(store: Store, settings: Settings, property_id: int) -> list[Connection]:
+    """The property's connections that get outbox rows now (what a test order goes to)."""
+    return [
+        c for c in active_connections(store, settings.destinations) if c.property_id == property_id
+    ]
+
+
+def own_destinations(store: Store, settings: Settings, property_id: int) -> list[str]:
+    """The destinations (registry order) the property has an active connection to."""
+    names = {c.destination for c in own_connections(store, settings, property_id)}
+    return [d for d in registry.NAMES if d in names]
 
 
 def status_cell(status: str) -> str:
@@ -44,13 +64,17 @@ def list_page(
     message: str | None = None,
     status: int = 200,
 ) -> HTMLResponse:
+    pid = admin.property_id
     rows = store.read(
         "SELECT id, received_at, event, event_id, test_event_code FROM conversions"
-        " WHERE test_event_code IS NOT NULL ORDER BY received_at DESC, id DESC LIMIT ?",
-        (LIST_LIMIT,),
+        " WHERE test_event_code IS NOT NULL AND property_id = ?"
+        " ORDER BY received_at DESC, id DESC LIMIT ?",
+        (pid, LIST_LIMIT),
     )
     counts = store.read(
-        "SELECT COUNT(*), SUM(CASE WHEN test_event_code IS NULL THEN 0 ELSE 1 END) FROM conversions"
+        "SELECT COUNT(*), SUM(CASE WHEN test_event_code IS NULL THEN 0 ELSE 1 END)"
+        " FROM conversions WHERE property_id = ?",
+        (pid,),
     )
     total, tests = int(counts[0][0] or 0), int(counts[0][1] or 0)
     ids = [int(r[0]) for r in rows]
@@ -63,7 +87,7 @@ def list_page(
             ids,
         ):
             per.setdefault(int(cid), {})[str(destination)] = str(state)
-    destinations = list(active_destinations(store, settings.destinations))
+    destinations = own_destinations(store, settings, pid)
     table_rows = []
     for cid, received_at, event, event_id, code in rows:
         found = per.get(int(cid), {})
@@ -74,7 +98,7 @@ def list_page(
                 f"<code>{esc(event_id)}</code>",
                 f'<span class="badge test">{esc(code)}</span>',
                 *[status_cell(found.get(d, testorder.NOT_ROUTED)) for d in destinations],
-                f'<a href="{PATH}/{int(cid)}">details</a>',
+                f'<a href="{esc(layout.on_property(admin, f"{PATH}/{int(cid)}"))}">details</a>',
             ]
         )
     body = (
@@ -158,22 +182,28 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         request: Request, admin: Annotated[Admin, Depends(require_role(EDITOR))]
     ) -> Response:
         store: Store = state["store"]
+        found = store.get_property(admin.property_id)
+        if found is None:  # deleted since the page was shown
+            return list_page(store, settings, admin, message="property: not found", status=404)
+        owner = context(found, settings)
         try:
-            active = active_destinations(store, settings.destinations)
-            connections = {d: store.get_connection(d) for d in active}
-            code = testorder.resolve_code(None, connections, active)
+            own = own_connections(store, settings, owner.id)
+            code = testorder.resolve_code(None, {c.name: c for c in own}, [c.name for c in own])
             fired = await testorder.fire(
                 testorder.sample_order(code),
                 state["runner"],
                 now=time.time(),
-                default_region=settings.default_region,
+                default_region=owner.default_region,  # the property's, else the install's
                 destinations=settings.destinations,  # what routes were built for
                 routes=state.get("routes"),
                 stitch_window=settings.click_cookie_days * 86400.0,
+                property_id=owner.id,
             )
         except testorder.FireError as exc:
             return list_page(store, settings, admin, message=str(exc), status=400)
-        store.audit(time.time(), admin.actor, "test.fire", f"{fired.event} {fired.event_id}")
+        store.audit(
+            time.time(), admin.actor, "test.fire", f"{fired.event} {fired.event_id}", owner.id
+        )
         return RedirectResponse(
             layout.on_property(admin, f"{PATH}/{fired.conversion_id}"), status_code=303
         )
@@ -191,14 +221,18 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
                 status=404,
             )
         view = testorder.load_view(
-            store, int(conversion_id), active_destinations(store, settings.destinations)
+            store,
+            int(conversion_id),
+            own_destinations(store, settings, admin.property_id),
+            property_id=admin.property_id,
         )
         if view is None:
             return list_page(
                 store,
                 settings,
                 admin,
-                message=f"conversion_id: {conversion_id} is not a stored test conversion",
+                message=f"conversion_id: {conversion_id} is not a stored test conversion"
+                " of this property",
                 status=404,
             )
         return layout.render(
