@@ -299,14 +299,19 @@ async def warm(
     store: Store, call: Callable[..., Awaitable[Any]], *, now: float | None = None
 ) -> int:
     """The start-up warm-up (:func:`warm_steps`), one (report, property, day) per ``call`` so
-    that ingest's and delivery's writes interleave with it. Returns how many it computed."""
+    that ingest's and delivery's writes interleave with it, each followed by a pause of
+    (:data:`COST_SHARE` - 1) times what it took: like the refresh, it takes at most
+    ~1/COST_SHARE of a core from a server that may be draining a backlog as it starts.
+    Returns how many it computed."""
     steps: list[tuple[str, int, date]] = await call(functools.partial(warm_steps, now=now), store)
     began = time.monotonic()
     for name, p, day in steps:
+        step = time.monotonic()
         try:
             await call(warm_one, store, name, p, day)
         except Exception:  # one report's failure must not leave the others cold
             log.exception("rollup warm-up of %s for %s failed; its page computes it", name, day)
+        await asyncio.sleep((COST_SHARE - 1) * (time.monotonic() - step))
     if steps:
         log.info("rollups warmed: %d partials in %.1f s", len(steps), time.monotonic() - began)
     return len(steps)
