@@ -306,17 +306,22 @@ class TestCache:
         store.insert_conversions([conversion(2)], NOW)  # the day changes
         assert rollups.refresh(store, now=NOW) == 0  # computed only since - 5 s ago
         assert calls == []
+
+        def page() -> list[rollups.DayPartial]:
+            """Today's partial as a dashboard page asks for it (120 s of staleness)."""
+            return rollups.partials(
+                store,
+                "test.cost/1",
+                received,
+                today,
+                today,
+                DEFAULT_PROPERTY,
+                max_stale=120.0,
+                now=NOW,
+            )
+
         # a page allowing 120 s takes the kept (stale) partial: 120 + COST_SHARE * 30 s
-        got = rollups.partials(
-            store,
-            "test.cost/1",
-            received,
-            today,
-            today,
-            DEFAULT_PROPERTY,
-            max_stale=120.0,
-            now=NOW,
-        )
+        got = page()
         assert [(d.data["n"], d.stale) for d in got] == [(7, True)]
         assert calls == []
         # past the allowance the refresh recomputes it
@@ -326,16 +331,7 @@ class TestCache:
         store.put_rollups("test.cost/1", [RollupRow(1, TODAY, version + 99, NOW - 200, b"{}", 0.0)])
         calls.clear()
         store.insert_conversions([conversion(3)], NOW)
-        rollups.partials(
-            store,
-            "test.cost/1",
-            received,
-            today,
-            today,
-            DEFAULT_PROPERTY,
-            max_stale=120.0,
-            now=NOW,
-        )
+        page()
         assert calls == [TODAY]
 
     def test_a_day_is_recomputed_when_and_only_when_it_changed(self, store: Store) -> None:
