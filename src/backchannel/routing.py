@@ -108,13 +108,16 @@ def parse(raw: str | None) -> frozenset[str] | None:
     return frozenset(v for v in value if isinstance(v, str))
 
 
-def active_connections(store: Store, always: Sequence[str]) -> list[Connection]:
-    """The connections that get outbox rows now (every property's), by property then
-    registry order: live ones, and those of ``always`` (the ``destinations`` setting: TikTok
-    and Meta by default, sandbox until a token is set). A destination connected later gets
-    only what arrives from then on (``backchannel backfill`` queues the past on request)."""
+def active_connections(
+    store: Store, always: Sequence[str], property_id: int | None = None
+) -> list[Connection]:
+    """The connections that get outbox rows now (every property's, or ``property_id``'s), by
+    property then registry order: live ones, and those of ``always`` (the ``destinations``
+    setting: TikTok and Meta by default, sandbox until a token is set). A destination
+    connected later gets only what arrives from then on (``backchannel backfill`` queues the
+    past on request)."""
     order = {name: i for i, name in enumerate(registry.NAMES)}
-    found = [c for c in store.list_connections() if is_active(c, always)]
+    found = [c for c in store.list_connections(property_id) if is_active(c, always)]
     return sorted(found, key=lambda c: (c.property_id, order.get(c.destination, 99), c.id or 0))
 
 
@@ -142,9 +145,12 @@ def active_lanes(store: Store, always: Sequence[str]) -> list[Lane]:
     ]
 
 
-def active_destinations(store: Store, always: Sequence[str]) -> tuple[str, ...]:
-    """The destinations (registry order) with an active connection in any property."""
-    names = {c.destination for c in active_connections(store, always)}
+def active_destinations(
+    store: Store, always: Sequence[str], property_id: int | None = None
+) -> tuple[str, ...]:
+    """The destinations (registry order) with an active connection in any property, or in
+    ``property_id``."""
+    names = {c.destination for c in active_connections(store, always, property_id)}
     return tuple(name for name in registry.NAMES if name in names)
 
 

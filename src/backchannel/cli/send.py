@@ -229,16 +229,14 @@ def send_test(
     if not 0 < timeout <= 600:
         fail("--timeout: must be more than 0 and at most 600 seconds")
     from backchannel.properties import context
-    from backchannel.routing import active_connections
+    from backchannel.routing import active_connections, active_destinations
 
     document = read_json_input(source) if source is not None else None
     store = open_configured_store(settings)
     try:
         owner = context(property_or_fail(store, property_name), settings)
         store.ensure_connections(settings.destinations, time.time(), owner.id)
-        own = [
-            c for c in active_connections(store, settings.destinations) if c.property_id == owner.id
-        ]
+        own = active_connections(store, settings.destinations, owner.id)
         connections = {c.name: c for c in own}
         names = [c.name for c in own]
         try:
@@ -285,7 +283,7 @@ def send_test(
         view = testorder.load_view(
             store,
             fired.conversion_id,
-            [d for d in registry.NAMES if any(c.destination == d for c in own)],
+            active_destinations(store, settings.destinations, owner.id),
         )
     finally:
         store.close()

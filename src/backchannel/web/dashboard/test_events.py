@@ -22,14 +22,13 @@ from fastapi import Depends, FastAPI
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from backchannel import destinations as registry
 from backchannel import testorder
 from backchannel.config import Settings
 from backchannel.diagnostics import pretty
 from backchannel.members import EDITOR, VIEWER
 from backchannel.properties import context
-from backchannel.routing import active_connections
-from backchannel.store.base import Connection, Store
+from backchannel.routing import active_connections, active_destinations
+from backchannel.store.base import Store
 from backchannel.web.access import require_role
 from backchannel.web.auth import Admin
 from backchannel.web.dashboard import layout
@@ -37,19 +36,6 @@ from backchannel.web.dashboard.layout import esc
 
 PATH = "/admin/test-events"
 LIST_LIMIT = 100
-
-
-def own_connections(store: Store, settings: Settings, property_id: int) -> list[Connection]:
-    """The property's connections that get outbox rows now (what a test order goes to)."""
-    return [
-        c for c in active_connections(store, settings.destinations) if c.property_id == property_id
-    ]
-
-
-def own_destinations(store: Store, settings: Settings, property_id: int) -> list[str]:
-    """The destinations (registry order) the property has an active connection to."""
-    names = {c.destination for c in own_connections(store, settings, property_id)}
-    return [d for d in registry.NAMES if d in names]
 
 
 def status_cell(status: str) -> str:
@@ -87,7 +73,7 @@ def list_page(
             ids,
         ):
             per.setdefault(int(cid), {})[str(destination)] = str(state)
-    destinations = own_destinations(store, settings, pid)
+    destinations = active_destinations(store, settings.destinations, pid)
     table_rows = []
     for cid, received_at, event, event_id, code in rows:
         found = per.get(int(cid), {})
@@ -98,7 +84,7 @@ def list_page(
                 f"<code>{esc(event_id)}</code>",
                 f'<span class="badge test">{esc(code)}</span>',
                 *[status_cell(found.get(d, testorder.NOT_ROUTED)) for d in destinations],
-                f'<a href="{esc(layout.on_property(admin, f"{PATH}/{int(cid)}"))}">details</a>',
+                f'<a href="{PATH}/{int(cid)}">details</a>',  # render() adds ?property=
             ]
         )
     body = (
@@ -187,7 +173,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
             return list_page(store, settings, admin, message="property: not found", status=404)
         owner = context(found, settings)
         try:
-            own = own_connections(store, settings, owner.id)
+            own = active_connections(store, settings.destinations, owner.id)
             code = testorder.resolve_code(None, {c.name: c for c in own}, [c.name for c in own])
             fired = await testorder.fire(
                 testorder.sample_order(code),
@@ -223,7 +209,7 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         view = testorder.load_view(
             store,
             int(conversion_id),
-            own_destinations(store, settings, admin.property_id),
+            active_destinations(store, settings.destinations, admin.property_id),
             property_id=admin.property_id,
         )
         if view is None:
