@@ -163,13 +163,23 @@ def partials(
             ):
                 out.append(DayPartial(p, day, orjson.loads(hit[2]), hit[1], stale=True))
                 continue
-            began = time.time()
-            data = compute(store, p, *day_bounds(day))
-            took = max(0.0, time.time() - began)
-            fresh.append(RollupRow(p, number, version, began, orjson.dumps(data), took))
-            out.append(DayPartial(p, day, data, began))
+            data, row = _compute(store, compute, p, number, version)
+            fresh.append(row)
+            out.append(DayPartial(p, day, data, row.computed_at))
     store.put_rollups(name, fresh)
     return out
+
+
+def _compute(
+    store: Store, compute: Compute, property_id: int, number: int, version: int
+) -> tuple[Partial, RollupRow]:
+    """Compute one (property, day number)'s partial now: it, and the row that keeps it (with
+    when it was computed and how long that took)."""
+    day = date(1970, 1, 1) + timedelta(days=number)
+    began = time.time()
+    data = compute(store, property_id, *day_bounds(day))
+    took = max(0.0, time.time() - began)
+    return data, RollupRow(property_id, number, version, began, orjson.dumps(data), took)
 
 
 def _state(
@@ -219,13 +229,8 @@ def refresh(store: Store, *, now: float | None = None, days: int = REFRESH_DAYS)
         compute = _REGISTRY.get(str(name))
         if compute is None or clock - float(computed_at) < COST_SHARE * float(seconds):
             continue
-        day = date(1970, 1, 1) + timedelta(days=int(number))
-        began = time.time()
-        data = compute(store, int(p), *day_bounds(day))
-        took = max(0.0, time.time() - began)
-        by_name.setdefault(str(name), []).append(
-            RollupRow(int(p), int(number), int(version), began, orjson.dumps(data), took)
-        )
+        _, row = _compute(store, compute, int(p), int(number), int(version))
+        by_name.setdefault(str(name), []).append(row)
         done += 1
     for name, rows in by_name.items():
         store.put_rollups(name, rows)
