@@ -78,7 +78,7 @@ from backchannel.passwords import (
     hash_password,
     verify_password,
 )
-from backchannel.store.base import AdminSession, Grant, Store
+from backchannel.store.base import AdminSession, Grant, Member, Store
 from backchannel.store.runner import AsyncStore
 from backchannel.web.ratelimit import RateLimiter, client_ip, limited_response
 
@@ -302,6 +302,24 @@ class AdminAuth:
         self._set_cookie(response, request, self.login_cookie(request), token, 600)
         return response
 
+    async def verify(self, member: Member | None, password: str) -> bool:
+        """Whether ``password`` is ``member``'s, off the loop; the same scrypt work whether
+        there is a member or not (timing tells no names apart)."""
+        encoded = member.password_hash if member is not None else None
+        return len(password) <= MAX_PASSWORD_LENGTH and await asyncio.to_thread(
+            lambda: verify_password(password, encoded or decoy_hash())
+        )
+
+    async def failed(self, ip: str, why: str, field: str) -> Response | None:
+        """A failed password check (a login, or a member's own password change): the
+        install-wide failure limit — its 429 naming ``field`` — else an
+        ``admin.login_failed`` audit row and None."""
+        wait = self.failure_limiter.hit("*")
+        if wait:
+            return limited_response(wait, field, "to log in")
+        await self.call(self.store.audit, self.clock(), f"ip {ip}", "admin.login_failed", why)
+        return None
+
     async def login(self, request: Request) -> Response:
         ip = client_ip(request)
         wait = self.login_limiter.hit(ip)
@@ -325,17 +343,12 @@ class AdminAuth:
             member = await self.call(self.store.member_by_name, name)
         if member is not None and member.disabled_at is not None:
             member = None
-        # the same scrypt work whether the name exists or not: timing tells no names apart
-        encoded = member.password_hash if member is not None else None
-        matches = len(password) <= MAX_PASSWORD_LENGTH and await asyncio.to_thread(
-            lambda: verify_password(password, encoded or decoy_hash())
-        )
+        matches = await self.verify(member, password)
         if member is None or not matches:
-            wait = self.failure_limiter.hit("*")
-            if wait:
-                return limited_response(wait, "password", "to log in")
             why = "unknown member name" if member is None else f"wrong password for {member.name}"
-            await self.call(self.store.audit, self.clock(), f"ip {ip}", "admin.login_failed", why)
+            limited = await self.failed(ip, why, "password")
+            if limited is not None:
+                return limited
             return await self.login_page(request, error="Wrong name or password.", status=401)
         self.login_limiter.reset(ip)
         token = secrets.token_urlsafe(32)

@@ -22,7 +22,6 @@ property's; a member of another property only is sent to theirs, like on every p
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
@@ -32,7 +31,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from backchannel import members
 from backchannel.config import Settings
 from backchannel.members import VIEWER, MemberError
-from backchannel.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, verify_password
+from backchannel.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from backchannel.store.base import Store
 from backchannel.web.access import require_role
 from backchannel.web.auth import Admin, AdminAuth, csrf_field, read_form
@@ -109,23 +108,11 @@ def install(app: FastAPI, settings: Settings, state: dict[str, Any]) -> None:
         member = await auth.call(store.member_by_id, admin.member_id)
         if member is None or member.disabled_at is not None:
             return refuse(admin, ParamError("name: this member was removed"), 403)
-        encoded = member.password_hash
-        matches = (
-            bool(current)
-            and len(current) <= MAX_PASSWORD_LENGTH
-            and await asyncio.to_thread(verify_password, current, encoded)
-        )
-        if not matches:
-            wait = auth.failure_limiter.hit("*")
-            if wait:
-                return limited_response(wait, "current_password", "to log in")
-            await auth.call(
-                store.audit,
-                auth.clock(),
-                f"ip {ip}",
-                "admin.login_failed",
-                f"wrong current password for {member.name} (password change)",
-            )
+        if not (current and await auth.verify(member, current)):
+            why = f"wrong current password for {member.name} (password change)"
+            limited = await auth.failed(ip, why, "current_password")
+            if limited is not None:
+                return limited
             return refuse(admin, ParamError("current_password: wrong password"))
         if new != again:
             return refuse(admin, ParamError("new_password_again: does not match new_password"))
