@@ -74,10 +74,12 @@ class GoToProperty(Exception):
         super().__init__(location)
 
 
-def _named(request: Request) -> bool:
-    """Whether the request names its property (query or path parameter)."""
+def _named(request: Request) -> str | None:
+    """The property the request names (its path parameter, else its query parameter),
+    stripped; None when it names none."""
     raw = request.path_params.get(PROPERTY_PARAM) or request.query_params.get(PROPERTY_PARAM)
-    return raw is not None and bool(str(raw).strip())
+    text = "" if raw is None else str(raw).strip()
+    return text or None
 
 
 def _elsewhere(request: Request, visible: list[tuple[int, str]]) -> str | None:
@@ -99,11 +101,11 @@ async def request_property(request: Request) -> int:
     """The id of the property this request concerns: its ``property`` path parameter or query
     parameter, else the default property. Raises :class:`ValueError` (message ``"property:
     reason"``) for a property that does not exist."""
-    raw = request.path_params.get(PROPERTY_PARAM) or request.query_params.get(PROPERTY_PARAM)
-    if raw is None or not str(raw).strip():
+    raw = _named(request)
+    if raw is None:
         return members.DEFAULT_PROPERTY_ID
     auth = _auth(request)
-    property_id: int = await auth.call(members.resolve_property, auth.store, str(raw))
+    property_id: int = await auth.call(members.resolve_property, auth.store, raw)
     return property_id
 
 
@@ -140,19 +142,17 @@ class RoleCheck:
             property_id = await request_property(request)
         except members.MemberError:
             # the store's message lists every property; name only those the caller may see
-            raw = str(
-                request.path_params.get(PROPERTY_PARAM) or request.query_params[PROPERTY_PARAM]
-            )
             known = ", ".join(name for _, name in visible) or "none"
             raise AccessRefused(
                 404,
                 PROPERTY_PARAM,
-                f"no property named {raw.strip()!r} (yours: {known})",
+                f"no property named {_named(request)!r} (yours: {known})",
                 html_page=wants_html,
                 admin=admin,
             ) from None
         role = members.role_for(admin.grants, property_id)
-        if role is None and self.page and request.method in SAFE_METHODS and not _named(request):
+        bare = _named(request) is None
+        if role is None and self.page and request.method in SAFE_METHODS and bare:
             # the bare /admin of a member of another property: take them to theirs
             location = _elsewhere(request, visible)
             if location is not None:
