@@ -216,7 +216,7 @@ def on_property(admin: Admin, url: str, **params: str) -> str:
     for every dashboard link a page rendered without it."""
     base, hashmark, fragment = url.partition("#")
     path, _, query = base.partition("?")
-    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)]
+    pairs = parse_qsl(query, keep_blank_values=True)
     pairs += list(params.items())
     if keeps_property(admin) and not any(k == PROPERTY_PARAM for k, _ in pairs):
         pairs.append((PROPERTY_PARAM, admin.property_name))
